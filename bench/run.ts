@@ -1,0 +1,159 @@
+/**
+ * `npm run bench`: the numbers behind our speed and privacy claims, as one JSON document on the
+ * last line of stdout (machine-readable, also written to bench/results/latest.json; `npm run
+ * --silent bench` leaves npm's own header out) and readable tables on stderr. Sections can be picked: `npm run bench -- --only aggregation,training`.
+ *
+ * Benchmarks are not tests: nothing here asserts a time.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as tf from '../models/tf.ts';
+import { benchAggregation } from './aggregation-bench.ts';
+import { privacyUtility } from './privacy-utility.ts';
+import { createModel, encodeTable, inferFeatureSpec, initBackend, readCsvTable, splitRows, subset, trainLocal } from '../models/index.ts';
+import { clippedGradientSum, clippedGradientSumNaive, dpSgdLayers } from '../models/dp-sgd.ts';
+import { encodedWidth } from '../protocols/feature-spec.ts';
+import { TrainingConfig } from '../protocols/training-config.ts';
+import { computeEpsilon } from '../protocols/privacy/index.ts';
+
+const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
+const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy'] as const;
+
+const { values } = parseArgs({ options: { only: { type: 'string' }, json: { type: 'boolean', default: false } }, allowPositionals: true });
+const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
+const say = (line = '') => process.stderr.write(line + '\n');
+const results: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version, at: new Date().toISOString() } };
+
+function table(title: string, header: string[], rows: Array<Array<string | number>>) {
+  say(`\n${title}`);
+  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toPrecision(4)) : c)))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
+  for (const r of cells) say('  ' + r.map((c, i) => String(c).padStart(widths[i])).join('  '));
+}
+
+function median(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+if (wanted.has('aggregation')) {
+  const agg = await benchAggregation({ updates: 100, parameters: 1_000_000 });
+  results.aggregation = agg;
+  table('FedAvg aggregation (decode + accumulate, streaming, float64 sums)', ['updates', 'parameters', 'seconds', 'GB/s', 'decode s', 'peak RSS MB'], [[agg.updates, agg.parameters, agg.seconds, agg.gbPerSecond, agg.decodeSeconds, agg.peakRssMb]]);
+}
+
+const churn = (() => {
+  const t = readCsvTable({ path: DATA });
+  const spec = inferFeatureSpec(t, { target: 'churn' });
+  const all = encodeTable(t, spec);
+  const [trainIdx] = splitRows(all.n, [0.8, 0.2], 42, all.y);
+  return { spec, train: subset(all, trainIdx) };
+})();
+
+if (wanted.has('training')) {
+  const rows: Array<Record<string, unknown>> = [];
+  for (const backend of ['tensorflow', 'wasm', 'cpu'] as const) {
+    try {
+      await initBackend(backend);
+    } catch (err) {
+      rows.push({ backend, available: false, reason: err instanceof Error ? err.message.split('\n')[0] : String(err) });
+      continue;
+    }
+    const model = createModel({ kind: 'mlp', hidden: [32, 16] }, encodedWidth(churn.spec), 42);
+    const config = TrainingConfig.parse({ localEpochs: 1, batchSize: 32 });
+    await trainLocal(model, churn.train, config); // warm-up: kernels compiled, memory allocated
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await trainLocal(model, churn.train, { ...config, localEpochs: 2 });
+      times.push((performance.now() - t) / 1000);
+    }
+    model.dispose();
+    rows.push({ backend, available: true, model: `mlp ${encodedWidth(churn.spec)}-32-16-1`, batchSize: 32, rows: churn.train.n, samplesPerSecond: (2 * churn.train.n) / median(times) });
+  }
+  results.training = rows;
+  table('Local training throughput (shipped churn data, MLP, batch 32, median of 3)', ['backend', 'samples/s', 'note'], rows.map((r) => [String(r.backend), r.available ? Math.round(r.samplesPerSecond as number) : '-', r.available ? '' : String(r.reason).slice(0, 60)]));
+  await initBackend('wasm');
+}
+
+if (wanted.has('dpsgd')) {
+  await initBackend('wasm');
+  const model = createModel({ kind: 'mlp', hidden: [32, 16] }, encodedWidth(churn.spec), 42);
+  const layers = dpSgdLayers(model);
+  const batch = 64;
+  const x = tf.tensor2d(churn.train.x.subarray(0, batch * churn.train.width), [batch, churn.train.width]);
+  const y = tf.tensor2d(churn.train.y.subarray(0, batch), [batch, 1]);
+  const timeIt = (fn: () => void, reps: number) => {
+    fn();
+    const t = performance.now();
+    for (let i = 0; i < reps; i++) fn();
+    return (performance.now() - t) / reps / 1000;
+  };
+  const vectorized = timeIt(() => tf.tidy(() => void clippedGradientSum(layers, x, y, 1).grads.map((g) => g.dataSync())), 50);
+  const naive = timeIt(() => clippedGradientSumNaive(layers, x, y, 1).forEach((g) => g.dispose()), 3);
+  results.dpSgd = { batch, vectorizedSecondsPerStep: vectorized, naiveSecondsPerStep: naive, speedup: naive / vectorized };
+  table(`DP-SGD per-example clipping, one step of ${batch} rows (MLP, wasm)`, ['method', 'ms/step', 'speedup'], [
+    ['vectorized (one batched pass)', vectorized * 1000, naive / vectorized],
+    ['one example at a time', naive * 1000, 1],
+  ]);
+  model.dispose();
+}
+
+if (wanted.has('accountant')) {
+  const rows: Array<Record<string, unknown>> = [];
+  for (const [q, sigma, steps] of [[0.01, 1.1, 1000], [0.01, 1.1, 10000], [1, 5, 20]] as const) {
+    for (const accountant of ['rdp', 'pld'] as const) {
+      const t = performance.now();
+      const epsilon = computeEpsilon({ q, sigma, steps, delta: 1e-5 }, accountant);
+      rows.push({ accountant, q, sigma, steps, delta: 1e-5, epsilon, ms: performance.now() - t });
+    }
+  }
+  results.accountant = rows;
+  table('Privacy accountants (epsilon at delta 1e-5; PLD never below the truth, tighter than RDP)', ['accountant', 'q', 'sigma', 'steps', 'epsilon', 'ms'], rows.map((r) => [String(r.accountant), r.q as number, r.sigma as number, r.steps as number, r.epsilon as number, r.ms as number]));
+}
+
+if (wanted.has('demo')) {
+  const { runDemo } = await import('../cli/demo.ts');
+  const out = mkdtempSync(join(tmpdir(), 'fedmark-bench-demo-'));
+  const rounds = 20;
+  const wall = performance.now();
+  const demo = await runDemo({ rounds, nodes: 10, out, localBaseline: false, progress: process.stderr });
+  const wallSeconds = (performance.now() - wall) / 1000;
+  // Split each round from the logs: training (slowest node), aggregation (coordinator), the rest
+  // is transfer, scheduling and the evaluation phase.
+  const read = (f: string) => readFileSync(join(out, 'logs', f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const coordinator = read('coordinator.log');
+  const nodes = readdirSync(join(out, 'logs')).filter((f) => f.startsWith('node-')).map(read);
+  const perRound: Array<{ round: number; seconds: number; fitSeconds: number; trainSeconds: number; aggregateSeconds: number; transferAndWaitSeconds: number; evaluationSeconds: number }> = [];
+  for (let r = 2; r <= rounds; r++) {
+    const started = coordinator.find((l) => l.msg === 'round started' && l.round === r)?.time as number;
+    const aggregated = coordinator.find((l) => l.msg === 'round aggregated' && l.round === r);
+    const completed = coordinator.find((l) => l.msg === 'round completed' && l.round === r)?.time as number;
+    const train = Math.max(...nodes.map((n) => (n.find((l) => l.msg === 'sent model update' && l.round === r)?.trainSeconds as number) ?? 0));
+    const fitSeconds = ((aggregated?.time as number) - started) / 1000;
+    const aggregateSeconds = (aggregated?.aggregateMs as number) / 1000;
+    perRound.push({ round: r, seconds: (completed - started) / 1000, fitSeconds, trainSeconds: train, aggregateSeconds, transferAndWaitSeconds: fitSeconds - train - aggregateSeconds, evaluationSeconds: (completed - (aggregated?.time as number)) / 1000 });
+  }
+  const med = (k: keyof (typeof perRound)[number]) => median(perRound.map((p) => p[k] as number));
+  const rss = nodes.length;
+  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound };
+  table(`Demo federation: ${demo.nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s', 'evaluation s', 'wall s', 'test AUC'], [
+    [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc],
+  ]);
+  void rss;
+  rmSync(out, { recursive: true, force: true });
+}
+
+if (wanted.has('privacy')) {
+  await initBackend('wasm');
+  const rows = await privacyUtility();
+  results.privacyUtility = rows;
+  table('Privacy vs utility (shipped churn data, 10 regions, 20 rounds, MLP; test AUC; delta 1e-5)', ['mechanism', 'epsilon', 'nodes', 'noise mult.', 'test AUC'], rows.map((r) => [r.mechanism, r.epsilon ?? 'none', r.nodes, r.noiseMultiplier ?? '-', r.testAuc]));
+}
+
+mkdirSync(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
+writeFileSync(fileURLToPath(new URL('./results/latest.json', import.meta.url)), JSON.stringify(results, null, 2));
+process.stdout.write(JSON.stringify(results) + '\n');

@@ -1,0 +1,418 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { encodedWidth } from '../protocols/feature-spec.ts';
+import { StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
+import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
+import { TrainingConfig } from '../protocols/training-config.ts';
+import { ModelSpec } from '../protocols/model-spec.ts';
+import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
+import { calibrateSigma } from '../protocols/privacy/index.ts';
+import {
+  createModel,
+  encodeTable,
+  evaluateModel,
+  inferFeatureSpec,
+  initBackend,
+  readCsvTable,
+  setWeights,
+  splitRows,
+  subset,
+  trainLocal,
+  writeCsvTable,
+  writeFeatureSpecFile,
+} from '../models/index.ts';
+import { partitionByColumn, partitionDirichlet, type Partition } from './partition.ts';
+import { childLauncher } from './launcher.ts';
+
+const DEMO_MARKER = '.fedmark-demo';
+const SHIPPED_DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
+
+export interface DemoOptions {
+  data?: string;
+  target?: string;
+  positive?: string;
+  partitionBy?: string;
+  nodes?: number;
+  dirichlet?: number;
+  rounds?: number;
+  model?: 'logreg' | 'mlp';
+  localEpochs?: number;
+  out?: string;
+  exclude?: string;
+  seed?: number;
+  localBaseline?: boolean;
+  json?: boolean;
+  /** Central (client-level) DP: the study's total epsilon; the noise multiplier is calibrated to it. */
+  epsilon?: number;
+  delta?: number;
+  /** Clip norm of node updates under central DP. */
+  clip?: number;
+  /** Record-level DP-SGD on every node. */
+  dpSgd?: boolean;
+  /** Target record-level epsilon of DP-SGD over the whole study (default 3). */
+  dpSgdEpsilon?: number;
+  accountant?: 'rdp' | 'pld';
+  /** Where progress lines go (default stdout, or stderr with --json). */
+  progress?: NodeJS.WritableStream;
+}
+
+export interface DemoResult {
+  studyId: string;
+  rounds: Array<{ round: number; phase: string; nodes: number; meanLoss: number | null; validationAuc: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
+  globalTestAuc: number;
+  localOnly: Array<{ node: string; trainRows: number; testAuc: number }>;
+  meanLocalOnlyAuc: number | null;
+  modelPath: string;
+  outDir: string;
+  wallSeconds: number;
+  nodes: number;
+  partition: string;
+  audit?: { dir: string; ok: boolean; entries: number | null };
+  privacy: { accountant: string; delta: number; central: { epsilonBudget: number; noiseMultiplier: number; clipNorm: number; epsilonSpent: number } | null; dpSgd: { targetEpsilon: number; noiseMultiplier: number; samplingRate: number; epsilonSpentMax: number } | null } | null;
+}
+
+/**
+ * The demo federation: one CSV split into regions, a coordinator process and one node process per
+ * region on loopback, a study run to the end, then the global model compared with models each
+ * region could have trained alone. The demo process itself plays the operator.
+ */
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  const started = performance.now();
+  const progress = options.progress ?? (options.json ? process.stderr : process.stdout);
+  const say = (line: string) => progress.write(line + '\n');
+  const dataPath = resolve(options.data ?? SHIPPED_DATA);
+  const shipped = dataPath === SHIPPED_DATA;
+  const target = options.target ?? (shipped ? 'churn' : undefined);
+  if (!target) throw new Error('--target is required with --data (the binary column to predict)');
+  const seed = options.seed ?? 42;
+  const rounds = options.rounds ?? 20;
+  const nodeCount = options.nodes ?? 10;
+  const partitionBy = options.dirichlet !== undefined ? undefined : (options.partitionBy ?? (shipped ? 'state' : undefined));
+  if (!partitionBy && options.dirichlet === undefined) throw new Error('say how to split the data: --partition-by <column>, or --nodes N --dirichlet ALPHA');
+  if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
+  if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
+  const outDir = resolve(options.out ?? join('.fedmark', 'demo'));
+  // Each run starts clean (a stale database would resume an old study), but only a folder an
+  // earlier demo made is ever deleted: `--out .` must not wipe a repository.
+  if (existsSync(outDir) && readdirSync(outDir).length > 0) {
+    if (!existsSync(join(outDir, DEMO_MARKER)) && outDir !== resolve(join('.fedmark', 'demo'))) throw new Error(`--out ${outDir} exists and was not made by fedmark demo; give an empty or new folder`);
+    rmSync(outDir, { recursive: true, force: true });
+  }
+  mkdirSync(join(outDir, 'logs'), { recursive: true });
+  writeFileSync(join(outDir, DEMO_MARKER), 'made by fedmark demo; deleted and rewritten by the next run\n');
+
+  // 1. The data, its spec, a held-out test split, and one CSV per region.
+  const table = readCsvTable({ path: dataPath });
+  const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const spec = inferFeatureSpec(table, { target, positive: options.positive, exclude });
+  writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
+  const encoded = encodeTable(table, spec);
+  const [trainIdx, testIdx] = splitRows(encoded.n, [0.8, 0.2], seed, encoded.y);
+  let partitions: Partition[];
+  let partitionLabel: string;
+  if (partitionBy) {
+    const col = table.header.indexOf(partitionBy);
+    if (col < 0) throw new Error(`--partition-by: no column "${partitionBy}" in ${dataPath} (columns: ${table.header.join(', ')})`);
+    partitions = partitionByColumn(table.rows.map((r) => r[col]), trainIdx, nodeCount);
+    partitionLabel = `by ${partitionBy} into ${partitions.length} regions`;
+  } else {
+    partitions = partitionDirichlet(encoded.y, trainIdx, nodeCount, options.dirichlet!, seed);
+    partitionLabel = `label-skewed Dirichlet(${options.dirichlet}) over ${nodeCount} nodes`;
+  }
+  partitions = partitions.filter((p) => p.rows.length > 0);
+  for (const p of partitions) {
+    mkdirSync(join(outDir, 'nodes', p.name), { recursive: true });
+    writeCsvTable(join(outDir, 'nodes', p.name, 'data.csv'), table.header, p.rows.map((i) => table.rows[i]));
+  }
+  writeCsvTable(join(outDir, 'test.csv'), table.header, testIdx.map((i) => table.rows[i]));
+  say(`fedmark demo: ${table.rows.length} rows of ${dataPath}`);
+  say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
+
+  const model = ModelSpec.parse(options.model === 'logreg' ? { kind: 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
+  const training = TrainingConfig.parse({ localEpochs: options.localEpochs ?? 1, seed });
+  const privacy = demoPrivacy(options, rounds, partitions.map((p) => p.rows.length));
+  const studyConfig: StudyConfigInput = {
+    name: `demo: ${target} from ${dataPath.split('/').pop()}`,
+    model,
+    features: spec,
+    training,
+    rounds,
+    minNodesPerRound: Math.max(2, Math.ceil(partitions.length / 2)),
+    minNodesToStart: partitions.length,
+    roundDeadlineSeconds: 120,
+    evaluationDeadlineSeconds: 60,
+    seed,
+    ...(privacy ? { privacy } : {}),
+  };
+
+  // 2. The coordinator and the nodes, as separate processes.
+  const adminToken = randomBytes(24).toString('base64url');
+  const children: ChildProcess[] = [];
+  const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
+  const stopAll = () => {
+    for (const c of children) if (!exited(c)) c.kill('SIGTERM');
+  };
+  // However the demo ends (Ctrl-C, kill, a crash, a closed pipe), its children end with it.
+  process.once('exit', stopAll);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      stopAll();
+      process.exit(130);
+    });
+  }
+  const launcher = await childLauncher();
+  const spawnLogged = (args: string[], logFile: string, env: Record<string, string>) => spawnChild(launcher, args, logFile, env);
+  try {
+    const coordinator = spawnLogged(['coordinator', '--port', '0', '--data-dir', join(outDir, 'coordinator-db')], join(outDir, 'logs', 'coordinator.log'), {
+      FEDMARK_ADMIN_TOKEN: adminToken,
+      // The demo's secrets are made up for this run; a real deployment keeps them in a secret store.
+      FEDMARK_KEY_PASSPHRASE: randomBytes(24).toString('base64url'),
+      FEDMARK_KEY_DIR: join(outDir, 'coordinator-keys'),
+      DATABASE_URL: '',
+    });
+    children.push(coordinator.child);
+    const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 60_000);
+    say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
+    const api = adminApi(url, adminToken);
+    const study = (await api.post('/v1/studies', studyConfig)) as { id: string };
+    for (const p of partitions) {
+      const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name })) as { token: string };
+      const node = spawnLogged(
+        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state')],
+        join(outDir, 'logs', `node-${p.name}.log`),
+        { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') },
+      );
+      children.push(node.child);
+    }
+    say(`  ${partitions.length} node processes started: ${partitions.map((p) => `${p.name} (${p.rows.length} rows)`).join(', ')}`);
+    if (privacy?.central) say(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
+    if (privacy?.dpSgd) say(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
+    say(`  ${rounds} rounds of FedAvg, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
+
+    // 3. Follow the study, one line per finished round.
+    const roundLines: DemoResult['rounds'] = [];
+    let lastReported = 0;
+    let roundClock = performance.now();
+    let status: StudyStatus | undefined;
+    let report: PrivacyReportBody | undefined;
+    for (;;) {
+      // Long-polls: the coordinator answers as soon as the study changes.
+      status = StudyStatus.parse(await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`));
+      if (privacy && status.rounds.some((r) => r.round > lastReported && (r.phase === 'completed' || r.phase === 'failed'))) report = (await api.get(`/v1/studies/${study.id}/privacy`)) as PrivacyReportBody;
+      for (const r of status.rounds) {
+        if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
+        const seconds = (performance.now() - roundClock) / 1000;
+        roundClock = performance.now();
+        lastReported = r.round;
+        const nodesIn = r.phase === 'completed' ? r.participants.length : 0;
+        const spent = privacyLine(report, r.round);
+        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, meanLoss: r.meanLoss, validationAuc: r.validationAuc, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
+        say(
+          r.phase === 'failed'
+            ? `round ${String(r.round).padStart(3)}/${rounds}  FAILED: ${r.failureReason}`
+            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${r.participants.length}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  federated val AUC ${fmt(r.validationAuc)}  ${seconds.toFixed(2)}s${spent.text}`,
+        );
+      }
+      if (status.state === 'completed') break;
+      for (const c of children) if (exited(c) && c.exitCode !== 0) throw new Error(`a demo process exited (${c.exitCode ?? c.signalCode}); see ${join(outDir, 'logs')}`);
+    }
+    const federationSeconds = (performance.now() - started) / 1000;
+
+    // 4. The global model on the held-out test split, against local-only models.
+    const weights = decodeWeights(await api.getBytes(`/v1/studies/${study.id}/model`));
+    const modelPath = join(outDir, 'global-model.fmw');
+    writeFileSync(modelPath, encodeWeights(weights));
+    writeFileSync(join(outDir, 'global-model.json'), JSON.stringify({ studyId: study.id, version: status.latestModelVersion, model, features: spec, format: 'fedmark weights codec FMW1 (protocols/weights-codec.ts)' }, null, 2));
+    await initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined);
+    const test = subset(encoded, testIdx);
+    const globalModel = createModel(model, encodedWidth(spec));
+    setWeights(globalModel, weights);
+    const globalTestAuc = evaluateModel(globalModel, test).auc;
+    globalModel.dispose();
+
+    const localOnly: DemoResult['localOnly'] = [];
+    if (options.localBaseline !== false) {
+      say(`  training local-only baselines (each region alone, ${rounds * training.localEpochs} epochs: the same compute) ...`);
+      for (const p of partitions) {
+        const local = createModel(model, encodedWidth(spec));
+        const rows = subset(encoded, p.rows);
+        await trainLocal(local, rows, { ...training, localEpochs: rounds * training.localEpochs });
+        localOnly.push({ node: p.name, trainRows: p.rows.length, testAuc: evaluateModel(local, test).auc });
+        local.dispose();
+      }
+    }
+    const finite = localOnly.map((l) => l.testAuc).filter(Number.isFinite);
+    const meanLocalOnlyAuc = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+
+    say('');
+    say(`test AUC on ${testIdx.length} held-out rows`);
+    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
+    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTestAuc).padStart(8)}`);
+    for (const l of localOnly) {
+      const p = partitions.find((x) => x.name === l.node)!;
+      const label = `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
+      say(`  ${label.padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
+    }
+    if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
+    say('');
+    say(`global model written to ${modelPath} (with ${join(outDir, 'global-model.json')}); federation took ${federationSeconds.toFixed(1)}s`);
+
+    const result: DemoResult = {
+      studyId: study.id,
+      rounds: roundLines,
+      globalTestAuc,
+      localOnly,
+      meanLocalOnlyAuc,
+      modelPath,
+      outDir,
+      wallSeconds: (performance.now() - started) / 1000,
+      nodes: partitions.length,
+      partition: partitionLabel,
+      privacy: privacy
+        ? {
+            accountant: privacy.accountant,
+            delta: privacy.delta,
+            central: privacy.central ? { epsilonBudget: privacy.budgetEpsilon!, noiseMultiplier: privacy.central.noiseMultiplier, clipNorm: options.clip ?? DEFAULT_CLIP, epsilonSpent: report?.spentEpsilon ?? 0 } : null,
+            dpSgd: privacy.dpSgd ? { targetEpsilon: options.dpSgdEpsilon ?? 3, noiseMultiplier: privacy.dpSgd.noiseMultiplier, samplingRate: privacy.dpSgd.samplingRate, epsilonSpentMax: Math.max(0, ...(report?.nodes ?? []).map((n) => n.dpSgd?.epsilonTotal ?? 0)) } : null,
+          }
+        : null,
+    };
+    if (privacy) {
+      say(`privacy spent: ${privacy.central ? `client-level epsilon ${fmt(report?.spentEpsilon ?? 0)} of ${privacy.budgetEpsilon} (delta ${privacy.delta})` : 'no central DP'}${privacy.dpSgd ? `; DP-SGD record-level epsilon per node up to ${fmt(result.privacy!.dpSgd!.epsilonSpentMax)} (delta ${privacy.delta})` : ''}`);
+    }
+    // The auditor's side: export the log through the API with an auditor token, verify it offline.
+    const auditor = (await api.post('/v1/tokens', { role: 'auditor', name: 'demo auditor' })) as { token: string };
+    const auditDir = join(outDir, 'audit');
+    const { exportFromCoordinator } = await import('../coordinator/audit/audit-export-sources.ts');
+    await exportFromCoordinator({ coordinator: url, token: auditor.token, out: auditDir });
+    const { verifyAuditExport } = await import('../protocols/audit/audit-export.ts');
+    const verified = await verifyAuditExport(auditDir);
+    result.audit = { dir: auditDir, ok: verified.ok, entries: verified.ok ? verified.entries : null };
+    say(`audit log exported to ${auditDir} (${verified.ok ? `${verified.entries} entries, ${verified.checkpoints} signed checkpoints, verified OK` : `verification FAILED: ${verified.message}`}); check it yourself: npx fedmark audit verify ${auditDir}`);
+    writeFileSync(join(outDir, 'summary.json'), JSON.stringify(result, null, 2));
+    if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
+    return result;
+  } finally {
+    stopAll();
+    await Promise.all(children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r)))));
+  }
+}
+
+const DEFAULT_CLIP = 0.5;
+
+interface PrivacyReportBody {
+  spentEpsilon: number;
+  rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number }>;
+  nodes: Array<{ name: string; dpSgd: { epsilonTotal: number; rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number }> } | null }>;
+}
+
+/** The study's privacy section from the demo flags: noise calibrated to the requested epsilon. */
+function demoPrivacy(options: DemoOptions, rounds: number, nodeRows: number[]): StudyPrivacy | undefined {
+  if (options.epsilon === undefined && !options.dpSgd) return undefined;
+  const delta = options.delta ?? 1e-5;
+  const accountant = options.accountant ?? 'rdp';
+  const privacy: StudyPrivacy = { accountant, delta };
+  if (options.epsilon !== undefined) {
+    // Every ready node takes part in every round (q = 1): with few nodes, client-level DP is costly.
+    const sigma = calibrateSigma({ q: 1, steps: rounds, delta, epsilon: options.epsilon, accountant });
+    privacy.central = { noiseMultiplier: sigma, clipping: { kind: 'fixed', norm: options.clip ?? DEFAULT_CLIP }, nodeSamplingRate: 1 };
+    privacy.budgetEpsilon = options.epsilon;
+  }
+  if (options.dpSgd) {
+    const smallest = Math.min(...nodeRows);
+    // Expected batch of about 32 rows on the smallest node; one expected epoch per round.
+    const samplingRate = Math.min(1, Math.max(0.01, 32 / Math.max(1, Math.round(smallest * 0.8))));
+    const stepsPerRound = Math.max(1, Math.round(1 / samplingRate));
+    const sigma = calibrateSigma({ q: samplingRate, steps: rounds * stepsPerRound, delta, epsilon: options.dpSgdEpsilon ?? 3, accountant });
+    privacy.dpSgd = { noiseMultiplier: sigma, clipNorm: 1, samplingRate, stepsPerRound, learningRate: 0.5 };
+  }
+  return StudyPrivacy.parse(privacy);
+}
+
+function privacyLine(report: PrivacyReportBody | undefined, round: number): { text: string; fields?: Record<string, number> } {
+  if (!report) return { text: '' };
+  const central = report.rounds.find((r) => r.round === round);
+  const node = Math.max(0, ...report.nodes.map((n) => n.dpSgd?.rounds.find((r) => r.round === round)?.epsilonTotal ?? 0));
+  const parts: string[] = [];
+  const fields: Record<string, number> = {};
+  if (central) {
+    parts.push(`eps +${central.epsilonRound.toFixed(3)} = ${central.epsilonTotal.toFixed(3)}`);
+    fields.epsilonRound = central.epsilonRound;
+    fields.epsilonTotal = central.epsilonTotal;
+  }
+  if (node > 0) {
+    parts.push(`DP-SGD eps ${node.toFixed(3)}/node`);
+    fields.dpSgdEpsilonTotal = node;
+  }
+  return { text: parts.length ? `  ${parts.join('  ')}` : '', fields };
+}
+
+function fmt(v: number | null | undefined): string {
+  return v === null || v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(4);
+}
+
+function abbreviate(values: string[]): string {
+  return values.length <= 6 ? values.join(' ') : `${values.slice(0, 5).join(' ')} +${values.length - 5}`;
+}
+
+/** Starts `fedmark <args>` with its output going to a log file, and lets the caller wait for a log line. */
+function spawnChild(launcher: { command: string; prefix: string[] }, args: string[], logFile: string, env: Record<string, string>) {
+  const child = spawn(launcher.command, [...launcher.prefix, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(logFile);
+  child.stderr!.pipe(log, { end: false });
+  const lines = createInterface({ input: child.stdout! });
+  const watchers = new Set<(line: Record<string, unknown>) => void>();
+  lines.on('line', (line) => {
+    log.write(line + '\n');
+    let parsed: Record<string, unknown> | undefined;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return;
+    }
+    for (const w of watchers) w(parsed!);
+  });
+  child.once('exit', () => log.end());
+  return {
+    child,
+    waitFor<T>(match: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${args[0]} to start; see ${logFile}`)), timeoutMs);
+        const watcher = (line: Record<string, unknown>) => {
+          const v = match(line);
+          if (v !== undefined) {
+            clearTimeout(timer);
+            watchers.delete(watcher);
+            resolve(v);
+          }
+        };
+        watchers.add(watcher);
+        child.once('exit', (code) => reject(new Error(`${args[0]} exited with code ${code} before it was ready; see ${logFile}`)));
+      });
+    },
+  };
+}
+
+function adminApi(url: string, token: string) {
+  const headers = { authorization: `Bearer ${token}` };
+  const check = async (res: Response) => {
+    if (!res.ok) throw new Error(`coordinator answered ${res.status}: ${await res.text()}`);
+    return res;
+  };
+  return {
+    async post(path: string, body: unknown) {
+      return (await check(await fetch(url + path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) }))).json();
+    },
+    async get(path: string) {
+      return (await check(await fetch(url + path, { headers }))).json();
+    },
+    async getBytes(path: string) {
+      return new Uint8Array(await (await check(await fetch(url + path, { headers }))).arrayBuffer());
+    },
+  };
+}
+

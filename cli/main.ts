@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import pino from 'pino';
+import { loadCoordinatorConfig } from '../coordinator/config.ts';
+import { NodeConfig } from '../client-node/config.ts';
+import { registerPrivacyCommands } from './privacy-command.ts';
+import { registerAuditCommands } from './audit-command.ts';
+import { registerPrivacyReportCommand } from './privacy-report-command.ts';
+
+/** `fedmark`: one CLI for the demo, the coordinator, a node and the privacy accountant. */
+/** Option parsers: a bad value is refused at once, naming the flag (commander exits with code 1). */
+const numberParser = (flag: string, ok: (v: number) => boolean, what: string) => (raw: string) => {
+  const v = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new InvalidArgumentError(`${flag} must be ${what}, got "${raw}"`);
+  return v;
+};
+const positiveInt = (flag: string) => numberParser(flag, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
+const nonNegativeInt = (flag: string) => numberParser(flag, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
+const positiveNumber = (flag: string) => numberParser(flag, (v) => v > 0, 'a positive number');
+const probability = (flag: string) => numberParser(flag, (v) => v > 0 && v < 1, 'in (0, 1)');
+
+export function buildProgram(): Command {
+  const program = new Command('fedmark').description('Privacy-preserving federated modeling for marketing').showHelpAfterError();
+
+  program
+    .command('demo')
+    .description('run a demo federation on this machine: a coordinator and one node process per region')
+    .option('--data <file>', 'CSV with a binary target (default: the shipped churn data)')
+    .option('--target <column>', 'target column (default: churn for the shipped data)')
+    .option('--positive <value>', 'target value of the positive class (default: yes/1/true)')
+    .option('--partition-by <column>', 'split rows into regions by this column (default: state for the shipped data)')
+    .option('--nodes <n>', 'number of regions / nodes (default 10)', positiveInt('--nodes'))
+    .option('--dirichlet <alpha>', 'label-skewed split over --nodes nodes with Dirichlet(alpha), alpha > 0, instead of a column', positiveNumber('--dirichlet'))
+    .option('--rounds <r>', 'federated rounds (default 20)', positiveInt('--rounds'))
+    .addOption(new Option('--model <kind>', 'model (default mlp 32-16)').choices(['logreg', 'mlp']))
+    .option('--local-epochs <n>', 'local epochs per round (default 1)', positiveInt('--local-epochs'))
+    .option('--out <dir>', 'output folder, deleted and rewritten by each run (default .fedmark/demo; must be new, empty or an earlier demo output)')
+    .option('--exclude <columns>', 'comma-separated columns to leave out of the features')
+    .option('--seed <n>', 'seed of the splits and the initial model (default 42)', nonNegativeInt('--seed'))
+    .option('--no-local-baseline', 'skip training the local-only comparison models')
+    .option('--json', 'end with one line of JSON on stdout (progress goes to stderr)')
+    .option('--epsilon <e>', "central (client-level) DP: the study's total epsilon budget; noise is calibrated to it", positiveNumber('--epsilon'))
+    .option('--delta <d>', 'delta of the DP guarantees (default 1e-5)', probability('--delta'))
+    .option('--clip <c>', 'clip norm of node updates under central DP (default 0.5)', positiveNumber('--clip'))
+    .option('--dp-sgd', 'record-level DP-SGD on every node')
+    .option('--dp-sgd-epsilon <e>', 'target record-level epsilon of DP-SGD per node over the study (default 3)', positiveNumber('--dp-sgd-epsilon'))
+    .addOption(new Option('--accountant <name>', 'privacy accountant (default rdp)').choices(['rdp', 'pld']))
+    .action(async (opts) => {
+      const { runDemo } = await import('./demo.ts');
+      await runDemo(opts);
+    });
+
+  program
+    .command('coordinator')
+    .description('run the coordinator (HTTP API; PGlite by default, PostgreSQL when DATABASE_URL is set)')
+    .option('--host <host>', 'interface to listen on (env FEDMARK_HOST)')
+    .option('--port <port>', 'port, 0 for any free one (env FEDMARK_PORT)')
+    .option('--data-dir <dir>', 'embedded database folder (env FEDMARK_DATA_DIR)')
+    .option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL)')
+    .action(async (opts) => {
+      const config = loadCoordinatorConfig(process.env, { host: opts.host, port: opts.port, dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
+      const log = pino({ level: config.logLevel });
+      const { startCoordinator } = await import('../coordinator/main.ts');
+      const running = await startCoordinator(config, log);
+      const shutdown = async (signal: string) => {
+        log.info({ signal }, 'shutting down');
+        await running.close();
+        process.exit(0);
+      };
+      process.once('SIGTERM', () => void shutdown('SIGTERM'));
+      process.once('SIGINT', () => void shutdown('SIGINT'));
+    });
+
+  program
+    .command('node')
+    .description('run a client node next to its data: enrolls, pulls tasks, trains locally, sends only model updates')
+    .requiredOption('--coordinator <url>', 'coordinator URL (env FEDMARK_COORDINATOR)', process.env.FEDMARK_COORDINATOR)
+    .option('--token <token>', 'one-time enrollment token (first start only; env FEDMARK_ENROLLMENT_TOKEN)', process.env.FEDMARK_ENROLLMENT_TOKEN)
+    .option('--data <file>', 'this node\'s CSV (env FEDMARK_NODE_DATA); required to run', process.env.FEDMARK_NODE_DATA)
+    .option('--spec <file>', 'local copy of the study\'s feature spec (JSON) to check the study against')
+    .option('--state-dir <dir>', 'where the node keeps its credentials', process.env.FEDMARK_NODE_STATE_DIR ?? '.fedmark/node')
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env FEDMARK_TF_BACKEND)').choices(['tensorflow', 'wasm', 'cpu']).default(process.env.FEDMARK_TF_BACKEND))
+    .option('--daemon', 'keep running after the study completes')
+    .option('--withdraw', 'withdraw this node from its study (for good) and exit')
+    .option('--reason <text>', 'reason given with --withdraw')
+    .option('--rotate-key', 'make a new key pair, register it with a request signed by the old key, and exit')
+    .option('--max-epsilon <e>', 'this node\'s own ceiling on record-level epsilon for its data (env FEDMARK_NODE_MAX_EPSILON); implies DP-SGD only', process.env.FEDMARK_NODE_MAX_EPSILON)
+    .option('--max-epsilon-delta <d>', 'delta of that ceiling (default 1e-5)')
+    .option('--key-passphrase-file <file>', 'file holding the passphrase of the node\'s private key (or env FEDMARK_NODE_KEY_PASSPHRASE)')
+    .option('--jurisdiction <name>', 'the law this node\'s data falls under: EU-GDPR, US-CA-CCPA, CN-PIPL, ... (env FEDMARK_NODE_JURISDICTION)', process.env.FEDMARK_NODE_JURISDICTION)
+    .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
+    .option('--coordinator-key <file>', 'the coordinator\'s public key to pin at enrollment (otherwise trusted on first use)')
+    .action(async (opts) => {
+      const parsed = NodeConfig.safeParse({
+        coordinator: opts.coordinator,
+        token: opts.token,
+        data: opts.data ?? (opts.withdraw || opts.rotateKey ? '-' : undefined),
+        spec: opts.spec,
+        stateDir: opts.stateDir,
+        backend: opts.backend || undefined,
+        logLevel: process.env.FEDMARK_LOG_LEVEL,
+        exitWhenDone: !opts.daemon,
+        allowInsecureRemote: process.env.FEDMARK_ALLOW_INSECURE_REMOTE === '1',
+        maxEpsilon: opts.maxEpsilon === undefined ? undefined : Number(opts.maxEpsilon),
+        keyPassphrase: opts.keyPassphraseFile ? readFileSync(opts.keyPassphraseFile, 'utf8').trim() : process.env.FEDMARK_NODE_KEY_PASSPHRASE,
+        coordinatorKey: opts.coordinatorKey,
+        jurisdiction: opts.jurisdiction,
+        policy: opts.policy,
+        maxEpsilonDelta: opts.maxEpsilonDelta === undefined ? undefined : Number(opts.maxEpsilonDelta),
+      });
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        program.error(`invalid node option --${String(issue.path[0] ?? '').replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: ${issue.message}`, { exitCode: 2 });
+        return;
+      }
+      const log = pino({ level: parsed.data.logLevel });
+      const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');
+      if (opts.withdraw) return withdrawNode(Object.freeze(parsed.data), opts.reason, log);
+      if (opts.rotateKey) {
+        await rotateNodeKey(Object.freeze(parsed.data), log);
+        return;
+      }
+      const abort = new AbortController();
+      process.once('SIGTERM', () => abort.abort());
+      process.once('SIGINT', () => abort.abort());
+      const summary = await runNode(Object.freeze(parsed.data), log, abort.signal);
+      log.info(summary, 'node finished');
+    });
+
+  registerPrivacyCommands(program);
+  registerPrivacyReportCommand(program);
+  registerAuditCommands(program, {
+    exportFromCoordinator: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromCoordinator(opts),
+    exportFromDatabase: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromDatabase(opts),
+  });
+  return program;
+}
+
+export async function main(argv: string[]) {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    process.stderr.write(`fedmark: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

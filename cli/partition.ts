@@ -1,0 +1,89 @@
+import { mulberry32 } from '../protocols/random.ts';
+
+/**
+ * How the demo splits one CSV into regions. Real federations do not partition: each node has
+ * its own data. These functions only simulate that from a single file.
+ */
+
+export interface Partition {
+  name: string;
+  /** Row indices into the source table. */
+  rows: number[];
+  /** The partition column values this region holds (natural partitions only). */
+  values: string[];
+}
+
+/** Seeded uniform [0, 1) source (the project's one seeded PRNG). */
+export const seededRandom = mulberry32;
+
+/**
+ * Groups the values of a column into `regions` regions of similar size (largest value first,
+ * each into the currently smallest region), so a region is a set of whole states, as a regional
+ * data center would hold.
+ */
+export function partitionByColumn(values: string[], rowIndices: number[], regions: number): Partition[] {
+  const byValue = new Map<string, number[]>();
+  for (const i of rowIndices) {
+    const v = values[i];
+    if (!byValue.has(v)) byValue.set(v, []);
+    byValue.get(v)!.push(i);
+  }
+  const distinct = [...byValue.keys()].sort((a, b) => byValue.get(b)!.length - byValue.get(a)!.length || a.localeCompare(b));
+  const count = Math.min(regions, distinct.length);
+  const parts: Partition[] = Array.from({ length: count }, (_, k) => ({ name: `region-${String(k + 1).padStart(2, '0')}`, rows: [], values: [] }));
+  for (const v of distinct) {
+    const smallest = parts.reduce((best, p) => (p.rows.length < best.rows.length ? p : best), parts[0]);
+    smallest.values.push(v);
+    smallest.rows.push(...byValue.get(v)!);
+  }
+  for (const p of parts) {
+    p.values.sort();
+    p.rows.sort((a, b) => a - b);
+  }
+  return parts;
+}
+
+/** Gamma(shape, 1) by Marsaglia & Tsang (2000); shape < 1 boosted as Gamma(shape+1) * U^(1/shape). */
+function gamma(shape: number, random: () => number): number {
+  if (shape < 1) return gamma(shape + 1, random) * Math.pow(random(), 1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number;
+    let v: number;
+    do {
+      // Box-Muller normal.
+      x = Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = 1 - random();
+    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return d * v;
+  }
+}
+
+/**
+ * Label-skewed split: for each class, node shares drawn from Dirichlet(alpha) (Hsu et al. 2019,
+ * "Measuring the Effects of Non-Identical Data Distribution"). Small alpha, strong skew.
+ */
+export function partitionDirichlet(labels: ArrayLike<number>, rowIndices: number[], nodes: number, alpha: number, seed: number): Partition[] {
+  const random = seededRandom(seed);
+  const parts: Partition[] = Array.from({ length: nodes }, (_, k) => ({ name: `node-${String(k + 1).padStart(2, '0')}`, rows: [], values: [] }));
+  for (const cls of [0, 1]) {
+    const members = rowIndices.filter((i) => (labels[i] > 0.5 ? 1 : 0) === cls);
+    for (let i = members.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [members[i], members[j]] = [members[j], members[i]];
+    }
+    const shares = Array.from({ length: nodes }, () => gamma(alpha, random));
+    const total = shares.reduce((a, b) => a + b, 0);
+    let start = 0;
+    for (let k = 0; k < nodes; k++) {
+      const end = k === nodes - 1 ? members.length : start + Math.round((shares[k] / total) * members.length);
+      parts[k].rows.push(...members.slice(start, Math.min(end, members.length)));
+      start = Math.min(end, members.length);
+    }
+  }
+  for (const p of parts) p.rows.sort((a, b) => a - b);
+  return parts;
+}

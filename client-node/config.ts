@@ -1,0 +1,40 @@
+import { z } from 'zod';
+
+/** A node's configuration, parsed once from CLI flags and FEDMARK_NODE_* variables. */
+export const NodeConfig = z
+  .object({
+    coordinator: z.string().url(),
+    /** One-time enrollment token; needed only the first time (credentials are then kept in stateDir). */
+    token: z.string().optional(),
+    data: z.string().min(1),
+    /** Optional local copy of the study's feature spec; the node refuses to train if the study's differs. */
+    spec: z.string().optional(),
+    stateDir: z.string().default('.fedmark/node'),
+    backend: z.enum(['tensorflow', 'wasm', 'cpu']).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Seconds one task request may be held open by the coordinator. */
+    pollSeconds: z.coerce.number().min(0).max(120).default(20),
+    /** Stop after the study completes (the default for the demo and tests); a daemon keeps going. */
+    exitWhenDone: z.boolean().default(true),
+    allowInsecureRemote: z.boolean().default(false),
+    /**
+     * The partner's own ceiling on record-level epsilon for this node's data, enforced here
+     * whatever the coordinator asks. With a ceiling, the node trains only with DP-SGD.
+     */
+    maxEpsilon: z.number().positive().finite().optional(),
+    /** Passphrase of the node's OpenPGP private key (encrypted at rest in stateDir). */
+    keyPassphrase: z.string().min(12, 'the node key passphrase (FEDMARK_NODE_KEY_PASSPHRASE or --key-passphrase-file) must be at least 12 characters'),
+    /** Optional: the coordinator's public key file to pin (otherwise it is pinned at enrollment). */
+    coordinatorKey: z.string().optional(),
+    /** The law this node's data falls under: a policy profile name (EU-GDPR, US-CA-CCPA, CN-PIPL, ...). */
+    jurisdiction: z.string().min(1).max(50).optional(),
+    /** A local policy profile (JSON) that overrides the built-in one for the jurisdiction. */
+    policy: z.string().optional(),
+    /** Delta at which the ceiling is measured. */
+    maxEpsilonDelta: z.number().gt(0).lt(1).default(1e-5),
+  })
+  .refine((c) => !c.coordinator.startsWith('http://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(c.coordinator) || c.allowInsecureRemote, {
+    message: 'plain http:// is only allowed to a loopback coordinator; use https:// (or FEDMARK_ALLOW_INSECURE_REMOTE=1)',
+    path: ['coordinator'],
+  });
+export type NodeConfig = Readonly<z.infer<typeof NodeConfig>>;

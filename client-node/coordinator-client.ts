@@ -1,0 +1,135 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { signRequest, sealUpdate, type PrivateKey, type PublicKey } from '../protocols/crypto/index.ts';
+import type { z } from 'zod';
+import { roundBinding, EnrollResponse, StudyConfig, Task, UPDATE_META_HEADER, UpdateReceipt, type EvaluationReport, type NodeStatusReport, type UpdateMeta } from '../protocols/messages.ts';
+
+/** A refusal from the coordinator (4xx): retrying will not help. */
+export class CoordinatorRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The node's only way out: outbound HTTPS calls to the coordinator (partner data centers allow
+ * egress, not ingress). Network errors and 5xx are retried with backoff; every write is idempotent
+ * on the coordinator's side, so a retry never counts twice.
+ */
+export class CoordinatorClient {
+  private apiKey?: string;
+  private signingKey?: PrivateKey;
+
+  constructor(
+    private readonly baseUrl: string,
+    private readonly onRetry: (what: string, attempt: number, err: unknown) => void = () => {},
+  ) {}
+
+  /** From enrollment on, every request carries the API key and a signature by the node's key. */
+  authenticate(apiKey: string, signingKey: PrivateKey) {
+    this.apiKey = apiKey;
+    this.signingKey = signingKey;
+  }
+
+  private async request(method: string, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string>; attempts?: number; timeoutMs?: number; roundId?: string } = {}): Promise<Response> {
+    const attempts = init.attempts ?? 6;
+    const bytes = typeof init.body === 'string' ? new TextEncoder().encode(init.body) : (init.body ?? new Uint8Array(0));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // Signed afresh on every attempt: a new nonce and timestamp, so a retry is not a replay.
+        const signature = this.signingKey ? await signRequest({ privateKey: this.signingKey, method, path, roundId: init.roundId, body: bytes }) : {};
+        const res = await fetch(new URL(path, this.baseUrl), {
+          method,
+          headers: { ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}), ...signature, ...init.headers },
+          body: init.body === undefined ? undefined : (bytes as BodyInit),
+          signal: AbortSignal.timeout(init.timeoutMs ?? 120_000),
+        });
+        if (res.status >= 500 && attempt < attempts) throw new Error(`coordinator answered ${res.status}`);
+        if (res.status >= 400) {
+          const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+          throw new CoordinatorRefusal(res.status, body.error?.code ?? 'HTTP_' + res.status, body.error?.message ?? `HTTP ${res.status}`);
+        }
+        return res;
+      } catch (err) {
+        if (err instanceof CoordinatorRefusal || attempt >= attempts) throw err;
+        this.onRetry(`${method} ${path}`, attempt, err);
+        await sleep(Math.min(10_000, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  private async json<S extends z.ZodType>(schema: S, res: Response): Promise<z.infer<S>> {
+    return schema.parse(await res.json());
+  }
+
+  async enroll(token: string, publicKey: string, jurisdiction?: string): Promise<EnrollResponse> {
+    const res = await this.request('POST', '/v1/nodes/enroll', { body: JSON.stringify({ token, publicKey, jurisdiction }), headers: { 'content-type': 'application/json' }, attempts: 3 });
+    return this.json(EnrollResponse, res);
+  }
+
+  async study(): Promise<{ studyId: string; state: string; config: StudyConfig }> {
+    const res = await this.request('GET', '/v1/nodes/me/study');
+    const body = (await res.json()) as { studyId: string; state: string; config: unknown };
+    return { studyId: body.studyId, state: body.state, config: StudyConfig.parse(body.config) };
+  }
+
+  async reportStatus(report: NodeStatusReport): Promise<void> {
+    await this.request('POST', '/v1/nodes/me/status', { body: JSON.stringify(report), headers: { 'content-type': 'application/json' } });
+  }
+
+  /** Long-polls for the next task; undefined when there is none yet. */
+  async nextTask(waitSeconds: number): Promise<Task | undefined> {
+    const res = await this.request('GET', `/v1/tasks/next?wait=${waitSeconds}`, { timeoutMs: (waitSeconds + 30) * 1000 });
+    if (res.status === 204) return undefined;
+    return this.json(Task, res);
+  }
+
+  async downloadModel(studyId: string, version: number): Promise<{ bytes: Uint8Array; sha256: string | null; signature: string | null }> {
+    const res = await this.request('GET', `/v1/studies/${encodeURIComponent(studyId)}/models/${version}`);
+    const signature = res.headers.get('fedmark-model-signature');
+    return { bytes: new Uint8Array(await res.arrayBuffer()), sha256: res.headers.get('fedmark-sha256'), signature: signature ? Buffer.from(signature, 'base64').toString('utf8') : null };
+  }
+
+  /** The coordinator's current key and its rotation announcements (public, unauthenticated). */
+  async coordinatorKey(): Promise<{ fingerprint: string; publicKey: string; rotations: Array<{ fingerprint: string; announcement: string }> }> {
+    const res = await this.request('GET', '/v1/coordinator/key');
+    return (await res.json()) as { fingerprint: string; publicKey: string; rotations: Array<{ fingerprint: string; announcement: string }> };
+  }
+
+  /** Seals the weights (encrypted to the coordinator, signed by this node) and submits them. */
+  async submitUpdate(studyId: string, round: number, meta: UpdateMeta, body: Uint8Array, coordinatorKey: PublicKey): Promise<UpdateReceipt> {
+    if (!this.signingKey) throw new Error('submitUpdate before enrollment');
+    // Sealed once, outside the retry loop: retries resend the same bytes.
+    const sealed = await sealUpdate({ bytes: body, coordinatorPublicKey: coordinatorKey, nodePrivateKey: this.signingKey });
+    const metaHeader = JSON.stringify(meta);
+    const res = await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/updates`, {
+      body: sealed,
+      // Binds the metadata header to the signature too (see the coordinator's update route).
+      roundId: roundBinding(studyId, round, metaHeader),
+      headers: { 'content-type': 'application/pgp-encrypted', [UPDATE_META_HEADER]: metaHeader },
+    });
+    return this.json(UpdateReceipt, res);
+  }
+
+  async submitEvaluation(studyId: string, round: number, report: EvaluationReport): Promise<void> {
+    await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/evaluations`, {
+      body: JSON.stringify(report),
+      roundId: roundBinding(studyId, round),
+      headers: { 'content-type': 'application/json' },
+    });
+  }
+
+  /** Leaves the study: the coordinator excludes this node from every later round. */
+  async withdraw(reason?: string): Promise<void> {
+    await this.request('POST', '/v1/nodes/me/withdraw', { body: JSON.stringify({ reason }), headers: { 'content-type': 'application/json' }, attempts: 3 });
+  }
+
+  /** Rotates this node's key: the request is signed by the old key, the body carries the new one. */
+  async rotateKey(newPublicKey: string): Promise<{ fingerprint: string }> {
+    const res = await this.request('POST', '/v1/nodes/me/key', { body: JSON.stringify({ publicKey: newPublicKey }), headers: { 'content-type': 'application/json' }, attempts: 1 });
+    return (await res.json()) as { fingerprint: string };
+  }
+}

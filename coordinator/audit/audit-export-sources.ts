@@ -1,0 +1,32 @@
+import { writeAuditExport } from '../../protocols/audit/audit-export.ts';
+import { AuditEntry, Checkpoint } from '../../protocols/audit/audit-chain.ts';
+import { openDatabase } from '../db/database.ts';
+import { firstCoordinatorKey, readAuditLog } from './audit-log.ts';
+
+/** `fedmark audit export --coordinator URL --token T`: through the API, with an auditor (or admin) token. */
+export async function exportFromCoordinator(opts: { coordinator: string; token: string; out: string }): Promise<void> {
+  const res = await fetch(new URL('/v1/audit/export', opts.coordinator), { headers: { authorization: `Bearer ${opts.token}` } });
+  if (!res.ok) throw new Error(`the coordinator refused the export (${res.status}): ${await res.text()}`);
+  const body = (await res.json()) as { entries: unknown[]; checkpoints: unknown[]; coordinatorPublicKey: string; exportedAt: string };
+  await writeAuditExport(opts.out, {
+    entries: body.entries.map((e) => AuditEntry.parse(e)),
+    checkpoints: body.checkpoints.map((c) => Checkpoint.parse(c)),
+    coordinatorPublicKeyArmored: body.coordinatorPublicKey,
+    exportedAt: body.exportedAt,
+    source: opts.coordinator,
+  });
+}
+
+/**
+ * `fedmark audit export --database-url URL | --data-dir DIR`: straight from the database, no
+ * coordinator needed (and none trusted: the verifier checks what it reads).
+ */
+export async function exportFromDatabase(opts: { databaseUrl?: string; dataDir?: string; out: string }): Promise<void> {
+  const { db } = await openDatabase({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir });
+  try {
+    const log = await readAuditLog(db);
+    await writeAuditExport(opts.out, { ...log, coordinatorPublicKeyArmored: await firstCoordinatorKey(db), exportedAt: new Date().toISOString(), source: opts.databaseUrl ? 'postgresql' : `pglite:${opts.dataDir}` });
+  } finally {
+    await db.destroy();
+  }
+}

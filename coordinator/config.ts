@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/**
+ * The coordinator's whole configuration, parsed once at start-up from the environment (and CLI
+ * flags layered on top by the caller). Nothing below this reads process.env.
+ */
+export const CoordinatorConfig = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: z.coerce.number().int().min(0).max(65535).default(8080),
+    /** PostgreSQL connection string; when absent the embedded PGlite database is used. */
+    databaseUrl: z.string().url().optional(),
+    /** Folder of the embedded database (PGlite); ignored when databaseUrl is set. */
+    dataDir: z.string().default('.fedmark/coordinator-db'),
+    /** Bearer token of the operator (studies, enrollment). No default: a guessable secret is worse than none. */
+    adminToken: z.string().min(16, 'FEDMARK_ADMIN_TOKEN must be at least 16 characters'),
+    /** Longest a node's task request is held open waiting for work (long polling). */
+    maxTaskWaitSeconds: z.coerce.number().min(0).max(120).default(25),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Plain HTTP off loopback must be asked for explicitly. */
+    allowInsecureRemote: z.coerce.boolean().default(false),
+    /** Folder of the coordinator's OpenPGP identity (private key encrypted with keyPassphrase). */
+    keyDir: z.string().default('.fedmark/coordinator-keys'),
+    keyPassphrase: z.string().min(12, 'FEDMARK_KEY_PASSPHRASE (or FEDMARK_KEY_PASSPHRASE_FILE) must be at least 12 characters'),
+    /** HTTPS: PEM certificate and key files; both or neither. */
+    tlsCert: z.string().optional(),
+    tlsKey: z.string().optional(),
+    /** How far a signed request's timestamp may be from the coordinator's clock. */
+    maxClockSkewSeconds: z.coerce.number().positive().max(3600).default(300),
+  })
+  .refine((c) => !c.tlsCert === !c.tlsKey, { message: 'set both FEDMARK_TLS_CERT and FEDMARK_TLS_KEY, or neither', path: ['tlsCert'] })
+  .refine((c) => c.allowInsecureRemote || c.tlsCert || ['127.0.0.1', 'localhost', '::1'].includes(c.host), {
+    message: 'refusing to serve plain HTTP off loopback; set FEDMARK_ALLOW_INSECURE_REMOTE=1 (e.g. behind a TLS proxy)',
+    path: ['host'],
+  });
+export type CoordinatorConfig = Readonly<z.infer<typeof CoordinatorConfig>>;
+
+/** Maps FEDMARK_* environment variables onto the config, then applies explicit overrides. */
+export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial<Record<keyof CoordinatorConfig, unknown>> = {}): CoordinatorConfig {
+  const fromEnv = {
+    host: env.FEDMARK_HOST,
+    port: env.FEDMARK_PORT ?? env.PORT,
+    databaseUrl: env.DATABASE_URL || undefined,
+    dataDir: env.FEDMARK_DATA_DIR,
+    adminToken: env.FEDMARK_ADMIN_TOKEN,
+    maxTaskWaitSeconds: env.FEDMARK_MAX_TASK_WAIT_SECONDS,
+    logLevel: env.FEDMARK_LOG_LEVEL,
+    allowInsecureRemote: env.FEDMARK_ALLOW_INSECURE_REMOTE === '1' || env.FEDMARK_ALLOW_INSECURE_REMOTE === 'true' ? true : undefined,
+    keyDir: env.FEDMARK_KEY_DIR,
+    keyPassphrase: env.FEDMARK_KEY_PASSPHRASE ?? (env.FEDMARK_KEY_PASSPHRASE_FILE ? readFileSync(env.FEDMARK_KEY_PASSPHRASE_FILE, 'utf8').trim() : undefined),
+    tlsCert: env.FEDMARK_TLS_CERT,
+    tlsKey: env.FEDMARK_TLS_KEY,
+    maxClockSkewSeconds: env.FEDMARK_MAX_CLOCK_SKEW_SECONDS,
+  };
+  const merged: Record<string, unknown> = { ...fromEnv };
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;
+  const parsed = CoordinatorConfig.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`invalid coordinator configuration: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  return Object.freeze(parsed.data);
+}

@@ -1,0 +1,182 @@
+import type { ColumnType } from 'kysely';
+
+/** Row types of the coordinator's tables (see db/migrations for the DDL). */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+/** A timestamp the database fills in (defaults to now()). */
+type DefaultedTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+
+export interface StudiesTable {
+  id: string;
+  name: string;
+  config: Json<unknown>;
+  state: 'running' | 'completed';
+  current_round: number;
+  latest_model_version: number;
+  stop_reason: string | null;
+  created_at: DefaultedTimestamp;
+}
+
+export interface NodesTable {
+  id: string;
+  study_id: string;
+  name: string;
+  region: string;
+  api_key_hash: string;
+  state: 'enrolled' | 'ready' | 'data-error' | 'privacy-ceiling' | 'policy-refused' | 'withdrawn' | 'revoked';
+  state_message: string | null;
+  data_report: Json<unknown> | null;
+  enrolled_at: DefaultedTimestamp;
+  last_seen_at: Timestamp | null;
+  public_key: string | null;
+  key_fingerprint: string | null;
+  revoked_at: Timestamp | null;
+  jurisdiction: string | null;
+  withdrawn_at: Timestamp | null;
+}
+
+export interface PoliciesTable {
+  jurisdiction: string;
+  version: number;
+  profile: Json<unknown>;
+  created_at: DefaultedTimestamp;
+}
+
+export interface EnrollmentTokensTable {
+  token_hash: string;
+  study_id: string;
+  node_name: string;
+  region: string;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  node_id: string | null;
+  created_at: DefaultedTimestamp;
+}
+
+export interface ModelsTable {
+  study_id: string;
+  version: number;
+  weights: Uint8Array;
+  sha256: string;
+  bytes: number;
+  created_at: DefaultedTimestamp;
+  signature: string | null;
+  signer_fingerprint: string | null;
+}
+
+export interface RoundsTable {
+  study_id: string;
+  round: number;
+  phase: 'fit' | 'evaluate' | 'completed' | 'failed';
+  participants: Json<string[]>;
+  fit_deadline: Timestamp;
+  evaluation_deadline: Timestamp | null;
+  /** Running FedAvg sum (float64 codec), so a restart mid-round loses no accepted update. */
+  accumulator: Uint8Array | null;
+  num_examples: number;
+  mean_loss: number | null;
+  validation_auc: number | null;
+  validation_loss: number | null;
+  failure_reason: string | null;
+  started_at: DefaultedTimestamp;
+  closed_at: Timestamp | null;
+  /** What the strategy reported: clip norm, noise std, next clip norm... (never update values). */
+  mechanism: Json<Record<string, unknown>> | null;
+  clip_norm: number | null;
+}
+
+export interface PrivacyLedgerTable {
+  study_id: string;
+  round: number;
+  accountant: string;
+  delta: number;
+  sampling_rate: number;
+  noise_multiplier: number;
+  epsilon_round: number;
+  epsilon_total: number;
+  budget_epsilon: number | null;
+  created_at: DefaultedTimestamp;
+}
+
+export interface UpdatesTable {
+  study_id: string;
+  round: number;
+  node_id: string;
+  sha256: string;
+  bytes: number;
+  num_examples: number;
+  loss: number;
+  meta: Json<unknown>;
+  accepted_at: Timestamp;
+}
+
+export interface EvaluationsTable {
+  study_id: string;
+  round: number;
+  node_id: string;
+  num_examples: number;
+  loss: number;
+  histogram: Json<unknown>;
+  received_at: DefaultedTimestamp;
+}
+
+export interface Database {
+  studies: StudiesTable;
+  nodes: NodesTable;
+  enrollment_tokens: EnrollmentTokensTable;
+  models: ModelsTable;
+  rounds: RoundsTable;
+  updates: UpdatesTable;
+  evaluations: EvaluationsTable;
+  privacy_ledger: PrivacyLedgerTable;
+  api_tokens: ApiTokensTable;
+  request_nonces: RequestNoncesTable;
+  coordinator_keys: CoordinatorKeysTable;
+  audit_log: AuditLogTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  audit_head: { id: number; seq: number; hash: string | null };
+  policies: PoliciesTable;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  at: string;
+  actor: string;
+  kind: string;
+  study_id: string | null;
+  round: number | null;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditCheckpointsTable {
+  seq: number;
+  head_hash: string;
+  at: string;
+  coordinator_fingerprint: string;
+  signature: string;
+}
+
+export interface RequestNoncesTable {
+  fingerprint: string;
+  nonce: string;
+  seen_at: DefaultedTimestamp;
+}
+
+export interface CoordinatorKeysTable {
+  fingerprint: string;
+  public_key: string;
+  announcement: string | null;
+  created_at: DefaultedTimestamp;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  token_hash: string;
+  role: 'admin' | 'auditor' | 'analyst';
+  name: string;
+  region: string | null;
+  created_at: DefaultedTimestamp;
+  revoked_at: Timestamp | null;
+}

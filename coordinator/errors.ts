@@ -1,0 +1,45 @@
+/**
+ * The coordinator's error vocabulary. Services throw these; one handler (http/error-handler.ts)
+ * maps them to statuses, so no route decides a status code on its own.
+ */
+export class AppError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+export class BadRequestError extends AppError {
+  constructor(message: string, field?: string, code = 'BAD_REQUEST') {
+    super(400, code, message, field);
+  }
+}
+export class UnauthenticatedError extends AppError {
+  constructor(message = 'missing or invalid bearer token') {
+    super(401, 'UNAUTHENTICATED', message);
+  }
+}
+export class ForbiddenError extends AppError {
+  constructor(message: string) {
+    super(403, 'FORBIDDEN', message);
+  }
+}
+export class NotFoundError extends AppError {
+  constructor(message: string) {
+    super(404, 'NOT_FOUND', message);
+  }
+}
+export class ConflictError extends AppError {
+  constructor(code: string, message: string) {
+    super(409, code, message);
+  }
+}
+export class PayloadTooLargeError extends AppError {
+  constructor(message: string) {
+    super(413, 'PAYLOAD_TOO_LARGE', message);
+  }
+}

@@ -1,0 +1,75 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import pino, { type Logger } from 'pino';
+import { FedAvgStrategy } from '../protocols/aggregation/fedavg-strategy.ts';
+import { ClientLevelDpStrategy } from '../protocols/privacy/client-level-dp.ts';
+import type { StudyConfig } from '../protocols/messages.ts';
+import type { Strategy } from '../protocols/strategy.ts';
+import type { CoordinatorConfig } from './config.ts';
+import { openDatabase, type Db } from './db/database.ts';
+import { createApp } from './http/app.ts';
+import { createNodeService } from './nodes/node-service.ts';
+import { createAuthService } from './auth/principal.ts';
+import { CoordinatorKeyring } from './identity.ts';
+import { createPolicyService } from './policies/policy-service.ts';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { createRoundService } from './rounds/round-service.ts';
+import { createStudyService } from './studies/study-service.ts';
+
+export interface RunningCoordinator {
+  url: string;
+  db: Db;
+  databaseKind: 'postgres' | 'pglite';
+  close(): Promise<void>;
+}
+
+/** A study's strategy: FedAvg, wrapped in client-level DP when the study asks for central DP. */
+export function strategyFor(config: StudyConfig): Strategy {
+  const fedavg = new FedAvgStrategy();
+  const central = config.privacy?.central;
+  return central ? new ClientLevelDpStrategy(fedavg, central) : fedavg;
+}
+
+/** Wires the coordinator together (the only place that does) and starts listening. */
+export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel })) {
+  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  log.info({ database: kind, location }, 'database ready');
+  const keyring = await CoordinatorKeyring.open(db, config.keyDir, config.keyPassphrase);
+  log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
+  let rounds: ReturnType<typeof createRoundService> | undefined;
+  const studies = createStudyService({ db, log, keyring, onStudyCreated: (id) => rounds?.onNodeChanged(id) });
+  rounds = createRoundService({ db, log, studies, strategyFor, keyring });
+  const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
+  const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
+  const policies = createPolicyService(db);
+  const app = createApp({ db, auth, policies, studies, nodes, rounds, log, keyring, maxTaskWaitSeconds: config.maxTaskWaitSeconds, maxClockSkewSeconds: config.maxClockSkewSeconds });
+  return { app, db, kind, location, studies, nodes, rounds, auth, log, keyring };
+}
+
+export async function startCoordinator(config: CoordinatorConfig, log?: Logger): Promise<RunningCoordinator> {
+  const built = await buildCoordinator(config, log);
+  await built.rounds.resume();
+  // HTTPS when a certificate is configured; plain HTTP is refused off loopback by the config.
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = config.tlsCert
+      ? createHttpsServer({ cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey!) }, built.app).listen(config.port, config.host, () => resolve(s as unknown as Server))
+      : built.app.listen(config.port, config.host, () => resolve(s as Server));
+    s.on('error', reject);
+  });
+  server.keepAliveTimeout = 65_000;
+  const address = server.address() as AddressInfo;
+  const url = `${config.tlsCert ? 'https' : 'http'}://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
+  built.log.info({ url, database: built.kind }, 'coordinator listening');
+  return {
+    url,
+    db: built.db,
+    databaseKind: built.kind,
+    async close() {
+      await built.rounds.stop();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await built.db.destroy();
+    },
+  };
+}

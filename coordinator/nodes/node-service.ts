@@ -1,0 +1,142 @@
+import type { CreateEnrollmentToken, EnrollResponse, NodeStatusReport } from '../../protocols/messages.ts';
+import type { Db } from '../db/database.ts';
+import { BadRequestError, ConflictError, NotFoundError, UnauthenticatedError } from '../errors.ts';
+import { hashSecret, newId, newSecret } from '../security.ts';
+import { appendAudit } from '../audit/audit-log.ts';
+import type { Logger } from 'pino';
+import { keyStatus, loadPublicKey } from '../../protocols/crypto/index.ts';
+
+/** A node key must be a public key, valid now. */
+async function checkNodeKey(armored: string, now: Date) {
+  let key;
+  try {
+    key = await loadPublicKey(armored);
+  } catch (err) {
+    throw new BadRequestError(`publicKey is not a usable OpenPGP public key: ${err instanceof Error ? err.message : String(err)}`, 'body.publicKey');
+  }
+  const status = await keyStatus(key, now);
+  if (status !== 'valid') throw new BadRequestError(`publicKey is ${status}`, 'body.publicKey');
+  return { fingerprint: key.getFingerprint() };
+}
+
+export interface AuthenticatedNode {
+  id: string;
+  studyId: string;
+  name: string;
+  region: string;
+  state: string;
+  /** The node's pinned OpenPGP public key (armored). */
+  publicKey: string | null;
+  keyFingerprint: string | null;
+}
+
+/** Enrollment (one-time, expiring tokens exchanged for a node API key) and node authentication. */
+export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (studyId: string) => void }) {
+  const { db, log } = deps;
+
+  return {
+    async createEnrollmentToken(input: CreateEnrollmentToken, now = new Date()) {
+      const study = await db.selectFrom('studies').select('id').where('id', '=', input.studyId).executeTakeFirst();
+      if (!study) throw new NotFoundError(`study ${input.studyId} does not exist`);
+      const token = newSecret('fmenroll');
+      const expiresAt = new Date(now.getTime() + input.expiresInSeconds * 1000);
+      await db
+        .insertInto('enrollment_tokens')
+        .values({ token_hash: hashSecret(token), study_id: input.studyId, node_name: input.nodeName, region: input.region, expires_at: expiresAt })
+        .execute();
+      return { token, expiresAt: expiresAt.toISOString(), studyId: input.studyId, nodeName: input.nodeName, region: input.region };
+    },
+
+    /** Exchanges a one-time token for a node identity; the token can never be used again. */
+    async enroll(token: string, publicKeyArmored: string, jurisdiction?: string, now = new Date()): Promise<Omit<EnrollResponse, 'coordinatorFingerprint' | 'coordinatorPublicKey'>> {
+      const key = await checkNodeKey(publicKeyArmored, now);
+      const apiKey = newSecret('fmnode');
+      const nodeId = newId('node');
+      const result = await db.transaction().execute(async (tx) => {
+        const row = await tx.selectFrom('enrollment_tokens').selectAll().where('token_hash', '=', hashSecret(token)).forUpdate().executeTakeFirst();
+        if (!row) throw new UnauthenticatedError('unknown enrollment token');
+        if (row.used_at) throw new ConflictError('TOKEN_USED', 'this enrollment token was already used; ask the operator for a new one');
+        if (new Date(row.expires_at).getTime() < now.getTime()) throw new UnauthenticatedError(`enrollment token expired at ${new Date(row.expires_at).toISOString()}`);
+        const clash = await tx.selectFrom('nodes').select('id').where('study_id', '=', row.study_id).where('name', '=', row.node_name).executeTakeFirst();
+        if (clash) throw new ConflictError('NODE_NAME_TAKEN', `a node named "${row.node_name}" is already enrolled in study ${row.study_id}`);
+        await tx
+          .insertInto('nodes')
+          .values({ id: nodeId, study_id: row.study_id, name: row.node_name, region: row.region, api_key_hash: hashSecret(apiKey), state: 'enrolled', state_message: null, data_report: null, last_seen_at: now, public_key: publicKeyArmored, key_fingerprint: key.fingerprint, revoked_at: null, jurisdiction: jurisdiction ?? null, withdrawn_at: null })
+          .execute();
+        await tx.updateTable('enrollment_tokens').set({ used_at: now, node_id: nodeId }).where('token_hash', '=', row.token_hash).execute();
+        await appendAudit(tx, { actor: `node:${nodeId}`, kind: 'node.enrolled', studyId: row.study_id, data: { nodeId, name: row.node_name, region: row.region, jurisdiction: jurisdiction ?? null, keyFingerprint: key.fingerprint } });
+        return { nodeId, apiKey, studyId: row.study_id, name: row.node_name, region: row.region };
+      });
+      log.info({ nodeId, studyId: result.studyId, name: result.name, region: result.region, keyFingerprint: key.fingerprint }, 'node enrolled');
+      deps.onNodeChanged(result.studyId);
+      return result;
+    },
+
+    async authenticate(apiKey: string): Promise<AuthenticatedNode> {
+      const node = await db
+        .selectFrom('nodes')
+        .select(['id', 'study_id', 'name', 'region', 'state', 'public_key', 'key_fingerprint', 'revoked_at'])
+        .where('api_key_hash', '=', hashSecret(apiKey))
+        .executeTakeFirst();
+      if (!node) throw new UnauthenticatedError('unknown node API key');
+      if (node.revoked_at) throw new UnauthenticatedError(`node ${node.id} was revoked at ${new Date(node.revoked_at).toISOString()}`);
+      return { id: node.id, studyId: node.study_id, name: node.name, region: node.region, state: node.state, publicKey: node.public_key, keyFingerprint: node.key_fingerprint };
+    },
+
+    /** Pins a new key; the request carrying it was signed by the old one (checked by the caller). */
+    async rotateKey(node: AuthenticatedNode, publicKeyArmored: string, now = new Date()) {
+      const key = await checkNodeKey(publicKeyArmored, now);
+      if (key.fingerprint === node.keyFingerprint) throw new BadRequestError('that is the key already on record', 'body.publicKey');
+      await db.transaction().execute(async (tx) => {
+        await tx.updateTable('nodes').set({ public_key: publicKeyArmored, key_fingerprint: key.fingerprint }).where('id', '=', node.id).execute();
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.key-rotated', studyId: node.studyId, data: { nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint } });
+      });
+      log.info({ nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint }, 'node key rotated');
+      return { nodeId: node.id, fingerprint: key.fingerprint, previousFingerprint: node.keyFingerprint };
+    },
+
+    /** Revokes a node at once: its key and API key are refused from the next request on. */
+    async revoke(nodeId: string, reason: string, now = new Date()) {
+      const node = await db.selectFrom('nodes').select(['id', 'study_id', 'revoked_at']).where('id', '=', nodeId).executeTakeFirst();
+      if (!node) throw new NotFoundError(`no node ${nodeId}`);
+      if (!node.revoked_at) {
+        await db.transaction().execute(async (tx) => {
+          await tx.updateTable('nodes').set({ state: 'revoked', revoked_at: now, state_message: reason }).where('id', '=', nodeId).execute();
+          await appendAudit(tx, { actor: 'admin', kind: 'node.revoked', studyId: node.study_id, data: { nodeId, reason } });
+        });
+      }
+      log.warn({ nodeId, reason }, 'node revoked');
+      deps.onNodeChanged(node.study_id);
+      return { nodeId, revokedAt: (node.revoked_at ? new Date(node.revoked_at) : now).toISOString() };
+    },
+
+    /** Leaves the study for good: excluded from every later round; the withdrawal is audited. */
+    async withdraw(node: AuthenticatedNode, reason: string | undefined, now = new Date()) {
+      await db.transaction().execute(async (tx) => {
+        await tx.updateTable('nodes').set({ state: 'withdrawn', withdrawn_at: now, state_message: reason ?? 'withdrawn by the node' }).where('id', '=', node.id).execute();
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.withdrawn', studyId: node.studyId, data: { nodeId: node.id, reason: reason ?? null } });
+      });
+      log.info({ nodeId: node.id, studyId: node.studyId }, 'node withdrew');
+      deps.onNodeChanged(node.studyId);
+      return { nodeId: node.id, withdrawnAt: now.toISOString() };
+    },
+
+    async reportStatus(node: AuthenticatedNode, report: NodeStatusReport, now = new Date()) {
+      if (node.state === 'withdrawn') throw new BadRequestError('this node has withdrawn from its study');
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('nodes')
+          .set({ state: report.state, state_message: report.message ?? null, data_report: report.data ? JSON.stringify(report.data) : null, last_seen_at: now })
+          .where('id', '=', node.id)
+          // A status report racing a withdrawal or revocation must not bring the node back.
+          .where('withdrawn_at', 'is', null)
+          .where('revoked_at', 'is', null)
+          .execute();
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.status', studyId: node.studyId, data: { nodeId: node.id, state: report.state, message: report.message ?? null, data: report.data ?? null } });
+      });
+      (report.state === 'data-error' ? log.warn : log.info).call(log, { nodeId: node.id, state: report.state, message: report.message }, 'node status');
+      deps.onNodeChanged(node.studyId);
+    },
+  };
+}
+export type NodeService = ReturnType<typeof createNodeService>;

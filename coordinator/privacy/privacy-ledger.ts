@@ -1,0 +1,42 @@
+import type { Transaction } from 'kysely';
+import { computeEpsilon } from '../../protocols/privacy/index.ts';
+import type { StudyConfig } from '../../protocols/messages.ts';
+import type { Database } from '../db/schema.ts';
+
+export interface Charge {
+  round: number;
+  accountant: 'rdp' | 'pld';
+  delta: number;
+  samplingRate: number;
+  noiseMultiplier: number;
+  epsilonRound: number;
+  epsilonTotal: number;
+}
+
+/**
+ * Charges one round of client-level DP to the study's ledger, inside the caller's transaction
+ * (which holds the study row's lock). Rounds of a study share one (q, z), so the total after r
+ * rounds is the accountant's epsilon for r compositions, exactly, rather than a sum of per-round
+ * epsilons, which would overstate it badly. A round is charged when it opens, before any node
+ * trains: the conservative choice (a round that later fails released nothing, but was paid for).
+ */
+export async function chargeRound(tx: Transaction<Database>, studyId: string, round: number, config: StudyConfig): Promise<{ ok: true; charge: Charge } | { ok: false; reason: string }> {
+  const privacy = config.privacy!;
+  const central = privacy.central!;
+  const charged = await tx.selectFrom('privacy_ledger').select(({ fn }) => [fn.countAll<number>().as('rounds'), fn.max('epsilon_total').as('total')]).where('study_id', '=', studyId).executeTakeFirstOrThrow();
+  const before = Number(charged.total ?? 0);
+  const steps = Number(charged.rounds) + 1;
+  const total = central.noiseMultiplier === 0 ? Number.POSITIVE_INFINITY : computeEpsilon({ q: central.nodeSamplingRate, sigma: central.noiseMultiplier, steps, delta: privacy.delta }, privacy.accountant);
+  const charge: Charge = { round, accountant: privacy.accountant, delta: privacy.delta, samplingRate: central.nodeSamplingRate, noiseMultiplier: central.noiseMultiplier, epsilonRound: total - before, epsilonTotal: total };
+  if (privacy.budgetEpsilon !== undefined && total > privacy.budgetEpsilon) {
+    return {
+      ok: false,
+      reason: `privacy budget: round ${round} would bring the study to epsilon ${total.toFixed(4)} (delta ${privacy.delta}, ${privacy.accountant} accountant), over its budget of ${privacy.budgetEpsilon}; ${before.toFixed(4)} spent in ${steps - 1} rounds`,
+    };
+  }
+  await tx
+    .insertInto('privacy_ledger')
+    .values({ study_id: studyId, round, accountant: charge.accountant, delta: charge.delta, sampling_rate: charge.samplingRate, noise_multiplier: charge.noiseMultiplier, epsilon_round: charge.epsilonRound, epsilon_total: charge.epsilonTotal, budget_epsilon: privacy.budgetEpsilon ?? null })
+    .execute();
+  return { ok: true, charge };
+}

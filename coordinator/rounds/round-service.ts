@@ -1,0 +1,443 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { Selectable } from 'kysely';
+import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../../protocols/metrics.ts';
+import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
+import { randomInt } from 'node:crypto';
+import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
+import type { Strategy } from '../../protocols/strategy.ts';
+import { decodeWeights, encodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
+import type { Db } from '../db/database.ts';
+import type { CoordinatorKeyring } from '../identity.ts';
+import { appendAudit, checkpointAudit } from '../audit/audit-log.ts';
+import { checkParticipants } from '../policies/policy-service.ts';
+import type { RoundsTable } from '../db/schema.ts';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
+import type { AuthenticatedNode } from '../nodes/node-service.ts';
+import { studyTensorSpecs, type StudyService } from '../studies/study-service.ts';
+
+type RoundRow = Selectable<RoundsTable>;
+
+/**
+ * The round state machine: fit -> evaluate -> completed, or fit -> failed. Every transition is a
+ * database transaction that locks the round row, so concurrent submissions, deadline timers and a
+ * coordinator restart all see one consistent history. Timers are only a way to be on time: on
+ * start-up `resume()` re-arms them from the deadlines stored in the database.
+ */
+export function createRoundService(deps: { db: Db; log: Logger; studies: StudyService; strategyFor: (config: StudyConfig) => Strategy; keyring: CoordinatorKeyring; now?: () => Date }) {
+  const { db, log, studies, strategyFor } = deps;
+  const now = deps.now ?? (() => new Date());
+  const changes = new EventEmitter();
+  changes.setMaxListeners(0);
+  const timers = new Map<string, NodeJS.Timeout>();
+  let stopped = false;
+  const background = new Set<Promise<unknown>>();
+
+  const changeCounts = new Map<string, number>();
+  function notify(studyId: string) {
+    changeCounts.set(studyId, (changeCounts.get(studyId) ?? 0) + 1);
+    changes.emit(studyId);
+  }
+
+  /** Runs a transition in the background (after a response, or from a timer), logging failures. */
+  function spawn(what: string, fn: () => Promise<unknown>) {
+    if (stopped) return;
+    const p = fn()
+      .catch((err) => log.error({ err, what }, 'round transition failed'))
+      .finally(() => background.delete(p));
+    background.add(p);
+  }
+
+  function schedule(studyId: string, round: number, at: Date) {
+    const key = `${studyId}/${round}`;
+    clearTimeout(timers.get(key));
+    const delay = Math.max(0, at.getTime() - now().getTime()) + 5;
+    timers.set(
+      key,
+      setTimeout(() => {
+        timers.delete(key);
+        spawn('deadline', () => advanceRound(studyId, round));
+      }, Math.min(delay, 2 ** 31 - 1)),
+    );
+  }
+
+  /** The public facts of a round a strategy may use: its number, its denominator, its clip norm. */
+  function roundContext(row: RoundRow) {
+    const expected = (row.mechanism as { expectedParticipants?: number } | null)?.expectedParticipants;
+    return { round: row.round, participants: Math.max(1, expected ?? row.participants.length), clipNorm: row.clip_norm ?? undefined };
+  }
+
+  async function lockRound(tx: Db, studyId: string, round: number): Promise<RoundRow | undefined> {
+    return tx.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+  }
+
+  /**
+   * Opens the next round if it may: none open, rounds left, enough ready nodes, and (with central
+   * DP) the privacy budget covers it. The budget check and the charge happen in the transaction
+   * that holds the study row's lock, so two starts at the same moment cannot both spend the last
+   * of a budget. `manual` callers get the refusal as an error; the automatic path just waits.
+   */
+  async function openNextRound(studyId: string, mode: 'auto' | 'manual' = 'auto'): Promise<{ round: number } | undefined> {
+    // Read outside the transaction: on PGlite the transaction holds the only connection.
+    const config = await studies.getConfig(studyId);
+    const refuse = (code: string, message: string) => {
+      if (mode === 'manual') throw new ConflictError(code, message);
+      return undefined;
+    };
+    const opened = await db.transaction().execute(async (tx) => {
+      const study = await tx.selectFrom('studies').selectAll().where('id', '=', studyId).forUpdate().executeTakeFirst();
+      if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
+      if (study.state !== 'running') return refuse('STUDY_ENDED', `study ${studyId} has ended${study.stop_reason ? `: ${study.stop_reason}` : ''}`);
+      const open = await tx.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', ['fit', 'evaluate']).executeTakeFirst();
+      if (open) return refuse('ROUND_OPEN', `round ${open.round} of study ${studyId} is still open`);
+      if (study.current_round >= config.rounds) {
+        await tx.updateTable('studies').set({ state: 'completed' }).where('id', '=', studyId).execute();
+        await appendAudit(tx, { actor: 'coordinator', kind: 'study.completed', studyId, data: { rounds: study.current_round } });
+        return { completed: true as const, rounds: study.current_round, reason: undefined as string | undefined };
+      }
+      if (mode === 'auto' && !config.autoAdvance) return undefined;
+      const ready = await tx.selectFrom('nodes').select('id').where('study_id', '=', studyId).where('state', '=', 'ready').orderBy('id').execute();
+      const needed = study.current_round === 0 ? (config.minNodesToStart ?? config.minNodesPerRound) : config.minNodesPerRound;
+      if (ready.length < needed) return refuse('NOT_ENOUGH_NODES', `${ready.length} nodes are ready; study ${studyId} needs ${needed} to start a round`);
+      const round = study.current_round + 1;
+      // Every candidate's jurisdiction policy, checked before any privacy is charged or any node trains.
+      const violations = await checkParticipants(tx, config, ready.map((n) => n.id));
+      if (violations.length > 0) {
+        const first = violations[0];
+        const reason = `round ${round} refused by policy: ${violations.map((v) => v.message).join('; ')}`;
+        if (mode === 'manual') throw new ConflictError('POLICY_VIOLATION', `${reason} (rule ${first.rule} of ${first.jurisdiction} v${first.version})`);
+        await appendAudit(tx, { actor: 'coordinator', kind: 'round.refused', studyId, round, data: { violations } });
+        await tx.updateTable('studies').set({ state: 'completed', stop_reason: reason }).where('id', '=', studyId).execute();
+        return { completed: true as const, rounds: study.current_round, reason };
+      }
+      const central = config.privacy?.central;
+      let charge: Charge | undefined;
+      if (central) {
+        const result = await chargeRound(tx, studyId, round, config);
+        if (!result.ok) {
+          if (mode === 'manual') throw new ConflictError('BUDGET_EXCEEDED', result.reason);
+          await tx.updateTable('studies').set({ state: 'completed', stop_reason: result.reason }).where('id', '=', studyId).execute();
+          await appendAudit(tx, { actor: 'coordinator', kind: 'study.stopped', studyId, round, data: { reason: result.reason } });
+          return { completed: true as const, rounds: study.current_round, reason: result.reason };
+        }
+        charge = result.charge;
+      }
+      // Poisson sampling of nodes (the accountant's q): each ready node joins with probability q.
+      const q = central?.nodeSamplingRate ?? 1;
+      const participants = q >= 1 ? ready.map((n) => n.id) : ready.filter(() => randomInt(0, 2 ** 32) / 2 ** 32 < q).map((n) => n.id);
+      const previous = await tx.selectFrom('rounds').select('mechanism').where('study_id', '=', studyId).where('phase', '=', 'completed').orderBy('round', 'desc').executeTakeFirst();
+      const nextClip = (previous?.mechanism as { nextClipNorm?: number } | null)?.nextClipNorm;
+      const clipNorm = central ? (nextClip ?? (central.clipping.kind === 'fixed' ? central.clipping.norm : central.clipping.initialNorm)) : null;
+      const fitDeadline = new Date(now().getTime() + config.roundDeadlineSeconds * 1000);
+      // The round record carries the whole privacy configuration in force (central and DP-SGD).
+      const mechanism = { strategy: strategyFor(config).name, privacy: config.privacy ?? null, expectedParticipants: q * ready.length, ...(charge ? { epsilonRound: charge.epsilonRound, epsilonTotal: charge.epsilonTotal } : {}) };
+      await tx
+        .insertInto('rounds')
+        .values({ study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator: null, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism) })
+        .execute();
+      await tx.updateTable('studies').set({ current_round: round }).where('id', '=', studyId).execute();
+      await appendAudit(tx, { actor: mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, config } });
+      if (charge) await appendAudit(tx, { actor: 'coordinator', kind: 'privacy.charged', studyId, round, data: { ...charge } });
+      return { round, fitDeadline, participants, charge };
+    });
+    if (opened && 'completed' in opened) {
+      if (opened.reason) log.warn({ studyId, rounds: opened.rounds, reason: opened.reason }, 'study stopped');
+      else log.info({ studyId, rounds: opened.rounds }, 'study completed');
+      notify(studyId);
+      return undefined;
+    }
+    if (opened) {
+      log.info({ studyId, round: opened.round, participants: opened.participants.length, deadline: opened.fitDeadline, privacy: opened.charge }, 'round started');
+      schedule(studyId, opened.round, opened.fitDeadline);
+      notify(studyId);
+      return { round: opened.round };
+    }
+    return undefined;
+  }
+
+  async function maybeStartNextRound(studyId: string): Promise<void> {
+    await openNextRound(studyId, 'auto');
+  }
+
+  /**
+   * Moves a round forward if it can: closes the fit phase when every participant reported or the
+   * deadline passed, closes the evaluation the same way. Idempotent: calling it twice is harmless.
+   */
+  async function advanceRound(studyId: string, round: number): Promise<void> {
+    const config = await studies.getConfig(studyId);
+    const transitionStarted = performance.now();
+    const outcome = await db.transaction().execute(async (tx) => {
+      const row = await lockRound(tx, studyId, round);
+      if (!row) return undefined;
+      const participants = row.participants;
+      const t = now();
+      if (row.phase === 'fit') {
+        const updates = await tx.selectFrom('updates').select(['node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).execute();
+        const allIn = updates.length >= participants.length;
+        if (!allIn && t < new Date(row.fit_deadline)) return undefined;
+        if (updates.length < config.minNodesPerRound) {
+          const reason = `only ${updates.length} of ${participants.length} nodes reported by the deadline ${new Date(row.fit_deadline).toISOString()}; the study requires at least ${config.minNodesPerRound}`;
+          await tx.updateTable('rounds').set({ phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null }).where('study_id', '=', studyId).where('round', '=', round).execute();
+          // "No new parameters" means "keep the global model": version `round` is version
+          // round-1, so the next round has a model to start from.
+          const kept = await tx.selectFrom('models').select(['weights', 'sha256', 'bytes']).where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
+          const keptBytes = new Uint8Array(kept.weights);
+          const signed = await deps.keyring.sign(keptBytes);
+          await tx.insertInto('models').values({ study_id: studyId, version: round, weights: keptBytes, sha256: kept.sha256, bytes: kept.bytes, signature: signed.signature, signer_fingerprint: signed.fingerprint }).execute();
+          await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
+          await appendAudit(tx, { actor: 'coordinator', kind: 'round.failed', studyId, round, data: { reason, updates: updates.length, participants: participants.length, modelKept: kept.sha256 } });
+          return { kind: 'failed' as const, reason };
+        }
+        const previous = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
+        const global = decodeWeights(new Uint8Array(previous.weights));
+        const aggregation = strategyFor(config).resume(global, new Uint8Array(row.accumulator!), roundContext(row));
+        const outcome = aggregation.finish();
+        const next = outcome.weights ?? global;
+        const bytes = encodeWeights(next);
+        const sha256 = sha256Hex(bytes);
+        const { signature, fingerprint } = await deps.keyring.sign(bytes);
+        const numExamples = updates.reduce((s, u) => s + u.num_examples, 0);
+        const meanLoss = updates.reduce((s, u) => s + u.loss * u.num_examples, 0) / numExamples;
+        await tx.insertInto('models').values({ study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
+        await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
+        await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), numExamples, mechanism: outcome.details } });
+        const evaluationDeadline = new Date(t.getTime() + config.evaluationDeadlineSeconds * 1000);
+        await tx
+          .updateTable('rounds')
+          // The partial sum is dropped once the aggregate exists: only published models persist.
+          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details }) })
+          .where('study_id', '=', studyId)
+          .where('round', '=', round)
+          .execute();
+        return { kind: 'aggregated' as const, evaluationDeadline, sha256, nodes: updates.length, meanLoss };
+      }
+      if (row.phase === 'evaluate') {
+        const evaluations = await tx.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram']).where('study_id', '=', studyId).where('round', '=', round).execute();
+        const updaters = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+        const allIn = evaluations.length >= updaters.length;
+        if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
+        const pooled = poolHistograms(evaluations.map((e) => ScoreHistogram.parse(e.histogram)));
+        const auc = pooled ? aucFromHistogram(pooled) : Number.NaN;
+        const examples = evaluations.reduce((s, e) => s + e.num_examples, 0);
+        const loss = examples > 0 ? evaluations.reduce((s, e) => s + e.loss * e.num_examples, 0) / examples : null;
+        await tx
+          .updateTable('rounds')
+          .set({ phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, closed_at: t })
+          .where('study_id', '=', studyId)
+          .where('round', '=', round)
+          .execute();
+        await appendAudit(tx, { actor: 'coordinator', kind: 'round.completed', studyId, round, data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, evaluations: evaluations.length } });
+        return { kind: 'completed' as const, auc, evaluations: evaluations.length };
+      }
+      return undefined;
+    });
+    if (!outcome) return;
+    if (outcome.kind === 'aggregated') {
+      log.info({ studyId, round, nodes: outcome.nodes, meanLoss: outcome.meanLoss, modelSha256: outcome.sha256, aggregateMs: performance.now() - transitionStarted }, 'round aggregated');
+      schedule(studyId, round, outcome.evaluationDeadline);
+      notify(studyId);
+      return;
+    }
+    if (outcome.kind === 'failed') log.warn({ studyId, round, reason: outcome.reason }, 'round failed');
+    else log.info({ studyId, round, validationAuc: outcome.auc, evaluations: outcome.evaluations }, 'round completed');
+    clearTimeout(timers.get(`${studyId}/${round}`));
+    // The round's end is a checkpoint: the coordinator signs the chain head (a failure is logged;
+    // the next checkpoint covers these entries too, and the study must not stall on it).
+    await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId, round }, 'audit checkpoint failed'));
+    notify(studyId);
+    await maybeStartNextRound(studyId);
+  }
+
+  /** The task waiting for this node, if any: fit in the fit phase, evaluate in the evaluation phase. */
+  async function findTask(node: AuthenticatedNode): Promise<Task | undefined> {
+    const row = await db
+      .selectFrom('rounds')
+      .selectAll()
+      .where('study_id', '=', node.studyId)
+      .where('phase', 'in', ['fit', 'evaluate'])
+      .orderBy('round', 'desc')
+      .executeTakeFirst();
+    if (!row || !row.participants.includes(node.id)) return undefined;
+    const config = await studies.getConfig(node.studyId);
+    if (row.phase === 'fit') {
+      const done = await db.selectFrom('updates').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst();
+      if (done) return undefined;
+      const model = await studies.getModel(node.studyId, row.round - 1);
+      return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config };
+    }
+    const [submitted, evaluated] = await Promise.all([
+      db.selectFrom('updates').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst(),
+      db.selectFrom('evaluations').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst(),
+    ]);
+    if (!submitted || evaluated) return undefined;
+    const model = await studies.getModel(node.studyId, row.round);
+    return { kind: 'evaluate', studyId: node.studyId, round: row.round, modelVersion: row.round, modelSha256: model.sha256, deadline: new Date(row.evaluation_deadline!).toISOString(), config };
+  }
+
+  return {
+    changes,
+    maybeStartNextRound,
+    openNextRound,
+    advanceRound,
+
+    /** After a restart: re-arm deadline timers and open rounds that are due. */
+    async resume() {
+      const open = await db.selectFrom('rounds').select(['study_id', 'round', 'phase', 'fit_deadline', 'evaluation_deadline']).where('phase', 'in', ['fit', 'evaluate']).execute();
+      for (const r of open) {
+        schedule(r.study_id, r.round, new Date(r.phase === 'fit' ? r.fit_deadline : r.evaluation_deadline!));
+        spawn('resume', () => advanceRound(r.study_id, r.round));
+        log.info({ studyId: r.study_id, round: r.round, phase: r.phase }, 'resumed open round');
+      }
+      const running = await db.selectFrom('studies').select('id').where('state', '=', 'running').execute();
+      for (const s of running) spawn('resume', () => maybeStartNextRound(s.id));
+    },
+
+    /** Resolves when anything about the study changes, or after `seconds` (long polling for watchers). */
+    async waitForChange(studyId: string, seconds: number, seen?: number): Promise<void> {
+      if (seconds <= 0 || stopped || (seen !== undefined && (changeCounts.get(studyId) ?? 0) !== seen)) return;
+      let wake!: () => void;
+      const changed = new Promise<void>((resolve) => (wake = resolve));
+      changes.once(studyId, wake);
+      changes.once('__stop__', wake);
+      const timer = setTimeout(wake, seconds * 1000);
+      try {
+        await changed;
+      } finally {
+        clearTimeout(timer);
+        changes.off(studyId, wake);
+        changes.off('__stop__', wake);
+      }
+    },
+
+    changeCount(studyId: string): number {
+      return changeCounts.get(studyId) ?? 0;
+    },
+
+    onNodeChanged(studyId: string) {
+      spawn('node-changed', () => maybeStartNextRound(studyId));
+    },
+
+    /** Long-polls for this node's next task: resolves as soon as one exists, or undefined after `waitSeconds`. */
+    async nextTask(node: AuthenticatedNode, waitSeconds: number, signal?: AbortSignal): Promise<Task | undefined> {
+      const until = Date.now() + waitSeconds * 1000;
+      for (;;) {
+        // Subscribe before looking, so a change between the look and the wait is not missed.
+        let wake!: () => void;
+        const changed = new Promise<void>((resolve) => (wake = resolve));
+        changes.once(node.studyId, wake);
+        changes.once('__stop__', wake);
+        try {
+          const task = await findTask(node);
+          const left = until - Date.now();
+          if (task || left <= 0 || signal?.aborted || stopped) return task;
+          const study = await db.selectFrom('studies').select('state').where('id', '=', node.studyId).executeTakeFirst();
+          if (study?.state !== 'running') return undefined;
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+          clearTimeout(timer);
+        } finally {
+          changes.off(node.studyId, wake);
+          changes.off('__stop__', wake);
+        }
+      }
+    },
+
+    /**
+     * Accepts one node's model for a round, exactly once. A retry of the same bytes gets the
+     * original receipt; different bytes for the same node and round are refused; nothing of a
+     * refused update is stored.
+     */
+    async submitUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
+      if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
+      const config = await studies.getConfig(studyId);
+      const sha256 = sha256Hex(body);
+      let weights;
+      try {
+        weights = decodeWeights(body, { expected: studyTensorSpecs(config), dtype: 'float32' });
+      } catch (err) {
+        if (err instanceof WeightsCodecError) throw new BadRequestError(`update refused: ${err.message}`, 'body', 'INVALID_WEIGHTS');
+        throw err;
+      }
+      // Fetched before the transaction (cached, immutable): on PGlite the transaction holds the only connection.
+      const global = await studies.getModelWeights(studyId, round - 1).catch(() => undefined);
+      const result = await db.transaction().execute(async (tx) => {
+        const row = await lockRound(tx, studyId, round);
+        if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+        if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
+        const current = await tx.selectFrom('nodes').select(['state']).where('id', '=', node.id).executeTakeFirstOrThrow();
+        if (current.state === 'withdrawn' || current.state === 'revoked') throw new ForbiddenError(`node ${node.id} is ${current.state}; its updates are no longer accepted`);
+        const previous = await tx.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
+        if (previous) {
+          if (previous.sha256 === sha256) {
+            return { replay: true, receipt: { studyId, round, nodeId: node.id, sha256, bytes: previous.bytes, acceptedAt: new Date(previous.accepted_at).toISOString() } };
+          }
+          throw new ConflictError('DUPLICATE_UPDATE', `node ${node.id} already submitted a different update for round ${round} (sha256 ${previous.sha256.slice(0, 12)}...); one update per node and round`);
+        }
+        const t = now();
+        if (row.phase !== 'fit' || t > new Date(row.fit_deadline)) {
+          throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
+        }
+        if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
+        const strategy = strategyFor(config);
+        const aggregation = row.accumulator ? strategy.resume(global, new Uint8Array(row.accumulator), roundContext(row)) : strategy.begin(global, roundContext(row));
+        const { deltaNorm, clipped } = aggregation.accept(weights, meta.numExamples);
+        await tx.updateTable('rounds').set({ accumulator: aggregation.state() }).where('study_id', '=', studyId).where('round', '=', round).execute();
+        await tx
+          .insertInto('updates')
+          .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false }), accepted_at: t })
+          .execute();
+        await tx.updateTable('nodes').set({ last_seen_at: t }).where('id', '=', node.id).execute();
+        // Size, hash, norm and counts: never the values.
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, deltaNorm, clipped: clipped ?? false, dpSgd: meta.dpSgd ?? null } });
+        const { count } = await tx.selectFrom('updates').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
+        return { replay: false, allIn: Number(count) >= row.participants.length, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
+      });
+      if (!result.replay) {
+        log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
+        // The last expected update closes the fit phase now; otherwise the deadline timer will.
+        if (result.allIn) spawn('after-update', () => advanceRound(studyId, round));
+      }
+      return result;
+    },
+
+    async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {
+      if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
+      const stored = await db.transaction().execute(async (tx) => {
+        const row = await lockRound(tx, studyId, round);
+        if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+        const updated = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
+        if (!updated) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
+        const previous = await tx.selectFrom('evaluations').select('histogram').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
+        if (previous) {
+          // jsonb reorders keys: compare the fields, not the serialization.
+          const before = ScoreHistogram.parse(previous.histogram);
+          const same = before.bins === report.histogram.bins && before.positives.every((v, i) => v === report.histogram.positives[i]) && before.negatives.every((v, i) => v === report.histogram.negatives[i]);
+          if (same) return false;
+          throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
+        }
+        if (row.phase !== 'evaluate' || now() > new Date(row.evaluation_deadline!)) {
+          throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
+        }
+        await tx
+          .insertInto('evaluations')
+          .values({ study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss, histogram: JSON.stringify(report.histogram) })
+          .execute();
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, bins: report.histogram.bins } });
+        const evaluations = await tx.selectFrom('evaluations').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
+        const updates = await tx.selectFrom('updates').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
+        return Number(evaluations.count) >= Number(updates.count) ? 'all-in' : true;
+      });
+      if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round));
+      return { studyId, round, nodeId: node.id, stored: stored !== false };
+    },
+
+    async stop() {
+      stopped = true;
+      for (const t of timers.values()) clearTimeout(t);
+      timers.clear();
+      changes.emit('__stop__');
+      await Promise.allSettled([...background]);
+    },
+  };
+}
+export type RoundService = ReturnType<typeof createRoundService>;

@@ -1,0 +1,26 @@
+/**
+ * The data and model layer of a node: CSV in, encoded rows, a TensorFlow.js model, local training
+ * and evaluation, weights in and out in the protocol's named-tensor form.
+ */
+export { readCsvTable, writeCsvTable, formatCsv, type CsvTable } from './csv-table.ts';
+export { DataError, SpecError } from './errors.ts';
+export {
+  inferFeatureSpec,
+  readFeatureSpecFile,
+  writeFeatureSpecFile,
+  describeZodError,
+  DEFAULT_MAX_CATEGORIES,
+  type InferOptions,
+} from './infer-spec.ts';
+export { encodeTable, splitRows, subset, type DataReport, type EncodedData } from './encode.ts';
+export { initBackend, currentBackend, type BackendName } from './backend.ts';
+export { createModel, getWeights, setWeights, modelSpecsOf, DEFAULT_MODEL_SEED } from './model-factory.ts';
+export {
+  trainLocal,
+  evaluateModel,
+  predictScores,
+  logLoss,
+  type TrainResult,
+  type TrainOptions,
+  type EvaluationResult,
+} from './train.ts';

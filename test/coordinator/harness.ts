@@ -1,0 +1,159 @@
+import pino from 'pino';
+import request from 'supertest';
+import { buildCoordinator } from '../../coordinator/main.ts';
+import { loadCoordinatorConfig } from '../../coordinator/config.ts';
+import type { StudyConfigInput } from '../../protocols/messages.ts';
+import { roundBinding, UPDATE_META_HEADER } from '../../protocols/messages.ts';
+import type { DatabaseBackend } from '../helpers/databases.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateIdentity, loadPrivateKey, sealUpdate, signRequest, type PrivateKey } from '../../protocols/crypto/index.ts';
+
+/** An enrolled test node: its ids and its own OpenPGP key, as a real node holds them. */
+export interface TestNode {
+  nodeId: string;
+  apiKey: string;
+  privateKey: PrivateKey;
+  publicKey: string;
+}
+
+let spareKeys: Promise<Array<{ privateKey: PrivateKey; publicKey: string }>> | undefined;
+/** Node keys are made once per test file (each costs ~70 ms), then handed out in turn. */
+export async function testNodeKey(i: number) {
+  spareKeys ??= Promise.all(
+    Array.from({ length: 6 }, async () => {
+      const id = await generateIdentity({ name: 'test node', passphrase: 'test-passphrase-0123' });
+      return { privateKey: await loadPrivateKey(id.privateKeyArmored, 'test-passphrase-0123'), publicKey: id.publicKeyArmored };
+    }),
+  );
+  const keys = await spareKeys;
+  return keys[i % keys.length];
+}
+
+// A response body as bytes, or as JSON when it is JSON: node GETs return both kinds.
+export function bytesOrJson(res: any, callback: (err: Error | null, body: unknown) => void) {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('end', () => {
+    const buf = Buffer.concat(chunks);
+    const type = String(res.headers['content-type'] ?? '');
+    callback(null, type.includes('json') ? JSON.parse(buf.toString('utf8') || 'null') : buf);
+  });
+}
+
+export const ADMIN = 'test-admin-token-0123456789abcdef';
+
+/** A tiny study: 2 numeric features + 1 categorical, logistic regression (2 + 3 + 2 = 7 inputs). */
+export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfigInput {
+  return {
+    name: 'tiny',
+    model: { kind: 'logreg' },
+    features: {
+      target: { column: 'y', positive: '1' },
+      features: [
+        { name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 },
+        { name: 'b', kind: 'numeric', mean: 0, std: 1, fill: 0 },
+        { name: 'c', kind: 'categorical', categories: ['p', 'q', 'r'] },
+      ],
+    },
+    rounds: 3,
+    minNodesPerRound: 2,
+    roundDeadlineSeconds: 30,
+    ...overrides,
+  };
+}
+
+/** The coordinator in this process (HTTP through supertest), on a fresh database of `backend`. */
+export async function inProcessCoordinator(backend: DatabaseBackend, now?: () => Date) {
+  const database = await backend.create();
+  const keyDir = mkdtempSync(join(tmpdir(), 'fedmark-keys-'));
+  const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase' });
+  let enrolled = 0;
+  let built = await buildCoordinator(config, pino({ level: 'silent' }));
+  await built.rounds.resume();
+  const harness = {
+    get app() {
+      return built.app;
+    },
+    get built() {
+      return built;
+    },
+    admin(method: 'get' | 'post' | 'delete', path: string) {
+      return request(built.app)[method](path).set('authorization', `Bearer ${ADMIN}`);
+    },
+    /** A signed node request, as the node daemon sends it. */
+    async nodeRequest(node: TestNode, method: 'get' | 'post', path: string, body?: unknown, options: { roundId?: string; headers?: Record<string, string>; contentType?: string; raw?: Uint8Array } = {}) {
+      const bytes = options.raw ?? (body === undefined ? new Uint8Array(0) : new TextEncoder().encode(JSON.stringify(body)));
+      const signature = await signRequest({ privateKey: node.privateKey, method, path, roundId: options.roundId, body: bytes });
+      let req = request(built.app)[method](path).set('authorization', `Bearer ${node.apiKey}`).set(signature).set(options.headers ?? {});
+      if (method === 'get') return req.buffer(true).parse(bytesOrJson);
+      req = req.set('content-type', options.contentType ?? 'application/json');
+      // superagent would re-serialize a Buffer under a JSON content type: send JSON as its exact text.
+      return options.raw ? req.send(Buffer.from(bytes)) : req.send(new TextDecoder().decode(bytes));
+    },
+    nodeGet(node: TestNode, path: string) {
+      return harness.nodeRequest(node, 'get', path);
+    },
+    nodePost(node: TestNode, path: string, body: unknown, roundId?: string) {
+      return harness.nodeRequest(node, 'post', path, body, { roundId });
+    },
+    async createStudy(config: StudyConfigInput = tinyStudy()) {
+      const res = await harness.admin('post', '/v1/studies').send(config);
+      if (res.status !== 201) throw new Error(`createStudy: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.id as string;
+    },
+    async enroll(studyId: string, nodeName: string, ready = true, region = 'eu', jurisdiction?: string): Promise<TestNode> {
+      const key = await testNodeKey(enrolled++);
+      const t = await harness.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName, region });
+      const e = await request(built.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: key.publicKey, ...(jurisdiction ? { jurisdiction } : {}) });
+      if (e.status !== 201) throw new Error(`enroll: ${e.status} ${JSON.stringify(e.body)}`);
+      const node = { nodeId: e.body.nodeId as string, apiKey: e.body.apiKey as string, ...key };
+      if (ready) {
+        const r = await harness.nodePost(node, '/v1/nodes/me/status', { state: 'ready' });
+        if (r.status !== 204) throw new Error(`status: ${r.status} ${JSON.stringify(r.body)}`);
+      }
+      return node;
+    },
+    /** Sends weights as a node does: sealed (encrypted to the coordinator, signed by the node), in a signed request. */
+    async submit(node: TestNode, studyId: string, round: number, body: Uint8Array, meta: unknown = defaultMeta(), options: { sealed?: Uint8Array; headers?: Record<string, string> } = {}) {
+      const sealed = options.sealed ?? (await sealUpdate({ bytes: body, coordinatorPublicKey: built.keyring.current.publicKey, nodePrivateKey: node.privateKey }));
+      const metaHeader = JSON.stringify(meta);
+      return harness.nodeRequest(node, 'post', `/v1/studies/${studyId}/rounds/${round}/updates`, undefined, {
+        raw: sealed,
+        roundId: roundBinding(studyId, round, metaHeader),
+        contentType: 'application/pgp-encrypted',
+        headers: { [UPDATE_META_HEADER]: metaHeader, ...(options.headers ?? {}) },
+      });
+    },
+    /** Waits until the background state machine reaches a condition. */
+    async until<T>(probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const v = await probe();
+        if (v !== undefined) return v;
+        if (Date.now() > end) throw new Error('condition not reached in time');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    },
+    /** Simulates a coordinator restart: stops everything and opens the same database again. */
+    async restart() {
+      await built.rounds.stop();
+      await built.db.destroy();
+      built = await buildCoordinator(config, pino({ level: 'silent' }));
+      await built.rounds.resume();
+    },
+    async close() {
+      await built.rounds.stop();
+      await built.db.destroy();
+      await database.drop();
+      rmSync(keyDir, { recursive: true, force: true });
+    },
+  };
+  void now;
+  return harness;
+}
+
+export function defaultMeta(numExamples = 10) {
+  return { numExamples, loss: 0.5, steps: 1, trainSeconds: 0.01, data: { rows: numExamples, positives: 1, missingFilled: {}, unseenCategories: {} } };
+}

@@ -30,6 +30,7 @@ import { fingerprintOf, loadOrCreateIdentity, loadPublicKey, verifyArtifact, ver
 import { trainDpSgd } from '../models/dp-sgd.ts';
 import { dpSgdStepsPerRound } from '../protocols/privacy/study-privacy.ts';
 import type { NodeConfig } from './config.ts';
+import type { DataErrorKind } from '../models/errors.ts';
 
 interface Credentials {
   coordinator: string;
@@ -270,7 +271,7 @@ function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: Po
   let droppedNoConsent: number | undefined;
   if (study.consent) {
     const col = table.header.indexOf(study.consent.column);
-    if (col < 0) throw new DataError(`the study needs consent column "${study.consent.column}", which ${path} does not have`, 1, study.consent.column);
+    if (col < 0) throw new DataError('consent-column-missing', `the study needs consent column "${study.consent.column}", which ${path} does not have`, 1, study.consent.column);
     const { keep, dropped } = consentFilter(table.rows.map((r) => r[col]), study.consent.purpose, policy ?? { consentFor: { basic: ['basic', 'personalization'], personalization: ['personalization'] } });
     droppedNoConsent = dropped;
     const rows = keep.map((i) => table.rows[i]);
@@ -286,31 +287,35 @@ function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: Po
       for (let r = 0; r < all.n; r++) all.x.fill(0, r * all.width + offset, r * all.width + offset + width);
     }
   }
-  if (all.n === 0) throw new DataError(`no usable rows in ${path}${droppedNoConsent ? ` (${droppedNoConsent} left out for lack of consent)` : ''}`, 1);
+  if (all.n === 0) throw new DataError('no-usable-rows', `no usable rows in ${path}${droppedNoConsent ? ` (${droppedNoConsent} left out for lack of consent)` : ''}`, 1);
   all.report = { ...all.report, ...(droppedNoConsent !== undefined ? { droppedNoConsent } : {}), ...(forbidden.length ? { droppedFeatures: forbidden } : {}) };
   const fraction = study.training.validationFraction;
   const [trainIdx, validationIdx] = fraction > 0 ? splitRows(all.n, [1 - fraction, fraction], study.training.seed, all.y) : [Array.from({ length: all.n }, (_, i) => i), []];
-  if (trainIdx.length === 0) throw new DataError(`no usable rows in ${path} to train on after the validation split`, 1);
+  if (trainIdx.length === 0) throw new DataError('no-usable-rows', `no usable rows in ${path} to train on after the validation split`, 1);
   return { mtimeMs, train: subset(all, trainIdx), validation: subset(all, validationIdx), report: all.report };
 }
 
-/** A data problem in words that carry no value from the file: line, spec column, kind. */
+/** How each kind of data problem is named to the coordinator (every kind has words: the map is total). */
+const DATA_ERROR_WORDS: Record<DataErrorKind, string> = {
+  'csv-syntax': 'CSV syntax error',
+  'empty-file': 'empty file',
+  'duplicate-column': 'duplicate column name',
+  'field-count': 'wrong number of fields',
+  'missing-column': 'a column of the study is missing',
+  'non-numeric': 'text in a numeric column',
+  'missing-label': 'a row without a label',
+  'consent-column-missing': 'consent column missing',
+  'no-usable-rows': 'no usable rows',
+};
+
+/**
+ * A data problem in words that carry no value from the file: line, column name, kind. The kind
+ * was set where the error was thrown; the message (which may quote a cell, the path or column
+ * names) is never looked at.
+ */
 export function describeDataError(err: unknown): string {
   if (!(err instanceof DataError)) return 'the data file cannot be read (details in the node log)';
-  const message = err.message.toLowerCase();
-  const kinds: Array<[string, string]> = [
-    ['numeric', 'text in a numeric column'],
-    ['without a label', 'a row without a label'],
-    ['fields', 'wrong number of fields'],
-    ['syntax', 'CSV syntax error'],
-    ['duplicate column', 'duplicate column name'],
-    ['consent', 'consent column missing'],
-    ['missing from the header', 'a column of the study is missing'],
-    ['no usable rows', 'no usable rows'],
-    ['empty', 'empty file'],
-  ];
-  const kind = kinds.find(([needle]) => message.includes(needle))?.[1] ?? 'unreadable row';
-  return `line ${err.line}${err.column ? `, column ${err.column}` : ''}: ${kind} (details in the node's own log)`;
+  return `line ${err.line}${err.column ? `, column ${err.column}` : ''}: ${DATA_ERROR_WORDS[err.kind]} (details in the node's own log)`;
 }
 
 /** Node keys expire after a year; rotate with CoordinatorClient.rotateKey (a request signed by the old key). */

@@ -49,12 +49,12 @@ export function readCsvTable(source: { path: string } | { text: string }): CsvTa
     const lines = startLines(bytes, recordEnds, 1);
     const line = lines[lines.length - 1];
     const reason = err instanceof Error ? err.message : String(err);
-    throw new DataError(`${where}line ${line}: CSV syntax error in the record starting on this line: ${reason}`, line, undefined, {
+    throw new DataError('csv-syntax', `${where}line ${line}: CSV syntax error in the record starting on this line: ${reason}`, line, undefined, {
       cause: err,
     });
   }
 
-  if (records.length === 0) throw new DataError(`${where}line 1: empty CSV, no header row`, 1);
+  if (records.length === 0) throw new DataError('empty-file', `${where}line 1: empty CSV, no header row`, 1);
   const lines = startLines(bytes, recordEnds, 0);
   const header = records[0];
   const seen = new Map<string, number>();
@@ -62,6 +62,7 @@ export function readCsvTable(source: { path: string } | { text: string }): CsvTa
     const previous = seen.get(header[c]);
     if (previous !== undefined) {
       throw new DataError(
+        'duplicate-column',
         `${where}line 1: duplicate column name ${JSON.stringify(header[c])} (columns ${previous + 1} and ${c + 1})`,
         1,
         header[c],
@@ -76,9 +77,12 @@ export function readCsvTable(source: { path: string } | { text: string }): CsvTa
     if (found !== width) {
       const line = lines[r];
       throw new DataError(
+        'field-count',
         `${where}line ${line}: expected ${width} fields (as in the header) but found ${found}` +
           (found > width ? ' (an unquoted comma inside a value?)' : ''),
         line,
+        // Too few fields: the first column left without a value (a header name, never a cell).
+        found < width ? header[found] : undefined,
       );
     }
   }

@@ -72,6 +72,7 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
     const c = header.indexOf(name);
     if (c < 0) {
       throw new DataError(
+        'missing-column',
         `line 1: ${what} ${JSON.stringify(name)} of the feature spec is missing from the header (columns: ${header.map((h) => JSON.stringify(h)).join(', ')})`,
         1,
         name,
@@ -120,6 +121,7 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
           v = parseNumericCell(cell);
           if (Number.isNaN(v)) {
             throw new DataError(
+              'non-numeric',
               `line ${table.lineOf(r)}: column ${JSON.stringify(plan.name)} is numeric but holds ${quoteCell(cell)}`,
               table.lineOf(r),
               plan.name,
@@ -148,6 +150,7 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
       positives++;
     } else if (isMissing(label)) {
       throw new DataError(
+        'missing-label',
         `line ${table.lineOf(r)}: target column ${JSON.stringify(spec.target.column)} is missing (a row without a label cannot be trained on)`,
         table.lineOf(r),
         spec.target.column,

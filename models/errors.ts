@@ -3,14 +3,31 @@
  * without reading a stack trace: the line of the CSV file, the column, the field of a spec file.
  */
 
+/**
+ * What is wrong, set where the error is thrown. A node reports this kind (with line and column)
+ * to the coordinator instead of its message, which may quote a cell of the file.
+ */
+export type DataErrorKind =
+  | 'csv-syntax'
+  | 'empty-file'
+  | 'duplicate-column'
+  | 'field-count'
+  | 'missing-column'
+  | 'non-numeric'
+  | 'missing-label'
+  | 'consent-column-missing'
+  | 'no-usable-rows';
+
 /** A problem with a row of a data file (CSV). `line` is 1-based and counts the header as line 1. */
 export class DataError extends Error {
+  readonly kind: DataErrorKind;
   readonly line: number;
   readonly column?: string;
 
-  constructor(message: string, line: number, column?: string, options?: { cause?: unknown }) {
+  constructor(kind: DataErrorKind, message: string, line: number, column?: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'DataError';
+    this.kind = kind;
     this.line = line;
     if (column !== undefined) this.column = column;
   }

@@ -34,6 +34,8 @@ describe('readCsvTable', () => {
   it('reports a row with too few fields with its line number', () => {
     const err = dataError(() => readCsvTable({ text: 'a,b,c\n1,2,3\n4,5\n' }));
     expect(err.line).toBe(3);
+    expect(err.kind).toBe('field-count');
+    expect(err.column).toBe('c'); // the first column left without a value
     expect(err.message).toMatch(/line 3: expected 3 fields .* found 2/);
   });
 
@@ -42,6 +44,8 @@ describe('readCsvTable', () => {
     const text = 'a,b\r\n1,"x\r\ny"\r\n\r\n2,3\r\n4,5,6\r\n';
     const err = dataError(() => readCsvTable({ text }));
     expect(err.line).toBe(6);
+    expect(err.kind).toBe('field-count');
+    expect(err.column).toBeUndefined();
     expect(err.message).toMatch(/line 6: expected 2 fields .* found 3/);
   });
 
@@ -61,13 +65,15 @@ describe('readCsvTable', () => {
   it('reports an unclosed quote at the line where its record starts', () => {
     const err = dataError(() => readCsvTable({ text: 'a,b\n1,2\n3,"oops\n5,6\n' }));
     expect(err.line).toBe(3);
+    expect(err.kind).toBe('csv-syntax');
     expect(err.message).toMatch(/line 3: CSV syntax error/);
   });
 
   it('refuses an empty input and duplicate column names', () => {
-    expect(dataError(() => readCsvTable({ text: '' })).line).toBe(1);
+    expect(dataError(() => readCsvTable({ text: '' }))).toMatchObject({ line: 1, kind: 'empty-file' });
     const dup = dataError(() => readCsvTable({ text: 'a,b,a\n1,2,3\n' }));
     expect(dup.line).toBe(1);
+    expect(dup.kind).toBe('duplicate-column');
     expect(dup.column).toBe('a');
     expect(dup.message).toMatch(/duplicate column name "a"/);
   });

@@ -69,12 +69,14 @@ describe('encodeTable', () => {
     const err = dataError(() => encodeTable(readCsvTable({ text }), spec));
     expect(err.line).toBe(3);
     expect(err.column).toBe('age');
+    expect(err.kind).toBe('non-numeric');
     expect(err.message).toBe('line 3: column "age" is numeric but holds "forty"');
   });
 
   it('reports a spec column missing from the header', () => {
     const err = dataError(() => encodeTable(readCsvTable({ text: 'age,score,bought\n30,1,no\n' }), spec));
     expect(err.column).toBe('plan');
+    expect(err.kind).toBe('missing-column');
     expect(err.line).toBe(1);
     expect(err.message).toMatch(/feature column "plan" of the feature spec is missing from the header/);
     const noTarget = dataError(() => encodeTable(readCsvTable({ text: 'age,plan,score\n30,pro,1\n' }), spec));
@@ -85,6 +87,7 @@ describe('encodeTable', () => {
     const err = dataError(() => encodeTable(readCsvTable({ text: 'age,plan,score,bought\n30,pro,1,no\n31,pro,1,NA\n' }), spec));
     expect(err.line).toBe(3);
     expect(err.column).toBe('bought');
+    expect(err.kind).toBe('missing-label');
     expect(err.message).toMatch(/cannot be trained on/);
   });
 

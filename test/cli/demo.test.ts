@@ -15,18 +15,21 @@ describe('fedmark demo', () => {
   it('runs on the shipped data and ends with one line of JSON: rounds, AUCs, model path', async () => {
     const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-'));
     try {
-      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--json', '--rounds', '3', '--nodes', '4', '--model', 'logreg', '--local-epochs', '2', '--out', out], { maxBuffer: 16 << 20 });
+      // The default split (10 regions by state): the setting where federation must pay off.
+      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--json', '--rounds', '4', '--model', 'logreg', '--out', out], { maxBuffer: 16 << 20 });
       const lines = stdout.trim().split('\n');
       expect(lines).toHaveLength(1); // progress goes to stderr with --json
       const result = JSON.parse(lines[0]);
-      expect(result.rounds).toHaveLength(3);
-      expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 4)).toBe(true);
+      expect(result.rounds).toHaveLength(4);
+      expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 10)).toBe(true);
       expect(result.globalTestAuc).toBeGreaterThan(0.7);
-      expect(result.localOnly).toHaveLength(4);
+      expect(result.localOnly).toHaveLength(10);
       expect(result.meanLocalOnlyAuc).toBeGreaterThan(0.5);
+      // The promise of the product: the federated model beats what the average region reaches alone.
+      expect(result.globalTestAuc).toBeGreaterThanOrEqual(result.meanLocalOnlyAuc);
       expect(existsSync(result.modelPath)).toBe(true);
       expect(decodeWeights(new Uint8Array(readFileSync(result.modelPath))).map((w) => w.name)).toEqual(['dense_0/kernel', 'dense_0/bias']);
-      expect(stderr).toMatch(/round\s+3\/3\s+nodes 4\/4/);
+      expect(stderr).toMatch(/round\s+4\/4\s+nodes 10\/10/);
       expect(stderr).toMatch(/federated global model/);
       // Raw rows of a region exist only in that node's own folder.
       expect(existsSync(join(out, 'nodes', 'region-01', 'data.csv'))).toBe(true);
@@ -35,27 +38,55 @@ describe('fedmark demo', () => {
     }
   }, 180_000);
 
+  /** A synthetic propensity data set: the label depends on visits, cart adds and the channel. */
+  function writePropensityCsv(path: string): void {
+    const random = seededRandom(7);
+    const lines = ['visits,cart_adds,channel,country,bought'];
+    for (let i = 0; i < 600; i++) {
+      const visits = Math.floor(random() * 20);
+      const cart = Math.floor(random() * 5);
+      const channel = ['email', 'search', 'social'][Math.floor(random() * 3)];
+      const country = ['DE', 'FR', 'US', 'CN'][Math.floor(random() * 4)];
+      const logit = -3 + 0.2 * visits + 0.6 * cart + (channel === 'email' ? 1 : 0);
+      const bought = random() < 1 / (1 + Math.exp(-logit)) ? 'true' : 'false';
+      lines.push(`${i % 50 === 0 ? 'NA' : visits},${cart},${channel},${country},${bought}`);
+    }
+    writeFileSync(path, lines.join('\n') + '\n');
+  }
+
   it('works on any tabular CSV with a binary target, split by Dirichlet label skew', async () => {
     const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-generic-'));
     try {
-      // A synthetic propensity data set: the label depends on visits and the channel.
-      const random = seededRandom(7);
-      const lines = ['visits,cart_adds,channel,bought'];
-      for (let i = 0; i < 600; i++) {
-        const visits = Math.floor(random() * 20);
-        const cart = Math.floor(random() * 5);
-        const channel = ['email', 'search', 'social'][Math.floor(random() * 3)];
-        const logit = -3 + 0.2 * visits + 0.6 * cart + (channel === 'email' ? 1 : 0);
-        const bought = random() < 1 / (1 + Math.exp(-logit)) ? 'true' : 'false';
-        lines.push(`${i % 50 === 0 ? 'NA' : visits},${cart},${channel},${bought}`);
-      }
       const csv = join(out, 'propensity.csv');
-      writeFileSync(csv, lines.join('\n') + '\n');
-      const { stdout } = await run(process.execPath, [BIN, 'demo', '--json', '--data', csv, '--target', 'bought', '--nodes', '3', '--dirichlet', '0.5', '--rounds', '3', '--model', 'logreg', '--out', join(out, 'run')], { maxBuffer: 16 << 20 });
+      writePropensityCsv(csv);
+      const { stdout } = await run(process.execPath, [BIN, 'demo', '--json', '--data', csv, '--target', 'bought', '--exclude', 'country', '--nodes', '3', '--dirichlet', '0.5', '--rounds', '3', '--model', 'logreg', '--out', join(out, 'run')], { maxBuffer: 16 << 20 });
       const result = JSON.parse(stdout.trim());
       expect(result.nodes).toBe(3);
       expect(result.partition).toMatch(/Dirichlet\(0\.5\)/);
       expect(result.globalTestAuc).toBeGreaterThan(0.65);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('splits any CSV by a region column of the user\'s choice (--partition-by), with the MLP', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-partition-'));
+    try {
+      const csv = join(out, 'propensity.csv');
+      writePropensityCsv(csv);
+      const { stdout } = await run(process.execPath, [BIN, 'demo', '--json', '--data', csv, '--target', 'bought', '--partition-by', 'country', '--rounds', '2', '--model', 'mlp', '--no-local-baseline', '--out', join(out, 'run')], { maxBuffer: 16 << 20 });
+      const result = JSON.parse(stdout.trim());
+      // four countries, four regions, each node holding exactly one country's rows
+      expect(result.nodes).toBe(4);
+      expect(result.partition).toMatch(/country/);
+      expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 4)).toBe(true);
+      for (const country of ['DE', 'FR', 'US', 'CN']) {
+        const holders = [1, 2, 3, 4].filter((n) => readFileSync(join(out, 'run', 'nodes', `region-0${n}`, 'data.csv'), 'utf8').includes(`,${country},`));
+        expect(holders).toHaveLength(1);
+      }
+      const names = decodeWeights(new Uint8Array(readFileSync(result.modelPath))).map((w) => w.name);
+      expect(names.length).toBeGreaterThan(2); // hidden layers: the MLP, not logistic regression
+      expect(result.globalTestAuc).toBeGreaterThan(0.6);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -1,0 +1,37 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { BIN } from '../helpers/processes.ts';
+
+const run = promisify(execFile);
+
+/**
+ * `--help` is the first thing a partner types: each command must answer with exit code 0 and name
+ * the options its README section promises (users' scripts rely on those names).
+ */
+const COMMANDS: Array<{ args: string[]; mustName: RegExp[] }> = [
+  { args: [], mustName: [/demo/, /coordinator/, /node/, /privacy/, /audit/] },
+  { args: ['demo'], mustName: [/--data/, /--target/, /--partition-by/, /--nodes/, /--dirichlet/, /--rounds/, /--model/, /--json/, /--epsilon/, /--delta/, /--dp-sgd/] },
+  { args: ['coordinator'], mustName: [/--host/, /--port/, /--data-dir/, /--database-url/] },
+  { args: ['node'], mustName: [/--coordinator/, /--token/, /--data/, /--spec/, /--state-dir/, /--max-epsilon/, /--jurisdiction/, /--withdraw/, /--rotate-key/] },
+  { args: ['privacy', 'epsilon'], mustName: [/--q/, /--sigma/, /--steps/, /--delta/, /--accountant/, /--json/] },
+  { args: ['privacy', 'sigma'], mustName: [/--q/, /--steps/, /--delta/, /--epsilon/, /--json/] },
+  { args: ['audit', 'export'], mustName: [/--out/, /--coordinator/, /--token/] },
+  { args: ['audit', 'verify'], mustName: [/<dir>/, /--fingerprint/] },
+];
+
+describe('fedmark --help', () => {
+  for (const { args, mustName } of COMMANDS) {
+    it(`fedmark ${args.join(' ')} --help names its options and exits 0`, async () => {
+      const { stdout } = await run(process.execPath, [BIN, ...args, '--help']);
+      expect(stdout).toMatch(new RegExp(`^Usage: fedmark${args.length ? ' ' + args.join(' ') : ''} `));
+      for (const pattern of mustName) expect(stdout).toMatch(pattern);
+    });
+  }
+
+  it('an unknown command is refused with a non-zero exit code and says so', async () => {
+    const err = await run(process.execPath, [BIN, 'frobnicate']).catch((e: unknown) => e as { code: number; stderr: string });
+    expect(err.code).not.toBe(0);
+    expect(String(err.stderr)).toMatch(/unknown command 'frobnicate'/);
+  });
+});

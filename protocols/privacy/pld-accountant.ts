@@ -79,6 +79,7 @@ import {
   PrivacyParameterError,
   type SubsampledGaussianQuery,
 } from './errors.ts';
+import { rdpEpsilon } from './rdp-accountant.ts';
 import { logAddExp, logNormalCdf, logNormalCdfAndSf, logSubExp, normalSfInverseLog } from './special-functions.ts';
 
 export interface PldOptions {
@@ -424,19 +425,93 @@ function complexPow(x: number, y: number, power: number, out: Float64Array): voi
   out[1] = rT * Math.sin(angle);
 }
 
-/** A composed PLD (one direction) on a window of grid indices. */
+/**
+ * A composed PLD (one direction) on a window of grid indices, kept exponentially tilted (below):
+ * the probability of composed loss l_k = k * step is  probs[i] * exp(logScale - tilt * l_k),
+ * k = lowerIndex + i, up to an FFT round-off error whose 2-norm over the window is at most
+ * `roundoff` in the tilted domain.
+ */
 interface ComposedPld {
   /** Grid index of probs[0]. */
   lowerIndex: number;
+  /** Tilted probabilities (negative round-off clamped to 0; see composedDeltaAt). */
   probs: Float64Array;
   infinityMass: number;
   step: number;
+  /** lambda >= 0 of the tilt (0: none). */
+  tilt: number;
+  /** steps * log E[e^{tilt L}] of the per-step discrete PLD. */
+  logScale: number;
+  /** Bound on the 2-norm of the round-off error of `probs` (tilted domain). */
+  roundoff: number;
+  /** Relative error bound of the untilting multiplications (applied to delta). */
+  untiltRelativeError: number;
 }
 
 const MAX_FFT_SIZE = 1 << 21;
+const UNIT_ROUNDOFF = 2 ** -53;
 
-/** Composes both directions `steps` times with one complex FFT (real parts: remove, imaginary: add). */
-function composeBoth(remove: DiscretePld, add: DiscretePld, steps: number, step: number, tail: number): [ComposedPld, ComposedPld] | null {
+/*
+ * FFT round-off. The composed PMF comes out of double-precision FFTs whose error is ~1e-16 relative
+ * to the 2-norm of the whole vector, i.e. an absolute noise floor of ~1e-16 * log N * steps: at
+ * delta = 1e-12 and 2e4 steps that floor is above delta and the read-off epsilon is noise (and,
+ * without a bound, not provably on the safe side). Two fixes (Koskela et al. 2020 use the same tilt
+ * idea for the error analysis of their FFT accountant):
+ *
+ * 1. Exponential tilting. Compose p~_k = p_k e^{lambda l_k} / M(lambda), M(lambda) = E[e^{lambda L}],
+ *    instead of p: the T-fold convolution of p~ is (p^{*T})_k e^{lambda l_k} / M(lambda)^T, so the
+ *    composed PMF is recovered by multiplying back by exp(T log M - lambda l_k). With lambda at the
+ *    saddle point of the tail that matters (T (log M)'(lambda) ~ epsilon), the tilted masses there are
+ *    O(1 / sqrt(window)), far above the noise floor, and the noise is scaled DOWN by the untilting
+ *    (by about the Chernoff bound of the tail). lambda = 0 is the plain composition.
+ *
+ * 2. A rigorous bound of the error, added to delta (pessimistic). Higham, "Accuracy and Stability of
+ *    Numerical Algorithms", 2nd ed., Thm 24.2: the radix-2 FFT computed in floating point with
+ *    twiddles of error mu satisfies ||fl(F x) - F x||_2 <= eF ||F x||_2, eF = L eta / (1 - L eta),
+ *    L = log2 N, eta = mu + gamma_4 (sqrt 2 + mu), gamma_4 = 4u / (1 - 4u). Then, with the unitary
+ *    scalings ||F x||_2 = sqrt(N) ||x||_2, the unpacking of the two real transforms (a contraction),
+ *    z -> z^T being T-Lipschitz on the unit disk (|A_m| <= 1 for a probability vector; computed values
+ *    at most 1 + ||dA|| hence the factor exp(T ||dA||)), and complexPow's own relative error
+ *    (<= (pi T + 800) u: the angle T atan2 and the modulus exp(T log r) with |T log r| <= 745), the
+ *    2-norm of the error of each composed (tilted) PMF is bounded by `roundoff` below. The error of
+ *    delta(eps) = sum_{l_k > eps} p_k (1 - e^{eps - l_k}) is then, by Cauchy-Schwarz, at most
+ *    roundoff * sqrt(sum_{l_k > eps} exp(2 (logScale - lambda l_k))), a geometric sum in closed
+ *    form. Clamping negative values to 0 does not increase the error (p_k >= 0: projection onto
+ *    [0, inf) is 1-Lipschitz).
+ */
+function fftRelativeError(n: number): number {
+  const u = UNIT_ROUNDOFF;
+  const L = Math.log2(n);
+  const mu = 2 * u; // Math.cos / Math.sin of 2 pi k / n, evaluated directly: within ~1 ulp (+ rounding of the argument)
+  const gamma4 = (4 * u) / (1 - 4 * u);
+  const eta = mu + gamma4 * (Math.SQRT2 + mu);
+  return (L * eta) / (1 - L * eta);
+}
+
+/** p~_i = p_i exp(lambda l_i - log M(lambda)) and log M(lambda). */
+function tiltPmf(pld: DiscretePld, lambda: number, step: number): { probs: Float64Array; logM: number } {
+  if (lambda === 0) return { probs: pld.probs, logM: Math.log(pld.probs.reduce((a, b) => a + b, 0)) };
+  const logM = logMgf(pld, lambda, step);
+  const probs = new Float64Array(pld.probs.length);
+  for (let i = 0; i < probs.length; i++) {
+    const p = pld.probs[i];
+    if (p > 0) probs[i] = p * Math.exp(lambda * (pld.lowerIndex + i) * step - logM);
+  }
+  return { probs, logM };
+}
+
+/**
+ * Composes both directions `steps` times with one complex FFT (real parts: remove, imaginary: add),
+ * each tilted by its own lambda >= 0.
+ */
+function composeBoth(
+  remove: DiscretePld,
+  add: DiscretePld,
+  steps: number,
+  step: number,
+  tail: number,
+  tilts: { remove: number; add: number },
+): [ComposedPld, ComposedPld] | null {
   const wr = compositionWindow(remove, steps, step, tail);
   const wa = compositionWindow(add, steps, step, tail);
   // The two windows can be far apart (the add loss is bounded above, the remove loss below). Shift
@@ -449,11 +524,26 @@ function composeBoth(remove: DiscretePld, add: DiscretePld, steps: number, step:
   let n = 1;
   while (n < hi - lo + 1) n <<= 1;
   if (n > MAX_FFT_SIZE) return null;
+  const tiltedRemove = tiltPmf(remove, tilts.remove, step);
+  const tiltedAdd = tiltPmf(add, tilts.add, step);
   const re = new Float64Array(n);
   const im = new Float64Array(n);
-  for (let i = 0; i < remove.probs.length; i++) re[mod(remove.lowerIndex + i, n)] += remove.probs[i];
-  for (let i = 0; i < add.probs.length; i++) im[mod(add.lowerIndex + shift + i, n)] += add.probs[i];
+  for (let i = 0; i < remove.probs.length; i++) re[mod(remove.lowerIndex + i, n)] += tiltedRemove.probs[i];
+  for (let i = 0; i < add.probs.length; i++) im[mod(add.lowerIndex + shift + i, n)] += tiltedAdd.probs[i];
+  let inputNorm2 = 0;
+  for (let i = 0; i < n; i++) inputNorm2 += re[i] * re[i] + im[i] * im[i];
+  const u = UNIT_ROUNDOFF;
+  const sqrtN = Math.sqrt(n);
+  const eF = fftRelativeError(n);
+  // Relative error of the tilted inputs (exp of arguments up to |lambda l| + |log M|) and of the
+  // per-step probabilities' own rounding.
+  const maxAbsLoss = step * Math.max(Math.abs(remove.lowerIndex), Math.abs(remove.lowerIndex + remove.probs.length), Math.abs(add.lowerIndex), Math.abs(add.lowerIndex + add.probs.length));
+  const inputRelative = (Math.max(tilts.remove, tilts.add) * maxAbsLoss + Math.max(Math.abs(tiltedRemove.logM), Math.abs(tiltedAdd.logM)) + 16) * 2 * u;
+  const xNorm = Math.sqrt(inputNorm2) * (1 + inputRelative);
   fft(re, im, false);
+  // Error of each unpacked transform (A or B), 2-norm and hence also entrywise.
+  const dA = (eF + inputRelative) * sqrtN * xNorm + 2 * u * sqrtN * xNorm;
+  const growth = Math.exp(steps * dA);
   // Unpack the two real transforms A (remove), B (add) from Z = A + iB:
   //   A_m = (Z_m + conj Z_{n-m}) / 2,  B_m = (Z_m - conj Z_{n-m}) / (2i),
   // raise each to the power T and pack again as A^T + i B^T (inverse transform of both at once).
@@ -479,62 +569,117 @@ function composeBoth(remove: DiscretePld, add: DiscretePld, steps: number, step:
       im[m2] = -pa[1] + pb[0];
     }
   }
+  let outputNorm2 = 0;
+  for (let i = 0; i < n; i++) outputNorm2 += re[i] * re[i] + im[i] * im[i];
+  // ||dR||_2: propagated (Lipschitz) + complexPow's rounding + the underflow cut (< e^-745 each)
+  // + the packing additions.
+  const powerNorm = growth * (sqrtN * xNorm + dA);
+  const dR = 2 * (steps * growth * dA + (Math.PI * steps + 800) * u * powerNorm + sqrtN * 1e-323) + 2 * u * Math.sqrt(outputNorm2);
   fft(re, im, true);
+  // y = F* R / N: propagated error ||dR|| / sqrt(N), the inverse FFT's own eF ||R||_2 / sqrt(N), and
+  // the (exact, power-of-two) scaling's rounding of underflowing values.
+  const roundoff = (dR + eF * Math.sqrt(outputNorm2)) / sqrtN + u * 1e-300;
   // Window position i holds composed index lo + i (lo - addOffset + i for the add direction).
   const first = mod(lo, n);
-  const result = (values: Float64Array, pld: DiscretePld, upperTruncated: boolean, lowerIndex: number): ComposedPld => {
+  const result = (values: Float64Array, pld: DiscretePld, upperTruncated: boolean, lowerIndex: number, tilt: number, logM: number): ComposedPld => {
     const probs = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const j = first + i;
       const v = values[j < n ? j : j - n];
-      probs[i] = v > 0 ? v : 0; // rounding noise below zero: clamp (pessimistic)
+      probs[i] = v > 0 ? v : 0; // p >= 0: clamping does not increase the error (covered by `roundoff`)
     }
     const infinityMass = -Math.expm1(steps * Math.log1p(-pld.infinityMass)) + (upperTruncated ? tail : 0);
-    return { lowerIndex, probs, infinityMass: Math.min(1, infinityMass), step };
+    const logScale = steps * logM;
+    const maxUntilt = Math.abs(logScale) + tilt * step * Math.max(Math.abs(lowerIndex), Math.abs(lowerIndex + n));
+    return {
+      lowerIndex,
+      probs,
+      infinityMass: Math.min(1, infinityMass),
+      step,
+      tilt,
+      logScale,
+      roundoff,
+      untiltRelativeError: 4 * u * (maxUntilt + 8) + steps * inputRelative,
+    };
   };
-  return [result(re, remove, wr.upperTruncated, lo), result(im, add, wa.upperTruncated, lo - addOffset)];
+  return [
+    result(re, remove, wr.upperTruncated, lo, tilts.remove, tiltedRemove.logM),
+    result(im, add, wa.upperTruncated, lo - addOffset, tilts.add, tiltedAdd.logM),
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading (epsilon, delta) off a composed discrete PLD (exact for the discrete distribution).
+// Reading (epsilon, delta) off a composed discrete PLD (exact for the discrete distribution, plus
+// the round-off bound).
+
+/** Untilted probability of window entry i. */
+function untilted(pld: ComposedPld, i: number): number {
+  const p = pld.probs[i];
+  if (!(p > 0)) return 0;
+  return p * Math.exp(pld.logScale - pld.tilt * (pld.lowerIndex + i) * pld.step);
+}
+
+/**
+ * Round-off bound on delta(eps) for any eps >= the loss of entry i - 1, i.e. when the entries that
+ * count are those at index >= i: roundoff * sqrt(sum_{k >= lowerIndex + i} exp(2 (logScale - tilt k step))).
+ */
+function roundoffBound(pld: ComposedPld, i: number): number {
+  const { roundoff, tilt, logScale, step, lowerIndex, probs } = pld;
+  const count = probs.length - i;
+  if (count <= 0) return 0;
+  if (tilt === 0) return roundoff * Math.sqrt(count) * Math.exp(logScale);
+  // Geometric series, bounded by its infinite sum.
+  const logSum = 2 * (logScale - tilt * (lowerIndex + i) * step) - Math.log(-Math.expm1(-2 * tilt * step));
+  return roundoff * Math.exp(0.5 * logSum);
+}
 
 function composedEpsilon(pld: ComposedPld, delta: number): number {
   const { probs, lowerIndex, infinityMass, step } = pld;
   if (infinityMass >= delta) return Infinity;
+  const grow = 1 + pld.untiltRelativeError;
   const decay = Math.exp(-step);
   const oneMinusDecay = -Math.expm1(-step);
   // Scan down from the top. At grid index k:
   //   above = sum_{k' > k} p_k',   d = sum_{k' > k} p_k' (1 - e^{(k - k') step}),
   //   delta(k step) = infinityMass + d,  and for 0 <= u <= step:
-  //   delta(k step + u) = infinityMass + above - e^u (above - d).
+  //   delta(k step + u) = infinityMass + above - e^u (above - d),
+  // each plus the round-off bound of the entries above k (the same for all u in [0, step)).
   let above = 0;
   let d = 0;
   for (let i = probs.length - 1; i >= -1; i--) {
     const k = lowerIndex + i;
-    if (infinityMass + d > delta) {
-      const u = Math.log((infinityMass + above - delta) / (above - d));
+    const err = roundoffBound(pld, i + 1);
+    if (infinityMass + grow * d + err > delta) {
+      const target = (delta - infinityMass - err) / grow;
+      if (!(target > 0)) return (k + 1) * step; // already failed just above: the previous grid point
+      const u = Math.log((above - target) / (above - d));
       return Math.max(0, k * step + Math.min(step, Math.max(0, u)));
     }
     if (k * step <= 0) return 0; // delta(0) <= target already
     if (i < 0) break;
-    d = oneMinusDecay * (probs[i] + above) + decay * d;
-    above += probs[i];
+    const p = untilted(pld, i);
+    d = oneMinusDecay * (p + above) + decay * d;
+    above += p;
+    if (!Number.isFinite(above)) return (k + 1) * step; // untilting overflow far below the tail: delta > 1 here
   }
   // Below the window (no atoms there): delta(eps) = inf + above - e^{eps - k step}(above - d).
   const k = lowerIndex - 1;
-  const eps = k * step + Math.log((infinityMass + above - delta) / (above - d));
+  const target = (delta - infinityMass - roundoffBound(pld, 0)) / grow;
+  if (!(target > 0)) return lowerIndex * step;
+  const eps = k * step + Math.log((above - target) / (above - d));
   return Math.max(0, eps);
 }
 
 function composedDelta(pld: ComposedPld, epsilon: number): number {
   const { probs, lowerIndex, infinityMass, step } = pld;
   let sum = 0;
-  for (let i = probs.length - 1; i >= 0; i--) {
+  let i = probs.length - 1;
+  for (; i >= 0; i--) {
     const loss = (lowerIndex + i) * step;
     if (loss <= epsilon) break;
-    sum += probs[i] * -Math.expm1(epsilon - loss);
+    sum += untilted(pld, i) * -Math.expm1(epsilon - loss);
   }
-  return Math.min(1, infinityMass + sum);
+  return Math.min(1, infinityMass + sum * (1 + pld.untiltRelativeError) + roundoffBound(pld, i + 1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,10 +694,58 @@ export function defaultDiscretization(q: number, sigma: number): number {
 }
 
 /**
- * Composed PLDs of both directions for `steps` steps, with truncations whose total pessimistic
- * slack in delta is at most `slack`.
+ * The tilt lambda >= 0 that minimises the Chernoff exponent steps * log M(lambda) - lambda * epsilon of
+ * the composed loss at `epsilon` (the saddle point: there the tilted composition is centred on
+ * epsilon). Golden-section search in log lambda (the exponent is convex in lambda); lambda = 0 when
+ * epsilon is not in the upper tail.
  */
-function composedPlds(q: number, sigma: number, steps: number, slack: number, options: PldOptions): [ComposedPld, ComposedPld] {
+function saddlePointTilt(pld: DiscretePld, steps: number, step: number, epsilon: number): number {
+  if (!(epsilon > 0) || !Number.isFinite(epsilon)) return 0;
+  const exponent = (logLambda: number) => {
+    const lambda = Math.exp(logLambda);
+    return steps * logMgf(pld, lambda, step) - lambda * epsilon;
+  };
+  let a = Math.log(1e-4);
+  let b = Math.log(1e4);
+  const ratio = (Math.sqrt(5) - 1) / 2;
+  let c = b - ratio * (b - a);
+  let d = a + ratio * (b - a);
+  let fc = exponent(c);
+  let fd = exponent(d);
+  for (let i = 0; i < 60 && b - a > 1e-3; i++) {
+    if (fc < fd) {
+      b = d;
+      d = c;
+      fd = fc;
+      c = b - ratio * (b - a);
+      fc = exponent(c);
+    } else {
+      a = c;
+      c = d;
+      fc = fd;
+      d = a + ratio * (b - a);
+      fd = exponent(d);
+    }
+  }
+  const best = 0.5 * (a + b);
+  const value = exponent(best);
+  // log M(0) = log(total mass) ~ 0: no tilt if it does not help.
+  return Number.isFinite(value) && value < steps * logMgf(pld, 0, step) ? Math.exp(best) : 0;
+}
+
+/**
+ * Composed PLDs of both directions for `steps` steps, with truncations whose total pessimistic
+ * slack in delta is at most `slack`, each direction tilted for reading delta near its `tiltAt`
+ * epsilon (see composeBoth), or untilted when that is undefined.
+ */
+function composedPlds(
+  q: number,
+  sigma: number,
+  steps: number,
+  slack: number,
+  options: PldOptions,
+  tiltAt: { remove?: number; add?: number } = {},
+): [ComposedPld, ComposedPld] {
   const loss = new StepLoss(q, sigma);
   let step = options.discretization ?? defaultDiscretization(q, sigma);
   if (!(step > 0 && Number.isFinite(step))) {
@@ -566,8 +759,14 @@ function composedPlds(q: number, sigma: number, steps: number, slack: number, op
     // for the FFT: coarser grid (still an upper bound, only less tight).
     const remove = discretizeStep(loss, 'remove', step, perStepTail);
     const add = remove && discretizeStep(loss, 'add', step, perStepTail);
-    const composed = remove && add && composeBoth(remove, add, steps, step, slack / 4);
-    if (composed) return composed;
+    if (remove && add) {
+      const tilts = {
+        remove: tiltAt.remove === undefined ? 0 : saddlePointTilt(remove, steps, step, tiltAt.remove),
+        add: tiltAt.add === undefined ? 0 : saddlePointTilt(add, steps, step, tiltAt.add),
+      };
+      const composed = composeBoth(remove, add, steps, step, slack / 4, tilts);
+      if (composed) return composed;
+    }
     step *= 2;
   }
 }
@@ -578,34 +777,90 @@ function validate(query: { q: unknown; sigma: unknown; steps: unknown }): { q: n
   return { q: checkSamplingRate(query.q), sigma: checkSigma(query.sigma), steps: checkSteps(query.steps) };
 }
 
-/** epsilon of the query by the PLD accountant: an upper bound within ~1e-4 relative of the truth. */
+/**
+ * epsilon of the query by the PLD accountant: an upper bound, typically within ~1e-4 relative of the
+ * truth. Infinity when the accountant cannot certify any epsilon at this delta (the FFT round-off
+ * bound alone exceeds delta); computeEpsilon then answers with RDP.
+ */
 export function pldEpsilon(query: SubsampledGaussianQuery, options: PldOptions = {}): { epsilon: number } {
   return { epsilon: pldEpsilonDetails(query, options).epsilon };
 }
 
 /**
+ * Round-off bound on delta just below `epsilon` (the entries from its grid cell up): whether the bound
+ * was what stopped epsilon from going lower.
+ */
+function roundoffAt(pld: ComposedPld, epsilon: number): number {
+  if (!Number.isFinite(epsilon)) return 0;
+  const i = Math.max(0, Math.ceil(epsilon / pld.step - 1e-9) - 1 - pld.lowerIndex);
+  return roundoffBound(pld, i);
+}
+
+/**
  * The same with the epsilon of each direction of the add/remove adjacency (the reported epsilon is
- * the larger) and the grid step used; for tests and diagnostics.
+ * the larger), the grid step used and the FFT round-off bound on delta at the answer (already
+ * counted in it); for tests and diagnostics.
  */
 export function pldEpsilonDetails(
   query: SubsampledGaussianQuery,
   options: PldOptions = {},
-): { epsilon: number; remove: number; add: number; discretization: number } {
+): { epsilon: number; remove: number; add: number; discretization: number; roundoff: number } {
   const { q, sigma, steps, delta } = checkQuery(query);
-  if (q === 0 || steps === 0) return { epsilon: 0, remove: 0, add: 0, discretization: NaN };
-  const run = (step: number) => {
-    const [remove, add] = composedPlds(q, sigma, steps, 1e-5 * delta, { discretization: step });
+  if (q === 0 || steps === 0) return { epsilon: 0, remove: 0, add: 0, discretization: NaN, roundoff: 0 };
+  type Side = { epsilon: number; roundoff: number };
+  const run = (step: number, tiltAt: { remove?: number; add?: number }) => {
+    const [remove, add] = composedPlds(q, sigma, steps, 1e-5 * delta, { discretization: step }, tiltAt);
     const epsRemove = composedEpsilon(remove, delta);
     const epsAdd = composedEpsilon(add, delta);
-    return { epsilon: Math.max(epsRemove, epsAdd), remove: epsRemove, add: epsAdd, discretization: remove.step };
+    return {
+      remove: { epsilon: epsRemove, roundoff: roundoffAt(remove, epsRemove) } as Side,
+      add: { epsilon: epsAdd, roundoff: roundoffAt(add, epsAdd) } as Side,
+      discretization: remove.step,
+    };
   };
-  if (options.discretization !== undefined) return run(options.discretization);
-  const first = run(defaultDiscretization(q, sigma));
+  // First untilted: at ordinary deltas the round-off bound is a negligible share of delta. Where it
+  // is not (tiny delta, many steps), tilt each such direction at its current answer or RDP's epsilon,
+  // whichever is smaller (both upper bounds of the final one), and repeat while that helps: every run is
+  // a valid upper bound, so per direction the smallest one is kept.
+  const runAdaptive = (step: number) => {
+    const first = run(step, {});
+    const best = { remove: first.remove, add: first.add };
+    let rdpGuess: number | undefined;
+    const guess = (side: Side) => {
+      rdpGuess ??= rdpEpsilon({ q, sigma, steps, delta }).epsilon;
+      return side.epsilon > 0 ? Math.min(side.epsilon, rdpGuess) : rdpGuess;
+    };
+    const noisy = (side: Side) => !Number.isFinite(side.epsilon) || side.roundoff > 1e-3 * delta;
+    for (let pass = 0; pass < 4; pass++) {
+      const tiltAt = {
+        remove: noisy(best.remove) ? guess(best.remove) : undefined,
+        add: noisy(best.add) ? guess(best.add) : undefined,
+      };
+      if (tiltAt.remove === undefined && tiltAt.add === undefined) break;
+      const next = run(step, tiltAt);
+      let improved = false;
+      for (const side of ['remove', 'add'] as const) {
+        if (tiltAt[side] === undefined || !(next[side].epsilon < best[side].epsilon)) continue;
+        improved ||= next[side].epsilon < best[side].epsilon * (1 - 1e-3) || !Number.isFinite(best[side].epsilon);
+        best[side] = next[side];
+      }
+      if (!improved) break;
+    }
+    return {
+      epsilon: Math.max(best.remove.epsilon, best.add.epsilon),
+      remove: best.remove.epsilon,
+      add: best.add.epsilon,
+      discretization: first.discretization,
+      roundoff: Math.max(best.remove.roundoff, best.add.roundoff),
+    };
+  };
+  if (options.discretization !== undefined) return runAdaptive(options.discretization);
+  const first = runAdaptive(defaultDiscretization(q, sigma));
   // The discrete curve is exact at grid points, so (for one step) epsilon is overestimated by at
   // most one grid step: when epsilon is small against the step, refine once (few steps and a
   // small epsilon make that cheap).
   const refined = refinedDiscretization(first.discretization, first.epsilon);
-  return refined < first.discretization ? run(refined) : first;
+  return refined < first.discretization ? runAdaptive(refined) : first;
 }
 
 /** A grid step <= epsilon / 1024 (power of two), at most 64 times finer than `step`. */
@@ -614,14 +869,17 @@ function refinedDiscretization(step: number, epsilon: number): number {
   return Math.max(step / 64, 2 ** Math.floor(Math.log2(epsilon / 1024)));
 }
 
-/** delta at a given epsilon by the PLD accountant (upper bound; additive slack <= 1e-14). */
+/**
+ * delta at a given epsilon by the PLD accountant (upper bound; additive slack <= 1e-14 plus the FFT
+ * round-off bound, which the tilt at epsilon keeps far below delta in all but degenerate cases).
+ */
 export function pldDelta(query: { q: number; sigma: number; steps: number; epsilon: number }, options: PldOptions = {}): { delta: number } {
   if (typeof query !== 'object' || query === null) throw new PrivacyParameterError('query must be an object { q, sigma, steps, epsilon }', 'query');
   const { q, sigma, steps } = validate(query);
   const epsilon = checkEpsilon(query.epsilon);
   if (q === 0 || steps === 0) return { delta: 0 };
   const step = options.discretization ?? refinedDiscretization(defaultDiscretization(q, sigma), epsilon);
-  const [remove, add] = composedPlds(q, sigma, steps, DELTA_QUERY_SLACK, { discretization: step });
+  const [remove, add] = composedPlds(q, sigma, steps, DELTA_QUERY_SLACK, { discretization: step }, { remove: epsilon, add: epsilon });
   return { delta: Math.max(composedDelta(remove, epsilon), composedDelta(add, epsilon)) };
 }
 

@@ -53,9 +53,9 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
     .description('export the audit log to a folder (from a running coordinator, or directly from its database)')
     .requiredOption('--out <dir>', 'output folder (must not already hold an export)')
     .option('--coordinator <url>', 'coordinator URL')
-    .option('--token <token>', 'admin token for --coordinator (env FEDMARK_ADMIN_TOKEN)')
-    .option('--database-url <url>', 'the coordinator\'s PostgreSQL URL')
-    .option('--data-dir <dir>', 'the coordinator\'s embedded database folder')
+    .option('--token <token>', 'auditor API token for --coordinator (env FEDMARK_TOKEN; an admin token works too, and FEDMARK_ADMIN_TOKEN is the last fallback)')
+    .option('--database-url <url>', 'the coordinator\'s PostgreSQL URL (opened read-only, never migrated: SELECT on audit_log, audit_checkpoints and coordinator_keys suffices)')
+    .option('--data-dir <dir>', 'the coordinator\'s embedded database folder (stop the coordinator first: PGlite allows one process; never migrated)')
     .action(async (opts: { out: string; coordinator?: string; token?: string; databaseUrl?: string; dataDir?: string }) => {
       const usage = (message: string) => {
         process.stderr.write(`fedmark audit export: ${message}\n`);
@@ -68,8 +68,10 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
       }
       try {
         if (opts.coordinator) {
-          const token = opts.token ?? process.env.FEDMARK_ADMIN_TOKEN;
-          if (!token) return usage('--coordinator needs --token (or FEDMARK_ADMIN_TOKEN)');
+          // An auditor token is what the issue hands auditors (read-only, no weights); the
+          // operator's own admin token is accepted as the last resort on the operator's machine.
+          const token = opts.token || process.env.FEDMARK_TOKEN || process.env.FEDMARK_ADMIN_TOKEN;
+          if (!token) return usage('--coordinator needs an auditor token: --token T (or FEDMARK_TOKEN)');
           if (!deps.exportFromCoordinator) return usage('exporting from a coordinator is not available in this build');
           await deps.exportFromCoordinator({ coordinator: opts.coordinator, token, out: opts.out });
         } else {

@@ -11,6 +11,12 @@ export const CoordinatorConfig = z
     port: z.coerce.number().int().min(0).max(65535).default(8080),
     /** PostgreSQL connection string; when absent the embedded PGlite database is used. */
     databaseUrl: z.string().url().optional(),
+    /**
+     * PostgreSQL connection string of the schema owner, used only to run migrations; the app then
+     * connects with databaseUrl as a member of the `fedmark_app` role, which cannot alter the audit
+     * log. Defaults to databaseUrl (one role for both; logged as a warning).
+     */
+    migrationDatabaseUrl: z.string().url().optional(),
     /** Folder of the embedded database (PGlite); ignored when databaseUrl is set. */
     dataDir: z.string().default('.fedmark/coordinator-db'),
     /** Bearer token of the operator (studies, enrollment). No default: a guessable secret is worse than none. */
@@ -29,6 +35,7 @@ export const CoordinatorConfig = z
     /** How far a signed request's timestamp may be from the coordinator's clock. */
     maxClockSkewSeconds: z.coerce.number().positive().max(3600).default(300),
   })
+  .refine((c) => !c.migrationDatabaseUrl || c.databaseUrl, { message: 'FEDMARK_MIGRATION_DATABASE_URL needs DATABASE_URL (the embedded database has a single role)', path: ['migrationDatabaseUrl'] })
   .refine((c) => !c.tlsCert === !c.tlsKey, { message: 'set both FEDMARK_TLS_CERT and FEDMARK_TLS_KEY, or neither', path: ['tlsCert'] })
   .refine((c) => c.allowInsecureRemote || c.tlsCert || ['127.0.0.1', 'localhost', '::1'].includes(c.host), {
     message: 'refusing to serve plain HTTP off loopback; set FEDMARK_ALLOW_INSECURE_REMOTE=1 (e.g. behind a TLS proxy)',
@@ -42,6 +49,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     host: env.FEDMARK_HOST,
     port: env.FEDMARK_PORT ?? env.PORT,
     databaseUrl: env.DATABASE_URL || undefined,
+    migrationDatabaseUrl: env.FEDMARK_MIGRATION_DATABASE_URL || undefined,
     dataDir: env.FEDMARK_DATA_DIR,
     adminToken: env.FEDMARK_ADMIN_TOKEN,
     maxTaskWaitSeconds: env.FEDMARK_MAX_TASK_WAIT_SECONDS,

@@ -1,7 +1,11 @@
-import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { announceKeyRotation, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
+import { announceKeyRotation, IDENTITY_FILES, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
+import { appendAudit } from './audit/audit-log.ts';
 import type { Db } from './db/database.ts';
+
+/** Where a new key waits until the database has recorded its rotation (see `rotate`). */
+const STAGING = 'rotating';
 
 /**
  * The coordinator's OpenPGP identity: it signs every published model and every audit checkpoint.
@@ -24,6 +28,7 @@ export class CoordinatorKeyring {
 
   static async open(db: Db, keyDir: string, passphrase: string): Promise<CoordinatorKeyring> {
     mkdirSync(keyDir, { recursive: true });
+    await CoordinatorKeyring.settleInterruptedRotation(db, keyDir, passphrase);
     const identity = await loadOrCreateIdentity(keyDir, { name: 'fedmark coordinator', passphrase, expiresInSeconds: COORDINATOR_KEY_LIFETIME_SECONDS });
     await db.insertInto('coordinator_keys').values({ fingerprint: identity.fingerprint, public_key: identity.publicKeyArmored, announcement: null }).onConflict((oc) => oc.column('fingerprint').doNothing()).execute();
     const retired: LoadedIdentity[] = [];
@@ -47,18 +52,68 @@ export class CoordinatorKeyring {
     return { signature: await signArtifact(bytes, this.identity.privateKey), fingerprint: this.identity.fingerprint };
   }
 
-  /** A new key; the old one signs its announcement and is kept beside it for the record. */
-  async rotate(): Promise<{ fingerprint: string; announcement: string }> {
+  /**
+   * A new key; the old one signs its announcement and is kept beside it for the record. The key
+   * row and the `coordinator.key-rotated` audit entry commit in one transaction: a key on record
+   * without its entry in the chain would make every later checkpoint, signed by the new key,
+   * unverifiable offline. The new key is made in a staging folder and becomes current on disk
+   * only after that commit; `open` finishes or discards a rotation a crash cut short.
+   */
+  async rotate(actor = 'coordinator'): Promise<{ fingerprint: string; announcement: string }> {
     const old = this.identity;
-    const archive = join(this.keyDir, `retired-${old.fingerprint}`);
-    mkdirSync(archive, { recursive: true });
-    for (const file of Object.values(old.files)) renameSync(file, join(archive, file.split('/').pop()!));
-    const next = await loadOrCreateIdentity(this.keyDir, { name: 'fedmark coordinator', passphrase: this.passphrase, expiresInSeconds: COORDINATOR_KEY_LIFETIME_SECONDS });
+    const staging = join(this.keyDir, STAGING);
+    rmSync(staging, { recursive: true, force: true });
+    const next = await loadOrCreateIdentity(staging, { name: 'fedmark coordinator', passphrase: this.passphrase, expiresInSeconds: COORDINATOR_KEY_LIFETIME_SECONDS });
     const announcement = await announceKeyRotation({ oldPrivateKey: old.privateKey, newPublicKeyArmored: next.publicKeyArmored, at: new Date() });
-    await this.db.insertInto('coordinator_keys').values({ fingerprint: next.fingerprint, public_key: next.publicKeyArmored, announcement }).execute();
+    try {
+      await this.db.transaction().execute(async (tx) => {
+        await tx.insertInto('coordinator_keys').values({ fingerprint: next.fingerprint, public_key: next.publicKeyArmored, announcement }).execute();
+        // The announcement (signed by the old key, carrying the new one) goes into the chain, so
+        // an auditor holding only the first key can follow every rotation.
+        await appendAudit(tx, { actor, kind: 'coordinator.key-rotated', data: { newFingerprint: next.fingerprint, announcement } });
+      });
+    } catch (err) {
+      rmSync(staging, { recursive: true, force: true });
+      throw err;
+    }
+    const current = CoordinatorKeyring.promoteStaged(this.keyDir, old.fingerprint);
     this.retired.push(old);
-    this.identity = next;
+    this.identity = { ...next, files: current };
     return { fingerprint: next.fingerprint, announcement };
+  }
+
+  /** Retires the current key files (when there are any) and moves the staged ones into their place. */
+  private static promoteStaged(keyDir: string, oldFingerprint: string | undefined): LoadedIdentity['files'] {
+    const files = (dir: string) => ({ publicKey: join(dir, IDENTITY_FILES.publicKey), privateKey: join(dir, IDENTITY_FILES.privateKey), revocation: join(dir, IDENTITY_FILES.revocation) });
+    if (oldFingerprint) {
+      const archive = join(keyDir, `retired-${oldFingerprint}`);
+      mkdirSync(archive, { recursive: true });
+      for (const name of Object.values(IDENTITY_FILES)) if (existsSync(join(keyDir, name))) renameSync(join(keyDir, name), join(archive, name));
+    }
+    const staging = join(keyDir, STAGING);
+    for (const name of Object.values(IDENTITY_FILES)) if (existsSync(join(staging, name))) renameSync(join(staging, name), join(keyDir, name));
+    rmSync(staging, { recursive: true, force: true });
+    return files(keyDir);
+  }
+
+  /**
+   * A crash between the rotation's commit and the file moves leaves the new key staged: the
+   * database already announced it, so it must become current. A staged key the database never
+   * recorded was never announced, and is dropped.
+   */
+  private static async settleInterruptedRotation(db: Db, keyDir: string, passphrase: string): Promise<void> {
+    const staging = join(keyDir, STAGING);
+    if (!existsSync(staging)) return;
+    // Only load what exists: loadOrCreateIdentity would otherwise make a key nobody announced.
+    const stagedKey = join(staging, IDENTITY_FILES.privateKey);
+    const staged = existsSync(stagedKey) ? await loadOrCreateIdentity(staging, { name: 'fedmark coordinator', passphrase }).catch(() => undefined) : undefined;
+    const recorded = staged && (await db.selectFrom('coordinator_keys').select('fingerprint').where('fingerprint', '=', staged.fingerprint).executeTakeFirst());
+    if (!recorded) {
+      rmSync(staging, { recursive: true, force: true });
+      return;
+    }
+    const current = existsSync(join(keyDir, IDENTITY_FILES.privateKey)) ? await loadOrCreateIdentity(keyDir, { name: 'fedmark coordinator', passphrase }) : undefined;
+    CoordinatorKeyring.promoteStaged(keyDir, current?.fingerprint);
   }
 
   async publicInfo() {

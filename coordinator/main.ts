@@ -6,11 +6,12 @@ import { ClientLevelDpStrategy } from '../protocols/privacy/client-level-dp.ts';
 import type { StudyConfig } from '../protocols/messages.ts';
 import type { Strategy } from '../protocols/strategy.ts';
 import type { CoordinatorConfig } from './config.ts';
-import { openDatabase, type Db } from './db/database.ts';
+import { checkAppRole, openDatabase, type Db } from './db/database.ts';
 import { createApp } from './http/app.ts';
 import { createNodeService } from './nodes/node-service.ts';
 import { createAuthService } from './auth/principal.ts';
 import { CoordinatorKeyring } from './identity.ts';
+import { checkpointAudit } from './audit/audit-log.ts';
 import { createPolicyService } from './policies/policy-service.ts';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
@@ -33,8 +34,10 @@ export function strategyFor(config: StudyConfig): Strategy {
 
 /** Wires the coordinator together (the only place that does) and starts listening. */
 export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel })) {
-  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-  log.info({ database: kind, location }, 'database ready');
+  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir });
+  log.info({ database: kind, location, migratedBy: config.migrationDatabaseUrl ? 'FEDMARK_MIGRATION_DATABASE_URL' : 'DATABASE_URL' }, 'database ready');
+  // The append-only audit log is only as strong as the role the app connects as: say so loudly.
+  for (const problem of await checkAppRole(db)) log.warn({ database: kind }, `WARNING: ${problem}`);
   const keyring = await CoordinatorKeyring.open(db, config.keyDir, config.keyPassphrase);
   log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
   let rounds: ReturnType<typeof createRoundService> | undefined;
@@ -50,6 +53,9 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
 export async function startCoordinator(config: CoordinatorConfig, log?: Logger): Promise<RunningCoordinator> {
   const built = await buildCoordinator(config, log);
   await built.rounds.resume();
+  // Entries a crash (or a checkpoint that failed at a round's end) left unsigned are signed now,
+  // so their deletion becomes detectable without waiting for the next round to end.
+  await checkpointAudit(built.db, built.keyring).catch((err) => built.log.error({ err }, 'audit checkpoint at start-up failed'));
   // HTTPS when a certificate is configured; plain HTTP is refused off loopback by the config.
   const server: Server = await new Promise((resolve, reject) => {
     const s = config.tlsCert
@@ -67,6 +73,7 @@ export async function startCoordinator(config: CoordinatorConfig, log?: Logger):
     databaseKind: built.kind,
     async close() {
       await built.rounds.stop();
+      await checkpointAudit(built.db, built.keyring, { attempts: 1 }).catch((err) => built.log.error({ err }, 'audit checkpoint at shutdown failed'));
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await built.db.destroy();

@@ -3,7 +3,7 @@ import { AuditEntry, Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import { openDatabase } from '../db/database.ts';
 import { firstCoordinatorKey, readAuditLog } from './audit-log.ts';
 
-/** `fedmark audit export --coordinator URL --token T`: through the API, with an auditor (or admin) token. */
+/** `fedmark audit export --coordinator URL --token T`: through the API, with an auditor token (an admin token works too). */
 export async function exportFromCoordinator(opts: { coordinator: string; token: string; out: string }): Promise<void> {
   const res = await fetch(new URL('/v1/audit/export', opts.coordinator), { headers: { authorization: `Bearer ${opts.token}` } });
   if (!res.ok) throw new Error(`the coordinator refused the export (${res.status}): ${await res.text()}`);
@@ -22,7 +22,8 @@ export async function exportFromCoordinator(opts: { coordinator: string; token: 
  * coordinator needed (and none trusted: the verifier checks what it reads).
  */
 export async function exportFromDatabase(opts: { databaseUrl?: string; dataDir?: string; out: string }): Promise<void> {
-  const { db } = await openDatabase({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir });
+  // Read-only and never migrated: the export must not change the database it reports on.
+  const { db } = await openDatabase({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, mode: 'read-only' });
   try {
     const log = await readAuditLog(db);
     await writeAuditExport(opts.out, { ...log, coordinatorPublicKeyArmored: await firstCoordinatorKey(db), exportedAt: new Date().toISOString(), source: opts.databaseUrl ? 'postgresql' : `pglite:${opts.dataDir}` });

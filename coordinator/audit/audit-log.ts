@@ -46,8 +46,33 @@ export async function appendAudit(db: Executor, fields: AuditFields): Promise<Au
   return 'isTransaction' in db && db.isTransaction ? run(db as Transaction<Database>) : (db as Kysely<Database>).transaction().execute(run);
 }
 
-/** Signs the current head: called at each round's end, and before an export. */
-export async function checkpointAudit(db: Kysely<Database>, keyring: CoordinatorKeyring): Promise<Checkpoint | undefined> {
+export interface CheckpointOptions {
+  /** Tries in all (a lost connection, a serialization failure, a signing hiccup are transient). */
+  attempts?: number;
+  /** Wait before the first retry; doubled before each later one. */
+  retryDelayMs?: number;
+}
+
+/**
+ * Signs the current head: called at each round's end, at start-up and before an export. Retried
+ * with backoff, because callers at a round's end cannot stall the study on it, and a head left
+ * unsigned leaves its entries' deletion undetectable until the next checkpoint. Throws only after
+ * the last attempt; then the next checkpoint covers these entries too.
+ */
+export async function checkpointAudit(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>, options: CheckpointOptions = {}): Promise<Checkpoint | undefined> {
+  const attempts = Math.max(1, options.attempts ?? 4);
+  const delay = options.retryDelayMs ?? 200;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await checkpointOnce(db, keyring);
+    } catch (err) {
+      if (attempt >= attempts) throw new Error(`audit checkpoint failed after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      await new Promise((r) => setTimeout(r, delay * 2 ** (attempt - 1)));
+    }
+  }
+}
+
+async function checkpointOnce(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>): Promise<Checkpoint | undefined> {
   return db.transaction().execute(async (tx) => {
     const head = await tx.selectFrom('audit_head').select('seq').where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
     if (head.seq === 0) return undefined;

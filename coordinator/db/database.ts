@@ -1,5 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import type { Database } from './schema.ts';
 import * as initial from './migrations/20261123_0001_initial.ts';
@@ -9,20 +10,82 @@ import * as identity from './migrations/20261123_0004_identity.ts';
 import * as audit from './migrations/20261123_0005_audit.ts';
 import * as policies from './migrations/20261123_0006_policies.ts';
 import * as auditHeadHash from './migrations/20261123_0007_audit_head_hash.ts';
+// Last on purpose: it grants on every table the earlier ones made (and `migrate` re-grants after later ones).
+import * as appRole from './migrations/20261129_0009_app_role.ts';
+import { APP_ROLE, APPEND_ONLY_TABLES, grantAppRole, isPglite } from './migrations/20261129_0009_app_role.ts';
 
 export type Db = Kysely<Database>;
 
 /** Migrations are listed here rather than read from a folder, so a bundled image carries them. */
 class StaticMigrationProvider implements MigrationProvider {
   async getMigrations(): Promise<Record<string, Migration>> {
-    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash };
+    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash, '20261129_0009_app_role': appRole };
   }
 }
 
 export interface DatabaseTarget {
   /** PostgreSQL connection string; when absent, an embedded PGlite database in `dataDir`. */
   databaseUrl?: string;
+  /**
+   * PostgreSQL connection string of the role that owns the schema and runs the migrations; the
+   * app itself then connects with `databaseUrl` as a role that may not alter the audit tables.
+   * Defaults to `databaseUrl` (one role does both: simpler, but that role can switch off the
+   * audit log's triggers; see `checkAppRole`).
+   */
+  migrationDatabaseUrl?: string;
   dataDir?: string;
+  /**
+   * `migrate` (the coordinator): bring the schema up to date first. `read-only` (an audit
+   * export): never migrate, never write, and fail clearly when there is no fedmark schema.
+   */
+  mode?: 'migrate' | 'read-only';
+}
+
+export interface OpenedDatabase {
+  db: Db;
+  kind: 'postgres' | 'pglite';
+  location: string;
+}
+
+/** Tables a read-only opener needs: the audit log, its checkpoints and the coordinator's keys. */
+const AUDIT_TABLES = ['audit_log', 'audit_checkpoints', 'coordinator_keys'] as const;
+
+const redact = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
+
+async function openPostgres(url: string, options: { max: number; readOnly: boolean }): Promise<Db> {
+  const pg = await import('pg');
+  // Timestamps come back as Date, bigint counts as numbers: both dialects then return the same shapes.
+  pg.default.types.setTypeParser(20, (v: string) => Number(v));
+  // Read-only is the server's job: every transaction on these connections refuses writes.
+  const pool = new pg.default.Pool({ connectionString: url, max: options.max, ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}) });
+  // An idle connection the server closes (restart, failover, an admin's terminate) is dropped
+  // from the pool and replaced on next use; it must not crash the coordinator.
+  pool.on('error', (err) => process.emitWarning(`PostgreSQL idle connection lost: ${err.message}`));
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+async function migrate(db: Db): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+    const message = error instanceof Error ? error.message : String(error);
+    const hint = /permission denied|must be owner/i.test(message) ? ' (the role connecting cannot change the schema: set FEDMARK_MIGRATION_DATABASE_URL to the schema owner\'s connection string)' : '';
+    throw new Error(`database migration ${failed ?? ''} failed: ${message}${hint}`);
+  }
+  // Tables from any migration get the app role's grants, not only those that existed when 0009 ran.
+  await grantAppRole(db);
+}
+
+/** Refuses a database that has no fedmark audit log, naming what is missing. */
+async function requireAuditSchema(db: Db, location: string): Promise<void> {
+  const { rows } = await sql<{ name: string; present: boolean }>`
+    select t.name, to_regclass(t.name) is not null as present
+    from unnest(${sql.val([...AUDIT_TABLES])}::text[]) as t(name)`.execute(db);
+  const missing = rows.filter((r) => !r.present).map((r) => r.name);
+  if (missing.length > 0) {
+    throw new Error(`${location} holds no fedmark coordinator database: table${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing (is this the coordinator's database? it is opened read-only and never migrated)`);
+  }
 }
 
 /**
@@ -30,36 +93,95 @@ export interface DatabaseTarget {
  * PGlite (PostgreSQL compiled to WebAssembly) in a local folder. Both run the same migrations and
  * the same SQL, so what is tested on one holds on the other.
  */
-export async function openDatabase(target: DatabaseTarget): Promise<{ db: Db; kind: 'postgres' | 'pglite'; location: string }> {
+export async function openDatabase(target: DatabaseTarget): Promise<OpenedDatabase> {
+  const readOnly = target.mode === 'read-only';
   let db: Db;
   let kind: 'postgres' | 'pglite';
   let location: string;
   if (target.databaseUrl) {
-    const pg = await import('pg');
-    // Timestamps come back as Date, bigint counts as numbers: both dialects then return the same shapes.
-    pg.default.types.setTypeParser(20, (v: string) => Number(v));
-    const pool = new pg.default.Pool({ connectionString: target.databaseUrl, max: 10 });
-    // An idle connection the server closes (restart, failover, an admin's terminate) is dropped
-    // from the pool and replaced on next use; it must not crash the coordinator.
-    pool.on('error', (err) => process.emitWarning(`PostgreSQL idle connection lost: ${err.message}`));
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     kind = 'postgres';
-    location = target.databaseUrl.replace(/\/\/[^@/]*@/, '//***@');
+    location = redact(target.databaseUrl);
+    const migrationUrl = target.migrationDatabaseUrl ?? target.databaseUrl;
+    if (!readOnly && migrationUrl !== target.databaseUrl) {
+      // The owner migrates over its own short-lived connection; the app never holds it.
+      const owner = await openPostgres(migrationUrl, { max: 1, readOnly: false });
+      try {
+        await migrate(owner);
+      } finally {
+        await owner.destroy();
+      }
+    }
+    db = await openPostgres(target.databaseUrl, { max: 10, readOnly });
+    if (!readOnly && migrationUrl === target.databaseUrl) {
+      try {
+        await migrate(db);
+      } catch (err) {
+        await db.destroy();
+        throw err;
+      }
+    }
   } else {
     const dataDir = target.dataDir ?? '.fedmark/coordinator-db';
-    mkdirSync(dataDir, { recursive: true });
+    location = dataDir;
+    kind = 'pglite';
+    if (readOnly) {
+      // PGlite would happily create an empty database in a mistyped folder: refuse instead.
+      if (!existsSync(join(dataDir, 'PG_VERSION'))) throw new Error(`${dataDir} holds no database (no PG_VERSION file): pass the coordinator's FEDMARK_DATA_DIR`);
+    } else {
+      mkdirSync(dataDir, { recursive: true });
+    }
     const { PGlite } = await import('@electric-sql/pglite');
     const pglite = new PGlite(dataDir);
     db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
-    kind = 'pglite';
-    location = dataDir;
+    if (readOnly) {
+      // One embedded session: this makes every later transaction on it read-only.
+      await sql`set default_transaction_read_only = on`.execute(db);
+    } else {
+      try {
+        await migrate(db);
+      } catch (err) {
+        await db.destroy();
+        throw err;
+      }
+    }
   }
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
-    await db.destroy();
-    const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-    throw new Error(`database migration ${failed ?? ''} failed: ${error instanceof Error ? error.message : String(error)}`);
+  if (readOnly) {
+    try {
+      await requireAuditSchema(db, location);
+    } catch (err) {
+      await db.destroy();
+      throw err;
+    }
   }
   return { db, kind, location };
+}
+
+/**
+ * What the role the app connects as could do to the audit log beyond appending to it: empty when
+ * it is an ordinary member of the app role. The coordinator logs each line as a WARNING at
+ * start-up; on PGlite (one embedded superuser, nobody else connects) there is nothing to check.
+ */
+export async function checkAppRole(db: Db): Promise<string[]> {
+  if (await isPglite(db)) return [];
+  const { rows } = await sql<{ role: string; superuser: boolean; bypassrls: boolean; owns: string[]; may_change: string[]; member: boolean }>`
+    select current_user as role,
+           r.rolsuper as superuser,
+           r.rolbypassrls as bypassrls,
+           coalesce((select array_agg(c.relname::text order by c.relname) from pg_class c
+                     where c.oid in (${sql.join(APPEND_ONLY_TABLES.map((t) => sql`to_regclass(${t})`))})
+                       and pg_has_role(current_user, c.relowner, 'USAGE')), '{}') as owns,
+           coalesce((select array_agg(t order by t) from unnest(${sql.val([...APPEND_ONLY_TABLES])}::text[]) as t
+                     where to_regclass(t) is not null
+                       and (has_table_privilege(t, 'UPDATE') or has_table_privilege(t, 'DELETE') or has_table_privilege(t, 'TRUNCATE'))), '{}') as may_change,
+           exists (select from pg_roles a where a.rolname = ${APP_ROLE} and pg_has_role(current_user, a.oid, 'MEMBER')) as member
+    from pg_roles r where r.rolname = current_user`.execute(db);
+  const r = rows[0];
+  if (!r) return [];
+  const fix = `connect DATABASE_URL as a login role that is a member of ${APP_ROLE} and set FEDMARK_MIGRATION_DATABASE_URL to the schema owner (README: "Database")`;
+  const problems: string[] = [];
+  if (r.superuser) problems.push(`the app connects as superuser "${r.role}": it can switch the audit log's append-only triggers off (session_replication_role, ALTER TABLE ... DISABLE TRIGGER) and rewrite it; ${fix}`);
+  else if (r.owns.length > 0) problems.push(`the app connects as "${r.role}", which owns ${r.owns.join(', ')}: an owner can disable or drop the append-only triggers and rewrite the log; ${fix}`);
+  if (!r.superuser && r.may_change.length > 0) problems.push(`the app's role "${r.role}" holds UPDATE, DELETE or TRUNCATE on ${r.may_change.join(', ')}; only SELECT and INSERT are needed`);
+  if (!r.superuser && r.owns.length === 0 && !r.member) problems.push(`the app's role "${r.role}" is not a member of ${APP_ROLE}: it may lack the privileges the coordinator needs`);
+  return problems;
 }

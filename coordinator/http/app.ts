@@ -146,7 +146,7 @@ export function createApp(deps: AppDeps) {
   app.post('/v1/studies', json, route(async (req, res) => {
     await requireAdmin(req);
     const config = parse(StudyConfig, req.body, 'body');
-    res.status(201).json(await studies.createStudy(config));
+    res.status(201).json(await studies.createStudy(config, res.locals.actor));
   }));
   app.get('/v1/studies', route(async (req, res) => {
     requireRole(await who(req), 'admin', 'auditor', 'analyst');
@@ -224,7 +224,7 @@ export function createApp(deps: AppDeps) {
   }));
   app.post('/v1/enrollment-tokens', json, route(async (req, res) => {
     await requireAdmin(req);
-    res.status(201).json(await nodes.createEnrollmentToken(parse(CreateEnrollmentToken, req.body, 'body')));
+    res.status(201).json(await nodes.createEnrollmentToken(parse(CreateEnrollmentToken, req.body, 'body'), res.locals.actor));
   }));
 
   // ---- nodes ----
@@ -238,10 +238,8 @@ export function createApp(deps: AppDeps) {
   }));
   app.post('/v1/coordinator/key/rotate', json, route(async (req, res) => {
     await requireAdmin(req);
-    const rotated = await deps.keyring.rotate();
-    // The announcement (signed by the old key, carrying the new one) goes into the chain, so an
-    // auditor holding only the first key can follow every rotation.
-    await appendAudit(deps.db, { actor: res.locals.actor, kind: 'coordinator.key-rotated', data: { newFingerprint: rotated.fingerprint, announcement: rotated.announcement } });
+    // The key and its `coordinator.key-rotated` audit entry commit together (see keyring.rotate).
+    const rotated = await deps.keyring.rotate(res.locals.actor);
     res.status(201).json(rotated);
   }));
   // The auditor's export: a fresh signed checkpoint first, so no entry is left unsigned.
@@ -273,7 +271,7 @@ export function createApp(deps: AppDeps) {
   app.post('/v1/nodes/:nodeId/revoke', json, route(async (req, res) => {
     await requireAdmin(req);
     const { reason } = parse(z.object({ reason: z.string().min(1).max(500).default('revoked by the operator') }), req.body ?? {}, 'body');
-    res.json(await nodes.revoke(String(req.params.nodeId), reason));
+    res.json(await nodes.revoke(String(req.params.nodeId), reason, res.locals.actor));
   }));
   app.post('/v1/nodes/me/status', json, route(async (req, res) => {
     const node = await requireNode(req);

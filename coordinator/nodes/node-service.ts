@@ -35,15 +35,22 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
   const { db, log } = deps;
 
   return {
-    async createEnrollmentToken(input: CreateEnrollmentToken, now = new Date()) {
+    /** `actor` is who issued it (e.g. `admin:tok_...`): the audit entry names them, and never holds the token. */
+    async createEnrollmentToken(input: CreateEnrollmentToken, actor = 'admin', now = new Date()) {
       const study = await db.selectFrom('studies').select('id').where('id', '=', input.studyId).executeTakeFirst();
       if (!study) throw new NotFoundError(`study ${input.studyId} does not exist`);
       const token = newSecret('fmenroll');
+      const tokenHash = hashSecret(token);
       const expiresAt = new Date(now.getTime() + input.expiresInSeconds * 1000);
-      await db
-        .insertInto('enrollment_tokens')
-        .values({ token_hash: hashSecret(token), study_id: input.studyId, node_name: input.nodeName, region: input.region, expires_at: expiresAt })
-        .execute();
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('enrollment_tokens')
+          .values({ token_hash: tokenHash, study_id: input.studyId, node_name: input.nodeName, region: input.region, expires_at: expiresAt })
+          .execute();
+        // A prefix of the token's hash lets an auditor match this entry to the node.enrolled that
+        // used it without the log ever holding a usable secret.
+        await appendAudit(tx, { actor, kind: 'enrollment-token.issued', studyId: input.studyId, data: { tokenHashPrefix: tokenHash.slice(0, 16), studyId: input.studyId, nodeName: input.nodeName, region: input.region, expiresAt: expiresAt.toISOString() } });
+      });
       return { token, expiresAt: expiresAt.toISOString(), studyId: input.studyId, nodeName: input.nodeName, region: input.region };
     },
 
@@ -96,13 +103,13 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
     },
 
     /** Revokes a node at once: its key and API key are refused from the next request on. */
-    async revoke(nodeId: string, reason: string, now = new Date()) {
+    async revoke(nodeId: string, reason: string, actor = 'admin', now = new Date()) {
       const node = await db.selectFrom('nodes').select(['id', 'study_id', 'revoked_at']).where('id', '=', nodeId).executeTakeFirst();
       if (!node) throw new NotFoundError(`no node ${nodeId}`);
       if (!node.revoked_at) {
         await db.transaction().execute(async (tx) => {
           await tx.updateTable('nodes').set({ state: 'revoked', revoked_at: now, state_message: reason }).where('id', '=', nodeId).execute();
-          await appendAudit(tx, { actor: 'admin', kind: 'node.revoked', studyId: node.study_id, data: { nodeId, reason } });
+          await appendAudit(tx, { actor, kind: 'node.revoked', studyId: node.study_id, data: { nodeId, reason } });
         });
       }
       log.warn({ nodeId, reason }, 'node revoked');

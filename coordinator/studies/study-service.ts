@@ -48,7 +48,7 @@ export function createStudyService(deps: { db: Db; log: Logger; keyring: Coordin
     getConfig,
 
     /** Creates a study and its round-0 model (seeded, so the configuration alone reproduces it). */
-    async createStudy(config: StudyConfig) {
+    async createStudy(config: StudyConfig, actor = 'admin') {
       const id = newId('study');
       const weights = initialWeights(studyTensorSpecs(config), config.seed);
       const bytes = encodeWeights(weights);
@@ -57,7 +57,7 @@ export function createStudyService(deps: { db: Db; log: Logger; keyring: Coordin
       await db.transaction().execute(async (tx) => {
         await tx.insertInto('studies').values({ id, name: config.name, config: JSON.stringify(config), state: 'running', current_round: 0, latest_model_version: 0 }).execute();
         await tx.insertInto('models').values({ study_id: id, version: 0, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
-        await appendAudit(tx, { actor: 'admin', kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
+        await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
       });
       log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
       deps.onStudyCreated(id);

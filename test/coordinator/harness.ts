@@ -68,7 +68,7 @@ export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfi
 export async function inProcessCoordinator(backend: DatabaseBackend, now?: () => Date) {
   const database = await backend.create();
   const keyDir = mkdtempSync(join(tmpdir(), 'fedmark-keys-'));
-  const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase' });
+  const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, migrationDatabaseUrl: database.migrationDatabaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase' });
   let enrolled = 0;
   let built = await buildCoordinator(config, pino({ level: 'silent' }));
   await built.rounds.resume();

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { APP_ROLE, CREATE_APP_ROLE_SQL } from '../../coordinator/db/migrations/20261129_0009_app_role.ts';
 
 /**
  * The database backends every coordinator suite runs against: PGlite always; real PostgreSQL when
@@ -10,8 +11,12 @@ import pg from 'pg';
  */
 export interface DatabaseBackend {
   name: 'pglite' | 'postgres';
-  /** A fresh, empty database for one suite. */
-  create(): Promise<{ databaseUrl?: string; dataDir?: string; drop(): Promise<void> }>;
+  /**
+   * A fresh, empty database for one suite. With `appRole` (PostgreSQL only), `databaseUrl`
+   * connects as a new LOGIN role that is a member of `fedmark_app`, as in production, and
+   * `migrationDatabaseUrl` as the superuser that owns the schema; `appLogin` names that role.
+   */
+  create(options?: { appRole?: boolean }): Promise<{ databaseUrl?: string; migrationDatabaseUrl?: string; appLogin?: string; dataDir?: string; drop(): Promise<void> }>;
 }
 
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -39,16 +44,30 @@ const pgliteBackend: DatabaseBackend = {
 
 const postgresBackend: DatabaseBackend = {
   name: 'postgres',
-  async create() {
+  async create(options = {}) {
     const name = `fedmark_test_${randomBytes(6).toString('hex')}`;
+    // Roles are cluster-wide: each suite gets its own login role, dropped with its database.
+    const login = options.appRole ? `${name}_app` : undefined;
     const admin = new pg.Client({ connectionString: ADMIN_URL });
     await admin.connect();
     await admin.query(`create database ${name}`);
+    if (login) {
+      // The group role is normally made by the first migration; a member must exist before the
+      // coordinator connects as it, so it is made here the same (race-tolerant) way.
+      await admin.query(CREATE_APP_ROLE_SQL);
+      await admin.query(`create role ${login} login nosuperuser nocreatedb nocreaterole inherit in role ${APP_ROLE}`);
+    }
     await admin.end();
     const url = new URL(ADMIN_URL);
     url.pathname = `/${name}`;
+    const appUrl = new URL(url);
+    if (login) {
+      appUrl.username = login;
+      appUrl.password = '';
+    }
     return {
-      databaseUrl: url.toString(),
+      databaseUrl: appUrl.toString(),
+      ...(login ? { migrationDatabaseUrl: url.toString(), appLogin: login } : {}),
       async drop() {
         // Let the suite's pool finish closing its connections first: a forced drop would cut
         // them mid-goodbye and surface as an unhandled error in the test process.
@@ -56,6 +75,7 @@ const postgresBackend: DatabaseBackend = {
         const c = new pg.Client({ connectionString: ADMIN_URL });
         await c.connect();
         await c.query(`drop database if exists ${name} with (force)`);
+        if (login) await c.query(`drop role if exists ${login}`);
         await c.end();
       },
     };

@@ -62,7 +62,7 @@ export interface DemoOptions {
 
 export interface DemoResult {
   studyId: string;
-  rounds: Array<{ round: number; phase: string; nodes: number; meanLoss: number | null; validationAuc: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
+  rounds: Array<{ round: number; phase: string; nodes: number; invited: number; meanLoss: number | null; validationAuc: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
   globalTestAuc: number;
   localOnly: Array<{ node: string; trainRows: number; testAuc: number }>;
   meanLocalOnlyAuc: number | null;
@@ -208,13 +208,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         const seconds = (performance.now() - roundClock) / 1000;
         roundClock = performance.now();
         lastReported = r.round;
-        const nodesIn = r.phase === 'completed' ? r.participants.length : 0;
+        // Nodes that took part: updates the round aggregated, not nodes it invited.
+        const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;
         const spent = privacyLine(report, r.round);
-        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, meanLoss: r.meanLoss, validationAuc: r.validationAuc, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
+        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
         say(
           r.phase === 'failed'
             ? `round ${String(r.round).padStart(3)}/${rounds}  FAILED: ${r.failureReason}`
-            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${r.participants.length}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  federated val AUC ${fmt(r.validationAuc)}  ${seconds.toFixed(2)}s${spent.text}`,
+            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${nodesIn}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  federated val AUC ${fmt(r.validationAuc)}  ${seconds.toFixed(2)}s${spent.text}`,
         );
       }
       if (status.state === 'completed') break;

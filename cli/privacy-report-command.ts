@@ -11,13 +11,15 @@ export function registerPrivacyReportCommand(program: Command): void {
   const privacy = program.commands.find((c) => c.name() === 'privacy') ?? program.command('privacy');
   privacy
     .command('report')
-    .description("a study's privacy report (--coordinator --token --study) or a node's own ledger (--node-state)")
+    .description("a study's privacy report (--coordinator --token --study [--node ID]) or a node's own ledger (--node-state)")
     .option('--coordinator <url>', 'coordinator URL')
     .option('--token <token>', 'admin or auditor API token (env FEDMARK_TOKEN)', process.env.FEDMARK_TOKEN)
     .option('--study <id>', 'study id')
+    .option('--node <nodeId>', "one node: the rounds it took part in and the client-level epsilon they cost (admin, auditor, or that node's own token)")
     .option('--node-state <dir>', "a node's state folder: report from its own privacy ledger")
     .option('--json', 'one JSON object on stdout')
-    .action(async (opts: { coordinator?: string; token?: string; study?: string; nodeState?: string; json?: boolean }) => {
+    .action(async (opts: { coordinator?: string; token?: string; study?: string; node?: string; nodeState?: string; json?: boolean }) => {
+      if (opts.node !== undefined && opts.nodeState) return fail('give either --node (from the coordinator) or --node-state (a node\'s own ledger), not both');
       if (opts.nodeState) {
         const file = join(opts.nodeState, 'privacy-ledger.json');
         if (!existsSync(file)) return fail(`no privacy ledger in ${opts.nodeState} (this node never trained with DP-SGD)`);
@@ -33,7 +35,8 @@ export function registerPrivacyReportCommand(program: Command): void {
         }
         return;
       }
-      if (!opts.coordinator || !opts.token || !opts.study) return fail('give --coordinator, --token and --study (or --node-state DIR)');
+      if (!opts.coordinator || !opts.token || !opts.study) return fail(`give --coordinator, --token and --study${opts.node !== undefined ? ' with --node' : ' (or --node-state DIR)'}`);
+      if (opts.node !== undefined) return nodeReport(opts.coordinator, opts.token, opts.study, opts.node, opts.json);
       const res = await fetch(new URL(`/v1/studies/${encodeURIComponent(opts.study)}/privacy`, opts.coordinator), { headers: { authorization: `Bearer ${opts.token}` } });
       if (!res.ok) return fail(`the coordinator answered ${res.status}: ${await res.text()}`, 1);
       const report = (await res.json()) as { accountant: string | null; delta: number | null; budgetEpsilon: number | null; spentEpsilon: number; rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number; noiseMultiplier: number; samplingRate: number; clipNorm: number | null }>; nodes: Array<{ name: string; region: string; dpSgd: { epsilonTotal: number; delta: number } | null }> };
@@ -45,6 +48,46 @@ export function registerPrivacyReportCommand(program: Command): void {
       for (const r of report.rounds) process.stdout.write(`  round ${r.round}: +${r.epsilonRound.toFixed(4)} = ${r.epsilonTotal.toFixed(4)}  (q=${r.samplingRate}, z=${r.noiseMultiplier.toFixed(4)}, clip ${r.clipNorm ?? '-'})\n`);
       for (const n of report.nodes) if (n.dpSgd) process.stdout.write(`  node ${n.name} (${n.region}): DP-SGD record-level epsilon ${n.dpSgd.epsilonTotal.toFixed(4)} at delta ${n.dpSgd.delta}\n`);
     });
+}
+
+interface NodeReportBody {
+  nodeId: string;
+  name: string;
+  region: string;
+  accountant: string | null;
+  delta: number | null;
+  clientLevel: {
+    accountant: string;
+    delta: number;
+    samplingRate: number;
+    noiseMultiplier: number;
+    roundsCharged: number;
+    rounds: Array<{ round: number; phase: string; updateSent: boolean; epsilonRound: number | null }>;
+    epsilon: number | null;
+    epsilonIfParticipationKnown: number | null;
+  } | null;
+  dpSgd: { accountant: string; delta: number; epsilonTotal: number; rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number; steps: number }> } | null;
+}
+
+const eps = (x: number | null) => (x === null ? 'unbounded' : x.toFixed(4));
+
+async function nodeReport(coordinator: string, token: string, study: string, node: string, json?: boolean) {
+  const res = await fetch(new URL(`/v1/studies/${encodeURIComponent(study)}/nodes/${encodeURIComponent(node)}/privacy`, coordinator), { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) return fail(`the coordinator answered ${res.status}: ${await res.text()}`, 1);
+  const report = (await res.json()) as NodeReportBody;
+  if (json) {
+    process.stdout.write(JSON.stringify(report) + '\n');
+    return;
+  }
+  process.stdout.write(`node ${report.name} (${report.nodeId}, ${report.region}) in study ${study}\n`);
+  const c = report.clientLevel;
+  if (!c) process.stdout.write('  client-level: no central DP in this study (no client-level guarantee)\n');
+  else {
+    process.stdout.write(`  client-level epsilon ${eps(c.epsilon)} at delta ${c.delta} (${c.accountant} accountant, q=${c.samplingRate}, z=${c.noiseMultiplier}, ${c.roundsCharged} rounds since it enrolled)\n`);
+    process.stdout.write(`  if its participation is known: ${eps(c.epsilonIfParticipationKnown)} (${c.rounds.filter((r) => r.updateSent).length} rounds with its update, no amplification by sampling)\n`);
+    for (const r of c.rounds) process.stdout.write(`  round ${r.round} (${r.phase}): ${r.updateSent ? 'update sent' : 'selected, no update'}; the round cost the study +${eps(r.epsilonRound)}\n`);
+  }
+  if (report.dpSgd) process.stdout.write(`  DP-SGD (record-level, as the node reported it): epsilon ${report.dpSgd.epsilonTotal.toFixed(4)} at delta ${report.dpSgd.delta} over ${report.dpSgd.rounds.length} rounds\n`);
 }
 
 function fail(message: string, code = 2) {

@@ -33,7 +33,7 @@ export function strategyFor(config: StudyConfig): Strategy {
 }
 
 /** Wires the coordinator together (the only place that does) and starts listening. */
-export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel })) {
+export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel }), options: { now?: () => Date } = {}) {
   const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir });
   log.info({ database: kind, location, migratedBy: config.migrationDatabaseUrl ? 'FEDMARK_MIGRATION_DATABASE_URL' : 'DATABASE_URL' }, 'database ready');
   // The append-only audit log is only as strong as the role the app connects as: say so loudly.
@@ -42,7 +42,7 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
   log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
   let rounds: ReturnType<typeof createRoundService> | undefined;
   const studies = createStudyService({ db, log, keyring, onStudyCreated: (id) => rounds?.onNodeChanged(id) });
-  rounds = createRoundService({ db, log, studies, strategyFor, keyring });
+  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now });
   const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
   const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
   const policies = createPolicyService(db);

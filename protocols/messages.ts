@@ -156,7 +156,10 @@ export const RoundSummary = z.object({
   failureReason: z.string().nullable(),
   startedAt: z.string(),
   closedAt: z.string().nullable(),
+  /** Nodes selected (invited) for the round. */
   modelSha256: z.string().nullable(),
+  /** Updates accepted in the round: the nodes that actually took part (at most participants). */
+  updatesReceived: z.number().int().nonnegative(),
 });
 export type RoundSummary = z.infer<typeof RoundSummary>;
 

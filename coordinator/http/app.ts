@@ -10,7 +10,7 @@ import type { RoundService } from '../rounds/round-service.ts';
 import { studyTensorSpecs, type StoredModel, type StudyService } from '../studies/study-service.ts';
 import { requireRole, type AuthService, type Principal } from '../auth/principal.ts';
 import { totalParameters } from '../../protocols/tensors.ts';
-import { privacyReport } from '../privacy/privacy-report.ts';
+import { nodePrivacyReport, privacyReport } from '../privacy/privacy-report.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import type { PolicyService } from '../policies/policy-service.ts';
 import { PolicyProfile } from '../../protocols/policy/jurisdiction-policy.ts';
@@ -221,6 +221,14 @@ export function createApp(deps: AppDeps) {
     requireRole(await who(req), 'admin', 'auditor');
     const { studyId } = parse(StudyParams, req.params, 'params');
     res.json(await privacyReport(deps.db, studyId));
+  }));
+  // One node's privacy: admins and auditors for any node, a node for itself only.
+  app.get('/v1/studies/:studyId/nodes/:nodeId/privacy', route(async (req, res) => {
+    const p = await who(req);
+    requireRole(p, 'admin', 'auditor', 'node');
+    const { studyId, nodeId } = parse(z.object({ studyId: z.string().min(1).max(200), nodeId: z.string().min(1).max(200) }), req.params, 'params');
+    if (p.role === 'node' && (p.id !== nodeId || p.node.studyId !== studyId)) throw new ForbiddenError(`node ${p.id} may read only its own privacy report`);
+    res.json(await nodePrivacyReport(deps.db, studyId, nodeId));
   }));
   app.post('/v1/enrollment-tokens', json, route(async (req, res) => {
     await requireAdmin(req);

@@ -20,7 +20,7 @@ export interface Charge {
  * epsilons, which would overstate it badly. A round is charged when it opens, before any node
  * trains: the conservative choice (a round that later fails released nothing, but was paid for).
  */
-export async function chargeRound(tx: Transaction<Database>, studyId: string, round: number, config: StudyConfig): Promise<{ ok: true; charge: Charge } | { ok: false; reason: string }> {
+export async function chargeRound(tx: Transaction<Database>, studyId: string, round: number, config: StudyConfig, options: { dryRun?: boolean } = {}): Promise<{ ok: true; charge: Charge } | { ok: false; reason: string }> {
   const privacy = config.privacy!;
   const central = privacy.central!;
   const charged = await tx.selectFrom('privacy_ledger').select(({ fn }) => [fn.countAll<number>().as('rounds'), fn.max('epsilon_total').as('total')]).where('study_id', '=', studyId).executeTakeFirstOrThrow();
@@ -34,6 +34,8 @@ export async function chargeRound(tx: Transaction<Database>, studyId: string, ro
       reason: `privacy budget: round ${round} would bring the study to epsilon ${total.toFixed(4)} (delta ${privacy.delta}, ${privacy.accountant} accountant), over its budget of ${privacy.budgetEpsilon}; ${before.toFixed(4)} spent in ${steps - 1} rounds`,
     };
   }
+  // A dry run answers "could this round be paid for?" without writing (the caller holds the lock).
+  if (options.dryRun) return { ok: true, charge };
   await tx
     .insertInto('privacy_ledger')
     .values({ study_id: studyId, round, accountant: charge.accountant, delta: charge.delta, sampling_rate: charge.samplingRate, noise_multiplier: charge.noiseMultiplier, epsilon_round: charge.epsilonRound, epsilon_total: charge.epsilonTotal, budget_epsilon: privacy.budgetEpsilon ?? null })

@@ -1,21 +1,101 @@
 import type { Db } from '../db/database.ts';
 import { NotFoundError } from '../errors.ts';
 import { StudyConfig, NodePrivacySpend } from '../../protocols/messages.ts';
+import { computeEpsilon } from '../../protocols/privacy/index.ts';
+
+/** Epsilon as JSON can carry it: an unbounded loss (noise multiplier 0) is null. */
+const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
+
+interface NodeRow {
+  id: string;
+  name: string;
+  region: string;
+  enrolled_at: Date;
+}
+interface LedgerRow {
+  round: number;
+  accountant: string;
+  delta: number;
+  sampling_rate: number;
+  noise_multiplier: number;
+  epsilon_round: number;
+  epsilon_total: number;
+}
+interface RoundRow {
+  round: number;
+  phase: string;
+  participants: string[];
+  started_at: Date;
+}
+
+/**
+ * Client-level privacy of one node's data (central DP, add/remove-one node adjacency). Two
+ * figures, for two observers:
+ *  - `epsilon`: against anyone who does not know which rounds sampled the node (the study's
+ *    guarantee). Every round charged since the node enrolled could have touched its data, so the
+ *    node's loss is the accountant's epsilon for those rounds at the sampling rate q; rounds
+ *    before it enrolled cannot have (composing over a superset of the rounds that actually had it
+ *    in their candidate pool only overstates, never understates).
+ *  - `epsilonIfParticipationKnown`: against someone who knows which rounds it sent an update in
+ *    (the operator, the auditor): then subsampling amplifies nothing, each such round is a plain
+ *    Gaussian mechanism of multiplier z (q = 1), and rounds without its update released nothing
+ *    about it. With q = 1 and a node in every round the two agree.
+ */
+function clientLevelForNode(node: NodeRow, ledger: LedgerRow[], rounds: RoundRow[], submitted: Set<number>, epsilonOf: (q: number, z: number, steps: number, delta: number, accountant: 'rdp' | 'pld') => number) {
+  if (ledger.length === 0) return null;
+  const { accountant, delta, sampling_rate: q, noise_multiplier: z } = ledger[0];
+  const startedAt = new Map(rounds.map((r) => [r.round, new Date(r.started_at).getTime()]));
+  const enrolledAt = new Date(node.enrolled_at).getTime();
+  const eligible = ledger.filter((l) => (startedAt.get(l.round) ?? Number.POSITIVE_INFINITY) >= enrolledAt);
+  const byRound = new Map(ledger.map((l) => [l.round, l]));
+  const tookPart = rounds
+    .filter((r) => r.participants.includes(node.id))
+    .map((r) => ({ round: r.round, phase: r.phase, updateSent: submitted.has(r.round), epsilonRound: finiteOrNull(byRound.get(r.round)?.epsilon_round ?? 0) }));
+  const sent = tookPart.filter((r) => r.updateSent).length;
+  const acc = accountant as 'rdp' | 'pld';
+  return {
+    accountant: acc,
+    delta,
+    samplingRate: q,
+    noiseMultiplier: z,
+    roundsCharged: eligible.length,
+    rounds: tookPart,
+    epsilon: finiteOrNull(eligible.length ? epsilonOf(q, z, eligible.length, delta, acc) : 0),
+    epsilonIfParticipationKnown: finiteOrNull(sent ? epsilonOf(1, z, sent, delta, acc) : 0),
+  };
+}
 
 /**
  * A study's privacy report: client-level epsilon charged per round and in total (from the ledger),
- * and each node's record-level DP-SGD spending as the node reported it with its updates.
+ * and for each node the rounds it took part in with the client-level epsilon they cost, and its
+ * record-level DP-SGD spending as the node reported it with its updates.
  */
-export async function privacyReport(db: Db, studyId: string) {
+export async function privacyReport(db: Db, studyId: string, onlyNode?: string) {
   const study = await db.selectFrom('studies').select(['config', 'stop_reason', 'state']).where('id', '=', studyId).executeTakeFirst();
   if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
   const config = StudyConfig.parse(study.config);
   const privacy = config.privacy;
   const ledger = await db.selectFrom('privacy_ledger').selectAll().where('study_id', '=', studyId).orderBy('round').execute();
-  const rounds = await db.selectFrom('rounds').select(['round', 'phase', 'clip_norm', 'mechanism']).where('study_id', '=', studyId).orderBy('round').execute();
+  const rounds = await db.selectFrom('rounds').select(['round', 'phase', 'clip_norm', 'mechanism', 'participants', 'started_at']).where('study_id', '=', studyId).orderBy('round').execute();
   const mechanismByRound = new Map(rounds.map((r) => [r.round, r]));
-  const nodes = await db.selectFrom('nodes').select(['id', 'name', 'region']).where('study_id', '=', studyId).orderBy('name').execute();
-  const updates = await db.selectFrom('updates').select(['node_id', 'round', 'meta']).where('study_id', '=', studyId).orderBy('round').execute();
+  let nodeQuery = db.selectFrom('nodes').select(['id', 'name', 'region', 'enrolled_at']).where('study_id', '=', studyId);
+  if (onlyNode !== undefined) nodeQuery = nodeQuery.where('id', '=', onlyNode);
+  const nodes = await nodeQuery.orderBy('name').execute();
+  if (onlyNode !== undefined && nodes.length === 0) throw new NotFoundError(`study ${studyId} has no node ${onlyNode}`);
+  let updateQuery = db.selectFrom('updates').select(['node_id', 'round', 'meta']).where('study_id', '=', studyId);
+  if (onlyNode !== undefined) updateQuery = updateQuery.where('node_id', '=', onlyNode);
+  const updates = await updateQuery.orderBy('round').execute();
+  // Nodes share (q, z, delta): one accountant query per distinct number of steps.
+  const cache = new Map<string, number>();
+  const epsilonOf = (q: number, z: number, steps: number, delta: number, accountant: 'rdp' | 'pld') => {
+    const key = `${q}/${z}/${steps}/${delta}/${accountant}`;
+    let e = cache.get(key);
+    if (e === undefined) {
+      e = z === 0 ? Number.POSITIVE_INFINITY : computeEpsilon({ q, sigma: z, steps, delta }, accountant);
+      cache.set(key, e);
+    }
+    return e;
+  };
   return {
     studyId,
     state: study.state,
@@ -36,8 +116,8 @@ export async function privacyReport(db: Db, studyId: string) {
       epsilonTotal: l.epsilon_total,
     })),
     nodes: nodes.map((n) => {
-      const spends = updates
-        .filter((u) => u.node_id === n.id)
+      const own = updates.filter((u) => u.node_id === n.id);
+      const spends = own
         .map((u) => ({ round: u.round, spend: NodePrivacySpend.safeParse((u.meta as { dpSgd?: unknown }).dpSgd) }))
         .filter((x) => x.spend.success)
         .map((x) => ({ round: x.round, ...x.spend.data! }));
@@ -45,9 +125,17 @@ export async function privacyReport(db: Db, studyId: string) {
         nodeId: n.id,
         name: n.name,
         region: n.region,
+        clientLevel: clientLevelForNode(n, ledger, rounds, new Set(own.map((u) => u.round)), epsilonOf),
         dpSgd: spends.length ? { accountant: spends[0].accountant, delta: spends[0].delta, epsilonTotal: spends[spends.length - 1].epsilonTotal, rounds: spends.map((s) => ({ round: s.round, epsilonRound: s.epsilonRound, epsilonTotal: s.epsilonTotal, steps: s.steps })) } : null,
       };
     }),
   };
 }
 export type PrivacyReport = Awaited<ReturnType<typeof privacyReport>>;
+
+/** One node's privacy report: the study's accounting context and that node's entry. */
+export async function nodePrivacyReport(db: Db, studyId: string, nodeId: string) {
+  const { nodes, rounds: _studyRounds, ...study } = await privacyReport(db, studyId, nodeId);
+  return { studyId: study.studyId, accountant: study.accountant, delta: study.delta, budgetEpsilon: study.budgetEpsilon, spentEpsilon: study.spentEpsilon, central: study.central, ...nodes[0] };
+}
+export type NodePrivacyReport = Awaited<ReturnType<typeof nodePrivacyReport>>;

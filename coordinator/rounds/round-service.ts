@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Selectable } from 'kysely';
 import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../../protocols/metrics.ts';
 import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
 import type { Strategy } from '../../protocols/strategy.ts';
 import { decodeWeights, encodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
@@ -17,6 +17,21 @@ import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { studyTensorSpecs, type StudyService } from '../studies/study-service.ts';
 
 type RoundRow = Selectable<RoundsTable>;
+
+/** Node states in which a participant can still train, and still evaluate what it trained. */
+const TRAINING_STATES: ReadonlySet<string> = new Set(['ready']);
+// A node past its privacy ceiling or refusing by policy no longer trains but still holds its
+// data; evaluating a published model spends nothing of its record-level budget.
+const EVALUATION_STATES: ReadonlySet<string> = new Set(['ready', 'privacy-ceiling', 'policy-refused']);
+
+/** JSON with object keys sorted, so equal values hash equal whatever order they were sent in. */
+function canonicalJson(value: unknown): string {
+  if (value === undefined) return 'null';
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+}
 
 /**
  * The round state machine: fit -> evaluate -> completed, or fit -> failed. Every transition is a
@@ -87,6 +102,14 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     const opened = await db.transaction().execute(async (tx) => {
       const study = await tx.selectFrom('studies').selectAll().where('id', '=', studyId).forUpdate().executeTakeFirst();
       if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
+      // An operator asking for a round the budget cannot pay for hears that first, whatever else
+      // stands in the way (a round still open, a study the automatic path already stopped for
+      // budget): exhaustion is permanent, the rest is transient. Checked under the study lock, so
+      // it sees every charge committed before it.
+      if (mode === 'manual' && config.privacy?.central && config.privacy.budgetEpsilon !== undefined && study.current_round < config.rounds) {
+        const check = await chargeRound(tx, studyId, study.current_round + 1, config, { dryRun: true });
+        if (!check.ok) throw new ConflictError('BUDGET_EXCEEDED', check.reason);
+      }
       if (study.state !== 'running') return refuse('STUDY_ENDED', `study ${studyId} has ended${study.stop_reason ? `: ${study.stop_reason}` : ''}`);
       const open = await tx.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', ['fit', 'evaluate']).executeTakeFirst();
       if (open) return refuse('ROUND_OPEN', `round ${open.round} of study ${studyId} is still open`);
@@ -123,6 +146,11 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         charge = result.charge;
       }
       // Poisson sampling of nodes (the accountant's q): each ready node joins with probability q.
+      // The sample is recorded (audit, round record) and shown to admins and auditors: the
+      // amplification by subsampling assumes the sample is secret from the adversary, and those
+      // two roles are trusted with it (the auditor must be able to check who was asked). Analysts
+      // see only their own region's nodes and never the accumulator. README "Differential privacy"
+      // says what an auditor-level observer is then guaranteed.
       const q = central?.nodeSamplingRate ?? 1;
       const participants = q >= 1 ? ready.map((n) => n.id) : ready.filter(() => randomInt(0, 2 ** 32) / 2 ** 32 < q).map((n) => n.id);
       const previous = await tx.selectFrom('rounds').select('mechanism').where('study_id', '=', studyId).where('phase', '=', 'completed').orderBy('round', 'desc').executeTakeFirst();
@@ -131,9 +159,16 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const fitDeadline = new Date(now().getTime() + config.roundDeadlineSeconds * 1000);
       // The round record carries the whole privacy configuration in force (central and DP-SGD).
       const mechanism = { strategy: strategyFor(config).name, privacy: config.privacy ?? null, expectedParticipants: q * ready.length, ...(charge ? { epsilonRound: charge.epsilonRound, epsilonTotal: charge.epsilonTotal } : {}) };
+      // The aggregation begins now, not at the first arrival: a privacy wrapper draws its noise in
+      // begin(), so the state persisted after any update is already noised (issue 3: only noised
+      // aggregates are ever stored).
+      const previousModel = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
+      const accumulator = strategyFor(config)
+        .begin(decodeWeights(new Uint8Array(previousModel.weights)), { round, participants: Math.max(1, q * ready.length), clipNorm: clipNorm ?? undefined })
+        .state();
       await tx
         .insertInto('rounds')
-        .values({ study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator: null, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism) })
+        .values({ study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism) })
         .execute();
       await tx.updateTable('studies').set({ current_round: round }).where('id', '=', studyId).execute();
       await appendAudit(tx, { actor: mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, config } });
@@ -150,6 +185,8 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       log.info({ studyId, round: opened.round, participants: opened.participants.length, deadline: opened.fitDeadline, privacy: opened.charge }, 'round started');
       schedule(studyId, opened.round, opened.fitDeadline);
       notify(studyId);
+      // Poisson sampling can select nobody: such a round has nothing to wait for.
+      if (opened.participants.length === 0) spawn('empty-sample', () => advanceRound(studyId, opened.round));
       return { round: opened.round };
     }
     return undefined;
@@ -173,10 +210,17 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const t = now();
       if (row.phase === 'fit') {
         const updates = await tx.selectFrom('updates').select(['node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).execute();
-        const allIn = updates.length >= participants.length;
-        if (!allIn && t < new Date(row.fit_deadline)) return undefined;
+        // Participants that said they cannot train (data error, policy refusal, privacy ceiling,
+        // withdrawn, revoked) are the round's failures, as in Flower's aggregate_fit(results,
+        // failures): the round does not wait for them.
+        const failures = await cannotTrain(tx, participants.filter((id) => !updates.some((u) => u.node_id === id)), TRAINING_STATES);
+        const allIn = updates.length + failures.length >= participants.length;
+        const deadlinePassed = t >= new Date(row.fit_deadline);
+        if (!allIn && !deadlinePassed) return undefined;
+        const failureNote = failures.length ? `; ${failures.length} could not train (${failures.map((f) => `${f.nodeId}: ${f.state}`).join(', ')})` : '';
         if (updates.length < config.minNodesPerRound) {
-          const reason = `only ${updates.length} of ${participants.length} nodes reported by the deadline ${new Date(row.fit_deadline).toISOString()}; the study requires at least ${config.minNodesPerRound}`;
+          const when = deadlinePassed ? `by the deadline ${new Date(row.fit_deadline).toISOString()}` : 'and every other participant said it cannot train';
+          const reason = `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${config.minNodesPerRound}`;
           await tx.updateTable('rounds').set({ phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null }).where('study_id', '=', studyId).where('round', '=', round).execute();
           // "No new parameters" means "keep the global model": version `round` is version
           // round-1, so the next round has a model to start from.
@@ -185,12 +229,13 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
           const signed = await deps.keyring.sign(keptBytes);
           await tx.insertInto('models').values({ study_id: studyId, version: round, weights: keptBytes, sha256: kept.sha256, bytes: kept.bytes, signature: signed.signature, signer_fingerprint: signed.fingerprint }).execute();
           await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
-          await appendAudit(tx, { actor: 'coordinator', kind: 'round.failed', studyId, round, data: { reason, updates: updates.length, participants: participants.length, modelKept: kept.sha256 } });
+          await appendAudit(tx, { actor: 'coordinator', kind: 'round.failed', studyId, round, data: { reason, updates: updates.length, participants: participants.length, failures, modelKept: kept.sha256 } });
           return { kind: 'failed' as const, reason };
         }
         const previous = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
         const global = decodeWeights(new Uint8Array(previous.weights));
-        const aggregation = strategyFor(config).resume(global, new Uint8Array(row.accumulator!), roundContext(row));
+        const strategy = strategyFor(config);
+        const aggregation = row.accumulator ? strategy.resume(global, new Uint8Array(row.accumulator), roundContext(row)) : strategy.begin(global, roundContext(row));
         const outcome = aggregation.finish();
         const next = outcome.weights ?? global;
         const bytes = encodeWeights(next);
@@ -200,12 +245,12 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         const meanLoss = updates.reduce((s, u) => s + u.loss * u.num_examples, 0) / numExamples;
         await tx.insertInto('models').values({ study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
         await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
-        await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), numExamples, mechanism: outcome.details } });
+        await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), failures, numExamples, mechanism: outcome.details } });
         const evaluationDeadline = new Date(t.getTime() + config.evaluationDeadlineSeconds * 1000);
         await tx
           .updateTable('rounds')
           // The partial sum is dropped once the aggregate exists: only published models persist.
-          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details }) })
+          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}) }) })
           .where('study_id', '=', studyId)
           .where('round', '=', round)
           .execute();
@@ -214,7 +259,9 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       if (row.phase === 'evaluate') {
         const evaluations = await tx.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram']).where('study_id', '=', studyId).where('round', '=', round).execute();
         const updaters = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
-        const allIn = evaluations.length >= updaters.length;
+        // A node that lost its data (or left) since it trained cannot evaluate: do not wait for it.
+        const unable = await cannotTrain(tx, updaters.map((u) => u.node_id).filter((id) => !evaluations.some((e) => e.node_id === id)), EVALUATION_STATES);
+        const allIn = evaluations.length + unable.length >= updaters.length;
         if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
         const pooled = poolHistograms(evaluations.map((e) => ScoreHistogram.parse(e.histogram)));
         const auc = pooled ? aucFromHistogram(pooled) : Number.NaN;
@@ -248,6 +295,13 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     await maybeStartNextRound(studyId);
   }
 
+  /** Of these nodes, those whose state rules out the work (with their state), in id order. */
+  async function cannotTrain(tx: Db, nodeIds: string[], allowed: ReadonlySet<string>): Promise<Array<{ nodeId: string; state: string }>> {
+    if (nodeIds.length === 0) return [];
+    const rows = await tx.selectFrom('nodes').select(['id', 'state']).where('id', 'in', nodeIds).orderBy('id').execute();
+    return rows.filter((r) => !allowed.has(r.state)).map((r) => ({ nodeId: r.id, state: r.state }));
+  }
+
   /** The task waiting for this node, if any: fit in the fit phase, evaluate in the evaluation phase. */
   async function findTask(node: AuthenticatedNode): Promise<Task | undefined> {
     const row = await db
@@ -258,6 +312,10 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       .orderBy('round', 'desc')
       .executeTakeFirst();
     if (!row || !row.participants.includes(node.id)) return undefined;
+    // The state now, not the one at authentication: a node that reported it cannot train gets no
+    // fit task (it would only skip it and ask again), until it reports `ready` again.
+    const current = await db.selectFrom('nodes').select('state').where('id', '=', node.id).executeTakeFirst();
+    if (!current || !(row.phase === 'fit' ? TRAINING_STATES : EVALUATION_STATES).has(current.state)) return undefined;
     const config = await studies.getConfig(node.studyId);
     if (row.phase === 'fit') {
       const done = await db.selectFrom('updates').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst();
@@ -313,8 +371,17 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       return changeCounts.get(studyId) ?? 0;
     },
 
+    /**
+     * A node enrolled, changed state, withdrew or was revoked: the open round may now be able to
+     * close (every remaining participant said it cannot train), or a new one to open.
+     */
     onNodeChanged(studyId: string) {
-      spawn('node-changed', () => maybeStartNextRound(studyId));
+      notify(studyId);
+      spawn('node-changed', async () => {
+        const open = await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', ['fit', 'evaluate']).executeTakeFirst();
+        if (open) await advanceRound(studyId, open.round);
+        else await maybeStartNextRound(studyId);
+      });
     },
 
     /** Long-polls for this node's next task: resolves as soon as one exists, or undefined after `waitSeconds`. */
@@ -351,6 +418,8 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
       const config = await studies.getConfig(studyId);
       const sha256 = sha256Hex(body);
+      // A retry is the same weights AND the same metadata: the counts are part of the submission.
+      const metaSha256 = createHash('sha256').update(canonicalJson(meta)).digest('hex');
       let weights;
       try {
         weights = decodeWeights(body, { expected: studyTensorSpecs(config), dtype: 'float32' });
@@ -368,8 +437,16 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         if (current.state === 'withdrawn' || current.state === 'revoked') throw new ForbiddenError(`node ${node.id} is ${current.state}; its updates are no longer accepted`);
         const previous = await tx.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
         if (previous) {
-          if (previous.sha256 === sha256) {
+          const previousMeta = previous.meta as Record<string, unknown> & { metaSha256?: string };
+          if (previous.sha256 === sha256 && previousMeta.metaSha256 === metaSha256) {
             return { replay: true, receipt: { studyId, round, nodeId: node.id, sha256, bytes: previous.bytes, acceptedAt: new Date(previous.accepted_at).toISOString() } };
+          }
+          if (previous.sha256 === sha256) {
+            const fields = Object.keys(meta).filter((k) => canonicalJson((meta as Record<string, unknown>)[k]) !== canonicalJson(previousMeta[k]));
+            throw new ConflictError(
+              'DUPLICATE_UPDATE',
+              `node ${node.id} already submitted these weights for round ${round} with different metadata (${fields.join(', ') || 'the update header'} differ); a retry must resend the same header, and a corrected count is a new update, which one node may send once per round`,
+            );
           }
           throw new ConflictError('DUPLICATE_UPDATE', `node ${node.id} already submitted a different update for round ${round} (sha256 ${previous.sha256.slice(0, 12)}...); one update per node and round`);
         }
@@ -379,18 +456,23 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         }
         if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
         const strategy = strategyFor(config);
+        // Rounds opened before the accumulator was begun at round start have none yet.
         const aggregation = row.accumulator ? strategy.resume(global, new Uint8Array(row.accumulator), roundContext(row)) : strategy.begin(global, roundContext(row));
+        // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
         const { deltaNorm, clipped } = aggregation.accept(weights, meta.numExamples);
         await tx.updateTable('rounds').set({ accumulator: aggregation.state() }).where('study_id', '=', studyId).where('round', '=', round).execute();
         await tx
           .insertInto('updates')
-          .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false }), accepted_at: t })
+          .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256 }), accepted_at: t })
           .execute();
         await tx.updateTable('nodes').set({ last_seen_at: t }).where('id', '=', node.id).execute();
-        // Size, hash, norm and counts: never the values.
+        // Size, hash, clipped norm and counts: never the values.
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, deltaNorm, clipped: clipped ?? false, dpSgd: meta.dpSgd ?? null } });
-        const { count } = await tx.selectFrom('updates').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
-        return { replay: false, allIn: Number(count) >= row.participants.length, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
+        const received = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+        // All in: every participant either sent its update or said it cannot train.
+        const waitingFor = row.participants.filter((id) => !received.some((u) => u.node_id === id));
+        const allIn = waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, TRAINING_STATES)).length === waitingFor.length;
+        return { replay: false, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
       });
       if (!result.replay) {
         log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');

@@ -100,10 +100,13 @@ export function createStudyService(deps: { db: Db; log: Logger; keyring: Coordin
       const rounds = await db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).orderBy('round').execute();
       const models = await db.selectFrom('models').select(['version', 'sha256']).where('study_id', '=', studyId).execute();
       const shaByVersion = new Map(models.map((m) => [m.version, m.sha256]));
+      const received = await db.selectFrom('updates').select(['round', ({ fn }) => fn.countAll<number>().as('count')]).where('study_id', '=', studyId).groupBy('round').execute();
+      const receivedByRound = new Map(received.map((r) => [r.round, Number(r.count)]));
       const summaries: RoundSummary[] = rounds.map((r) => ({
         round: r.round,
         phase: r.phase,
         participants: r.participants,
+        updatesReceived: receivedByRound.get(r.round) ?? 0,
         numExamples: r.num_examples,
         meanLoss: r.mean_loss,
         validationAuc: r.validation_auc,

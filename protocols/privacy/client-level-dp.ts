@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AcceptedUpdate, RoundAggregation, RoundContext, RoundOutcome, Strategy } from '../strategy.ts';
-import { clipToNorm, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
+import { clipToNorm, l2Norm, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
 import { GaussianNoise } from './gaussian-noise.ts';
 
 /**
@@ -63,6 +63,25 @@ export function initialClipNorm(config: ClientLevelDpConfig): number {
   return config.clipping.kind === 'fixed' ? config.clipping.norm : config.clipping.initialNorm;
 }
 
+/**
+ * Where the noise lives. Both Gaussian draws (on the update sum and, with adaptive clipping, on
+ * the unclipped count) are folded into the round's running state when the round BEGINS, before
+ * any update arrives, so every persisted or returned state is already noised: after the first
+ * arrival the stored sum is N(0, (z_delta C)^2) + one clipped delta, never the bare delta.
+ * Aggregation then only divides by the fixed denominator. The distribution of the published
+ * model is the same as adding the noise at the end (the noise is independent of the updates and
+ * C is fixed when the round opens).
+ *
+ * What this does not hide: two snapshots of the same round's state differ by exactly the
+ * updates that arrived between them (the noise is drawn once per round). Whoever can read the
+ * database at two moments of one round (the operator) can subtract them. That is the trust the
+ * operator already holds (it receives every decrypted update); auditors and analysts never get
+ * the accumulator through the API.
+ *
+ * The inner strategy must aggregate by a weighted mean of what it is given (FedAvg does): the
+ * wrapper feeds it the noise vector as one term of weight 1 and each clipped delta with weight 1,
+ * and recovers the noised sum as (accepted + 1) x mean.
+ */
 export class ClientLevelDpStrategy implements Strategy {
   readonly name: string;
   private readonly zDelta: number;
@@ -78,50 +97,92 @@ export class ClientLevelDpStrategy implements Strategy {
   }
 
   begin(global: WeightSet, context: RoundContext): RoundAggregation {
-    return new DpRound(this, global, context, this.inner.begin(global, context), { clipNorm: context.clipNorm ?? initialClipNorm(this.config), atOrBelowClip: 0 });
+    const clipNorm = context.clipNorm ?? initialClipNorm(this.config);
+    const inner = this.inner.begin(global, context);
+    const state: DpRoundState = { v: 2, clipNorm, accepted: 0, noisyAtOrBelowClip: 0 };
+    this.addNoise(global, inner, state);
+    return new DpRound(this, global, context, inner, state);
   }
 
   resume(global: WeightSet, state: Uint8Array, context: RoundContext): RoundAggregation {
-    const headerLength = new DataView(state.buffer, state.byteOffset, 4).getUint32(0, true);
-    const header = JSON.parse(new TextDecoder().decode(state.subarray(4, 4 + headerLength))) as DpRoundState;
-    return new DpRound(this, global, context, this.inner.resume(global, state.subarray(4 + headerLength), context), header);
+    const { header, inner: innerBytes } = decodeClientLevelDpState(state);
+    const inner = this.inner.resume(global, innerBytes, context);
+    if (header.v === 2) return new DpRound(this, global, context, inner, header);
+    // A state written before the noise moved to begin(): it holds un-noised sums. Noise it now,
+    // so the aggregate still gets exactly one draw of each noise.
+    const upgraded: DpRoundState = { v: 2, clipNorm: header.clipNorm, accepted: inner.count, noisyAtOrBelowClip: header.atOrBelowClip };
+    this.addNoise(global, inner, upgraded);
+    return new DpRound(this, global, context, inner, upgraded);
+  }
+
+  /** The two Gaussian draws of the round (see the class comment), into the state it starts from. */
+  private addNoise(global: WeightSet, inner: RoundAggregation, state: DpRoundState) {
+    const std = this.zDelta * state.clipNorm;
+    const noise: WeightSet = global.map((g) => {
+      const values = new Float64Array(g.values.length);
+      this.noise.addTo(values, std);
+      return { name: g.name, shape: [...g.shape], values };
+    });
+    inner.accept(noise, 1);
+    if (this.config.clipping.kind === 'adaptive') state.noisyAtOrBelowClip += this.noise.next(this.config.clipping.countNoiseStd);
   }
 
   /** @internal */
   finishRound(global: WeightSet, context: RoundContext, inner: RoundAggregation, state: DpRoundState): RoundOutcome {
-    const k = inner.count;
+    const k = state.accepted;
     const m = context.participants;
     const C = state.clipNorm;
     const details: Record<string, number | string | boolean> = { mechanism: 'client-level-gaussian', clipNorm: C, noiseMultiplier: this.config.noiseMultiplier, updateNoiseStd: this.zDelta * C, nodes: k, denominator: m };
-    const meanOfClipped = inner.finish().weights;
     let nextClip = C;
     if (this.config.clipping.kind === 'adaptive') {
-      const { targetQuantile, learningRate, countNoiseStd } = this.config.clipping;
-      // Each node contributes b_i - 1/2 (sensitivity 1/2, which is what the (2 sigma_b)^-2 term of
-      // the noise split assumes, as in TF Privacy's quantile estimator); the 1/2 is added back.
-      const noisyFraction = (state.atOrBelowClip - k / 2 + this.noise.next(countNoiseStd)) / m + 0.5;
+      const { targetQuantile, learningRate } = this.config.clipping;
+      // Andrew et al. 2021, Algorithm 1: each node contributes b_i - 1/2 (sensitivity 1/2, which
+      // is what the (2 sigma_b)^-2 term of the noise split assumes, as in TF Privacy's quantile
+      // estimator); the count noise N(0, sigma_b^2) is already in noisyAtOrBelowClip.
+      const noisyFraction = (state.noisyAtOrBelowClip - k / 2) / m + 0.5;
       nextClip = C * Math.exp(-learningRate * (noisyFraction - targetQuantile));
       details.noisyUnclippedFraction = noisyFraction;
     }
     details.nextClipNorm = nextClip;
-    if (!meanOfClipped || k === 0) return { weights: undefined, details };
-    // The inner strategy averaged clipped deltas with equal weights: their sum is k times that mean.
+    if (k === 0) return { weights: undefined, details };
+    // The inner strategy holds the weighted mean of k clipped deltas and the noise vector, all of
+    // weight 1: the noised sum is (k + 1) times that mean. Divide by the fixed denominator m.
+    const meanOfTerms = inner.finish().weights!;
     const next: WeightSet = global.map((g, t) => {
-      const mean = meanOfClipped[t].values;
-      const out = new Float64Array(g.values.length);
-      for (let i = 0; i < out.length; i++) out[i] = k * mean[i];
-      this.noise.addTo(out, this.zDelta * C);
-      const values = new Float32Array(out.length);
-      for (let i = 0; i < out.length; i++) values[i] = g.values[i] + out[i] / m;
+      const mean = meanOfTerms[t].values;
+      const values = new Float32Array(g.values.length);
+      for (let i = 0; i < values.length; i++) values[i] = g.values[i] + ((k + 1) * mean[i]) / m;
       return { name: g.name, shape: [...g.shape], values };
     });
     return { weights: next, details };
   }
 }
 
+/** Persisted per-round state of the wrapper (all of it already noised or public). */
 interface DpRoundState {
+  v: 2;
+  clipNorm: number;
+  /** Updates folded in so far. */
+  accepted: number;
+  /** Count of updates at or under the clip norm, plus the count noise (adaptive clipping). */
+  noisyAtOrBelowClip: number;
+}
+interface LegacyDpRoundState {
+  v?: undefined;
   clipNorm: number;
   atOrBelowClip: number;
+}
+
+/**
+ * Splits a persisted wrapper state into its JSON header and the inner strategy's bytes
+ * ([uint32 LE header length][header JSON][inner state]). Exported for audits and tests.
+ */
+export function decodeClientLevelDpState(state: Uint8Array): { header: DpRoundState | LegacyDpRoundState; inner: Uint8Array } {
+  if (state.length < 4) throw new PrivacyConfigError(`client-level DP state is truncated: ${state.length} bytes`);
+  const headerLength = new DataView(state.buffer, state.byteOffset, 4).getUint32(0, true);
+  if (4 + headerLength > state.length) throw new PrivacyConfigError(`client-level DP state is truncated: header of ${headerLength} bytes in ${state.length}`);
+  const header = JSON.parse(new TextDecoder().decode(state.subarray(4, 4 + headerLength))) as DpRoundState | LegacyDpRoundState;
+  return { header, inner: state.subarray(4 + headerLength) };
 }
 
 class DpRound implements RoundAggregation {
@@ -138,18 +199,21 @@ class DpRound implements RoundAggregation {
   }
 
   get count() {
-    return this.inner.count;
+    return this.round.accepted;
   }
 
   accept(update: WeightSet, _numExamples: number): AcceptedUpdate {
     const delta = subtract(update, this.global);
     const { clipped, norm } = clipToNorm(delta, this.round.clipNorm);
-    if (norm <= this.round.clipNorm) this.round.atOrBelowClip++;
     // The inner strategy averages the clipped deltas themselves (not global + delta), so float32
     // rounding in its output is relative to the delta's scale, which is bounded by C.
     // Equal weight for every node: see the class comment.
     this.inner.accept(clipped, 1);
-    return { deltaNorm: norm, clipped: norm > this.round.clipNorm };
+    if (norm <= this.round.clipNorm) this.round.noisyAtOrBelowClip++;
+    this.round.accepted++;
+    // The norm of what entered the sum (<= C), never the raw norm: the audit records the clipped
+    // norm, and the raw norm would be a per-node release outside the mechanism.
+    return { deltaNorm: l2Norm(clipped), clipped: norm > this.round.clipNorm };
   }
 
   state(): Uint8Array {

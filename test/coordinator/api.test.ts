@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import request from 'supertest';
 import { encodeWeights, decodeWeights } from '../../protocols/weights-codec.ts';
+import { decodeAccumulatorState } from '../../protocols/aggregation/fedavg.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
 import { bytesOrJson, defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy } from './harness.ts';
@@ -94,6 +95,10 @@ for (const backendName of BACKEND_NAMES) {
       expect(model.headers['fedmark-sha256']).toBe(task.body.modelSha256);
       expect(decodeWeights(new Uint8Array(model.body)).map((t) => t.name)).toEqual(['dense_0/kernel', 'dense_0/bias']);
 
+      // The running sum is begun when the round opens (count 0, nothing in it).
+      const atStart = (await h.built.db.selectFrom('rounds').select('accumulator').where('study_id', '=', studyId).executeTakeFirstOrThrow()).accumulator!;
+      expect(decodeAccumulatorState(new Uint8Array(atStart)).count).toBe(0);
+
       // Wrong shape, NaN, Infinity, garbage, bad metadata, unknown round: each a 4xx with a reason.
       const wrongShape = await h.submit(a, studyId, 1, encodeWeights(logregWeights(0.1, 8)));
       expect(wrongShape.status).toBe(400);
@@ -115,7 +120,7 @@ for (const backendName of BACKEND_NAMES) {
       // Nothing of those was stored.
       expect(await h.built.db.selectFrom('updates').selectAll().where('study_id', '=', studyId).execute()).toHaveLength(0);
       const round = await h.built.db.selectFrom('rounds').select('accumulator').where('study_id', '=', studyId).executeTakeFirstOrThrow();
-      expect(round.accumulator).toBeNull();
+      expect(Buffer.from(round.accumulator!).equals(Buffer.from(atStart))).toBe(true);
 
       const ok = await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)), defaultMeta(30));
       expect(ok.status).toBe(201);
@@ -125,6 +130,19 @@ for (const backendName of BACKEND_NAMES) {
       const different = await h.submit(a, studyId, 1, encodeWeights(logregWeights(2)), defaultMeta(30));
       expect(different.status).toBe(409);
       expect(different.body.error.code).toBe('DUPLICATE_UPDATE');
+      // Same weights, different counts: not a retry. Refused, and the first submission stands.
+      const otherMeta = await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)), { ...defaultMeta(30), numExamples: 31, loss: 0.4 });
+      expect(otherMeta.status).toBe(409);
+      expect(otherMeta.body.error.code).toBe('DUPLICATE_UPDATE');
+      expect(otherMeta.body.error.message).toMatch(/same weights|these weights/);
+      expect(otherMeta.body.error.message).toMatch(/numExamples, loss/);
+      const storedA = await h.built.db.selectFrom('updates').select(['num_examples', 'loss']).where('study_id', '=', studyId).where('node_id', '=', a.nodeId).execute();
+      expect(storedA).toEqual([{ num_examples: 30, loss: 0.5 }]);
+      // The same header with its keys in another order is the same metadata: still a safe retry.
+      const { data, ...rest } = defaultMeta(30);
+      const reordered = await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)), { data, ...rest });
+      expect(reordered.status).toBe(200);
+      expect(reordered.body).toEqual(ok.body);
       // No second task for a node that already reported.
       expect((await h.nodeGet(a, '/v1/tasks/next?wait=0')).status).toBe(204);
 
@@ -162,12 +180,13 @@ for (const backendName of BACKEND_NAMES) {
       expect(status.rounds[0].validationAuc).toBeCloseTo(8 / 9, 10);
       expect(status.rounds[0].meanLoss).toBeCloseTo(0.5, 6);
       expect(status.rounds[0].participants).toHaveLength(2);
+      expect(status.rounds[0].updatesReceived).toBe(2);
     });
 
     run('a round fails at its deadline with too few updates, and the study goes on', async (h) => {
       const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 3, roundDeadlineSeconds: 1 }));
       const a = await h.enroll(studyId, 'a');
-      await h.enroll(studyId, 'b');
+      const b = await h.enroll(studyId, 'b');
       await h.enroll(studyId, 'c');
       await h.until(async () => ((await h.nodeGet(a, '/v1/tasks/next')).status === 200 ? true : undefined));
       expect((await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)))).status).toBe(201);
@@ -177,6 +196,14 @@ for (const backendName of BACKEND_NAMES) {
       });
       expect(status.rounds[0].phase).toBe('failed');
       expect(status.rounds[0].failureReason).toMatch(/only 1 of 3 nodes reported.*at least 2/);
+      expect(status.rounds[0].updatesReceived).toBe(1);
+      expect(status.rounds[0].participants).toHaveLength(3);
+      // b was invited but never sent anything: its update now comes too late, and is not stored.
+      const lateB = await h.submit(b, studyId, 1, encodeWeights(logregWeights(3)));
+      expect(lateB.status).toBe(409);
+      expect(lateB.body.error.code).toBe('ROUND_CLOSED');
+      expect(lateB.body.error.message).toMatch(/no longer accepts updates \(phase failed/);
+      expect(await h.built.db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('node_id', '=', b.nodeId).execute()).toHaveLength(0);
       expect(status.rounds[1].phase).toBe('fit');
       // The failed round kept the global model, and the next round can be worked on.
       const next = await h.nodeGet(a, '/v1/tasks/next');
@@ -203,6 +230,99 @@ for (const backendName of BACKEND_NAMES) {
       await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase === 'evaluate' ? true : undefined));
       const v1 = await h.admin('get', `/v1/studies/${studyId}/models/1`).buffer(true).parse(bytesOrJson);
       expect(decodeWeights(new Uint8Array(v1.body))[0].values[3]).toBeCloseTo((10 * 2 + 30 * 6) / 40, 6);
+    });
+
+    run('at the deadline a round closes with the updates that arrived, when enough did; a late update in between is refused', async (h) => {
+      const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 3, roundDeadlineSeconds: 30 }));
+      const a = await h.enroll(studyId, 'a');
+      const b = await h.enroll(studyId, 'b');
+      const c = await h.enroll(studyId, 'c');
+      await h.until(async () => ((await h.nodeGet(a, '/v1/tasks/next')).status === 200 ? true : undefined));
+      expect((await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)), defaultMeta(10))).status).toBe(201);
+      expect((await h.submit(b, studyId, 1, encodeWeights(logregWeights(5)), defaultMeta(30))).status).toBe(201);
+      // 2 of 3 in, deadline 30 s away: the round waits for c.
+      await h.built.rounds.advanceRound(studyId, 1);
+      expect((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase).toBe('fit');
+      const before = (await h.built.db.selectFrom('rounds').select('accumulator').where('study_id', '=', studyId).executeTakeFirstOrThrow()).accumulator!;
+      // The deadline passes; the timer has not run yet. c's update is late all the same.
+      h.advanceClock(31_000);
+      const late = await h.submit(c, studyId, 1, encodeWeights(logregWeights(100)));
+      expect(late.status).toBe(409);
+      expect(late.body.error.code).toBe('ROUND_CLOSED');
+      expect(late.body.error.message).toMatch(/phase fit, deadline/);
+      expect(await h.built.db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('node_id', '=', c.nodeId).execute()).toHaveLength(0);
+      const after = (await h.built.db.selectFrom('rounds').select('accumulator').where('study_id', '=', studyId).executeTakeFirstOrThrow()).accumulator!;
+      expect(Buffer.from(after).equals(Buffer.from(before))).toBe(true);
+      // The deadline transition: 2 >= min 2, so the round aggregates exactly a and b.
+      await h.built.rounds.advanceRound(studyId, 1);
+      const s = (await h.admin('get', `/v1/studies/${studyId}`)).body;
+      expect(s.rounds[0]).toMatchObject({ phase: 'evaluate', updatesReceived: 2, numExamples: 40 });
+      expect(s.rounds[0].participants).toHaveLength(3);
+      const v1 = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/1`).buffer(true).parse(bytesOrJson)).body));
+      for (const t of v1) for (const v of t.values) expect(v).toBeCloseTo((10 * 1 + 30 * 5) / 40, 6);
+    });
+
+    run('a coordinator down past a round\'s deadline closes that round on restart (resume)', async (h) => {
+      const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 3, roundDeadlineSeconds: 30 }));
+      const a = await h.enroll(studyId, 'a');
+      const b = await h.enroll(studyId, 'b');
+      await h.enroll(studyId, 'c');
+      await h.until(async () => ((await h.nodeGet(a, '/v1/tasks/next')).status === 200 ? true : undefined));
+      expect((await h.submit(a, studyId, 1, encodeWeights(logregWeights(2)), defaultMeta(10))).status).toBe(201);
+      expect((await h.submit(b, studyId, 1, encodeWeights(logregWeights(6)), defaultMeta(30))).status).toBe(201);
+      // Down for a minute: the 30 s deadline passes with nobody running its timer.
+      await h.restart({ downForMs: 60_000 });
+      const s = await h.until(async () => {
+        const st = (await h.admin('get', `/v1/studies/${studyId}`)).body;
+        return st.rounds[0].phase === 'evaluate' ? st : undefined;
+      }, 5_000);
+      expect(s.rounds[0].updatesReceived).toBe(2);
+      const v1 = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/1`).buffer(true).parse(bytesOrJson)).body));
+      expect(v1[0].values[3]).toBeCloseTo((10 * 2 + 30 * 6) / 40, 6);
+    });
+
+    run('participants that cannot train get no fit task, and the round closes without waiting for them', async (h) => {
+      const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
+      const a = await h.enroll(studyId, 'a');
+      const b = await h.enroll(studyId, 'b');
+      const c = await h.enroll(studyId, 'c');
+      await h.until(async () => ((await h.nodeGet(c, '/v1/tasks/next')).status === 200 ? true : undefined));
+      // c's file broke: it says so, and from then on it is handed no fit task.
+      expect((await h.nodePost(c, '/v1/nodes/me/status', { state: 'data-error', message: 'line 3: wrong number of fields' })).status).toBe(204);
+      expect((await h.nodeGet(c, '/v1/tasks/next?wait=0')).status).toBe(204);
+      expect((await h.submit(a, studyId, 1, encodeWeights(logregWeights(1)), defaultMeta(10))).status).toBe(201);
+      expect((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase).toBe('fit');
+      expect((await h.submit(b, studyId, 1, encodeWeights(logregWeights(3)), defaultMeta(10))).status).toBe(201);
+      // Every remaining participant can't train: the round aggregates a and b now, not in 10 minutes.
+      const s = await h.until(async () => {
+        const st = (await h.admin('get', `/v1/studies/${studyId}`)).body;
+        return st.rounds[0].phase === 'evaluate' ? st : undefined;
+      }, 5_000);
+      expect(s.rounds[0].updatesReceived).toBe(2);
+      const detail = (await h.admin('get', `/v1/studies/${studyId}/rounds/1`)).body;
+      expect(detail.mechanism.failures).toEqual([{ nodeId: c.nodeId, state: 'data-error' }]);
+      const v1 = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/1`).buffer(true).parse(bytesOrJson)).body));
+      expect(v1[0].values[0]).toBeCloseTo(2, 6);
+
+      // With too few left, the round fails at once, naming who could not train.
+      const s2 = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, roundDeadlineSeconds: 600 }));
+      const d = await h.enroll(s2, 'd');
+      const e = await h.enroll(s2, 'e');
+      await h.until(async () => ((await h.nodeGet(d, '/v1/tasks/next')).status === 200 ? true : undefined));
+      expect((await h.submit(d, s2, 1, encodeWeights(logregWeights(1)))).status).toBe(201);
+      expect((await h.nodePost(e, '/v1/nodes/me/status', { state: 'privacy-ceiling', message: 'over its ceiling' })).status).toBe(204);
+      const failed = await h.until(async () => {
+        const st = (await h.admin('get', `/v1/studies/${s2}`)).body;
+        return st.rounds[0]?.phase === 'failed' ? st : undefined;
+      }, 5_000);
+      expect(failed.rounds[0].failureReason).toMatch(new RegExp(`only 1 of 2 nodes reported and every other participant said it cannot train; 1 could not train \\(${e.nodeId}: privacy-ceiling\\)`));
+      // A node that recovers gets the next round's task again.
+      expect((await h.nodePost(e, '/v1/nodes/me/status', { state: 'ready' })).status).toBe(204);
+      const next = await h.until(async () => {
+        const t = await h.nodeGet(e, '/v1/tasks/next');
+        return t.status === 200 ? t.body : undefined;
+      }, 5_000);
+      expect(next).toMatchObject({ kind: 'fit', round: 2 });
     });
 
     run('a node cannot read another study\'s model; unknown routes get 404 JSON', async (h) => {

@@ -64,13 +64,20 @@ export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfi
   };
 }
 
-/** The coordinator in this process (HTTP through supertest), on a fresh database of `backend`. */
+/**
+ * The coordinator in this process (HTTP through supertest), on a fresh database of `backend`.
+ * The round service reads time from `now` (default: the wall clock plus an offset the test can
+ * move with `advanceClock`, so a deadline can pass without waiting for it). Deadline timers still
+ * run on real time: after moving the clock, call `built.rounds.advanceRound` to act on it.
+ */
 export async function inProcessCoordinator(backend: DatabaseBackend, now?: () => Date) {
+  let clockOffsetMs = 0;
+  const clock = now ?? (() => new Date(Date.now() + clockOffsetMs));
   const database = await backend.create();
   const keyDir = mkdtempSync(join(tmpdir(), 'fedmark-keys-'));
   const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, migrationDatabaseUrl: database.migrationDatabaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase' });
   let enrolled = 0;
-  let built = await buildCoordinator(config, pino({ level: 'silent' }));
+  let built = await buildCoordinator(config, pino({ level: 'silent' }), { now: clock });
   await built.rounds.resume();
   const harness = {
     get app() {
@@ -136,11 +143,18 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
         await new Promise((r) => setTimeout(r, 25));
       }
     },
-    /** Simulates a coordinator restart: stops everything and opens the same database again. */
-    async restart() {
+    /** The round service's clock now. */
+    now: clock,
+    /** Moves the default clock forward (no effect when the test passed its own `now`). */
+    advanceClock(ms: number) {
+      clockOffsetMs += ms;
+    },
+    /** Simulates a coordinator restart: stops everything and opens the same database again, optionally after `downForMs` of (clock) time. */
+    async restart(options: { downForMs?: number } = {}) {
       await built.rounds.stop();
       await built.db.destroy();
-      built = await buildCoordinator(config, pino({ level: 'silent' }));
+      clockOffsetMs += options.downForMs ?? 0;
+      built = await buildCoordinator(config, pino({ level: 'silent' }), { now: clock });
       await built.rounds.resume();
     },
     async close() {
@@ -150,7 +164,6 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
       rmSync(keyDir, { recursive: true, force: true });
     },
   };
-  void now;
   return harness;
 }
 

@@ -180,9 +180,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const api = adminApi(url, adminToken);
     const study = (await api.post('/v1/studies', studyConfig)) as { id: string };
     for (const p of partitions) {
-      const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name })) as { token: string };
+      // The operator names each node's jurisdiction on its token; the node states the same law.
+      // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
+      const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
       const node = spawnLogged(
-        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state')],
+        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--jurisdiction', 'US-CA-CCPA'],
         join(outDir, 'logs', `node-${p.name}.log`),
         { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') },
       );

@@ -26,10 +26,15 @@ export const NodeConfig = z
     keyPassphrase: z.string().min(12, 'the node key passphrase (FEDMARK_NODE_KEY_PASSPHRASE or --key-passphrase-file) must be at least 12 characters'),
     /** Optional: the coordinator's public key file to pin (otherwise it is pinned at enrollment). */
     coordinatorKey: z.string().optional(),
-    /** The law this node's data falls under: a policy profile name (EU-GDPR, US-CA-CCPA, CN-PIPL, ...). */
+    /**
+     * The law this node's data falls under: a policy profile name (EU-GDPR, US-CA-CCPA, CN-PIPL, ...).
+     * The node does not start without it or a --policy file (checked by runNode).
+     */
     jurisdiction: z.string().min(1).max(50).optional(),
     /** A local policy profile (JSON) that overrides the built-in one for the jurisdiction. */
     policy: z.string().optional(),
+    /** Longest wait between tasks while the node cannot train (doubling from 1 s). */
+    idleBackoffMaxSeconds: z.coerce.number().min(0).max(3600).default(60),
     /** Delta at which the ceiling is measured. */
     maxEpsilonDelta: z.number().gt(0).lt(1).default(1e-5),
   })

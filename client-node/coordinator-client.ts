@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { signRequest, sealUpdate, type PrivateKey, type PublicKey } from '../protocols/crypto/index.ts';
 import type { z } from 'zod';
+import { PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { roundBinding, EnrollResponse, StudyConfig, Task, UPDATE_META_HEADER, UpdateReceipt, type EvaluationReport, type NodeStatusReport, type UpdateMeta } from '../protocols/messages.ts';
 
 /** A refusal from the coordinator (4xx): retrying will not help. */
@@ -78,6 +79,16 @@ export class CoordinatorClient {
 
   async reportStatus(report: NodeStatusReport): Promise<void> {
     await this.request('POST', '/v1/nodes/me/status', { body: JSON.stringify(report), headers: { 'content-type': 'application/json' } });
+  }
+
+  /**
+   * The policy profile in force on the coordinator for this node's jurisdiction (null: none).
+   * Not trusted as such: the node only ever applies it combined with its own, the stricter wins.
+   */
+  async policy(): Promise<{ jurisdiction: string | null; policy: PolicyProfile | null }> {
+    const res = await this.request('GET', '/v1/nodes/me/policy', { attempts: 3 });
+    const body = (await res.json()) as { jurisdiction: string | null; policy: unknown };
+    return { jurisdiction: body.jurisdiction, policy: body.policy ? PolicyProfile.parse(body.policy) : null };
   }
 
   /** Long-polls for the next task; undefined when there is none yet. */

@@ -25,7 +25,8 @@ import {
 } from '../models/index.ts';
 import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
 import { NodePrivacyLedger } from './privacy-ledger.ts';
-import { checkStudyAgainstPolicy, consentFilter, DEFAULT_POLICIES, featureColumns, PolicyProfile, privacyFacts } from '../protocols/policy/jurisdiction-policy.ts';
+import { checkStudyAgainstPolicy, consentFilter, DEFAULT_POLICIES, featureColumns, PolicyProfile, privacyFacts, stricterOf } from '../protocols/policy/jurisdiction-policy.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fingerprintOf, loadOrCreateIdentity, loadPublicKey, verifyArtifact, verifyKeyRotation } from '../protocols/crypto/index.ts';
 import { trainDpSgd } from '../models/dp-sgd.ts';
 import { dpSgdStepsPerRound } from '../protocols/privacy/study-privacy.ts';
@@ -39,6 +40,8 @@ interface Credentials {
   studyId: string;
   name: string;
   region: string;
+  /** The jurisdiction the coordinator enrolled this node under (absent in credentials saved before it was recorded). */
+  jurisdiction?: string;
   /** The coordinator key this node trusts (pinned at enrollment, moved only by a verified rotation). */
   coordinatorPublicKey: string;
   coordinatorFingerprint: string;
@@ -63,6 +66,9 @@ export interface NodeRunSummary {
  * model weights and counts. Nothing here ever serializes a row.
  */
 export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSignal): Promise<NodeRunSummary> {
+  // First, before anything is created or sent: a node that does not know which law its data
+  // falls under must not train on it.
+  const localPolicy = loadNodePolicy(config);
   const backend = await initBackend(config.backend);
   log.info({ backend }, 'tensorflow backend');
   mkdirSync(config.stateDir, { recursive: true });
@@ -71,7 +77,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   );
   const identity = await loadOrCreateIdentity(join(config.stateDir, 'identity'), { name: 'fedmark node', passphrase: config.keyPassphrase, expiresInSeconds: NODE_KEY_LIFETIME_SECONDS });
   log.info({ fingerprint: identity.fingerprint, created: identity.created }, 'node identity');
-  const credentials = await loadOrEnroll(config, client, log, identity.publicKeyArmored);
+  const credentials = await loadOrEnroll(config, client, log, identity.publicKeyArmored, localPolicy.jurisdiction);
   client.authenticate(credentials.apiKey, identity.privateKey);
   let coordinatorKey = await loadPublicKey(credentials.coordinatorPublicKey);
 
@@ -83,8 +89,31 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     throw new Error(message);
   }
 
-  const policy = loadNodePolicy(config);
-  if (policy) log.info({ jurisdiction: policy.jurisdiction, version: policy.version, forbidden: policy.forbiddenFeatureCategories }, 'node policy');
+  /**
+   * The policy this node applies: its own profile combined with the version in force on the
+   * coordinator, rule by rule the stricter (stricterOf). The coordinator can thus tighten what
+   * the node accepts (a newer version of the law's profile) but never loosen it, so its answer
+   * needs no trust; when it cannot be read, the node's own profile applies alone.
+   */
+  async function effectivePolicy(): Promise<PolicyProfile> {
+    let remote: Awaited<ReturnType<CoordinatorClient['policy']>>;
+    try {
+      remote = await client.policy();
+    } catch (err) {
+      log.warn({ jurisdiction: localPolicy.jurisdiction, err: err instanceof Error ? err.message : String(err) }, "cannot read the coordinator's policy profile; applying this node's own");
+      return localPolicy;
+    }
+    if (!remote.policy || remote.jurisdiction !== localPolicy.jurisdiction) {
+      log.warn({ local: localPolicy.jurisdiction, coordinator: remote.jurisdiction }, "the coordinator has no profile for this node's jurisdiction; applying this node's own");
+      return localPolicy;
+    }
+    if (remote.policy.version !== localPolicy.version || !isDeepStrictEqual(remote.policy, localPolicy)) {
+      log.warn({ jurisdiction: localPolicy.jurisdiction, localVersion: localPolicy.version, coordinatorVersion: remote.policy.version }, "this node's policy profile differs from the coordinator's; applying the stricter of both, rule by rule");
+    }
+    return stricterOf(localPolicy, remote.policy);
+  }
+  let policy = await effectivePolicy();
+  log.info({ jurisdiction: policy.jurisdiction, version: policy.version, dpRequired: policy.dpRequired, forbidden: policy.forbiddenFeatureCategories }, 'node policy');
   const model = createModel(study.model, encodedWidth(study.features));
   const specs = modelTensorSpecs(study.model, encodedWidth(study.features));
   const summary: NodeRunSummary = { nodeId: credentials.nodeId, roundsTrained: 0, evaluations: 0, bytesSent: 0 };
@@ -92,6 +121,27 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   let lastError: string | undefined;
   let lastMtime = -1;
   let ceilingReached = false;
+  /**
+   * A node that cannot train (no usable data, a refused study, its privacy ceiling, a model it
+   * will not load) waits longer after each such task, up to idleBackoffMaxSeconds, instead of
+   * asking again at once: it told the coordinator its state, and a tight loop of signed requests
+   * would only load the coordinator until the round's deadline.
+   */
+  let idleStreak = 0;
+  async function backOff(reason: string) {
+    idleStreak++;
+    const seconds = Math.min(config.idleBackoffMaxSeconds, 2 ** Math.min(idleStreak - 1, 16));
+    log.debug({ reason, seconds, idleStreak }, 'backing off');
+    await pause(seconds * 1000, signal);
+  }
+  /** Sends a state only when it changed: a refusal repeated every task says nothing new. */
+  let lastReported = '';
+  async function report(status: Parameters<CoordinatorClient['reportStatus']>[0]) {
+    const key = JSON.stringify([status.state, status.message ?? null]);
+    if (status.state !== 'ready' && key === lastReported) return;
+    await client.reportStatus(status);
+    lastReported = key;
+  }
 
   /** (Re)reads the CSV when it changed; a file that cannot be read means no training until it is fixed. */
   async function refreshData() {
@@ -107,14 +157,14 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
       data = loadData(config.data, study, mtimeMs, policy);
       lastError = undefined;
       log.info({ file: config.data, ...data.report, trainRows: data.train.n, validationRows: data.validation.n }, 'data loaded');
-      await client.reportStatus({ state: 'ready', data: data.report });
+      await report({ state: 'ready', data: data.report });
     } catch (err) {
       data = undefined;
       lastError = `${config.data}: ${err instanceof Error ? err.message : String(err)}`;
       // The full message (which may quote a cell) stays in the node's own log; the coordinator
       // gets where the problem is and what kind it is, never a value from the file.
       log.error({ file: config.data, error: lastError }, 'data file cannot be used; not training until it is fixed');
-      await client.reportStatus({ state: 'data-error', message: describeDataError(err) });
+      await report({ state: 'data-error', message: describeDataError(err) });
     }
   }
 
@@ -160,6 +210,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   while (!signal?.aborted) {
     await refreshData();
     let task: Task | undefined;
+    const asked = performance.now();
     try {
       task = await client.nextTask(config.pollSeconds);
     } catch (err) {
@@ -171,22 +222,38 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     }
     if (!task) {
       if (config.exitWhenDone && (await client.study().catch(() => undefined))?.state === 'completed') break;
+      // A coordinator that answers "no task" at once (a short long-poll, or --poll-seconds 0)
+      // is asked at most about once a second.
+      await pause(1000 - (performance.now() - asked), signal);
       continue;
+    }
+    if (task.kind === 'fit') {
+      // The profile in force may have changed since the last round: reread it (and the data,
+      // whose forbidden features depend on it) before deciding anything.
+      const next = await effectivePolicy();
+      if (!isDeepStrictEqual(next, policy)) {
+        log.info({ jurisdiction: next.jurisdiction, version: next.version }, 'node policy changed; rereading the data');
+        policy = next;
+        lastMtime = -1;
+        await refreshData();
+      }
     }
     if (!data) {
       log.warn({ round: task.round, error: lastError }, 'task skipped: no usable data');
+      await backOff('no usable data');
       continue;
     }
     try {
       if (task.kind === 'fit') {
         // The node's own policy check, whatever the coordinator decided (forbidden features are
         // not a refusal: they were dropped from this node's data when it was loaded).
-        const violations = policy ? checkStudyAgainstPolicy(task.config, policy, privacyFacts(task.config)).filter((v) => v.rule !== 'forbidden-feature') : [];
+        const violations = checkStudyAgainstPolicy(task.config, policy, privacyFacts(task.config)).filter((v) => v.rule !== 'forbidden-feature');
         if (violations.length > 0) {
           const message = `refusing to train: ${violations.map((v) => v.message).join('; ')}`;
           log.warn({ round: task.round, violations }, message);
-          await client.reportStatus({ state: 'policy-refused', message, data: data.report });
+          await report({ state: 'policy-refused', message, data: data.report });
           ceilingReached = true;
+          await backOff('policy refused');
           continue;
         }
         const dpSgd = task.config.privacy?.dpSgd;
@@ -201,8 +268,9 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
               ? `round ${task.round} would bring this node's data to epsilon ${after.toFixed(4)} (delta ${config.maxEpsilonDelta}), over its ceiling of ${config.maxEpsilon}; refusing to train`
               : `study ${task.studyId} does not run DP-SGD, so training would spend unbounded epsilon; this node's ceiling is ${config.maxEpsilon}; refusing to train`;
             log.warn({ round: task.round, epsilonAfter: after, ceiling: config.maxEpsilon }, message);
-            await client.reportStatus({ state: 'privacy-ceiling', message, data: data.report });
+            await report({ state: 'privacy-ceiling', message, data: data.report });
             ceilingReached = true;
+            await backOff('privacy ceiling');
             continue;
           }
         }
@@ -239,25 +307,48 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         summary.evaluations++;
         log.info({ round: task.round, validationRows: data.validation.n, localAuc: evaluation.auc }, 'sent evaluation (score histogram)');
       }
+      idleStreak = 0;
     } catch (err) {
       if (err instanceof CoordinatorRefusal) log.warn({ round: task.round, kind: task.kind, status: err.status, code: err.code, reason: err.message }, 'coordinator refused');
       else if (err instanceof ModelSignatureError) log.error({ round: task.round, kind: task.kind, reason: err.message }, 'refused an unsigned or wrongly signed global model');
-      else {
-        // Not the coordinator's refusal: log it and carry on with the next task (a daemon must
-        // survive a bad moment; the coordinator's deadline handles a round this node missed).
-        log.error({ round: task.round, kind: task.kind, err: err instanceof Error ? err.message : String(err) }, 'task failed');
-        await new Promise((r) => setTimeout(r, 1000));
-      }
+      // Not the coordinator's refusal: log it and carry on with the next task (a daemon must
+      // survive a bad moment; the coordinator's deadline handles a round this node missed).
+      else log.error({ round: task.round, kind: task.kind, err: err instanceof Error ? err.message : String(err) }, 'task failed');
+      // The same task would come back at once and fail the same way.
+      await backOff(err instanceof Error ? err.constructor.name : 'task failed');
     }
   }
   return summary;
 }
 
-function loadNodePolicy(config: NodeConfig): PolicyProfile | undefined {
-  if (config.policy) return PolicyProfile.parse(JSON.parse(readFileSync(config.policy, 'utf8')));
-  if (!config.jurisdiction) return undefined;
+/** Waits `ms` (nothing when <= 0), or less if `signal` aborts. */
+async function pause(ms: number, signal?: AbortSignal) {
+  if (ms <= 0 || signal?.aborted) return;
+  await sleep(ms, undefined, { signal }).catch(() => undefined);
+}
+
+/** A node without a jurisdiction or policy: it does not start (the message says what to give). */
+export class NodePolicyRequiredError extends Error {}
+
+/** The node's own profile: its --policy file, or the built-in one of its --jurisdiction. Required. */
+export function loadNodePolicy(config: Pick<NodeConfig, 'policy' | 'jurisdiction'>): PolicyProfile {
+  if (config.policy) {
+    let profile: PolicyProfile;
+    try {
+      profile = PolicyProfile.parse(JSON.parse(readFileSync(config.policy, 'utf8')));
+    } catch (err) {
+      throw new NodePolicyRequiredError(`the policy file ${config.policy} cannot be used: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (config.jurisdiction && config.jurisdiction !== profile.jurisdiction) throw new NodePolicyRequiredError(`--jurisdiction ${config.jurisdiction} contradicts the policy file ${config.policy}, which is for ${profile.jurisdiction}`);
+    return profile;
+  }
+  if (!config.jurisdiction) {
+    throw new NodePolicyRequiredError(
+      `this node has no jurisdiction: give --jurisdiction NAME (FEDMARK_NODE_JURISDICTION; built in: ${DEFAULT_POLICIES.map((p) => p.jurisdiction).join(', ')}) or --policy FILE. A node does not train on data without knowing which law it falls under.`,
+    );
+  }
   const builtIn = DEFAULT_POLICIES.find((p) => p.jurisdiction === config.jurisdiction);
-  if (!builtIn) throw new Error(`no built-in policy for jurisdiction ${config.jurisdiction} (built in: ${DEFAULT_POLICIES.map((p) => p.jurisdiction).join(', ')}); give --policy FILE`);
+  if (!builtIn) throw new NodePolicyRequiredError(`no built-in policy for jurisdiction ${config.jurisdiction} (built in: ${DEFAULT_POLICIES.map((p) => p.jurisdiction).join(', ')}); give --policy FILE`);
   return builtIn;
 }
 
@@ -328,24 +419,27 @@ function saveCredentials(stateDir: string, credentials: Credentials) {
   writeFileSync(join(stateDir, 'credentials.json'), JSON.stringify(credentials, null, 2), { mode: 0o600 });
 }
 
-async function loadOrEnroll(config: NodeConfig, client: CoordinatorClient, log: Logger, publicKey: string): Promise<Credentials> {
+async function loadOrEnroll(config: NodeConfig, client: CoordinatorClient, log: Logger, publicKey: string, jurisdiction: string): Promise<Credentials> {
   const file = join(config.stateDir, 'credentials.json');
   if (existsSync(file)) {
     const saved = JSON.parse(readFileSync(file, 'utf8')) as Credentials;
     if (saved.coordinator === config.coordinator) {
+      // The coordinator judges this node by the jurisdiction it enrolled under; a node now run
+      // under another would check studies against a law the coordinator does not apply to it.
+      if (saved.jurisdiction && saved.jurisdiction !== jurisdiction) throw new NodePolicyRequiredError(`this node enrolled under jurisdiction ${saved.jurisdiction} but now runs with ${jurisdiction}; run it with its enrolled jurisdiction or enroll again with a new token`);
       log.info({ nodeId: saved.nodeId, studyId: saved.studyId }, 'using saved node credentials');
       return saved;
     }
   }
   if (!config.token) throw new Error(`no saved credentials in ${config.stateDir} and no --token to enroll with`);
-  const enrolled = await client.enroll(config.token, publicKey, config.jurisdiction);
+  const enrolled = await client.enroll(config.token, publicKey, jurisdiction);
   if (config.coordinatorKey) {
     const expected = await fingerprintOf(readFileSync(config.coordinatorKey, 'utf8'));
     if (expected !== enrolled.coordinatorFingerprint) throw new Error(`the coordinator presented key ${enrolled.coordinatorFingerprint}, not the pinned ${expected} from ${config.coordinatorKey}; refusing to work with it`);
   }
-  const credentials: Credentials = { coordinator: config.coordinator, ...enrolled };
+  const credentials: Credentials = { coordinator: config.coordinator, ...enrolled, jurisdiction: enrolled.jurisdiction ?? jurisdiction };
   saveCredentials(config.stateDir, credentials);
-  log.info({ nodeId: enrolled.nodeId, studyId: enrolled.studyId, name: enrolled.name, region: enrolled.region }, 'enrolled');
+  log.info({ nodeId: enrolled.nodeId, studyId: enrolled.studyId, name: enrolled.name, region: enrolled.region, jurisdiction: credentials.jurisdiction }, 'enrolled');
   return credentials;
 }
 

@@ -42,6 +42,11 @@ export const CreateEnrollmentToken = z.object({
   studyId: Id,
   nodeName: z.string().min(1).max(200),
   region: z.string().min(1).max(100),
+  /**
+   * The law the node's data falls under (a policy profile the coordinator has, e.g. EU-GDPR):
+   * set by the operator, binding on the node. Without it, the node must name a known one itself.
+   */
+  jurisdiction: z.string().min(1).max(50).optional(),
   expiresInSeconds: z.number().int().positive().max(30 * 24 * 3600).default(3600),
 });
 export type CreateEnrollmentToken = z.infer<typeof CreateEnrollmentToken>;
@@ -50,12 +55,15 @@ export const EnrollRequest = z.object({
   token: z.string().min(16).max(200),
   /** The node's OpenPGP public key (armored); the coordinator pins it to the node id. */
   publicKey: z.string().min(100).max(20_000),
-  /** The law the node's data falls under (a policy profile name, e.g. EU-GDPR, US-CA-CCPA, CN-PIPL). */
+  /**
+   * The law the node's data falls under, as the node's operator configured it (a policy profile
+   * name, e.g. EU-GDPR). Must match the token's jurisdiction when the token has one.
+   */
   jurisdiction: z.string().min(1).max(50).optional(),
 });
 export type EnrollRequest = z.infer<typeof EnrollRequest>;
 
-export const EnrollResponse = z.object({ nodeId: Id, apiKey: z.string(), studyId: Id, name: z.string(), region: z.string(), coordinatorFingerprint: z.string(), coordinatorPublicKey: z.string() });
+export const EnrollResponse = z.object({ nodeId: Id, apiKey: z.string(), studyId: Id, name: z.string(), region: z.string(), jurisdiction: z.string().optional(), coordinatorFingerprint: z.string(), coordinatorPublicKey: z.string() });
 export type EnrollResponse = z.infer<typeof EnrollResponse>;
 
 /** What a node pulls: train on the global model of `modelVersion`, or evaluate it. */

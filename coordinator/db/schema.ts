@@ -47,6 +47,8 @@ export interface EnrollmentTokensTable {
   study_id: string;
   node_name: string;
   region: string;
+  /** Set by the operator when issuing the token (migration 0010); null on tokens issued before. */
+  jurisdiction: string | null;
   expires_at: Timestamp;
   used_at: Timestamp | null;
   node_id: string | null;

@@ -291,6 +291,11 @@ export function createApp(deps: AppDeps) {
     const status = await studies.getStatus(node.studyId);
     res.json({ studyId: status.id, state: status.state, currentRound: status.currentRound, config: status.config });
   }));
+  // The profile in force for the node's own jurisdiction: the node applies the stricter of it and its own.
+  app.get('/v1/nodes/me/policy', route(async (req, res) => {
+    const node = await requireNode(req);
+    res.json(await deps.policies.forNode(node.id));
+  }));
   app.get('/v1/tasks/next', route(async (req, res) => {
     const node = await requireNode(req);
     const { wait } = parse(TaskQuery, req.query, 'query');

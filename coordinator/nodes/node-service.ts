@@ -1,10 +1,20 @@
 import type { CreateEnrollmentToken, EnrollResponse, NodeStatusReport } from '../../protocols/messages.ts';
 import type { Db } from '../db/database.ts';
+import type { Transaction } from 'kysely';
+import type { Database } from '../db/schema.ts';
 import { BadRequestError, ConflictError, NotFoundError, UnauthenticatedError } from '../errors.ts';
 import { hashSecret, newId, newSecret } from '../security.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Logger } from 'pino';
 import { keyStatus, loadPublicKey } from '../../protocols/crypto/index.ts';
+
+/** A jurisdiction a node may enroll under: one with a policy profile on this coordinator. */
+async function requireKnownJurisdiction(db: Db | Transaction<Database>, jurisdiction: string, field: string) {
+  const known = await db.selectFrom('policies').select('jurisdiction').distinct().orderBy('jurisdiction').execute();
+  if (!known.some((p) => p.jurisdiction === jurisdiction)) {
+    throw new BadRequestError(`unknown jurisdiction ${JSON.stringify(jurisdiction)}: this coordinator has policy profiles for ${known.map((p) => p.jurisdiction).join(', ')} (publish one with POST /v1/policies)`, field, 'UNKNOWN_JURISDICTION');
+  }
+}
 
 /** A node key must be a public key, valid now. */
 async function checkNodeKey(armored: string, now: Date) {
@@ -39,19 +49,20 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
     async createEnrollmentToken(input: CreateEnrollmentToken, actor = 'admin', now = new Date()) {
       const study = await db.selectFrom('studies').select('id').where('id', '=', input.studyId).executeTakeFirst();
       if (!study) throw new NotFoundError(`study ${input.studyId} does not exist`);
+      if (input.jurisdiction !== undefined) await requireKnownJurisdiction(db, input.jurisdiction, 'body.jurisdiction');
       const token = newSecret('fmenroll');
       const tokenHash = hashSecret(token);
       const expiresAt = new Date(now.getTime() + input.expiresInSeconds * 1000);
       await db.transaction().execute(async (tx) => {
         await tx
           .insertInto('enrollment_tokens')
-          .values({ token_hash: tokenHash, study_id: input.studyId, node_name: input.nodeName, region: input.region, expires_at: expiresAt })
+          .values({ token_hash: tokenHash, study_id: input.studyId, node_name: input.nodeName, region: input.region, jurisdiction: input.jurisdiction ?? null, expires_at: expiresAt })
           .execute();
         // A prefix of the token's hash lets an auditor match this entry to the node.enrolled that
         // used it without the log ever holding a usable secret.
-        await appendAudit(tx, { actor, kind: 'enrollment-token.issued', studyId: input.studyId, data: { tokenHashPrefix: tokenHash.slice(0, 16), studyId: input.studyId, nodeName: input.nodeName, region: input.region, expiresAt: expiresAt.toISOString() } });
+        await appendAudit(tx, { actor, kind: 'enrollment-token.issued', studyId: input.studyId, data: { tokenHashPrefix: tokenHash.slice(0, 16), studyId: input.studyId, nodeName: input.nodeName, region: input.region, jurisdiction: input.jurisdiction ?? null, expiresAt: expiresAt.toISOString() } });
       });
-      return { token, expiresAt: expiresAt.toISOString(), studyId: input.studyId, nodeName: input.nodeName, region: input.region };
+      return { token, expiresAt: expiresAt.toISOString(), studyId: input.studyId, nodeName: input.nodeName, region: input.region, ...(input.jurisdiction ? { jurisdiction: input.jurisdiction } : {}) };
     },
 
     /** Exchanges a one-time token for a node identity; the token can never be used again. */
@@ -64,15 +75,24 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
         if (!row) throw new UnauthenticatedError('unknown enrollment token');
         if (row.used_at) throw new ConflictError('TOKEN_USED', 'this enrollment token was already used; ask the operator for a new one');
         if (new Date(row.expires_at).getTime() < now.getTime()) throw new UnauthenticatedError(`enrollment token expired at ${new Date(row.expires_at).toISOString()}`);
+        // The operator's word on the token is binding; a node claiming another law is refused
+        // (and the token stays unused). Without one on the token, the node's claim must at
+        // least name a profile this coordinator has: never "judged by none".
+        if (row.jurisdiction && jurisdiction !== undefined && jurisdiction !== row.jurisdiction) {
+          throw new BadRequestError(`this enrollment token enrolls a node under jurisdiction ${row.jurisdiction}, but the node claims ${jurisdiction}; fix the node's --jurisdiction/--policy or ask the operator for a token`, 'body.jurisdiction', 'JURISDICTION_MISMATCH');
+        }
+        const assigned = row.jurisdiction ?? jurisdiction;
+        if (!assigned) throw new BadRequestError('no jurisdiction: neither the enrollment token nor the node names the law its data falls under', 'body.jurisdiction', 'JURISDICTION_REQUIRED');
+        await requireKnownJurisdiction(tx, assigned, 'body.jurisdiction');
         const clash = await tx.selectFrom('nodes').select('id').where('study_id', '=', row.study_id).where('name', '=', row.node_name).executeTakeFirst();
         if (clash) throw new ConflictError('NODE_NAME_TAKEN', `a node named "${row.node_name}" is already enrolled in study ${row.study_id}`);
         await tx
           .insertInto('nodes')
-          .values({ id: nodeId, study_id: row.study_id, name: row.node_name, region: row.region, api_key_hash: hashSecret(apiKey), state: 'enrolled', state_message: null, data_report: null, last_seen_at: now, public_key: publicKeyArmored, key_fingerprint: key.fingerprint, revoked_at: null, jurisdiction: jurisdiction ?? null, withdrawn_at: null })
+          .values({ id: nodeId, study_id: row.study_id, name: row.node_name, region: row.region, api_key_hash: hashSecret(apiKey), state: 'enrolled', state_message: null, data_report: null, last_seen_at: now, public_key: publicKeyArmored, key_fingerprint: key.fingerprint, revoked_at: null, jurisdiction: assigned, withdrawn_at: null })
           .execute();
         await tx.updateTable('enrollment_tokens').set({ used_at: now, node_id: nodeId }).where('token_hash', '=', row.token_hash).execute();
-        await appendAudit(tx, { actor: `node:${nodeId}`, kind: 'node.enrolled', studyId: row.study_id, data: { nodeId, name: row.node_name, region: row.region, jurisdiction: jurisdiction ?? null, keyFingerprint: key.fingerprint } });
-        return { nodeId, apiKey, studyId: row.study_id, name: row.node_name, region: row.region };
+        await appendAudit(tx, { actor: `node:${nodeId}`, kind: 'node.enrolled', studyId: row.study_id, data: { nodeId, name: row.node_name, region: row.region, jurisdiction: assigned, keyFingerprint: key.fingerprint } });
+        return { nodeId, apiKey, studyId: row.study_id, name: row.node_name, region: row.region, jurisdiction: assigned };
       });
       log.info({ nodeId, studyId: result.studyId, name: result.name, region: result.region, keyFingerprint: key.fingerprint }, 'node enrolled');
       deps.onNodeChanged(result.studyId);

@@ -26,8 +26,12 @@ export const PolicyProfile = z.object({
   maxEpsilonPerRound: z.number().positive().optional(),
   maxEpsilonTotal: z.number().positive().optional(),
   forbiddenFeatureCategories: z.array(z.string()).default([]),
-  /** Consent values in a row's consent column that cover each purpose (layered consent). */
-  consentFor: z.record(Purpose, z.array(z.string()).min(1)).default({ basic: ['basic', 'personalization'], personalization: ['personalization'] }),
+  /**
+   * Consent values in a row's consent column that cover each purpose (layered consent). Partial:
+   * a profile may define no consent level for a purpose, and then refuses studies for it
+   * (`purpose-consent`). zod 4's `z.record(enum, ...)` would demand every purpose.
+   */
+  consentFor: z.partialRecord(Purpose, z.array(z.string()).min(1)).default({ basic: ['basic', 'personalization'], personalization: ['personalization'] }),
 });
 export type PolicyProfile = z.infer<typeof PolicyProfile>;
 
@@ -65,7 +69,7 @@ export const DEFAULT_POLICIES: PolicyProfile[] = [
 export interface PolicyViolation {
   jurisdiction: string;
   version: number;
-  rule: 'min-nodes' | 'dp-required' | 'max-epsilon-per-round' | 'max-epsilon-total' | 'forbidden-feature' | 'purpose-consent';
+  rule: 'min-nodes' | 'dp-required' | 'max-epsilon-per-round' | 'max-epsilon-total' | 'forbidden-feature' | 'purpose-consent' | 'no-policy';
   message: string;
 }
 
@@ -94,6 +98,39 @@ export function checkStudyAgainstPolicy(config: StudyConfig, policy: PolicyProfi
   const purpose = config.consent?.purpose;
   if (purpose && !policy.consentFor[purpose]) v('purpose-consent', `no consent level is defined for purpose "${purpose}"`);
   return out;
+}
+
+/**
+ * The stricter of two profiles of the same jurisdiction, rule by rule: the larger minimum, DP if
+ * either requires it, the smaller epsilon limits, the union of forbidden categories, and for
+ * each purpose only the consent values both accept. A node combines its own profile with the
+ * coordinator's this way, so the coordinator can make a node stricter but never laxer: nothing
+ * the coordinator sends needs to be trusted.
+ */
+export function stricterOf(a: PolicyProfile, b: PolicyProfile): PolicyProfile {
+  const min = (x?: number, y?: number) => (x === undefined ? y : y === undefined ? x : Math.min(x, y));
+  const consentFor: PolicyProfile['consentFor'] = {};
+  for (const purpose of Purpose.options) {
+    const x = a.consentFor[purpose];
+    const y = b.consentFor[purpose];
+    // A purpose one side defines no consent for stays undefined: studies for it are refused.
+    if (!x || !y) continue;
+    const both = x.filter((v) => y.includes(v));
+    if (both.length > 0) consentFor[purpose] = both;
+  }
+  const maxEpsilonPerRound = min(a.maxEpsilonPerRound, b.maxEpsilonPerRound);
+  const maxEpsilonTotal = min(a.maxEpsilonTotal, b.maxEpsilonTotal);
+  return {
+    jurisdiction: a.jurisdiction,
+    version: Math.max(a.version, b.version),
+    description: `stricter of ${a.jurisdiction} v${a.version} and ${b.jurisdiction} v${b.version}`,
+    minNodesPerAggregate: Math.max(a.minNodesPerAggregate, b.minNodesPerAggregate),
+    dpRequired: a.dpRequired || b.dpRequired,
+    ...(maxEpsilonPerRound !== undefined ? { maxEpsilonPerRound } : {}),
+    ...(maxEpsilonTotal !== undefined ? { maxEpsilonTotal } : {}),
+    forbiddenFeatureCategories: [...new Set([...a.forbiddenFeatureCategories, ...b.forbiddenFeatureCategories])].sort(),
+    consentFor,
+  };
 }
 
 /** Rows whose consent covers the purpose are kept; returns the kept row indices and the count dropped. */

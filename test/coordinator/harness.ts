@@ -110,10 +110,11 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
       if (res.status !== 201) throw new Error(`createStudy: ${res.status} ${JSON.stringify(res.body)}`);
       return res.body.id as string;
     },
-    async enroll(studyId: string, nodeName: string, ready = true, region = 'eu', jurisdiction?: string): Promise<TestNode> {
+    /** The operator names the node's jurisdiction on its token (a participant without a profile is refused). */
+    async enroll(studyId: string, nodeName: string, ready = true, region = 'eu', jurisdiction = 'US-CA-CCPA'): Promise<TestNode> {
       const key = await testNodeKey(enrolled++);
-      const t = await harness.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName, region });
-      const e = await request(built.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: key.publicKey, ...(jurisdiction ? { jurisdiction } : {}) });
+      const t = await harness.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName, region, jurisdiction });
+      const e = await request(built.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: key.publicKey, jurisdiction });
       if (e.status !== 201) throw new Error(`enroll: ${e.status} ${JSON.stringify(e.body)}`);
       const node = { nodeId: e.body.nodeId as string, apiKey: e.body.apiKey as string, ...key };
       if (ready) {

@@ -28,32 +28,45 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
 
   const path = () => `/v1/studies/${studyId}/rounds/1`;
 
+  /**
+   * The refusal has exactly this status and code, and the audit log holds an `auth.failed` entry
+   * for this very request (matched by its request id) with the same status and code.
+   */
+  async function expectAuthFailure(res: { status: number; body: { error: { code: string; requestId: string } } }, status: 401 | 403, code: string) {
+    expect({ status: res.status, code: res.body.error.code }).toEqual({ status, code });
+    const entries = await h.built.db.selectFrom('audit_log').select(['kind', 'data']).where('kind', '=', 'auth.failed').orderBy('seq', 'desc').limit(50).execute();
+    const entry = entries.map((e) => JSON.parse(e.data) as { status: number; code: string; requestId: string }).find((d) => d.requestId === res.body.error.requestId);
+    expect(entry, `an auth.failed audit entry for ${code}`).toMatchObject({ status, code });
+  }
+
   it('refuses an unsigned request, a tampered one, a replay, a stale one and a foreign key', async () => {
     const unsigned = await request(h.app).get(path()).set('authorization', `Bearer ${a.apiKey}`);
-    expect(unsigned.status).toBe(401);
-    expect(unsigned.body.error.code).toBe('SIGNATURE_MISSING_HEADERS');
+    await expectAuthFailure(unsigned, 401, 'SIGNATURE_MISSING_HEADERS');
 
     const body = JSON.stringify({ state: 'ready' });
     const headers = await signRequest({ privateKey: a.privateKey, method: 'POST', path: '/v1/nodes/me/status', body: new TextEncoder().encode(body) });
     const send = (text: string, hs: Record<string, string> = headers) => request(h.app).post('/v1/nodes/me/status').set('authorization', `Bearer ${a.apiKey}`).set(hs).set('content-type', 'application/json').send(text);
     const tampered = await send(JSON.stringify({ state: 'data-error' }));
-    expect(tampered.status).toBe(401);
-    expect(tampered.body.error.code).toBe('SIGNATURE_BAD_SIGNATURE');
+    await expectAuthFailure(tampered, 401, 'SIGNATURE_BAD_SIGNATURE');
     expect((await send(body)).status).toBe(204);
     const replay = await send(body);
-    expect(replay.status).toBe(401);
-    expect(replay.body.error.code).toBe('SIGNATURE_REPLAYED_NONCE');
+    await expectAuthFailure(replay, 401, 'SIGNATURE_REPLAYED_NONCE');
 
     const old = await signRequest({ privateKey: a.privateKey, method: 'POST', path: '/v1/nodes/me/status', body: new TextEncoder().encode(body), now: new Date(Date.now() + 3600_000) }); // an hour off (the key is too young to sign in the past)
     const stale = await send(body, old);
-    expect(stale.status).toBe(401);
-    expect(stale.body.error.code).toBe('SIGNATURE_STALE_TIMESTAMP');
+    await expectAuthFailure(stale, 401, 'SIGNATURE_STALE_TIMESTAMP');
 
     // b's key signing a request that carries a's API key: not the key pinned for a.
     const foreign = await signRequest({ privateKey: b.privateKey, method: 'POST', path: '/v1/nodes/me/status', body: new TextEncoder().encode(body) });
     const wrongKey = await send(body, foreign);
-    expect([401, 403]).toContain(wrongKey.status);
-    expect(wrongKey.body.error.code).toMatch(/SIGNATURE_(KEY_MISMATCH|BAD_SIGNATURE)/);
+    await expectAuthFailure(wrongKey, 403, 'SIGNATURE_KEY_MISMATCH');
+  });
+
+  it('refuses an unknown API key, audited', async () => {
+    const signed = await signRequest({ privateKey: a.privateKey, method: 'GET', path: path(), body: new Uint8Array(0) });
+    const unknown = await request(h.app).get(path()).set('authorization', 'Bearer fmnode_this-key-was-never-issued-0123456789').set(signed);
+    await expectAuthFailure(unknown, 401, 'UNAUTHENTICATED');
+    expect(unknown.body.error.message).toMatch(/unknown node API key/);
   });
 
   it('opens only updates sealed to the coordinator and signed by the sending node', async () => {
@@ -91,8 +104,7 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
     const rotated = await h.nodePost(b, '/v1/nodes/me/key', { publicKey: next.publicKey });
     expect(rotated.status).toBe(200);
     const oldKeyRequest = await h.nodeGet(b, '/v1/tasks/next');
-    expect(oldKeyRequest.status).toBe(403);
-    expect(oldKeyRequest.body.error.code).toBe('SIGNATURE_KEY_MISMATCH');
+    await expectAuthFailure(oldKeyRequest, 403, 'SIGNATURE_KEY_MISMATCH');
     b = { ...b, ...next };
     expect([200, 204]).toContain((await h.nodeGet(b, '/v1/tasks/next')).status);
   });
@@ -119,14 +131,13 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
   it('an expired node key is refused', async () => {
     const short = await generateIdentity({ name: 'short-lived', passphrase: 'test-passphrase-0123', expiresInSeconds: 2 });
     const privateKey = await loadPrivateKey(short.privateKeyArmored, 'test-passphrase-0123');
-    const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: 'short', region: 'eu' });
+    const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: 'short', region: 'eu', jurisdiction: 'US-CA-CCPA' });
     const e = await request(h.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: short.publicKeyArmored });
     expect(e.status).toBe(201);
     const signedWhileValid = await signRequest({ privateKey, method: 'GET', path: '/v1/tasks/next', body: new Uint8Array(0) });
     await new Promise((r) => setTimeout(r, 2500));
     const res = await request(h.app).get('/v1/tasks/next').set('authorization', `Bearer ${e.body.apiKey}`).set(signedWhileValid);
-    expect(res.status).toBe(403);
-    expect(res.body.error.code).toBe('SIGNATURE_EXPIRED_KEY');
+    await expectAuthFailure(res, 403, 'SIGNATURE_EXPIRED_KEY');
   });
 
   it('a revoked node is refused at once', async () => {
@@ -134,7 +145,7 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
     expect([200, 204]).toContain((await h.nodeGet(c, '/v1/tasks/next')).status);
     expect((await h.admin('post', `/v1/nodes/${c.nodeId}/revoke`).send({ reason: 'laptop stolen' })).status).toBe(200);
     const after = await h.nodeGet(c, '/v1/tasks/next');
-    expect(after.status).toBe(401);
+    await expectAuthFailure(after, 401, 'UNAUTHENTICATED');
     expect(after.body.error.message).toMatch(/revoked/);
   });
 });

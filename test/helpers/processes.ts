@@ -16,7 +16,8 @@ export interface RunningProcess {
 
 /** Runs `fedmark <args>` as a real OS process, collecting its JSON log lines. */
 export function runFedmark(args: string[], env: Record<string, string | undefined> = {}): RunningProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, FEDMARK_LOG_LEVEL: 'info', FEDMARK_NODE_KEY_PASSPHRASE: 'test-node-passphrase-123', FEDMARK_KEY_PASSPHRASE: 'test-coordinator-passphrase-123', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Test nodes run under CCPA unless a test says otherwise (a node refuses to start without a jurisdiction).
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, FEDMARK_LOG_LEVEL: 'info', FEDMARK_NODE_KEY_PASSPHRASE: 'test-node-passphrase-123', FEDMARK_KEY_PASSPHRASE: 'test-coordinator-passphrase-123', FEDMARK_NODE_JURISDICTION: 'US-CA-CCPA', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();

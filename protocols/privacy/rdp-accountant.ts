@@ -267,15 +267,37 @@ function rdpOneStep(q: number, sigma: number, order: number, series: FractionalS
   return Math.max(0, logA) / (order - 1);
 }
 
-/**
- * RDP of `steps` compositions of the Poisson-subsampled Gaussian at each order of RDP_ORDERS (or
- * of options.orders). Curves of different rounds (different q, sigma) can be summed elementwise: RDP
- * composes additively (Mironov 2017, Prop. 1), then converted once with epsilonFromRdp.
- */
-export function rdpCurve(q: number, sigma: number, steps: number, options: RdpOptions = {}): Float64Array {
-  checkSamplingRate(q);
-  checkSigma(sigma);
-  checkSteps(steps);
+// Per-step curves are cached by (q, sigma, series) for the default orders: RDP is linear in the
+// number of steps, and callers ask the same mechanism again and again (the CLI's sigma command,
+// the ledger at every round, PLD's tilt guess). Entries are filled lazily (NaN = not computed yet),
+// so a query that needs only some orders (rdpEpsilon below) computes only those.
+const CURVE_CACHE_SIZE = 256;
+const curveCache = new Map<string, Float64Array>();
+
+function cachedPerStep(q: number, sigma: number, series: FractionalSeries, orders: readonly number[]): Float64Array {
+  if (orders !== RDP_ORDERS) return new Float64Array(orders.length).fill(Number.NaN);
+  const key = `${q}|${sigma}|${series}`;
+  let values = curveCache.get(key);
+  if (values) {
+    curveCache.delete(key); // most recently used goes last
+  } else {
+    values = new Float64Array(orders.length).fill(Number.NaN);
+    if (curveCache.size >= CURVE_CACHE_SIZE) curveCache.delete(curveCache.keys().next().value as string);
+  }
+  curveCache.set(key, values);
+  return values;
+}
+
+function perStepAt(values: Float64Array, i: number, q: number, sigma: number, orders: readonly number[], series: FractionalSeries): number {
+  let v = values[i];
+  if (Number.isNaN(v)) {
+    v = rdpOneStep(q, sigma, orders[i], series);
+    values[i] = v;
+  }
+  return v;
+}
+
+function checkRdpOptions(options: RdpOptions): { orders: readonly number[]; series: FractionalSeries } {
   const orders = options.orders ?? RDP_ORDERS;
   const series = options.fractionalSeries ?? 'exact';
   if (series !== 'exact' && series !== 'dp_accounting-0.6.0') {
@@ -286,9 +308,23 @@ export function rdpCurve(q: number, sigma: number, steps: number, options: RdpOp
       throw new PrivacyParameterError(`orders must be finite numbers > 1, got ${order}`, 'orders');
     }
   }
+  return { orders, series };
+}
+
+/**
+ * RDP of `steps` compositions of the Poisson-subsampled Gaussian at each order of RDP_ORDERS (or
+ * of options.orders). Curves of different rounds (different q, sigma) can be summed elementwise: RDP
+ * composes additively (Mironov 2017, Prop. 1), then converted once with epsilonFromRdp.
+ */
+export function rdpCurve(q: number, sigma: number, steps: number, options: RdpOptions = {}): Float64Array {
+  checkSamplingRate(q);
+  checkSigma(sigma);
+  checkSteps(steps);
+  const { orders, series } = checkRdpOptions(options);
   const curve = new Float64Array(orders.length);
   if (steps === 0 || q === 0) return curve;
-  for (let i = 0; i < orders.length; i++) curve[i] = steps * rdpOneStep(q, sigma, orders[i], series);
+  const values = cachedPerStep(q, sigma, series, orders);
+  for (let i = 0; i < orders.length; i++) curve[i] = steps * perStepAt(values, i, q, sigma, orders, series);
   return curve;
 }
 
@@ -365,10 +401,37 @@ export function deltaFromRdp(
   return { delta: Math.min(1, Math.exp(best)), order: bestOrder };
 }
 
-/** epsilon of the query by the RDP accountant, and the order that achieves it. */
-export function rdpEpsilon(query: SubsampledGaussianQuery, options: RdpOptions = {}): { epsilon: number; order: number } {
+/**
+ * epsilon of the query by the RDP accountant, and the order that achieves it.
+ *
+ * Speed: the fractional-order series is by far the costly part (1e4-1e5 terms for large sigma), and
+ * fractional orders (1.1 .. 10.9) only matter when the best order is small. So the integer orders
+ * are converted first, and fractional orders are evaluated only strictly between the neighbours of
+ * the best integer order a* (a* - 1 < a < a* + 1): none at all once a* >= 12. The minimum over a
+ * subset of the orders is never below the minimum over all of them, so this can only err on the
+ * safe (larger) side; since epsilon(a) is unimodal in practice it equals the full-grid minimum,
+ * which test/privacy/rdp-accountant.test.ts checks on a broad grid (options.fullGrid: every order).
+ */
+export function rdpEpsilon(query: SubsampledGaussianQuery, options: RdpOptions & { fullGrid?: boolean } = {}): { epsilon: number; order: number } {
   const { q, sigma, steps, delta } = checkQuery(query);
-  return epsilonFromRdp(rdpCurve(q, sigma, steps, options), delta, options.orders);
+  const { orders, series } = checkRdpOptions(options);
+  if (options.fullGrid || steps === 0 || q === 0 || q === 1) return epsilonFromRdp(rdpCurve(q, sigma, steps, options), delta, orders);
+  const values = cachedPerStep(q, sigma, series, orders);
+  // epsilonFromRdp on a sub-curve: orders not evaluated get RDP = Infinity (never chosen).
+  const curve = new Float64Array(orders.length).fill(Infinity);
+  let hasInteger = false;
+  for (let i = 0; i < orders.length; i++) {
+    if (!Number.isInteger(orders[i])) continue;
+    curve[i] = steps * perStepAt(values, i, q, sigma, orders, series);
+    hasInteger = true;
+  }
+  if (!hasInteger) return epsilonFromRdp(rdpCurve(q, sigma, steps, options), delta, orders);
+  const best = epsilonFromRdp(curve, delta, orders).order;
+  for (let i = 0; i < orders.length; i++) {
+    const a = orders[i];
+    if (!Number.isInteger(a) && a > best - 1 && a < best + 1) curve[i] = steps * perStepAt(values, i, q, sigma, orders, series);
+  }
+  return epsilonFromRdp(curve, delta, orders);
 }
 
 /** delta at a given epsilon for the same mechanism by the RDP accountant. */

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { FedAvgStrategy } from '../../protocols/aggregation/fedavg-strategy.ts';
-import { ClientLevelDpStrategy, PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+import { ClientLevelDpStrategy, decodeClientLevelDpState, PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+import { decodeAccumulatorState, encodeAccumulatorState } from '../../protocols/aggregation/fedavg.ts';
 import { l2Norm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 
 const ws = (a: number[], b: number[]): WeightSet => [
@@ -110,5 +111,102 @@ describe('adaptive clipping (Andrew et al. 2021)', () => {
     // z^-2 = z_delta^-2 + (2 sigma_b)^-2
     expect(zDelta ** -2 + (2 * 5) ** -2).toBeCloseTo(1, 12);
     expect(() => new ClientLevelDpStrategy(new FedAvgStrategy(), { ...config, noiseMultiplier: 10 })).toThrow(PrivacyConfigError);
+  });
+});
+
+/** Sample mean and standard deviation. */
+function moments(v: ArrayLike<number>) {
+  let sum = 0;
+  let sq = 0;
+  for (let i = 0; i < v.length; i++) {
+    sum += v[i];
+    sq += v[i] * v[i];
+  }
+  const mean = sum / v.length;
+  return { mean, std: Math.sqrt(sq / v.length - mean * mean) };
+}
+
+describe('noise drawn when the round begins (issue 3: only noised state is ever stored)', () => {
+  const n = 200_000;
+  const zeros: WeightSet = [{ name: 'w', shape: [n], values: new Float32Array(n) }];
+  const innerSums = (state: Uint8Array) => decodeAccumulatorState(decodeClientLevelDpState(state).inner).sums[0].values;
+
+  it('the state right after begin() already holds N(0, (z_delta C)^2) on every coordinate', () => {
+    const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: 1.5, clipping: { kind: 'fixed', norm: 2 } });
+    const { mean, std } = moments(innerSums(strategy.begin(zeros, ctx(4)).state()));
+    // 200,000 draws: the sample std is within 1% of 3 with overwhelming probability (se 0.16%).
+    expect(std).toBeGreaterThan(3 * 0.99);
+    expect(std).toBeLessThan(3 * 1.01);
+    expect(Math.abs(mean)).toBeLessThan(0.03);
+  });
+
+  it('after one arrival the stored sum is that clipped update plus the round\'s noise, not the update alone', () => {
+    const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } });
+    const round = strategy.begin(zeros, ctx(3));
+    const noise = Float64Array.from(innerSums(round.state()));
+    const update: WeightSet = [{ name: 'w', shape: [n], values: new Float32Array(n).fill(1) }]; // norm sqrt(n), clipped to 1
+    const accepted = round.accept(update, 10);
+    // The reported norm is the clipped one (what entered the sum), not the raw sqrt(n).
+    expect(accepted.deltaNorm).toBeLessThanOrEqual(1);
+    expect(accepted.deltaNorm).toBeCloseTo(1, 6);
+    expect(accepted.clipped).toBe(true);
+    const stored = innerSums(round.state());
+    const clippedValue = 1 / Math.sqrt(n);
+    const residual = Float64Array.from(stored, (v, i) => v - clippedValue);
+    for (let i = 0; i < n; i += 997) expect(residual[i]).toBeCloseTo(noise[i], 9);
+    const { std } = moments(residual);
+    expect(std).toBeGreaterThan(0.99); // z C = 1, while the clipped update itself is 0.0022 per coordinate
+    expect(std).toBeLessThan(1.01);
+  });
+
+  it('the final aggregate carries exactly that noise once: std z C / m (fixed clipping)', () => {
+    const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: 2, clipping: { kind: 'fixed', norm: 0.5 } });
+    const round = strategy.begin(zeros, ctx(5));
+    const noise = Float64Array.from(innerSums(round.state()));
+    // Resumed from bytes half-way, as after a coordinator restart: no second draw.
+    round.accept(zeros, 1);
+    const resumed = strategy.resume(zeros, round.state(), ctx(5));
+    resumed.accept(zeros, 1);
+    const out = resumed.finish().weights![0].values;
+    for (let i = 0; i < n; i += 997) expect(out[i]).toBeCloseTo(noise[i] / 5, 5);
+    const { std } = moments(out);
+    expect(std).toBeGreaterThan(0.2 * 0.99); // 2 x 0.5 / 5 = 0.2
+    expect(std).toBeLessThan(0.2 * 1.01);
+  });
+
+  it('adaptive clipping: the update noise is z_delta C / m, and the count noise has std sigma_b (over many rounds)', () => {
+    const config = { noiseMultiplier: 1, clipping: { kind: 'adaptive' as const, initialNorm: 1, targetQuantile: 0.5, learningRate: 0.2, countNoiseStd: 2 } };
+    const zDelta = updateNoiseMultiplier(config);
+    const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), config);
+    const round = strategy.begin(zeros, { round: 1, participants: 4, clipNorm: 3 });
+    round.accept(zeros, 1);
+    const { std } = moments(round.finish().weights![0].values);
+    expect(std).toBeGreaterThan(((zDelta * 3) / 4) * 0.99);
+    expect(std).toBeLessThan(((zDelta * 3) / 4) * 1.01);
+    // The count noise sits in the persisted header from the start: 20,000 rounds of a 1-coordinate model.
+    const tiny: WeightSet = [{ name: 'w', shape: [1], values: new Float32Array(1) }];
+    const counts = Float64Array.from({ length: 20_000 }, () => (decodeClientLevelDpState(strategy.begin(tiny, ctx(4)).state()).header as { noisyAtOrBelowClip: number }).noisyAtOrBelowClip);
+    const c = moments(counts);
+    // se of the sample std: 2 / sqrt(40,000) = 0.5%; 3% is 6 standard errors.
+    expect(c.std).toBeGreaterThan(2 * 0.97);
+    expect(c.std).toBeLessThan(2 * 1.03);
+    expect(Math.abs(c.mean)).toBeLessThan(0.1);
+  });
+
+  it('a state persisted before noise moved to begin() is noised when resumed, once', () => {
+    const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } });
+    // The old format: header {clipNorm, atOrBelowClip} and an inner sum of the clipped deltas only.
+    const inner = encodeAccumulatorState({ specs: [{ name: 'w', shape: [n] }], sums: [{ name: 'w', shape: [n], values: new Float64Array(n) }], totalWeight: 1, count: 1 });
+    const header = new TextEncoder().encode(JSON.stringify({ clipNorm: 1, atOrBelowClip: 1 }));
+    const legacy = new Uint8Array(4 + header.length + inner.length);
+    new DataView(legacy.buffer).setUint32(0, header.length, true);
+    legacy.set(header, 4);
+    legacy.set(inner, 4 + header.length);
+    const resumed = strategy.resume(zeros, legacy, ctx(2));
+    expect(resumed.count).toBe(1);
+    const out = resumed.finish().weights![0].values;
+    const { std } = moments(out);
+    expect(std).toBeGreaterThan(0.5 * 0.99); // z C / m = 0.5: one draw, not zero, not two
+    expect(std).toBeLessThan(0.5 * 1.01);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -7,6 +7,15 @@ import { registerAuditCommands, type AuditCommandDeps } from '../../cli/audit-co
 import { canonicalJson, type AuditEntry } from '../../protocols/audit/audit-chain.ts';
 import { writeAuditExport } from '../../protocols/audit/audit-export.ts';
 import { buildLog, generateTestKey, type TestKey } from './fixture.ts';
+import pino from 'pino';
+import { sql } from 'kysely';
+import { exportFromCoordinator, exportFromDatabase } from '../../coordinator/audit/audit-export-sources.ts';
+import { loadCoordinatorConfig } from '../../coordinator/config.ts';
+import { openDatabase } from '../../coordinator/db/database.ts';
+import { startCoordinator } from '../../coordinator/main.ts';
+import { appendAudit, checkpointAudit } from '../../coordinator/audit/audit-log.ts';
+import { CoordinatorKeyring } from '../../coordinator/identity.ts';
+import { backendOrSkip } from '../helpers/databases.ts';
 
 let root: string;
 let dir: string;
@@ -106,9 +115,152 @@ describe('fedmark audit export', () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it('--token is an auditor token, read from FEDMARK_TOKEN, with FEDMARK_ADMIN_TOKEN only as the last resort', async () => {
+    const saved = { token: process.env.FEDMARK_TOKEN, admin: process.env.FEDMARK_ADMIN_TOKEN };
+    const exportFn = vi.fn(async () => {});
+    try {
+      process.env.FEDMARK_TOKEN = 'auditor-token';
+      process.env.FEDMARK_ADMIN_TOKEN = 'admin-token';
+      await run(['audit', 'export', '--out', 'o', '--coordinator', 'http://c'], { exportFromCoordinator: exportFn });
+      expect(exportFn).toHaveBeenLastCalledWith({ coordinator: 'http://c', token: 'auditor-token', out: 'o' });
+      delete process.env.FEDMARK_TOKEN;
+      await run(['audit', 'export', '--out', 'o', '--coordinator', 'http://c'], { exportFromCoordinator: exportFn });
+      expect(exportFn).toHaveBeenLastCalledWith({ coordinator: 'http://c', token: 'admin-token', out: 'o' });
+      delete process.env.FEDMARK_ADMIN_TOKEN;
+      const r = await run(['audit', 'export', '--out', 'o', '--coordinator', 'http://c'], { exportFromCoordinator: exportFn });
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/needs an auditor token: --token T \(or FEDMARK_TOKEN\)/);
+    } finally {
+      for (const [k, v] of [['FEDMARK_TOKEN', saved.token], ['FEDMARK_ADMIN_TOKEN', saved.admin]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+    const program = new Command('fedmark');
+    registerAuditCommands(program, {});
+    const exportCommand = program.commands.find((c) => c.name() === 'audit')!.commands.find((c) => c.name() === 'export')!;
+    expect(exportCommand.helpInformation()).toMatch(/--token <token>\s+auditor API token for --coordinator \(env FEDMARK_TOKEN/);
+  });
+
   it('exits 1 when the export fails', async () => {
     const r = await run(['audit', 'export', '--out', 'o', '--data-dir', 'd'], { exportFromDatabase: async () => { throw new Error('database locked'); } });
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toBe('fedmark audit export: database locked\n');
   });
+});
+
+/** The real exporters, end to end: a coordinator over HTTP with an auditor token, and its database. */
+describe('fedmark audit export, for real', () => {
+  const work = mkdtempSync(join(tmpdir(), 'fedmark-audit-e2e-'));
+  const realDeps: AuditCommandDeps = { exportFromCoordinator, exportFromDatabase };
+  /** One command's output only (the captured streams otherwise add up over a test). */
+  const runAlone = (args: string[], deps: AuditCommandDeps = {}) => {
+    stdout = '';
+    stderr = '';
+    return run(args, deps);
+  };
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('--coordinator with an auditor token exports a log that verifies; --data-dir reads it without migrating or writing', async () => {
+    const dataDir = join(work, 'db');
+    const config = loadCoordinatorConfig({}, { adminToken: 'e2e-admin-token-0123456789', dataDir, port: 0, keyDir: join(work, 'keys'), keyPassphrase: 'e2e-coordinator-passphrase' });
+    const running = await startCoordinator(config, pino({ level: 'silent' }));
+    let auditor: string;
+    try {
+      const admin = { authorization: 'Bearer e2e-admin-token-0123456789', 'content-type': 'application/json' };
+      auditor = (await (await fetch(`${running.url}/v1/tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ role: 'auditor', name: 'e2e auditor' }) })).json()).token;
+      expect(auditor).toMatch(/^fmtok_/);
+      const out = join(work, 'from-api');
+      const r = await runAlone(['audit', 'export', '--out', out, '--coordinator', running.url, '--token', auditor], realDeps);
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      const verified = await runAlone(['audit', 'verify', out]);
+      expect(verified.exitCode).toBe(0);
+      expect(verified.stdout).toMatch(/^OK: \d+ entries, 1 checkpoints/);
+      // An analyst may not export.
+      const analyst = (await (await fetch(`${running.url}/v1/tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ role: 'analyst', name: 'x', region: 'eu' }) })).json()).token;
+      const refused = await runAlone(['audit', 'export', '--out', join(work, 'refused'), '--coordinator', running.url, '--token', analyst], realDeps);
+      expect(refused.exitCode).toBe(1);
+      expect(refused.stderr).toMatch(/the coordinator refused the export \(403\)/);
+    } finally {
+      await running.close(); // PGlite is single-process: the coordinator lets go of the folder first
+    }
+
+    // Roll the bookkeeping back one migration: an export that migrated would put it back.
+    const owner = await openDatabase({ dataDir });
+    const last = (await sql<{ name: string }>`select name from kysely_migration order by name desc limit 1`.execute(owner.db)).rows[0];
+    await sql`delete from kysely_migration where name = ${last.name}`.execute(owner.db);
+    const entriesBefore = (await owner.db.selectFrom('audit_log').select('seq').execute()).length;
+    await owner.db.destroy();
+
+    const out = join(work, 'from-db');
+    const r = await runAlone(['audit', 'export', '--out', out, '--data-dir', dataDir], realDeps);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    expect((await runAlone(['audit', 'verify', out])).exitCode).toBe(0);
+    const after = await openDatabase({ dataDir, mode: 'read-only' });
+    try {
+      expect((await sql`select name from kysely_migration where name = ${last.name}`.execute(after.db)).rows).toEqual([]);
+      expect((await after.db.selectFrom('audit_log').select('seq').execute()).length).toBe(entriesBefore);
+      // And the connection it uses cannot write.
+      await expect(sql`insert into audit_head (id, seq) values (2, 0)`.execute(after.db)).rejects.toThrow(/read-only transaction/);
+    } finally {
+      await after.db.destroy();
+    }
+  }, 60_000);
+
+  it('--data-dir on a folder that holds no coordinator database fails clearly, and creates nothing', async () => {
+    const nowhere = join(work, 'not-a-db');
+    let r = await runAlone(['audit', 'export', '--out', join(work, 'x1'), '--data-dir', nowhere], realDeps);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toBe(`fedmark audit export: ${nowhere} holds no database (no PG_VERSION file): pass the coordinator's FEDMARK_DATA_DIR\n`);
+    expect(existsSync(nowhere)).toBe(false);
+    // A PostgreSQL database, but not the coordinator's.
+    const other = join(work, 'other-db');
+    const { PGlite } = await import('@electric-sql/pglite');
+    const p = new PGlite(other);
+    await p.exec('create table unrelated (x int)');
+    await p.close();
+    r = await runAlone(['audit', 'export', '--out', join(work, 'x2'), '--data-dir', other], realDeps);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/holds no fedmark coordinator database: tables audit_log, audit_checkpoints, coordinator_keys missing/);
+    const check = new PGlite(other);
+    expect((await check.query(`select to_regclass('kysely_migration') as t`)).rows).toEqual([{ t: null }]);
+    await check.close();
+  }, 60_000);
+
+  it('--database-url on PostgreSQL: read-only as the app\'s role, never migrating; an empty database fails clearly', async (ctx) => {
+    const backend = await backendOrSkip('postgres');
+    if (!backend) return ctx.skip();
+    const database = await backend.create({ appRole: true });
+    const empty = await backend.create();
+    try {
+      const owner = await openDatabase({ databaseUrl: database.migrationDatabaseUrl });
+      const keyring = await CoordinatorKeyring.open(owner.db, join(work, 'pg-keys'), 'e2e-coordinator-passphrase');
+      for (let i = 0; i < 3; i++) await appendAudit(owner.db, { actor: 'test', kind: 'test.entry', data: { i } });
+      await checkpointAudit(owner.db, keyring);
+      await owner.db.destroy();
+      const out = join(work, 'from-pg');
+      const r = await runAlone(['audit', 'export', '--out', out, '--database-url', database.databaseUrl!], realDeps);
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      const verified = await runAlone(['audit', 'verify', out]);
+      expect(verified.stdout).toMatch(/^OK: 3 entries, 1 checkpoints/);
+      const reader = await openDatabase({ databaseUrl: database.databaseUrl, mode: 'read-only' });
+      try {
+        await expect(sql`insert into audit_log (seq, at, actor, kind, data, prev_hash, hash) values (99, 'x', 'x', 'x', '{}', 'x', 'x')`.execute(reader.db)).rejects.toThrow(/read-only transaction/);
+      } finally {
+        await reader.db.destroy();
+      }
+
+      const failed = await runAlone(['audit', 'export', '--out', join(work, 'from-empty-pg'), '--database-url', empty.databaseUrl!], realDeps);
+      expect(failed.exitCode).toBe(1);
+      expect(failed.stderr).toMatch(/holds no fedmark coordinator database: tables audit_log, audit_checkpoints, coordinator_keys missing/);
+      const check = await openDatabase({ databaseUrl: empty.databaseUrl, mode: 'read-only' }).catch((err: Error) => err);
+      expect(check).toBeInstanceOf(Error); // still empty: nothing was migrated into it
+    } finally {
+      await database.drop();
+      await empty.drop();
+    }
+  }, 60_000);
 });

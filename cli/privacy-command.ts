@@ -1,8 +1,13 @@
 /**
  * `fedmark privacy ...`: the privacy accountants on the command line.
  *
- *   fedmark privacy epsilon --q Q --sigma S --steps T --delta D [--accountant rdp|pld] [--json]
- *   fedmark privacy sigma   --q Q --steps T --delta D --epsilon E [--accountant rdp|pld] [--json]
+ *   fedmark privacy epsilon --q Q --sigma S --steps T --delta D [--accountant rdp|pld] [--rdp-series exact|dp_accounting-0.6.0] [--json]
+ *   fedmark privacy sigma   --q Q --steps T --delta D --epsilon E [--accountant rdp|pld] [--rdp-series ...] [--json]
+ *
+ * JSON output: `epsilon` is a number, or null with `unbounded: true` when no finite epsilon can be
+ * certified (JSON has no Infinity). `accountant` names the accountant whose bound is reported: with
+ * --accountant pld that is RDP when RDP's bound is the smaller (then `note` says why), and
+ * `requestedAccountant` is what was asked for. `rdpSeries` is the RDP fractional-order series used.
  *
  * Option values are validated (and coerced from strings) with zod; a bad or missing value prints
  * one message naming the option to stderr and exits with code 2 (through commander's
@@ -11,7 +16,7 @@
 
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { calibrateSigma, computeEpsilon, PrivacyParameterError } from '../protocols/privacy/index.ts';
+import { calibrateSigma, computeEpsilonDetails, PrivacyParameterError } from '../protocols/privacy/index.ts';
 
 const INVALID_OPTION = 'fedmark.privacy.invalidOption';
 
@@ -23,6 +28,7 @@ const common = {
   steps: numberOption().pipe(z.number().int('must be an integer >= 0').min(0, 'must be an integer >= 0')),
   delta: numberOption().pipe(z.number().gt(0, 'must be in (0, 1)').lt(1, 'must be in (0, 1)')),
   accountant: z.enum(['rdp', 'pld'], { error: "must be 'rdp' or 'pld'" }).default('rdp'),
+  rdpSeries: z.enum(['exact', 'dp_accounting-0.6.0'], { error: "must be 'exact' or 'dp_accounting-0.6.0'" }).default('exact'),
   json: z.boolean().default(false),
 };
 
@@ -58,7 +64,8 @@ function parseOptions<T extends z.ZodType>(command: Command, schema: T, raw: Rec
     const issue = parsed.error.issues[0];
     const key = String(issue.path[0] ?? '');
     const given = raw[key];
-    fail(command, key, `${issue.message}${given === undefined ? '' : ` (got ${JSON.stringify(given)})`}`);
+    // commander camel-cases option names (--rdp-series -> rdpSeries); name the flag as typed.
+    fail(command, key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), `${issue.message}${given === undefined ? '' : ` (got ${JSON.stringify(given)})`}`);
   }
   return parsed.data;
 }
@@ -77,6 +84,14 @@ function show(x: number, digits = 6): string {
   return Number.isFinite(x) ? String(Number(x.toPrecision(digits))) : String(x);
 }
 
+/** JSON has no Infinity: an unbounded epsilon is null, flagged. */
+function jsonEpsilon(field: string, epsilon: number): Record<string, unknown> {
+  return Number.isFinite(epsilon) ? { [field]: epsilon } : { [field]: null, unbounded: true };
+}
+
+const RDP_SERIES_HELP =
+  "RDP fractional-order series: exact (default) or dp_accounting-0.6.0 (Google dp_accounting 0.6.0's absolute-value series: a looser bound, to reproduce its numbers)";
+
 function writeLine(text: string): void {
   process.stdout.write(`${text}\n`);
 }
@@ -93,16 +108,34 @@ export function registerPrivacyCommands(program: Command): void {
     .option('--sigma <sigma>', 'noise multiplier: Gaussian noise std / clipping norm (> 0)')
     .option('--steps <steps>', 'number of steps (integer >= 0)')
     .option('--delta <delta>', 'delta in (0, 1)')
-    .option('--accountant <name>', 'rdp (Renyi DP, default) or pld (privacy loss distribution, tighter)')
+    .option('--accountant <name>', 'rdp (Renyi DP, default) or pld (privacy loss distribution, tighter; RDP answers where its bound is smaller)')
+    .option('--rdp-series <series>', RDP_SERIES_HELP)
     .option('--json', 'print one line of JSON')
     .action((raw: Record<string, unknown>, command: Command) => {
       const opts = parseOptions(command, EpsilonOptions, raw, REQUIRED.epsilon);
-      const { q, sigma, steps, delta, accountant } = opts;
-      const epsilon = guarded(command, () => computeEpsilon({ q, sigma, steps, delta }, accountant));
+      const { q, sigma, steps, delta, accountant, rdpSeries } = opts;
+      const result = guarded(command, () => computeEpsilonDetails({ q, sigma, steps, delta }, accountant, { rdpSeries }));
+      const { epsilon } = result;
       if (opts.json) {
-        writeLine(JSON.stringify({ epsilon: Number.isFinite(epsilon) ? epsilon : String(epsilon), accountant, q, sigma, steps, delta }));
+        writeLine(
+          JSON.stringify({
+            ...jsonEpsilon('epsilon', epsilon),
+            accountant: result.accountant,
+            requestedAccountant: result.requested,
+            rdpSeries,
+            ...(result.note ? { note: result.note } : {}),
+            q,
+            sigma,
+            steps,
+            delta,
+          }),
+        );
       } else {
-        writeLine(`epsilon = ${show(epsilon)} (${accountant} accountant, q=${q}, sigma=${sigma}, steps=${steps}, delta=${delta})`);
+        const series = rdpSeries === 'exact' ? '' : `, RDP series ${rdpSeries}`;
+        writeLine(
+          `epsilon = ${Number.isFinite(epsilon) ? show(epsilon) : 'unbounded (Infinity)'} (${result.accountant} accountant${series}, q=${q}, sigma=${sigma}, steps=${steps}, delta=${delta})`,
+        );
+        if (result.note) writeLine(`note: ${result.note}`);
       }
     });
 
@@ -113,20 +146,39 @@ export function registerPrivacyCommands(program: Command): void {
     .option('--steps <steps>', 'number of steps (integer >= 0)')
     .option('--delta <delta>', 'delta in (0, 1)')
     .option('--epsilon <epsilon>', 'target epsilon (> 0)')
-    .option('--accountant <name>', 'rdp (Renyi DP, default) or pld (privacy loss distribution, tighter)')
+    .option('--accountant <name>', 'rdp (Renyi DP, default) or pld (privacy loss distribution, tighter; RDP answers where its bound is smaller)')
+    .option('--rdp-series <series>', RDP_SERIES_HELP)
     .option('--json', 'print one line of JSON')
     .action((raw: Record<string, unknown>, command: Command) => {
       const opts = parseOptions(command, SigmaOptions, raw, REQUIRED.sigma);
-      const { q, steps, delta, epsilon, accountant } = opts;
-      const sigma = guarded(command, () => calibrateSigma({ q, steps, delta, epsilon, accountant }));
+      const { q, steps, delta, epsilon, accountant, rdpSeries } = opts;
+      const sigma = guarded(command, () => calibrateSigma({ q, steps, delta, epsilon, accountant, rdpSeries }));
       // The epsilon actually reached at that sigma (<= the target); 0 when no noise is needed.
-      const achieved = sigma > 0 ? guarded(command, () => computeEpsilon({ q, sigma, steps, delta }, accountant)) : 0;
+      const achieved =
+        sigma > 0
+          ? guarded(command, () => computeEpsilonDetails({ q, sigma, steps, delta }, accountant, { rdpSeries }))
+          : { epsilon: 0, accountant, requested: accountant, note: undefined };
       if (opts.json) {
-        writeLine(JSON.stringify({ sigma, accountant, q, steps, delta, epsilon, achievedEpsilon: achieved }));
-      } else {
         writeLine(
-          `sigma = ${show(sigma)} (noise multiplier for epsilon <= ${epsilon} at delta=${delta}; ${accountant} accountant, q=${q}, steps=${steps}; achieved epsilon = ${show(achieved, 8)})`,
+          JSON.stringify({
+            sigma,
+            accountant: achieved.accountant,
+            requestedAccountant: accountant,
+            rdpSeries,
+            ...(achieved.note ? { note: achieved.note } : {}),
+            q,
+            steps,
+            delta,
+            epsilon,
+            ...jsonEpsilon('achievedEpsilon', achieved.epsilon),
+          }),
         );
+      } else {
+        const series = rdpSeries === 'exact' ? '' : `, RDP series ${rdpSeries}`;
+        writeLine(
+          `sigma = ${show(sigma)} (noise multiplier for epsilon <= ${epsilon} at delta=${delta}; ${achieved.accountant} accountant${series}, q=${q}, steps=${steps}; achieved epsilon = ${show(achieved.epsilon, 8)})`,
+        );
+        if (achieved.note) writeLine(`note: ${achieved.note}`);
       }
     });
 }

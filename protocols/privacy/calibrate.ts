@@ -15,12 +15,60 @@ import {
   type AccountantName,
   type SubsampledGaussianQuery,
 } from './errors.ts';
-import { pldEpsilon } from './pld-accountant.ts';
-import { rdpEpsilon } from './rdp-accountant.ts';
+import { pldEpsilonDetails } from './pld-accountant.ts';
+import { rdpEpsilon, type FractionalSeries } from './rdp-accountant.ts';
 
-/** epsilon of the query by the chosen accountant (default 'rdp'). */
-export function computeEpsilon(query: SubsampledGaussianQuery, accountant: AccountantName = 'rdp'): number {
-  return checkAccountant(accountant) === 'rdp' ? rdpEpsilon(query).epsilon : pldEpsilon(query).epsilon;
+export interface AccountingOptions {
+  /**
+   * Fractional-order series of the RDP accountant: 'exact' (default) or 'dp_accounting-0.6.0' (the
+   * reference library's looser absolute-value series, to reproduce its numbers).
+   */
+  rdpSeries?: FractionalSeries;
+}
+
+export interface EpsilonResult {
+  /** epsilon (Infinity when no finite epsilon can be certified). */
+  epsilon: number;
+  /** The accountant that was asked for. */
+  requested: AccountantName;
+  /** The accountant whose bound is reported (with 'pld' requested, RDP answers when it is smaller). */
+  accountant: AccountantName;
+  /** The RDP series used (by the RDP accountant, or for the RDP bound compared against PLD). */
+  rdpSeries: FractionalSeries;
+  /** Why another accountant answered, if it did. */
+  note?: string;
+}
+
+/**
+ * epsilon of the query by the chosen accountant (default 'rdp'), with which accountant answered.
+ *
+ * With 'pld' both bounds are computed and the smaller is reported: each is a valid upper bound of
+ * the true epsilon, so their minimum is too. PLD is normally the smaller; RDP wins where the PLD's
+ * certified bound is loose, chiefly at tiny delta with many steps, where the FFT round-off bound
+ * (which the PLD accountant adds to delta, see pld-accountant.ts) eats into delta.
+ */
+export function computeEpsilonDetails(query: SubsampledGaussianQuery, accountant: AccountantName = 'rdp', options: AccountingOptions = {}): EpsilonResult {
+  const requested = checkAccountant(accountant);
+  const rdpSeries = options.rdpSeries ?? 'exact';
+  const rdp = rdpEpsilon(query, { fractionalSeries: rdpSeries }).epsilon;
+  if (requested === 'rdp') return { epsilon: rdp, requested, accountant: 'rdp', rdpSeries };
+  const pld = pldEpsilonDetails(query);
+  if (pld.epsilon <= rdp) return { epsilon: pld.epsilon, requested, accountant: 'pld', rdpSeries };
+  const reason = Number.isFinite(pld.epsilon)
+    ? `the PLD bound (${pld.epsilon}) is larger than the RDP bound`
+    : 'the PLD accountant cannot certify a finite epsilon at this delta';
+  return {
+    epsilon: rdp,
+    requested,
+    accountant: 'rdp',
+    rdpSeries,
+    note: `${reason}${pld.roundoff > 0 ? ` (its FFT round-off bound, ${pld.roundoff.toExponential(2)}, counts against delta = ${query.delta})` : ''}; reporting the RDP epsilon, also a valid upper bound`,
+  };
+}
+
+/** epsilon of the query by the chosen accountant (default 'rdp'): computeEpsilonDetails(...).epsilon. */
+export function computeEpsilon(query: SubsampledGaussianQuery, accountant: AccountantName = 'rdp', options: AccountingOptions = {}): number {
+  return computeEpsilonDetails(query, accountant, options).epsilon;
 }
 
 export interface CalibrationParams {
@@ -30,6 +78,8 @@ export interface CalibrationParams {
   /** Target epsilon, > 0. */
   epsilon: number;
   accountant?: AccountantName;
+  /** RDP fractional-order series (default 'exact'). */
+  rdpSeries?: FractionalSeries;
   /** Relative width of the final bracket (default 1e-6 for rdp, 1e-4 for pld). */
   tolerance?: number;
 }
@@ -63,14 +113,16 @@ export function calibrateSigma(params: CalibrationParams): number {
   }
   if (q === 0 || steps === 0) return 0;
 
-  const meets = (sigma: number) => computeEpsilon({ q, sigma, steps, delta }, accountant) <= target;
+  const rdpSeries = params.rdpSeries ?? 'exact';
+  const epsilonAt = (sigma: number) => computeEpsilon({ q, sigma, steps, delta }, accountant, { rdpSeries });
+  const meets = (sigma: number) => epsilonAt(sigma) <= target;
 
   // Bracket: lo fails the target, hi meets it.
   let lo: number;
   let hi: number;
   // PLD epsilon <= RDP epsilon, so the (cheap) RDP calibration is an upper bound of the PLD answer
   // and a good starting point.
-  const start = accountant === 'pld' ? calibrateSigma({ q, steps, delta, epsilon: target, accountant: 'rdp', tolerance: 1e-3 }) : 1;
+  const start = accountant === 'pld' ? calibrateSigma({ q, steps, delta, epsilon: target, accountant: 'rdp', rdpSeries, tolerance: 1e-3 }) : 1;
   if (meets(start)) {
     hi = start;
     for (;;) {
@@ -83,7 +135,7 @@ export function calibrateSigma(params: CalibrationParams): number {
     lo = start;
     for (;;) {
       if (lo >= SIGMA_MAX) {
-        const eps = computeEpsilon({ q, sigma: SIGMA_MAX, steps, delta }, accountant);
+        const eps = epsilonAt(SIGMA_MAX);
         throw new PrivacyParameterError(
           `epsilon (target) ${target} is unreachable: even sigma = ${SIGMA_MAX} gives epsilon = ${eps} (q = ${q}, steps = ${steps}, delta = ${delta}, ${accountant} accountant)`,
           'epsilon',
@@ -103,7 +155,7 @@ export function calibrateSigma(params: CalibrationParams): number {
    * ~0.1 s per evaluation); a plain bisection step is taken whenever the bracket did not halve.
    */
   function bisect(failing: number, meeting: number): number {
-    const g = (sigma: number) => Math.log(computeEpsilon({ q, sigma, steps, delta }, accountant) / target);
+    const g = (sigma: number) => Math.log(epsilonAt(sigma) / target);
     let a = failing;
     let b = meeting;
     let ga = g(a);

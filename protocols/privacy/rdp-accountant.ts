@@ -259,6 +259,10 @@ export interface RdpOptions {
 function rdpOneStep(q: number, sigma: number, order: number, series: FractionalSeries): number {
   if (q === 0) return 0;
   if (q === 1) return order / (2 * sigma * sigma);
+  // sigma so small that 1 / (2 sigma^2) overflows: A_a (>= q^a e^{(a^2 - a) / (2 sigma^2)} for
+  // integer a) is infinite in double precision; say so instead of letting Infinity - Infinity = NaN
+  // into the sums.
+  if (!Number.isFinite(1 / (2 * sigma * sigma))) return Infinity;
   let logA: number;
   if (Number.isInteger(order)) logA = logAIntegerOrder(q, sigma, order);
   else if (series === 'exact') logA = logAFractionalOrder(q, sigma, order);
@@ -407,7 +411,8 @@ export function deltaFromRdp(
  * Speed: the fractional-order series is by far the costly part (1e4-1e5 terms for large sigma), and
  * fractional orders (1.1 .. 10.9) only matter when the best order is small. So the integer orders
  * are converted first, and fractional orders are evaluated only strictly between the neighbours of
- * the best integer order a* (a* - 1 < a < a* + 1): none at all once a* >= 12. The minimum over a
+ * the best integer order a* (a* - 1 < a < a* + 1): none at all once a* >= 12 (plus the smallest
+ * order when the RDP is tiny, for the epsilon = 0 branch of the conversion). The minimum over a
  * subset of the orders is never below the minimum over all of them, so this can only err on the
  * safe (larger) side; since epsilon(a) is unimodal in practice it equals the full-grid minimum,
  * which test/privacy/rdp-accountant.test.ts checks on a broad grid (options.fullGrid: every order).
@@ -427,9 +432,22 @@ export function rdpEpsilon(query: SubsampledGaussianQuery, options: RdpOptions &
   }
   if (!hasInteger) return epsilonFromRdp(rdpCurve(q, sigma, steps, options), delta, orders);
   const best = epsilonFromRdp(curve, delta, orders).order;
+  // The conversion's other branch, epsilon = 0 when RDP(a) < -log(1 - delta^2) (see
+  // epsilonFromRdp), is easiest to meet at the smallest order (RDP is non-decreasing in the order).
+  // Evaluate that order too when the total RDP is within a factor 100 of the threshold at the
+  // smallest integer order (RDP(1.1) >= RDP(2) / 100 in every regime we have seen; either way the
+  // result stays an upper bound).
+  let smallest = 0;
+  let smallestInteger = -1;
+  for (let i = 0; i < orders.length; i++) {
+    if (orders[i] < orders[smallest]) smallest = i;
+    if (Number.isInteger(orders[i]) && (smallestInteger < 0 || orders[i] < orders[smallestInteger])) smallestInteger = i;
+  }
+  const nearZero = curve[smallestInteger] < -100 * Math.log1p(-delta * delta);
   for (let i = 0; i < orders.length; i++) {
     const a = orders[i];
-    if (!Number.isInteger(a) && a > best - 1 && a < best + 1) curve[i] = steps * perStepAt(values, i, q, sigma, orders, series);
+    if (Number.isInteger(a)) continue;
+    if ((a > best - 1 && a < best + 1) || (i === smallest && nearZero)) curve[i] = steps * perStepAt(values, i, q, sigma, orders, series);
   }
   return epsilonFromRdp(curve, delta, orders);
 }

@@ -59,6 +59,13 @@ function bearer(req: Request): string {
   return match[1];
 }
 
+/** A round's mechanism record with its list of nodes that could not train cut down to `own`. */
+function onlyFailuresOf(mechanism: Record<string, unknown> | null, own: Set<string>) {
+  const failures = mechanism?.failures;
+  if (!mechanism || !Array.isArray(failures)) return mechanism;
+  return { ...mechanism, failures: failures.filter((f: { nodeId?: string }) => own.has(String(f.nodeId))) };
+}
+
 /** The coordinator's HTTP API. Handlers validate, call one service method, and answer. */
 export function createApp(deps: AppDeps) {
   const { studies, nodes, rounds, log } = deps;
@@ -162,7 +169,13 @@ export function createApp(deps: AppDeps) {
     if (wait > 0) await rounds.waitForChange(studyId, Math.min(wait, deps.maxTaskWaitSeconds), seen);
     const status = { ...(await studies.getStatus(studyId)), changeCount: rounds.changeCount(studyId) };
     // A regional team sees the global metrics and its own region's nodes, not the others'.
-    if (p.role === 'analyst') status.nodes = status.nodes.filter((n) => n.region === p.region);
+    if (p.role === 'analyst') {
+      status.nodes = status.nodes.filter((n) => n.region === p.region);
+      // Who was sampled for a round is secret from everyone the privacy guarantee is against
+      // (subsampling amplification assumes it): a regional team sees only its own nodes there.
+      const own = new Set(status.nodes.map((n) => n.id));
+      status.rounds = status.rounds.map((r) => ({ ...r, participants: r.participants.filter((id) => own.has(id)) }));
+    }
     res.json(status);
   }));
   app.get('/v1/studies/:studyId/rounds/:round', route(async (req, res) => {
@@ -172,8 +185,13 @@ export function createApp(deps: AppDeps) {
     if (p.role === 'node') {
       if (p.node.studyId !== studyId || !detail.participants.includes(p.id)) throw new ForbiddenError(`node ${p.id} did not take part in round ${round} of study ${studyId}`);
       detail.updates = detail.updates.filter((u) => u.nodeId === p.id);
+      detail.participants = [p.id]; // not who else was sampled (see the study route)
+      detail.mechanism = onlyFailuresOf(detail.mechanism, new Set([p.id]));
     } else if (p.role === 'analyst') {
       detail.updates = detail.updates.filter((u) => u.region === p.region);
+      const own = new Set((await deps.db.selectFrom('nodes').select('id').where('study_id', '=', studyId).where('region', '=', p.region).execute()).map((n) => n.id));
+      detail.participants = detail.participants.filter((id) => own.has(id));
+      detail.mechanism = onlyFailuresOf(detail.mechanism, own);
     }
     res.json(detail);
   }));

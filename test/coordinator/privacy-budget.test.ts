@@ -307,7 +307,7 @@ for (const backendName of BACKEND_NAMES) {
       const ready = 10;
       const studyId = await h.createStudy(tinyStudy({ rounds: 3, minNodesPerRound: 2, minNodesToStart: ready, roundDeadlineSeconds: 30, privacy: { accountant: 'rdp', delta: 1e-5, central: { noiseMultiplier: z, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: q } } }));
       const nodes: TestNode[] = [];
-      for (let i = 0; i < ready; i++) nodes.push(await h.enroll(studyId, `n${i}`));
+      for (let i = 0; i < ready; i++) nodes.push(await h.enroll(studyId, `n${i}`, true, i % 2 ? 'us' : 'eu'));
       const samples: string[][] = [];
       for (const round of [1, 2, 3]) samples.push(await playRound(h, studyId, round, nodes, () => weights(0.01)));
       // Poisson samples of 10 nodes at q = 0.5: three equal ones happen with probability 2^-20.
@@ -353,6 +353,20 @@ for (const backendName of BACKEND_NAMES) {
       expect(own.body.clientLevel).toEqual(c);
       const other = nodes.find((n) => n !== node)!;
       expect((await h.nodeGet(other, path)).status).toBe(403);
+
+      // Who was sampled: the auditor sees it (trusted, README), an analyst only its own region's
+      // nodes, a node only itself: amplification by sampling holds against those two.
+      const euIds = new Set(nodes.filter((_, i) => i % 2 === 0).map((n) => n.nodeId));
+      const audited = await request(h.app).get(`/v1/studies/${studyId}`).set('authorization', `Bearer ${auditor}`);
+      expect(audited.body.rounds.map((r: { participants: string[] }) => r.participants)).toEqual(samples);
+      const regional = await request(h.app).get(`/v1/studies/${studyId}`).set('authorization', `Bearer ${analyst}`);
+      expect(regional.body.rounds.map((r: { participants: string[] }) => r.participants)).toEqual(samples.map((s) => s.filter((id) => euIds.has(id))));
+      for (const round of [1, 2, 3]) {
+        const seen = (await request(h.app).get(`/v1/studies/${studyId}/rounds/${round}`).set('authorization', `Bearer ${analyst}`)).body.participants;
+        expect(seen).toEqual(samples[round - 1].filter((id) => euIds.has(id)));
+      }
+      const ownRound = await h.nodeGet(node, `/v1/studies/${studyId}/rounds/${mine[0]}`);
+      expect(ownRound.body.participants).toEqual([node.nodeId]);
       expect((await h.admin('get', `/v1/studies/${studyId}/nodes/node_nope/privacy`)).status).toBe(404);
 
       // `fedmark privacy report --node`: the same report through the CLI, against a listening coordinator.

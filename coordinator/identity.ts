@@ -60,6 +60,15 @@ export class CoordinatorKeyring {
    * only after that commit; `open` finishes or discards a rotation a crash cut short.
    */
   async rotate(actor = 'coordinator'): Promise<{ fingerprint: string; announcement: string }> {
+    // One at a time: two overlapping rotations would share the staging folder and both chain from the same old key.
+    const run = this.rotation.then(() => this.rotateNow(actor));
+    this.rotation = run.catch(() => undefined);
+    return run;
+  }
+
+  private rotation: Promise<unknown> = Promise.resolve();
+
+  private async rotateNow(actor: string): Promise<{ fingerprint: string; announcement: string }> {
     const old = this.identity;
     const staging = join(this.keyDir, STAGING);
     rmSync(staging, { recursive: true, force: true });

@@ -505,9 +505,11 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
           .values({ study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss, histogram: JSON.stringify(report.histogram) })
           .execute();
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, bins: report.histogram.bins } });
-        const evaluations = await tx.selectFrom('evaluations').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
-        const updates = await tx.selectFrom('updates').select(({ fn }) => fn.countAll<number>().as('count')).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
-        return Number(evaluations.count) >= Number(updates.count) ? 'all-in' : true;
+        const evaluated = await tx.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+        const updaters = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+        // All in: every node that trained has evaluated, or can no longer (see advanceRound).
+        const waitingFor = updaters.map((u) => u.node_id).filter((id) => !evaluated.some((e) => e.node_id === id));
+        return waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, EVALUATION_STATES)).length === waitingFor.length ? 'all-in' : true;
       });
       if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round));
       return { studyId, round, nodeId: node.id, stored: stored !== false };

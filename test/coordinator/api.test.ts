@@ -303,6 +303,11 @@ for (const backendName of BACKEND_NAMES) {
       expect(detail.mechanism.failures).toEqual([{ nodeId: c.nodeId, state: 'data-error' }]);
       const v1 = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/1`).buffer(true).parse(bytesOrJson)).body));
       expect(v1[0].values[0]).toBeCloseTo(2, 6);
+      // Evaluation: b loses its file after training; it gets no evaluation task and is not waited for.
+      expect((await h.nodePost(b, '/v1/nodes/me/status', { state: 'data-error', message: 'file gone' })).status).toBe(204);
+      expect((await h.nodeGet(b, '/v1/tasks/next?wait=0')).status).toBe(204);
+      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.5, histogram: { bins: 2, positives: [0, 1], negatives: [1, 0] } }, `${studyId}/1`)).status).toBe(201);
+      await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase === 'completed' ? true : undefined), 5_000);
 
       // With too few left, the round fails at once, naming who could not train.
       const s2 = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, roundDeadlineSeconds: 600 }));

@@ -156,7 +156,10 @@ export type RoundPhase = z.infer<typeof RoundPhase>;
 export const RoundSummary = z.object({
   round: z.number().int(),
   phase: RoundPhase,
+  /** Nodes selected (invited) for the round. */
   participants: z.array(z.string()),
+  /** Updates accepted in the round: the nodes that actually took part (at most participants). */
+  updatesReceived: z.number().int().nonnegative(),
   numExamples: z.number().int(),
   meanLoss: z.number().nullable(),
   validationAuc: z.number().nullable(),
@@ -164,10 +167,7 @@ export const RoundSummary = z.object({
   failureReason: z.string().nullable(),
   startedAt: z.string(),
   closedAt: z.string().nullable(),
-  /** Nodes selected (invited) for the round. */
   modelSha256: z.string().nullable(),
-  /** Updates accepted in the round: the nodes that actually took part (at most participants). */
-  updatesReceived: z.number().int().nonnegative(),
 });
 export type RoundSummary = z.infer<typeof RoundSummary>;
 

@@ -8,7 +8,10 @@ import type { TensorSpec, WeightSet } from './tensors.ts';
  */
 export interface Strategy {
   readonly name: string;
-  /** Starts aggregating a round whose nodes trained from `global`. */
+  /**
+   * Starts aggregating a round whose nodes trained from `global`; called when the round opens,
+   * before any update. A privacy wrapper draws its noise here, so every `state()` is noised.
+   */
   begin(global: WeightSet, context: RoundContext): RoundAggregation;
   /** Resumes a round from the bytes `RoundAggregation.state()` returned. */
   resume(global: WeightSet, state: Uint8Array, context: RoundContext): RoundAggregation;
@@ -31,7 +34,10 @@ export interface RoundOutcome {
 }
 
 export interface AcceptedUpdate {
-  /** L2 norm of the update relative to the global model, for logs and audit (never the values). */
+  /**
+   * L2 norm of the update relative to the global model as it entered the aggregate: after
+   * clipping under a privacy wrapper (so <= the clip norm), for logs and audit (never the values).
+   */
   deltaNorm: number;
   /** Whether a privacy wrapper scaled the update down to its clip norm. */
   clipped?: boolean;

@@ -810,8 +810,11 @@ export function pldEpsilonDetails(
   type Side = { epsilon: number; roundoff: number };
   const run = (step: number, tiltAt: { remove?: number; add?: number }) => {
     const [remove, add] = composedPlds(q, sigma, steps, 1e-5 * delta, { discretization: step }, tiltAt);
-    const epsRemove = composedEpsilon(remove, delta);
-    const epsAdd = composedEpsilon(add, delta);
+    // NaN only comes out of degenerate grids (sigma ~ 1e-100 coarsens the grid step to ~1e190):
+    // no certificate, i.e. infinity.
+    const certified = (e: number) => (Number.isNaN(e) ? Infinity : e);
+    const epsRemove = certified(composedEpsilon(remove, delta));
+    const epsAdd = certified(composedEpsilon(add, delta));
     return {
       remove: { epsilon: epsRemove, roundoff: roundoffAt(remove, epsRemove) } as Side,
       add: { epsilon: epsAdd, roundoff: roundoffAt(add, epsAdd) } as Side,
@@ -880,7 +883,8 @@ export function pldDelta(query: { q: number; sigma: number; steps: number; epsil
   if (q === 0 || steps === 0) return { delta: 0 };
   const step = options.discretization ?? refinedDiscretization(defaultDiscretization(q, sigma), epsilon);
   const [remove, add] = composedPlds(q, sigma, steps, DELTA_QUERY_SLACK, { discretization: step }, { remove: epsilon, add: epsilon });
-  return { delta: Math.max(composedDelta(remove, epsilon), composedDelta(add, epsilon)) };
+  const delta = Math.max(composedDelta(remove, epsilon), composedDelta(add, epsilon));
+  return { delta: Number.isNaN(delta) ? 1 : delta };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import {
   pldEpsilonDetails,
 } from '../../protocols/privacy/pld-accountant.ts';
 import { rdpEpsilon } from '../../protocols/privacy/rdp-accountant.ts';
+import { computeEpsilonDetails } from '../../protocols/privacy/calibrate.ts';
 import { normalCdf, normalSf } from '../../protocols/privacy/special-functions.ts';
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
@@ -208,6 +209,74 @@ describe('PLD accountant, subsampled compositions', () => {
     expect(() => pldEpsilon({ q: 0.1, sigma: 1, steps: 2.5, delta: 1e-5 })).toThrow(/^steps/);
     expect(() => pldEpsilon({ q: 0.1, sigma: 1, steps: 10, delta: 0 })).toThrow(/^delta/);
     expect(() => pldDelta({ q: 0.1, sigma: 1, steps: 10, epsilon: -1 })).toThrow(/^epsilon/);
+  });
+});
+
+describe('tiny delta with many steps: the FFT round-off is bounded and counted (never below the truth)', () => {
+  // At delta <= 1e-10 and 2e4 steps the FFT's absolute noise floor (~1e-16 * log N * steps) is
+  // above delta: before the round-off bound and the exponential tilt, PLD read noise there (e.g.
+  // q = 0.01, sigma = 3, delta = 1e-12: 7.50 against RDP's 3.50, and 11.55 against the exact
+  // 10.59 for q = 1, sigma = 100).
+  const steps = 20_000;
+  const cases: Array<[number, number, number]> = [];
+  for (const delta of [1e-10, 1e-12]) for (const q of [1, 0.5, 0.1, 0.01, 0.001]) for (const sigma of [1, 3, 100]) cases.push([q, sigma, delta]);
+  it.each(cases)('q=%s sigma=%s delta=%s: RDP >= PLD (>= exact Gaussian for q = 1)', (q, sigma, delta) => {
+    const pld = pldEpsilonDetails({ q, sigma, steps, delta });
+    const rdp = rdpEpsilon({ q, sigma, steps, delta }).epsilon;
+    expect(pld.epsilon).toBeLessThanOrEqual(rdp);
+    expect(pld.epsilon).toBeGreaterThan(0);
+    // The round-off bound is part of delta's budget, and the tilt keeps it a small share.
+    expect(pld.roundoff).toBeGreaterThan(0);
+    expect(pld.roundoff).toBeLessThan(0.01 * delta);
+    if (q === 1) {
+      const exact = gaussianEpsilon(Math.sqrt(steps) / sigma, delta);
+      expect(pld.epsilon).toBeGreaterThanOrEqual(exact);
+      expect(rel(pld.epsilon, exact)).toBeLessThan(1e-3);
+    }
+  });
+
+  it('delta at tiny values is never below the exact Gaussian delta (q = 1, 2e4 steps)', () => {
+    for (const [sigma, epsilon] of [
+      [100, 10.59],
+      [100, 9.6],
+      [10, 198.7],
+    ]) {
+      const mu = Math.sqrt(steps) / sigma;
+      const exact = gaussianDelta(mu, epsilon);
+      expect(exact).toBeLessThan(1e-9);
+      const pld = pldDelta({ q: 1, sigma, steps, epsilon }).delta;
+      expect(pld).toBeGreaterThanOrEqual(exact);
+      expect(pld).toBeLessThan(exact * 1.1);
+    }
+  });
+
+  it('is monotone in the grid step again (it was noise: 4.79, 9.26, 7.50 at D = 2^-10, 2^-12, 2^-14)', () => {
+    const query = { q: 0.01, sigma: 3, steps, delta: 1e-12 };
+    const values = [2 ** -10, 2 ** -12, 2 ** -14].map((discretization) => pldEpsilon(query, { discretization }).epsilon);
+    expect(values[1]).toBeLessThanOrEqual(values[0] * (1 + 1e-9));
+    expect(values[2]).toBeLessThanOrEqual(values[1] * (1 + 1e-9));
+    expect(values[2]).toBeLessThan(rdpEpsilon(query).epsilon);
+    expect(rel(values[2], values[0])).toBeLessThan(0.01);
+  });
+});
+
+describe('computeEpsilonDetails: min(PLD, RDP), naming the accountant that answered', () => {
+  it('PLD answers where it is the tighter bound', () => {
+    const result = computeEpsilonDetails({ q: 0.01, sigma: 1, steps: 1000, delta: 1e-5 }, 'pld');
+    expect(result).toMatchObject({ accountant: 'pld', requested: 'pld', rdpSeries: 'exact' });
+    expect(result.note).toBeUndefined();
+    expect(result.epsilon).toBe(pldEpsilon({ q: 0.01, sigma: 1, steps: 1000, delta: 1e-5 }).epsilon);
+  });
+
+  it('RDP answers, with a note, where PLD certifies nothing better', () => {
+    // sigma = 1e-100: the PLD grid cannot resolve the loss (its mass at +infinity exceeds delta).
+    const query = { q: 0.5, sigma: 1e-100, steps: 10, delta: 1e-5 };
+    expect(pldEpsilon(query).epsilon).toBe(Infinity);
+    const result = computeEpsilonDetails(query, 'pld');
+    expect(result).toMatchObject({ accountant: 'rdp', requested: 'pld' });
+    expect(result.epsilon).toBe(rdpEpsilon(query).epsilon);
+    expect(Number.isFinite(result.epsilon)).toBe(true);
+    expect(result.note).toMatch(/RDP epsilon/);
   });
 });
 

@@ -99,12 +99,18 @@ describe('compliance with real node processes', () => {
       consent: { purpose: 'personalization', column: 'consent' },
       privacy: { accountant: 'rdp', delta: 1e-5, dpSgd },
     });
+    // The coordinator's profile for US-TX forbids nothing; one partner's own profile for the same
+    // law is stricter (no precise location). That node applies the stricter of both, so it drops
+    // the feature while the round goes ahead with every node.
+    await api('/v1/policies', { jurisdiction: 'US-TX', minNodesPerAggregate: 2 });
+    const lax = join(dir, 'us-tx-policy.json');
     const nodes = [
       { name: 'strict', region: 'area_code_408', args: ['--jurisdiction', 'US-TX', '--policy', join(dir, 'strict-policy.json')] },
-      { name: 'canary', region: 'area_code_415', args: [] as string[] },
-      { name: 'capped', region: 'area_code_510', args: ['--max-epsilon', String(ceiling)] },
+      { name: 'canary', region: 'area_code_415', args: ['--jurisdiction', 'US-TX', '--policy', lax] },
+      { name: 'capped', region: 'area_code_510', args: ['--max-epsilon', String(ceiling), '--jurisdiction', 'US-TX', '--policy', lax] },
     ];
     writeFileSync(join(dir, 'strict-policy.json'), JSON.stringify({ jurisdiction: 'US-TX', version: 1, forbiddenFeatureCategories: ['precise-location'] }));
+    writeFileSync(lax, JSON.stringify({ jurisdiction: 'US-TX', version: 1 }));
     const { server, url: proxyUrl } = await recordingProxy(url, recorded);
     proxy = server;
     for (const n of nodes) {
@@ -118,7 +124,7 @@ describe('compliance with real node processes', () => {
       }
       mkdirSync(join(dir, n.name), { recursive: true });
       writeCsvTable(join(dir, n.name, 'data.csv'), header, rows);
-      const { token } = await api('/v1/enrollment-tokens', { studyId: study.id, nodeName: n.name, region: n.region });
+      const { token } = await api('/v1/enrollment-tokens', { studyId: study.id, nodeName: n.name, region: n.region, jurisdiction: 'US-TX' });
       processes.push(
         runFedmark(['node', '--coordinator', n.name === 'canary' ? proxyUrl : url, '--token', token, '--data', join(dir, n.name, 'data.csv'), '--state-dir', join(dir, n.name, 'state'), '--backend', 'wasm', ...n.args]),
       );

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
+import { pgliteByteaOptions } from './pglite-bytea.ts';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import type { Database } from './schema.ts';
 import * as initial from './migrations/20261123_0001_initial.ts';
@@ -132,7 +133,7 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
       mkdirSync(dataDir, { recursive: true });
     }
     const { PGlite } = await import('@electric-sql/pglite');
-    const pglite = new PGlite(dataDir);
+    const pglite = new PGlite(dataDir, pgliteByteaOptions);
     db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
     if (readOnly) {
       // One embedded session: this makes every later transaction on it read-only.

@@ -138,6 +138,31 @@ export interface Database {
   audit_checkpoints: AuditCheckpointsTable;
   audit_head: { id: number; seq: number; hash: string | null };
   policies: PoliciesTable;
+  regional_accumulators: RegionalAccumulatorsTable;
+  regional_models: RegionalModelsTable;
+}
+
+/** Running FedAvg sum of one region's updates in an open round (float64 codec state). */
+export interface RegionalAccumulatorsTable {
+  study_id: string;
+  round: number;
+  region: string;
+  state: Uint8Array;
+}
+
+/** A published regional model: the FedAvg of one region's local models in round `version`, signed. */
+export interface RegionalModelsTable {
+  study_id: string;
+  version: number;
+  region: string;
+  weights: Uint8Array;
+  sha256: string;
+  bytes: number;
+  nodes: number;
+  num_examples: number;
+  signature: string;
+  signer_fingerprint: string;
+  created_at: DefaultedTimestamp;
 }
 
 export interface AuditLogTable {

@@ -8,6 +8,7 @@ import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLar
 import type { AuthenticatedNode, NodeService } from '../nodes/node-service.ts';
 import type { RoundService } from '../rounds/round-service.ts';
 import { studyTensorSpecs, type StoredModel, type StudyService } from '../studies/study-service.ts';
+import { getRegionalModel, regionalReport } from '../regions/regional-models.ts';
 import { requireRole, type AuthService, type Principal } from '../auth/principal.ts';
 import { totalParameters } from '../../protocols/tensors.ts';
 import { nodePrivacyReport, privacyReport } from '../privacy/privacy-report.ts';
@@ -43,6 +44,8 @@ function parse<S extends z.ZodType>(schema: S, value: unknown, where: string): z
 const RoundParams = z.object({ studyId: z.string().min(1), round: z.coerce.number().int().positive() });
 const StudyParams = z.object({ studyId: z.string().min(1) });
 const ModelParams = z.object({ studyId: z.string().min(1), version: z.coerce.number().int().nonnegative() });
+const RegionParams = z.object({ studyId: z.string().min(1), region: z.string().min(1).max(100) });
+const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().optional() });
 const CreateApiToken = z
   .object({ role: z.enum(['admin', 'auditor', 'analyst']), name: z.string().min(1).max(200), region: z.string().min(1).max(100).optional() })
   .refine((t) => t.role !== 'analyst' || t.region, { message: 'an analyst token needs a region', path: ['region'] });
@@ -335,6 +338,19 @@ export function createApp(deps: AppDeps) {
     await authorizeModelRead(req, studyId);
     await sendModel(res, await studies.getModel(studyId));
   }));
+  // Regional views: a regional team (analyst) reads its own region's metrics and regional models;
+  // auditors read the metrics (never weights); nodes have their own tasks only.
+  app.get('/v1/studies/:studyId/regions/:region', route(async (req, res) => {
+    const { studyId, region } = parse(RegionParams, req.params, 'params');
+    authorizeRegion(await who(req), region, 'admin', 'auditor', 'analyst');
+    res.json(await regionalReport(deps.db, studyId, region));
+  }));
+  app.get('/v1/studies/:studyId/regions/:region/model', route(async (req, res) => {
+    const { studyId, region } = parse(RegionParams, req.params, 'params');
+    const { version } = parse(RegionalModelQuery, req.query, 'query');
+    authorizeRegion(await who(req), region, 'admin', 'analyst');
+    await sendModel(res, await getRegionalModel(deps.db, studyId, region, version));
+  }));
   app.post('/v1/studies/:studyId/rounds/:round/updates', route(async (req, res) => {
     const { studyId, round } = parse(RoundParams, req.params, 'params');
     const metaHeader = req.get(UPDATE_META_HEADER);
@@ -412,10 +428,22 @@ export function createApp(deps: AppDeps) {
     res.end(Buffer.from(model.bytes.buffer, model.bytes.byteOffset, model.bytes.byteLength));
   }
 
-  /** Weights: admin, analysts, and the study's own nodes. Auditors never see weights. */
+  function authorizeRegion(p: Principal, region: string, ...roles: Array<Principal['role']>) {
+    requireRole(p, ...roles);
+    if (p.role === 'analyst' && p.region !== region) throw new ForbiddenError(`analyst token ${p.id} is for region ${p.region}, not ${region}`);
+  }
+
+  /**
+   * Weights: admin, the study's own nodes, and analysts of a region that has a node in the study
+   * (a regional team reads the global models its region helped train). Auditors never see weights.
+   */
   async function authorizeModelRead(req: Request, studyId: string) {
     const p = await who(req);
     requireRole(p, 'admin', 'analyst', 'node');
+    if (p.role === 'analyst') {
+      const member = await deps.db.selectFrom('nodes').select('id').where('study_id', '=', studyId).where('region', '=', p.region).executeTakeFirst();
+      if (!member) throw new ForbiddenError(`region ${p.region} has no node in study ${studyId}: analyst token ${p.id} may not read its models`);
+    }
     if (p.role === 'node') {
       await requireNode(req);
       if (p.node.studyId !== studyId) throw new ForbiddenError(`node ${p.id} is not enrolled in study ${studyId}`);

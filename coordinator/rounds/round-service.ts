@@ -11,6 +11,7 @@ import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { appendAudit, checkpointAudit } from '../audit/audit-log.ts';
 import { checkParticipants } from '../policies/policy-service.ts';
+import { dropRegionalAccumulators, foldRegionalUpdate, makesRegionalModels, publishRegionalModels } from '../regions/regional-models.ts';
 import type { RoundsTable } from '../db/schema.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
@@ -222,6 +223,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
           const when = deadlinePassed ? `by the deadline ${new Date(row.fit_deadline).toISOString()}` : 'and every other participant said it cannot train';
           const reason = `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${config.minNodesPerRound}`;
           await tx.updateTable('rounds').set({ phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null }).where('study_id', '=', studyId).where('round', '=', round).execute();
+          await dropRegionalAccumulators(tx, studyId, round);
           // "No new parameters" means "keep the global model": version `round` is version
           // round-1, so the next round has a model to start from.
           const kept = await tx.selectFrom('models').select(['weights', 'sha256', 'bytes']).where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
@@ -243,14 +245,15 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         const { signature, fingerprint } = await deps.keyring.sign(bytes);
         const numExamples = updates.reduce((s, u) => s + u.num_examples, 0);
         const meanLoss = updates.reduce((s, u) => s + u.loss * u.num_examples, 0) / numExamples;
+        const regionalModels = await publishRegionalModels(tx, { studyId, round, global, keyring: deps.keyring, contributors: updates });
         await tx.insertInto('models').values({ study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
         await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
-        await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), failures, numExamples, mechanism: outcome.details } });
+        await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), failures, numExamples, mechanism: outcome.details, regionalModels } });
         const evaluationDeadline = new Date(t.getTime() + config.evaluationDeadlineSeconds * 1000);
         await tx
           .updateTable('rounds')
           // The partial sum is dropped once the aggregate exists: only published models persist.
-          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}) }) })
+          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}), ...(regionalModels.length ? { regionalModels } : {}) }) })
           .where('study_id', '=', studyId)
           .where('round', '=', round)
           .execute();
@@ -461,6 +464,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
         const { deltaNorm, clipped } = aggregation.accept(weights, meta.numExamples);
         await tx.updateTable('rounds').set({ accumulator: aggregation.state() }).where('study_id', '=', studyId).where('round', '=', round).execute();
+        if (makesRegionalModels(config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global, update: weights, numExamples: meta.numExamples });
         await tx
           .insertInto('updates')
           .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256 }), accepted_at: t })

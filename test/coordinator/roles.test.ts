@@ -68,6 +68,9 @@ const MATRIX: Row[] = [
   { what: 'pull a task', method: 'get', path: '/v1/tasks/next', url: () => '/v1/tasks/next', expect: nodeOnly(204) },
   { what: 'read global weights of a version', method: 'get', path: '/v1/studies/:studyId/models/:version', url: (c) => `/v1/studies/${c.studyId}/models/0`, expect: { ...people(200, 403, 200), node: 200, outsider: 403, anonymous: 401 } },
   { what: 'read the latest global weights', method: 'get', path: '/v1/studies/:studyId/model', url: (c) => `/v1/studies/${c.studyId}/model`, expect: { ...people(200, 403, 200), node: 200, outsider: 403, anonymous: 401 } },
+  // Round 1 is not aggregated yet: who gets past authorization hears there is no regional model (404).
+  { what: "read its region's metrics", method: 'get', path: '/v1/studies/:studyId/regions/:region', url: (c) => `/v1/studies/${c.studyId}/regions/eu`, expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },
+  { what: "read its region's model weights", method: 'get', path: '/v1/studies/:studyId/regions/:region/model', url: (c) => `/v1/studies/${c.studyId}/regions/eu/model`, expect: { ...people(404, 403, 404), node: 403, outsider: 403, anonymous: 401 } },
   // Node a resends its round-1 update (an idempotent retry: 200); the outsider was not in the round.
   { what: 'submit an update', method: 'post', path: '/v1/studies/:studyId/rounds/:round/updates', url: (c) => `/v1/studies/${c.studyId}/rounds/1/updates`, expect: { ...people(403, 403, 403), node: 200, outsider: 403, anonymous: 401 } },
   // Round 1 is still in its fit phase: node a may post, and hears that the round is not evaluating.

@@ -1,0 +1,175 @@
+import type { Transaction } from 'kysely';
+import { FedAvgStrategy } from '../../protocols/aggregation/fedavg-strategy.ts';
+import type { StudyConfig } from '../../protocols/messages.ts';
+import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../../protocols/metrics.ts';
+import type { WeightSet } from '../../protocols/tensors.ts';
+import { encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
+import type { Db } from '../db/database.ts';
+import type { Database } from '../db/schema.ts';
+import { NotFoundError } from '../errors.ts';
+import type { CoordinatorKeyring } from '../identity.ts';
+import { latestPolicies } from '../policies/policy-service.ts';
+
+/**
+ * Regional models: "one global framework, flexible local execution". Each round, the nodes of a
+ * region each train the global model on their own rows; the example-weighted mean of just those
+ * local models is the region's adaptation of the global model to its market, which its regional
+ * team (an analyst token of that region) may read beside the global model.
+ *
+ * What keeps this from leaking one partner's model to a regional team:
+ *  - a regional model is published only when at least `max(2, minNodesPerAggregate of every
+ *    jurisdiction among the region's contributors)` nodes of that region reported in the round;
+ *    otherwise it is withheld, with the reason in the round record;
+ *  - under central (client-level) DP no regional model is made at all: only the noised global
+ *    aggregate may ever be stored or returned, and a second, separately noised release per region
+ *    would need its own accounting;
+ *  - regional running sums live only while the round is open and are deleted when it closes.
+ */
+const FLOOR_NODES_PER_REGIONAL_MODEL = 2;
+
+const fedAvg = new FedAvgStrategy();
+
+/** Whether this study produces regional models (never under central DP: see above). */
+export function makesRegionalModels(config: StudyConfig): boolean {
+  return config.privacy?.central === undefined;
+}
+
+/** Folds one accepted update into its region's running sum, in the caller's transaction. */
+export async function foldRegionalUpdate(
+  tx: Transaction<Database>,
+  input: { studyId: string; round: number; region: string; global: WeightSet; update: WeightSet; numExamples: number },
+): Promise<void> {
+  const { studyId, round, region } = input;
+  const row = await tx
+    .selectFrom('regional_accumulators')
+    .select('state')
+    .where('study_id', '=', studyId)
+    .where('round', '=', round)
+    .where('region', '=', region)
+    .forUpdate()
+    .executeTakeFirst();
+  const aggregation = row ? fedAvg.resume(input.global, new Uint8Array(row.state)) : fedAvg.begin(input.global);
+  aggregation.accept(input.update, input.numExamples);
+  const state = aggregation.state();
+  if (row) {
+    await tx.updateTable('regional_accumulators').set({ state }).where('study_id', '=', studyId).where('round', '=', round).where('region', '=', region).execute();
+  } else {
+    await tx.insertInto('regional_accumulators').values({ study_id: studyId, round, region, state }).execute();
+  }
+}
+
+export interface RegionalOutcome {
+  region: string;
+  /** Nodes of the region whose update is in the round. */
+  nodes: number;
+  /** Nodes required before the region's model may be published. */
+  required: number;
+  published: boolean;
+  sha256?: string;
+  reason?: string;
+}
+
+/**
+ * At aggregation: publishes (signed) the model of every region with enough contributors,
+ * withholds the rest, and deletes the round's regional running sums either way.
+ */
+export async function publishRegionalModels(
+  tx: Transaction<Database>,
+  input: { studyId: string; round: number; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }> },
+): Promise<RegionalOutcome[]> {
+  const { studyId, round } = input;
+  const rows = await tx.selectFrom('regional_accumulators').select(['region', 'state']).where('study_id', '=', studyId).where('round', '=', round).orderBy('region').execute();
+  if (rows.length === 0) return [];
+  const nodeIds = input.contributors.map((c) => c.node_id);
+  const nodes = nodeIds.length ? await tx.selectFrom('nodes').select(['id', 'region', 'jurisdiction']).where('id', 'in', nodeIds).execute() : [];
+  const policies = await latestPolicies(tx);
+  const outcomes: RegionalOutcome[] = [];
+  for (const row of rows) {
+    const members = nodes.filter((n) => n.region === row.region);
+    const required = Math.max(FLOOR_NODES_PER_REGIONAL_MODEL, ...members.map((n) => (n.jurisdiction ? (policies.get(n.jurisdiction)?.minNodesPerAggregate ?? 0) : 0)));
+    if (members.length < required) {
+      outcomes.push({ region: row.region, nodes: members.length, required, published: false, reason: `only ${members.length} node(s) of region ${row.region} reported; a regional model needs at least ${required}` });
+      continue;
+    }
+    const weights = fedAvg.resume(input.global, new Uint8Array(row.state)).finish().weights;
+    if (!weights) continue;
+    const bytes = encodeWeights(weights);
+    const sha256 = sha256Hex(bytes);
+    const { signature, fingerprint } = await input.keyring.sign(bytes);
+    const numExamples = input.contributors.filter((c) => members.some((m) => m.id === c.node_id)).reduce((s, c) => s + c.num_examples, 0);
+    await tx
+      .insertInto('regional_models')
+      .values({ study_id: studyId, version: round, region: row.region, weights: bytes, sha256, bytes: bytes.length, nodes: members.length, num_examples: numExamples, signature, signer_fingerprint: fingerprint })
+      .execute();
+    outcomes.push({ region: row.region, nodes: members.length, required, published: true, sha256 });
+  }
+  await dropRegionalAccumulators(tx, studyId, round);
+  return outcomes;
+}
+
+/** A failed round publishes nothing: its regional sums go with it. */
+export async function dropRegionalAccumulators(tx: Transaction<Database>, studyId: string, round: number): Promise<void> {
+  await tx.deleteFrom('regional_accumulators').where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+export interface StoredRegionalModel {
+  version: number;
+  region: string;
+  bytes: Uint8Array;
+  sha256: string;
+  signature: string;
+  signerFingerprint: string;
+  nodes: number;
+  numExamples: number;
+}
+
+/** A region's model of `version`, or its latest one. */
+export async function getRegionalModel(db: Db, studyId: string, region: string, version?: number): Promise<StoredRegionalModel> {
+  let query = db.selectFrom('regional_models').selectAll().where('study_id', '=', studyId).where('region', '=', region);
+  query = version === undefined ? query.orderBy('version', 'desc') : query.where('version', '=', version);
+  const row = await query.limit(1).executeTakeFirst();
+  if (!row) throw new NotFoundError(`study ${studyId} has no regional model for region ${region}${version === undefined ? '' : ` in round ${version}`}`);
+  return { version: row.version, region: row.region, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint, nodes: row.nodes, numExamples: row.num_examples };
+}
+
+/**
+ * A region's view of a study, per round: how many of its nodes trained, their pooled loss, the
+ * global model's validation AUC on the region's own held-out rows (pooled score histograms,
+ * never scores), and the regional model published (or why it was withheld). Counts and metrics
+ * only: no weights, no per-node values.
+ */
+export async function regionalReport(db: Db, studyId: string, region: string) {
+  const study = await db.selectFrom('studies').select('id').where('id', '=', studyId).executeTakeFirst();
+  if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
+  const members = await db.selectFrom('nodes').select(['id', 'name', 'state']).where('study_id', '=', studyId).where('region', '=', region).orderBy('name').execute();
+  const ids = members.map((m) => m.id);
+  const [rounds, updates, evaluations, models] = await Promise.all([
+    db.selectFrom('rounds').select(['round', 'phase', 'mechanism']).where('study_id', '=', studyId).orderBy('round').execute(),
+    ids.length ? db.selectFrom('updates').select(['round', 'node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
+    ids.length ? db.selectFrom('evaluations').select(['round', 'node_id', 'histogram']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
+    db.selectFrom('regional_models').select(['version', 'sha256', 'nodes', 'num_examples']).where('study_id', '=', studyId).where('region', '=', region).execute(),
+  ]);
+  return {
+    studyId,
+    region,
+    nodes: members.map((m) => ({ id: m.id, name: m.name, state: m.state })),
+    rounds: rounds.map((r) => {
+      const mine = updates.filter((u) => u.round === r.round);
+      const examples = mine.reduce((s, u) => s + u.num_examples, 0);
+      const pooled = poolHistograms(evaluations.filter((e) => e.round === r.round).map((e) => ScoreHistogram.parse(e.histogram)));
+      const auc = pooled ? aucFromHistogram(pooled) : Number.NaN;
+      const model = models.find((m) => m.version === r.round);
+      const outcome = ((r.mechanism as { regionalModels?: RegionalOutcome[] } | null)?.regionalModels ?? []).find((o) => o.region === region);
+      return {
+        round: r.round,
+        phase: r.phase,
+        nodes: mine.length,
+        numExamples: examples,
+        meanLoss: examples > 0 ? mine.reduce((s, u) => s + u.loss * u.num_examples, 0) / examples : null,
+        globalValidationAuc: Number.isFinite(auc) ? auc : null,
+        regionalModel: model ? { version: model.version, sha256: model.sha256, nodes: model.nodes, numExamples: model.num_examples } : null,
+        regionalModelWithheld: model ? null : (outcome?.reason ?? null),
+      };
+    }),
+  };
+}

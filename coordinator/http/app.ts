@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 import { z, ZodError } from 'zod';
 import { roundBinding, CreateEnrollmentToken, EnrollRequest, EvaluationReport, NodeStatusReport, StudyConfig, UPDATE_META_HEADER, UpdateMeta } from '../../protocols/messages.ts';
-import { readAllBytes } from '../../protocols/weights-codec.ts';
+import { readAllBytes, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import { AppError, BadRequestError, ForbiddenError, NotFoundError, PayloadTooLargeError, UnauthenticatedError } from '../errors.ts';
 import type { AuthenticatedNode, NodeService } from '../nodes/node-service.ts';
 import type { RoundService } from '../rounds/round-service.ts';
@@ -353,6 +353,13 @@ export function createApp(deps: AppDeps) {
   }));
   app.post('/v1/studies/:studyId/rounds/:round/updates', route(async (req, res) => {
     const { studyId, round } = parse(RoundParams, req.params, 'params');
+    // Who the bearer claims to be, before a byte of the body is buffered: an anonymous caller, a
+    // person, or a node of another study is refused without the coordinator reading up to a whole
+    // model into memory (or revealing whether the study exists). The signature over the body is
+    // checked below, once the body is read.
+    const claimed = await deps.auth.authenticate(bearer(req));
+    requireRole(claimed, 'node');
+    if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
     const metaHeader = req.get(UPDATE_META_HEADER);
     if (!metaHeader) throw new BadRequestError(`missing ${UPDATE_META_HEADER} header (JSON: numExamples, loss, steps, trainSeconds, data)`, `headers.${UPDATE_META_HEADER}`, 'VALIDATION_FAILED');
     let metaJson: unknown;
@@ -368,8 +375,10 @@ export function createApp(deps: AppDeps) {
     let sealed: Uint8Array;
     try {
       sealed = await readAllBytes(req, maxBytes);
-    } catch {
-      throw new PayloadTooLargeError(`update body is larger than this study's model (${maxBytes} bytes at most)`);
+    } catch (err) {
+      if (err instanceof WeightsCodecError) throw new PayloadTooLargeError(`update body is larger than this study's model (${maxBytes} bytes at most)`);
+      // The client went away or the connection broke mid-body: nothing was stored.
+      throw new BadRequestError(`update body could not be read to its end (${err instanceof Error ? err.message : String(err)}); nothing was stored`, 'body', 'INCOMPLETE_BODY');
     }
     // Signed request (over the sealed bytes and the round), then the sealed update itself: encrypted
     // to the coordinator and signed by the node's pinned key.

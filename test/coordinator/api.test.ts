@@ -3,8 +3,9 @@ import request from 'supertest';
 import { encodeWeights, decodeWeights } from '../../protocols/weights-codec.ts';
 import { decodeAccumulatorState } from '../../protocols/aggregation/fedavg.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
+import { UPDATE_META_HEADER } from '../../protocols/messages.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { bytesOrJson, defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy } from './harness.ts';
+import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy } from './harness.ts';
 
 function logregWeights(fill: number, width = 7): WeightSet {
   return [
@@ -339,6 +340,27 @@ for (const backendName of BACKEND_NAMES) {
       const missing = await request(h.app).get('/v1/nope');
       expect(missing.status).toBe(404);
       expect(missing.body.error.code).toBe('NOT_FOUND');
+    });
+
+    run('an update from a caller who may not send one is refused before its body is read', async (h) => {
+      const s1 = await h.createStudy(tinyStudy({ minNodesToStart: 50 }));
+      const a = await h.enroll(s1, 'early-check', false);
+      // Far bigger than the tiny study's model: read first, this would be a 413.
+      const huge = Buffer.alloc(3_000_000, 7);
+      const post = (path: string, token?: string) => {
+        let req = request(h.app).post(path).set(UPDATE_META_HEADER, JSON.stringify(defaultMeta(5))).set('content-type', 'application/pgp-encrypted');
+        if (token) req = req.set('authorization', `Bearer ${token}`);
+        return req.send(huge);
+      };
+      expect((await post(`/v1/studies/${s1}/rounds/1/updates`)).status).toBe(401);
+      expect((await post(`/v1/studies/${s1}/rounds/1/updates`, 'fmtok_unknown-token-0123456789')).status).toBe(401);
+      expect((await post(`/v1/studies/${s1}/rounds/1/updates`, ADMIN)).status).toBe(403);
+      // A node of study s1 posting to a study that does not exist learns nothing about it: 403, not 404.
+      const other = await post('/v1/studies/study_does-not-exist/rounds/1/updates', a.apiKey);
+      expect(other.status).toBe(403);
+      expect(other.body.error.message).toMatch(/not enrolled in study study_does-not-exist/);
+      // ... and its own study's limit still applies once it is known who is calling.
+      expect((await post(`/v1/studies/${s1}/rounds/1/updates`, a.apiKey)).status).toBe(413);
     });
   });
 }

@@ -51,7 +51,10 @@ interface LoadedData {
   mtimeMs: number;
   train: EncodedData;
   validation: EncodedData;
+  /** What is sent to the coordinator: counts only. */
   report: DataReport;
+  /** Rows of the positive class: for this node's own log, never sent. */
+  positives: number;
 }
 
 export interface NodeRunSummary {
@@ -156,7 +159,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     try {
       data = loadData(config.data, study, mtimeMs, policy);
       lastError = undefined;
-      log.info({ file: config.data, ...data.report, trainRows: data.train.n, validationRows: data.validation.n }, 'data loaded');
+      log.info({ file: config.data, ...data.report, positives: data.positives, trainRows: data.train.n, validationRows: data.validation.n }, 'data loaded');
       await report({ state: 'ready', data: data.report });
     } catch (err) {
       data = undefined;
@@ -383,7 +386,10 @@ function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: Po
   const fraction = study.training.validationFraction;
   const [trainIdx, validationIdx] = fraction > 0 ? splitRows(all.n, [1 - fraction, fraction], study.training.seed, all.y) : [Array.from({ length: all.n }, (_, i) => i), []];
   if (trainIdx.length === 0) throw new DataError('no-usable-rows', `no usable rows in ${path} to train on after the validation split`, 1);
-  return { mtimeMs, train: subset(all, trainIdx), validation: subset(all, validationIdx), report: all.report };
+  // What the coordinator hears: counts of rows and of fixes, never a label statistic (the class
+  // balance stays in this node's own log).
+  const { positives: _classBalance, ...report } = all.report;
+  return { mtimeMs, train: subset(all, trainIdx), validation: subset(all, validationIdx), report, positives: all.report.positives };
 }
 
 /** How each kind of data problem is named to the coordinator (every kind has words: the map is total). */

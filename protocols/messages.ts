@@ -79,14 +79,17 @@ export const Task = z.object({
 });
 export type Task = z.infer<typeof Task>;
 
-/** Counts, never rows: what a node tells the coordinator about its data. */
-export const DataReport = z.object({
+/**
+ * Counts, never rows: what a node tells the coordinator about its data. Strict: no statistic of a
+ * column (the target's class balance included, which would tell a partner's churn rate) may ride
+ * along; a report carrying anything else is refused.
+ */
+export const DataReport = z.strictObject({
   rows: z.number().int().nonnegative(),
   /** Rows left out because their consent does not cover the study's purpose. */
   droppedNoConsent: z.number().int().nonnegative().optional(),
   /** Features the node's own policy forbids: their inputs are zeroed, never used. */
   droppedFeatures: z.array(z.string()).optional(),
-  positives: z.number().int().nonnegative(),
   missingFilled: z.record(z.string(), z.number().int().nonnegative()),
   unseenCategories: z.record(z.string(), z.number().int().nonnegative()),
 });

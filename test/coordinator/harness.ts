@@ -169,5 +169,5 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
 }
 
 export function defaultMeta(numExamples = 10) {
-  return { numExamples, loss: 0.5, steps: 1, trainSeconds: 0.01, data: { rows: numExamples, positives: 1, missingFilled: {}, unseenCategories: {} } };
+  return { numExamples, loss: 0.5, steps: 1, trainSeconds: 0.01, data: { rows: numExamples, missingFilled: {}, unseenCategories: {} } };
 }

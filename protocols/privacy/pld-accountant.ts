@@ -64,9 +64,12 @@
  *  - truncation: total pessimistic slack in delta <= 1e-5 * delta for epsilon queries (<= 1e-14
  *    absolute for delta queries), split between per-step upper and lower truncation and the
  *    composed window's tails.
- *  - the FFT works in double precision; its rounding (~1e-16 relative to the largest pmf entry,
- *    times log N and steps) is the only thing not covered by the upper-bound argument; negative
- *    rounding noise is clamped to 0 (pessimistic).
+ *  - the FFT works in double precision. Its round-off (~1e-16 * log N * steps absolute per entry) is
+ *    bounded rigorously and the bound is added to delta (see fftRelativeError / composeBoth), and
+ *    the PMF is exponentially tilted where that bound would otherwise matter (many steps, tiny
+ *    delta), which keeps it a negligible share of delta. Clamping negative round-off to 0 is covered
+ *    by the same bound. If PLD cannot certify a better epsilon than RDP, computeEpsilonDetails
+ *    (calibrate.ts) reports RDP's and says so.
  */
 
 import {
@@ -283,13 +286,34 @@ function logMgf(pld: DiscretePld, t: number, step: number): number {
   while (last >= first && !(probs[last] > 0)) last--;
   if (first > last) return -Infinity;
   const max = t * (lowerIndex + (t > 0 ? last : first)) * step;
+  // e^{t l_i - max} = e^{a (i - iMax)}, a = t * step: in blocks of B atoms, one exp per block times a
+  // table of e^{a j}, j < B (each product within a few ulps, like one exp). This is the inner loop of
+  // the Chernoff window search (~130 calls over up to 1e6 atoms). B |a| <= 30 keeps the block factor
+  // from underflowing much earlier than a direct exp would (e^-715 instead of e^-745).
+  const a = t * step;
+  const iMax = t > 0 ? last : first;
+  const block = Math.max(1, Math.min(64, Math.floor(30 / Math.max(Math.abs(a), 1e-300))));
   let sum = 0;
-  for (let i = first; i <= last; i++) {
-    const p = probs[i];
-    if (p > 0) sum += p * Math.exp(t * (lowerIndex + i) * step - max);
+  if (block === 1) {
+    for (let i = first; i <= last; i++) {
+      const p = probs[i];
+      if (p > 0) sum += p * Math.exp(a * (i - iMax));
+    }
+    return max + Math.log(sum);
+  }
+  const table = mgfTable.length >= block ? mgfTable : (mgfTable = new Float64Array(64));
+  for (let j = 0; j < block; j++) table[j] = Math.exp(a * j);
+  for (let i0 = first; i0 <= last; i0 += block) {
+    const factor = Math.exp(a * (i0 - iMax));
+    const end = Math.min(last, i0 + block - 1);
+    let partial = 0;
+    for (let i = i0; i <= end; i++) partial += probs[i] * table[i - i0];
+    sum += factor * partial;
   }
   return max + Math.log(sum);
 }
+
+let mgfTable = new Float64Array(64);
 
 /** Grid indices [lo, hi] outside of which the T-fold composition has mass <= tail each side. */
 function compositionWindow(pld: DiscretePld, steps: number, step: number, tail: number): { lo: number; hi: number; upperTruncated: boolean } {
@@ -341,17 +365,31 @@ function compositionWindow(pld: DiscretePld, steps: number, step: number, tail: 
 // ---------------------------------------------------------------------------------------------
 // FFT: iterative radix-2, precomputed twiddles.
 
-const twiddleCache = new Map<number, { cos: Float64Array; sin: Float64Array }>();
+interface Twiddles {
+  /** Stage-major: the stage of butterfly length len keeps cos/sin(2 pi k / len), k < len/2, from offset len/2 - 1. */
+  cos: Float64Array;
+  sin: Float64Array;
+}
 
-/** cos and sin of 2 pi k / n for k < n/2, evaluated directly (no recurrence: accurate to an ulp). */
-function twiddles(n: number): { cos: Float64Array; sin: Float64Array } {
+const twiddleCache = new Map<number, Twiddles>();
+
+/**
+ * cos and sin of 2 pi k / len for every stage, evaluated directly (no recurrence: accurate to an
+ * ulp), laid out stage by stage so that each stage reads them sequentially (a strided table lookup
+ * misses the cache on large transforms).
+ */
+function twiddles(n: number): Twiddles {
   let t = twiddleCache.get(n);
   if (!t) {
-    const half = n >> 1;
-    t = { cos: new Float64Array(half), sin: new Float64Array(half) };
-    for (let k = 0; k < half; k++) {
-      t.cos[k] = Math.cos((2 * Math.PI * k) / n);
-      t.sin[k] = Math.sin((2 * Math.PI * k) / n);
+    t = { cos: new Float64Array(Math.max(1, n - 1)), sin: new Float64Array(Math.max(1, n - 1)) };
+    for (let len = 2; len <= n; len <<= 1) {
+      const half = len >> 1;
+      const stride = n / len;
+      for (let k = 0; k < half; k++) {
+        // the same doubles as cos(2 pi (k stride) / n) of a single table
+        t.cos[half - 1 + k] = Math.cos((2 * Math.PI * (k * stride)) / n);
+        t.sin[half - 1 + k] = Math.sin((2 * Math.PI * (k * stride)) / n);
+      }
     }
     if (twiddleCache.size > 4) twiddleCache.clear();
     twiddleCache.set(n, t);
@@ -379,11 +417,11 @@ function fft(re: Float64Array, im: Float64Array, inverse: boolean): void {
   const sign = inverse ? 1 : -1;
   for (let len = 2; len <= n; len <<= 1) {
     const halfLen = len >> 1;
-    const stride = n / len;
+    const offset = halfLen - 1;
     for (let start = 0; start < n; start += len) {
       for (let k = 0; k < halfLen; k++) {
-        const wr = cos[k * stride];
-        const wi = sign * sin[k * stride];
+        const wr = cos[offset + k];
+        const wi = sign * sin[offset + k];
         const a = start + k;
         const b = a + halfLen;
         const xr = re[b] * wr - im[b] * wi;
@@ -616,7 +654,19 @@ function composeBoth(
 function untilted(pld: ComposedPld, i: number): number {
   const p = pld.probs[i];
   if (!(p > 0)) return 0;
+  // Untilted runs (the common case): logScale = T log(total mass) ~ 0, a constant factor.
+  if (pld.tilt === 0) return p * untiltedScale(pld);
   return p * Math.exp(pld.logScale - pld.tilt * (pld.lowerIndex + i) * pld.step);
+}
+
+const scaleCache = new WeakMap<ComposedPld, number>();
+function untiltedScale(pld: ComposedPld): number {
+  let scale = scaleCache.get(pld);
+  if (scale === undefined) {
+    scale = Math.exp(pld.logScale);
+    scaleCache.set(pld, scale);
+  }
+  return scale;
 }
 
 /**
@@ -627,15 +677,20 @@ function roundoffBound(pld: ComposedPld, i: number): number {
   const { roundoff, tilt, logScale, step, lowerIndex, probs } = pld;
   const count = probs.length - i;
   if (count <= 0) return 0;
-  if (tilt === 0) return roundoff * Math.sqrt(count) * Math.exp(logScale);
+  if (tilt === 0) return roundoff * Math.sqrt(count) * untiltedScale(pld);
   // Geometric series, bounded by its infinite sum.
   const logSum = 2 * (logScale - tilt * (lowerIndex + i) * step) - Math.log(-Math.expm1(-2 * tilt * step));
   return roundoff * Math.exp(0.5 * logSum);
 }
 
-function composedEpsilon(pld: ComposedPld, delta: number): number {
+/**
+ * The smallest epsilon with delta(epsilon) + round-off bound <= delta, and -d delta / d epsilon there
+ * (0 when the round-off bound alone decided it): epsilon moves by about (bound / slope) because of
+ * the bound, which tells whether a tilted rerun is worth it.
+ */
+function composedEpsilon(pld: ComposedPld, delta: number): { epsilon: number; slope: number } {
   const { probs, lowerIndex, infinityMass, step } = pld;
-  if (infinityMass >= delta) return Infinity;
+  if (infinityMass >= delta) return { epsilon: Infinity, slope: 0 };
   const grow = 1 + pld.untiltRelativeError;
   const decay = Math.exp(-step);
   const oneMinusDecay = -Math.expm1(-step);
@@ -646,28 +701,33 @@ function composedEpsilon(pld: ComposedPld, delta: number): number {
   // each plus the round-off bound of the entries above k (the same for all u in [0, step)).
   let above = 0;
   let d = 0;
+  // Untilted (the common case): constant untilting factor, round-off bound errScale * sqrt(count).
+  const flat = pld.tilt === 0;
+  const scale = untiltedScale(pld);
+  const errScale = pld.roundoff * scale;
   for (let i = probs.length - 1; i >= -1; i--) {
     const k = lowerIndex + i;
-    const err = roundoffBound(pld, i + 1);
+    const err = flat ? errScale * Math.sqrt(probs.length - i - 1) : roundoffBound(pld, i + 1);
     if (infinityMass + grow * d + err > delta) {
       const target = (delta - infinityMass - err) / grow;
-      if (!(target > 0)) return (k + 1) * step; // already failed just above: the previous grid point
+      if (!(target > 0)) return { epsilon: (k + 1) * step, slope: 0 }; // failed just above: the previous grid point
       const u = Math.log((above - target) / (above - d));
-      return Math.max(0, k * step + Math.min(step, Math.max(0, u)));
+      const clamped = Math.min(step, Math.max(0, u));
+      return { epsilon: Math.max(0, k * step + clamped), slope: clamped === u ? above - target : 0 };
     }
-    if (k * step <= 0) return 0; // delta(0) <= target already
+    if (k * step <= 0) return { epsilon: 0, slope: Infinity }; // delta(0) <= target already
     if (i < 0) break;
-    const p = untilted(pld, i);
+    const p = flat ? (probs[i] > 0 ? probs[i] * scale : 0) : untilted(pld, i);
     d = oneMinusDecay * (p + above) + decay * d;
     above += p;
-    if (!Number.isFinite(above)) return (k + 1) * step; // untilting overflow far below the tail: delta > 1 here
+    if (!Number.isFinite(above)) return { epsilon: (k + 1) * step, slope: 0 }; // untilting overflow far below the tail: delta > 1 here
   }
   // Below the window (no atoms there): delta(eps) = inf + above - e^{eps - k step}(above - d).
   const k = lowerIndex - 1;
   const target = (delta - infinityMass - roundoffBound(pld, 0)) / grow;
-  if (!(target > 0)) return lowerIndex * step;
+  if (!(target > 0)) return { epsilon: lowerIndex * step, slope: 0 };
   const eps = k * step + Math.log((above - target) / (above - d));
-  return Math.max(0, eps);
+  return { epsilon: Math.max(0, eps), slope: above - target };
 }
 
 function composedDelta(pld: ComposedPld, epsilon: number): number {
@@ -733,6 +793,37 @@ function saddlePointTilt(pld: DiscretePld, steps: number, step: number, epsilon:
   return Number.isFinite(value) && value < steps * logMgf(pld, 0, step) ? Math.exp(best) : 0;
 }
 
+/** An epsilon to tilt for, or a function of the discretised per-step PLD that gives one. */
+type TiltTarget = number | ((pld: DiscretePld, step: number) => number);
+interface TiltTargets {
+  remove?: TiltTarget;
+  add?: TiltTarget;
+}
+
+/**
+ * A cheap guess of a direction's epsilon, for the tilt only (any guess gives a valid bound; one at
+ * or below the answer never makes the round-off bound worse than no tilt, since the Chernoff factor
+ * T log M(lambda) - lambda eps is <= 0 between 0 and the saddle point): the composition as a Gaussian
+ * with the per-step loss mean and variance, read with the exact Gaussian-mechanism curve
+ * (Balle & Wang 2018) shifted by the mean's excess over variance / 2.
+ */
+function gaussianGuess(pld: DiscretePld, step: number, steps: number, delta: number): number {
+  let m0 = 0;
+  let m1 = 0;
+  let m2 = 0;
+  for (let i = 0; i < pld.probs.length; i++) {
+    const p = pld.probs[i];
+    const l = (pld.lowerIndex + i) * step;
+    m0 += p;
+    m1 += p * l;
+    m2 += p * l * l;
+  }
+  const mean = steps * (m1 / m0);
+  const variance = steps * Math.max(m2 / m0 - (m1 / m0) ** 2, 0);
+  if (!(variance > 0)) return Math.max(0, mean);
+  return Math.max(0, mean - variance / 2 + gaussianEpsilon(Math.sqrt(variance), delta));
+}
+
 /**
  * Composed PLDs of both directions for `steps` steps, with truncations whose total pessimistic
  * slack in delta is at most `slack`, each direction tilted for reading delta near its `tiltAt`
@@ -744,7 +835,7 @@ function composedPlds(
   steps: number,
   slack: number,
   options: PldOptions,
-  tiltAt: { remove?: number; add?: number } = {},
+  tiltAt: TiltTargets = {},
 ): [ComposedPld, ComposedPld] {
   const loss = new StepLoss(q, sigma);
   let step = options.discretization ?? defaultDiscretization(q, sigma);
@@ -760,9 +851,12 @@ function composedPlds(
     const remove = discretizeStep(loss, 'remove', step, perStepTail);
     const add = remove && discretizeStep(loss, 'add', step, perStepTail);
     if (remove && add) {
+      const target = (pld: DiscretePld, t: TiltTarget | undefined) => (typeof t === 'function' ? t(pld, step) : t);
+      const removeAt = target(remove, tiltAt.remove);
+      const addAt = target(add, tiltAt.add);
       const tilts = {
-        remove: tiltAt.remove === undefined ? 0 : saddlePointTilt(remove, steps, step, tiltAt.remove),
-        add: tiltAt.add === undefined ? 0 : saddlePointTilt(add, steps, step, tiltAt.add),
+        remove: removeAt === undefined ? 0 : saddlePointTilt(remove, steps, step, removeAt),
+        add: addAt === undefined ? 0 : saddlePointTilt(add, steps, step, addAt),
       };
       const composed = composeBoth(remove, add, steps, step, slack / 4, tilts);
       if (composed) return composed;
@@ -807,33 +901,45 @@ export function pldEpsilonDetails(
 ): { epsilon: number; remove: number; add: number; discretization: number; roundoff: number } {
   const { q, sigma, steps, delta } = checkQuery(query);
   if (q === 0 || steps === 0) return { epsilon: 0, remove: 0, add: 0, discretization: NaN, roundoff: 0 };
-  type Side = { epsilon: number; roundoff: number };
-  const run = (step: number, tiltAt: { remove?: number; add?: number }) => {
+  // shift: how much the round-off bound raised epsilon, to first order (bound / slope).
+  type Side = { epsilon: number; roundoff: number; shift: number };
+  const run = (step: number, tiltAt: TiltTargets) => {
     const [remove, add] = composedPlds(q, sigma, steps, 1e-5 * delta, { discretization: step }, tiltAt);
     // NaN only comes out of degenerate grids (sigma ~ 1e-100 coarsens the grid step to ~1e190):
     // no certificate, i.e. infinity.
     const certified = (e: number) => (Number.isNaN(e) ? Infinity : e);
-    const epsRemove = certified(composedEpsilon(remove, delta));
-    const epsAdd = certified(composedEpsilon(add, delta));
-    return {
-      remove: { epsilon: epsRemove, roundoff: roundoffAt(remove, epsRemove) } as Side,
-      add: { epsilon: epsAdd, roundoff: roundoffAt(add, epsAdd) } as Side,
-      discretization: remove.step,
+    const side = (pld: ComposedPld): Side => {
+      const { epsilon: raw, slope } = composedEpsilon(pld, delta);
+      const epsilon = certified(raw);
+      const roundoff = roundoffAt(pld, epsilon);
+      return { epsilon, roundoff, shift: roundoff === 0 ? 0 : slope > 0 ? roundoff / slope : Infinity };
     };
+    return { remove: side(remove), add: side(add), discretization: remove.step };
   };
-  // First untilted: at ordinary deltas the round-off bound is a negligible share of delta. Where it
+  // At ordinary deltas and few steps the round-off bound is a negligible share of delta. Where it
   // is not (tiny delta, many steps), tilt each such direction at its current answer or RDP's epsilon,
   // whichever is smaller (both upper bounds of the final one), and repeat while that helps: every run is
   // a valid upper bound, so per direction the smallest one is kept.
   const runAdaptive = (step: number) => {
-    const first = run(step, {});
-    const best = { remove: first.remove, add: first.add };
     let rdpGuess: number | undefined;
-    const guess = (side: Side) => {
-      rdpGuess ??= rdpEpsilon({ q, sigma, steps, delta }).epsilon;
-      return side.epsilon > 0 ? Math.min(side.epsilon, rdpGuess) : rdpGuess;
-    };
-    const noisy = (side: Side) => !Number.isFinite(side.epsilon) || side.roundoff > 1e-3 * delta;
+    const rdp = () => (rdpGuess ??= rdpEpsilon({ q, sigma, steps, delta }).epsilon);
+    // With many steps the untilted bound (~1e-16 * log N * steps per entry) nearly always matters at
+    // the 1e-6 level: start tilted at a guess there (one FFT pass instead of two), untilted
+    // otherwise. A side that comes out noisy gets the other treatment below.
+    const startTilted = steps >= 1000;
+    const estimate = (pld: DiscretePld, gridStep: number) => Math.min(rdp(), gaussianGuess(pld, gridStep, steps, delta));
+    const first = startTilted ? run(step, { remove: estimate, add: estimate }) : run(step, {});
+    const best = { remove: first.remove, add: first.add };
+    const guess = (side: Side) => (side.epsilon > 0 ? Math.min(side.epsilon, rdp()) : rdp());
+    // Worth another run when the bound moved epsilon by more than 1e-5 relative (the size of the
+    // discretisation error, ~1e-5..1e-4), or decided it.
+    const noisy = (side: Side) => !Number.isFinite(side.epsilon) || !(side.shift <= 1e-5 * side.epsilon);
+    if (startTilted && (noisy(best.remove) || noisy(best.add))) {
+      // A tilt well above a side's answer amplifies the noise there (e.g. the add direction at tiny
+      // q, whose loss is bounded): try that side untilted.
+      const next = run(step, {});
+      for (const side of ['remove', 'add'] as const) if (next[side].epsilon < best[side].epsilon) best[side] = next[side];
+    }
     for (let pass = 0; pass < 4; pass++) {
       const tiltAt = {
         remove: noisy(best.remove) ? guess(best.remove) : undefined,

@@ -509,8 +509,9 @@ const UNIT_ROUNDOFF = 2 ** -53;
  *    L = log2 N, eta = mu + gamma_4 (sqrt 2 + mu), gamma_4 = 4u / (1 - 4u). Then, with the unitary
  *    scalings ||F x||_2 = sqrt(N) ||x||_2, the unpacking of the two real transforms (a contraction),
  *    z -> z^T being T-Lipschitz on the unit disk (|A_m| <= 1 for a probability vector; computed values
- *    at most 1 + ||dA|| hence the factor exp(T ||dA||)), and complexPow's own relative error
- *    (<= (pi T + 800) u: the angle T atan2 and the modulus exp(T log r) with |T log r| <= 745), the
+ *    at most 1 + ||dA|| + the rounding excess of the total mass, hence the factor exp(T (...))), and
+ *    complexPow's own relative error (<= (15 T + 1600) u: the angle T atan2 and the modulus
+ *    exp(T log r) with |T log r| <= 745), the
  *    2-norm of the error of each composed (tilted) PMF is bounded by `roundoff` below. The error of
  *    delta(eps) = sum_{l_k > eps} p_k (1 - e^{eps - l_k}) is then, by Cauchy-Schwarz, at most
  *    roundoff * sqrt(sum_{l_k > eps} exp(2 (logScale - lambda l_k))), a geometric sum in closed
@@ -578,10 +579,17 @@ function composeBoth(
   const maxAbsLoss = step * Math.max(Math.abs(remove.lowerIndex), Math.abs(remove.lowerIndex + remove.probs.length), Math.abs(add.lowerIndex), Math.abs(add.lowerIndex + add.probs.length));
   const inputRelative = (Math.max(tilts.remove, tilts.add) * maxAbsLoss + Math.max(Math.abs(tiltedRemove.logM), Math.abs(tiltedAdd.logM)) + 16) * 2 * u;
   const xNorm = Math.sqrt(inputNorm2) * (1 + inputRelative);
+  // |A_m| <= total mass, which is 1 only up to the rounding of log M (a sum of up to n terms): the
+  // excess enters the Lipschitz factor of z -> z^T below.
+  let massRemove = 0;
+  let massAdd = 0;
+  for (let i = 0; i < tiltedRemove.probs.length; i++) massRemove += tiltedRemove.probs[i];
+  for (let i = 0; i < tiltedAdd.probs.length; i++) massAdd += tiltedAdd.probs[i];
+  const massExcess = Math.max(0, massRemove - 1, massAdd - 1) + (remove.probs.length + add.probs.length + 16) * u;
   fft(re, im, false);
   // Error of each unpacked transform (A or B), 2-norm and hence also entrywise.
   const dA = (eF + inputRelative) * sqrtN * xNorm + 2 * u * sqrtN * xNorm;
-  const growth = Math.exp(steps * dA);
+  const growth = Math.exp(steps * (dA + massExcess));
   // Unpack the two real transforms A (remove), B (add) from Z = A + iB:
   //   A_m = (Z_m + conj Z_{n-m}) / 2,  B_m = (Z_m - conj Z_{n-m}) / (2i),
   // raise each to the power T and pack again as A^T + i B^T (inverse transform of both at once).
@@ -612,11 +620,16 @@ function composeBoth(
   // ||dR||_2: propagated (Lipschitz) + complexPow's rounding + the underflow cut (< e^-745 each)
   // + the packing additions.
   const powerNorm = growth * (sqrtN * xNorm + dA);
-  const dR = 2 * (steps * growth * dA + (Math.PI * steps + 800) * u * powerNorm + sqrtN * 1e-323) + 2 * u * Math.sqrt(outputNorm2);
+  // complexPow's relative error: the angle T atan2(y, x) is off by <= ~3 pi T u (atan2's ulp and the
+  // product's rounding, then cos/sin), the modulus exp(T log r) by <= (T + 2 * 745 + few) u (the
+  // rounding of x^2 + y^2 times T, log's and exp's ulps with |T log r| <= 745): (15 T + 1600) u.
+  const powRelative = (15 * steps + 1600) * u;
+  const dR = 2 * (steps * growth * dA + powRelative * powerNorm + sqrtN * 1e-323) + 2 * u * Math.sqrt(outputNorm2);
   fft(re, im, true);
   // y = F* R / N: propagated error ||dR|| / sqrt(N), the inverse FFT's own eF ||R||_2 / sqrt(N), and
   // the (exact, power-of-two) scaling's rounding of underflowing values.
-  const roundoff = (dR + eF * Math.sqrt(outputNorm2)) / sqrtN + u * 1e-300;
+  // (1.01: the computed norms themselves are sums of up to n rounded squares.)
+  const roundoff = (1.01 * (dR + eF * Math.sqrt(outputNorm2))) / sqrtN + u * 1e-300;
   // Window position i holds composed index lo + i (lo - addOffset + i for the add direction).
   const first = mod(lo, n);
   const result = (values: Float64Array, pld: DiscretePld, upperTruncated: boolean, lowerIndex: number, tilt: number, logM: number): ComposedPld => {

@@ -878,6 +878,22 @@ function composedPlds(
   }
 }
 
+/**
+ * For tests: the composed remove-direction PLD, untilted or tilted for `tiltAt`, as untilted
+ * probabilities with grid indices and the round-off bound on their 2-norm error over entries >= i
+ * (roundoffFrom(i)).
+ */
+export function composedRemovePldForTests(
+  query: { q: number; sigma: number; steps: number },
+  tiltAt?: number,
+): { lowerIndex: number; step: number; probs: Float64Array; roundoffFrom: (i: number) => number } {
+  const { q, sigma, steps } = validate(query);
+  const [remove] = composedPlds(q, sigma, steps, 1e-20, {}, tiltAt === undefined ? {} : { remove: tiltAt });
+  const probs = new Float64Array(remove.probs.length);
+  for (let i = 0; i < probs.length; i++) probs[i] = untilted(remove, i);
+  return { lowerIndex: remove.lowerIndex, step: remove.step, probs, roundoffFrom: (i) => roundoffBound(remove, i) };
+}
+
 const DELTA_QUERY_SLACK = 1e-14;
 
 function validate(query: { q: unknown; sigma: unknown; steps: unknown }): { q: number; sigma: number; steps: number } {

@@ -8,6 +8,7 @@ import {
   pldDelta,
   pldEpsilon,
   pldEpsilonDetails,
+  composedRemovePldForTests,
 } from '../../protocols/privacy/pld-accountant.ts';
 import { rdpEpsilon } from '../../protocols/privacy/rdp-accountant.ts';
 import { computeEpsilonDetails } from '../../protocols/privacy/calibrate.ts';
@@ -233,6 +234,37 @@ describe('tiny delta with many steps: the FFT round-off is bounded and counted (
       expect(pld.epsilon).toBeGreaterThanOrEqual(exact);
       expect(rel(pld.epsilon, exact)).toBeLessThan(1e-3);
     }
+  });
+
+  it.each([
+    [0.01, 1, 20_000],
+    [0.01, 3, 20_000],
+    [1, 100, 20_000],
+    [0.1, 3, 5_000],
+  ])('the round-off bound covers the FFT noise actually seen (q=%s sigma=%s steps=%s)', (q, sigma, steps) => {
+    // The same composed PMF untilted and tilted at the answer: in the tail that sets delta = 1e-12
+    // they differ by the untilted run's noise (the tilted one is ~1e5 times more accurate there).
+    const epsilon = pldEpsilon({ q, sigma, steps, delta: 1e-12 }).epsilon;
+    const plain = composedRemovePldForTests({ q, sigma, steps });
+    const tilted = composedRemovePldForTests({ q, sigma, steps }, epsilon);
+    expect(tilted.lowerIndex).toBe(plain.lowerIndex);
+    expect(tilted.step).toBe(plain.step);
+    const from = Math.max(0, Math.ceil(epsilon / plain.step) - plain.lowerIndex);
+    let diff2 = 0;
+    let tailMass = 0;
+    for (let i = from; i < plain.probs.length; i++) {
+      diff2 += (plain.probs[i] - tilted.probs[i]) ** 2;
+      tailMass += tilted.probs[i];
+    }
+    const seen = Math.sqrt(diff2);
+    // untilted: the bound on the 2-norm is roundoff * e^{logScale}, i.e. roundoffFrom(i) / sqrt(count)
+    const plainBound = plain.roundoffFrom(from) / Math.sqrt(plain.probs.length - from);
+    const tiltedBound = tilted.roundoffFrom(from);
+    expect(seen).toBeGreaterThan(0);
+    expect(seen).toBeLessThanOrEqual(plainBound + tiltedBound);
+    // Why the tilt: untilted, the noise is a visible share of the tail mass; tilted, it is not.
+    expect(seen / tailMass).toBeGreaterThan(1e-4);
+    expect(tiltedBound / tailMass).toBeLessThan(1e-6);
   });
 
   it('delta at tiny values is never below the exact Gaussian delta (q = 1, 2e4 steps)', () => {

@@ -1,6 +1,6 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { announceKeyRotation, IDENTITY_FILES, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
+import { announceKeyRotation, fingerprintOf, IDENTITY_FILES, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
 import { appendAudit } from './audit/audit-log.ts';
 import type { Db } from './db/database.ts';
 
@@ -113,14 +113,25 @@ export class CoordinatorKeyring {
   private static async settleInterruptedRotation(db: Db, keyDir: string, passphrase: string): Promise<void> {
     const staging = join(keyDir, STAGING);
     if (!existsSync(staging)) return;
-    // Only load what exists: loadOrCreateIdentity would otherwise make a key nobody announced.
-    const stagedKey = join(staging, IDENTITY_FILES.privateKey);
-    const staged = existsSync(stagedKey) ? await loadOrCreateIdentity(staging, { name: 'fedmark coordinator', passphrase }).catch(() => undefined) : undefined;
-    const recorded = staged && (await db.selectFrom('coordinator_keys').select('fingerprint').where('fingerprint', '=', staged.fingerprint).executeTakeFirst());
+    // The staged key's fingerprint, read without the passphrase: a mistyped passphrase or an I/O
+    // error must stop the start-up, never delete a key the database may already have announced.
+    const stagedFile = [IDENTITY_FILES.publicKey, IDENTITY_FILES.privateKey].map((name) => join(staging, name)).find((f) => existsSync(f));
+    let stagedFingerprint: string | undefined;
+    if (stagedFile) {
+      try {
+        stagedFingerprint = await fingerprintOf(readFileSync(stagedFile, 'utf8'));
+      } catch {
+        // A key file cut short by the crash, before the database could record it: never announced.
+      }
+    }
+    const recorded = stagedFingerprint && (await db.selectFrom('coordinator_keys').select('fingerprint').where('fingerprint', '=', stagedFingerprint).executeTakeFirst());
     if (!recorded) {
       rmSync(staging, { recursive: true, force: true });
       return;
     }
+    // Announced: it must become current. Its private key must open (else start-up fails here,
+    // with nothing moved or deleted).
+    await loadOrCreateIdentity(staging, { name: 'fedmark coordinator', passphrase });
     const current = existsSync(join(keyDir, IDENTITY_FILES.privateKey)) ? await loadOrCreateIdentity(keyDir, { name: 'fedmark coordinator', passphrase }) : undefined;
     CoordinatorKeyring.promoteStaged(keyDir, current?.fingerprint);
   }

@@ -13,7 +13,8 @@ import * as policies from './migrations/20261123_0006_policies.ts';
 import * as auditHeadHash from './migrations/20261123_0007_audit_head_hash.ts';
 import * as enrollmentJurisdiction from './migrations/20261129_0010_enrollment_jurisdiction.ts';
 import * as regionalModels from './migrations/20261129_0011_regional_models.ts';
-// Last on purpose: it grants on every table the earlier ones made (and `migrate` re-grants after later ones).
+// Kysely runs migrations in name order, so later ones (0010, 0011, ...) make tables after this one has
+// granted: `migrate` re-grants after every run, which covers them.
 import * as appRole from './migrations/20261129_0009_app_role.ts';
 import { APP_ROLE, APPEND_ONLY_TABLES, grantAppRole, isPglite } from './migrations/20261129_0009_app_role.ts';
 

@@ -41,12 +41,19 @@ interface RoundRow {
  *    Gaussian mechanism of multiplier z (q = 1), and rounds without its update released nothing
  *    about it. With q = 1 and a node in every round the two agree.
  */
+const ENROLLMENT_CLOCK_MARGIN_MS = 60_000;
+
 function clientLevelForNode(node: NodeRow, ledger: LedgerRow[], rounds: RoundRow[], submitted: Set<number>, epsilonOf: (q: number, z: number, steps: number, delta: number, accountant: 'rdp' | 'pld') => number) {
   if (ledger.length === 0) return null;
   const { accountant, delta, sampling_rate: q, noise_multiplier: z } = ledger[0];
   const startedAt = new Map(rounds.map((r) => [r.round, new Date(r.started_at).getTime()]));
   const enrolledAt = new Date(node.enrolled_at).getTime();
-  const eligible = ledger.filter((l) => (startedAt.get(l.round) ?? Number.POSITIVE_INFINITY) >= enrolledAt);
+  // enrolled_at comes from the database's clock, started_at from the coordinator's: a round the
+  // node was sampled for always counts, and so does any round that started within a generous
+  // clock-skew margin before enrollment (counting one round too many overstates epsilon, which is
+  // safe; one too few would understate it).
+  const sampled = new Set(rounds.filter((r) => r.participants.includes(node.id)).map((r) => r.round));
+  const eligible = ledger.filter((l) => sampled.has(l.round) || (startedAt.get(l.round) ?? Number.POSITIVE_INFINITY) >= enrolledAt - ENROLLMENT_CLOCK_MARGIN_MS);
   const byRound = new Map(ledger.map((l) => [l.round, l]));
   const tookPart = rounds
     .filter((r) => r.participants.includes(node.id))

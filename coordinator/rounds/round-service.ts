@@ -218,7 +218,9 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         const allIn = updates.length + failures.length >= participants.length;
         const deadlinePassed = t >= new Date(row.fit_deadline);
         if (!allIn && !deadlinePassed) return undefined;
-        const failureNote = failures.length ? `; ${failures.length} could not train (${failures.map((f) => `${f.nodeId}: ${f.state}`).join(', ')})` : '';
+        // Counts only: the reason is shown to every reader of the round, while who could not train
+        // (which reveals who was sampled) is in mechanism.failures, filtered per reader.
+        const failureNote = failures.length ? `; ${failures.length} could not train (${[...new Set(failures.map((f) => f.state))].sort().join(', ')})` : '';
         if (updates.length < config.minNodesPerRound) {
           const when = deadlinePassed ? `by the deadline ${new Date(row.fit_deadline).toISOString()}` : 'and every other participant said it cannot train';
           const reason = `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${config.minNodesPerRound}`;

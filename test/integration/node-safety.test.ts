@@ -188,6 +188,54 @@ describe('node safety: signed models, backoff, its own policy', () => {
     }
   }, 120_000);
 
+  it("refuses to train on a study whose feature spec differs from the partner's own copy (--spec)", async () => {
+    const study = tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600 });
+    const studyId = await h.createStudy(study);
+    // The partner signed off on a spec without category "r": the study's has it.
+    const specFile = join(dir, 'partner-spec.json');
+    const features = study.features as { target: unknown; features: Array<Record<string, unknown>> };
+    writeFileSync(specFile, JSON.stringify({ ...features, features: features.features.map((f) => (f.name === 'c' ? { ...f, categories: ['p', 'q'] } : f)) }));
+    const { log } = capture();
+    const err = await runNode(nodeConfig('spec-mismatch', coordinatorUrl, await token(studyId, 'spec-mismatch'), GOOD_CSV, { spec: specFile }), log).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`the local spec .*partner-spec.json differs from study ${studyId}'s feature spec; refusing to train`));
+    const node = (await h.admin('get', `/v1/studies/${studyId}`)).body.nodes.find((n: { name: string }) => n.name === 'spec-mismatch');
+    expect(node.state).toBe('data-error');
+    // The same spec as the study's is accepted: the node goes on to load its data.
+    writeFileSync(specFile, JSON.stringify(study.features));
+    const same = capture();
+    const abort = new AbortController();
+    const running = runNode(nodeConfig('spec-match', coordinatorUrl, await token(studyId, 'spec-match'), GOOD_CSV, { spec: specFile }), same.log, abort.signal);
+    try {
+      await until(() => same.lines.find((l) => l.msg === 'data loaded'));
+    } finally {
+      abort.abort();
+      await running.catch(() => undefined);
+    }
+  });
+
+  it('a node whose file is fixed reads it again and takes part, without a restart', async () => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600 }));
+    await h.enroll(studyId, 'steady');
+    const rows = GOOD_CSV.split('\n');
+    rows[2] = 'oops,0,p,1';
+    const config = nodeConfig('fixme', coordinatorUrl, await token(studyId, 'fixme'), rows.join('\n'));
+    const { log, lines } = capture();
+    const abort = new AbortController();
+    const running = runNode(config, log, abort.signal);
+    try {
+      await until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.nodes.find((n: { name: string; state: string }) => n.name === 'fixme')?.state === 'data-error' ? true : undefined));
+      expect(lines.some((l) => l.msg === 'sent model update')).toBe(false);
+      writeFileSync(config.data, GOOD_CSV); // the partner fixes the export in place
+      await until(() => lines.find((l) => l.msg === 'sent model update'));
+      const node = (await h.admin('get', `/v1/studies/${studyId}`)).body.nodes.find((n: { name: string }) => n.name === 'fixme');
+      expect(node.state).toBe('ready');
+      expect(lines.filter((l) => l.msg === 'data loaded')).toHaveLength(1);
+    } finally {
+      abort.abort();
+      await running.catch(() => undefined);
+    }
+  }, 120_000);
+
   it('a node with a broken file reports it once and backs off instead of hammering the coordinator', async () => {
     const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600 }));
     const peer = await h.enroll(studyId, 'peer-1');

@@ -1,4 +1,6 @@
+import type { Selectable } from 'kysely';
 import type { Db } from '../db/database.ts';
+import type { PrivacyLedgerTable } from '../db/schema.ts';
 import { NotFoundError } from '../errors.ts';
 import { StudyConfig, NodePrivacySpend } from '../../protocols/messages.ts';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
@@ -12,15 +14,7 @@ interface NodeRow {
   region: string;
   enrolled_at: Date;
 }
-interface LedgerRow {
-  round: number;
-  accountant: string;
-  delta: number;
-  sampling_rate: number;
-  noise_multiplier: number;
-  epsilon_round: number;
-  epsilon_total: number;
-}
+type LedgerRow = Pick<Selectable<PrivacyLedgerTable>, 'round' | 'accountant' | 'delta' | 'sampling_rate' | 'noise_multiplier' | 'epsilon_round' | 'epsilon_total'>;
 interface RoundRow {
   round: number;
   phase: string;

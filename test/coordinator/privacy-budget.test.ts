@@ -10,6 +10,7 @@ import type { WeightSet } from '../../protocols/tensors.ts';
 import { registerPrivacyReportCommand } from '../../cli/privacy-report-command.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
 import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode } from './harness.ts';
+import { sampleMoments } from '../helpers/stats.ts';
 
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
 
@@ -22,16 +23,6 @@ function wideStudy(width: number, overrides: Parameters<typeof tinyStudy>[0] = {
 }
 
 const flat = (w: WeightSet) => Float64Array.from(w.flatMap((t) => Array.from(t.values)));
-function stats(v: ArrayLike<number>) {
-  let sum = 0;
-  let sq = 0;
-  for (let i = 0; i < v.length; i++) {
-    sum += v[i];
-    sq += v[i] * v[i];
-  }
-  const mean = sum / v.length;
-  return { mean, std: Math.sqrt(sq / v.length - mean * mean) };
-}
 
 async function model(h: Harness, studyId: string, version: number): Promise<WeightSet> {
   return decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/${version}`).buffer(true).parse(bytesOrJson)).body));
@@ -259,7 +250,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(start.header).toMatchObject({ v: 2, clipNorm: C, accepted: 0 });
       expect(start.count).toBe(1); // the noise term
       const noise = start.sum;
-      const ns = stats(noise);
+      const ns = sampleMoments(noise);
       // 401 draws: the sample std is within 20% of zC (about 6 standard errors) all but never.
       expect(ns.std).toBeGreaterThan(z * C * 0.8);
       expect(ns.std).toBeLessThan(z * C * 1.2);
@@ -272,7 +263,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(mid.header.accepted).toBe(1);
       const residual = mid.sum.map((v, i) => v - huge.clipped[i]);
       for (let i = 0; i < n; i++) expect(residual[i]).toBeCloseTo(noise[i], 9);
-      expect(stats(residual).std).toBeGreaterThan(z * C * 0.8); // far from the bare update (whose norm is 1)
+      expect(sampleMoments(residual).std).toBeGreaterThan(z * C * 0.8); // far from the bare update (whose norm is 1)
       // The audit and the round record carry the clipped norm (<= C), never the raw one (~20,000).
       const audit = await h.built.db.selectFrom('audit_log').select('data').where('kind', '=', 'update.received').where('study_id', '=', studyId).execute();
       const received = audit.map((e) => JSON.parse(e.data) as { nodeId: string; deltaNorm: number; clipped: boolean });
@@ -293,7 +284,7 @@ for (const backendName of BACKEND_NAMES) {
       const sumClipped = huge.clipped.map((v, i) => v + small[0].clipped[i] + small[1].clipped[i]);
       const publishedNoise = g1.map((v, i) => (v - g0flat[i]) * m - sumClipped[i]);
       for (let i = 0; i < n; i++) expect(Math.abs(publishedNoise[i] - noise[i])).toBeLessThan(1e-4);
-      const perCoordinate = stats(g1.map((v, i) => v - g0flat[i] - sumClipped[i] / m));
+      const perCoordinate = sampleMoments(g1.map((v, i) => v - g0flat[i] - sumClipped[i] / m));
       expect(perCoordinate.std).toBeGreaterThan(((z * C) / m) * 0.8);
       expect(perCoordinate.std).toBeLessThan(((z * C) / m) * 1.2);
       // Only the published aggregate outlives the round.

@@ -4,6 +4,7 @@ import { FedAvgStrategy } from '../../protocols/aggregation/fedavg-strategy.ts';
 import { ClientLevelDpStrategy, decodeClientLevelDpState, PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
 import { decodeAccumulatorState, encodeAccumulatorState } from '../../protocols/aggregation/fedavg.ts';
 import { l2Norm, subtract, type WeightSet } from '../../protocols/tensors.ts';
+import { sampleMoments } from '../helpers/stats.ts';
 
 const ws = (a: number[], b: number[]): WeightSet => [
   { name: 'w', shape: [a.length], values: Float32Array.from(a) },
@@ -114,17 +115,6 @@ describe('adaptive clipping (Andrew et al. 2021)', () => {
   });
 });
 
-/** Sample mean and standard deviation. */
-function moments(v: ArrayLike<number>) {
-  let sum = 0;
-  let sq = 0;
-  for (let i = 0; i < v.length; i++) {
-    sum += v[i];
-    sq += v[i] * v[i];
-  }
-  const mean = sum / v.length;
-  return { mean, std: Math.sqrt(sq / v.length - mean * mean) };
-}
 
 describe('noise drawn when the round begins (issue 3: only noised state is ever stored)', () => {
   const n = 200_000;
@@ -133,7 +123,7 @@ describe('noise drawn when the round begins (issue 3: only noised state is ever 
 
   it('the state right after begin() already holds N(0, (z_delta C)^2) on every coordinate', () => {
     const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: 1.5, clipping: { kind: 'fixed', norm: 2 } });
-    const { mean, std } = moments(innerSums(strategy.begin(zeros, ctx(4)).state()));
+    const { mean, std } = sampleMoments(innerSums(strategy.begin(zeros, ctx(4)).state()));
     // 200,000 draws: the sample std is within 1% of 3 with overwhelming probability (se 0.16%).
     expect(std).toBeGreaterThan(3 * 0.99);
     expect(std).toBeLessThan(3 * 1.01);
@@ -154,7 +144,7 @@ describe('noise drawn when the round begins (issue 3: only noised state is ever 
     const clippedValue = 1 / Math.sqrt(n);
     const residual = Float64Array.from(stored, (v, i) => v - clippedValue);
     for (let i = 0; i < n; i += 997) expect(residual[i]).toBeCloseTo(noise[i], 9);
-    const { std } = moments(residual);
+    const { std } = sampleMoments(residual);
     expect(std).toBeGreaterThan(0.99); // z C = 1, while the clipped update itself is 0.0022 per coordinate
     expect(std).toBeLessThan(1.01);
   });
@@ -169,7 +159,7 @@ describe('noise drawn when the round begins (issue 3: only noised state is ever 
     resumed.accept(zeros, 1);
     const out = resumed.finish().weights![0].values;
     for (let i = 0; i < n; i += 997) expect(out[i]).toBeCloseTo(noise[i] / 5, 5);
-    const { std } = moments(out);
+    const { std } = sampleMoments(out);
     expect(std).toBeGreaterThan(0.2 * 0.99); // 2 x 0.5 / 5 = 0.2
     expect(std).toBeLessThan(0.2 * 1.01);
   });
@@ -180,13 +170,13 @@ describe('noise drawn when the round begins (issue 3: only noised state is ever 
     const strategy = new ClientLevelDpStrategy(new FedAvgStrategy(), config);
     const round = strategy.begin(zeros, { round: 1, participants: 4, clipNorm: 3 });
     round.accept(zeros, 1);
-    const { std } = moments(round.finish().weights![0].values);
+    const { std } = sampleMoments(round.finish().weights![0].values);
     expect(std).toBeGreaterThan(((zDelta * 3) / 4) * 0.99);
     expect(std).toBeLessThan(((zDelta * 3) / 4) * 1.01);
     // The count noise sits in the persisted header from the start: 20,000 rounds of a 1-coordinate model.
     const tiny: WeightSet = [{ name: 'w', shape: [1], values: new Float32Array(1) }];
     const counts = Float64Array.from({ length: 20_000 }, () => (decodeClientLevelDpState(strategy.begin(tiny, ctx(4)).state()).header as { noisyAtOrBelowClip: number }).noisyAtOrBelowClip);
-    const c = moments(counts);
+    const c = sampleMoments(counts);
     // se of the sample std: 2 / sqrt(40,000) = 0.5%; 3% is 6 standard errors.
     expect(c.std).toBeGreaterThan(2 * 0.97);
     expect(c.std).toBeLessThan(2 * 1.03);
@@ -205,7 +195,7 @@ describe('noise drawn when the round begins (issue 3: only noised state is ever 
     const resumed = strategy.resume(zeros, legacy, ctx(2));
     expect(resumed.count).toBe(1);
     const out = resumed.finish().weights![0].values;
-    const { std } = moments(out);
+    const { std } = sampleMoments(out);
     expect(std).toBeGreaterThan(0.5 * 0.99); // z C / m = 0.5: one draw, not zero, not two
     expect(std).toBeLessThan(0.5 * 1.01);
   });

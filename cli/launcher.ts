@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -7,6 +7,7 @@ const BIN = fileURLToPath(new URL('../bin/fedmark.js', import.meta.url));
 const ENTRY = fileURLToPath(new URL('./entry.ts', import.meta.url));
 // Inside the package, so the bundle resolves its dependencies from the package's node_modules.
 const CACHE = fileURLToPath(new URL('../node_modules/.cache/fedmark/', import.meta.url));
+const STALE_BUILD_MS = 24 * 3600 * 1000;
 
 /**
  * How the demo starts its child processes. `bin/fedmark.js` compiles our TypeScript on load
@@ -40,6 +41,11 @@ export async function childLauncher(): Promise<{ command: string; prefix: string
       renameSync(building, outdir);
     } catch {
       rmSync(building, { recursive: true, force: true }); // the same build is already in place
+    }
+    // Builds of earlier sources are dropped once nobody can still be starting from them.
+    for (const name of readdirSync(CACHE)) {
+      const path = join(CACHE, name);
+      if ((name.startsWith('cli-') || name.startsWith('building-') || name === 'fedmark-cli.mjs') && path !== outdir && Date.now() - statSync(path).mtimeMs > STALE_BUILD_MS) rmSync(path, { recursive: true, force: true });
     }
     return { command: process.execPath, prefix: [join(outdir, 'fedmark-cli.mjs')], bundled: true };
   } catch {

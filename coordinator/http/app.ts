@@ -98,11 +98,12 @@ export function createApp(deps: AppDeps) {
    * enrollment, over method, path, round, timestamp, nonce and the exact body bytes; that check
    * runs once per request (a second would see its own nonce as a replay).
    */
-  const who = (req: Request, signed: { body?: Uint8Array; roundId?: string } = {}): Promise<Principal> => {
+  const who = (req: Request, signed: { body?: Uint8Array; roundId?: string; claimed?: Principal } = {}): Promise<Principal> => {
     let p = verified.get(req);
     if (!p) {
       p = (async () => {
-        const principal = await deps.auth.authenticate(bearer(req));
+        // `claimed`: the bearer already looked up by a route that had to know the caller early.
+        const principal = signed.claimed ?? (await deps.auth.authenticate(bearer(req)));
         // Until its signature verifies, a node is only who the request claims to be.
         if (principal.role === 'node') {
           req.res!.locals.actor = `claimed-node:${principal.id}`;
@@ -142,8 +143,8 @@ export function createApp(deps: AppDeps) {
     requireRole(p, 'admin');
     return p;
   };
-  const requireNode = async (req: Request, body: Uint8Array = rawBodyOf(req), roundId = ''): Promise<AuthenticatedNode> => {
-    const p = await who(req, { body, roundId });
+  const requireNode = async (req: Request, body: Uint8Array = rawBodyOf(req), roundId = '', claimed?: Principal): Promise<AuthenticatedNode> => {
+    const p = await who(req, { body, roundId, claimed });
     requireRole(p, 'node');
     return p.node;
   };
@@ -384,7 +385,7 @@ export function createApp(deps: AppDeps) {
     // to the coordinator and signed by the node's pinned key.
     // The round binding also carries the hash of the metadata header, so the signature covers
     // the counts (numExamples, dpSgd spend) as well as the sealed weights.
-    const node = await requireNode(req, sealed, roundBinding(studyId, round, metaHeader));
+    const node = await requireNode(req, sealed, roundBinding(studyId, round, metaHeader), claimed);
     let body: Uint8Array | undefined;
     let failure: CryptoVerificationError | undefined;
     // The current key first; a retired one for a node that sealed before it followed a rotation.

@@ -37,6 +37,16 @@ async function run(args: string[]): Promise<CommanderError | undefined> {
   }
 }
 
+/** The same --json query with the dp_accounting-0.6.0 series and with the default (exact) one. */
+async function runBothSeries(args: string[]) {
+  await run([...args, '--rdp-series', 'dp_accounting-0.6.0']);
+  const compat = JSON.parse(written.join(''));
+  written.length = 0;
+  await run(args);
+  const exact = JSON.parse(written.join(''));
+  return { compat, exact };
+}
+
 describe('fedmark privacy epsilon', () => {
   it('--json prints exactly one JSON line with epsilon, the inputs and the accountant', async () => {
     expect(await run(['privacy', 'epsilon', '--q', '0.01', '--sigma', '1.1', '--steps', '1000', '--delta', '1e-5', '--json'])).toBeUndefined();
@@ -65,12 +75,7 @@ describe('fedmark privacy epsilon', () => {
 
   it('--rdp-series dp_accounting-0.6.0 reproduces the reference library where the exact series differs', async () => {
     // dp_accounting 0.6.0 gives 7.903850223578231 here (its absolute-value series); the exact series 7.8993.
-    const args = ['privacy', 'epsilon', '--q', '0.1', '--sigma', '1', '--steps', '100', '--delta', '1e-5', '--json'];
-    await run([...args, '--rdp-series', 'dp_accounting-0.6.0']);
-    const compat = JSON.parse(written.join(''));
-    written.length = 0;
-    await run(args);
-    const exact = JSON.parse(written.join(''));
+    const { compat, exact } = await runBothSeries(['privacy', 'epsilon', '--q', '0.1', '--sigma', '1', '--steps', '100', '--delta', '1e-5', '--json']);
     expect(compat.rdpSeries).toBe('dp_accounting-0.6.0');
     expect(Math.abs(compat.epsilon - 7.903850223578231) / 7.903850223578231).toBeLessThan(1e-10);
     expect(exact.rdpSeries).toBe('exact');
@@ -147,12 +152,7 @@ describe('fedmark privacy sigma', () => {
   });
 
   it('--rdp-series dp_accounting-0.6.0 calibrates with the library\'s (looser) series: a larger sigma', async () => {
-    const args = ['privacy', 'sigma', '--q', '0.1', '--steps', '100', '--delta', '1e-5', '--epsilon', '7.9', '--json'];
-    await run([...args, '--rdp-series', 'dp_accounting-0.6.0']);
-    const compat = JSON.parse(written.join(''));
-    written.length = 0;
-    await run(args);
-    const exact = JSON.parse(written.join(''));
+    const { compat, exact } = await runBothSeries(['privacy', 'sigma', '--q', '0.1', '--steps', '100', '--delta', '1e-5', '--epsilon', '7.9', '--json']);
     expect(compat.rdpSeries).toBe('dp_accounting-0.6.0');
     expect(compat.sigma).toBe(calibrateSigma({ q: 0.1, steps: 100, delta: 1e-5, epsilon: 7.9, rdpSeries: 'dp_accounting-0.6.0' }));
     // sigma = 1 gives 7.8993 (exact) <= 7.9 < 7.9039 (dp_accounting): only the compat series needs more noise.

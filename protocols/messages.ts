@@ -3,8 +3,10 @@ import { z } from 'zod';
 import { FeatureSpec } from './feature-spec.ts';
 import { ModelSpec } from './model-spec.ts';
 import { TrainingConfig } from './training-config.ts';
-import { ScoreHistogram } from './metrics.ts';
 import { StudyPrivacy } from './privacy/study-privacy.ts';
+import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from './strategies/config.ts';
+import { FitInstructions } from './strategies/strategy.ts';
+import { EvaluationStats, TaskSpec } from './model-kinds/kind.ts';
 
 /**
  * Every message between coordinator, nodes and operators. Both sides parse with these schemas,
@@ -13,9 +15,43 @@ import { StudyPrivacy } from './privacy/study-privacy.ts';
 
 export const Id = z.string().min(1).max(200);
 
+/**
+ * Everything a node may send, by name. A study declares which of these its nodes release (the
+ * `release` list, shown to partners at GET /v1/nodes/me/study and to auditors); the node's single
+ * release step sends nothing that is not on it. The first four are required: without them there is
+ * no model to aggregate and no evaluation to pool.
+ */
+export const RELEASE_FIELDS = [
+  'update.weights',
+  'update.numExamples',
+  'evaluation.numExamples',
+  'evaluation.stats',
+  'update.loss',
+  'update.steps',
+  'update.trainSeconds',
+  'update.data',
+  'update.dpSgd',
+  'evaluation.loss',
+  'status.data',
+] as const;
+export const ReleaseField = z.enum(RELEASE_FIELDS);
+export type ReleaseField = z.infer<typeof ReleaseField>;
+export const REQUIRED_RELEASE: readonly ReleaseField[] = ['update.weights', 'update.numExamples', 'evaluation.numExamples', 'evaluation.stats'];
+export const ReleaseList = z
+  .array(ReleaseField)
+  .max(RELEASE_FIELDS.length)
+  .refine((list) => new Set(list).size === list.length, { message: 'release lists a field twice' })
+  .refine((list) => REQUIRED_RELEASE.every((f) => list.includes(f)), { message: `release must include ${REQUIRED_RELEASE.join(', ')}` });
+
 export const StudyConfig = z.object({
   name: z.string().min(1).max(200),
+  /** The model kind: binary classification (default) or regression, with its loss. */
+  task: TaskSpec.default({ kind: 'binary' }),
   model: ModelSpec,
+  /** How the coordinator aggregates: `{ name, ...params }` (README, "Strategies"). */
+  strategy: StrategyConfig.default({ name: 'fedavg' }),
+  /** What nodes release, by name (RELEASE_FIELDS); default: all of them. */
+  release: ReleaseList.default([...RELEASE_FIELDS]),
   features: FeatureSpec,
   training: TrainingConfig.default(TrainingConfig.parse({})),
   rounds: z.number().int().positive().max(100_000),
@@ -34,6 +70,31 @@ export const StudyConfig = z.object({
   consent: z.object({ purpose: z.enum(['basic', 'personalization']), column: z.string().min(1) }).optional(),
   /** Differential privacy: central (client-level) at the coordinator, DP-SGD on the nodes, budget. */
   privacy: StudyPrivacy.optional(),
+}).superRefine((study, ctx) => {
+  const strategy = study.strategy;
+  if (study.privacy?.central && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['strategy', 'name'],
+      message: `central DP cannot wrap ${strategy.name}: the DP wrapper clips, sums and noises the mean delta, and ${strategy.name} does not aggregate through a mean; use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad`,
+    });
+  }
+  const needed = minimumUpdates(strategy);
+  if (needed > study.minNodesPerRound) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['strategy', 'byzantine'],
+      message: `${strategy.name} needs at least ${needed} updates a round (n > 2f + 2, and n >= select) but minNodesPerRound is ${study.minNodesPerRound}; lower byzantine/select or raise minNodesPerRound`,
+    });
+  }
+  const numericTarget = 'kind' in study.features.target && study.features.target.kind === 'numeric';
+  if ((study.task.kind === 'regression') !== numericTarget) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['features', 'target'],
+      message: study.task.kind === 'regression' ? 'a regression study needs a numeric target ({ column, kind: "numeric", center, scale })' : 'a binary study needs a target with a positive class ({ column, positive })',
+    });
+  }
 });
 export type StudyConfig = z.infer<typeof StudyConfig>;
 export type StudyConfigInput = z.input<typeof StudyConfig>;
@@ -76,6 +137,8 @@ export const Task = z.object({
   modelSha256: z.string().length(64),
   deadline: z.string(),
   config: StudyConfig,
+  /** This node's instructions for a fit task (the strategy's configureFit). */
+  instructions: FitInstructions.optional(),
 });
 export type Task = z.infer<typeof Task>;
 
@@ -109,13 +172,14 @@ export const NodePrivacySpend = z.object({
 });
 export type NodePrivacySpend = z.infer<typeof NodePrivacySpend>;
 
-export const UpdateMeta = z.object({
+/** What rides beside an update's weights; each field is a release (RELEASE_FIELDS 'update.*'). */
+export const UpdateMeta = z.strictObject({
   numExamples: z.number().int().positive(),
   dpSgd: NodePrivacySpend.optional(),
-  loss: z.number().finite().nonnegative(),
-  steps: z.number().int().nonnegative(),
-  trainSeconds: z.number().nonnegative(),
-  data: DataReport,
+  loss: z.number().finite().nonnegative().optional(),
+  steps: z.number().int().nonnegative().optional(),
+  trainSeconds: z.number().nonnegative().optional(),
+  data: DataReport.optional(),
 });
 export type UpdateMeta = z.infer<typeof UpdateMeta>;
 export const UPDATE_META_HEADER = 'fedmark-update';
@@ -139,10 +203,11 @@ export const UpdateReceipt = z.object({
 });
 export type UpdateReceipt = z.infer<typeof UpdateReceipt>;
 
-export const EvaluationReport = z.object({
+/** A node's evaluation of a global model: the kind's sufficient statistics (model-kinds/kind.ts). */
+export const EvaluationReport = z.strictObject({
   numExamples: z.number().int().nonnegative(),
-  loss: z.number().finite().nonnegative(),
-  histogram: ScoreHistogram,
+  loss: z.number().finite().nonnegative().optional(),
+  stats: EvaluationStats,
 });
 export type EvaluationReport = z.infer<typeof EvaluationReport>;
 

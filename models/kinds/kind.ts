@@ -1,0 +1,43 @@
+import type * as tf from '../tf.ts';
+import type { StudyConfig } from '../../protocols/messages.ts';
+import type { EvaluationStats, KindName } from '../../protocols/model-kinds/kind.ts';
+import type { FitInstructions } from '../../protocols/strategies/strategy.ts';
+import type { DpSgdConfig } from '../../protocols/privacy/study-privacy.ts';
+import type { WeightSet } from '../../protocols/tensors.ts';
+import type { EncodedData } from '../encode.ts';
+
+/**
+ * A model kind, the node's half (TensorFlow.js). The coordinator's half (what an evaluation
+ * reports and how it pools) is protocols/model-kinds/kind.ts; the coordinator never imports this.
+ */
+export interface NodeModelKind {
+  readonly name: KindName;
+  /** The study's model with its round-0 weights (the coordinator's, for the same seed). */
+  createModel(study: StudyConfig, inputWidth: number): tf.LayersModel;
+  /**
+   * Local training from `global` (already loaded into `model`) under the strategy's instructions:
+   * plain (Adam/SGD) or DP-SGD when `dpSgd` is given; FedProx's proximal term
+   * (mu / 2) |w - global|^2 when instructions.proximalMu > 0.
+   */
+  train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult>;
+  /** The kind's sufficient statistics on `data` (never a ratio), and the mean loss. */
+  evaluate(model: tf.LayersModel, data: EncodedData): { loss: number; stats: EvaluationStats };
+}
+
+export interface TrainArgs {
+  study: StudyConfig;
+  instructions: FitInstructions;
+  global: WeightSet;
+  /** Seed of this round's batch order (e.g. training seed + round). */
+  seed: number;
+  dpSgd?: DpSgdConfig;
+}
+
+export interface KindTrainResult {
+  /** Mean training loss of the last epoch (or of DP-SGD's sampled rows). */
+  loss: number;
+  numExamples: number;
+  steps: number;
+  /** DP-SGD only: fraction of sampled rows whose gradient was clipped. */
+  clippedFraction?: number;
+}

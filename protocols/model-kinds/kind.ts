@@ -1,0 +1,121 @@
+import { z } from 'zod';
+import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts';
+
+/**
+ * Model kinds, the pure half (the coordinator's view; the node's half with TensorFlow lives in
+ * models/kinds/). A kind fixes what a node reports when it evaluates a model: sufficient
+ * statistics (sums, counts, histograms) that pool EXACTLY across nodes, never node-computed
+ * ratios, so a federated RMSE or AUC is the one a central evaluation on the pooled rows would give.
+ */
+
+/** The study's task: what the target is and how the model is fit to it. */
+export const TaskSpec = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('binary') }),
+  z.strictObject({
+    kind: z.literal('regression'),
+    /**
+     * mse on the standardized target; huber (robust to outliers) with `huberDelta` in standardized
+     * units; tweedie (log link, power in (1, 2): a point mass at zero plus a heavy right tail, as
+     * lifetime value and spend have); log1p (mse on log(1 + y), predictions expm1).
+     */
+    loss: z.enum(['mse', 'huber', 'tweedie', 'log1p']).default('mse'),
+    huberDelta: z.number().positive().finite().default(1),
+    tweediePower: z.number().gt(1).lt(2).default(1.5),
+  }),
+]);
+export type TaskSpec = z.infer<typeof TaskSpec>;
+export type KindName = TaskSpec['kind'];
+
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const finite = z.number().finite();
+
+/** Binary classification: the score histogram split by label, and the Brier sum. */
+export const BinaryStats = z.strictObject({
+  kind: z.literal('binary'),
+  histogram: ScoreHistogram,
+  /** Sum over rows of (p - y)^2. */
+  brierSum: finite.nonnegative(),
+  /** Sum over rows of the binary cross-entropy (probabilities clipped to [1e-7, 1 - 1e-7]). */
+  logLossSum: finite.nonnegative(),
+});
+export type BinaryStats = z.infer<typeof BinaryStats>;
+
+/**
+ * Regression on the target's own scale (dollars, units): with n rows, targets y and predictions
+ * p, and c the study's mean-only baseline (the target center of the feature spec, fixed before
+ * training): sums of y, y^2, (p - y), (p - y)^2, |p - y| and |y - c|.
+ */
+export const RegressionStats = z.strictObject({
+  kind: z.literal('regression'),
+  n: count,
+  sumY: finite,
+  sumY2: finite.nonnegative(),
+  sumError: finite,
+  sse: finite.nonnegative(),
+  sae: finite.nonnegative(),
+  baselineSae: finite.nonnegative(),
+});
+export type RegressionStats = z.infer<typeof RegressionStats>;
+
+export const EvaluationStats = z.discriminatedUnion('kind', [BinaryStats, RegressionStats]);
+export type EvaluationStats = z.infer<typeof EvaluationStats>;
+
+/** Pooled metrics of a round's evaluation; null where undefined (one class only, no rows). */
+export type PooledMetrics = Record<string, number | null>;
+
+/** The metric each kind reports first (the demo's table, the bench's column). */
+export const PRIMARY_METRIC: Record<KindName, string> = { binary: 'auc', regression: 'r2' };
+
+/** Rows a report's statistics cover, for checking them against the report's numExamples. */
+export function statsRows(stats: EvaluationStats): number {
+  if (stats.kind === 'regression') return stats.n;
+  let n = 0;
+  for (let b = 0; b < stats.histogram.bins; b++) n += stats.histogram.positives[b] + stats.histogram.negatives[b];
+  return n;
+}
+
+const orNull = (x: number) => (Number.isFinite(x) ? x : null);
+
+export function poolBinary(reports: BinaryStats[]): PooledMetrics {
+  const pooled = poolHistograms(reports.map((r) => r.histogram));
+  const n = reports.reduce((s, r) => s + statsRows(r), 0);
+  return {
+    auc: pooled ? orNull(aucFromHistogram(pooled)) : null,
+    logLoss: n > 0 ? reports.reduce((s, r) => s + r.logLossSum, 0) / n : null,
+    brier: n > 0 ? reports.reduce((s, r) => s + r.brierSum, 0) / n : null,
+    n,
+  };
+}
+
+/**
+ * RMSE, MAE, bias and R^2 of the pooled rows, and the same for the mean-only baseline c:
+ * baseline SSE = sum (y - c)^2 = sumY2 - 2 c sumY + n c^2; R^2 = 1 - SSE / SST with SST about
+ * the pooled mean, sumY2 - sumY^2 / n.
+ */
+export function poolRegression(reports: RegressionStats[], baselineCenter: number): PooledMetrics {
+  const n = reports.reduce((s, r) => s + r.n, 0);
+  if (n === 0) return { rmse: null, mae: null, r2: null, bias: null, baselineRmse: null, baselineMae: null, n: 0 };
+  const sum = (f: (r: RegressionStats) => number) => reports.reduce((s, r) => s + f(r), 0);
+  const sumY = sum((r) => r.sumY);
+  const sumY2 = sum((r) => r.sumY2);
+  const sse = sum((r) => r.sse);
+  const sst = Math.max(0, sumY2 - (sumY * sumY) / n);
+  const c = baselineCenter;
+  const baselineSse = Math.max(0, sumY2 - 2 * c * sumY + n * c * c);
+  return {
+    rmse: Math.sqrt(sse / n),
+    mae: sum((r) => r.sae) / n,
+    r2: sst > 0 ? 1 - sse / sst : null,
+    bias: sum((r) => r.sumError) / n,
+    baselineRmse: Math.sqrt(baselineSse / n),
+    baselineMae: sum((r) => r.baselineSae) / n,
+    n,
+  };
+}
+
+/** Pools one round's reports (all of one kind: the study's). */
+export function poolEvaluation(kind: KindName, reports: EvaluationStats[], baselineCenter = 0): PooledMetrics {
+  const wrong = reports.find((r) => r.kind !== kind);
+  if (wrong) throw new Error(`a ${wrong.kind} report in a ${kind} study`);
+  return kind === 'binary' ? poolBinary(reports as BinaryStats[]) : poolRegression(reports as RegressionStats[], baselineCenter);
+}

@@ -16,28 +16,48 @@ export interface Partition {
 /** Seeded uniform [0, 1) source (the project's one seeded PRNG). */
 export const seededRandom = mulberry32;
 
+/** Code-unit order: the same split on every machine, unlike localeCompare. */
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Distinct values of a column among the given rows (how many nodes `--nodes` can make at most). */
+export function distinctValues(values: string[], rowIndices: number[]): number {
+  return new Set(rowIndices.map((i) => values[i])).size;
+}
+
 /**
- * Groups the values of a column into `regions` regions of similar size (largest value first,
- * each into the currently smallest region), so a region is a set of whole states, as a regional
- * data center would hold.
+ * Splits rows by the values of a column, so a region is a set of whole values (states), as a
+ * regional data center would hold:
+ * - `regions` < the number of distinct values (among `rowIndices`): the values are grouped into
+ *   `regions` regions of similar size (largest value first, each into the currently smallest
+ *   region);
+ * - `regions` >= the number of distinct values: one region per value (`--partition-by state
+ *   --nodes 51` on the churn data: one node per state). More regions than values cannot be
+ *   made, so the count is the number of values.
+ * Regions are named region-01, region-02, ... from the largest; `values` says what each holds.
  */
 export function partitionByColumn(values: string[], rowIndices: number[], regions: number): Partition[] {
+  if (!Number.isInteger(regions) || regions < 1) throw new RangeError(`partitionByColumn: regions must be a positive integer, got ${regions}`);
   const byValue = new Map<string, number[]>();
   for (const i of rowIndices) {
     const v = values[i];
     if (!byValue.has(v)) byValue.set(v, []);
     byValue.get(v)!.push(i);
   }
-  const distinct = [...byValue.keys()].sort((a, b) => byValue.get(b)!.length - byValue.get(a)!.length || a.localeCompare(b));
-  const count = Math.min(regions, distinct.length);
-  const parts: Partition[] = Array.from({ length: count }, (_, k) => ({ name: `region-${String(k + 1).padStart(2, '0')}`, rows: [], values: [] }));
+  const distinct = [...byValue.keys()].sort((a, b) => byValue.get(b)!.length - byValue.get(a)!.length || compareStrings(a, b));
+  const name = (k: number) => `region-${String(k + 1).padStart(2, '0')}`;
+  if (regions >= distinct.length) {
+    return distinct.map((v, k) => ({ name: name(k), rows: [...byValue.get(v)!].sort((a, b) => a - b), values: [v] }));
+  }
+  const parts: Partition[] = Array.from({ length: regions }, (_, k) => ({ name: name(k), rows: [], values: [] }));
   for (const v of distinct) {
     const smallest = parts.reduce((best, p) => (p.rows.length < best.rows.length ? p : best), parts[0]);
     smallest.values.push(v);
     smallest.rows.push(...byValue.get(v)!);
   }
   for (const p of parts) {
-    p.values.sort();
+    p.values.sort(compareStrings);
     p.rows.sort((a, b) => a - b);
   }
   return parts;

@@ -85,6 +85,23 @@ export interface RoundsTable {
   /** What the strategy reported: clip norm, noise std, next clip norm... (never update values). */
   mechanism: Json<Record<string, unknown>> | null;
   clip_norm: number | null;
+  /** The strategy's server state this round started from (encodeServerState bytes). */
+  server_state: Uint8Array | null;
+  /** The server state after the fit phase, carried to the next round. */
+  next_server_state: Uint8Array | null;
+  /** Each participant's fit instructions, by node id. */
+  instructions: Json<Record<string, unknown>> | null;
+  /** The model kind's pooled validation metrics. */
+  validation_metrics: Json<Record<string, number | null>> | null;
+}
+
+/** Every accepted update of a round, for strategies that need them all (median, Krum...). */
+export interface RoundKeptUpdatesTable {
+  study_id: string;
+  round: number;
+  seq: number;
+  node_id: string;
+  weights: Uint8Array;
 }
 
 export interface PrivacyLedgerTable {
@@ -107,7 +124,7 @@ export interface UpdatesTable {
   sha256: string;
   bytes: number;
   num_examples: number;
-  loss: number;
+  loss: number | null;
   meta: Json<unknown>;
   accepted_at: Timestamp;
 }
@@ -117,8 +134,11 @@ export interface EvaluationsTable {
   round: number;
   node_id: string;
   num_examples: number;
-  loss: number;
-  histogram: Json<unknown>;
+  loss: number | null;
+  /** Legacy (binary-only) score histogram; new reports store `stats`. */
+  histogram: Json<unknown> | null;
+  /** The model kind's sufficient statistics (EvaluationStats). */
+  stats: Json<unknown> | null;
   received_at: DefaultedTimestamp;
 }
 
@@ -140,6 +160,7 @@ export interface Database {
   policies: PoliciesTable;
   regional_accumulators: RegionalAccumulatorsTable;
   regional_models: RegionalModelsTable;
+  round_kept_updates: RoundKeptUpdatesTable;
 }
 
 /** Running FedAvg sum of one region's updates in an open round (float64 codec state). */

@@ -1,7 +1,8 @@
 import type { Transaction } from 'kysely';
-import { FedAvgStrategy } from '../../protocols/aggregation/fedavg-strategy.ts';
-import type { StudyConfig } from '../../protocols/messages.ts';
-import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../../protocols/metrics.ts';
+import { decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../../protocols/aggregation/fedavg.ts';
+import { StudyConfig } from '../../protocols/messages.ts';
+import { evaluationStatsOf, poolStudyEvaluation } from '../rounds/evaluation-pooling.ts';
+import { specsOf } from '../../protocols/tensors.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
@@ -27,7 +28,6 @@ import { latestPolicies } from '../policies/policy-service.ts';
  */
 const FLOOR_NODES_PER_REGIONAL_MODEL = 2;
 
-const fedAvg = new FedAvgStrategy();
 
 /** Whether this study produces regional models (never under central DP: see above). */
 export function makesRegionalModels(config: StudyConfig): boolean {
@@ -48,9 +48,11 @@ export async function foldRegionalUpdate(
     .where('region', '=', region)
     .forUpdate()
     .executeTakeFirst();
-  const aggregation = row ? fedAvg.resume(input.global, new Uint8Array(row.state)) : fedAvg.begin(input.global);
-  aggregation.accept(input.update, input.numExamples);
-  const state = aggregation.state();
+  // The plain example-weighted mean of the region's local models, whatever the study's strategy:
+  // it is the region's adaptation of the global model, not a server step.
+  const accumulator = row ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state))) : new WeightedMeanAccumulator(specsOf(input.global));
+  accumulator.add(input.update, input.numExamples);
+  const state = encodeAccumulatorState(accumulator.toState());
   if (row) {
     await tx.updateTable('regional_accumulators').set({ state }).where('study_id', '=', studyId).where('round', '=', round).where('region', '=', region).execute();
   } else {
@@ -91,8 +93,9 @@ export async function publishRegionalModels(
       outcomes.push({ region: row.region, nodes: members.length, required, published: false, reason: `only ${members.length} node(s) of region ${row.region} reported; a regional model needs at least ${required}` });
       continue;
     }
-    const weights = fedAvg.resume(input.global, new Uint8Array(row.state)).finish().weights;
-    if (!weights) continue;
+    const accumulator = WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state)));
+    if (accumulator.count === 0) continue;
+    const weights = accumulator.mean();
     const bytes = encodeWeights(weights);
     const sha256 = sha256Hex(bytes);
     const { signature, fingerprint } = await input.keyring.sign(bytes);
@@ -139,14 +142,15 @@ export async function getRegionalModel(db: Db, studyId: string, region: string, 
  * only: no weights, no per-node values.
  */
 export async function regionalReport(db: Db, studyId: string, region: string) {
-  const study = await db.selectFrom('studies').select('id').where('id', '=', studyId).executeTakeFirst();
+  const study = await db.selectFrom('studies').select(['id', 'config']).where('id', '=', studyId).executeTakeFirst();
   if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
+  const config = StudyConfig.parse(study.config);
   const members = await db.selectFrom('nodes').select(['id', 'name', 'state']).where('study_id', '=', studyId).where('region', '=', region).orderBy('name').execute();
   const ids = members.map((m) => m.id);
   const [rounds, updates, evaluations, models] = await Promise.all([
     db.selectFrom('rounds').select(['round', 'phase', 'mechanism']).where('study_id', '=', studyId).orderBy('round').execute(),
     ids.length ? db.selectFrom('updates').select(['round', 'node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
-    ids.length ? db.selectFrom('evaluations').select(['round', 'node_id', 'histogram']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
+    ids.length ? db.selectFrom('evaluations').select(['round', 'node_id', 'histogram', 'stats']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
     db.selectFrom('regional_models').select(['version', 'sha256', 'nodes', 'num_examples']).where('study_id', '=', studyId).where('region', '=', region).execute(),
   ]);
   return {
@@ -156,8 +160,8 @@ export async function regionalReport(db: Db, studyId: string, region: string) {
     rounds: rounds.map((r) => {
       const mine = updates.filter((u) => u.round === r.round);
       const examples = mine.reduce((s, u) => s + u.num_examples, 0);
-      const pooled = poolHistograms(evaluations.filter((e) => e.round === r.round).map((e) => ScoreHistogram.parse(e.histogram)));
-      const auc = pooled ? aucFromHistogram(pooled) : Number.NaN;
+      const mineEvaluated = evaluations.filter((e) => e.round === r.round);
+      const metrics = mineEvaluated.length ? poolStudyEvaluation(config, mineEvaluated.map(evaluationStatsOf)) : null;
       const model = models.find((m) => m.version === r.round);
       const outcome = ((r.mechanism as { regionalModels?: RegionalOutcome[] } | null)?.regionalModels ?? []).find((o) => o.region === region);
       return {
@@ -165,11 +169,20 @@ export async function regionalReport(db: Db, studyId: string, region: string) {
         phase: r.phase,
         nodes: mine.length,
         numExamples: examples,
-        meanLoss: examples > 0 ? mine.reduce((s, u) => s + u.loss * u.num_examples, 0) / examples : null,
-        globalValidationAuc: Number.isFinite(auc) ? auc : null,
+        meanLoss: meanLossOf(mine),
+        globalValidationAuc: metrics && typeof metrics.auc === 'number' ? metrics.auc : null,
+        /** The kind's pooled metrics of the global model on this region's held-out rows. */
+        globalValidationMetrics: metrics,
         regionalModel: model ? { version: model.version, sha256: model.sha256, nodes: model.nodes, numExamples: model.num_examples } : null,
         regionalModelWithheld: model ? null : (outcome?.reason ?? null),
       };
     }),
   };
+}
+
+/** Example-weighted mean loss of the updates that released one (null when none did). */
+export function meanLossOf(updates: Array<{ num_examples: number; loss: number | null }>): number | null {
+  const withLoss = updates.filter((u) => u.loss !== null);
+  const examples = withLoss.reduce((s, u) => s + u.num_examples, 0);
+  return examples > 0 ? withLoss.reduce((s, u) => s + u.loss! * u.num_examples, 0) / examples : null;
 }

@@ -1,23 +1,25 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Selectable } from 'kysely';
-import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../../protocols/metrics.ts';
+import { DEFAULT_HISTOGRAM_BINS } from '../../protocols/metrics.ts';
 import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
+import { EvaluationStats, statsRows } from '../../protocols/model-kinds/kind.ts';
 import { createHash, randomInt } from 'node:crypto';
 import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
-import type { Strategy } from '../../protocols/strategy.ts';
+import { FitInstructions, type FitAggregation, type FitFailure, type ServerState, type Strategy } from '../../protocols/strategies/strategy.ts';
+import type { WeightSet } from '../../protocols/tensors.ts';
+import { decodeServerState, encodeServerState } from '../../protocols/strategies/server-state.ts';
+import { dropKeptUpdates, keepUpdate, keptUpdates, lockRound, previousRound, type RoundRow } from './round-repository.ts';
+import { evaluationStatsOf, poolStudyEvaluation } from './evaluation-pooling.ts';
 import { decodeWeights, encodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { appendAudit, checkpointAudit } from '../audit/audit-log.ts';
 import { checkParticipants } from '../policies/policy-service.ts';
-import { dropRegionalAccumulators, foldRegionalUpdate, makesRegionalModels, publishRegionalModels } from '../regions/regional-models.ts';
-import type { RoundsTable } from '../db/schema.ts';
+import { dropRegionalAccumulators, foldRegionalUpdate, makesRegionalModels, meanLossOf, publishRegionalModels } from '../regions/regional-models.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { studyTensorSpecs, type StudyService } from '../studies/study-service.ts';
 
-type RoundRow = Selectable<RoundsTable>;
 
 /** Node states in which a participant can still train, and still evaluate what it trained. */
 const TRAINING_STATES: ReadonlySet<string> = new Set(['ready']);
@@ -77,14 +79,28 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     );
   }
 
-  /** The public facts of a round a strategy may use: its number, its denominator, its clip norm. */
+  /** The public facts of a round a strategy may use: its number and its denominator. */
   function roundContext(row: RoundRow) {
     const expected = (row.mechanism as { expectedParticipants?: number } | null)?.expectedParticipants;
-    return { round: row.round, participants: Math.max(1, expected ?? row.participants.length), clipNorm: row.clip_norm ?? undefined };
+    return { round: row.round, participants: Math.max(1, expected ?? row.participants.length) };
   }
 
-  async function lockRound(tx: Db, studyId: string, round: number): Promise<RoundRow | undefined> {
-    return tx.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+  /** The server state a round starts from: what the round before handed on, or the initial one. */
+  async function startingServerState(tx: Db, studyId: string, round: number, strategy: Strategy, global: WeightSet): Promise<ServerState> {
+    const previous = await previousRound(tx, studyId, round);
+    const bytes = previous?.next_server_state ?? previous?.server_state;
+    return bytes ? decodeServerState(new Uint8Array(bytes)) : strategy.initialServerState(global);
+  }
+
+  /**
+   * The round's aggregation as persisted: its server state, its running state and (for strategies
+   * that need every update) the updates kept so far, in arrival order. A restart resumes exactly.
+   */
+  async function aggregationOf(tx: Db, strategy: Strategy, global: WeightSet, row: RoundRow): Promise<FitAggregation> {
+    const serverState = row.server_state ? decodeServerState(new Uint8Array(row.server_state)) : strategy.initialServerState(global);
+    if (!row.accumulator) return strategy.beginFit(global, serverState, roundContext(row));
+    const kept = strategy.input === 'every-update' ? await keptUpdates(tx, row.study_id, row.round) : [];
+    return strategy.resumeFit(global, serverState, new Uint8Array(row.accumulator), kept, roundContext(row));
   }
 
   /**
@@ -154,25 +170,28 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       // says what an auditor-level observer is then guaranteed.
       const q = central?.nodeSamplingRate ?? 1;
       const participants = q >= 1 ? ready.map((n) => n.id) : ready.filter(() => randomInt(0, 2 ** 32) / 2 ** 32 < q).map((n) => n.id);
-      const previous = await tx.selectFrom('rounds').select('mechanism').where('study_id', '=', studyId).where('phase', '=', 'completed').orderBy('round', 'desc').executeTakeFirst();
-      const nextClip = (previous?.mechanism as { nextClipNorm?: number } | null)?.nextClipNorm;
-      const clipNorm = central ? (nextClip ?? (central.clipping.kind === 'fixed' ? central.clipping.norm : central.clipping.initialNorm)) : null;
+      const strategy = strategyFor(config);
+      const previousModel = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
+      const global = decodeWeights(new Uint8Array(previousModel.weights));
+      // The server state (momentum, moments, adaptive clip norm) the previous round handed on.
+      const serverState = await startingServerState(tx, studyId, round, strategy, global);
+      const clipNorm = central ? clipNormIn(serverState) : null;
       const fitDeadline = new Date(now().getTime() + config.roundDeadlineSeconds * 1000);
       // The round record carries the whole privacy configuration in force (central and DP-SGD).
-      const mechanism = { strategy: strategyFor(config).name, privacy: config.privacy ?? null, expectedParticipants: q * ready.length, ...(charge ? { epsilonRound: charge.epsilonRound, epsilonTotal: charge.epsilonTotal } : {}) };
+      const mechanism = { strategy: strategy.name, strategyConfig: config.strategy, privacy: config.privacy ?? null, expectedParticipants: q * ready.length, ...(charge ? { epsilonRound: charge.epsilonRound, epsilonTotal: charge.epsilonTotal } : {}) };
+      // Each participant's instructions (FedProx's mu...), fixed now so every retry gets the same.
+      const nodeRows = participants.length ? await tx.selectFrom('nodes').select(['id', 'region']).where('id', 'in', participants).orderBy('id').execute() : [];
+      const instructions = Object.fromEntries(strategy.configureFit(round, serverState, nodeRows, config.training));
       // The aggregation begins now, not at the first arrival: a privacy wrapper draws its noise in
-      // begin(), so the state persisted after any update is already noised (issue 3: only noised
-      // aggregates are ever stored).
-      const previousModel = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
-      const accumulator = strategyFor(config)
-        .begin(decodeWeights(new Uint8Array(previousModel.weights)), { round, participants: Math.max(1, q * ready.length), clipNorm: clipNorm ?? undefined })
-        .state();
+      // beginFit(), so the state persisted after any update is already noised (issue 3: only
+      // noised aggregates are ever stored).
+      const accumulator = strategy.beginFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state();
       await tx
         .insertInto('rounds')
-        .values({ study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism) })
+        .values({ study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism), server_state: encodeServerState(serverState), next_server_state: null, instructions: JSON.stringify(instructions), validation_metrics: null })
         .execute();
       await tx.updateTable('studies').set({ current_round: round }).where('id', '=', studyId).execute();
-      await appendAudit(tx, { actor: mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, config } });
+      await appendAudit(tx, { actor: mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });
       if (charge) await appendAudit(tx, { actor: 'coordinator', kind: 'privacy.charged', studyId, round, data: { ...charge } });
       return { round, fitDeadline, participants, charge };
     });
@@ -228,8 +247,10 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         if (updates.length < config.minNodesPerRound) {
           const when = deadlinePassed ? `by the deadline ${new Date(row.fit_deadline).toISOString()}` : 'and every other participant said it cannot train';
           const reason = `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${config.minNodesPerRound}`;
-          await tx.updateTable('rounds').set({ phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null }).where('study_id', '=', studyId).where('round', '=', round).execute();
+          // "No new weights": the model AND the server state carry over unchanged.
+          await tx.updateTable('rounds').set({ phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null, next_server_state: row.server_state }).where('study_id', '=', studyId).where('round', '=', round).execute();
           await dropRegionalAccumulators(tx, studyId, round);
+          await dropKeptUpdates(tx, studyId, round);
           // "No new parameters" means "keep the global model": version `round` is version
           // round-1, so the next round has a model to start from.
           const kept = await tx.selectFrom('models').select(['weights', 'sha256', 'bytes']).where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
@@ -243,14 +264,20 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         const previous = await tx.selectFrom('models').select('weights').where('study_id', '=', studyId).where('version', '=', round - 1).executeTakeFirstOrThrow();
         const global = decodeWeights(new Uint8Array(previous.weights));
         const strategy = strategyFor(config);
-        const aggregation = row.accumulator ? strategy.resume(global, new Uint8Array(row.accumulator), roundContext(row)) : strategy.begin(global, roundContext(row));
-        const outcome = aggregation.finish();
+        const aggregation = await aggregationOf(tx, strategy, global, row);
+        // Flower's aggregate_fit(results, failures): who could not train, and who was late.
+        const fitFailures: FitFailure[] = [
+          ...failures.map((f) => ({ nodeId: f.nodeId, reason: f.state })),
+          ...participants.filter((id) => !updates.some((u) => u.node_id === id) && !failures.some((f) => f.nodeId === id)).map((nodeId) => ({ nodeId, reason: 'late' })),
+        ];
+        const outcome = aggregation.finish(fitFailures);
+        // "No new weights" (e.g. Krum with too few updates) keeps the global model.
         const next = outcome.weights ?? global;
         const bytes = encodeWeights(next);
         const sha256 = sha256Hex(bytes);
         const { signature, fingerprint } = await deps.keyring.sign(bytes);
         const numExamples = updates.reduce((s, u) => s + u.num_examples, 0);
-        const meanLoss = updates.reduce((s, u) => s + u.loss * u.num_examples, 0) / numExamples;
+        const meanLoss = meanLossOf(updates);
         const regionalModels = await publishRegionalModels(tx, { studyId, round, global, keyring: deps.keyring, contributors: updates });
         await tx.insertInto('models').values({ study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
         await tx.updateTable('studies').set({ latest_model_version: round }).where('id', '=', studyId).execute();
@@ -259,30 +286,31 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         await tx
           .updateTable('rounds')
           // The partial sum is dropped once the aggregate exists: only published models persist.
-          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}), ...(regionalModels.length ? { regionalModels } : {}) }) })
+          .set({ phase: 'evaluate', evaluation_deadline: evaluationDeadline, accumulator: null, next_server_state: encodeServerState(outcome.serverState), num_examples: numExamples, mean_loss: meanLoss, mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}), ...(regionalModels.length ? { regionalModels } : {}) }) })
           .where('study_id', '=', studyId)
           .where('round', '=', round)
           .execute();
+        await dropKeptUpdates(tx, studyId, round);
         return { kind: 'aggregated' as const, evaluationDeadline, sha256, nodes: updates.length, meanLoss };
       }
       if (row.phase === 'evaluate') {
-        const evaluations = await tx.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram']).where('study_id', '=', studyId).where('round', '=', round).execute();
+        const evaluations = await tx.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram', 'stats']).where('study_id', '=', studyId).where('round', '=', round).execute();
         const updaters = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
         // A node that lost its data (or left) since it trained cannot evaluate: do not wait for it.
         const unable = await cannotTrain(tx, updaters.map((u) => u.node_id).filter((id) => !evaluations.some((e) => e.node_id === id)), EVALUATION_STATES);
         const allIn = evaluations.length + unable.length >= updaters.length;
         if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
-        const pooled = poolHistograms(evaluations.map((e) => ScoreHistogram.parse(e.histogram)));
-        const auc = pooled ? aucFromHistogram(pooled) : Number.NaN;
-        const examples = evaluations.reduce((s, e) => s + e.num_examples, 0);
-        const loss = examples > 0 ? evaluations.reduce((s, e) => s + e.loss * e.num_examples, 0) / examples : null;
+        // The kind's sufficient statistics, summed: the metrics of the pooled held-out rows.
+        const metrics = poolStudyEvaluation(config, evaluations.map(evaluationStatsOf));
+        const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
+        const loss = meanLossOf(evaluations);
         await tx
           .updateTable('rounds')
-          .set({ phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, closed_at: t })
+          .set({ phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t })
           .where('study_id', '=', studyId)
           .where('round', '=', round)
           .execute();
-        await appendAudit(tx, { actor: 'coordinator', kind: 'round.completed', studyId, round, data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, evaluations: evaluations.length } });
+        await appendAudit(tx, { actor: 'coordinator', kind: 'round.completed', studyId, round, data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: evaluations.length } });
         return { kind: 'completed' as const, auc, evaluations: evaluations.length };
       }
       return undefined;
@@ -330,7 +358,9 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const done = await db.selectFrom('updates').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst();
       if (done) return undefined;
       const model = await studies.getModel(node.studyId, row.round - 1);
-      return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config };
+      const mine = (row.instructions as Record<string, unknown> | null)?.[node.id];
+      const instructions = mine ? FitInstructions.parse(mine) : undefined;
+      return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config, ...(instructions ? { instructions } : {}) };
     }
     const [submitted, evaluated] = await Promise.all([
       db.selectFrom('updates').select('node_id').where('study_id', '=', node.studyId).where('round', '=', row.round).where('node_id', '=', node.id).executeTakeFirst(),
@@ -465,15 +495,16 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         }
         if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
         const strategy = strategyFor(config);
-        // Rounds opened before the accumulator was begun at round start have none yet.
-        const aggregation = row.accumulator ? strategy.resume(global, new Uint8Array(row.accumulator), roundContext(row)) : strategy.begin(global, roundContext(row));
+        const aggregation = await aggregationOf(tx, strategy, global, row);
         // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
-        const { deltaNorm, clipped } = aggregation.accept(weights, meta.numExamples);
+        const { deltaNorm, clipped, kept } = aggregation.accept(weights, meta.numExamples);
         await tx.updateTable('rounds').set({ accumulator: aggregation.state() }).where('study_id', '=', studyId).where('round', '=', round).execute();
+        // Strategies that need every update (median, Krum...) get each one stored once.
+        if (kept) await keepUpdate(tx, { studyId, round, nodeId: node.id, bytes: kept });
         if (makesRegionalModels(config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global, update: weights, numExamples: meta.numExamples });
         await tx
           .insertInto('updates')
-          .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256 }), accepted_at: t })
+          .values({ study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256 }), accepted_at: t })
           .execute();
         await tx.updateTable('nodes').set({ last_seen_at: t }).where('id', '=', node.id).execute();
         // Size, hash, clipped norm and counts: never the values.
@@ -494,16 +525,17 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
 
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {
       if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
+      const config = await studies.getConfig(studyId);
+      checkEvaluationReport(config, report);
       const stored = await db.transaction().execute(async (tx) => {
         const row = await lockRound(tx, studyId, round);
         if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
         const updated = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
         if (!updated) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
-        const previous = await tx.selectFrom('evaluations').select('histogram').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
+        const previous = await tx.selectFrom('evaluations').select(['histogram', 'stats', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', node.id).executeTakeFirst();
         if (previous) {
-          // jsonb reorders keys: compare the fields, not the serialization.
-          const before = ScoreHistogram.parse(previous.histogram);
-          const same = before.bins === report.histogram.bins && before.positives.every((v, i) => v === report.histogram.positives[i]) && before.negatives.every((v, i) => v === report.histogram.negatives[i]);
+          // jsonb reorders keys: compare canonical forms, not the serialization.
+          const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss;
           if (same) return false;
           throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
         }
@@ -512,9 +544,9 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
         }
         await tx
           .insertInto('evaluations')
-          .values({ study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss, histogram: JSON.stringify(report.histogram) })
+          .values({ study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) })
           .execute();
-        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, bins: report.histogram.bins } });
+        await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
         const evaluated = await tx.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
         const updaters = await tx.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
         // All in: every node that trained has evaluated, or can no longer (see advanceRound).
@@ -535,3 +567,24 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
   };
 }
 export type RoundService = ReturnType<typeof createRoundService>;
+
+/**
+ * An evaluation report's statistics are checked before anything is stored: the study's kind, as
+ * many rows as the report claims, and (binary) the histogram resolution every honest node uses,
+ * so one report cannot make the round's pooling fail.
+ */
+function checkEvaluationReport(config: StudyConfig, report: EvaluationReport): void {
+  const stats: EvaluationStats = report.stats;
+  if (stats.kind !== config.task.kind) throw new BadRequestError(`evaluation refused: stats.kind is ${stats.kind} but the study is ${config.task.kind}`, 'stats.kind', 'INVALID_EVALUATION');
+  if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) {
+    throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${DEFAULT_HISTOGRAM_BINS}, got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
+  }
+  const rows = statsRows(stats);
+  if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: the statistics cover ${rows} rows but numExamples is ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
+}
+
+/** The clip norm in force under central DP, from the server state (the DP wrapper keeps it there). */
+function clipNormIn(state: ServerState): number | null {
+  const key = Object.keys(state.scalars).find((k) => /clipNorm$/i.test(k));
+  return key === undefined ? null : state.scalars[key];
+}

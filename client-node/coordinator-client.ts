@@ -3,6 +3,14 @@ import { signRequest, sealUpdate, type PrivateKey, type PublicKey } from '../pro
 import type { z } from 'zod';
 import { PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { roundBinding, EnrollResponse, StudyConfig, Task, UPDATE_META_HEADER, UpdateReceipt, type EvaluationReport, type NodeStatusReport, type UpdateMeta } from '../protocols/messages.ts';
+import type { Released } from './release.ts';
+
+/** An update's weights encrypted to the coordinator and signed by this node (see seal()). */
+export interface SealedUpdate {
+  readonly sealed: Uint8Array;
+  /** Bytes of the plain encoded weights, for this node's own log. */
+  readonly plainBytes: number;
+}
 
 /** A refusal from the coordinator (4xx): retrying will not help. */
 export class CoordinatorRefusal extends Error {
@@ -77,7 +85,8 @@ export class CoordinatorClient {
     return { studyId: body.studyId, state: body.state, config: StudyConfig.parse(body.config) };
   }
 
-  async reportStatus(report: NodeStatusReport): Promise<void> {
+  /** A status report, as the release step built it (its `data` only when the study releases it). */
+  async reportStatus(report: Released<NodeStatusReport>): Promise<void> {
     await this.request('POST', '/v1/nodes/me/status', { body: JSON.stringify(report), headers: { 'content-type': 'application/json' } });
   }
 
@@ -110,14 +119,20 @@ export class CoordinatorClient {
     return (await res.json()) as { fingerprint: string; publicKey: string; rotations: Array<{ fingerprint: string; announcement: string }> };
   }
 
-  /** Seals the weights (encrypted to the coordinator, signed by this node) and submits them. */
-  async submitUpdate(studyId: string, round: number, meta: UpdateMeta, body: Uint8Array, coordinatorKey: PublicKey): Promise<UpdateReceipt> {
-    if (!this.signingKey) throw new Error('submitUpdate before enrollment');
-    // Sealed once, outside the retry loop: retries resend the same bytes.
-    const sealed = await sealUpdate({ bytes: body, coordinatorPublicKey: coordinatorKey, nodePrivateKey: this.signingKey });
+  /** Seals encoded weights: encrypted to the coordinator's (pinned) key, signed by this node's. */
+  async seal(body: Uint8Array, coordinatorKey: PublicKey): Promise<SealedUpdate> {
+    if (!this.signingKey) throw new Error('seal before enrollment');
+    return { sealed: await sealUpdate({ bytes: body, coordinatorPublicKey: coordinatorKey, nodePrivateKey: this.signingKey }), plainBytes: body.length };
+  }
+
+  /**
+   * Submits sealed weights with the metadata the release step built. Sealed once, before this:
+   * retries resend the same bytes.
+   */
+  async submitUpdate(studyId: string, round: number, meta: Released<UpdateMeta>, update: SealedUpdate): Promise<UpdateReceipt> {
     const metaHeader = JSON.stringify(meta);
     const res = await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/updates`, {
-      body: sealed,
+      body: update.sealed,
       // Binds the metadata header to the signature too (see the coordinator's update route).
       roundId: roundBinding(studyId, round, metaHeader),
       headers: { 'content-type': 'application/pgp-encrypted', [UPDATE_META_HEADER]: metaHeader },
@@ -125,7 +140,7 @@ export class CoordinatorClient {
     return this.json(UpdateReceipt, res);
   }
 
-  async submitEvaluation(studyId: string, round: number, report: EvaluationReport): Promise<void> {
+  async submitEvaluation(studyId: string, round: number, report: Released<EvaluationReport>): Promise<void> {
     await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/evaluations`, {
       body: JSON.stringify(report),
       roundId: roundBinding(studyId, round),

@@ -1,0 +1,136 @@
+import {
+  DataReport,
+  EvaluationReport,
+  NodeStatusReport,
+  ReleaseList,
+  UpdateMeta,
+  type NodePrivacySpend,
+  type ReleaseField,
+  type StudyConfig,
+} from '../protocols/messages.ts';
+import type { EvaluationStats } from '../protocols/model-kinds/kind.ts';
+
+/**
+ * The release step: the ONLY code that builds what leaves this node about its data (an update's
+ * metadata, an evaluation report, the `data` of a status report). It takes everything the node
+ * knows and keeps, field by field, only what the study's `release` list names (RELEASE_FIELDS in
+ * protocols/messages.ts); the result is parsed with the protocol's strict schemas, so nothing
+ * else can ride along. The weights themselves ('update.weights', required) are sealed and sent
+ * by the coordinator client.
+ *
+ *   UpdateMeta.numExamples        update.numExamples      (required)
+ *   UpdateMeta.loss               update.loss
+ *   UpdateMeta.steps              update.steps
+ *   UpdateMeta.trainSeconds       update.trainSeconds
+ *   UpdateMeta.data               update.data
+ *   UpdateMeta.dpSgd              update.dpSgd
+ *   EvaluationReport.numExamples  evaluation.numExamples  (required)
+ *   EvaluationReport.stats        evaluation.stats        (required)
+ *   EvaluationReport.loss         evaluation.loss
+ *   NodeStatusReport.data         status.data
+ *   NodeStatusReport.state/message: the node's state and why, in words with no value from its
+ *   data (describeDataError, policy and ceiling refusals): protocol, not a release.
+ */
+
+declare const released: unique symbol;
+/** A message built by the release step; the coordinator client sends nothing else. */
+export type Released<T> = T & { readonly [released]: true };
+
+/** What the node knows after training (more than it may say). */
+export interface TrainedFacts {
+  numExamples: number;
+  loss: number;
+  steps: number;
+  trainSeconds: number;
+  /** The node's DP-SGD spending this round, when it trained with DP-SGD. */
+  dpSgd?: NodePrivacySpend;
+  /** The counts of its data (possibly with local-only extras: only DataReport's fields are kept). */
+  data: DataReport;
+}
+
+/** What the node knows after evaluating a global model. */
+export interface EvaluatedFacts {
+  numExamples: number;
+  loss: number;
+  stats: EvaluationStats;
+}
+
+/** A status the node wants to report, with the counts of its data when it has them. */
+export interface StatusFacts {
+  state: NodeStatusReport['state'];
+  message?: string;
+  data?: DataReport;
+}
+
+/** Which message field is which release (the table above, as data; a test checks it is total). */
+export const UPDATE_META_RELEASE = {
+  numExamples: 'update.numExamples',
+  loss: 'update.loss',
+  steps: 'update.steps',
+  trainSeconds: 'update.trainSeconds',
+  data: 'update.data',
+  dpSgd: 'update.dpSgd',
+} as const satisfies Record<keyof UpdateMeta, ReleaseField>;
+export const EVALUATION_RELEASE = {
+  numExamples: 'evaluation.numExamples',
+  loss: 'evaluation.loss',
+  stats: 'evaluation.stats',
+} as const satisfies Record<keyof EvaluationReport, ReleaseField>;
+export const STATUS_RELEASE = { data: 'status.data' } as const satisfies Partial<Record<keyof NodeStatusReport, ReleaseField>>;
+
+export class Release {
+  /** The study's declared list, checked (the required fields are on it, no name twice). */
+  readonly fields: ReadonlySet<ReleaseField>;
+
+  constructor(list: readonly ReleaseField[]) {
+    this.fields = new Set(ReleaseList.parse([...list]));
+  }
+
+  static of(study: Pick<StudyConfig, 'release'>): Release {
+    return new Release(study.release);
+  }
+
+  allows(field: ReleaseField): boolean {
+    return this.fields.has(field);
+  }
+
+  /** The metadata beside an update's weights. */
+  update(facts: TrainedFacts): Released<UpdateMeta> {
+    const meta: Record<string, unknown> = {};
+    for (const [key, field] of Object.entries(UPDATE_META_RELEASE) as Array<[keyof UpdateMeta, ReleaseField]>) {
+      if (!this.allows(field)) continue;
+      const value = key === 'data' ? dataReport(facts.data) : facts[key];
+      if (value !== undefined) meta[key] = value;
+    }
+    return UpdateMeta.parse(meta) as Released<UpdateMeta>;
+  }
+
+  /** An evaluation of a global model: the model kind's sufficient statistics. */
+  evaluation(facts: EvaluatedFacts): Released<EvaluationReport> {
+    const report: Record<string, unknown> = {};
+    for (const [key, field] of Object.entries(EVALUATION_RELEASE) as Array<[keyof EvaluationReport, ReleaseField]>) {
+      if (this.allows(field) && facts[key] !== undefined) report[key] = facts[key];
+    }
+    return EvaluationReport.parse(report) as Released<EvaluationReport>;
+  }
+
+  /** A status report: the state and its message always, the data's counts only if released. */
+  status(facts: StatusFacts): Released<NodeStatusReport> {
+    const report: NodeStatusReport = { state: facts.state };
+    if (facts.message !== undefined) report.message = facts.message;
+    if (facts.data && this.allows(STATUS_RELEASE.data)) report.data = dataReport(facts.data);
+    return NodeStatusReport.strict().parse(report) as Released<NodeStatusReport>;
+  }
+}
+
+/** Only DataReport's own fields (counts), whatever else the node keeps beside them. */
+function dataReport(data: DataReport): DataReport {
+  const { rows, droppedNoConsent, droppedFeatures, missingFilled, unseenCategories } = data;
+  return DataReport.parse({
+    rows,
+    ...(droppedNoConsent !== undefined ? { droppedNoConsent } : {}),
+    ...(droppedFeatures !== undefined ? { droppedFeatures } : {}),
+    missingFilled,
+    unseenCategories,
+  });
+}

@@ -1,0 +1,24 @@
+import type { EvaluationReport, Task, UpdateMeta, UpdateReceipt } from '../protocols/messages.ts';
+import type { WeightSet } from '../protocols/tensors.ts';
+import { encodeWeights } from '../protocols/weights-codec.ts';
+import type { CoordinatorClient, SealedUpdate } from './coordinator-client.ts';
+import type { CoordinatorTrust } from './identity.ts';
+import type { Released } from './release.ts';
+
+/**
+ * The seal and send stages: the weights ('update.weights') encoded and encrypted to the trusted
+ * coordinator key, signed by this node; then sent with the metadata the release step built
+ * (the request signature binds that metadata too). Nothing reaches these but released messages.
+ */
+
+export function seal(client: CoordinatorClient, weights: WeightSet, trust: CoordinatorTrust): Promise<SealedUpdate> {
+  return client.seal(encodeWeights(weights), trust.key);
+}
+
+export function sendUpdate(client: CoordinatorClient, task: Task, meta: Released<UpdateMeta>, sealed: SealedUpdate): Promise<UpdateReceipt> {
+  return client.submitUpdate(task.studyId, task.round, meta, sealed);
+}
+
+export function sendEvaluation(client: CoordinatorClient, task: Task, report: Released<EvaluationReport>): Promise<void> {
+  return client.submitEvaluation(task.studyId, task.round, report);
+}

@@ -1,0 +1,82 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { Task } from '../protocols/messages.ts';
+import { CoordinatorRefusal, type CoordinatorClient } from './coordinator-client.ts';
+
+/**
+ * The task stage: what the coordinator asks next (train on global model r-1, or evaluate model r),
+ * long-polled; and the node's pacing when it cannot do what it is asked.
+ */
+
+export type NextTask = { task: Task } | { none: true } | { unreachable: true };
+
+/** Asks for the next task: a task, none yet, or no answer (an outage: the caller waits and retries). */
+export async function pollTask(client: CoordinatorClient, pollSeconds: number, log: Logger): Promise<NextTask> {
+  try {
+    const task = await client.nextTask(pollSeconds);
+    return task ? { task } : { none: true };
+  } catch (err) {
+    if (err instanceof CoordinatorRefusal && err.status === 401) throw new Error(`the coordinator no longer accepts this node's key: ${err.message}`);
+    // An outage longer than the client's retries: a daemon waits and tries again.
+    log.warn({ err: describeNetworkError(err) }, 'cannot reach the coordinator; retrying in 5 s');
+    return { unreachable: true };
+  }
+}
+
+/** The fit task's local-training instructions: the strategy's, or the study's training config. */
+export function instructionsOf(task: Task) {
+  if (task.instructions) return task.instructions;
+  const { training, strategy } = task.config;
+  return { localEpochs: training.localEpochs, learningRate: training.learningRate, batchSize: training.batchSize, proximalMu: strategy.name === 'fedprox' ? strategy.mu : 0 };
+}
+
+/**
+ * A node that cannot train (no usable data, a refused study, its privacy ceiling, a model it
+ * will not load) waits longer after each such task, up to idleBackoffMaxSeconds, instead of
+ * asking again at once: it told the coordinator its state, and a tight loop of signed requests
+ * would only load the coordinator until the round's deadline.
+ */
+export class BackOff {
+  private streak = 0;
+
+  constructor(
+    private readonly maxSeconds: number,
+    private readonly log: Logger,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  async wait(reason: string) {
+    this.streak++;
+    const seconds = Math.min(this.maxSeconds, 2 ** Math.min(this.streak - 1, 16));
+    this.log.debug({ reason, seconds, idleStreak: this.streak }, 'backing off');
+    await pause(seconds * 1000, this.signal);
+  }
+
+  reset() {
+    this.streak = 0;
+  }
+}
+
+/** Waits `ms` (nothing when <= 0), or less if `signal` aborts. */
+export async function pause(ms: number, signal?: AbortSignal) {
+  if (ms <= 0 || signal?.aborted) return;
+  await sleep(ms, undefined, { signal }).catch(() => undefined);
+}
+
+/**
+ * fetch() reports every network failure as "fetch failed" and keeps the reason (a refused
+ * connection, an untrusted certificate, a DNS failure) in `cause`: a partner reading the log needs
+ * the reason, so it is spelled out.
+ */
+export function describeNetworkError(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e && parts.length < 4; e = (e as { cause?: unknown }).cause) {
+    if (!(e instanceof Error)) {
+      parts.push(String(e));
+      break;
+    }
+    const code = (e as { code?: unknown }).code;
+    parts.push(typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+  }
+  return parts.join(': ') || String(err);
+}

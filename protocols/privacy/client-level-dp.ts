@@ -1,16 +1,37 @@
 import { z } from 'zod';
-import type { AcceptedUpdate, RoundAggregation, RoundContext, RoundOutcome, Strategy } from '../strategy.ts';
-import { clipToNorm, l2Norm, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
+import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
+import type { RoundAggregation as LegacyRoundAggregation, RoundContext as LegacyRoundContext, RoundOutcome as LegacyRoundOutcome } from '../strategy.ts';
+import { clipToNorm, describeSpecMismatch, l2Norm, specsOf, subtract, TensorError, type TensorSpec, type WeightSet } from '../tensors.ts';
+import type { TrainingConfig } from '../training-config.ts';
+import {
+  isMeanDeltaStrategy,
+  type AcceptedUpdate,
+  type FitAggregation,
+  type FitFailure,
+  type FitInstructions,
+  type FitOutcome,
+  type MeanDeltaStrategy,
+  type RoundContext,
+  type ServerState,
+  type Strategy,
+  type StrategyNode,
+} from '../strategies/strategy.ts';
 import { GaussianNoise } from './gaussian-noise.ts';
 
 /**
  * Client-level (central) differential privacy at the coordinator, as a wrapper around any
- * strategy: each node's update (its model minus the global model) is clipped to L2 norm C, the
+ * mean-delta strategy (FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad): each node's update (its model minus the global model) is clipped to L2 norm C, the
  * clipped updates are summed with equal weight, Gaussian noise N(0, (z C)^2) is added to the sum,
  * and the sum is divided by the number of nodes selected for the round, fixed before any update
  * arrives. Adding or removing one node changes the sum by at most C, so this is the Gaussian
  * mechanism with noise multiplier z (McMahan, Ramage, Talwar, Zhang 2018, "Learning
  * Differentially Private Recurrent Language Models", DP-FedAvg with fixed denominator).
+ *
+ * The noised mean delta is then handed to the inner strategy's applyMeanDelta, so the server
+ * optimizer (momentum, Adam moments...) only ever sees the DP release: whatever it computes from
+ * it is post-processing and costs no privacy (DP-FedAdam etc. as in Reddi et al. 2021 / Andrew
+ * et al. 2021). Strategies that need every update (median, trimmed mean, Krum) cannot sit under
+ * this wrapper; the constructor refuses them.
  *
  * Equal weights are on purpose: weighting by each node's example count would let one node's
  * influence exceed C.
@@ -43,7 +64,12 @@ export const ClientLevelDpConfig = z.object({
 });
 export type ClientLevelDpConfig = z.infer<typeof ClientLevelDpConfig>;
 
-export class PrivacyConfigError extends Error {}
+export class PrivacyConfigError extends Error {
+  constructor(message?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PrivacyConfigError';
+  }
+}
 
 /** Noise multiplier actually applied to the update sum (smaller than z under adaptive clipping). */
 export function updateNoiseMultiplier(config: ClientLevelDpConfig): number {
@@ -63,6 +89,28 @@ export function initialClipNorm(config: ClientLevelDpConfig): number {
   return config.clipping.kind === 'fixed' ? config.clipping.norm : config.clipping.initialNorm;
 }
 
+
+/** Server-state scalar holding the clip norm of the next round (adaptive clipping moves it). */
+export const DP_CLIP_NORM = 'dp.clipNorm';
+/** The wrapper's server-state keys start with this; everything else belongs to the inner strategy. */
+const DP_PREFIX = 'dp.';
+
+/** The inner strategy's part of the server state (the wrapper's "dp." keys removed). */
+function innerState(state: ServerState): ServerState {
+  const scalars: Record<string, number> = {};
+  for (const [k, v] of Object.entries(state.scalars)) if (!k.startsWith(DP_PREFIX)) scalars[k] = v;
+  const tensors: ServerState['tensors'] = {};
+  for (const [k, v] of Object.entries(state.tensors)) if (!k.startsWith(DP_PREFIX)) tensors[k] = v;
+  return { scalars, tensors };
+}
+
+function withClipNorm(inner: ServerState, clipNorm: number): ServerState {
+  for (const k of [...Object.keys(inner.scalars), ...Object.keys(inner.tensors)]) {
+    if (k.startsWith(DP_PREFIX)) throw new PrivacyConfigError(`the inner strategy's server state uses the key "${k}", reserved for the DP wrapper`);
+  }
+  return { scalars: { ...inner.scalars, [DP_CLIP_NORM]: clipNorm }, tensors: { ...inner.tensors } };
+}
+
 /**
  * Where the noise lives. Both Gaussian draws (on the update sum and, with adaptive clipping, on
  * the unclipped count) are folded into the round's running state when the round BEGINS, before
@@ -78,57 +126,85 @@ export function initialClipNorm(config: ClientLevelDpConfig): number {
  * operator already holds (it receives every decrypted update); auditors and analysts never get
  * the accumulator through the API.
  *
- * The inner strategy must aggregate by a weighted mean of what it is given (FedAvg does): the
- * wrapper feeds it the noise vector as one term of weight 1 and each clipped delta with weight 1,
- * and recovers the noised sum as (accepted + 1) x mean.
+ * The running sum is a WeightedMeanAccumulator (float64) holding the noise vector as one term of
+ * weight 1 and each clipped delta with weight 1; at finish its raw sum is divided by the fixed
+ * denominator m = context.participants and the result, the noised mean delta, goes to the inner
+ * strategy's applyMeanDelta. The clip norm C of a round is the server state's "dp.clipNorm"
+ * (the config's initial norm before round 1); the round's header records the C its noise was
+ * drawn with, and the outcome's server state carries the next C.
  */
 export class ClientLevelDpStrategy implements Strategy {
   readonly name: string;
+  /** Consumes deltas, but is not itself a MeanDeltaStrategy: it cannot be wrapped twice. */
+  readonly input = 'mean-delta' as const;
   private readonly zDelta: number;
 
   constructor(
-    private readonly inner: Strategy,
+    private readonly inner: MeanDeltaStrategy,
     private readonly config: ClientLevelDpConfig,
     private readonly noise: GaussianNoise = new GaussianNoise(),
   ) {
+    if (!isMeanDeltaStrategy(inner)) {
+      throw new PrivacyConfigError(`central DP cannot wrap ${(inner as Strategy)?.name ?? String(inner)}: the DP wrapper clips, sums and noises the mean delta, and that strategy needs every update`);
+    }
     ClientLevelDpConfig.parse(config);
     this.zDelta = updateNoiseMultiplier(config);
     this.name = `client-level-dp(${inner.name}, z=${config.noiseMultiplier}, ${config.clipping.kind} clipping)`;
   }
 
-  begin(global: WeightSet, context: RoundContext): RoundAggregation {
-    const clipNorm = context.clipNorm ?? initialClipNorm(this.config);
-    const inner = this.inner.begin(global, context);
-    const state: DpRoundState = { v: 2, clipNorm, accepted: 0, noisyAtOrBelowClip: 0 };
-    this.addNoise(global, inner, state);
-    return new DpRound(this, global, context, inner, state);
+  initialServerState(global: WeightSet): ServerState {
+    return withClipNorm(this.inner.initialServerState(global), initialClipNorm(this.config));
   }
 
-  resume(global: WeightSet, state: Uint8Array, context: RoundContext): RoundAggregation {
+  /** The clip norm a round opened on `serverState` uses. */
+  clipNormOf(serverState: ServerState): number {
+    const c = serverState.scalars[DP_CLIP_NORM];
+    if (c === undefined) return initialClipNorm(this.config);
+    if (typeof c !== 'number' || !Number.isFinite(c) || c <= 0) throw new PrivacyConfigError(`server state ${DP_CLIP_NORM} must be a finite number > 0, got ${String(c)}`);
+    return c;
+  }
+
+  configureFit(round: number, serverState: ServerState, nodes: StrategyNode[], training: TrainingConfig): Map<string, FitInstructions> {
+    return this.inner.configureFit(round, innerState(serverState), nodes, training);
+  }
+
+  configureEvaluate(round: number, serverState: ServerState, updaters: StrategyNode[]): StrategyNode[] {
+    return this.inner.configureEvaluate(round, innerState(serverState), updaters);
+  }
+
+  beginFit(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation {
+    const clipNorm = this.clipNormOf(serverState);
+    const acc = new WeightedMeanAccumulator(specsOf(global));
+    const state: DpRoundState = { v: 2, clipNorm, accepted: 0, noisyAtOrBelowClip: 0 };
+    this.addNoise(global, acc, state);
+    return new DpFit(this, global, serverState, context, acc, state);
+  }
+
+  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, _kept: Uint8Array[], context: RoundContext): FitAggregation {
     const { header, inner: innerBytes } = decodeClientLevelDpState(state);
-    const inner = this.inner.resume(global, innerBytes, context);
-    if (header.v === 2) return new DpRound(this, global, context, inner, header);
+    const acc = WeightedMeanAccumulator.fromState(decodeAccumulatorState(innerBytes));
+    if (header.v === 2) return new DpFit(this, global, serverState, context, acc, header);
     // A state written before the noise moved to begin(): it holds un-noised sums. Noise it now,
     // so the aggregate still gets exactly one draw of each noise.
-    const upgraded: DpRoundState = { v: 2, clipNorm: header.clipNorm, accepted: inner.count, noisyAtOrBelowClip: header.atOrBelowClip };
-    this.addNoise(global, inner, upgraded);
-    return new DpRound(this, global, context, inner, upgraded);
+    const upgraded: DpRoundState = { v: 2, clipNorm: header.clipNorm, accepted: acc.count, noisyAtOrBelowClip: header.atOrBelowClip };
+    this.addNoise(global, acc, upgraded);
+    return new DpFit(this, global, serverState, context, acc, upgraded);
   }
 
   /** The two Gaussian draws of the round (see the class comment), into the state it starts from. */
-  private addNoise(global: WeightSet, inner: RoundAggregation, state: DpRoundState) {
+  private addNoise(global: WeightSet, acc: WeightedMeanAccumulator, state: DpRoundState) {
     const std = this.zDelta * state.clipNorm;
     const noise: WeightSet = global.map((g) => {
       const values = new Float64Array(g.values.length);
       this.noise.addTo(values, std);
       return { name: g.name, shape: [...g.shape], values };
     });
-    inner.accept(noise, 1);
+    acc.add(noise, 1);
     if (this.config.clipping.kind === 'adaptive') state.noisyAtOrBelowClip += this.noise.next(this.config.clipping.countNoiseStd);
   }
 
   /** @internal */
-  finishRound(global: WeightSet, context: RoundContext, inner: RoundAggregation, state: DpRoundState): RoundOutcome {
+  finishRound(global: WeightSet, serverState: ServerState, context: RoundContext, acc: WeightedMeanAccumulator, state: DpRoundState, failures: FitFailure[]): FitOutcome {
     const k = state.accepted;
     const m = context.participants;
     const C = state.clipNorm;
@@ -144,18 +220,62 @@ export class ClientLevelDpStrategy implements Strategy {
       details.noisyUnclippedFraction = noisyFraction;
     }
     details.nextClipNorm = nextClip;
-    if (k === 0) return { weights: undefined, details };
-    // The inner strategy holds the weighted mean of k clipped deltas and the noise vector, all of
-    // weight 1: the noised sum is (k + 1) times that mean. Divide by the fixed denominator m.
-    const meanOfTerms = inner.finish().weights!;
-    const next: WeightSet = global.map((g, t) => {
-      const mean = meanOfTerms[t].values;
-      const values = new Float32Array(g.values.length);
-      for (let i = 0; i < values.length; i++) values[i] = g.values[i] + ((k + 1) * mean[i]) / m;
-      return { name: g.name, shape: [...g.shape], values };
+    const innerBefore = innerState(serverState);
+    // No update: no new model and the inner strategy's state is untouched. The clip norm still
+    // moves, as before the strategies existed: the noised count was released with the round.
+    if (k === 0) return { weights: undefined, serverState: withClipNorm(innerBefore, nextClip), details };
+    // The noised sum (noise + k clipped deltas, all of weight 1) over the fixed denominator m.
+    const sums = new Map(acc.sum().map((t) => [t.name, t] as const));
+    const meanDelta: WeightSet = global.map((g) => {
+      const s = sums.get(g.name)!;
+      const v = s.values;
+      for (let i = 0; i < v.length; i++) v[i] /= m;
+      return s;
     });
-    return { weights: next, details };
+    const step = this.inner.applyMeanDelta(global, meanDelta, innerBefore, context.round);
+    return { weights: step.weights, serverState: withClipNorm(step.serverState, nextClip), details: { ...step.details, ...details } };
   }
+
+  /*
+   * The interface of protocols/strategy.ts (begin/resume, clip norm in the round context), kept so
+   * the coordinator runs unchanged until it moves to Strategy v2. The inner strategy's server state
+   * starts fresh every round there (right for FedAvg, the only strategy that interface served).
+   */
+
+  /** @deprecated Strategy v1: use beginFit. */
+  begin(global: WeightSet, context: LegacyRoundContext): LegacyRoundAggregation {
+    const serverState = this.legacyServerState(global, context);
+    return legacyRound(this.beginFit(global, serverState, context));
+  }
+
+  /** @deprecated Strategy v1: use resumeFit. */
+  resume(global: WeightSet, state: Uint8Array, context: LegacyRoundContext): LegacyRoundAggregation {
+    return legacyRound(this.resumeFit(global, this.legacyServerState(global, context), state, [], context));
+  }
+
+  private legacyServerState(global: WeightSet, context: LegacyRoundContext): ServerState {
+    return withClipNorm(this.inner.initialServerState(global), context.clipNorm ?? initialClipNorm(this.config));
+  }
+}
+
+function legacyRound(fit: FitAggregation): LegacyRoundAggregation {
+  return {
+    get specs() {
+      return fit.specs;
+    },
+    get count() {
+      return fit.count;
+    },
+    accept: (update, numExamples) => {
+      const { deltaNorm, clipped } = fit.accept(update, numExamples);
+      return { deltaNorm, clipped };
+    },
+    state: () => fit.state(),
+    finish: (): LegacyRoundOutcome => {
+      const { weights, details } = fit.finish([]);
+      return { weights, details };
+    },
+  };
 }
 
 /** Persisted per-round state of the wrapper (all of it already noised or public). */
@@ -174,28 +294,43 @@ interface LegacyDpRoundState {
 }
 
 /**
- * Splits a persisted wrapper state into its JSON header and the inner strategy's bytes
- * ([uint32 LE header length][header JSON][inner state]). Exported for audits and tests.
+ * Splits a persisted wrapper state into its JSON header and the running sum's FMA1 bytes
+ * ([uint32 LE header length][header JSON][FMA1 accumulator state]). Exported for audits and tests.
  */
 export function decodeClientLevelDpState(state: Uint8Array): { header: DpRoundState | LegacyDpRoundState; inner: Uint8Array } {
-  if (state.length < 4) throw new PrivacyConfigError(`client-level DP state is truncated: ${state.length} bytes`);
+  if (!(state instanceof Uint8Array) || state.length < 4) throw new PrivacyConfigError(`client-level DP state is truncated: ${state?.length} bytes`);
   const headerLength = new DataView(state.buffer, state.byteOffset, 4).getUint32(0, true);
   if (4 + headerLength > state.length) throw new PrivacyConfigError(`client-level DP state is truncated: header of ${headerLength} bytes in ${state.length}`);
-  const header = JSON.parse(new TextDecoder().decode(state.subarray(4, 4 + headerLength))) as DpRoundState | LegacyDpRoundState;
+  let header: DpRoundState | LegacyDpRoundState;
+  try {
+    header = JSON.parse(new TextDecoder().decode(state.subarray(4, 4 + headerLength))) as DpRoundState | LegacyDpRoundState;
+  } catch (err) {
+    throw new PrivacyConfigError(`client-level DP state header is not JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (header === null || typeof header !== 'object' || typeof header.clipNorm !== 'number' || !(header.clipNorm > 0) || !Number.isFinite(header.clipNorm)) {
+    throw new PrivacyConfigError('client-level DP state header has no valid clipNorm');
+  }
+  if (header.v === 2 ? !Number.isSafeInteger(header.accepted) || header.accepted < 0 || !Number.isFinite(header.noisyAtOrBelowClip) : !Number.isFinite((header as LegacyDpRoundState).atOrBelowClip)) {
+    throw new PrivacyConfigError('client-level DP state header is malformed');
+  }
   return { header, inner: state.subarray(4 + headerLength) };
 }
 
-class DpRound implements RoundAggregation {
+class DpFit implements FitAggregation {
   constructor(
     private readonly strategy: ClientLevelDpStrategy,
     private readonly global: WeightSet,
+    private readonly serverState: ServerState,
     private readonly context: RoundContext,
-    private readonly inner: RoundAggregation,
+    private readonly acc: WeightedMeanAccumulator,
     private readonly round: DpRoundState,
-  ) {}
+  ) {
+    const mismatch = describeSpecMismatch(specsOf(global), acc.specs);
+    if (mismatch !== null) throw new AggregationError(`round state does not match the global model: ${mismatch}`);
+  }
 
   get specs(): TensorSpec[] {
-    return this.inner.specs;
+    return specsOf(this.global);
   }
 
   get count() {
@@ -203,12 +338,18 @@ class DpRound implements RoundAggregation {
   }
 
   accept(update: WeightSet, _numExamples: number): AcceptedUpdate {
-    const delta = subtract(update, this.global);
-    const { clipped, norm } = clipToNorm(delta, this.round.clipNorm);
-    // The inner strategy averages the clipped deltas themselves (not global + delta), so float32
-    // rounding in its output is relative to the delta's scale, which is bounded by C.
+    let clipped: WeightSet;
+    let norm: number;
+    try {
+      ({ clipped, norm } = clipToNorm(subtract(update, this.global), this.round.clipNorm));
+    } catch (err) {
+      if (err instanceof TensorError) throw new AggregationError(`update: ${err.message}`, { cause: err });
+      throw err;
+    }
+    // The running sum holds the clipped deltas themselves (not global + delta), so rounding is
+    // relative to the delta's scale, which is bounded by C.
     // Equal weight for every node: see the class comment.
-    this.inner.accept(clipped, 1);
+    this.acc.add(clipped, 1);
     if (norm <= this.round.clipNorm) this.round.noisyAtOrBelowClip++;
     this.round.accepted++;
     // The norm of what entered the sum (<= C), never the raw norm: the audit records the clipped
@@ -218,7 +359,7 @@ class DpRound implements RoundAggregation {
 
   state(): Uint8Array {
     const header = new TextEncoder().encode(JSON.stringify(this.round));
-    const inner = this.inner.state();
+    const inner = encodeAccumulatorState(this.acc.toState());
     const out = new Uint8Array(4 + header.length + inner.length);
     new DataView(out.buffer).setUint32(0, header.length, true);
     out.set(header, 4);
@@ -226,7 +367,7 @@ class DpRound implements RoundAggregation {
     return out;
   }
 
-  finish(): RoundOutcome {
-    return this.strategy.finishRound(this.global, this.context, this.inner, this.round);
+  finish(failures: FitFailure[]): FitOutcome {
+    return this.strategy.finishRound(this.global, this.serverState, this.context, this.acc, this.round, failures);
   }
 }

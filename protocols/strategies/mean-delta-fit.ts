@@ -1,0 +1,124 @@
+import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
+import { describeSpecMismatch, l2Norm, specsOf, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
+import type { TrainingConfig } from '../training-config.ts';
+import { allUpdaters, uniformFitInstructions } from './base.ts';
+import { cloneServerState, emptyServerState } from './server-state.ts';
+import type { AcceptedUpdate, FitAggregation, FitFailure, FitInstructions, FitOutcome, MeanDeltaStrategy, RoundContext, ServerState, StrategyNode } from './strategy.ts';
+
+/**
+ * The FitAggregation every mean-delta strategy shares. It folds the nodes' MODELS into the
+ * example-weighted running sum of WeightedMeanAccumulator (float64 sums, the benchmarked hot
+ * path: one multiply-add per value, no per-update delta array), and only at finish turns the sum
+ * into the mean delta
+ *
+ *   meanDelta = sum_k n_k w_k / sum_k n_k - global        (float64)
+ *
+ * and hands it to the strategy's applyMeanDelta. Since sum_k n_k (w_k - g) / N = (sum_k n_k w_k)/N - g
+ * exactly in real arithmetic, this is the example-weighted mean of the deltas.
+ *
+ * state() is the accumulator's FMA1 bytes (fedavg.ts), so a resumed round continues from the
+ * same float64 sums bit for bit.
+ */
+export class MeanDeltaFit implements FitAggregation {
+  private readonly specList: TensorSpec[];
+
+  constructor(
+    private readonly strategy: MeanDeltaStrategy,
+    private readonly global: WeightSet,
+    private readonly serverState: ServerState,
+    private readonly context: RoundContext,
+    private readonly accumulator: WeightedMeanAccumulator,
+  ) {
+    this.specList = specsOf(global);
+    const mismatch = describeSpecMismatch(this.specList, accumulator.specs);
+    if (mismatch !== null) throw new AggregationError(`round state does not match the global model: ${mismatch}`);
+  }
+
+  get specs(): TensorSpec[] {
+    return this.specList.map((s) => ({ name: s.name, shape: [...s.shape] }));
+  }
+
+  get count(): number {
+    return this.accumulator.count;
+  }
+
+  accept(update: WeightSet, numExamples: number): AcceptedUpdate {
+    // Validates names, shapes, finiteness and the weight; throws AggregationError, changing nothing.
+    this.accumulator.add(update, numExamples);
+    return { deltaNorm: deltaNorm(update, this.global) };
+  }
+
+  state(): Uint8Array {
+    return encodeAccumulatorState(this.accumulator.toState());
+  }
+
+  finish(failures: FitFailure[]): FitOutcome {
+    const nodes = this.accumulator.count;
+    if (nodes === 0) {
+      return { weights: undefined, serverState: cloneServerState(this.serverState), details: { nodes: 0 } };
+    }
+    const total = this.accumulator.totalWeight;
+    const sums = new Map(this.accumulator.sum().map((s) => [s.name, s] as const)); // float64 copies
+    const meanDelta: WeightSet = this.global.map((t) => {
+      const s = sums.get(t.name)!;
+      const g = t.values;
+      const v = s.values;
+      for (let i = 0; i < v.length; i++) v[i] = v[i] / total - g[i];
+      return s;
+    });
+    const step = this.strategy.applyMeanDelta(this.global, meanDelta, cloneServerState(this.serverState), this.context.round);
+    return { weights: step.weights, serverState: step.serverState, details: { ...step.details, nodes, totalExamples: total } };
+  }
+}
+
+/** L2 norm of update - global without allocating a delta (tensors matched by name; validated by the caller). */
+function deltaNorm(update: WeightSet, global: WeightSet): number {
+  const byName = new Map(update.map((t) => [t.name, t.values] as const));
+  let s = 0;
+  for (const g of global) {
+    const u = byName.get(g.name)!;
+    const gv = g.values;
+    for (let i = 0; i < gv.length; i++) {
+      const d = u[i] - gv[i];
+      s += d * d;
+    }
+  }
+  // Overflow or underflow of the plain sum of squares: take the rescaled path (rare, allocates).
+  if (!Number.isFinite(s) || (s < 2 ** -900 && s !== 0)) return l2Norm(subtract(update, global));
+  return Math.sqrt(s);
+}
+
+/**
+ * Base of the mean-delta strategies: begin/resume build a MeanDeltaFit; configureFit sends the
+ * study's training settings (proximalMu from fitProximalMu()); every updater evaluates.
+ */
+export abstract class MeanDeltaStrategyBase implements MeanDeltaStrategy {
+  abstract readonly name: string;
+  readonly input = 'mean-delta' as const;
+
+  initialServerState(_global: WeightSet): ServerState {
+    return emptyServerState();
+  }
+
+  protected fitProximalMu(): number {
+    return 0;
+  }
+
+  configureFit(_round: number, _serverState: ServerState, nodes: StrategyNode[], training: TrainingConfig): Map<string, FitInstructions> {
+    return uniformFitInstructions(nodes, training, this.fitProximalMu());
+  }
+
+  beginFit(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation {
+    return new MeanDeltaFit(this, global, serverState, context, new WeightedMeanAccumulator(specsOf(global)));
+  }
+
+  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, _kept: Uint8Array[], context: RoundContext): FitAggregation {
+    return new MeanDeltaFit(this, global, serverState, context, WeightedMeanAccumulator.fromState(decodeAccumulatorState(state)));
+  }
+
+  configureEvaluate(_round: number, _serverState: ServerState, updaters: StrategyNode[]): StrategyNode[] {
+    return allUpdaters(updaters);
+  }
+
+  abstract applyMeanDelta(global: WeightSet, meanDelta: WeightSet, serverState: ServerState, round: number): { weights: WeightSet; serverState: ServerState; details: Record<string, number | string | boolean> };
+}

@@ -148,7 +148,7 @@ if (wanted.has('demo')) {
   const med = (k: keyof (typeof perRound)[number]) => median(perRound.map((p) => p[k] as number));
   results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound };
   table(`Demo federation: ${demo.nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s (residual)', 'evaluation s', 'wall s', 'test AUC'], [
-    [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc],
+    [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc ?? '-'],
   ]);
   rmSync(out, { recursive: true, force: true });
 }

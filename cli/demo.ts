@@ -3,43 +3,50 @@ import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFil
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import type { z } from 'zod';
 import { createInterface } from 'node:readline';
-import { encodedWidth } from '../protocols/feature-spec.ts';
-import { StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
+import { encodedWidth, type FeatureSpec } from '../protocols/feature-spec.ts';
+import { StudyConfig, StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
+import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from '../protocols/strategies/config.ts';
+import { poolEvaluation, TaskSpec, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
+import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
 import { ModelSpec } from '../protocols/model-spec.ts';
 import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
-import {
-  createModel,
-  encodeTable,
-  evaluateModel,
-  inferFeatureSpec,
-  initBackend,
-  readCsvTable,
-  setWeights,
-  splitRows,
-  subset,
-  trainLocal,
-  writeCsvTable,
-  writeFeatureSpecFile,
-} from '../models/index.ts';
+import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type EncodedData } from '../models/index.ts';
+import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, type Partition } from './partition.ts';
 import { childLauncher } from './launcher.ts';
 
 const DEMO_MARKER = '.fedmark-demo';
 const SHIPPED_DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
+/** The shipped regression data: 12-month spend by customer, with a region column. */
+const SHIPPED_REGRESSION_DATA = fileURLToPath(new URL('../data/customer_value.csv', import.meta.url));
+/**
+ * The demo's regression loss unless --loss says otherwise (also in cli/main.ts's help): chosen on
+ * data/customer_value.csv, see the README's regression section.
+ */
+export const DEFAULT_REGRESSION_LOSS = 'huber' as const;
+export type RegressionLoss = 'mse' | 'huber' | 'tweedie' | 'log1p';
 
 export interface DemoOptions {
   data?: string;
   target?: string;
+  /** binary (default) or regression of a numeric target. */
+  task?: 'binary' | 'regression';
+  /** Regression loss (default DEFAULT_REGRESSION_LOSS). */
+  loss?: RegressionLoss;
+  /** The study's aggregation strategy `{ name, ...params }` (default fedavg). */
+  strategy?: z.input<typeof StrategyConfig>;
   positive?: string;
   partitionBy?: string;
   nodes?: number;
   dirichlet?: number;
   rounds?: number;
-  model?: 'logreg' | 'mlp';
+  /** logreg and linear are the same one-layer model (the name of the usual task); default mlp 32-16. */
+  model?: 'logreg' | 'linear' | 'mlp';
   localEpochs?: number;
   out?: string;
   exclude?: string;
@@ -62,10 +69,26 @@ export interface DemoOptions {
 
 export interface DemoResult {
   studyId: string;
-  rounds: Array<{ round: number; phase: string; nodes: number; invited: number; meanLoss: number | null; validationAuc: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
-  globalTestAuc: number;
-  localOnly: Array<{ node: string; trainRows: number; testAuc: number }>;
+  task: 'binary' | 'regression';
+  /** Regression only: the loss the model was fit with. */
+  loss?: RegressionLoss;
+  /** The study's strategy with its parameters (defaults filled in). */
+  strategy: StrategyConfig;
+  rounds: Array<{ round: number; phase: string; nodes: number; invited: number; meanLoss: number | null; validationAuc: number | null; validationR2?: number | null; validationRmse?: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
+  /** The kind's pooled metrics of the global model on the held-out test rows (auc, logLoss, brier; rmse, mae, r2, bias, baselineRmse, baselineMae). */
+  globalTest: PooledMetrics;
+  /** Binary: the global model's test AUC (null for regression). */
+  globalTestAuc: number | null;
+  /** Regression: the global model's test R^2, RMSE and MAE, and the mean-only baseline's RMSE (the target center of the spec predicting every row). */
+  globalR2?: number | null;
+  globalRmse?: number | null;
+  globalMae?: number | null;
+  baselineRmse?: number | null;
+  baselineMae?: number | null;
+  localOnly: Array<{ node: string; trainRows: number; testAuc: number | null; testR2?: number | null; testRmse?: number | null; testMae?: number | null }>;
   meanLocalOnlyAuc: number | null;
+  meanLocalOnlyR2?: number | null;
+  meanLocalOnlyRmse?: number | null;
   modelPath: string;
   outDir: string;
   wallSeconds: number;
@@ -84,14 +107,23 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const started = performance.now();
   const progress = options.progress ?? (options.json ? process.stderr : process.stdout);
   const say = (line: string) => progress.write(line + '\n');
-  const dataPath = resolve(options.data ?? SHIPPED_DATA);
-  const shipped = dataPath === SHIPPED_DATA;
-  const target = options.target ?? (shipped ? 'churn' : undefined);
-  if (!target) throw new Error('--target is required with --data (the binary column to predict)');
+  const regression = options.task === 'regression';
+  if (options.loss !== undefined && !regression) throw new Error(`--loss ${options.loss} is a regression loss: add --task regression`);
+  const task = TaskSpec.parse(regression ? { kind: 'regression', loss: options.loss ?? DEFAULT_REGRESSION_LOSS } : { kind: 'binary' });
+  const strategy = StrategyConfig.parse(options.strategy ?? { name: 'fedavg' });
+  if (options.epsilon !== undefined && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
+    throw new Error(`--epsilon (central DP) cannot wrap --strategy ${strategy.name}: the DP wrapper noises the mean of the updates, and ${strategy.name} does not aggregate through a mean; use fedavg, fedprox, fedavgm, fedadam, fedyogi or fedadagrad, or --dp-sgd`);
+  }
+  const shippedData = regression ? SHIPPED_REGRESSION_DATA : SHIPPED_DATA;
+  const dataPath = resolve(options.data ?? shippedData);
+  const shipped = dataPath === shippedData;
+  const target = options.target ?? (shipped ? (regression ? 'spend_12m' : 'churn') : undefined);
+  if (!target) throw new Error(`--target is required with --data (the ${regression ? 'numeric' : 'binary'} column to predict)`);
   const seed = options.seed ?? 42;
   const rounds = options.rounds ?? 20;
   const nodeCount = options.nodes ?? 10;
-  const partitionBy = options.dirichlet !== undefined ? undefined : (options.partitionBy ?? (shipped ? 'state' : undefined));
+  const partitionBy = options.dirichlet !== undefined ? undefined : (options.partitionBy ?? (shipped ? (regression ? 'region' : 'state') : undefined));
+  if (options.dirichlet !== undefined && regression) throw new Error('--dirichlet skews the split by class: a regression target has none; use --partition-by <column>');
   if (!partitionBy && options.dirichlet === undefined) throw new Error('say how to split the data: --partition-by <column>, or --nodes N --dirichlet ALPHA');
   if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
   if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
@@ -108,10 +140,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   // 1. The data, its spec, a held-out test split, and one CSV per region.
   const table = readCsvTable({ path: dataPath });
   const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  const spec = inferFeatureSpec(table, { target, positive: options.positive, exclude });
+  const spec: FeatureSpec = regression ? inferFeatureSpec(table, { target, task: 'regression', exclude }) : inferFeatureSpec(table, { target, positive: options.positive, exclude });
   writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
   const encoded = encodeTable(table, spec);
-  const [trainIdx, testIdx] = splitRows(encoded.n, [0.8, 0.2], seed, encoded.y);
+  // Binary: stratified by class, so the test split has the data's churn rate.
+  const [trainIdx, testIdx] = splitRows(encoded.n, [0.8, 0.2], seed, regression ? undefined : encoded.y);
   let partitions: Partition[];
   let partitionLabel: string;
   if (partitionBy) {
@@ -132,16 +165,24 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   say(`fedmark demo: ${table.rows.length} rows of ${dataPath}`);
   say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
 
-  const model = ModelSpec.parse(options.model === 'logreg' ? { kind: 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
+  const oneLayer = options.model === 'logreg' || options.model === 'linear';
+  const model = ModelSpec.parse(oneLayer ? { kind: regression ? 'linear' : 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
   const training = TrainingConfig.parse({ localEpochs: options.localEpochs ?? 1, seed });
   const privacy = demoPrivacy(options, rounds, partitions.map((p) => p.rows.length));
+  // Krum scores each update against its nearest others: it needs n > 2f + 2 updates a round.
+  const needed = minimumUpdates(strategy);
+  if (needed > partitions.length) {
+    throw new Error(`--strategy ${strategy.name} needs at least ${needed} updates a round${strategy.name === 'krum' ? ` (more than 2 x ${strategy.byzantine} + 2, and at least --select ${strategy.select})` : ''} but the split has ${partitions.length} nodes: raise --nodes${strategy.name === 'krum' ? ' or lower --byzantine / --select' : ''}`);
+  }
   const studyConfig: StudyConfigInput = {
     name: `demo: ${target} from ${dataPath.split('/').pop()}`,
+    task,
     model,
+    strategy,
     features: spec,
     training,
     rounds,
-    minNodesPerRound: Math.max(2, Math.ceil(partitions.length / 2)),
+    minNodesPerRound: Math.max(2, Math.ceil(partitions.length / 2), needed),
     minNodesToStart: partitions.length,
     roundDeadlineSeconds: 120,
     evaluationDeadlineSeconds: 60,
@@ -193,7 +234,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     say(`  ${partitions.length} node processes started: ${partitions.map((p) => `${p.name} (${p.rows.length} rows)`).join(', ')}`);
     if (privacy?.central) say(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
     if (privacy?.dpSgd) say(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
-    say(`  ${rounds} rounds of FedAvg, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
+    say(`  ${rounds} rounds of ${describeStrategy(strategy)}, ${regression ? `regression of ${target} (${task.kind === 'regression' ? task.loss : ''} loss)` : `binary ${target}`}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
 
     // 3. Follow the study, one line per finished round.
     const roundLines: DemoResult['rounds'] = [];
@@ -203,7 +244,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     let report: PrivacyReportBody | undefined;
     for (;;) {
       // Long-polls: the coordinator answers as soon as the study changes.
-      status = StudyStatus.parse(await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`));
+      const raw = (await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`)) as { rounds?: Array<{ round: number; validationMetrics?: PooledMetrics | null }> };
+      status = StudyStatus.parse(raw);
+      // The kind's pooled validation metrics, where the coordinator's round summary gives them.
+      const validationMetrics = new Map((raw.rounds ?? []).map((r) => [r.round, r.validationMetrics ?? null]));
       if (privacy && status.rounds.some((r) => r.round > lastReported && (r.phase === 'completed' || r.phase === 'failed'))) report = (await api.get(`/v1/studies/${study.id}/privacy`)) as PrivacyReportBody;
       for (const r of status.rounds) {
         if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
@@ -213,11 +257,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         // Nodes that took part: updates the round aggregated, not nodes it invited.
         const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;
         const spent = privacyLine(report, r.round);
-        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
+        const metrics = validationMetrics.get(r.round) ?? null;
+        const validation = regression ? { validationR2: metrics?.r2 ?? null, validationRmse: metrics?.rmse ?? null } : {};
+        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, ...validation, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
+        const validationText = regression ? `federated val R2 ${fmt(metrics?.r2)}  RMSE ${fmtValue(metrics?.rmse)}` : `federated val AUC ${fmt(r.validationAuc)}`;
         say(
           r.phase === 'failed'
             ? `round ${String(r.round).padStart(3)}/${rounds}  FAILED: ${r.failureReason}`
-            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${nodesIn}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  federated val AUC ${fmt(r.validationAuc)}  ${seconds.toFixed(2)}s${spent.text}`,
+            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${nodesIn}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  ${validationText}  ${seconds.toFixed(2)}s${spent.text}`,
         );
       }
       if (status.state === 'completed') break;
@@ -231,43 +278,72 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     writeFileSync(modelPath, encodeWeights(weights));
     writeFileSync(join(outDir, 'global-model.json'), JSON.stringify({ studyId: study.id, version: status.latestModelVersion, model, features: spec, format: 'fedmark weights codec FMW1 (protocols/weights-codec.ts)' }, null, 2));
     await initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined);
+    // Evaluated and trained through the study's model kind, as a node would: the same output
+    // unit, loss, target transform and sufficient statistics as the federation.
+    const studyParsed = StudyConfig.parse(studyConfig);
+    const kind = nodeKindFor(studyParsed);
+    const width = encodedWidth(spec);
+    const center = 'kind' in spec.target && spec.target.kind === 'numeric' ? spec.target.center : 0;
     const test = subset(encoded, testIdx);
-    const globalModel = createModel(model, encodedWidth(spec));
-    setWeights(globalModel, weights);
-    const globalTestAuc = evaluateModel(globalModel, test).auc;
-    globalModel.dispose();
+    const evaluate = (w: WeightSet) => {
+      const m = kind.createModel(studyParsed, width);
+      try {
+        setWeights(m, w);
+        return poolEvaluation(task.kind, [kind.evaluate(m, test).stats], center);
+      } finally {
+        m.dispose();
+      }
+    };
+    const globalTest = evaluate(weights);
 
     const localOnly: DemoResult['localOnly'] = [];
     if (options.localBaseline !== false) {
       say(`  training local-only baselines (each region alone, ${rounds * training.localEpochs} epochs: the same compute) ...`);
       for (const p of partitions) {
-        const local = createModel(model, encodedWidth(spec));
-        const rows = subset(encoded, p.rows);
-        await trainLocal(local, rows, { ...training, localEpochs: rounds * training.localEpochs });
-        localOnly.push({ node: p.name, trainRows: p.rows.length, testAuc: evaluateModel(local, test).auc });
-        local.dispose();
+        const trained = await trainAlone(kind, studyParsed, width, subset(encoded, p.rows), rounds * training.localEpochs);
+        const m = evaluate(trained);
+        localOnly.push(regression ? { node: p.name, trainRows: p.rows.length, testAuc: null, testR2: m.r2, testRmse: m.rmse, testMae: m.mae } : { node: p.name, trainRows: p.rows.length, testAuc: m.auc });
       }
     }
-    const finite = localOnly.map((l) => l.testAuc).filter(Number.isFinite);
-    const meanLocalOnlyAuc = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+    const meanOf = (xs: Array<number | null | undefined>) => {
+      const finite = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+      return finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+    };
+    const meanLocalOnlyAuc = regression ? null : meanOf(localOnly.map((l) => l.testAuc));
+    const meanLocalOnlyR2 = regression ? meanOf(localOnly.map((l) => l.testR2)) : undefined;
+    const meanLocalOnlyRmse = regression ? meanOf(localOnly.map((l) => l.testRmse)) : undefined;
 
     say('');
-    say(`test AUC on ${testIdx.length} held-out rows`);
-    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
-    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTestAuc).padStart(8)}`);
-    for (const l of localOnly) {
+    const label = (l: DemoResult['localOnly'][number]) => {
       const p = partitions.find((x) => x.name === l.node)!;
-      const label = `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
-      say(`  ${label.padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
+      return `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
+    };
+    if (regression) {
+      say(`test R2 and RMSE of ${target} on ${testIdx.length} held-out rows (mean-only baseline: predict ${fmtValue(center)} for every row)`);
+      say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test R2'.padStart(8)}  ${'test RMSE'.padStart(10)}`);
+      say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.r2).padStart(8)}  ${fmtValue(globalTest.rmse).padStart(10)}`);
+      for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testR2).padStart(8)}  ${fmtValue(l.testRmse).padStart(10)}`);
+      if (meanLocalOnlyR2 !== null && meanLocalOnlyR2 !== undefined) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyR2).padStart(8)}  ${fmtValue(meanLocalOnlyRmse).padStart(10)}`);
+      say(`  ${'mean-only baseline'.padEnd(44)} ${''.padStart(10)}  ${''.padStart(8)}  ${fmtValue(globalTest.baselineRmse).padStart(10)}`);
+    } else {
+      say(`test AUC on ${testIdx.length} held-out rows`);
+      say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
+      say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.auc).padStart(8)}`);
+      for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
+      if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
     }
-    if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
     say('');
     say(`global model written to ${modelPath} (with ${join(outDir, 'global-model.json')}); federation took ${federationSeconds.toFixed(1)}s`);
 
     const result: DemoResult = {
       studyId: study.id,
+      task: task.kind,
+      ...(task.kind === 'regression' ? { loss: task.loss } : {}),
+      strategy,
       rounds: roundLines,
-      globalTestAuc,
+      globalTest,
+      globalTestAuc: regression ? null : (globalTest.auc ?? null),
+      ...(regression ? { globalR2: globalTest.r2, globalRmse: globalTest.rmse, globalMae: globalTest.mae, baselineRmse: globalTest.baselineRmse, baselineMae: globalTest.baselineMae, meanLocalOnlyR2, meanLocalOnlyRmse } : {}),
       localOnly,
       meanLocalOnlyAuc,
       modelPath,
@@ -356,6 +432,33 @@ function privacyLine(report: PrivacyReportBody | undefined, round: number): { te
 
 function fmt(v: number | null | undefined): string {
   return v === null || v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(4);
+}
+
+/** A value on the target's own scale (dollars...): 4 significant digits, at least 2 decimals below 100. */
+function fmtValue(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '   -  ';
+  return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
+}
+
+function describeStrategy(strategy: StrategyConfig): string {
+  const params = Object.entries(strategy).filter(([k]) => k !== 'name');
+  return params.length ? `${strategy.name} (${params.map(([k, v]) => `${k} ${v}`).join(', ')})` : strategy.name;
+}
+
+/**
+ * A region's local-only model: the study's kind trained on the region's rows alone for `epochs`
+ * epochs from the study's round-0 weights (what each round's node training does, run once).
+ */
+async function trainAlone(kind: NodeModelKind, study: StudyConfig, width: number, data: EncodedData, epochs: number): Promise<WeightSet> {
+  const model = kind.createModel(study, width);
+  try {
+    const global = getWeights(model);
+    const { learningRate, batchSize } = study.training;
+    await kind.train(model, data, { study, instructions: { localEpochs: epochs, learningRate, batchSize, proximalMu: 0 }, global, seed: study.training.seed });
+    return getWeights(model);
+  } finally {
+    model.dispose();
+  }
 }
 
 function abbreviate(values: string[]): string {

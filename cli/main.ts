@@ -6,6 +6,9 @@ import { NodeConfig } from '../client-node/config.ts';
 import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
+import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
+
+type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
 /** `fedmark`: one CLI for the demo, the coordinator, a node and the privacy accountant. */
 /** Option parsers: a bad value is refused at once, naming the flag (commander exits with code 1). */
@@ -18,22 +21,85 @@ const positiveInt = (flag: string) => numberParser(flag, (v) => Number.isInteger
 const nonNegativeInt = (flag: string) => numberParser(flag, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
 const positiveNumber = (flag: string) => numberParser(flag, (v) => v > 0, 'a positive number');
 const probability = (flag: string) => numberParser(flag, (v) => v > 0 && v < 1, 'in (0, 1)');
+const nonNegativeNumber = (flag: string) => numberParser(flag, (v) => v >= 0, 'a non-negative number');
+const unitInterval = (flag: string) => numberParser(flag, (v) => v >= 0 && v < 1, 'in [0, 1)');
+
+/** The regression loss the demo uses unless --loss says otherwise (cli/demo.ts's DEFAULT_REGRESSION_LOSS, restated here so --help does not load the demo). */
+export const DEFAULT_REGRESSION_LOSS = 'huber';
+
+/**
+ * The demo's strategy flags: each sets one parameter of the strategies listed, under its config
+ * name (protocols/strategies/config.ts). A flag the chosen --strategy does not take is an error.
+ */
+interface StrategyFlag {
+  flag: string;
+  /** commander's camelCase key of the flag. */
+  option: string;
+  value: string;
+  param: string;
+  strategies: StrategyName[];
+  what: string;
+  parse: (flag: string) => (raw: string) => number;
+}
+export const STRATEGY_FLAGS: readonly StrategyFlag[] = [
+  { flag: '--mu', option: 'mu', value: 'mu', param: 'mu', strategies: ['fedprox'], what: "FedProx's proximal coefficient mu, >= 0", parse: nonNegativeNumber },
+  { flag: '--server-lr', option: 'serverLr', value: 'eta', param: 'serverLearningRate', strategies: ['fedavgm', 'fedadam', 'fedyogi', 'fedadagrad'], what: 'server learning rate eta', parse: positiveNumber },
+  { flag: '--momentum', option: 'momentum', value: 'beta', param: 'momentum', strategies: ['fedavgm'], what: 'server momentum, in [0, 1)', parse: unitInterval },
+  { flag: '--beta1', option: 'beta1', value: 'b1', param: 'beta1', strategies: ['fedadam', 'fedyogi'], what: 'first-moment decay, in [0, 1)', parse: unitInterval },
+  { flag: '--beta2', option: 'beta2', value: 'b2', param: 'beta2', strategies: ['fedadam', 'fedyogi'], what: 'second-moment decay, in [0, 1)', parse: unitInterval },
+  { flag: '--tau', option: 'tau', value: 'tau', param: 'tau', strategies: ['fedadam', 'fedyogi', 'fedadagrad'], what: 'adaptivity tau, > 0', parse: positiveNumber },
+  { flag: '--trim-fraction', option: 'trimFraction', value: 'f', param: 'trimFraction', strategies: ['trimmed-mean'], what: 'fraction trimmed at each end of every coordinate, in [0, 0.5)', parse: (flag) => numberParser(flag, (v) => v >= 0 && v < 0.5, 'in [0, 0.5)') },
+  { flag: '--byzantine', option: 'byzantine', value: 'f', param: 'byzantine', strategies: ['krum'], what: "Byzantine nodes tolerated f (Krum needs more than 2f + 2 nodes a round)", parse: nonNegativeInt },
+  { flag: '--select', option: 'select', value: 'm', param: 'select', strategies: ['krum'], what: 'best-scored updates Multi-Krum averages (1: Krum)', parse: positiveInt },
+];
+
+function strategyFlagHelp(flag: StrategyFlag): string {
+  const defaults = flag.strategies.map((name) => [name, (StrategyConfig.parse({ name }) as Record<string, unknown>)[flag.param]] as const);
+  const same = defaults.every(([, d]) => d === defaults[0][1]);
+  const list = same ? `${flag.strategies.join(', ')} (default ${defaults[0][1]})` : defaults.map(([name, d]) => `${name} (default ${d})`).join(', ');
+  return `${flag.what}: ${list}`;
+}
+
+/** The study's `strategy` from the demo's flags; a parameter the strategy does not take is an error naming it. */
+export function strategyFromFlags(opts: Record<string, unknown>): StrategyConfigInput {
+  const name = (opts.strategy as StrategyName | undefined) ?? 'fedavg';
+  const config: Record<string, unknown> = { name };
+  for (const flag of STRATEGY_FLAGS) {
+    if (opts[flag.option] === undefined) continue;
+    if (!flag.strategies.includes(name)) {
+      throw new InvalidArgumentError(`${flag.flag} does not apply to --strategy ${name}: it is a parameter of ${flag.strategies.join(', ')}${opts.strategy === undefined ? ' (give --strategy)' : ''}`);
+    }
+    config[flag.param] = opts[flag.option];
+  }
+  const parsed = StrategyConfig.safeParse(config);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const flag = STRATEGY_FLAGS.find((f) => f.param === issue.path[0]);
+    throw new InvalidArgumentError(`${flag ? flag.flag : '--strategy'}: ${issue.message}`);
+  }
+  return config as StrategyConfigInput;
+}
 
 export function buildProgram(): Command {
   const program = new Command('fedmark').description('Privacy-preserving federated modeling for marketing').showHelpAfterError();
 
-  program
+  const demo = program
     .command('demo')
     .description('run a demo federation on this machine: a coordinator and one node process per region')
-    .option('--data <file>', 'CSV with a binary target (default: the shipped churn data)')
-    .option('--target <column>', 'target column (default: churn for the shipped data)')
-    .option('--positive <value>', 'target value of the positive class (default: yes/1/true)')
-    .option('--partition-by <column>', 'split rows into regions by this column (default: state for the shipped data)')
-    .option('--nodes <n>', 'number of regions / nodes (default 10)', positiveInt('--nodes'))
+    .option('--data <file>', 'CSV to learn from (default: the shipped churn data; with --task regression, the shipped customer-value data)')
+    .option('--target <column>', 'target column (default: churn, or spend_12m for regression, on the shipped data)')
+    .addOption(new Option('--task <kind>', 'binary classification or regression of a numeric target (default binary)').choices(['binary', 'regression']))
+    .addOption(new Option('--loss <name>', `regression loss (default ${DEFAULT_REGRESSION_LOSS}: see README); regression only`).choices(['mse', 'huber', 'tweedie', 'log1p']))
+    .option('--positive <value>', 'target value of the positive class (default: yes/1/true); binary only')
+    .option('--partition-by <column>', 'split rows into regions by this column (default: state for the churn data, region for the customer-value data)')
+    .option('--nodes <n>', "number of regions / nodes (default 10); with --partition-by, the column's values are grouped into n regions, one node per value when n is at least their number (--partition-by state --nodes 51)", positiveInt('--nodes'))
     .option('--dirichlet <alpha>', 'label-skewed split over --nodes nodes with Dirichlet(alpha), alpha > 0, instead of a column', positiveNumber('--dirichlet'))
     .option('--rounds <r>', 'federated rounds (default 20)', positiveInt('--rounds'))
     .addOption(new Option('--model <kind>', 'model (default mlp 32-16)').choices(['logreg', 'mlp']))
     .option('--local-epochs <n>', 'local epochs per round (default 1)', positiveInt('--local-epochs'))
+    .addOption(new Option('--strategy <name>', 'how the coordinator aggregates the updates (default fedavg); parameters below').choices([...STRATEGY_NAMES]));
+  for (const flag of STRATEGY_FLAGS) demo.option(`${flag.flag} <${flag.value}>`, strategyFlagHelp(flag), flag.parse(flag.flag));
+  demo
     .option('--out <dir>', 'output folder, deleted and rewritten by each run (default .fedmark/demo; must be new, empty or an earlier demo output)')
     .option('--exclude <columns>', 'comma-separated columns to leave out of the features')
     .option('--seed <n>', 'seed of the splits and the initial model (default 42)', nonNegativeInt('--seed'))
@@ -46,8 +112,12 @@ export function buildProgram(): Command {
     .option('--dp-sgd-epsilon <e>', 'target record-level epsilon of DP-SGD per node over the study (default 3)', positiveNumber('--dp-sgd-epsilon'))
     .addOption(new Option('--accountant <name>', 'privacy accountant (default rdp)').choices(['rdp', 'pld']))
     .action(async (opts) => {
+      const strategy = strategyFromFlags(opts);
+      if (opts.loss !== undefined && opts.task !== 'regression') throw new Error(`--loss ${opts.loss} is a regression loss: add --task regression`);
+      if (opts.positive !== undefined && opts.task === 'regression') throw new Error('--positive names the positive class of a binary target: a regression target has none');
       const { runDemo } = await import('./demo.ts');
-      await runDemo(opts);
+      for (const flag of STRATEGY_FLAGS) delete opts[flag.option];
+      await runDemo({ ...opts, strategy });
     });
 
   program

@@ -1,10 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
-import { FedAvgStrategy } from '../protocols/aggregation/fedavg-strategy.ts';
-import { ClientLevelDpStrategy } from '../protocols/privacy/client-level-dp.ts';
+import { createStrategy } from '../protocols/strategies/index.ts';
 import type { StudyConfig } from '../protocols/messages.ts';
-import type { Strategy } from '../protocols/strategy.ts';
+import type { Strategy } from '../protocols/strategies/strategy.ts';
 import type { CoordinatorConfig } from './config.ts';
 import { checkAppRole, openDatabase, type Db } from './db/database.ts';
 import { createApp } from './http/app.ts';
@@ -25,11 +24,9 @@ export interface RunningCoordinator {
   close(): Promise<void>;
 }
 
-/** A study's strategy: FedAvg, wrapped in client-level DP when the study asks for central DP. */
+/** A study's strategy (`config.strategy`), wrapped in client-level DP when the study asks for central DP. */
 export function strategyFor(config: StudyConfig): Strategy {
-  const fedavg = new FedAvgStrategy();
-  const central = config.privacy?.central;
-  return central ? new ClientLevelDpStrategy(fedavg, central) : fedavg;
+  return createStrategy(config);
 }
 
 /** Wires the coordinator together (the only place that does) and starts listening. */

@@ -5,7 +5,7 @@ import { decodeAccumulatorState } from '../../protocols/aggregation/fedavg.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { UPDATE_META_HEADER } from '../../protocols/messages.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy } from './harness.ts';
+import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy, evaluation } from './harness.ts';
 
 function logregWeights(fill: number, width = 7): WeightSet {
   return [
@@ -166,11 +166,11 @@ for (const backendName of BACKEND_NAMES) {
       expect(lateB.status).toBe(409); // a different update from b after the fact
 
       // Evaluations: bad histogram refused, good ones complete the round with a pooled AUC.
-      const badEval = await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 4, loss: 0.3, histogram: { bins: 4, positives: [0, 1], negatives: [1, 0, 0, 0] } }, `${studyId}/1`);
+      const badEval = await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 4, loss: 0.3, stats: { kind: 'binary', histogram: { bins: 4, positives: [0, 1], negatives: [1, 0, 0, 0] }, brierSum: 0, logLossSum: 0 } }, `${studyId}/1`);
       expect(badEval.status).toBe(400);
-      const evalA = await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 4, loss: 0.3, histogram: { bins: 4, positives: [0, 0, 1, 1], negatives: [1, 1, 0, 0] } }, `${studyId}/1`);
+      const evalA = await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, evaluation([0, 0, 1, 1], [1, 1, 0, 0], 0.3), `${studyId}/1`);
       expect(evalA.status).toBe(201);
-      const evalB = await h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.6, histogram: { bins: 4, positives: [0, 1, 0, 0], negatives: [0, 1, 0, 0] } }, `${studyId}/1`);
+      const evalB = await h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, evaluation([0, 1, 0, 0], [0, 1, 0, 0], 0.6), `${studyId}/1`);
       expect(evalB.status).toBe(201);
       const status = await h.until(async () => {
         const s = (await h.admin('get', `/v1/studies/${studyId}`)).body;
@@ -307,7 +307,7 @@ for (const backendName of BACKEND_NAMES) {
       // Evaluation: b loses its file after training; it gets no evaluation task and is not waited for.
       expect((await h.nodePost(b, '/v1/nodes/me/status', { state: 'data-error', message: 'file gone' })).status).toBe(204);
       expect((await h.nodeGet(b, '/v1/tasks/next?wait=0')).status).toBe(204);
-      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.5, histogram: { bins: 2, positives: [0, 1], negatives: [1, 0] } }, `${studyId}/1`)).status).toBe(201);
+      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, evaluation([0, 1], [1, 0], 0.5), `${studyId}/1`)).status).toBe(201);
       await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0].phase === 'completed' ? true : undefined), 5_000);
 
       // With too few left, the round fails at once, saying how many could not train and why

@@ -14,7 +14,7 @@ import { AuditEntry, Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import { verifyAuditExport, writeAuditExport } from '../../protocols/audit/audit-export.ts';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import { BACKEND_NAMES, backendOrSkip, type DatabaseBackend } from '../helpers/databases.ts';
-import { defaultMeta, inProcessCoordinator, tinyStudy } from './harness.ts';
+import { defaultMeta, inProcessCoordinator, tinyStudy, evaluation } from './harness.ts';
 
 const weights = (v: number) =>
   encodeWeights([
@@ -45,7 +45,7 @@ for (const backendName of BACKEND_NAMES) {
       expect((await h.submit(b, studyId, 1, weights(0.7), defaultMeta(10))).status).toBe(201);
       await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.rounds[0]?.phase === 'evaluate' ? true : undefined));
       for (const node of [a, b]) {
-        await h.nodePost(node, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.4, histogram: { bins: 2, positives: [0, 1], negatives: [1, 0] } }, `${studyId}/1`);
+        await h.nodePost(node, `/v1/studies/${studyId}/rounds/1/evaluations`, evaluation([0, 1], [1, 0], 0.4), `${studyId}/1`);
       }
       await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.state === 'completed' ? true : undefined));
       await request(h.app).get(`/v1/studies/${studyId}`).set('authorization', 'Bearer fmtok_forged-token-000000000000'); // an authentication failure

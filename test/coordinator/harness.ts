@@ -171,3 +171,27 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
 export function defaultMeta(numExamples = 10) {
   return { numExamples, loss: 0.5, steps: 1, trainSeconds: 0.01, data: { rows: numExamples, missingFilled: {}, unseenCategories: {} } };
 }
+
+/**
+ * A binary evaluation report from a coarse histogram (`positives[i]`, `negatives[i]` rows in bin
+ * i of `positives.length`), spread onto the 1000 bins every honest node uses (a monotone map, so
+ * the pooled AUC is the coarse histogram's). Brier and log-loss sums: those of a score at each
+ * bin's centre.
+ */
+export function evaluation(positives: number[], negatives: number[], loss?: number) {
+  const bins = 1000;
+  const coarse = positives.length;
+  const histogram = { bins, positives: new Array<number>(bins).fill(0), negatives: new Array<number>(bins).fill(0) };
+  let brierSum = 0;
+  let logLossSum = 0;
+  for (let i = 0; i < coarse; i++) {
+    const fine = Math.floor(((i + 0.5) * bins) / coarse);
+    const p = (fine + 0.5) / bins;
+    histogram.positives[fine] += positives[i];
+    histogram.negatives[fine] += negatives[i];
+    brierSum += positives[i] * (1 - p) ** 2 + negatives[i] * p ** 2;
+    logLossSum += -positives[i] * Math.log(p) - negatives[i] * Math.log(1 - p);
+  }
+  const numExamples = positives.reduce((a, b) => a + b, 0) + negatives.reduce((a, b) => a + b, 0);
+  return { numExamples, ...(loss === undefined ? {} : { loss }), stats: { kind: 'binary' as const, histogram, brierSum, logLossSum } };
+}

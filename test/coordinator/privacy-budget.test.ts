@@ -9,7 +9,7 @@ import { encodeWeights, decodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { registerPrivacyReportCommand } from '../../cli/privacy-report-command.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode } from './harness.ts';
+import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, evaluation } from './harness.ts';
 import { sampleMoments } from '../helpers/stats.ts';
 
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
@@ -36,7 +36,7 @@ async function persistedState(h: Harness, studyId: string, round: number) {
   return { header: header as { v: number; clipNorm: number; accepted: number; noisyAtOrBelowClip: number }, count: acc.count, sum: flat(acc.sums) };
 }
 
-const histogram = { bins: 2, positives: [0, 1], negatives: [1, 0] };
+const report = evaluation([0, 1], [1, 0], 0.5);
 async function phaseOf(h: Harness, studyId: string, round: number): Promise<string | undefined> {
   return (await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase;
 }
@@ -52,7 +52,7 @@ async function playRound(h: Harness, studyId: string, round: number, nodes: Test
     await h.built.rounds.advanceRound(studyId, round);
   } else {
     await h.until(async () => ((await phaseOf(h, studyId, round)) === 'evaluate' ? true : undefined));
-    for (const n of selected) expect((await h.nodePost(n, `/v1/studies/${studyId}/rounds/${round}/evaluations`, { numExamples: 2, loss: 0.5, histogram }, `${studyId}/${round}`)).status).toBe(201);
+    for (const n of selected) expect((await h.nodePost(n, `/v1/studies/${studyId}/rounds/${round}/evaluations`, report, `${studyId}/${round}`)).status).toBe(201);
   }
   await h.until(async () => (['completed', 'failed'].includes((await phaseOf(h, studyId, round)) ?? '') ? true : undefined));
   return participants;
@@ -92,7 +92,7 @@ for (const backendName of BACKEND_NAMES) {
         expect((await h.submit(b, studyId, round, weights(0.2))).status).toBe(201);
         await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase === 'evaluate' ? true : undefined));
         for (const node of [a, b]) {
-          await h.nodePost(node, `/v1/studies/${studyId}/rounds/${round}/evaluations`, { numExamples: 2, loss: 0.5, histogram: { bins: 2, positives: [0, 1], negatives: [1, 0] } }, `${studyId}/${round}`);
+          await h.nodePost(node, `/v1/studies/${studyId}/rounds/${round}/evaluations`, report, `${studyId}/${round}`);
         }
         await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase === 'completed' ? true : undefined));
       }
@@ -191,11 +191,11 @@ for (const backendName of BACKEND_NAMES) {
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'fit' ? true : undefined));
       for (const n of [a, b]) expect((await h.submit(n, studyId, 1, weights(0.1))).status).toBe(201);
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'evaluate' ? true : undefined));
-      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.5, histogram }, `${studyId}/1`)).status).toBe(201);
+      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, report, `${studyId}/1`)).status).toBe(201);
       // b's evaluation closes round 1, which starts the automatic path to round 2; manual starts
       // and direct automatic attempts race it.
       const [lastEval, ...starts] = await Promise.all([
-        h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 2, loss: 0.5, histogram }, `${studyId}/1`),
+        h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, report, `${studyId}/1`),
         ...Array.from({ length: 6 }, () => h!.admin('post', `/v1/studies/${studyId}/rounds`).send({})),
         h.built.rounds.maybeStartNextRound(studyId).then(() => undefined),
         h.built.rounds.maybeStartNextRound(studyId).then(() => undefined),

@@ -3,7 +3,7 @@ import request from 'supertest';
 import { verifyArtifact } from '../../protocols/crypto/index.ts';
 import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode } from './harness.ts';
+import { bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, evaluation } from './harness.ts';
 
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
 
@@ -57,7 +57,7 @@ for (const backendName of BACKEND_NAMES) {
         [us1, { positives: [0, 2], negatives: [2, 0] }],
       ];
       for (const [node, hist] of evals) {
-        const res = await h.nodePost(node, `/v1/studies/${studyId}/rounds/1/evaluations`, { numExamples: 6, loss: 0.4, histogram: { bins: 2, ...hist } }, `${studyId}/1`);
+        const res = await h.nodePost(node, `/v1/studies/${studyId}/rounds/1/evaluations`, evaluation(hist.positives, hist.negatives, 0.4), `${studyId}/1`);
         expect(res.status).toBe(201);
       }
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'completed' ? true : undefined));

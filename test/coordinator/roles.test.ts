@@ -3,7 +3,7 @@ import request from 'supertest';
 import { roundBinding, UPDATE_META_HEADER } from '../../protocols/messages.ts';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import { backendOrSkip } from '../helpers/databases.ts';
-import { defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy, type TestNode } from './harness.ts';
+import { defaultMeta, inProcessCoordinator, testNodeKey, tinyStudy, type TestNode, evaluation } from './harness.ts';
 
 type Role = 'admin' | 'auditor' | 'analyst' | 'node' | 'outsider' | 'anonymous';
 type Method = 'get' | 'post' | 'delete';
@@ -74,7 +74,7 @@ const MATRIX: Row[] = [
   // Node a resends its round-1 update (an idempotent retry: 200); the outsider was not in the round.
   { what: 'submit an update', method: 'post', path: '/v1/studies/:studyId/rounds/:round/updates', url: (c) => `/v1/studies/${c.studyId}/rounds/1/updates`, expect: { ...people(403, 403, 403), node: 200, outsider: 403, anonymous: 401 } },
   // Round 1 is still in its fit phase: node a may post, and hears that the round is not evaluating.
-  { what: 'submit an evaluation', method: 'post', path: '/v1/studies/:studyId/rounds/:round/evaluations', url: (c) => `/v1/studies/${c.studyId}/rounds/1/evaluations`, body: () => ({ numExamples: 4, loss: 0.5, histogram: { bins: 2, positives: [1, 1], negatives: [1, 1] } }), expect: { ...people(403, 403, 403), node: 409, outsider: 403, anonymous: 401 } },
+  { what: 'submit an evaluation', method: 'post', path: '/v1/studies/:studyId/rounds/:round/evaluations', url: (c) => `/v1/studies/${c.studyId}/rounds/1/evaluations`, body: () => evaluation([1, 1], [1, 1], 0.5), expect: { ...people(403, 403, 403), node: 409, outsider: 403, anonymous: 401 } },
 ];
 
 const weights = encodeWeights([

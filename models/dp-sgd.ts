@@ -4,6 +4,8 @@ import { GaussianNoise } from '../protocols/privacy/gaussian-noise.ts';
 import type { DpSgdConfig } from '../protocols/privacy/study-privacy.ts';
 import { dpSgdStepsPerRound } from '../protocols/privacy/study-privacy.ts';
 import type { EncodedData } from './encode.ts';
+import { bceLoss, type OutputLoss } from './losses.ts';
+import { globalTensors, type Proximal } from './train.ts';
 
 /**
  * Record-level DP-SGD on a node (Abadi et al. 2016, "Deep Learning with Differential Privacy"):
@@ -16,7 +18,19 @@ import type { EncodedData } from './encode.ts';
  * layer's pre-activations, so its Frobenius norm is |a_i| |delta_i| (Goodfellow 2015, "Efficient
  * Per-Example Gradient Computations"). One batched forward and backward pass gives every row's
  * norm, and the clipped sum is A^T (c * Delta): a matmul, never a per-row backward pass.
+ *
+ * The backward pass starts from d loss / d z at the output unit, the loss's `gradient`
+ * (losses.ts): sigmoid(z) - y for binary cross-entropy; for regression (identity output) z - t
+ * (mse, and log1p: mse on the transformed target), clamp(z - t, -d, d) (huber) and
+ * -t e^((1-p) z) + e^((2-p) z) (tweedie, log link).
  */
+
+export interface DpSgdOptions {
+  /** The loss (default binary cross-entropy, sigmoid output); data.y holds its targets. */
+  loss?: OutputLoss;
+  /** FedProx's proximal term (mu / 2) |w - global|^2, when mu > 0. */
+  proximal?: Proximal;
+}
 
 export interface DpSgdResult {
   steps: number;
@@ -34,12 +48,12 @@ interface Layer {
   relu: boolean;
 }
 
-function denseLayers(model: tf.LayersModel): Layer[] {
+function denseLayers(model: tf.LayersModel, output: 'sigmoid' | 'linear' = 'sigmoid'): Layer[] {
   return model.layers.map((layer, i) => {
     const config = layer.getConfig();
     const last = i === model.layers.length - 1;
     if (layer.getClassName() !== 'Dense' || layer.weights.length !== 2) throw new Error(`DP-SGD supports dense stacks only; layer ${layer.name} is a ${layer.getClassName()}`);
-    if (last ? config.activation !== 'sigmoid' : config.activation !== 'relu') throw new Error(`DP-SGD expects ReLU hidden layers and a sigmoid output; layer ${layer.name} has ${String(config.activation)}`);
+    if (last ? config.activation !== output : config.activation !== 'relu') throw new Error(`DP-SGD expects ReLU hidden layers and a ${output} output; layer ${layer.name} has ${String(config.activation)}`);
     return { kernel: layer.weights[0].read() as tf.Variable, bias: layer.weights[1].read() as tf.Variable, relu: !last };
   });
 }
@@ -56,7 +70,7 @@ function secureUniforms(n: number): Float64Array {
  * Per-example gradient norms and the clipped gradient sum for one batch, batched.
  * Returns tensors the caller disposes (inside a tidy).
  */
-export function clippedGradientSum(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor2D, clipNorm: number): { grads: tf.Tensor[]; norms: tf.Tensor1D; loss: tf.Scalar } {
+export function clippedGradientSum(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor2D, clipNorm: number, lossFn: OutputLoss = bceLoss): { grads: tf.Tensor[]; norms: tf.Tensor1D; loss: tf.Scalar } {
   // Forward, keeping each layer's input activations.
   const inputs: tf.Tensor2D[] = [];
   const preActivations: tf.Tensor2D[] = [];
@@ -68,10 +82,10 @@ export function clippedGradientSum(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor
     h = layer.relu ? tf.relu(z) : z;
   }
   const logits = h;
-  const loss = tf.losses.sigmoidCrossEntropy(y, logits) as tf.Scalar;
-  // Backward by hand: d(per-row BCE)/d(logit) = sigmoid(logit) - y; ReLU passes where z > 0.
+  const loss = lossFn.mean(logits, y);
+  // Backward by hand: d(per-row loss)/d(z) (for BCE sigmoid(z) - y); ReLU passes where z > 0.
   const deltas: tf.Tensor2D[] = new Array(layers.length);
-  let delta = tf.sub(tf.sigmoid(logits), y) as tf.Tensor2D;
+  let delta = lossFn.gradient(logits, y) as tf.Tensor2D;
   for (let l = layers.length - 1; l >= 0; l--) {
     deltas[l] = delta;
     if (l > 0) {
@@ -101,7 +115,7 @@ export function clippedGradientSum(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor
  * The same clipped sum, one row at a time with autodiff: the straightforward way, kept to test
  * the vectorized one against and to measure it in the bench.
  */
-export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor2D, clipNorm: number): tf.Tensor[] {
+export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor2D, clipNorm: number, lossFn: OutputLoss = bceLoss): tf.Tensor[] {
   const variables = layers.flatMap((l) => [l.kernel, l.bias]);
   let sums: tf.Tensor[] = variables.map((v) => tf.zerosLike(v));
   for (let i = 0; i < x.shape[0]; i++) {
@@ -114,7 +128,7 @@ export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.T
           const z = tf.add(tf.matMul(h, layer.kernel as tf.Tensor2D), layer.bias) as tf.Tensor2D;
           h = layer.relu ? tf.relu(z) : z;
         }
-        return tf.losses.sigmoidCrossEntropy(yi, h) as tf.Scalar;
+        return lossFn.mean(h, yi);
       }, variables);
       const ordered = variables.map((v) => grads[v.name]);
       const norm = Math.sqrt(ordered.reduce((s, g) => s + (tf.sum(tf.square(g)).dataSync()[0] ?? 0), 0));
@@ -127,9 +141,20 @@ export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.T
   return sums;
 }
 
-/** Runs one round of DP-SGD on the model, in place. */
-export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, config: DpSgdConfig, noise: GaussianNoise = new GaussianNoise()): Promise<DpSgdResult> {
-  const layers = denseLayers(model);
+/**
+ * Runs one round of DP-SGD on the model, in place.
+ *
+ * FedProx (options.proximal, mu > 0): each step also moves by -lr mu (w - global), the gradient
+ * of (mu / 2) |w - global|^2, added AFTER the noise and not clipped. It is data-independent: a
+ * function of the current weights (themselves the output of the earlier private steps) and of
+ * the public global model, never of a row. Adding it is post-processing of the private gradient,
+ * so it costs no privacy, and clipping it would only bias it (it bounds no row's influence).
+ */
+export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, config: DpSgdConfig, noise: GaussianNoise = new GaussianNoise(), options: DpSgdOptions = {}): Promise<DpSgdResult> {
+  const lossFn = options.loss ?? bceLoss;
+  const layers = denseLayers(model, lossFn.output);
+  const mu = options.proximal?.mu ?? 0;
+  if (!(mu >= 0) || !Number.isFinite(mu)) throw new RangeError(`DP-SGD: proximal mu must be finite and >= 0, got ${mu}`);
   const { n, width } = data;
   if (n === 0) throw new RangeError('DP-SGD: no rows to train on');
   const steps = dpSgdStepsPerRound(config);
@@ -138,6 +163,7 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
   const noiseStd = config.noiseMultiplier * config.clipNorm;
   const xAll = tf.tensor2d(data.x, [n, width], 'float32');
   const yAll = tf.tensor2d(data.y, [n, 1], 'float32');
+  const globals = mu > 0 ? globalTensors(model, options.proximal!.global) : [];
   let sampledRows = 0;
   let clippedRows = 0;
   let lossSum = 0;
@@ -159,7 +185,7 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
         let batchLoss = 0;
         if (chosen.length > 0) {
           const index = tf.tensor1d(chosen, 'int32');
-          const result = clippedGradientSum(layers, tf.gather(xAll, index) as tf.Tensor2D, tf.gather(yAll, index) as tf.Tensor2D, config.clipNorm);
+          const result = clippedGradientSum(layers, tf.gather(xAll, index) as tf.Tensor2D, tf.gather(yAll, index) as tf.Tensor2D, config.clipNorm, lossFn);
           grads = result.grads;
           const norms = result.norms.dataSync();
           for (const v of norms) if (v > config.clipNorm) clippedCount++;
@@ -169,7 +195,10 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
         }
         variables.forEach((v, k) => {
           const noisyGrad = tf.add(grads[k], tf.tensor(noisy[k], v.shape));
-          v.assign(tf.sub(v, tf.mul(noisyGrad, config.learningRate / expectedBatch)));
+          let step = tf.mul(noisyGrad, config.learningRate / expectedBatch);
+          // Proximal gradient mu (w - global): data-independent, no privacy cost (see above).
+          if (mu > 0) step = tf.add(step, tf.mul(tf.sub(v, globals[k]), config.learningRate * mu));
+          v.assign(tf.sub(v, step));
         });
         return { clippedCount, batchLoss };
       });
@@ -180,6 +209,7 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
   } finally {
     xAll.dispose();
     yAll.dispose();
+    for (const g of globals) g.dispose();
   }
   return { steps, sampledRows, clippedFraction: sampledRows ? clippedRows / sampledRows : 0, loss: sampledRows ? lossSum / sampledRows : Number.NaN };
 }

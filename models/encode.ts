@@ -1,4 +1,4 @@
-import { encodedWidth, type FeatureSpec } from '../protocols/feature-spec.ts';
+import { encodedWidth, isNumericTarget, type FeatureSpec } from '../protocols/feature-spec.ts';
 import { makeMissingTest, parseNumericCell, quoteCell } from './cells.ts';
 import type { CsvTable } from './csv-table.ts';
 import { DataError } from './errors.ts';
@@ -7,7 +7,7 @@ import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
 /** What encoding did to a table. Counts are per feature name; features with a zero count are left out. */
 export interface DataReport {
   rows: number;
-  /** Rows whose label is the positive class. */
+  /** Rows whose label is the positive class (0 for a numeric target). */
   positives: number;
   /** Missing cells: numeric ones replaced by the spec's fill, categorical ones sent to the missing bucket. */
   missingFilled: Record<string, number>;
@@ -18,7 +18,10 @@ export interface DataReport {
 export interface EncodedData {
   /** Row-major n x width inputs. */
   x: Float32Array;
-  /** Labels, 1 for the positive class, 0 otherwise. */
+  /**
+   * Labels, 1 for the positive class, 0 otherwise; for a numeric target (regression), the raw
+   * target on its own scale (the regression kind transforms it for training).
+   */
   y: Float32Array;
   n: number;
   width: number;
@@ -62,7 +65,8 @@ interface CategoricalPlan {
  * Categorical feature: one-hot over `categories`, then one slot for unseen values (counted in
  * `report.unseenCategories`) and one for missing cells (counted in `report.missingFilled`).
  * Label: 1 when the target cell equals `spec.target.positive`, 0 for any other value; a missing
- * target cell is a DataError (a row without a label cannot be trained on).
+ * target cell is a DataError (a row without a label cannot be trained on). A numeric target
+ * (`kind: 'numeric'`) is read as a number, raw (text in it is a DataError, as for features).
  * Columns of the table that the spec does not name are ignored; a spec column missing from the
  * header is a DataError.
  */
@@ -99,7 +103,8 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
     }
   }
   const targetColumn = columnOf(spec.target.column, 'target column');
-  const positive = spec.target.positive;
+  const numericTarget = isNumericTarget(spec.target);
+  const positive = isNumericTarget(spec.target) ? '' : spec.target.positive;
   const isMissing = makeMissingTest(spec.missingValues);
 
   const x = new Float32Array(n * width); // zero-filled: one-hot slots only need their 1 written
@@ -145,7 +150,18 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
       }
     }
     const label = row[targetColumn];
-    if (label === positive) {
+    if (numericTarget && !isMissing(label)) {
+      const v = parseNumericCell(label);
+      if (Number.isNaN(v)) {
+        throw new DataError(
+          'non-numeric',
+          `line ${table.lineOf(r)}: target column ${JSON.stringify(spec.target.column)} is numeric but holds ${quoteCell(label)}`,
+          table.lineOf(r),
+          spec.target.column,
+        );
+      }
+      y[r] = v;
+    } else if (!numericTarget && label === positive) {
       y[r] = 1;
       positives++;
     } else if (isMissing(label)) {

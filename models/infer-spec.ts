@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { z } from 'zod';
-import { FeatureSpec, type Feature } from '../protocols/feature-spec.ts';
+import { FeatureSpec, type BinaryTarget, type Feature, type NumericTarget } from '../protocols/feature-spec.ts';
 import { DEFAULT_MISSING_VALUES, makeMissingTest, parseNumericCell, quoteCell } from './cells.ts';
 import type { CsvTable } from './csv-table.ts';
 import { SpecError } from './errors.ts';
@@ -9,6 +9,11 @@ import { SpecError } from './errors.ts';
 export interface InferOptions {
   /** The label column. */
   target: string;
+  /**
+   * What the target is (default `binary`): `regression` makes it a numeric target with
+   * center = mean and scale = population standard deviation of its non-missing cells.
+   */
+  task?: 'binary' | 'regression';
   /** The label value of the positive class; default `yes`, `1` or `true` (any case) when present. */
   positive?: string;
   /** Columns that are not features (IDs, free text, the partition column if it must not be learned). */
@@ -42,9 +47,14 @@ function compareStrings(a: string, b: string): number {
  *   the model nothing and blows up the input width): exclude the column.
  * - Target: exactly 2 distinct non-missing values. The positive one is `options.positive`, or
  *   else whichever of `yes`, `1`, `true` (case-insensitive) is present.
+ * - Target with `task: 'regression'`: every non-missing cell a finite number; center = mean,
+ *   scale = population standard deviation (1 when the column is constant).
  *
  * Throws SpecError naming the column.
  */
+export function inferFeatureSpec(table: CsvTable, options: InferOptions & { task: 'regression' }): FeatureSpec & { target: NumericTarget };
+export function inferFeatureSpec(table: CsvTable, options: InferOptions & { task?: 'binary' }): FeatureSpec & { target: BinaryTarget };
+export function inferFeatureSpec(table: CsvTable, options: InferOptions): FeatureSpec;
 export function inferFeatureSpec(table: CsvTable, options: InferOptions): FeatureSpec {
   const { header, rows } = table;
   const maxCategories = options.maxCategories ?? DEFAULT_MAX_CATEGORIES;
@@ -62,7 +72,7 @@ export function inferFeatureSpec(table: CsvTable, options: InferOptions): Featur
   }
   if (exclude.has(options.target)) throw new SpecError(`the target column ${JSON.stringify(options.target)} cannot be excluded`, { column: options.target });
 
-  const target = inferTarget(table, targetIndex, options, isMissing);
+  const target = options.task === 'regression' ? inferNumericTarget(table, targetIndex, options.target, isMissing) : inferTarget(table, targetIndex, options, isMissing);
 
   const features: Feature[] = [];
   for (let c = 0; c < header.length; c++) {
@@ -83,7 +93,28 @@ export function inferFeatureSpec(table: CsvTable, options: InferOptions): Featur
   return spec.data;
 }
 
-function inferTarget(table: CsvTable, column: number, options: InferOptions, isMissing: (cell: string) => boolean): FeatureSpec['target'] {
+function inferNumericTarget(table: CsvTable, column: number, name: string, isMissing: (cell: string) => boolean): NumericTarget {
+  let count = 0;
+  let sum = 0;
+  const values: number[] = [];
+  for (const row of table.rows) {
+    const cell = row[column];
+    if (isMissing(cell)) continue;
+    const v = parseNumericCell(cell);
+    if (Number.isNaN(v)) throw new SpecError(`target column ${JSON.stringify(name)} must be numeric for a regression study but holds ${quoteCell(cell)}`, { column: name });
+    values.push(v);
+    count++;
+    sum += v;
+  }
+  if (count === 0) throw new SpecError(`target column ${JSON.stringify(name)} has no values (every cell is missing)`, { column: name });
+  const center = sum / count;
+  let squares = 0;
+  for (const v of values) squares += (v - center) ** 2;
+  const std = Math.sqrt(squares / count);
+  return { column: name, kind: 'numeric', center, scale: std > 0 && Number.isFinite(std) ? std : 1 };
+}
+
+function inferTarget(table: CsvTable, column: number, options: InferOptions, isMissing: (cell: string) => boolean): BinaryTarget {
   const name = options.target;
   const counts = new Map<string, number>();
   for (const row of table.rows) {

@@ -15,23 +15,24 @@ export const DEFAULT_MODEL_SEED = 42;
 
 /**
  * A tf.sequential stack of dense layers named `dense_0`, `dense_1`, ...: ReLU hidden layers and
- * one sigmoid output unit (`logreg` is that output layer alone). Initial weights are
+ * one output unit, sigmoid by default (binary classification) or `output: 'linear'` (identity,
+ * regression); `logreg` and `linear` are that output layer alone. Initial weights are
  * `initialWeights(modelTensorSpecs(model, inputWidth), seed)` from protocols/model-spec.ts
  * (Glorot-uniform kernels, zero biases), so a model is reproducible from its spec and seed, and
  * equal to the coordinator's round-0 model for the same seed.
  *
  * Call initBackend first. Free the model with `model.dispose()`.
  */
-export function createModel(model: ModelSpec, inputWidth: number, seed: number = DEFAULT_MODEL_SEED): tf.LayersModel {
+export function createModel(model: ModelSpec, inputWidth: number, seed: number = DEFAULT_MODEL_SEED, output: 'sigmoid' | 'linear' = 'sigmoid'): tf.LayersModel {
   if (!Number.isInteger(inputWidth) || inputWidth <= 0) throw new RangeError(`createModel: inputWidth must be a positive integer, got ${inputWidth}`);
-  const units = model.kind === 'logreg' ? [1] : [...model.hidden, 1];
+  const units = model.kind === 'mlp' ? [...model.hidden, 1] : [1];
   const net = tf.sequential();
   units.forEach((u, i) => {
     net.add(
       tf.layers.dense({
         name: `dense_${i}`,
         units: u,
-        activation: i === units.length - 1 ? 'sigmoid' : 'relu',
+        activation: i === units.length - 1 ? output : 'relu',
         // Overwritten right below: zeros cost nothing to make.
         kernelInitializer: 'zeros',
         biasInitializer: 'zeros',

@@ -3,9 +3,15 @@ import { rocAuc } from '../protocols/metrics.ts';
 import type { TrainingConfig } from '../protocols/training-config.ts';
 import type { EncodedData } from './encode.ts';
 import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
+import type { WeightSet } from '../protocols/tensors.ts';
+import { bceLoss, type OutputLoss } from './losses.ts';
+import { modelSpecsOf } from './model-factory.ts';
 
 export interface TrainResult {
-  /** Mean training loss (binary cross-entropy) over the last epoch, as the batches went by. */
+  /**
+   * Mean training loss (the `loss` option's: binary cross-entropy by default) over the last
+   * epoch, as the batches went by; the data term only, without FedProx's proximal term.
+   */
   loss: number;
   /** Rows trained on (the FedAvg weight of this update). */
   numExamples: number;
@@ -33,6 +39,36 @@ export interface TrainOptions {
    * answering heartbeats and HTTP requests while it trains. Results do not depend on it.
    */
   yieldEveryMs?: number;
+  /** The loss, against the output unit's pre-activation (default: binary cross-entropy). */
+  loss?: OutputLoss;
+  /**
+   * FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks"): with mu > 0
+   * the local objective is the data loss plus (mu / 2) |w - global|^2, which keeps a node's
+   * local model near the round's global one when nodes' data differ.
+   */
+  proximal?: Proximal;
+}
+
+export interface Proximal {
+  mu: number;
+  /** The round's global model (the weights training started from). */
+  global: WeightSet;
+}
+
+/**
+ * The global model's tensors in the order of `model.trainableWeights` (dense_0/kernel,
+ * dense_0/bias, ...), checked against the model's shapes. The caller disposes them.
+ */
+export function globalTensors(model: tf.LayersModel, global: WeightSet): tf.Tensor[] {
+  const byName = new Map(global.map((t) => [t.name, t] as const));
+  return modelSpecsOf(model).map((spec) => {
+    const t = byName.get(spec.name);
+    if (t === undefined) throw new RangeError(`proximal term: the global model has no tensor "${spec.name}"`);
+    if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
+      throw new RangeError(`proximal term: tensor "${spec.name}" is [${t.shape.join(', ')}] in the global model, [${spec.shape.join(', ')}] in the local one`);
+    }
+    return tf.tensor(Float32Array.from(t.values), spec.shape, 'float32');
+  });
 }
 
 const PREDICT_BATCH_ROWS = 8192;
@@ -58,11 +94,12 @@ function makeOptimizer(config: TrainingConfig): tf.Optimizer {
  * surface; FedAvg (McMahan et al. 2017) and most implementations start every round's local
  * optimizer afresh. It also means nothing stays allocated between rounds but the weights.
  */
-function prepare(model: tf.LayersModel, config: TrainingConfig): tf.Optimizer {
-  const key = `${config.optimizer}:${config.learningRate}`;
+function prepare(model: tf.LayersModel, config: TrainingConfig, loss: OutputLoss): tf.Optimizer {
+  const key = `${config.optimizer}:${config.learningRate}:${loss.output}`;
   const optimizer = makeOptimizer(config);
   if (compiled.get(model)?.key !== key) {
-    model.compile({ optimizer, loss: 'binaryCrossentropy' });
+    // The compiled loss is never used (our loop computes its own): it only has to be valid.
+    model.compile({ optimizer, loss: loss.output === 'sigmoid' ? 'binaryCrossentropy' : 'meanSquaredError' });
     compiled.set(model, { key });
   } else {
     model.optimizer = optimizer;
@@ -87,16 +124,16 @@ function checkData(model: tf.LayersModel, data: EncodedData, what: string): void
 
 /**
  * The training loss of a batch. For a stack of dense layers with ReLU (or linear) hidden layers
- * and a sigmoid output (what createModel builds), a direct forward pass with fused
- * matMul+bias+activation kernels that stops at the logits, and the cross-entropy computed from
- * the logits: fewer kernels per step than the layers API (kernel dispatch, not arithmetic, is
- * what a step costs at these sizes) and no log(0) to clip. Any other model: model.apply and
- * Keras's binary cross-entropy.
+ * and the loss's output unit (sigmoid or identity: what createModel builds), a direct forward
+ * pass with fused matMul+bias+activation kernels that stops at the output's pre-activation z,
+ * and the loss computed from z (for a sigmoid: the cross-entropy from the logits): fewer kernels
+ * per step than the layers API (kernel dispatch, not arithmetic, is what a step costs at these
+ * sizes) and no log(0) to clip. Any other model: model.apply and the loss from its output.
  */
-function lossFunction(model: tf.LayersModel): (x: tf.Tensor, y: tf.Tensor) => tf.Scalar {
-  const stack = denseStack(model);
+export function lossFunction(model: tf.LayersModel, loss: OutputLoss = bceLoss): (x: tf.Tensor, y: tf.Tensor) => tf.Scalar {
+  const stack = denseStack(model, loss.output);
   if (stack === null) {
-    return (x, y) => tf.metrics.binaryCrossentropy(y, model.apply(x, { training: true }) as tf.Tensor).mean() as tf.Scalar;
+    return (x, y) => loss.meanFromOutput(model.apply(x, { training: true }) as tf.Tensor, y);
   }
   return (x, y) => {
     let h = x as tf.Tensor2D;
@@ -104,14 +141,14 @@ function lossFunction(model: tf.LayersModel): (x: tf.Tensor, y: tf.Tensor) => tf
       const { kernel, bias, activation } = stack[l];
       h = tf.fused.matMul({ a: h, b: kernel, bias, activation }) as tf.Tensor2D;
     }
-    return tf.losses.sigmoidCrossEntropy(y, h) as tf.Scalar;
+    return loss.mean(h, y);
   };
 }
 
 type DenseStep = { kernel: tf.Tensor2D; bias: tf.Tensor1D; activation: 'relu' | 'linear' };
 
-/** The dense layers of a model whose last layer is a 1-unit sigmoid, or null for any other model. */
-function denseStack(model: tf.LayersModel): DenseStep[] | null {
+/** The dense layers of a model whose last layer is a 1-unit `output`, or null for any other model. */
+function denseStack(model: tf.LayersModel, output: 'sigmoid' | 'linear'): DenseStep[] | null {
   const steps: DenseStep[] = [];
   const layers = model.layers;
   for (let i = 0; i < layers.length; i++) {
@@ -120,7 +157,7 @@ function denseStack(model: tf.LayersModel): DenseStep[] | null {
     if (layer.getClassName() !== 'Dense' || config.useBias !== true || layer.weights.length !== 2) return null;
     const activation = config.activation;
     const last = i === layers.length - 1;
-    if (last ? activation !== 'sigmoid' || config.units !== 1 : activation !== 'relu' && activation !== 'linear') return null;
+    if (last ? activation !== output || config.units !== 1 : activation !== 'relu' && activation !== 'linear') return null;
     steps.push({
       kernel: layer.weights[0].read() as tf.Tensor2D,
       bias: layer.weights[1].read() as tf.Tensor1D,
@@ -134,7 +171,9 @@ const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Trains the model in place on `data`: `config.localEpochs` passes over the rows in batches of
- * `config.batchSize` (the last one smaller), binary cross-entropy, Adam or SGD at
+ * `config.batchSize` (the last one smaller), `options.loss` (binary cross-entropy by default;
+ * `data.y` holds its training targets) plus FedProx's proximal term when `options.proximal`
+ * has mu > 0, Adam or SGD at
  * `config.learningRate` (fresh optimizer state every call, see `prepare`).
  *
  * Our own loop rather than `model.fit`: tfjs's fit shuffles with Math.random (no seed), while
@@ -148,9 +187,26 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
   const { n, width } = data;
   if (n === 0) throw new RangeError('trainLocal: no rows to train on');
   const batchSize = Math.max(1, Math.min(config.batchSize, n));
-  const optimizer = prepare(model, config);
+  const objective = options.loss ?? bceLoss;
+  const optimizer = prepare(model, config, objective);
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-  const batchLoss = lossFunction(model);
+  const dataLoss = lossFunction(model, objective);
+  const mu = options.proximal?.mu ?? 0;
+  if (!(mu >= 0) || !Number.isFinite(mu)) throw new RangeError(`trainLocal: proximal mu must be finite and >= 0, got ${mu}`);
+  const globals = mu > 0 ? globalTensors(model, options.proximal!.global) : [];
+  // The data term of the last batch, kept out of minimize's tidy so the reported loss leaves
+  // the proximal term out (it measures the fit, not the distance to the global model).
+  let keptDataCost: tf.Scalar | undefined;
+  const batchLoss =
+    mu > 0
+      ? (x: tf.Tensor, y: tf.Tensor): tf.Scalar => {
+          const data = dataLoss(x, y);
+          keptDataCost = tf.keep(data);
+          let squares: tf.Tensor = tf.scalar(0);
+          for (let k = 0; k < variables.length; k++) squares = tf.add(squares, tf.sum(tf.square(tf.sub(variables[k], globals[k]))));
+          return tf.add(data, tf.mul(squares, mu / 2)) as tf.Scalar;
+        }
+      : dataLoss;
   const random = mulberry32(options.seed ?? config.seed);
   const yieldEveryMs = options.yieldEveryMs ?? 50;
 
@@ -177,8 +233,10 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
             const xb = xEpoch.slice([start, 0], [size, width]);
             const yb = yEpoch.slice([start, 0], [size, 1]);
             const cost = optimizer.minimize(() => batchLoss(xb, yb), true, variables);
-            return lossSum.add(cost!.mul(size)) as tf.Scalar;
+            return lossSum.add((keptDataCost ?? cost!).mul(size)) as tf.Scalar;
           });
+          keptDataCost?.dispose();
+          keptDataCost = undefined;
           lossSum.dispose();
           lossSum = nextSum;
           steps++;
@@ -198,11 +256,15 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
     xAll.dispose();
     yAll.dispose();
     optimizer.dispose();
+    for (const g of globals) g.dispose();
   }
   return { loss, numExamples: n, steps };
 }
 
-/** Predicted probabilities for `n` rows of row-major inputs `x` (`width` wide), in batches. */
+/**
+ * The model's outputs for `n` rows of row-major inputs `x` (`width` wide), in batches: predicted
+ * probabilities for a sigmoid output, the raw output (a transformed target) for an identity one.
+ */
 export function predictScores(model: tf.LayersModel, x: Float32Array, n: number, width: number): Float32Array {
   if (x.length !== n * width) throw new RangeError(`predictScores: x has ${x.length} values, expected ${n} x ${width}`);
   const expected = inputWidthOf(model);

@@ -29,14 +29,43 @@ export type CategoricalFeature = z.infer<typeof CategoricalFeature>;
 export const Feature = z.discriminatedUnion('kind', [NumericFeature, CategoricalFeature]);
 export type Feature = z.infer<typeof Feature>;
 
+/** A binary classification target: the label value of the positive class. */
+export const BinaryTarget = z.object({
+  column: z.string().min(1),
+  /** The label value counted as the positive class (1); every other value is 0. */
+  positive: z.string(),
+});
+export type BinaryTarget = z.infer<typeof BinaryTarget>;
+
+/**
+ * A regression target: a numeric column. `center` and `scale` (the mean and standard deviation
+ * of a sample the study owner looked at, fixed before training) standardize it for training:
+ * mse and huber fit (y - center) / scale; `center` is also the mean-only baseline every
+ * evaluation is compared against (on the target's own scale). `transform` is implied by the
+ * study's loss (task.loss) and only restates it: `log1p` (loss log1p: the model fits
+ * log(1 + y) - log(1 + center)), `log` (loss tweedie: the model outputs log(mu / center)).
+ */
+export const NumericTarget = z.object({
+  column: z.string().min(1),
+  kind: z.literal('numeric'),
+  center: z.number().finite(),
+  scale: z.number().finite().positive(),
+  transform: z.enum(['identity', 'log1p', 'log']).optional(),
+});
+export type NumericTarget = z.infer<typeof NumericTarget>;
+
+/** Numeric first: a binary target has no `kind`, a numeric one must say so. */
+export const Target = z.union([NumericTarget, BinaryTarget]);
+export type Target = z.infer<typeof Target>;
+
+export function isNumericTarget(target: Target): target is NumericTarget {
+  return 'kind' in target && target.kind === 'numeric';
+}
+
 export const FeatureSpec = z
   .object({
     version: z.literal(1).default(1),
-    target: z.object({
-      column: z.string().min(1),
-      /** The label value counted as the positive class (1); every other value is 0. */
-      positive: z.string(),
-    }),
+    target: Target,
     features: z.array(Feature).min(1),
     /** Cells read as missing (besides the empty string). */
     missingValues: z.array(z.string()).default(['NA']),

@@ -2,9 +2,16 @@ import { z } from 'zod';
 import type { TensorSpec } from './tensors.ts';
 import { mulberry32 } from './random.ts';
 
-/** The model architecture a study trains. Both kinds end in one sigmoid unit (binary target). */
+/**
+ * The model architecture a study trains: a stack of dense layers ending in one output unit.
+ * The output activation is the task's (protocols/model-kinds/kind.ts): sigmoid for binary
+ * classification; identity for regression (mse, huber, log1p fit the transformed, standardized
+ * target; tweedie's network outputs log mu). `logreg` and `linear` are the same single dense
+ * layer (the names say which task it is usually meant for); `mlp` adds ReLU hidden layers.
+ */
 export const ModelSpec = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('logreg') }),
+  z.object({ kind: z.literal('linear') }),
   z.object({
     kind: z.literal('mlp'),
     hidden: z.array(z.number().int().positive().max(4096)).min(1).max(8).default([32, 16]),
@@ -17,7 +24,7 @@ export type ModelSpec = z.infer<typeof ModelSpec>;
  * TensorFlow) and the nodes (which do) agree on weights through this list alone.
  */
 export function modelTensorSpecs(model: ModelSpec, inputWidth: number): TensorSpec[] {
-  const widths = model.kind === 'logreg' ? [inputWidth, 1] : [inputWidth, ...model.hidden, 1];
+  const widths = model.kind === 'mlp' ? [inputWidth, ...model.hidden, 1] : [inputWidth, 1];
   const specs: TensorSpec[] = [];
   for (let layer = 0; layer < widths.length - 1; layer++) {
     specs.push({ name: `dense_${layer}/kernel`, shape: [widths[layer], widths[layer + 1]] });
@@ -41,4 +48,9 @@ export function initialWeights(specs: TensorSpec[], seed: number) {
     }
     return { name: spec.name, shape: [...spec.shape], values };
   });
+}
+
+/** The output unit's activation for a task: sigmoid (binary) or identity (regression). */
+export function outputActivation(task: { kind: 'binary' | 'regression' }): 'sigmoid' | 'linear' {
+  return task.kind === 'binary' ? 'sigmoid' : 'linear';
 }

@@ -14,6 +14,7 @@ import * as tf from '../models/tf.ts';
 import { benchAggregation } from './aggregation-bench.ts';
 import { benchCoordinatorPath } from './coordinator-path-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
+import { strategiesBench, strategiesBenchSettings, STRATEGIES_TABLE_HEADER, strategiesTableRows } from './strategies-bench.ts';
 import { createModel, encodeTable, inferFeatureSpec, initBackend, readCsvTable, splitRows, subset, trainLocal } from '../models/index.ts';
 import { clippedGradientSum, clippedGradientSumNaive, dpSgdLayers } from '../models/dp-sgd.ts';
 import { encodedWidth } from '../protocols/feature-spec.ts';
@@ -21,7 +22,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy'] as const;
+const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy', 'strategies'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
@@ -158,6 +159,18 @@ if (wanted.has('privacy')) {
   const rows = await privacyUtility();
   results.privacyUtility = rows;
   table('Privacy vs utility (shipped churn data, 10 regions, 20 rounds, MLP; test AUC; delta 1e-5)', ['mechanism', 'epsilon', 'nodes', 'noise mult.', 'test AUC'], rows.map((r) => [r.mechanism, r.epsilon ?? 'none', r.nodes, r.noiseMultiplier ?? '-', r.testAuc]));
+}
+
+if (wanted.has('strategies')) {
+  await initBackend('wasm');
+  const settings = strategiesBenchSettings();
+  const rows = await strategiesBench();
+  results.strategies = { settings, rows };
+  table(
+    `Strategies (shipped churn data, ${settings.rounds} rounds, MLP 32-16, ${settings.localEpochs} local epoch(s) of Adam lr 0.01 batch 32 for every strategy, default parameters; global test AUC; in process)`,
+    STRATEGIES_TABLE_HEADER,
+    strategiesTableRows(rows),
+  );
 }
 
 mkdirSync(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });

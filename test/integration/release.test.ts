@@ -1,0 +1,196 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { inferFeatureSpec, readCsvTable, writeCsvTable } from '../../models/index.ts';
+import { RELEASE_FIELDS, REQUIRED_RELEASE, StudyStatus, UPDATE_META_HEADER, type ReleaseField } from '../../protocols/messages.ts';
+import { decodeWeights } from '../../protocols/weights-codec.ts';
+import { SIGNATURE_HEADER_NAMES } from '../../protocols/crypto/request-signing.ts';
+import { backendOrSkip } from '../helpers/databases.ts';
+import { runFedmark, type RunningProcess } from '../helpers/processes.ts';
+
+const DATA = fileURLToPath(new URL('../../data/mlc_churn.csv', import.meta.url));
+const ADMIN = 'release-test-admin-token-0123456789';
+
+/** The study's declared release: the required fields and a few optional ones; no loss, no data counts. */
+const RELEASE: ReleaseField[] = [...REQUIRED_RELEASE, 'update.steps', 'update.trainSeconds', 'evaluation.loss'];
+const WITHHELD: ReleaseField[] = RELEASE_FIELDS.filter((f) => !RELEASE.includes(f));
+
+interface Recorded {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  status: number;
+  response: Buffer;
+}
+
+/** A proxy between the nodes and the coordinator that forwards every request and records it. */
+function recordingProxy(target: string) {
+  const upstream = new URL(target);
+  const recorded: Recorded[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const out = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+        const reply: Buffer[] = [];
+        up.on('data', (c: Buffer) => reply.push(c));
+        up.on('end', () => {
+          const response = Buffer.concat(reply);
+          recorded.push({ method: req.method!, path: req.url!, headers: req.headers, body, status: up.statusCode!, response });
+          const headers = { ...up.headers, 'content-length': String(response.length) };
+          delete headers['transfer-encoding'];
+          res.writeHead(up.statusCode!, headers);
+          res.end(response);
+        });
+      });
+      out.on('error', () => res.destroy());
+      out.end(body);
+    });
+  });
+  return new Promise<{ server: Server; url: string; recorded: Recorded[] }>((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, recorded })),
+  );
+}
+
+/** Headers of transport and authentication: they say who is asking, nothing about the data. */
+const TRANSPORT_HEADERS = new Set(['host', 'connection', 'content-type', 'content-length', 'authorization', 'accept', 'accept-encoding', 'accept-language', 'user-agent', 'sec-fetch-mode', 'transfer-encoding', ...SIGNATURE_HEADER_NAMES]);
+
+/**
+ * What one node request carries, field by field, as RELEASE_FIELDS names ('protocol' for what is
+ * not about the node's data: enrollment, its state and the words for it), and anything this test
+ * cannot place, which is a failure as much as a withheld field.
+ */
+function classify(r: Recorded): { released: ReleaseField[]; unplaced: string[] } {
+  const released: ReleaseField[] = [];
+  const unplaced: string[] = [];
+  const where = `${r.method} ${r.path.replace(/\?.*/, '')}`;
+  const name = (prefix: string, key: string) => {
+    const field = `${prefix}.${key}`;
+    if ((RELEASE_FIELDS as readonly string[]).includes(field)) released.push(field as ReleaseField);
+    else unplaced.push(`${where}: ${field}`);
+  };
+  const json = () => JSON.parse(r.body.toString('utf8')) as Record<string, unknown>;
+  for (const header of Object.keys(r.headers)) if (!TRANSPORT_HEADERS.has(header) && header !== UPDATE_META_HEADER) unplaced.push(`${where}: header ${header}`);
+  if (r.method === 'GET') {
+    if (r.body.length > 0) unplaced.push(`${where}: a body`);
+  } else if (where === 'POST /v1/nodes/enroll') {
+    for (const key of Object.keys(json())) if (!['token', 'publicKey', 'jurisdiction'].includes(key)) unplaced.push(`${where}: ${key}`);
+  } else if (where === 'POST /v1/nodes/me/status') {
+    for (const key of Object.keys(json())) {
+      if (key === 'state' || key === 'message') continue;
+      name('status', key);
+    }
+  } else if (/^POST \/v1\/studies\/[^/]+\/rounds\/\d+\/updates$/.test(where)) {
+    // The body is the sealed weights: an OpenPGP message, not a readable weights file.
+    if (r.body.length > 0) released.push('update.weights');
+    expect(() => decodeWeights(new Uint8Array(r.body))).toThrow();
+    const header = r.headers[UPDATE_META_HEADER];
+    if (typeof header !== 'string') unplaced.push(`${where}: no ${UPDATE_META_HEADER} header`);
+    else for (const key of Object.keys(JSON.parse(header) as object)) name('update', key);
+  } else if (/^POST \/v1\/studies\/[^/]+\/rounds\/\d+\/evaluations$/.test(where)) {
+    for (const key of Object.keys(json())) name('evaluation', key);
+  } else {
+    unplaced.push(`${where}: an unknown request`);
+  }
+  return { released, unplaced };
+}
+
+/**
+ * Everything the nodes send, read off the wire: a real coordinator process and three real node
+ * processes, pointed at a recording proxy. Each field of each request is named by its release
+ * (RELEASE_FIELDS); the study declares a list without the training loss and the data counts, and
+ * none of them may appear.
+ */
+describe('what leaves a node is what the study declared (release list), on the wire', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fedmark-release-'));
+  const processes: RunningProcess[] = [];
+  let proxy: Awaited<ReturnType<typeof recordingProxy>> | undefined;
+  let drop: (() => Promise<void>) | undefined;
+  let status: StudyStatus | undefined;
+  let url = '';
+
+  const api = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(url + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json', ...init.headers } });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res;
+  };
+
+  beforeAll(async () => {
+    const database = await (await backendOrSkip('pglite'))!.create();
+    drop = database.drop;
+    const coordinator = runFedmark(['coordinator', '--port', '0', '--data-dir', database.dataDir!], { FEDMARK_ADMIN_TOKEN: ADMIN, FEDMARK_KEY_DIR: join(dir, 'coordinator-keys') });
+    processes.push(coordinator);
+    url = String((await coordinator.waitForLog((l) => l.msg === 'coordinator listening')).url);
+    proxy = await recordingProxy(url);
+
+    const table = readCsvTable({ path: DATA });
+    const spec = inferFeatureSpec(table, { target: 'churn' });
+    const areaCol = table.header.indexOf('area_code');
+    const regions = ['area_code_408', 'area_code_415', 'area_code_510'];
+    const study = await (
+      await api('/v1/studies', {
+        method: 'POST',
+        body: JSON.stringify({ name: 'release', model: { kind: 'logreg' }, features: spec, release: RELEASE, training: { localEpochs: 1, learningRate: 0.02 }, rounds: 2, minNodesPerRound: 3, roundDeadlineSeconds: 120 }),
+      })
+    ).json();
+    for (const region of regions) {
+      const nodeDir = join(dir, region);
+      mkdirSync(nodeDir, { recursive: true });
+      writeCsvTable(join(nodeDir, 'data.csv'), table.header, table.rows.filter((r) => r[areaCol] === region));
+      const { token } = await (await api('/v1/enrollment-tokens', { method: 'POST', body: JSON.stringify({ studyId: study.id, nodeName: region, region }) })).json();
+      processes.push(runFedmark(['node', '--coordinator', proxy.url, '--token', token, '--data', join(nodeDir, 'data.csv'), '--state-dir', join(nodeDir, 'state'), '--backend', 'wasm']));
+    }
+    for (;;) {
+      status = StudyStatus.parse(await (await api(`/v1/studies/${study.id}`)).json());
+      if (status.state === 'completed') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // Every node exits once it sees the study completed: nothing it sends is missed.
+    for (const node of processes.slice(1)) expect(await node.exited).toBe(0);
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    proxy?.server.close();
+    await drop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs the study through the proxy: every round completed with all three nodes', () => {
+    expect(status!.rounds.map((r) => r.phase)).toEqual(['completed', 'completed']);
+    for (const r of status!.rounds) expect(r.updatesReceived).toBe(3);
+    const posts = proxy!.recorded.filter((r) => r.method === 'POST');
+    expect(posts.filter((r) => r.path.endsWith('/updates') && r.status < 300)).toHaveLength(6);
+    expect(posts.filter((r) => r.path.endsWith('/evaluations') && r.status < 300).length).toBeGreaterThanOrEqual(3);
+    expect(posts.filter((r) => r.path === '/v1/nodes/me/status').length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('shows the nodes the release list with the study (GET /v1/nodes/me/study)', () => {
+    const reads = proxy!.recorded.filter((r) => r.method === 'GET' && r.path === '/v1/nodes/me/study' && r.status === 200);
+    expect(reads.length).toBeGreaterThanOrEqual(3);
+    for (const read of reads) expect(JSON.parse(read.response.toString('utf8')).config.release).toEqual(RELEASE);
+  });
+
+  it('sends no field that is not on the release list, and none this test cannot place', () => {
+    const offending: string[] = [];
+    const seen = new Set<ReleaseField>();
+    for (const r of proxy!.recorded) {
+      const { released, unplaced } = classify(r);
+      offending.push(...unplaced);
+      for (const field of released) {
+        seen.add(field);
+        if (!RELEASE.includes(field)) offending.push(`${r.method} ${r.path}: ${field} is not on the study's release list`);
+      }
+    }
+    expect([...new Set(offending)]).toEqual([]);
+    for (const withheld of WITHHELD) expect(seen.has(withheld)).toBe(false);
+    // The declared fields did go out (the test reads the wire it claims to).
+    expect([...seen].sort()).toEqual([...RELEASE].sort());
+  });
+});

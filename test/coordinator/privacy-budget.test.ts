@@ -36,7 +36,7 @@ async function persistedState(h: Harness, studyId: string, round: number) {
   return { header: header as { v: number; clipNorm: number; accepted: number; noisyAtOrBelowClip: number }, count: acc.count, sum: flat(acc.sums) };
 }
 
-const report = evaluation([0, 1], [1, 0], 0.5);
+const evalReport = evaluation([0, 1], [1, 0], 0.5);
 async function phaseOf(h: Harness, studyId: string, round: number): Promise<string | undefined> {
   return (await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase;
 }
@@ -52,7 +52,7 @@ async function playRound(h: Harness, studyId: string, round: number, nodes: Test
     await h.built.rounds.advanceRound(studyId, round);
   } else {
     await h.until(async () => ((await phaseOf(h, studyId, round)) === 'evaluate' ? true : undefined));
-    for (const n of selected) expect((await h.nodePost(n, `/v1/studies/${studyId}/rounds/${round}/evaluations`, report, `${studyId}/${round}`)).status).toBe(201);
+    for (const n of selected) expect((await h.nodePost(n, `/v1/studies/${studyId}/rounds/${round}/evaluations`, evalReport, `${studyId}/${round}`)).status).toBe(201);
   }
   await h.until(async () => (['completed', 'failed'].includes((await phaseOf(h, studyId, round)) ?? '') ? true : undefined));
   return participants;
@@ -92,7 +92,7 @@ for (const backendName of BACKEND_NAMES) {
         expect((await h.submit(b, studyId, round, weights(0.2))).status).toBe(201);
         await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase === 'evaluate' ? true : undefined));
         for (const node of [a, b]) {
-          await h.nodePost(node, `/v1/studies/${studyId}/rounds/${round}/evaluations`, report, `${studyId}/${round}`);
+          await h.nodePost(node, `/v1/studies/${studyId}/rounds/${round}/evaluations`, evalReport, `${studyId}/${round}`);
         }
         await h.until(async () => ((await h!.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase === 'completed' ? true : undefined));
       }

@@ -232,6 +232,8 @@ export const RoundSummary = z.object({
   meanLoss: z.number().nullable(),
   validationAuc: z.number().nullable(),
   validationLoss: z.number().nullable(),
+  /** The model kind's pooled metrics (binary: auc, logLoss, brier; regression: rmse, mae, r2, bias, baselineRmse, baselineMae), with n. */
+  validationMetrics: z.record(z.string(), z.number().nullable()).nullable().default(null),
   failureReason: z.string().nullable(),
   startedAt: z.string(),
   closedAt: z.string().nullable(),

@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { encodedWidth } from '../protocols/feature-spec.ts';
 import { StudyConfig } from '../protocols/messages.ts';
 import { modelTensorSpecs, type ModelSpec } from '../protocols/model-spec.ts';
-import { poolEvaluation } from '../protocols/model-kinds/kind.ts';
+import { poolEvaluation, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
 import { createStrategy, STRATEGY_NAMES, StrategyConfig, type StrategyName, type StrategyNode } from '../protocols/strategies/index.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, type EncodedData } from '../models/index.ts';
@@ -113,7 +113,9 @@ export async function strategiesBench(options: StrategiesBenchOptions = {}): Pro
         seed,
       });
       const t = performance.now();
-      const row = await runFederation(study, parts, test);
+      const run = await simulateFederation(study, parts, test);
+      const aucByRound = run.metricsByRound.map((m) => m.auc ?? null);
+      const row = { testAuc: aucByRound[aucByRound.length - 1] ?? null, aucByRound, aggregationBytes: run.aggregationBytes, peakRssMb: run.peakRssMb };
       rows.push({ strategy: name, params, split, nodes: parts.length, rounds, ...row, modelBytes: parameters * 4, parameters, seconds: (performance.now() - t) / 1000 });
       progress(`  strategies: ${name.padEnd(12)} ${split.padEnd(10)} AUC ${row.testAuc?.toFixed(4) ?? '-'}  aggregation ${(row.aggregationBytes / 1024).toFixed(1)} KiB  ${((performance.now() - t) / 1000).toFixed(1)}s`);
     }
@@ -121,8 +123,12 @@ export async function strategiesBench(options: StrategiesBenchOptions = {}): Pro
   return rows;
 }
 
-/** One federation, every node every round, in process; the global model's test AUC after each round. */
-async function runFederation(study: StudyConfig, parts: EncodedData[], test: EncodedData) {
+/**
+ * One federation of any study (strategy, model kind) in process, every node every round; the
+ * kind's pooled metrics of the global model on `test` after each round (a regression study's
+ * mean-only baseline is its spec's target center).
+ */
+export async function simulateFederation(study: StudyConfig, parts: EncodedData[], test: EncodedData) {
   const kind = nodeKindFor(study);
   const strategy = createStrategy(study);
   const width = test.width;
@@ -132,7 +138,9 @@ async function runFederation(study: StudyConfig, parts: EncodedData[], test: Enc
   let serverState = strategy.initialServerState(global);
   let aggregationBytes = 0;
   let peakRss = process.memoryUsage().rss;
-  const aucByRound: Array<number | null> = [];
+  const metricsByRound: PooledMetrics[] = [];
+  const target = study.features.target;
+  const center = 'kind' in target && target.kind === 'numeric' ? target.center : 0;
   try {
     for (let round = 1; round <= study.rounds; round++) {
       const instructions = strategy.configureFit(round, serverState, nodes, study.training);
@@ -150,12 +158,12 @@ async function runFederation(study: StudyConfig, parts: EncodedData[], test: Enc
       global = outcome.weights ?? global;
       serverState = outcome.serverState;
       setWeights(model, global);
-      aucByRound.push(poolEvaluation('binary', [kind.evaluate(model, test).stats]).auc ?? null);
+      metricsByRound.push(poolEvaluation(study.task.kind, [kind.evaluate(model, test).stats], center));
     }
   } finally {
     model.dispose();
   }
-  return { testAuc: aucByRound[aucByRound.length - 1] ?? null, aucByRound, aggregationBytes, peakRssMb: peakRss / 2 ** 20 };
+  return { metricsByRound, aggregationBytes, peakRssMb: peakRss / 2 ** 20 };
 }
 
 /** The results as one table per split (for bench/run.ts and the command line). */

@@ -244,10 +244,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     let report: PrivacyReportBody | undefined;
     for (;;) {
       // Long-polls: the coordinator answers as soon as the study changes.
-      const raw = (await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`)) as { rounds?: Array<{ round: number; validationMetrics?: PooledMetrics | null }> };
-      status = StudyStatus.parse(raw);
-      // The kind's pooled validation metrics, where the coordinator's round summary gives them.
-      const validationMetrics = new Map((raw.rounds ?? []).map((r) => [r.round, r.validationMetrics ?? null]));
+      status = StudyStatus.parse(await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`));
       if (privacy && status.rounds.some((r) => r.round > lastReported && (r.phase === 'completed' || r.phase === 'failed'))) report = (await api.get(`/v1/studies/${study.id}/privacy`)) as PrivacyReportBody;
       for (const r of status.rounds) {
         if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
@@ -257,7 +254,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         // Nodes that took part: updates the round aggregated, not nodes it invited.
         const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;
         const spent = privacyLine(report, r.round);
-        const metrics = validationMetrics.get(r.round) ?? null;
+        // The kind's pooled metrics of the global model on the nodes' held-out rows.
+        const metrics = r.validationMetrics;
         const validation = regression ? { validationR2: metrics?.r2 ?? null, validationRmse: metrics?.rmse ?? null } : {};
         roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, ...validation, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
         const validationText = regression ? `federated val R2 ${fmt(metrics?.r2)}  RMSE ${fmtValue(metrics?.rmse)}` : `federated val AUC ${fmt(r.validationAuc)}`;

@@ -2,6 +2,7 @@ import type { Kysely, Transaction } from 'kysely';
 import { canonicalJson, entryHash, GENESIS_HASH, signCheckpoint, type AuditEntry, type AuditEntryBody, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import type { Database } from '../db/schema.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
+import { findAuditEntry, firstCoordinatorPublicKey, hasCheckpointAt, insertAuditEntry, insertCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, setAuditHead } from './repository.ts';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
@@ -27,7 +28,7 @@ export async function appendAudit(db: Executor, fields: AuditFields): Promise<Au
   const run = async (tx: Transaction<Database>) => {
     // The head row holds the last entry's seq and hash: locking it serializes appends, and the
     // new entry chains to it without reading the previous entry back.
-    const head = await tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
+    const head = await lockAuditHead(tx);
     const body: AuditEntryBody = {
       seq: head.seq + 1,
       at: new Date().toISOString(),
@@ -39,8 +40,8 @@ export async function appendAudit(db: Executor, fields: AuditFields): Promise<Au
       prevHash: head.seq === 0 ? GENESIS_HASH : head.hash!,
     };
     const entry: AuditEntry = { ...body, hash: entryHash(body) };
-    await tx.insertInto('audit_log').values({ seq: entry.seq, at: entry.at, actor: entry.actor, kind: entry.kind, study_id: entry.studyId, round: entry.round, data: JSON.stringify(entry.data), prev_hash: entry.prevHash, hash: entry.hash }).execute();
-    await tx.updateTable('audit_head').set({ seq: entry.seq, hash: entry.hash }).where('id', '=', 1).execute();
+    await insertAuditEntry(tx, { seq: entry.seq, at: entry.at, actor: entry.actor, kind: entry.kind, study_id: entry.studyId, round: entry.round, data: JSON.stringify(entry.data), prev_hash: entry.prevHash, hash: entry.hash });
+    await setAuditHead(tx, entry.seq, entry.hash);
     return entry;
   };
   return 'isTransaction' in db && db.isTransaction ? run(db as Transaction<Database>) : (db as Kysely<Database>).transaction().execute(run);
@@ -74,27 +75,34 @@ export async function checkpointAudit(db: Kysely<Database>, keyring: Pick<Coordi
 
 async function checkpointOnce(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>): Promise<Checkpoint | undefined> {
   return db.transaction().execute(async (tx) => {
-    const head = await tx.selectFrom('audit_head').select('seq').where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
+    const head = await lockAuditHead(tx);
     if (head.seq === 0) return undefined;
-    const existing = await tx.selectFrom('audit_checkpoints').select('seq').where('seq', '=', head.seq).executeTakeFirst();
-    if (existing) return undefined;
-    const entry = toEntry(await tx.selectFrom('audit_log').selectAll().where('seq', '=', head.seq).executeTakeFirstOrThrow());
-    const checkpoint = await signCheckpoint(entry, keyring.current.privateKey);
-    await tx.insertInto('audit_checkpoints').values({ seq: checkpoint.seq, head_hash: checkpoint.headHash, at: checkpoint.at, coordinator_fingerprint: checkpoint.coordinatorFingerprint, signature: checkpoint.signature }).execute();
+    if (await hasCheckpointAt(tx, head.seq)) return undefined;
+    const row = await findAuditEntry(tx, head.seq);
+    if (!row) throw new Error(`audit head names entry ${head.seq}, which is not in the log`);
+    const checkpoint = await signCheckpoint(toEntry(row), keyring.current.privateKey);
+    await insertCheckpoint(tx, { seq: checkpoint.seq, head_hash: checkpoint.headHash, at: checkpoint.at, coordinator_fingerprint: checkpoint.coordinatorFingerprint, signature: checkpoint.signature });
     return checkpoint;
   });
 }
 
 /** Everything an auditor needs: entries, checkpoints, and the coordinator's public key. */
 export async function readAuditLog(db: Kysely<Database>): Promise<{ entries: AuditEntry[]; checkpoints: Checkpoint[] }> {
-  const entries = (await db.selectFrom('audit_log').selectAll().orderBy('seq').execute()).map(toEntry);
-  const checkpoints = (await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute()).map((c) => ({ seq: c.seq, headHash: c.head_hash, at: c.at, coordinatorFingerprint: c.coordinator_fingerprint, signature: c.signature }));
+  const entries = (await listAuditEntries(db)).map(toEntry);
+  const checkpoints = (await listCheckpoints(db)).map((c) => ({ seq: c.seq, headHash: c.head_hash, at: c.at, coordinatorFingerprint: c.coordinator_fingerprint, signature: c.signature }));
   return { entries, checkpoints };
 }
 
 /** The coordinator's first key: exports carry it, and the log's signed rotation entries lead from it to the others. */
 export async function firstCoordinatorKey(db: Kysely<Database>): Promise<string> {
-  const row = await db.selectFrom('coordinator_keys').select('public_key').orderBy('created_at').orderBy('fingerprint').executeTakeFirst();
-  if (!row) throw new Error('this database has no coordinator key on record');
-  return row.public_key;
+  const key = await firstCoordinatorPublicKey(db);
+  if (key === undefined) throw new Error('this database has no coordinator key on record');
+  return key;
+}
+
+/** The auditor's export: a fresh signed checkpoint first, so no entry is left unsigned. */
+export async function exportAuditLog(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>) {
+  await checkpointAudit(db, keyring);
+  const log = await readAuditLog(db);
+  return { ...log, coordinatorPublicKey: await firstCoordinatorKey(db), exportedAt: new Date().toISOString() };
 }

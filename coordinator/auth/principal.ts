@@ -4,6 +4,8 @@ import type { Database } from '../db/schema.ts';
 import { ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.ts';
 import { constantTimeEquals, hashSecret, newId, newSecret } from '../security.ts';
 import type { AuthenticatedNode, NodeService } from '../nodes/node-service.ts';
+import { appendAudit } from '../audit/audit-log.ts';
+import { findApiTokenByHash, insertApiToken, listApiTokens, revokeApiToken } from './repository.ts';
 
 /**
  * Who is calling. Roles: admin (studies, enrollment, rounds, tokens), auditor (read-only: rounds,
@@ -18,14 +20,32 @@ export type Principal =
 
 export type Role = Principal['role'];
 
+export interface NewApiToken {
+  role: 'admin' | 'auditor' | 'analyst';
+  name: string;
+  region?: string;
+}
+
+/** Bearer tokens: the bootstrap admin token, people's API tokens (hashed at rest), node API keys. */
 export function createAuthService(deps: { db: Db; nodes: NodeService; bootstrapAdminToken: string }) {
   const { db } = deps;
+  /** `executor`: a transaction, so the caller can audit the creation atomically with it. */
+  async function createToken(input: NewApiToken, executor: Db | Transaction<Database> = db) {
+    const token = newSecret('fmtok');
+    const id = newId('tok');
+    await insertApiToken(executor, { id, token_hash: hashSecret(token), role: input.role, name: input.name, region: input.region ?? null, revoked_at: null });
+    return { id, token, role: input.role, name: input.name, region: input.region ?? null };
+  }
+  async function revokeToken(id: string, executor: Db | Transaction<Database> = db) {
+    if (!(await revokeApiToken(executor, id, new Date()))) throw new NotFoundError(`no active API token ${id}`);
+  }
+
   return {
     /** Resolves a bearer token: the bootstrap admin token, a person's API token, or a node key. */
     async authenticate(token: string): Promise<Principal> {
       if (constantTimeEquals(token, deps.bootstrapAdminToken)) return { role: 'admin', id: 'bootstrap-admin' };
       if (token.startsWith('fmtok_')) {
-        const row = await db.selectFrom('api_tokens').selectAll().where('token_hash', '=', hashSecret(token)).executeTakeFirst();
+        const row = await findApiTokenByHash(db, hashSecret(token));
         if (!row) throw new UnauthenticatedError('unknown API token');
         if (row.revoked_at) throw new UnauthenticatedError(`API token ${row.id} was revoked`);
         if (row.role === 'analyst') return { role: 'analyst', id: row.id, region: row.region ?? '' };
@@ -35,21 +55,28 @@ export function createAuthService(deps: { db: Db; nodes: NodeService; bootstrapA
       return { role: 'node', id: node.id, node };
     },
 
-    /** `executor`: a transaction, so the caller can audit the creation atomically with it. */
-    async createToken(input: { role: 'admin' | 'auditor' | 'analyst'; name: string; region?: string }, executor: Db | Transaction<Database> = db) {
-      const token = newSecret('fmtok');
-      const id = newId('tok');
-      await executor.insertInto('api_tokens').values({ id, token_hash: hashSecret(token), role: input.role, name: input.name, region: input.region ?? null, revoked_at: null }).execute();
-      return { id, token, role: input.role, name: input.name, region: input.region ?? null };
+    createToken,
+    revokeToken,
+
+    /** Creates a token and its `token.created` audit entry, atomically; `actor` is who asked. */
+    async issueToken(input: NewApiToken, actor: string) {
+      return db.transaction().execute(async (tx) => {
+        const c = await createToken(input, tx);
+        await appendAudit(tx, { actor, kind: 'token.created', data: { tokenId: c.id, role: c.role, name: c.name, region: c.region } });
+        return c;
+      });
     },
 
-    async revokeToken(id: string, executor: Db | Transaction<Database> = db) {
-      const result = await executor.updateTable('api_tokens').set({ revoked_at: new Date() }).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst();
-      if (Number(result.numUpdatedRows) === 0) throw new NotFoundError(`no active API token ${id}`);
+    /** Revokes a token with its `token.revoked` audit entry, atomically (404 when none is active). */
+    async revokeTokenAudited(id: string, actor: string) {
+      await db.transaction().execute(async (tx) => {
+        await revokeToken(id, tx);
+        await appendAudit(tx, { actor, kind: 'token.revoked', data: { tokenId: id } });
+      });
     },
 
     async listTokens() {
-      const rows = await db.selectFrom('api_tokens').select(['id', 'role', 'name', 'region', 'created_at', 'revoked_at']).orderBy('created_at').execute();
+      const rows = await listApiTokens(db);
       return rows.map((r) => ({ ...r, created_at: new Date(r.created_at).toISOString(), revoked_at: r.revoked_at ? new Date(r.revoked_at).toISOString() : null }));
     },
   };

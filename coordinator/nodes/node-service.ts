@@ -7,12 +7,15 @@ import { hashSecret, newId, newSecret } from '../security.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Logger } from 'pino';
 import { keyStatus, loadPublicKey } from '../../protocols/crypto/index.ts';
+import { listJurisdictions } from '../policies/repository.ts';
+import { findStudyRow } from '../studies/repository.ts';
+import { findNodeByApiKeyHash, findNodeForRevocation, findNodeIdByName, insertEnrollmentToken, insertNode, lockEnrollmentToken, markEnrollmentTokenUsed, updateActiveNode, updateNode } from './repository.ts';
 
 /** A jurisdiction a node may enroll under: one with a policy profile on this coordinator. */
 async function requireKnownJurisdiction(db: Db | Transaction<Database>, jurisdiction: string, field: string) {
-  const known = await db.selectFrom('policies').select('jurisdiction').distinct().orderBy('jurisdiction').execute();
-  if (!known.some((p) => p.jurisdiction === jurisdiction)) {
-    throw new BadRequestError(`unknown jurisdiction ${JSON.stringify(jurisdiction)}: this coordinator has policy profiles for ${known.map((p) => p.jurisdiction).join(', ')} (publish one with POST /v1/policies)`, field, 'UNKNOWN_JURISDICTION');
+  const known = await listJurisdictions(db);
+  if (!known.includes(jurisdiction)) {
+    throw new BadRequestError(`unknown jurisdiction ${JSON.stringify(jurisdiction)}: this coordinator has policy profiles for ${known.join(', ')} (publish one with POST /v1/policies)`, field, 'UNKNOWN_JURISDICTION');
   }
 }
 
@@ -47,17 +50,14 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
   return {
     /** `actor` is who issued it (e.g. `admin:tok_...`): the audit entry names them, and never holds the token. */
     async createEnrollmentToken(input: CreateEnrollmentToken, actor = 'admin', now = new Date()) {
-      const study = await db.selectFrom('studies').select('id').where('id', '=', input.studyId).executeTakeFirst();
+      const study = await findStudyRow(db, input.studyId);
       if (!study) throw new NotFoundError(`study ${input.studyId} does not exist`);
       if (input.jurisdiction !== undefined) await requireKnownJurisdiction(db, input.jurisdiction, 'body.jurisdiction');
       const token = newSecret('fmenroll');
       const tokenHash = hashSecret(token);
       const expiresAt = new Date(now.getTime() + input.expiresInSeconds * 1000);
       await db.transaction().execute(async (tx) => {
-        await tx
-          .insertInto('enrollment_tokens')
-          .values({ token_hash: tokenHash, study_id: input.studyId, node_name: input.nodeName, region: input.region, jurisdiction: input.jurisdiction ?? null, expires_at: expiresAt })
-          .execute();
+        await insertEnrollmentToken(tx, { token_hash: tokenHash, study_id: input.studyId, node_name: input.nodeName, region: input.region, jurisdiction: input.jurisdiction ?? null, expires_at: expiresAt });
         // A prefix of the token's hash lets an auditor match this entry to the node.enrolled that
         // used it without the log ever holding a usable secret.
         await appendAudit(tx, { actor, kind: 'enrollment-token.issued', studyId: input.studyId, data: { tokenHashPrefix: tokenHash.slice(0, 16), studyId: input.studyId, nodeName: input.nodeName, region: input.region, jurisdiction: input.jurisdiction ?? null, expiresAt: expiresAt.toISOString() } });
@@ -71,7 +71,7 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
       const apiKey = newSecret('fmnode');
       const nodeId = newId('node');
       const result = await db.transaction().execute(async (tx) => {
-        const row = await tx.selectFrom('enrollment_tokens').selectAll().where('token_hash', '=', hashSecret(token)).forUpdate().executeTakeFirst();
+        const row = await lockEnrollmentToken(tx, hashSecret(token));
         if (!row) throw new UnauthenticatedError('unknown enrollment token');
         if (row.used_at) throw new ConflictError('TOKEN_USED', 'this enrollment token was already used; ask the operator for a new one');
         if (new Date(row.expires_at).getTime() < now.getTime()) throw new UnauthenticatedError(`enrollment token expired at ${new Date(row.expires_at).toISOString()}`);
@@ -84,13 +84,9 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
         const assigned = row.jurisdiction ?? jurisdiction;
         if (!assigned) throw new BadRequestError('no jurisdiction: neither the enrollment token nor the node names the law its data falls under', 'body.jurisdiction', 'JURISDICTION_REQUIRED');
         await requireKnownJurisdiction(tx, assigned, 'body.jurisdiction');
-        const clash = await tx.selectFrom('nodes').select('id').where('study_id', '=', row.study_id).where('name', '=', row.node_name).executeTakeFirst();
-        if (clash) throw new ConflictError('NODE_NAME_TAKEN', `a node named "${row.node_name}" is already enrolled in study ${row.study_id}`);
-        await tx
-          .insertInto('nodes')
-          .values({ id: nodeId, study_id: row.study_id, name: row.node_name, region: row.region, api_key_hash: hashSecret(apiKey), state: 'enrolled', state_message: null, data_report: null, last_seen_at: now, public_key: publicKeyArmored, key_fingerprint: key.fingerprint, revoked_at: null, jurisdiction: assigned, withdrawn_at: null })
-          .execute();
-        await tx.updateTable('enrollment_tokens').set({ used_at: now, node_id: nodeId }).where('token_hash', '=', row.token_hash).execute();
+        if (await findNodeIdByName(tx, row.study_id, row.node_name)) throw new ConflictError('NODE_NAME_TAKEN', `a node named "${row.node_name}" is already enrolled in study ${row.study_id}`);
+        await insertNode(tx, { id: nodeId, study_id: row.study_id, name: row.node_name, region: row.region, api_key_hash: hashSecret(apiKey), state: 'enrolled', state_message: null, data_report: null, last_seen_at: now, public_key: publicKeyArmored, key_fingerprint: key.fingerprint, revoked_at: null, jurisdiction: assigned, withdrawn_at: null });
+        await markEnrollmentTokenUsed(tx, row.token_hash, nodeId, now);
         await appendAudit(tx, { actor: `node:${nodeId}`, kind: 'node.enrolled', studyId: row.study_id, data: { nodeId, name: row.node_name, region: row.region, jurisdiction: assigned, keyFingerprint: key.fingerprint } });
         return { nodeId, apiKey, studyId: row.study_id, name: row.node_name, region: row.region, jurisdiction: assigned };
       });
@@ -100,11 +96,7 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
     },
 
     async authenticate(apiKey: string): Promise<AuthenticatedNode> {
-      const node = await db
-        .selectFrom('nodes')
-        .select(['id', 'study_id', 'name', 'region', 'state', 'public_key', 'key_fingerprint', 'revoked_at'])
-        .where('api_key_hash', '=', hashSecret(apiKey))
-        .executeTakeFirst();
+      const node = await findNodeByApiKeyHash(db, hashSecret(apiKey));
       if (!node) throw new UnauthenticatedError('unknown node API key');
       if (node.revoked_at) throw new UnauthenticatedError(`node ${node.id} was revoked at ${new Date(node.revoked_at).toISOString()}`);
       return { id: node.id, studyId: node.study_id, name: node.name, region: node.region, state: node.state, publicKey: node.public_key, keyFingerprint: node.key_fingerprint };
@@ -115,7 +107,7 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
       const key = await checkNodeKey(publicKeyArmored, now);
       if (key.fingerprint === node.keyFingerprint) throw new BadRequestError('that is the key already on record', 'body.publicKey');
       await db.transaction().execute(async (tx) => {
-        await tx.updateTable('nodes').set({ public_key: publicKeyArmored, key_fingerprint: key.fingerprint }).where('id', '=', node.id).execute();
+        await updateNode(tx, node.id, { public_key: publicKeyArmored, key_fingerprint: key.fingerprint });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.key-rotated', studyId: node.studyId, data: { nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint } });
       });
       log.info({ nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint }, 'node key rotated');
@@ -124,11 +116,11 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
 
     /** Revokes a node at once: its key and API key are refused from the next request on. */
     async revoke(nodeId: string, reason: string, actor = 'admin', now = new Date()) {
-      const node = await db.selectFrom('nodes').select(['id', 'study_id', 'revoked_at']).where('id', '=', nodeId).executeTakeFirst();
+      const node = await findNodeForRevocation(db, nodeId);
       if (!node) throw new NotFoundError(`no node ${nodeId}`);
       if (!node.revoked_at) {
         await db.transaction().execute(async (tx) => {
-          await tx.updateTable('nodes').set({ state: 'revoked', revoked_at: now, state_message: reason }).where('id', '=', nodeId).execute();
+          await updateNode(tx, nodeId, { state: 'revoked', revoked_at: now, state_message: reason });
           await appendAudit(tx, { actor, kind: 'node.revoked', studyId: node.study_id, data: { nodeId, reason } });
         });
       }
@@ -140,7 +132,7 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
     /** Leaves the study for good: excluded from every later round; the withdrawal is audited. */
     async withdraw(node: AuthenticatedNode, reason: string | undefined, now = new Date()) {
       await db.transaction().execute(async (tx) => {
-        await tx.updateTable('nodes').set({ state: 'withdrawn', withdrawn_at: now, state_message: reason ?? 'withdrawn by the node' }).where('id', '=', node.id).execute();
+        await updateNode(tx, node.id, { state: 'withdrawn', withdrawn_at: now, state_message: reason ?? 'withdrawn by the node' });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.withdrawn', studyId: node.studyId, data: { nodeId: node.id, reason: reason ?? null } });
       });
       log.info({ nodeId: node.id, studyId: node.studyId }, 'node withdrew');
@@ -151,14 +143,8 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
     async reportStatus(node: AuthenticatedNode, report: NodeStatusReport, now = new Date()) {
       if (node.state === 'withdrawn') throw new BadRequestError('this node has withdrawn from its study');
       await db.transaction().execute(async (tx) => {
-        await tx
-          .updateTable('nodes')
-          .set({ state: report.state, state_message: report.message ?? null, data_report: report.data ? JSON.stringify(report.data) : null, last_seen_at: now })
-          .where('id', '=', node.id)
-          // A status report racing a withdrawal or revocation must not bring the node back.
-          .where('withdrawn_at', 'is', null)
-          .where('revoked_at', 'is', null)
-          .execute();
+        // A status report racing a withdrawal or revocation must not bring the node back.
+        await updateActiveNode(tx, node.id, { state: report.state, state_message: report.message ?? null, data_report: report.data ? JSON.stringify(report.data) : null, last_seen_at: now });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.status', studyId: node.studyId, data: { nodeId: node.id, state: report.state, message: report.message ?? null, data: report.data ?? null } });
       });
       (report.state === 'data-error' ? log.warn : log.info).call(log, { nodeId: node.id, state: report.state, message: report.message }, 'node status');

@@ -4,15 +4,16 @@ import type { StudyConfig } from '../../protocols/messages.ts';
 import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 import { appendAudit } from '../audit/audit-log.ts';
+import { nodeJurisdiction, nodesWithJurisdiction } from '../nodes/repository.ts';
+import { insertPolicy, latestPolicyVersion, listPolicies, listPolicyVersionsLatestFirst } from './repository.ts';
 
 /** The latest version of each jurisdiction's profile. */
 export async function latestPolicies(db: Db | Transaction<Database>): Promise<Map<string, PolicyProfile>> {
-  const rows = await db.selectFrom('policies').select(['jurisdiction', 'version', 'profile']).orderBy('jurisdiction').orderBy('version', 'desc').execute();
+  const rows = await listPolicyVersionsLatestFirst(db);
   const out = new Map<string, PolicyProfile>();
   for (const r of rows) if (!out.has(r.jurisdiction)) out.set(r.jurisdiction, PolicyProfile.parse(r.profile));
   return out;
 }
-
 
 /**
  * Checks a study against the policy of every participant's jurisdiction; returns the violations
@@ -21,7 +22,7 @@ export async function latestPolicies(db: Db | Transaction<Database>): Promise<Ma
  */
 export async function checkParticipants(tx: Transaction<Database>, config: StudyConfig, nodeIds: string[]): Promise<PolicyViolation[]> {
   if (nodeIds.length === 0) return [];
-  const nodes = await tx.selectFrom('nodes').select(['id', 'name', 'jurisdiction']).where('id', 'in', nodeIds).orderBy('name').execute();
+  const nodes = await nodesWithJurisdiction(tx, nodeIds);
   const policies = await latestPolicies(tx);
   const facts = privacyFacts(config);
   const seen = new Set<string>();
@@ -43,7 +44,7 @@ export async function checkParticipants(tx: Transaction<Database>, config: Study
 export function createPolicyService(db: Db) {
   return {
     async list() {
-      const rows = await db.selectFrom('policies').selectAll().orderBy('jurisdiction').orderBy('version').execute();
+      const rows = await listPolicies(db);
       return rows.map((r) => ({ ...PolicyProfile.parse(r.profile), createdAt: new Date(r.created_at).toISOString() }));
     },
     /** The profile in force for a jurisdiction (its latest version), or undefined. */
@@ -52,16 +53,15 @@ export function createPolicyService(db: Db) {
     },
     /** The profile in force for a node's jurisdiction, as the node itself may read it. */
     async forNode(nodeId: string) {
-      const node = await db.selectFrom('nodes').select('jurisdiction').where('id', '=', nodeId).executeTakeFirstOrThrow();
-      const policy = node.jurisdiction ? (await latestPolicies(db)).get(node.jurisdiction) : undefined;
-      return { jurisdiction: node.jurisdiction, policy: policy ?? null };
+      const jurisdiction = await nodeJurisdiction(db, nodeId);
+      const policy = jurisdiction ? (await latestPolicies(db)).get(jurisdiction) : undefined;
+      return { jurisdiction, policy: policy ?? null };
     },
     /** A change is a new version; old versions stay, so past rounds remain explainable. */
     async publish(profile: Omit<PolicyProfile, 'version'>, actor: string) {
       return db.transaction().execute(async (tx) => {
-        const last = await tx.selectFrom('policies').select('version').where('jurisdiction', '=', profile.jurisdiction).orderBy('version', 'desc').executeTakeFirst();
-        const next = PolicyProfile.parse({ ...profile, version: (last?.version ?? 0) + 1 });
-        await tx.insertInto('policies').values({ jurisdiction: next.jurisdiction, version: next.version, profile: JSON.stringify(next) }).execute();
+        const next = PolicyProfile.parse({ ...profile, version: (await latestPolicyVersion(tx, profile.jurisdiction)) + 1 });
+        await insertPolicy(tx, next.jurisdiction, next.version, JSON.stringify(next));
         await appendAudit(tx, { actor, kind: 'policy.changed', data: { policy: next } });
         return next;
       });

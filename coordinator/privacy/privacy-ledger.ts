@@ -2,6 +2,7 @@ import type { Transaction } from 'kysely';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import type { Database } from '../db/schema.ts';
+import { insertLedgerEntry, ledgerTotals } from './repository.ts';
 
 export interface Charge {
   round: number;
@@ -23,9 +24,9 @@ export interface Charge {
 export async function chargeRound(tx: Transaction<Database>, studyId: string, round: number, config: StudyConfig, options: { dryRun?: boolean } = {}): Promise<{ ok: true; charge: Charge } | { ok: false; reason: string }> {
   const privacy = config.privacy!;
   const central = privacy.central!;
-  const charged = await tx.selectFrom('privacy_ledger').select(({ fn }) => [fn.countAll<number>().as('rounds'), fn.max('epsilon_total').as('total')]).where('study_id', '=', studyId).executeTakeFirstOrThrow();
-  const before = Number(charged.total ?? 0);
-  const steps = Number(charged.rounds) + 1;
+  const charged = await ledgerTotals(tx, studyId);
+  const before = charged.total ?? 0;
+  const steps = charged.rounds + 1;
   const total = central.noiseMultiplier === 0 ? Number.POSITIVE_INFINITY : computeEpsilon({ q: central.nodeSamplingRate, sigma: central.noiseMultiplier, steps, delta: privacy.delta }, privacy.accountant);
   const charge: Charge = { round, accountant: privacy.accountant, delta: privacy.delta, samplingRate: central.nodeSamplingRate, noiseMultiplier: central.noiseMultiplier, epsilonRound: total - before, epsilonTotal: total };
   if (privacy.budgetEpsilon !== undefined && total > privacy.budgetEpsilon) {
@@ -36,9 +37,6 @@ export async function chargeRound(tx: Transaction<Database>, studyId: string, ro
   }
   // A dry run answers "could this round be paid for?" without writing (the caller holds the lock).
   if (options.dryRun) return { ok: true, charge };
-  await tx
-    .insertInto('privacy_ledger')
-    .values({ study_id: studyId, round, accountant: charge.accountant, delta: charge.delta, sampling_rate: charge.samplingRate, noise_multiplier: charge.noiseMultiplier, epsilon_round: charge.epsilonRound, epsilon_total: charge.epsilonTotal, budget_epsilon: privacy.budgetEpsilon ?? null })
-    .execute();
+  await insertLedgerEntry(tx, { study_id: studyId, round, accountant: charge.accountant, delta: charge.delta, sampling_rate: charge.samplingRate, noise_multiplier: charge.noiseMultiplier, epsilon_round: charge.epsilonRound, epsilon_total: charge.epsilonTotal, budget_epsilon: privacy.budgetEpsilon ?? null });
   return { ok: true, charge };
 }

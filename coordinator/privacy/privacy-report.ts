@@ -4,6 +4,7 @@ import type { PrivacyLedgerTable } from '../db/schema.ts';
 import { NotFoundError } from '../errors.ts';
 import { StudyConfig, NodePrivacySpend } from '../../protocols/messages.ts';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
+import { findStudyPrivacyRow, listLedger, listReportNodes, listRoundMechanisms, listUpdateMeta } from './repository.ts';
 
 /** Epsilon as JSON can carry it: an unbounded loss (noise multiplier 0) is null. */
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
@@ -72,20 +73,16 @@ function clientLevelForNode(node: NodeRow, ledger: LedgerRow[], rounds: RoundRow
  * record-level DP-SGD spending as the node reported it with its updates.
  */
 export async function privacyReport(db: Db, studyId: string, onlyNode?: string) {
-  const study = await db.selectFrom('studies').select(['config', 'stop_reason', 'state']).where('id', '=', studyId).executeTakeFirst();
+  const study = await findStudyPrivacyRow(db, studyId);
   if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
   const config = StudyConfig.parse(study.config);
   const privacy = config.privacy;
-  const ledger = await db.selectFrom('privacy_ledger').selectAll().where('study_id', '=', studyId).orderBy('round').execute();
-  const rounds = await db.selectFrom('rounds').select(['round', 'phase', 'clip_norm', 'mechanism', 'participants', 'started_at']).where('study_id', '=', studyId).orderBy('round').execute();
+  const ledger = await listLedger(db, studyId);
+  const rounds = await listRoundMechanisms(db, studyId);
   const mechanismByRound = new Map(rounds.map((r) => [r.round, r]));
-  let nodeQuery = db.selectFrom('nodes').select(['id', 'name', 'region', 'enrolled_at']).where('study_id', '=', studyId);
-  if (onlyNode !== undefined) nodeQuery = nodeQuery.where('id', '=', onlyNode);
-  const nodes = await nodeQuery.orderBy('name').execute();
+  const nodes = await listReportNodes(db, studyId, onlyNode);
   if (onlyNode !== undefined && nodes.length === 0) throw new NotFoundError(`study ${studyId} has no node ${onlyNode}`);
-  let updateQuery = db.selectFrom('updates').select(['node_id', 'round', 'meta']).where('study_id', '=', studyId);
-  if (onlyNode !== undefined) updateQuery = updateQuery.where('node_id', '=', onlyNode);
-  const updates = await updateQuery.orderBy('round').execute();
+  const updates = await listUpdateMeta(db, studyId, onlyNode);
   // Nodes share (q, z, delta): one accountant query per distinct number of steps.
   const cache = new Map<string, number>();
   const epsilonOf = (q: number, z: number, steps: number, delta: number, accountant: 'rdp' | 'pld') => {

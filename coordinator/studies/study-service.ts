@@ -1,14 +1,20 @@
 import { encodedWidth } from '../../protocols/feature-spec.ts';
 import { StudyConfig, type StudyStatus, type RoundSummary } from '../../protocols/messages.ts';
 import { initialWeights, modelTensorSpecs } from '../../protocols/model-spec.ts';
+import { PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+import { totalParameters, type TensorSpec, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
-import type { TensorSpec, WeightSet } from '../../protocols/tensors.ts';
 import type { Db } from '../db/database.ts';
-import { NotFoundError } from '../errors.ts';
+import { BadRequestError, NotFoundError } from '../errors.ts';
 import { newId } from '../security.ts';
 import type { Logger } from 'pino';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { appendAudit } from '../audit/audit-log.ts';
+import type { Principal } from '../auth/principal.ts';
+import { authorizeModelRead, visibleRound, visibleStatus, visibleUpdate } from '../auth/visibility.ts';
+import { listStudyNodes, nodeIdsInRegion, regionHasNode } from '../nodes/repository.ts';
+import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '../rounds/queries.ts';
+import { findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
 
 export interface StoredModel {
   version: number;
@@ -24,140 +30,198 @@ export function studyTensorSpecs(config: StudyConfig): TensorSpec[] {
   return modelTensorSpecs(config.model, encodedWidth(config.features));
 }
 
-export function createStudyService(deps: { db: Db; log: Logger; keyring: CoordinatorKeyring; onStudyCreated: (studyId: string) => void }) {
-  const { db, log } = deps;
+/** The largest sealed update a study accepts: its model's float32 values plus a generous header. */
+export function maxUpdateBytes(config: StudyConfig): number {
+  return totalParameters(studyTensorSpecs(config)) * 4 + 1_000_000;
+}
 
-  // A study's configuration and its published models never change once written, so they are
-  // cached: the request path (every task, download and update) then skips a query and a parse.
+/**
+ * Domain checks the config schema cannot make (they need the privacy math): a bad one is a 400
+ * naming the field when the study is created, never a failure in a later round.
+ */
+export function checkStudyConfig(config: StudyConfig) {
+  const central = config.privacy?.central;
+  if (!central) return;
+  try {
+    updateNoiseMultiplier(central);
+  } catch (err) {
+    if (err instanceof PrivacyConfigError) throw new BadRequestError(`body.privacy.central.noiseMultiplier: ${err.message}`, 'body.privacy.central.noiseMultiplier', 'VALIDATION_FAILED');
+    throw err;
+  }
+}
+
+type StudyDeps = { db: Db; log: Logger; keyring: CoordinatorKeyring; onStudyCreated: (studyId: string) => void };
+
+/**
+ * Studies: creation (with the round-0 model), configuration and published models (cached: they
+ * never change once written), and the status and round views each role may see.
+ *
+ * @example
+ *   const studies = createStudyService({ db, log, keyring, onStudyCreated });
+ *   const { id } = await studies.createStudy(config, 'admin:tok_1');
+ */
+export function createStudyService(deps: StudyDeps) {
+  const models = createModelStore(deps.db);
+  const reads = createStudyReads(deps.db, models.getConfig);
+  return {
+    ...models,
+    ...reads,
+    createStudy: (config: StudyConfig, actor = 'admin') => createStudy(deps, config, actor),
+    /** The largest update body the study accepts (404 when there is no such study). */
+    maxUpdateBytes: async (studyId: string) => maxUpdateBytes(await models.getConfig(studyId)),
+    /** Throws 403 unless `p` may read the study's model weights. */
+    authorizeModelRead: (p: Principal, studyId: string) => authorizeModelRead(p, studyId, (region) => regionHasNode(deps.db, studyId, region)),
+  };
+}
+export type StudyService = ReturnType<typeof createStudyService>;
+
+/** Creates a study and its round-0 model (seeded, so the configuration alone reproduces it). */
+async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) {
+  checkStudyConfig(config);
+  const id = newId('study');
+  const weights = initialWeights(studyTensorSpecs(config), config.seed);
+  const bytes = encodeWeights(weights);
+  const sha256 = sha256Hex(bytes);
+  const { signature, fingerprint } = await deps.keyring.sign(bytes);
+  await deps.db.transaction().execute(async (tx) => {
+    await insertStudy(tx, { id, name: config.name, config: JSON.stringify(config), state: 'running', current_round: 0, latest_model_version: 0 });
+    await insertModel(tx, { study_id: id, version: 0, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint });
+    await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
+  });
+  deps.log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
+  deps.onStudyCreated(id);
+  return { id, modelSha256: sha256 };
+}
+
+const MAX_CACHED_MODELS = 64;
+
+/** A study's configuration and its published models never change once written: cached, so the request path skips a query and a parse. */
+function createModelStore(db: Db) {
   const configs = new Map<string, StudyConfig>();
   const models = new Map<string, StoredModel>();
   const decoded = new Map<string, WeightSet>();
-  const MAX_CACHED_MODELS = 64;
+  const remember = <V>(cache: Map<string, V>, key: string, value: V) => {
+    if (cache.size >= MAX_CACHED_MODELS) cache.delete(cache.keys().next().value!);
+    cache.set(key, value);
+  };
 
   async function getConfig(studyId: string): Promise<StudyConfig> {
     const cached = configs.get(studyId);
     if (cached) return cached;
-    const row = await db.selectFrom('studies').select('config').where('id', '=', studyId).executeTakeFirst();
-    if (!row) throw new NotFoundError(`study ${studyId} does not exist`);
-    const config = StudyConfig.parse(row.config);
+    const stored = await findStudyConfig(db, studyId);
+    if (stored === undefined) throw new NotFoundError(`study ${studyId} does not exist`);
+    const config = StudyConfig.parse(stored);
     configs.set(studyId, config);
     return config;
   }
 
+  async function getModel(studyId: string, version?: number): Promise<StoredModel> {
+    const v = version ?? (await latestModelVersion(db, studyId));
+    if (v === undefined) throw new NotFoundError(`study ${studyId} does not exist`);
+    const key = `${studyId}/${v}`;
+    const cached = models.get(key);
+    if (cached) return cached;
+    const row = await findModel(db, studyId, v);
+    if (!row) throw new NotFoundError(`study ${studyId} has no model version ${v}`);
+    const model = { version: row.version, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint };
+    remember(models, key, model);
+    return model;
+  }
+
+  /** The decoded model, cached with its bytes (read-only: strategies never mutate the global model). */
+  async function getModelWeights(studyId: string, version: number): Promise<WeightSet> {
+    const key = `${studyId}/${version}`;
+    const cached = decoded.get(key);
+    if (cached) return cached;
+    const weights = decodeWeights((await getModel(studyId, version)).bytes);
+    remember(decoded, key, weights);
+    return weights;
+  }
+
+  return { getConfig, getModel, getModelWeights };
+}
+
+/** A study's status: state, nodes, and a summary of each round. */
+async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
+  const study = await findStudyRow(db, studyId);
+  if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
+  const nodes = await listStudyNodes(db, studyId);
+  const rounds = await listRounds(db, studyId);
+  const shaByVersion = await modelHashes(db, studyId);
+  const receivedByRound = await updateCountsByRound(db, studyId);
+  const summaries: RoundSummary[] = rounds.map((r) => ({
+    round: r.round,
+    phase: r.phase,
+    participants: r.participants,
+    updatesReceived: receivedByRound.get(r.round) ?? 0,
+    numExamples: r.num_examples,
+    meanLoss: r.mean_loss,
+    validationAuc: r.validation_auc,
+    validationLoss: r.validation_loss,
+    validationMetrics: r.validation_metrics ?? null,
+    failureReason: r.failure_reason,
+    startedAt: new Date(r.started_at).toISOString(),
+    closedAt: r.closed_at ? new Date(r.closed_at).toISOString() : null,
+    modelSha256: shaByVersion.get(r.round) ?? null,
+  }));
   return {
-    getConfig,
+    id: study.id,
+    name: study.name,
+    state: study.state,
+    currentRound: study.current_round,
+    latestModelVersion: study.latest_model_version,
+    config: StudyConfig.parse(study.config),
+    nodes: nodes.map((n) => ({ id: n.id, name: n.name, region: n.region, state: n.state, message: n.state_message })),
+    rounds: summaries,
+  };
+}
 
-    /** Creates a study and its round-0 model (seeded, so the configuration alone reproduces it). */
-    async createStudy(config: StudyConfig, actor = 'admin') {
-      const id = newId('study');
-      const weights = initialWeights(studyTensorSpecs(config), config.seed);
-      const bytes = encodeWeights(weights);
-      const sha256 = sha256Hex(bytes);
-      const { signature, fingerprint } = await deps.keyring.sign(bytes);
-      await db.transaction().execute(async (tx) => {
-        await tx.insertInto('studies').values({ id, name: config.name, config: JSON.stringify(config), state: 'running', current_round: 0, latest_model_version: 0 }).execute();
-        await tx.insertInto('models').values({ study_id: id, version: 0, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint }).execute();
-        await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
-      });
-      log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
-      deps.onStudyCreated(id);
-      return { id, modelSha256: sha256 };
+/** A round's record: phase, participants, and each update's metadata (size, hash, norm; never values). */
+async function roundDetail(db: Db, studyId: string, round: number) {
+  const row = await findRound(db, studyId, round);
+  if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+  const updates = await listRoundUpdates(db, studyId, round);
+  return {
+    studyId,
+    round,
+    phase: row.phase,
+    participants: row.participants,
+    mechanism: row.mechanism,
+    clipNorm: row.clip_norm,
+    failureReason: row.failure_reason,
+    updates: updates.map((u) => {
+      const meta = u.meta as { deltaNorm?: number; clipped?: boolean; dpSgd?: unknown };
+      return { nodeId: u.node_id, name: u.name, region: u.region, sha256: u.sha256, bytes: u.bytes, numExamples: u.num_examples, loss: u.loss, deltaNorm: meta.deltaNorm ?? null, clipped: meta.clipped ?? false, dpSgd: meta.dpSgd ?? null, acceptedAt: new Date(u.accepted_at).toISOString() };
+    }),
+  };
+}
+
+/** Reads of a study's state: its status, its rounds, and what each role may see of them. */
+function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyConfig>) {
+  const getStatus = (studyId: string) => studyStatus(db, studyId);
+  const getRound = (studyId: string, round: number) => roundDetail(db, studyId, round);
+
+  return {
+    getStatus,
+    getRound,
+    listStudies: () => listStudyRows(db),
+    /** The study as `p` may see it (see auth/visibility.ts). */
+    getStatusFor: async (p: Principal, studyId: string) => visibleStatus(p, await getStatus(studyId)),
+    /** A round as `p` may see it: 403 for a node that did not take part. */
+    async getRoundFor(p: Principal, studyId: string, round: number) {
+      const detail = await getRound(studyId, round);
+      return visibleRound(p, detail, p.role === 'analyst' ? await nodeIdsInRegion(db, studyId, p.region) : undefined);
     },
-
-    async getModel(studyId: string, version?: number): Promise<StoredModel> {
-      let v = version;
-      if (v === undefined) {
-        const study = await db.selectFrom('studies').select('latest_model_version').where('id', '=', studyId).executeTakeFirst();
-        if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
-        v = study.latest_model_version;
-      }
-      const key = `${studyId}/${v}`;
-      const cached = models.get(key);
-      if (cached) return cached;
-      const row = await db.selectFrom('models').select(['version', 'weights', 'sha256', 'signature', 'signer_fingerprint']).where('study_id', '=', studyId).where('version', '=', v).executeTakeFirst();
-      if (!row) throw new NotFoundError(`study ${studyId} has no model version ${v}`);
-      const model = { version: row.version, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint };
-      if (models.size >= MAX_CACHED_MODELS) models.delete(models.keys().next().value!);
-      models.set(key, model);
-      return model;
+    /** One node's submission in a round, if `p` may read it. */
+    async getUpdateFor(p: Principal, studyId: string, round: number, nodeId: string) {
+      const detail = await getRound(studyId, round);
+      return visibleUpdate(p, nodeId, detail.updates.find((u) => u.nodeId === nodeId), { studyId, round });
     },
-
-    /** The decoded model, cached with its bytes (read-only: strategies never mutate the global model). */
-    async getModelWeights(studyId: string, version: number): Promise<WeightSet> {
-      const key = `${studyId}/${version}`;
-      const cached = decoded.get(key);
-      if (cached) return cached;
-      const weights = decodeWeights((await this.getModel(studyId, version)).bytes);
-      if (decoded.size >= MAX_CACHED_MODELS) decoded.delete(decoded.keys().next().value!);
-      decoded.set(key, weights);
-      return weights;
-    },
-
-    async getStatus(studyId: string): Promise<StudyStatus> {
-      const study = await db.selectFrom('studies').selectAll().where('id', '=', studyId).executeTakeFirst();
+    /** What a node reads of its own study (GET /v1/nodes/me/study): its state and configuration, `release` list included. */
+    async getStudyForNode(studyId: string) {
+      const study = await findStudyRow(db, studyId);
       if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
-      const nodes = await db.selectFrom('nodes').select(['id', 'name', 'region', 'state', 'state_message']).where('study_id', '=', studyId).orderBy('name').execute();
-      const rounds = await db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).orderBy('round').execute();
-      const models = await db.selectFrom('models').select(['version', 'sha256']).where('study_id', '=', studyId).execute();
-      const shaByVersion = new Map(models.map((m) => [m.version, m.sha256]));
-      const received = await db.selectFrom('updates').select(['round', ({ fn }) => fn.countAll<number>().as('count')]).where('study_id', '=', studyId).groupBy('round').execute();
-      const receivedByRound = new Map(received.map((r) => [r.round, Number(r.count)]));
-      const summaries: RoundSummary[] = rounds.map((r) => ({
-        round: r.round,
-        phase: r.phase,
-        participants: r.participants,
-        updatesReceived: receivedByRound.get(r.round) ?? 0,
-        numExamples: r.num_examples,
-        meanLoss: r.mean_loss,
-        validationAuc: r.validation_auc,
-        validationLoss: r.validation_loss,
-        failureReason: r.failure_reason,
-        startedAt: new Date(r.started_at).toISOString(),
-        closedAt: r.closed_at ? new Date(r.closed_at).toISOString() : null,
-        modelSha256: shaByVersion.get(r.round) ?? null,
-      }));
-      return {
-        id: study.id,
-        name: study.name,
-        state: study.state,
-        currentRound: study.current_round,
-        latestModelVersion: study.latest_model_version,
-        config: StudyConfig.parse(study.config),
-        nodes: nodes.map((n) => ({ id: n.id, name: n.name, region: n.region, state: n.state, message: n.state_message })),
-        rounds: summaries,
-      };
-    },
-
-    /** A round's record: phase, participants, and each update's metadata (size, hash, norm; never values). */
-    async getRound(studyId: string, round: number) {
-      const row = await db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst();
-      if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
-      const updates = await db
-        .selectFrom('updates')
-        .innerJoin('nodes', 'nodes.id', 'updates.node_id')
-        .select(['updates.node_id', 'nodes.name', 'nodes.region', 'updates.sha256', 'updates.bytes', 'updates.num_examples', 'updates.loss', 'updates.meta', 'updates.accepted_at'])
-        .where('updates.study_id', '=', studyId)
-        .where('updates.round', '=', round)
-        .orderBy('updates.accepted_at')
-        .execute();
-      return {
-        studyId,
-        round,
-        phase: row.phase,
-        participants: row.participants,
-        mechanism: row.mechanism,
-        clipNorm: row.clip_norm,
-        failureReason: row.failure_reason,
-        updates: updates.map((u) => {
-          const meta = u.meta as { deltaNorm?: number; clipped?: boolean; dpSgd?: unknown };
-          return { nodeId: u.node_id, name: u.name, region: u.region, sha256: u.sha256, bytes: u.bytes, numExamples: u.num_examples, loss: u.loss, deltaNorm: meta.deltaNorm ?? null, clipped: meta.clipped ?? false, dpSgd: meta.dpSgd ?? null, acceptedAt: new Date(u.accepted_at).toISOString() };
-        }),
-      };
-    },
-
-    async listStudies() {
-      return db.selectFrom('studies').select(['id', 'name', 'state', 'current_round']).orderBy('created_at').execute();
+      return { studyId: study.id, state: study.state, currentRound: study.current_round, config: await getConfig(studyId) };
     },
   };
 }
-export type StudyService = ReturnType<typeof createStudyService>;

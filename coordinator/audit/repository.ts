@@ -1,0 +1,52 @@
+import type { Transaction } from 'kysely';
+import type { Db } from '../db/database.ts';
+import type { Database } from '../db/schema.ts';
+
+/**
+ * SQL of the audit log: the chain's head row, entries, signed checkpoints. Plain functions taking
+ * `db` or a transaction (a `Transaction` is a `Kysely`), as in Kysely's example repositories.
+ *
+ * @example
+ *   const head = await lockAuditHead(tx); // inside db.transaction().execute(...)
+ */
+export type AuditLogRow = Database['audit_log'];
+export type AuditCheckpointRow = Database['audit_checkpoints'];
+
+/** The head row (last entry's seq and hash), locked: holding it serializes appends. */
+export async function lockAuditHead(tx: Transaction<Database>) {
+  return tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
+}
+
+export async function insertAuditEntry(tx: Db, row: AuditLogRow) {
+  await tx.insertInto('audit_log').values(row).execute();
+}
+
+export async function setAuditHead(tx: Db, seq: number, hash: string) {
+  await tx.updateTable('audit_head').set({ seq, hash }).where('id', '=', 1).execute();
+}
+
+export async function findAuditEntry(db: Db, seq: number) {
+  return db.selectFrom('audit_log').selectAll().where('seq', '=', seq).executeTakeFirst();
+}
+
+export async function hasCheckpointAt(db: Db, seq: number): Promise<boolean> {
+  return (await db.selectFrom('audit_checkpoints').select('seq').where('seq', '=', seq).executeTakeFirst()) !== undefined;
+}
+
+export async function insertCheckpoint(tx: Db, row: AuditCheckpointRow) {
+  await tx.insertInto('audit_checkpoints').values(row).execute();
+}
+
+export async function listAuditEntries(db: Db) {
+  return db.selectFrom('audit_log').selectAll().orderBy('seq').execute();
+}
+
+export async function listCheckpoints(db: Db) {
+  return db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute();
+}
+
+/** The coordinator's first public key (armored), or undefined on a database without one. */
+export async function firstCoordinatorPublicKey(db: Db): Promise<string | undefined> {
+  const row = await db.selectFrom('coordinator_keys').select('public_key').orderBy('created_at').orderBy('fingerprint').executeTakeFirst();
+  return row?.public_key;
+}

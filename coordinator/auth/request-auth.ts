@@ -1,0 +1,95 @@
+import type { Request } from 'express';
+import { verifyRequest } from '../../protocols/crypto/index.ts';
+import type { Db } from '../db/database.ts';
+import { AppError, UnauthenticatedError } from '../errors.ts';
+import { rawBodyOf } from '../http/middleware.ts';
+import type { AuthenticatedNode } from '../nodes/node-service.ts';
+import { requireRole, type AuthService, type Principal } from './principal.ts';
+import { forgetNoncesBefore, recordNonce } from './repository.ts';
+
+/** The bearer token of a request, or 401. */
+export function bearer(req: Request): string {
+  const header = req.get('authorization') ?? '';
+  const match = /^Bearer\s+(\S+)$/i.exec(header);
+  if (!match) throw new UnauthenticatedError('missing bearer token (Authorization: Bearer <token>)');
+  return match[1];
+}
+
+/** What a node's signature covers beyond method, path, time and nonce. */
+export interface SignedParts {
+  /** The exact body bytes (default: the JSON body as received). */
+  body?: Uint8Array;
+  /** The round binding (default: the fedmark-round header, or none). */
+  roundId?: string;
+  /** The bearer already looked up by a route that had to know the caller early. */
+  claimed?: Principal;
+}
+
+/**
+ * Request authentication, one per app: who is calling, and for nodes the signed-request check.
+ *
+ * @example
+ *   const guard = createRequestGuard({ auth, db, maxClockSkewSeconds: 300 });
+ *   const node = await guard.requireNode(req); // 401/403 unless a node's signed request
+ */
+export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate'>; db: Db; maxClockSkewSeconds: number }) {
+  const verified = new WeakMap<Request, Promise<Principal>>();
+  let nonceInserts = 0;
+
+  /**
+   * Who is calling. A node must carry its API key AND an OpenPGP signature, by the key pinned at
+   * enrollment, over method, path, round, timestamp, nonce and the exact body bytes; that check
+   * runs once per request (a second would see its own nonce as a replay).
+   */
+  const who = (req: Request, signed: SignedParts = {}): Promise<Principal> => {
+    let p = verified.get(req);
+    if (!p) {
+      p = (async () => {
+        const principal = signed.claimed ?? (await deps.auth.authenticate(bearer(req)));
+        // Until its signature verifies, a node is only who the request claims to be.
+        if (principal.role === 'node') {
+          req.res!.locals.actor = `claimed-node:${principal.id}`;
+          await verifyNodeSignature(req, principal.node, signed.body ?? rawBodyOf(req), signed.roundId ?? req.get('fedmark-round') ?? '');
+        }
+        req.res!.locals.actor = `${principal.role}:${principal.id}`;
+        return principal;
+      })();
+      verified.set(req, p);
+    }
+    return p;
+  };
+
+  /** A nonce is good once: each is recorded, and nonces older than twice the allowed skew are forgotten now and then. */
+  async function seenNonce(nonce: string, ctx: { fingerprint: string }): Promise<boolean> {
+    // Nonces older than twice the allowed skew can never be replayed (their timestamp is stale).
+    if (++nonceInserts % 500 === 0) await forgetNoncesBefore(deps.db, new Date(Date.now() - 2 * deps.maxClockSkewSeconds * 1000));
+    return !(await recordNonce(deps.db, ctx.fingerprint, nonce));
+  }
+
+  async function verifyNodeSignature(req: Request, node: AuthenticatedNode, body: Uint8Array, roundId: string) {
+    if (!node.publicKey) throw new UnauthenticatedError(`node ${node.id} has no key on record`);
+    const result = await verifyRequest({ publicKey: node.publicKey, method: req.method, path: req.originalUrl, roundId, body, headers: req.headers, maxSkewSeconds: deps.maxClockSkewSeconds, seenNonce });
+    if (!result.ok) {
+      const status = result.reason === 'revoked-key' || result.reason === 'expired-key' || result.reason === 'key-mismatch' ? 403 : 401;
+      throw new AppError(status, `SIGNATURE_${result.reason.toUpperCase().replace(/-/g, '_')}`, `request signature refused (${result.reason}): ${result.message}`);
+    }
+  }
+
+  return {
+    who,
+    /** Who the bearer claims to be, with no signature check yet (a route that must refuse before reading the body). */
+    claim: (req: Request): Promise<Principal> => deps.auth.authenticate(bearer(req)),
+    async requireAdmin(req: Request) {
+      const p = await who(req);
+      requireRole(p, 'admin');
+      return p;
+    },
+    /** A node's signed request: the node, or 401/403. */
+    async requireNode(req: Request, signed: SignedParts = {}): Promise<AuthenticatedNode> {
+      const p = await who(req, { body: signed.body ?? rawBodyOf(req), roundId: signed.roundId ?? '', claimed: signed.claimed });
+      requireRole(p, 'node');
+      return p.node;
+    },
+  };
+}
+export type RequestGuard = ReturnType<typeof createRequestGuard>;

@@ -1,0 +1,34 @@
+import type { IRouter } from 'express';
+import { z } from 'zod';
+import type { RequestGuard } from '../auth/request-auth.ts';
+import { authorizeRegion } from '../auth/visibility.ts';
+import type { Db } from '../db/database.ts';
+import { route } from '../http/middleware.ts';
+import type { ModelSender } from '../http/send-model.ts';
+import { parse } from '../http/validate.ts';
+import { getRegionalModel, regionalReport } from './regional-models.ts';
+
+const RegionParams = z.object({ studyId: z.string().min(1), region: z.string().min(1).max(100) });
+const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().optional() });
+
+/**
+ * Regional views: a regional team (analyst) reads its own region's metrics and regional models;
+ * auditors read the metrics (never weights); nodes have their own tasks only.
+ *
+ * @example
+ *   registerRegionRoutes(app, { guard, db, sendModel });
+ */
+export function registerRegionRoutes(app: IRouter, deps: { guard: RequestGuard; db: Db; sendModel: ModelSender }) {
+  const { guard } = deps;
+  app.get('/v1/studies/:studyId/regions/:region', route(async (req, res) => {
+    const { studyId, region } = parse(RegionParams, req.params, 'params');
+    authorizeRegion(await guard.who(req), region, 'admin', 'auditor', 'analyst');
+    res.json(await regionalReport(deps.db, studyId, region));
+  }));
+  app.get('/v1/studies/:studyId/regions/:region/model', route(async (req, res) => {
+    const { studyId, region } = parse(RegionParams, req.params, 'params');
+    const { version } = parse(RegionalModelQuery, req.query, 'query');
+    authorizeRegion(await guard.who(req), region, 'admin', 'analyst');
+    await deps.sendModel(res, await getRegionalModel(deps.db, studyId, region, version));
+  }));
+}

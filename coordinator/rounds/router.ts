@@ -1,0 +1,94 @@
+import type { IRouter } from 'express';
+import { z } from 'zod';
+import { EvaluationReport, roundBinding } from '../../protocols/messages.ts';
+import { requireRole } from '../auth/principal.ts';
+import type { RequestGuard } from '../auth/request-auth.ts';
+import { openSealedUpdate } from '../auth/sealed-update.ts';
+import { AppError, ForbiddenError } from '../errors.ts';
+import type { CoordinatorKeyring } from '../identity.ts';
+import { json, rawBodyOf, route } from '../http/middleware.ts';
+import { readSealedBody, updateMetaOf } from '../http/update-intake.ts';
+import { parse } from '../http/validate.ts';
+import type { StudyService } from '../studies/study-service.ts';
+import type { RoundService } from './round-service.ts';
+
+const StudyParams = z.object({ studyId: z.string().min(1) });
+const RoundParams = z.object({ studyId: z.string().min(1), round: z.coerce.number().int().positive() });
+const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0) });
+
+export interface RoundRouterDeps {
+  guard: RequestGuard;
+  studies: StudyService;
+  rounds: Pick<RoundService, 'openNextRound' | 'nextTask' | 'submitUpdate' | 'submitEvaluation'>;
+  keyring: Pick<CoordinatorKeyring, 'decryptionKeys'>;
+  maxTaskWaitSeconds: number;
+}
+
+/**
+ * Rounds: open one, read one (as each role may see it), and the node's side: pull a task, submit
+ * an update (sealed, signed, streamed), submit an evaluation.
+ *
+ * @example
+ *   registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds: 30 });
+ */
+export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
+  const { guard, studies, rounds } = deps;
+  app.get('/v1/studies/:studyId/rounds/:round', route(async (req, res) => {
+    const p = await guard.who(req);
+    const { studyId, round } = parse(RoundParams, req.params, 'params');
+    res.json(await studies.getRoundFor(p, studyId, round));
+  }));
+  app.get('/v1/studies/:studyId/rounds/:round/updates/:nodeId', route(async (req, res) => {
+    const p = await guard.who(req);
+    const { studyId, round } = parse(RoundParams, req.params, 'params');
+    res.json(await studies.getUpdateFor(p, studyId, round, String(req.params.nodeId)));
+  }));
+  app.post('/v1/studies/:studyId/rounds', json, route(async (req, res) => {
+    await guard.requireAdmin(req);
+    const { studyId } = parse(StudyParams, req.params, 'params');
+    const opened = await rounds.openNextRound(studyId, 'manual');
+    if (!opened) throw new AppError(409, 'STUDY_ENDED', `study ${studyId} has no rounds left`);
+    res.status(201).json({ studyId, ...opened });
+  }));
+  app.get('/v1/tasks/next', route(async (req, res) => {
+    const node = await guard.requireNode(req);
+    const { wait } = parse(TaskQuery, req.query, 'query');
+    const abort = new AbortController();
+    req.on('close', () => abort.abort());
+    const task = await rounds.nextTask(node, Math.min(wait, deps.maxTaskWaitSeconds), abort.signal);
+    if (!task) res.status(204).end();
+    else res.json(task);
+  }));
+  registerUpdateRoute(app, deps);
+  app.post('/v1/studies/:studyId/rounds/:round/evaluations', json, route(async (req, res) => {
+    const { studyId, round } = parse(RoundParams, req.params, 'params');
+    const node = await guard.requireNode(req, { body: rawBodyOf(req), roundId: roundBinding(studyId, round) });
+    const report = parse(EvaluationReport, req.body, 'body');
+    const result = await rounds.submitEvaluation(node, studyId, round, report);
+    res.status(result.stored ? 201 : 200).json(result);
+  }));
+}
+
+/** POST an update: no JSON body parser, the sealed body is streamed after the caller is known. */
+function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
+  const { guard, studies, rounds } = deps;
+  app.post('/v1/studies/:studyId/rounds/:round/updates', route(async (req, res) => {
+    const { studyId, round } = parse(RoundParams, req.params, 'params');
+    // Who the bearer claims to be, before a byte of the body is buffered: an anonymous caller, a
+    // person, or a node of another study is refused without the coordinator reading up to a whole
+    // model into memory (or revealing whether the study exists). The signature over the body is
+    // checked below, once the body is read.
+    const claimed = await guard.claim(req);
+    requireRole(claimed, 'node');
+    if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
+    const { meta, header } = updateMetaOf(req);
+    // No fixed ceiling: the limit follows the study's model size.
+    const sealed = await readSealedBody(req, await studies.maxUpdateBytes(studyId));
+    // The signed request covers the sealed bytes and the round binding, which carries the hash of
+    // the metadata header: the signature covers the counts (numExamples, dpSgd spend) as well.
+    const node = await guard.requireNode(req, { body: sealed, roundId: roundBinding(studyId, round, header), claimed });
+    const body = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
+    const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, body);
+    res.status(replay ? 200 : 201).json(receipt);
+  }));
+}

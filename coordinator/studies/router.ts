@@ -1,0 +1,63 @@
+import type { IRouter } from 'express';
+import { z } from 'zod';
+import { StudyConfig } from '../../protocols/messages.ts';
+import { requireRole } from '../auth/principal.ts';
+import type { RequestGuard } from '../auth/request-auth.ts';
+import { json, route } from '../http/middleware.ts';
+import type { ModelSender } from '../http/send-model.ts';
+import { parse } from '../http/validate.ts';
+import type { RoundService } from '../rounds/round-service.ts';
+import type { StudyService } from './study-service.ts';
+
+export const StudyParams = z.object({ studyId: z.string().min(1) });
+const ModelParams = z.object({ studyId: z.string().min(1), version: z.coerce.number().int().nonnegative() });
+const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().optional() });
+
+export interface StudyRouterDeps {
+  guard: RequestGuard;
+  studies: StudyService;
+  rounds: Pick<RoundService, 'waitForChange' | 'changeCount'>;
+  sendModel: ModelSender;
+  maxTaskWaitSeconds: number;
+}
+
+/**
+ * Studies and their global models: create, list, status (followed with ?wait), weights.
+ *
+ * @example
+ *   registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds: 30 });
+ */
+export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
+  const { guard, studies, rounds } = deps;
+  app.post('/v1/studies', json, route(async (req, res) => {
+    await guard.requireAdmin(req);
+    const config = parse(StudyConfig, req.body, 'body');
+    res.status(201).json(await studies.createStudy(config, res.locals.actor));
+  }));
+  app.get('/v1/studies', route(async (req, res) => {
+    requireRole(await guard.who(req), 'admin', 'auditor', 'analyst');
+    res.json({ studies: await studies.listStudies() });
+  }));
+  app.get('/v1/studies/:studyId', route(async (req, res) => {
+    const p = await guard.who(req);
+    requireRole(p, 'admin', 'auditor', 'analyst');
+    const { studyId } = parse(StudyParams, req.params, 'params');
+    // ?wait=S&seen=N: hold the request until the study changes (N is the change count the caller
+    // last saw), so a dashboard follows a study without polling it hard.
+    const { wait, seen } = parse(WatchQuery, req.query, 'query');
+    if (wait > 0) await rounds.waitForChange(studyId, Math.min(wait, deps.maxTaskWaitSeconds), seen);
+    const status = await studies.getStatusFor(p, studyId);
+    res.json({ ...status, changeCount: rounds.changeCount(studyId) });
+  }));
+  // Global models: streamed as the binary codec's bytes, never as JSON.
+  app.get('/v1/studies/:studyId/models/:version', route(async (req, res) => {
+    const { studyId, version } = parse(ModelParams, req.params, 'params');
+    await studies.authorizeModelRead(await guard.who(req), studyId);
+    await deps.sendModel(res, await studies.getModel(studyId, version));
+  }));
+  app.get('/v1/studies/:studyId/model', route(async (req, res) => {
+    const { studyId } = parse(StudyParams, req.params, 'params');
+    await studies.authorizeModelRead(await guard.who(req), studyId);
+    await deps.sendModel(res, await studies.getModel(studyId));
+  }));
+}

@@ -15,12 +15,16 @@ export {
 export { encodeTable, splitRows, subset, type DataReport, type EncodedData } from './encode.ts';
 export { initBackend, currentBackend, type BackendName } from './backend.ts';
 export { createModel, getWeights, setWeights, modelSpecsOf, DEFAULT_MODEL_SEED } from './model-factory.ts';
+export { bceLoss, mseLoss, huberLoss, tweedieLoss, type OutputLoss } from './losses.ts';
+export { nodeKindFor, type NodeModelKind, type TrainArgs, type KindTrainResult } from './kinds/index.ts';
 export {
   trainLocal,
   evaluateModel,
   predictScores,
   logLoss,
+  lossFunction,
   type TrainResult,
   type TrainOptions,
   type EvaluationResult,
+  type Proximal,
 } from './train.ts';

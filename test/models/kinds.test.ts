@@ -77,6 +77,7 @@ describe('losses against closed forms', () => {
       { z: 0, t: 1, loss: 0, d: 0 },
       { z: Math.log(2), t: 0, loss: 2 * Math.SQRT2, d: Math.SQRT2 }, // e^(z/2) / (1/2)
       { z: 0, t: 3, loss: 8 - 4 * Math.sqrt(3), d: -2 }, // 3^0.5 / (-1/4) + 3 / (1/2) + 1 / (1/2)
+      { z: Math.log(4), t: 2, loss: 6 - 4 * Math.SQRT2, d: 1 }, // -4 sqrt 2 + 2 * 4^(-1/2) / (1/2) + 4^(1/2) / (1/2); -2 / 2 + 2
     ];
     for (const c of cases) {
       expect(tw.value(c.z, c.t)).toBeCloseTo(c.loss, 12);
@@ -87,9 +88,9 @@ describe('losses against closed forms', () => {
       expect(tw.value(c.z, c.t)).toBeCloseTo(deviance / 2, 12);
     }
     const { mean, grad, handGrad } = tensorLoss(tw, cases.map((c) => c.z), cases.map((c) => c.t));
-    expect(mean).toBeCloseTo((0 + 2 * Math.SQRT2 + 8 - 4 * Math.sqrt(3)) / 3, 5);
+    expect(mean).toBeCloseTo((0 + 2 * Math.SQRT2 + 8 - 4 * Math.sqrt(3) + 6 - 4 * Math.SQRT2) / 4, 5);
     cases.forEach((c, i) => {
-      expect(grad[i] * 3).toBeCloseTo(c.d, 5);
+      expect(grad[i] * 4).toBeCloseTo(c.d, 5);
       expect(handGrad[i]).toBeCloseTo(c.d, 5);
     });
   });

@@ -12,7 +12,11 @@ import { model2, ScriptedNoise, seeded } from './helpers.ts';
 const global = model2([0.5, -0.25, 1, 2], [0.125]);
 const updates = Array.from({ length: 7 }, (_, j) => {
   const r = seeded(100 + j, 5);
-  return { w: model2([0.5 + r[0] / 10, -0.25 + r[1] / 10, 1 + r[2] / 10, 2 + r[3] / 10], [0.125 + r[4] / 10]), n: 10 + 7 * j };
+  const w = model2([0.5 + r[0] / 10, -0.25 + r[1] / 10, 1 + r[2] / 10, 2 + r[3] / 10], [0.125 + r[4] / 10]);
+  // Every other update arrives as float64 values that float32 cannot hold: kept frames are float32,
+  // so what a strategy holds in memory must be the float32 values too, or a resume would differ.
+  if (j % 2 === 1) for (const t of w) t.values = Float64Array.from(t.values, (x, i) => x + (i + 1) * 1e-12);
+  return { w, n: 10 + 7 * j };
 });
 
 type Make = () => Strategy;

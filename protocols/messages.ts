@@ -87,6 +87,9 @@ export const StudyConfig = z.object({
       message: `${strategy.name} needs at least ${needed} updates a round (n > 2f + 2, and n >= select) but minNodesPerRound is ${study.minNodesPerRound}; lower byzantine/select or raise minNodesPerRound`,
     });
   }
+  if (study.privacy?.dpSgd && !study.release.includes('update.dpSgd')) {
+    ctx.addIssue({ code: 'custom', path: ['release'], message: 'a study with DP-SGD must release update.dpSgd: the per-node privacy report is built from what each node says it spent' });
+  }
   const numericTarget = 'kind' in study.features.target && study.features.target.kind === 'numeric';
   if ((study.task.kind === 'regression') !== numericTarget) {
     ctx.addIssue({
@@ -260,3 +263,21 @@ export const ErrorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), field: z.string().optional(), requestId: z.string().optional() }),
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
+
+/**
+ * The fields of a node's message that the study's release list does not allow (the coordinator's
+ * second line of defence after the node's own release step): names of RELEASE_FIELDS.
+ */
+export function unreleasedFields(release: readonly ReleaseField[], message: { kind: 'update'; meta: UpdateMeta } | { kind: 'evaluation'; report: EvaluationReport } | { kind: 'status'; report: NodeStatusReport }): ReleaseField[] {
+  const present: ReleaseField[] =
+    message.kind === 'update'
+      ? (['loss', 'steps', 'trainSeconds', 'data', 'dpSgd'] as const).filter((k) => message.meta[k] !== undefined).map((k) => `update.${k}` as ReleaseField)
+      : message.kind === 'evaluation'
+        ? message.report.loss !== undefined
+          ? ['evaluation.loss']
+          : []
+        : message.report.data !== undefined
+          ? ['status.data']
+          : [];
+  return present.filter((f) => !release.includes(f));
+}

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { DEFAULT_HISTOGRAM_BINS } from '../../protocols/metrics.ts';
-import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
+import { unreleasedFields, type EvaluationReport, type StudyConfig, type Task, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
 import { EvaluationStats, statsRows } from '../../protocols/model-kinds/kind.ts';
 import { createHash, randomInt } from 'node:crypto';
 import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
@@ -456,6 +456,8 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     async submitUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
       if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
       const config = await studies.getConfig(studyId);
+      const unreleased = unreleasedFields(config.release, { kind: 'update', meta });
+      if (unreleased.length > 0) throw new BadRequestError(`update refused: ${unreleased.join(', ')} ${unreleased.length === 1 ? 'is' : 'are'} not on study ${studyId}'s release list; nothing of it was stored`, unreleased[0], 'NOT_RELEASED');
       const sha256 = sha256Hex(body);
       // A retry is the same weights AND the same metadata: the counts are part of the submission.
       const metaSha256 = createHash('sha256').update(canonicalJson(meta)).digest('hex');
@@ -574,6 +576,8 @@ export type RoundService = ReturnType<typeof createRoundService>;
  * so one report cannot make the round's pooling fail.
  */
 function checkEvaluationReport(config: StudyConfig, report: EvaluationReport): void {
+  const unreleased = unreleasedFields(config.release, { kind: 'evaluation', report });
+  if (unreleased.length > 0) throw new BadRequestError(`evaluation refused: ${unreleased.join(', ')} is not on the study's release list`, unreleased[0], 'NOT_RELEASED');
   const stats: EvaluationStats = report.stats;
   if (stats.kind !== config.task.kind) throw new BadRequestError(`evaluation refused: stats.kind is ${stats.kind} but the study is ${config.task.kind}`, 'stats.kind', 'INVALID_EVALUATION');
   if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) {

@@ -46,7 +46,7 @@ const SCENARIOS: Scenario[] = [
     regionColumn: 'area_code',
     regions: ['area_code_408', 'area_code_415', 'area_code_510'],
     target: 'churn',
-    study: () => ({ model: { kind: 'mlp', hidden: [16] }, strategy: { name: 'fedadam', serverLearningRate: 0.05, beta1: 0.9, beta2: 0.99, tau: 1e-3 } }),
+    study: () => ({ model: { kind: 'mlp', hidden: [16] }, strategy: { name: 'fedadam', serverLearningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 } }),
   },
   {
     kind: 'regression',
@@ -125,6 +125,7 @@ for (const backendName of BACKEND_NAMES) {
         coordinator = runFedmark(coordinatorArgs, coordinatorEnv);
         processes.push(coordinator);
         resumedRound = (await coordinator.waitForLog((l) => l.msg === 'resumed open round', 60_000)).round;
+        await coordinator.waitForLog((l) => l.msg === 'coordinator listening', 60_000);
 
         for (;;) {
           status = StudyStatus.parse(await (await api(`/v1/studies/${study.id}`)).json());
@@ -198,7 +199,7 @@ for (const backendName of BACKEND_NAMES) {
                 const [m0, m1, v0, v1] = [at(before.tensors.m)[i], at(after.tensors.m)[i], at(before.tensors.v)[i], at(after.tensors.v)[i]];
                 const delta = (m1 - beta1 * m0) / (1 - beta1);
                 // v moved by exactly the delta that m moved by: the state was carried, not reset.
-                expect(v1).toBeCloseTo(beta2 * v0 + (1 - beta2) * delta * delta, 9);
+                expect(v1, `round ${r} ${name}[${i}]: m ${m0} -> ${m1}, v ${v0} -> ${v1}`).toBeCloseTo(beta2 * v0 + (1 - beta2) * delta * delta, 9);
                 expected = (eta * m1) / (Math.sqrt(v1) + tau);
               } else {
                 expected = strategy.serverLearningRate * at(after.tensors.momentum)[i];

@@ -43,8 +43,22 @@ export interface AuthenticatedNode {
   keyFingerprint: string | null;
 }
 
-/** Enrollment (one-time, expiring tokens exchanged for a node API key) and node authentication. */
-export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (studyId: string) => void }) {
+type NodeDeps = { db: Db; log: Logger; onNodeChanged: (studyId: string) => void };
+
+/**
+ * Nodes: enrollment (one-time, expiring tokens exchanged for a node API key), authentication, and
+ * a node's life in its study (key rotation, status, withdrawal, revocation), each change audited.
+ *
+ * @example
+ *   const nodes = createNodeService({ db, log, onNodeChanged: (studyId) => rounds.onNodeChanged(studyId) });
+ *   const { token } = await nodes.createEnrollmentToken({ studyId, nodeName: 'a', region: 'eu', expiresInSeconds: 3600 }, 'admin:tok_1');
+ */
+export function createNodeService(deps: NodeDeps) {
+  return { ...createEnrollment(deps), ...createNodeLifecycle(deps) };
+}
+
+/** Enrollment tokens, issued by an operator and exchanged once by a node for its identity. */
+function createEnrollment(deps: NodeDeps) {
   const { db, log } = deps;
 
   return {
@@ -94,7 +108,14 @@ export function createNodeService(deps: { db: Db; log: Logger; onNodeChanged: (s
       deps.onNodeChanged(result.studyId);
       return result;
     },
+  };
+}
 
+/** Authentication and a node's changes of state. */
+function createNodeLifecycle(deps: NodeDeps) {
+  const { db, log } = deps;
+
+  return {
     async authenticate(apiKey: string): Promise<AuthenticatedNode> {
       const node = await findNodeByApiKeyHash(db, hashSecret(apiKey));
       if (!node) throw new UnauthenticatedError('unknown node API key');

@@ -2,6 +2,7 @@ import { encodedWidth } from '../../protocols/feature-spec.ts';
 import { StudyConfig, type StudyStatus, type RoundSummary } from '../../protocols/messages.ts';
 import { initialWeights, modelTensorSpecs } from '../../protocols/model-spec.ts';
 import { PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+import { createStrategy } from '../../protocols/strategies/index.ts';
 import { totalParameters, type TensorSpec, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
@@ -36,16 +37,21 @@ export function maxUpdateBytes(config: StudyConfig): number {
 }
 
 /**
- * Domain checks the config schema cannot make (they need the privacy math): a bad one is a 400
- * naming the field when the study is created, never a failure in a later round.
+ * Domain checks the config schema cannot make (they need the strategy and the privacy math): the
+ * study's strategy is built once, and a bad strategy or privacy config is a 400 naming the field
+ * when the study is created, never a failure (or a 500) in a later round.
+ *
+ * @example
+ *   checkStudyConfig(config); // BadRequestError(field 'body.privacy.central') for z >= 2 * countNoiseStd
  */
 export function checkStudyConfig(config: StudyConfig) {
-  const central = config.privacy?.central;
-  if (!central) return;
+  const refuse = (field: string, err: Error) => new BadRequestError(`${field}: ${err.message}`, field, 'VALIDATION_FAILED');
   try {
-    updateNoiseMultiplier(central);
+    createStrategy(config);
+    if (config.privacy?.central) updateNoiseMultiplier(config.privacy.central);
   } catch (err) {
-    if (err instanceof PrivacyConfigError) throw new BadRequestError(`body.privacy.central.noiseMultiplier: ${err.message}`, 'body.privacy.central.noiseMultiplier', 'VALIDATION_FAILED');
+    if (err instanceof PrivacyConfigError) throw refuse('body.privacy.central', err);
+    if (err instanceof RangeError) throw refuse('body.strategy', err);
     throw err;
   }
 }

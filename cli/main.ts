@@ -95,7 +95,7 @@ export function buildProgram(): Command {
     .option('--nodes <n>', "number of regions / nodes (default 10); with --partition-by, the column's values are grouped into n regions, one node per value when n is at least their number (--partition-by state --nodes 51)", positiveInt('--nodes'))
     .option('--dirichlet <alpha>', 'label-skewed split over --nodes nodes with Dirichlet(alpha), alpha > 0, instead of a column', positiveNumber('--dirichlet'))
     .option('--rounds <r>', 'federated rounds (default 20)', positiveInt('--rounds'))
-    .addOption(new Option('--model <kind>', 'model (default mlp 32-16)').choices(['logreg', 'mlp']))
+    .addOption(new Option('--model <kind>', 'model (default mlp 32-16); logreg and linear are the same one-layer model, for either task').choices(['logreg', 'linear', 'mlp']))
     .option('--local-epochs <n>', 'local epochs per round (default 1)', positiveInt('--local-epochs'))
     .addOption(new Option('--strategy <name>', 'how the coordinator aggregates the updates (default fedavg); parameters below').choices([...STRATEGY_NAMES]));
   for (const flag of STRATEGY_FLAGS) demo.option(`${flag.flag} <${flag.value}>`, strategyFlagHelp(flag), flag.parse(flag.flag));

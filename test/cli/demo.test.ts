@@ -111,6 +111,81 @@ describe('fedmark demo', () => {
     }
   }, 180_000);
 
+  /** A synthetic spend data set: spend grows with visits and tenure, more in the west; some zeros. */
+  function writeSpendCsv(path: string): void {
+    const random = seededRandom(11);
+    const lines = ['visits,tenure,channel,region,spend'];
+    for (let i = 0; i < 600; i++) {
+      const visits = Math.floor(random() * 20);
+      const tenure = Math.floor(random() * 60);
+      const channel = ['email', 'search', 'social'][Math.floor(random() * 3)];
+      const region = ['west', 'east', 'south'][i % 3];
+      const mean = 20 + 6 * visits + 1.5 * tenure + (channel === 'email' ? 30 : 0) + (region === 'west' ? 25 : 0);
+      const spend = random() < 0.1 ? 0 : Math.max(0, mean + 25 * (random() + random() + random() - 1.5));
+      lines.push(`${visits},${tenure},${channel},${region},${spend.toFixed(2)}`);
+    }
+    writeFileSync(path, lines.join('\n') + '\n');
+  }
+
+  it('runs a regression study (--task regression --data --target --partition-by): R2 and RMSE against the mean-only baseline', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-regression-'));
+    try {
+      const csv = join(out, 'spend.csv');
+      writeSpendCsv(csv);
+      // 3 rounds on ~130 training rows a node: 10 local epochs so the one-layer model gets enough steps.
+      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--json', '--task', 'regression', '--data', csv, '--target', 'spend', '--partition-by', 'region', '--rounds', '3', '--local-epochs', '10', '--model', 'linear', '--out', join(out, 'run')], { maxBuffer: 16 << 20 });
+      const result = JSON.parse(stdout.trim());
+      expect(result.task).toBe('regression');
+      expect(result.loss).toBe('huber');
+      expect(result.nodes).toBe(3);
+      expect(result.rounds).toHaveLength(3);
+      expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 3)).toBe(true);
+      for (const field of ['globalR2', 'globalRmse', 'globalMae', 'meanLocalOnlyR2', 'meanLocalOnlyRmse', 'baselineRmse']) expect(typeof result[field], field).toBe('number');
+      expect(result.globalTestAuc).toBeNull();
+      // The federated model explains spend: better than predicting the mean for everyone.
+      expect(result.globalR2).toBeGreaterThan(0);
+      expect(result.globalRmse).toBeLessThan(result.baselineRmse);
+      expect(result.localOnly).toHaveLength(3);
+      expect(stderr).toMatch(/federated global model/);
+      expect(stderr).toMatch(/mean-only baseline/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('runs FedProx from its flags (--strategy fedprox --mu 0.01)', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-fedprox-'));
+    try {
+      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--json', '--strategy', 'fedprox', '--mu', '0.01', '--rounds', '2', '--nodes', '3', '--model', 'logreg', '--no-local-baseline', '--out', out], { maxBuffer: 16 << 20 });
+      const result = JSON.parse(stdout.trim());
+      expect(result.strategy).toEqual({ name: 'fedprox', mu: 0.01 });
+      expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 3)).toBe(true);
+      expect(result.globalTestAuc).toBeGreaterThan(0.6);
+      expect(stderr).toMatch(/2 rounds of fedprox \(mu 0\.01\)/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('refuses a strategy flag the chosen strategy does not take, naming the flag', async () => {
+    const wrong = await run(process.execPath, [BIN, 'demo', '--strategy', 'fedavgm', '--mu', '0.1']).catch((e) => e);
+    expect(wrong.code).not.toBe(0);
+    expect(String(wrong.stderr)).toMatch(/--mu does not apply to --strategy fedavgm: it is a parameter of fedprox/);
+    const noStrategy = await run(process.execPath, [BIN, 'demo', '--trim-fraction', '0.2']).catch((e) => e);
+    expect(String(noStrategy.stderr)).toMatch(/--trim-fraction does not apply to --strategy fedavg/);
+    const loss = await run(process.execPath, [BIN, 'demo', '--loss', 'mse']).catch((e) => e);
+    expect(String(loss.stderr)).toMatch(/--loss mse is a regression loss/);
+  });
+
+  it('documents every strategy flag with its defaults in --help', async () => {
+    const { stdout } = await run(process.execPath, [BIN, 'demo', '--help']);
+    const help = stdout.replace(/\s+/g, ' ');
+    for (const flag of ['--strategy', '--mu', '--server-lr', '--momentum', '--beta1', '--beta2', '--tau', '--trim-fraction', '--byzantine', '--select', '--task', '--loss']) expect(help).toContain(flag);
+    expect(help).toMatch(/fedprox \(default 0\.01\)/);
+    expect(help).toMatch(/fedavgm \(default 1\), fedadam \(default 0\.01\)/);
+    expect(help).toMatch(/krum \(default 1\)/);
+  });
+
   it('refuses a missing target with a clear message and exit code', async () => {
     const err = await run(process.execPath, [BIN, 'demo', '--data', BIN]).catch((e) => e);
     expect(err.code).not.toBe(0);

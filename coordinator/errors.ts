@@ -43,3 +43,22 @@ export class PayloadTooLargeError extends AppError {
     super(413, 'PAYLOAD_TOO_LARGE', message);
   }
 }
+/** No route for this method and path (not audited: it refuses nothing). */
+export class NoRouteError extends AppError {
+  constructor(method: string, path: string) {
+    super(404, 'NOT_FOUND', `no route ${method} ${path}`);
+  }
+}
+
+/** Signature failures that are about the key itself (a key that is revoked, expired, or not the pinned one): 403; any other: 401. */
+const KEY_REASONS = new Set(['revoked-key', 'expired-key', 'key-mismatch']);
+
+/** A node's request signature was refused; the code names the reason (SIGNATURE_STALE_TIMESTAMP...). */
+export class SignatureRefusedError extends AppError {
+  constructor(
+    readonly reason: string,
+    detail: string,
+  ) {
+    super(KEY_REASONS.has(reason) ? 403 : 401, `SIGNATURE_${reason.toUpperCase().replace(/-/g, '_')}`, `request signature refused (${reason}): ${detail}`);
+  }
+}

@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import { verifyRequest } from '../../protocols/crypto/index.ts';
 import type { Db } from '../db/database.ts';
-import { AppError, UnauthenticatedError } from '../errors.ts';
+import { SignatureRefusedError, UnauthenticatedError } from '../errors.ts';
 import { rawBodyOf } from '../http/middleware.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { requireRole, type AuthService, type Principal } from './principal.ts';
@@ -69,10 +69,7 @@ export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate
   async function verifyNodeSignature(req: Request, node: AuthenticatedNode, body: Uint8Array, roundId: string) {
     if (!node.publicKey) throw new UnauthenticatedError(`node ${node.id} has no key on record`);
     const result = await verifyRequest({ publicKey: node.publicKey, method: req.method, path: req.originalUrl, roundId, body, headers: req.headers, maxSkewSeconds: deps.maxClockSkewSeconds, seenNonce });
-    if (!result.ok) {
-      const status = result.reason === 'revoked-key' || result.reason === 'expired-key' || result.reason === 'key-mismatch' ? 403 : 401;
-      throw new AppError(status, `SIGNATURE_${result.reason.toUpperCase().replace(/-/g, '_')}`, `request signature refused (${result.reason}): ${result.message}`);
-    }
+    if (!result.ok) throw new SignatureRefusedError(result.reason, result.message);
   }
 
   return {

@@ -3,10 +3,10 @@ import type { Logger } from 'pino';
 import { ZodError } from 'zod';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Db } from '../db/database.ts';
-import { AppError } from '../errors.ts';
+import { AppError, NoRouteError, SignatureRefusedError } from '../errors.ts';
 
 /** The catch-all after every route: a 404 naming the method and path. */
-export const notFound: RequestHandler = (req, _res, next) => next(new AppError(404, 'NOT_FOUND', `no route ${req.method} ${req.path}`));
+export const notFound: RequestHandler = (req, _res, next) => next(new NoRouteError(req.method, req.path));
 
 const actorOf = (res: Response) => (res.locals.actor as string | undefined) ?? 'anonymous';
 const statusOf = (err: unknown) => (typeof err === 'object' && err && 'status' in err ? Number((err as { status: number }).status) : undefined);
@@ -29,8 +29,8 @@ export function errorHandler(deps: { db: Db; log: Logger }): ErrorRequestHandler
   return async (err: unknown, req: Request, res: Response, _next) => {
     const requestId = res.locals.requestId as string;
     if (err instanceof AppError) {
-      if (err.status < 500 && !err.message.startsWith('no route ')) {
-        await audit(res, err.status === 401 || err.code.startsWith('SIGNATURE_') ? 'auth.failed' : 'request.refused', { method: req.method, path: req.path, status: err.status, code: err.code, reason: err.message, requestId });
+      if (err.status < 500 && !(err instanceof NoRouteError)) {
+        await audit(res, err.status === 401 || err instanceof SignatureRefusedError ? 'auth.failed' : 'request.refused', { method: req.method, path: req.path, status: err.status, code: err.code, reason: err.message, requestId });
       }
       if (err.status >= 500) log.error({ err, requestId }, 'request failed');
       else log.info({ requestId, method: req.method, path: req.path, status: err.status, code: err.code, reason: err.message }, 'request refused');

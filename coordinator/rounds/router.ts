@@ -4,7 +4,7 @@ import { EvaluationReport, roundBinding } from '../../protocols/messages.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { openSealedUpdate } from '../auth/sealed-update.ts';
-import { AppError, ForbiddenError } from '../errors.ts';
+import { ConflictError, ForbiddenError } from '../errors.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, rawBodyOf, route } from '../http/middleware.ts';
 import { readSealedBody, updateMetaOf } from '../http/update-intake.ts';
@@ -47,7 +47,7 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
     await guard.requireAdmin(req);
     const { studyId } = parse(StudyParams, req.params, 'params');
     const opened = await rounds.openNextRound(studyId, 'manual');
-    if (!opened) throw new AppError(409, 'STUDY_ENDED', `study ${studyId} has no rounds left`);
+    if (!opened) throw new ConflictError('STUDY_ENDED', `study ${studyId} has no rounds left`);
     res.status(201).json({ studyId, ...opened });
   }));
   app.get('/v1/tasks/next', route(async (req, res) => {

@@ -191,11 +191,11 @@ for (const backendName of BACKEND_NAMES) {
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'fit' ? true : undefined));
       for (const n of [a, b]) expect((await h.submit(n, studyId, 1, weights(0.1))).status).toBe(201);
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'evaluate' ? true : undefined));
-      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, report, `${studyId}/1`)).status).toBe(201);
+      expect((await h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, evalReport, `${studyId}/1`)).status).toBe(201);
       // b's evaluation closes round 1, which starts the automatic path to round 2; manual starts
       // and direct automatic attempts race it.
       const [lastEval, ...starts] = await Promise.all([
-        h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, report, `${studyId}/1`),
+        h.nodePost(b, `/v1/studies/${studyId}/rounds/1/evaluations`, evalReport, `${studyId}/1`),
         ...Array.from({ length: 6 }, () => h!.admin('post', `/v1/studies/${studyId}/rounds`).send({})),
         h.built.rounds.maybeStartNextRound(studyId).then(() => undefined),
         h.built.rounds.maybeStartNextRound(studyId).then(() => undefined),

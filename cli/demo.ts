@@ -25,10 +25,17 @@ const SHIPPED_DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.
 /** The shipped regression data: 12-month spend by customer, with a region column. */
 const SHIPPED_REGRESSION_DATA = fileURLToPath(new URL('../data/customer_value.csv', import.meta.url));
 /**
- * The demo's regression loss unless --loss says otherwise (also in cli/main.ts's help): chosen on
- * data/customer_value.csv, see the README's regression section.
+ * The demo's regression loss unless --loss says otherwise (also in cli/main.ts's help). Tweedie
+ * (power 1.5, log link): spend is a point mass at zero (42% of data/customer_value.csv) plus a
+ * heavy right tail (the top 1% of customers hold 26% of it), which is the Tweedie compound
+ * Poisson-gamma shape. Measured on that file (10 regions, 20 rounds of FedAvg, MLP 32-16, test
+ * split of 4,000 rows): tweedie R2 0.658 / RMSE 476.5 / MAE 144.9 / bias +1.4; mse 0.655 / 478.6 /
+ * 159.9 / -13.8; huber 0.622 / 500.5 / 152.5 / -38.9; log1p 0.475 / 590.0 / 164.0 / -123.3
+ * (mean-only baseline RMSE 814.3). Best on every metric, and the only one that does not
+ * under-predict the total: log1p's back-transform predicts a geometric mean, huber discounts
+ * the whales that carry the spend.
  */
-export const DEFAULT_REGRESSION_LOSS = 'huber' as const;
+export const DEFAULT_REGRESSION_LOSS = 'tweedie' as const;
 export type RegressionLoss = 'mse' | 'huber' | 'tweedie' | 'log1p';
 
 export interface DemoOptions {
@@ -140,6 +147,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   // 1. The data, its spec, a held-out test split, and one CSV per region.
   const table = readCsvTable({ path: dataPath });
   const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  // The shipped customer-value data's id column is not a feature (one value per row).
+  if (shipped && regression && !exclude.includes('customer_id')) exclude.push('customer_id');
   const spec: FeatureSpec = regression ? inferFeatureSpec(table, { target, task: 'regression', exclude }) : inferFeatureSpec(table, { target, positive: options.positive, exclude });
   writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
   const encoded = encodeTable(table, spec);

@@ -25,7 +25,7 @@ const nonNegativeNumber = (flag: string) => numberParser(flag, (v) => v >= 0, 'a
 const unitInterval = (flag: string) => numberParser(flag, (v) => v >= 0 && v < 1, 'in [0, 1)');
 
 /** The regression loss the demo uses unless --loss says otherwise (cli/demo.ts's DEFAULT_REGRESSION_LOSS, restated here so --help does not load the demo). */
-export const DEFAULT_REGRESSION_LOSS = 'huber';
+export const DEFAULT_REGRESSION_LOSS = 'tweedie';
 
 /**
  * The demo's strategy flags: each sets one parameter of the strategies listed, under its config
@@ -89,7 +89,7 @@ export function buildProgram(): Command {
     .option('--data <file>', 'CSV to learn from (default: the shipped churn data; with --task regression, the shipped customer-value data)')
     .option('--target <column>', 'target column (default: churn, or spend_12m for regression, on the shipped data)')
     .addOption(new Option('--task <kind>', 'binary classification or regression of a numeric target (default binary)').choices(['binary', 'regression']))
-    .addOption(new Option('--loss <name>', `regression loss (default ${DEFAULT_REGRESSION_LOSS}: see README); regression only`).choices(['mse', 'huber', 'tweedie', 'log1p']))
+    .addOption(new Option('--loss <name>', `regression loss (default ${DEFAULT_REGRESSION_LOSS}, log link: made for spend-like targets, many zeros and a heavy right tail); regression only`).choices(['mse', 'huber', 'tweedie', 'log1p']))
     .option('--positive <value>', 'target value of the positive class (default: yes/1/true); binary only')
     .option('--partition-by <column>', 'split rows into regions by this column (default: state for the churn data, region for the customer-value data)')
     .option('--nodes <n>', "number of regions / nodes (default 10); with --partition-by, the column's values are grouped into n regions, one node per value when n is at least their number (--partition-by state --nodes 51)", positiveInt('--nodes'))

@@ -136,7 +136,7 @@ describe('fedmark demo', () => {
       const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--json', '--task', 'regression', '--data', csv, '--target', 'spend', '--partition-by', 'region', '--rounds', '3', '--local-epochs', '10', '--model', 'linear', '--out', join(out, 'run')], { maxBuffer: 16 << 20 });
       const result = JSON.parse(stdout.trim());
       expect(result.task).toBe('regression');
-      expect(result.loss).toBe('huber');
+      expect(result.loss).toBe('tweedie'); // the default regression loss
       expect(result.nodes).toBe(3);
       expect(result.rounds).toHaveLength(3);
       expect(result.rounds.every((r: { phase: string; nodes: number }) => r.phase === 'completed' && r.nodes === 3)).toBe(true);

@@ -18,7 +18,7 @@
  * TensorFlow.js and the data included; tiny differences between strategies at this model size).
  *
  *   npm run bench -- --only strategies
- *   node bin/run-ts.js bench/strategies-bench.ts [--rounds 20] [--local-epochs 1] [--strategies fedavg,krum] [--splits 51-states]
+ *   node bin/run-ts.js bench/strategies-bench.ts [--rounds 20] [--local-epochs 1] [--strategies fedavg,krum] [--splits 51-states] [--set fedadam.serverLearningRate=0.1]
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -62,6 +62,8 @@ export interface StrategiesBenchOptions {
   /** Local epochs per round, the same for every strategy (default 1, the study default). */
   localEpochs?: number;
   strategies?: readonly StrategyName[];
+  /** Parameters other than a strategy's defaults, e.g. { fedadam: { serverLearningRate: 0.1 } }. */
+  params?: Partial<Record<StrategyName, Record<string, number>>>;
   splits?: readonly StrategySplit[];
   model?: ModelSpec;
   /** Per-run progress lines (default stderr). */
@@ -99,7 +101,7 @@ export async function strategiesBench(options: StrategiesBenchOptions = {}): Pro
   for (const split of options.splits ?? STRATEGY_SPLITS) {
     const parts = splits[split];
     for (const name of options.strategies ?? STRATEGY_NAMES) {
-      const params = StrategyConfig.parse({ name });
+      const params = StrategyConfig.parse({ name, ...(options.params?.[name] ?? {}) });
       const study = StudyConfig.parse({
         name: `strategies bench: ${name} on ${split}`,
         task: { kind: 'binary' },
@@ -178,13 +180,20 @@ function paramsText(params: StrategyConfig): string {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { rounds: { type: 'string' }, 'local-epochs': { type: 'string' }, strategies: { type: 'string' }, splits: { type: 'string' } } });
+  const { values } = parseArgs({ options: { rounds: { type: 'string' }, 'local-epochs': { type: 'string' }, strategies: { type: 'string' }, splits: { type: 'string' }, set: { type: 'string', multiple: true } } });
+  const params: Partial<Record<StrategyName, Record<string, number>>> = {};
+  for (const assignment of values.set ?? []) {
+    const m = /^([a-z-]+)\.([A-Za-z]+)=(.+)$/.exec(assignment);
+    if (!m) throw new Error(`--set ${assignment}: expected strategy.param=value`);
+    (params[m[1] as StrategyName] ??= {})[m[2]] = Number(m[3]);
+  }
   await initBackend('wasm');
   const rows = await strategiesBench({
     rounds: values.rounds ? Number(values.rounds) : undefined,
     localEpochs: values['local-epochs'] ? Number(values['local-epochs']) : undefined,
     strategies: values.strategies ? (values.strategies.split(',') as StrategyName[]) : undefined,
     splits: values.splits ? (values.splits.split(',') as StrategySplit[]) : undefined,
+    params,
   });
   process.stdout.write(JSON.stringify({ settings: strategiesBenchSettings({ rounds: values.rounds ? Number(values.rounds) : undefined, localEpochs: values['local-epochs'] ? Number(values['local-epochs']) : undefined }), rows }) + '\n');
 }

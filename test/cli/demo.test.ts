@@ -177,6 +177,19 @@ describe('fedmark demo', () => {
     expect(String(loss.stderr)).toMatch(/--loss mse is a regression loss/);
   });
 
+  it('refuses a strategy the split or the privacy settings cannot run, before starting any process', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'fedmark-demo-refused-'));
+    try {
+      const krum = await run(process.execPath, [BIN, 'demo', '--strategy', 'krum', '--nodes', '4', '--out', out]).catch((e) => e);
+      expect(krum.code).not.toBe(0);
+      expect(String(krum.stderr)).toMatch(/krum needs at least 5 updates a round .* the split has 4 nodes/);
+      const dp = await run(process.execPath, [BIN, 'demo', '--strategy', 'median', '--epsilon', '8', '--out', out]).catch((e) => e);
+      expect(String(dp.stderr)).toMatch(/--epsilon \(central DP\) cannot wrap --strategy median/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('documents every strategy flag with its defaults in --help', async () => {
     const { stdout } = await run(process.execPath, [BIN, 'demo', '--help']);
     const help = stdout.replace(/\s+/g, ' ');

@@ -1,6 +1,7 @@
 import { encodedWidth } from '../../protocols/feature-spec.ts';
 import { StudyConfig, type StudyStatus, type RoundSummary } from '../../protocols/messages.ts';
-import { initialWeights, modelTensorSpecs } from '../../protocols/model-spec.ts';
+import { initialWeights } from '../../protocols/model-spec.ts';
+import { modelKind } from '../../protocols/model-kinds/kind.ts';
 import { PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
 import { createStrategy } from '../../protocols/strategies/index.ts';
 import { totalParameters, type TensorSpec, type WeightSet } from '../../protocols/tensors.ts';
@@ -27,8 +28,10 @@ export interface StoredModel {
 }
 
 /** Tensor names and shapes every update of a study must have. */
+/** The tensors nodes send and the coordinator aggregates: the study's model kind's shared ones. */
 export function studyTensorSpecs(config: StudyConfig): TensorSpec[] {
-  return modelTensorSpecs(config.model, encodedWidth(config.features));
+  const kind = modelKind(config.task.kind);
+  return kind.sharedTensors(kind.tensorSpecs(config.model, encodedWidth(config.features)));
 }
 
 /** The largest sealed update a study accepts: its model's float32 values plus a generous header. */

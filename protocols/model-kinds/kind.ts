@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts';
+import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
+import type { TensorSpec } from '../tensors.ts';
 
 /**
  * Model kinds, the pure half (the coordinator's view; the node's half with TensorFlow lives in
@@ -113,9 +115,41 @@ export function poolRegression(reports: RegressionStats[], baselineCenter: numbe
   };
 }
 
+/**
+ * One model kind, the coordinator's half: the model's tensors and which of them are shared
+ * (aggregated; the rest never leave the node), the statistics an evaluation reports, and how
+ * they pool. The node's half (TensorFlow) is models/kinds/kind.ts.
+ */
+export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
+  readonly name: KindName;
+  /** Every tensor of the model, in protocol order. */
+  tensorSpecs(model: ModelSpec, inputWidth: number): TensorSpec[];
+  /**
+   * The tensors a node sends and the coordinator aggregates. Binary and regression share all of
+   * them; a kind with per-user factors (recommendation) keeps those on the node.
+   */
+  sharedTensors(specs: TensorSpec[]): TensorSpec[];
+  /** The sufficient statistics an evaluation reports. */
+  readonly stats: z.ZodType<S>;
+  /** Pooled metrics of one round's reports; `baselineCenter` is the regression mean-only baseline. */
+  pool(reports: S[], baselineCenter: number): PooledMetrics;
+  readonly primaryMetric: string;
+}
+
+const allShared = (specs: TensorSpec[]) => specs;
+
+export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats>; readonly regression: ModelKind<RegressionStats> } = {
+  binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: BinaryStats, pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
+  regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: RegressionStats, pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
+};
+
+export function modelKind(name: KindName): ModelKind {
+  return MODEL_KINDS[name] as ModelKind;
+}
+
 /** Pools one round's reports (all of one kind: the study's). */
 export function poolEvaluation(kind: KindName, reports: EvaluationStats[], baselineCenter = 0): PooledMetrics {
   const wrong = reports.find((r) => r.kind !== kind);
   if (wrong) throw new Error(`a ${wrong.kind} report in a ${kind} study`);
-  return kind === 'binary' ? poolBinary(reports as BinaryStats[]) : poolRegression(reports as RegressionStats[], baselineCenter);
+  return modelKind(kind).pool(reports, baselineCenter);
 }

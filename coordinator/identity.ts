@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { announceKeyRotation, fingerprintOf, IDENTITY_FILES, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
 import { appendAudit } from './audit/audit-log.ts';
 import type { Db } from './db/database.ts';
+import { isKeyRecorded, listKeyHistory, recordKey, recordKeyIfAbsent } from './keys/repository.ts';
 
 /** Where a new key waits until the database has recorded its rotation (see `rotate`). */
 const STAGING = 'rotating';
@@ -30,7 +31,7 @@ export class CoordinatorKeyring {
     mkdirSync(keyDir, { recursive: true });
     await CoordinatorKeyring.settleInterruptedRotation(db, keyDir, passphrase);
     const identity = await loadOrCreateIdentity(keyDir, { name: 'fedmark coordinator', passphrase, expiresInSeconds: COORDINATOR_KEY_LIFETIME_SECONDS });
-    await db.insertInto('coordinator_keys').values({ fingerprint: identity.fingerprint, public_key: identity.publicKeyArmored, announcement: null }).onConflict((oc) => oc.column('fingerprint').doNothing()).execute();
+    await recordKeyIfAbsent(db, { fingerprint: identity.fingerprint, public_key: identity.publicKeyArmored, announcement: null });
     const retired: LoadedIdentity[] = [];
     for (const entry of readdirSync(keyDir)) {
       if (entry.startsWith('retired-')) retired.push(await loadOrCreateIdentity(join(keyDir, entry), { name: 'fedmark coordinator', passphrase }));
@@ -76,7 +77,7 @@ export class CoordinatorKeyring {
     const announcement = await announceKeyRotation({ oldPrivateKey: old.privateKey, newPublicKeyArmored: next.publicKeyArmored, at: new Date() });
     try {
       await this.db.transaction().execute(async (tx) => {
-        await tx.insertInto('coordinator_keys').values({ fingerprint: next.fingerprint, public_key: next.publicKeyArmored, announcement }).execute();
+        await recordKey(tx, { fingerprint: next.fingerprint, public_key: next.publicKeyArmored, announcement });
         // The announcement (signed by the old key, carrying the new one) goes into the chain, so
         // an auditor holding only the first key can follow every rotation.
         await appendAudit(tx, { actor, kind: 'coordinator.key-rotated', data: { newFingerprint: next.fingerprint, announcement } });
@@ -124,7 +125,7 @@ export class CoordinatorKeyring {
         // A key file cut short by the crash, before the database could record it: never announced.
       }
     }
-    const recorded = stagedFingerprint && (await db.selectFrom('coordinator_keys').select('fingerprint').where('fingerprint', '=', stagedFingerprint).executeTakeFirst());
+    const recorded = stagedFingerprint !== undefined && (await isKeyRecorded(db, stagedFingerprint));
     if (!recorded) {
       rmSync(staging, { recursive: true, force: true });
       return;
@@ -137,7 +138,7 @@ export class CoordinatorKeyring {
   }
 
   async publicInfo() {
-    const history = await this.db.selectFrom('coordinator_keys').select(['fingerprint', 'announcement', 'created_at']).orderBy('created_at').execute();
+    const history = await listKeyHistory(this.db);
     return {
       fingerprint: this.identity.fingerprint,
       publicKey: this.identity.publicKeyArmored,

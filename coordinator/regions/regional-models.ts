@@ -10,6 +10,22 @@ import type { Database } from '../db/schema.ts';
 import { NotFoundError } from '../errors.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { latestPolicies } from '../policies/policy-service.ts';
+import {
+  dropRegionalAccumulators,
+  findRegionalModel,
+  findStudyConfigRow,
+  insertRegionalAccumulator,
+  insertRegionalModel,
+  listNodeEvaluations,
+  listNodeUpdates,
+  listRegionalAccumulators,
+  listRegionalModelSummaries,
+  listRegionMembers,
+  listRoundPhases,
+  lockRegionalAccumulator,
+  nodeRegionsAndJurisdictions,
+  updateRegionalAccumulator,
+} from './repository.ts';
 
 /**
  * Regional models: "one global framework, flexible local execution". Each round, the nodes of a
@@ -40,24 +56,14 @@ export async function foldRegionalUpdate(
   input: { studyId: string; round: number; region: string; global: WeightSet; update: WeightSet; numExamples: number },
 ): Promise<void> {
   const { studyId, round, region } = input;
-  const row = await tx
-    .selectFrom('regional_accumulators')
-    .select('state')
-    .where('study_id', '=', studyId)
-    .where('round', '=', round)
-    .where('region', '=', region)
-    .forUpdate()
-    .executeTakeFirst();
+  const row = await lockRegionalAccumulator(tx, studyId, round, region);
   // The plain example-weighted mean of the region's local models, whatever the study's strategy:
   // it is the region's adaptation of the global model, not a server step.
   const accumulator = row ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state))) : new WeightedMeanAccumulator(specsOf(input.global));
   accumulator.add(input.update, input.numExamples);
   const state = encodeAccumulatorState(accumulator.toState());
-  if (row) {
-    await tx.updateTable('regional_accumulators').set({ state }).where('study_id', '=', studyId).where('round', '=', round).where('region', '=', region).execute();
-  } else {
-    await tx.insertInto('regional_accumulators').values({ study_id: studyId, round, region, state }).execute();
-  }
+  if (row) await updateRegionalAccumulator(tx, studyId, round, region, state);
+  else await insertRegionalAccumulator(tx, studyId, round, region, state);
 }
 
 export interface RegionalOutcome {
@@ -80,10 +86,10 @@ export async function publishRegionalModels(
   input: { studyId: string; round: number; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }> },
 ): Promise<RegionalOutcome[]> {
   const { studyId, round } = input;
-  const rows = await tx.selectFrom('regional_accumulators').select(['region', 'state']).where('study_id', '=', studyId).where('round', '=', round).orderBy('region').execute();
+  const rows = await listRegionalAccumulators(tx, studyId, round);
   if (rows.length === 0) return [];
   const nodeIds = input.contributors.map((c) => c.node_id);
-  const nodes = nodeIds.length ? await tx.selectFrom('nodes').select(['id', 'region', 'jurisdiction']).where('id', 'in', nodeIds).execute() : [];
+  const nodes = await nodeRegionsAndJurisdictions(tx, nodeIds);
   const policies = await latestPolicies(tx);
   const outcomes: RegionalOutcome[] = [];
   for (const row of rows) {
@@ -100,19 +106,11 @@ export async function publishRegionalModels(
     const sha256 = sha256Hex(bytes);
     const { signature, fingerprint } = await input.keyring.sign(bytes);
     const numExamples = input.contributors.filter((c) => members.some((m) => m.id === c.node_id)).reduce((s, c) => s + c.num_examples, 0);
-    await tx
-      .insertInto('regional_models')
-      .values({ study_id: studyId, version: round, region: row.region, weights: bytes, sha256, bytes: bytes.length, nodes: members.length, num_examples: numExamples, signature, signer_fingerprint: fingerprint })
-      .execute();
+    await insertRegionalModel(tx, { study_id: studyId, version: round, region: row.region, weights: bytes, sha256, bytes: bytes.length, nodes: members.length, num_examples: numExamples, signature, signer_fingerprint: fingerprint });
     outcomes.push({ region: row.region, nodes: members.length, required, published: true, sha256 });
   }
   await dropRegionalAccumulators(tx, studyId, round);
   return outcomes;
-}
-
-/** A failed round publishes nothing: its regional sums go with it. */
-export async function dropRegionalAccumulators(tx: Transaction<Database>, studyId: string, round: number): Promise<void> {
-  await tx.deleteFrom('regional_accumulators').where('study_id', '=', studyId).where('round', '=', round).execute();
 }
 
 export interface StoredRegionalModel {
@@ -128,9 +126,7 @@ export interface StoredRegionalModel {
 
 /** A region's model of `version`, or its latest one. */
 export async function getRegionalModel(db: Db, studyId: string, region: string, version?: number): Promise<StoredRegionalModel> {
-  let query = db.selectFrom('regional_models').selectAll().where('study_id', '=', studyId).where('region', '=', region);
-  query = version === undefined ? query.orderBy('version', 'desc') : query.where('version', '=', version);
-  const row = await query.limit(1).executeTakeFirst();
+  const row = await findRegionalModel(db, studyId, region, version);
   if (!row) throw new NotFoundError(`study ${studyId} has no regional model for region ${region}${version === undefined ? '' : ` in round ${version}`}`);
   return { version: row.version, region: row.region, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint, nodes: row.nodes, numExamples: row.num_examples };
 }
@@ -142,16 +138,16 @@ export async function getRegionalModel(db: Db, studyId: string, region: string, 
  * only: no weights, no per-node values.
  */
 export async function regionalReport(db: Db, studyId: string, region: string) {
-  const study = await db.selectFrom('studies').select(['id', 'config']).where('id', '=', studyId).executeTakeFirst();
+  const study = await findStudyConfigRow(db, studyId);
   if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
   const config = StudyConfig.parse(study.config);
-  const members = await db.selectFrom('nodes').select(['id', 'name', 'state']).where('study_id', '=', studyId).where('region', '=', region).orderBy('name').execute();
+  const members = await listRegionMembers(db, studyId, region);
   const ids = members.map((m) => m.id);
   const [rounds, updates, evaluations, models] = await Promise.all([
-    db.selectFrom('rounds').select(['round', 'phase', 'mechanism']).where('study_id', '=', studyId).orderBy('round').execute(),
-    ids.length ? db.selectFrom('updates').select(['round', 'node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
-    ids.length ? db.selectFrom('evaluations').select(['round', 'node_id', 'histogram', 'stats']).where('study_id', '=', studyId).where('node_id', 'in', ids).execute() : Promise.resolve([]),
-    db.selectFrom('regional_models').select(['version', 'sha256', 'nodes', 'num_examples']).where('study_id', '=', studyId).where('region', '=', region).execute(),
+    listRoundPhases(db, studyId),
+    listNodeUpdates(db, studyId, ids),
+    listNodeEvaluations(db, studyId, ids),
+    listRegionalModelSummaries(db, studyId, region),
   ]);
   return {
     studyId,

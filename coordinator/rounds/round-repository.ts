@@ -1,12 +1,23 @@
-import type { Selectable } from 'kysely';
+import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
 import type { Db } from '../db/database.ts';
-import type { RoundsTable } from '../db/schema.ts';
+import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
 
 /**
- * The rounds' SQL that the strategy plumbing needs: plain functions taking `db` or a transaction
- * (Kysely's repository style). The round state machine (round-service.ts) calls these.
+ * SQL of rounds: the round state machine's (opening, closing, submitting; see round-service.ts)
+ * and the read-only round views (GET a round, a submission, a study's round list). Plain functions
+ * taking `db` or a transaction (Kysely's repository style); `.forUpdate()` where a row is locked
+ * for the rest of the transaction.
+ *
+ * @example
+ *   const row = await lockRound(tx, studyId, 1); // inside db.transaction().execute(...)
+ *   const view = await findRound(db, studyId, 1); // undefined when the study has no round 1
  */
 export type RoundRow = Selectable<RoundsTable>;
+
+/** The phases of a round that is still open. */
+const OPEN_PHASES = ['fit', 'evaluate'] as const;
+
+// ---- the round row ------------------------------------------------------------------------------
 
 /** Locks one round row for the rest of the transaction. */
 export async function lockRound(tx: Db, studyId: string, round: number): Promise<RoundRow | undefined> {
@@ -24,6 +35,31 @@ export async function previousRound(tx: Db, studyId: string, round: number): Pro
     .limit(1)
     .executeTakeFirst();
 }
+
+/** The number of the study's open round (fit or evaluate), if any. */
+export async function findOpenRoundNumber(db: Db, studyId: string): Promise<number | undefined> {
+  return (await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).executeTakeFirst())?.round;
+}
+
+/** The study's latest open round, whole (not locked: a node's task is only read from it). */
+export async function findLatestOpenRound(db: Db, studyId: string): Promise<RoundRow | undefined> {
+  return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round', 'desc').executeTakeFirst();
+}
+
+/** Every open round of every study, with the deadline of its phase (for re-arming timers). */
+export async function listOpenRounds(db: Db) {
+  return db.selectFrom('rounds').select(['study_id', 'round', 'phase', 'fit_deadline', 'evaluation_deadline']).where('phase', 'in', OPEN_PHASES).execute();
+}
+
+export async function insertRound(tx: Db, row: Insertable<RoundsTable>): Promise<void> {
+  await tx.insertInto('rounds').values(row).execute();
+}
+
+export async function updateRound(tx: Db, studyId: string, round: number, changes: Updateable<RoundsTable>): Promise<void> {
+  await tx.updateTable('rounds').set(changes).where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+// ---- kept updates (strategies that need every update) ----------------------------------------
 
 /** The updates an every-update strategy kept for a round, in arrival order. */
 export async function keptUpdates(tx: Db, studyId: string, round: number): Promise<Uint8Array[]> {
@@ -45,4 +81,146 @@ export async function keepUpdate(tx: Db, input: { studyId: string; round: number
 /** A closed round keeps no update: only published models persist. */
 export async function dropKeptUpdates(tx: Db, studyId: string, round: number): Promise<void> {
   await tx.deleteFrom('round_kept_updates').where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+// ---- updates and evaluations --------------------------------------------------------------------
+
+/** A node's accepted update for a round (a retry is compared with it), if any. */
+export async function findUpdate(db: Db, studyId: string, round: number, nodeId: string) {
+  return db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
+}
+
+/** Whether the node's update for the round was accepted. */
+export async function hasUpdate(db: Db, studyId: string, round: number, nodeId: string): Promise<boolean> {
+  return (await db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst()) !== undefined;
+}
+
+/** The nodes whose update for the round was accepted. */
+export async function listUpdaterIds(db: Db, studyId: string, round: number): Promise<string[]> {
+  const rows = await db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+  return rows.map((r) => r.node_id);
+}
+
+/** What each accepted update of the round contributes to its totals: counts and released loss. */
+export async function listUpdateContributions(db: Db, studyId: string, round: number) {
+  return db.selectFrom('updates').select(['node_id', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+export async function insertUpdate(tx: Db, row: Insertable<Database['updates']>): Promise<void> {
+  await tx.insertInto('updates').values(row).execute();
+}
+
+/** A node's evaluation report for a round (a retry is compared with it), if any. */
+export async function findEvaluation(db: Db, studyId: string, round: number, nodeId: string) {
+  return db.selectFrom('evaluations').select(['histogram', 'stats', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
+}
+
+/** Whether the node reported its evaluation for the round. */
+export async function hasEvaluation(db: Db, studyId: string, round: number, nodeId: string): Promise<boolean> {
+  return (await db.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst()) !== undefined;
+}
+
+/** The nodes that reported their evaluation for the round. */
+export async function listEvaluatorIds(db: Db, studyId: string, round: number): Promise<string[]> {
+  const rows = await db.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
+  return rows.map((r) => r.node_id);
+}
+
+/** The round's evaluation reports, for pooling. */
+export async function listRoundEvaluations(db: Db, studyId: string, round: number) {
+  return db.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram', 'stats']).where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+export async function insertEvaluation(tx: Db, row: Insertable<Database['evaluations']>): Promise<void> {
+  await tx.insertInto('evaluations').values(row).execute();
+}
+
+// ---- the study, its nodes and its models, as the round machine needs them ----------------------
+
+/** The study row, locked: opening a round (and charging its budget) holds it. */
+export async function lockStudy(tx: Transaction<Database>, studyId: string) {
+  return tx.selectFrom('studies').selectAll().where('id', '=', studyId).forUpdate().executeTakeFirst();
+}
+
+/** The study's state (undefined when there is no such study). */
+export async function findStudyState(db: Db, studyId: string): Promise<string | undefined> {
+  return (await db.selectFrom('studies').select('state').where('id', '=', studyId).executeTakeFirst())?.state;
+}
+
+export async function listRunningStudyIds(db: Db): Promise<string[]> {
+  const rows = await db.selectFrom('studies').select('id').where('state', '=', 'running').execute();
+  return rows.map((r) => r.id);
+}
+
+export async function updateStudy(tx: Db, studyId: string, changes: Updateable<StudiesTable>): Promise<void> {
+  await tx.updateTable('studies').set(changes).where('id', '=', studyId).execute();
+}
+
+/** The study's ready nodes, by id. */
+export async function listReadyNodeIds(tx: Db, studyId: string): Promise<string[]> {
+  const rows = await tx.selectFrom('nodes').select('id').where('study_id', '=', studyId).where('state', '=', 'ready').orderBy('id').execute();
+  return rows.map((r) => r.id);
+}
+
+/** Id and region of the given nodes, by id. */
+export async function nodeRegions(tx: Db, nodeIds: string[]) {
+  if (nodeIds.length === 0) return [];
+  return tx.selectFrom('nodes').select(['id', 'region']).where('id', 'in', nodeIds).orderBy('id').execute();
+}
+
+/** Id and state of the given nodes, by id. */
+export async function nodeStates(tx: Db, nodeIds: string[]) {
+  if (nodeIds.length === 0) return [];
+  return tx.selectFrom('nodes').select(['id', 'state']).where('id', 'in', nodeIds).orderBy('id').execute();
+}
+
+/** The node's state now (undefined when there is no such node). */
+export async function findNodeState(db: Db, nodeId: string): Promise<string | undefined> {
+  return (await db.selectFrom('nodes').select('state').where('id', '=', nodeId).executeTakeFirst())?.state;
+}
+
+/** The node's state now; throws (Kysely's NoResultError) when there is no such node. */
+export async function getNodeState(db: Db, nodeId: string): Promise<string> {
+  return (await db.selectFrom('nodes').select(['state']).where('id', '=', nodeId).executeTakeFirstOrThrow()).state;
+}
+
+export async function markNodeSeen(tx: Db, nodeId: string, at: Date): Promise<void> {
+  await tx.updateTable('nodes').set({ last_seen_at: at }).where('id', '=', nodeId).execute();
+}
+
+/** A published global model's bytes, hash and size; throws (NoResultError) when there is none. */
+export async function getModel(tx: Db, studyId: string, version: number) {
+  return tx.selectFrom('models').select(['weights', 'sha256', 'bytes']).where('study_id', '=', studyId).where('version', '=', version).executeTakeFirstOrThrow();
+}
+
+export async function insertModel(tx: Db, row: Insertable<Database['models']>): Promise<void> {
+  await tx.insertInto('models').values(row).execute();
+}
+
+// ---- read-only round views ----------------------------------------------------------------------
+
+export async function findRound(db: Db, studyId: string, round: number) {
+  return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst();
+}
+
+export async function listRounds(db: Db, studyId: string) {
+  return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).orderBy('round').execute();
+}
+
+/** Updates received per round. */
+export async function updateCountsByRound(db: Db, studyId: string): Promise<Map<number, number>> {
+  const rows = await db.selectFrom('updates').select(['round', ({ fn }) => fn.countAll<number>().as('count')]).where('study_id', '=', studyId).groupBy('round').execute();
+  return new Map(rows.map((r) => [r.round, Number(r.count)]));
+}
+
+/** A round's accepted updates with their node's name and region, in the order they came. */
+export async function listRoundUpdates(db: Db, studyId: string, round: number) {
+  return db
+    .selectFrom('updates')
+    .innerJoin('nodes', 'nodes.id', 'updates.node_id')
+    .select(['updates.node_id', 'nodes.name', 'nodes.region', 'updates.sha256', 'updates.bytes', 'updates.num_examples', 'updates.loss', 'updates.meta', 'updates.accepted_at'])
+    .where('updates.study_id', '=', studyId)
+    .where('updates.round', '=', round)
+    .orderBy('updates.accepted_at')
+    .execute();
 }

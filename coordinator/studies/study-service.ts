@@ -15,7 +15,7 @@ import { appendAudit } from '../audit/audit-log.ts';
 import type { Principal } from '../auth/principal.ts';
 import { authorizeModelRead, visibleRound, visibleStatus, visibleUpdate } from '../auth/visibility.ts';
 import { listStudyNodes, nodeIdsInRegion, regionHasNode } from '../nodes/repository.ts';
-import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '../rounds/queries.ts';
+import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '../rounds/round-repository.ts';
 import { findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
 
 export interface StoredModel {

@@ -1,0 +1,181 @@
+import { createHash } from 'node:crypto';
+import type { Transaction } from 'kysely';
+import { DEFAULT_HISTOGRAM_BINS } from '../../protocols/metrics.ts';
+import { unreleasedFields, type EvaluationReport, type StudyConfig, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
+import { EvaluationStats, statsRows } from '../../protocols/model-kinds/kind.ts';
+import type { WeightSet } from '../../protocols/tensors.ts';
+import { decodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
+import { appendAudit } from '../audit/audit-log.ts';
+import type { Database } from '../db/schema.ts';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
+import type { AuthenticatedNode } from '../nodes/node-service.ts';
+import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
+import { studyTensorSpecs } from '../studies/study-service.ts';
+import { evaluationStatsOf } from './evaluation-pooling.ts';
+import {
+  findEvaluation,
+  findUpdate,
+  getNodeState,
+  hasUpdate,
+  insertEvaluation,
+  insertUpdate,
+  keepUpdate,
+  listEvaluatorIds,
+  listUpdaterIds,
+  lockRound,
+  markNodeSeen,
+  updateRound,
+  type RoundRow,
+} from './round-repository.ts';
+import { aggregationOf, cannotTrain, EVALUATION_STATES, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+
+/**
+ * What nodes send into a round: their trained model (fit phase) and their evaluation report
+ * (evaluation phase). Each is checked in full before anything is stored, and stored in one
+ * transaction with the round row locked. The round service logs and moves the round on.
+ */
+
+/** JSON with object keys sorted, so equal values hash equal whatever order they were sent in. */
+function canonicalJson(value: unknown): string {
+  if (value === undefined) return 'null';
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+}
+
+type UpdateSubmission = { node: AuthenticatedNode; studyId: string; round: number; meta: UpdateMeta; body: Uint8Array; sha256: string; metaSha256: string };
+
+/**
+ * Accepts one node's model for a round, exactly once. A retry of the same bytes gets the
+ * original receipt; different bytes for the same node and round are refused; nothing of a
+ * refused update is stored. `allIn`: every participant has now either sent its update or said it
+ * cannot train.
+ */
+export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array) {
+  if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
+  const config = await deps.studies.getConfig(studyId);
+  const unreleased = unreleasedFields(config.release, { kind: 'update', meta });
+  if (unreleased.length > 0) throw new BadRequestError(`update refused: ${unreleased.join(', ')} ${unreleased.length === 1 ? 'is' : 'are'} not on study ${studyId}'s release list; nothing of it was stored`, unreleased[0], 'NOT_RELEASED');
+  const sha256 = sha256Hex(body);
+  // A retry is the same weights AND the same metadata: the counts are part of the submission.
+  const metaSha256 = createHash('sha256').update(canonicalJson(meta)).digest('hex');
+  let weights;
+  try {
+    weights = decodeWeights(body, { expected: studyTensorSpecs(config), dtype: 'float32' });
+  } catch (err) {
+    if (err instanceof WeightsCodecError) throw new BadRequestError(`update refused: ${err.message}`, 'body', 'INVALID_WEIGHTS');
+    throw err;
+  }
+  // Fetched before the transaction (cached, immutable): on PGlite the transaction holds the only connection.
+  const global = await deps.studies.getModelWeights(studyId, round - 1).catch(() => undefined);
+  const submission: UpdateSubmission = { node, studyId, round, meta, body, sha256, metaSha256 };
+  return deps.db.transaction().execute(async (tx) => {
+    const row = await lockRound(tx, studyId, round);
+    if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+    if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
+    const current = await getNodeState(tx, node.id);
+    if (current === 'withdrawn' || current === 'revoked') throw new ForbiddenError(`node ${node.id} is ${current}; its updates are no longer accepted`);
+    const replay = await replayOf(tx, submission);
+    if (replay) return replay;
+    const t = deps.now();
+    if (row.phase !== 'fit' || t > new Date(row.fit_deadline)) {
+      throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
+    }
+    if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
+    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t });
+  });
+}
+
+/**
+ * The node's earlier update for this round, if any: the same weights and header are a retry
+ * (the original receipt); anything else is refused.
+ */
+async function replayOf(tx: Transaction<Database>, s: UpdateSubmission): Promise<{ replay: true; receipt: UpdateReceipt } | undefined> {
+  const { node, studyId, round, sha256 } = s;
+  const previous = await findUpdate(tx, studyId, round, node.id);
+  if (!previous) return undefined;
+  const previousMeta = previous.meta as Record<string, unknown> & { metaSha256?: string };
+  if (previous.sha256 === sha256 && previousMeta.metaSha256 === s.metaSha256) {
+    return { replay: true, receipt: { studyId, round, nodeId: node.id, sha256, bytes: previous.bytes, acceptedAt: new Date(previous.accepted_at).toISOString() } };
+  }
+  if (previous.sha256 === sha256) {
+    const fields = Object.keys(s.meta).filter((k) => canonicalJson((s.meta as Record<string, unknown>)[k]) !== canonicalJson(previousMeta[k]));
+    throw new ConflictError(
+      'DUPLICATE_UPDATE',
+      `node ${node.id} already submitted these weights for round ${round} with different metadata (${fields.join(', ') || 'the update header'} differ); a retry must resend the same header, and a corrected count is a new update, which one node may send once per round`,
+    );
+  }
+  throw new ConflictError('DUPLICATE_UPDATE', `node ${node.id} already submitted a different update for round ${round} (sha256 ${previous.sha256.slice(0, 12)}...); one update per node and round`);
+}
+
+/** Folds a new update into the round's persisted aggregation and records it (never its values). */
+async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: RoundRow; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date }) {
+  const { node, studyId, round, meta, body, sha256, row, t } = s;
+  const strategy = deps.strategyFor(s.config);
+  const aggregation = await aggregationOf(tx, strategy, s.global, row);
+  // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
+  const { deltaNorm, clipped, kept } = aggregation.accept(s.weights, meta.numExamples);
+  await updateRound(tx, studyId, round, { accumulator: aggregation.state() });
+  // Strategies that need every update (median, Krum...) get each one stored once.
+  if (kept) await keepUpdate(tx, { studyId, round, nodeId: node.id, bytes: kept });
+  if (makesRegionalModels(s.config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global: s.global, update: s.weights, numExamples: meta.numExamples });
+  await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256: s.metaSha256 }), accepted_at: t });
+  await markNodeSeen(tx, node.id, t);
+  // Size, hash, clipped norm and counts: never the values.
+  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, deltaNorm, clipped: clipped ?? false, dpSgd: meta.dpSgd ?? null } });
+  const received = await listUpdaterIds(tx, studyId, round);
+  // All in: every participant either sent its update or said it cannot train.
+  const waitingFor = row.participants.filter((id) => !received.includes(id));
+  const allIn = waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, TRAINING_STATES)).length === waitingFor.length;
+  return { replay: false as const, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
+}
+
+/**
+ * Stores one node's evaluation report for a round. False: a retry of the report already stored;
+ * 'all-in': stored, and every node that trained has now evaluated or can no longer.
+ */
+export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport): Promise<boolean | 'all-in'> {
+  if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
+  const config = await deps.studies.getConfig(studyId);
+  checkEvaluationReport(config, report);
+  return deps.db.transaction().execute(async (tx) => {
+    const row = await lockRound(tx, studyId, round);
+    if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+    if (!(await hasUpdate(tx, studyId, round, node.id))) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
+    const previous = await findEvaluation(tx, studyId, round, node.id);
+    if (previous) {
+      // jsonb reorders keys: compare canonical forms, not the serialization.
+      const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss;
+      if (same) return false;
+      throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
+    }
+    if (row.phase !== 'evaluate' || deps.now() > new Date(row.evaluation_deadline!)) {
+      throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
+    }
+    await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) });
+    await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
+    const evaluated = await listEvaluatorIds(tx, studyId, round);
+    const updaters = await listUpdaterIds(tx, studyId, round);
+    // All in: every node that trained has evaluated, or can no longer (see advanceRound).
+    const waitingFor = updaters.filter((id) => !evaluated.includes(id));
+    return waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, EVALUATION_STATES)).length === waitingFor.length ? 'all-in' : true;
+  });
+}
+
+/**
+ * An evaluation report's statistics are checked before anything is stored: the study's kind, as
+ * many rows as the report claims, and (binary) the histogram resolution every honest node uses,
+ * so one report cannot make the round's pooling fail.
+ */
+function checkEvaluationReport(config: StudyConfig, report: EvaluationReport): void {
+  const unreleased = unreleasedFields(config.release, { kind: 'evaluation', report });
+  if (unreleased.length > 0) throw new BadRequestError(`evaluation refused: ${unreleased.join(', ')} is not on the study's release list`, unreleased[0], 'NOT_RELEASED');
+  const stats: EvaluationStats = report.stats;
+  if (stats.kind !== config.task.kind) throw new BadRequestError(`evaluation refused: stats.kind is ${stats.kind} but the study is ${config.task.kind}`, 'stats.kind', 'INVALID_EVALUATION');
+  if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) {
+    throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${DEFAULT_HISTOGRAM_BINS}, got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
+  }
+  const rows = statsRows(stats);
+  if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: the statistics cover ${rows} rows but numExamples is ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
+}

@@ -6,7 +6,12 @@ import { z } from 'zod';
  * that cannot take a noised mean) are checked in StudyConfig (messages.ts), where both fields are.
  */
 const ServerOptimizerParams = {
-  /** Server learning rate eta (Reddi et al. 2021, Algorithm 2). */
+  /**
+   * Server learning rate eta (Reddi et al. 2021, Algorithm 2). Default 0.1 for FedAdam, FedYogi
+   * and FedAdagrad (Flower's default for FedAdam and FedAdagrad): on the churn splits of
+   * `npm run bench -- --only strategies` it beat 0.01 on average over the 10-region and 51-state
+   * federations for all three (e.g. FedAdagrad 0.847/0.785 -> 0.910/0.893 test AUC).
+   */
   serverLearningRate: z.number().positive().max(100),
   beta1: z.number().min(0).lt(1),
   beta2: z.number().min(0).lt(1),
@@ -24,21 +29,21 @@ export const StrategyConfig = z.discriminatedUnion('name', [
   }),
   z.strictObject({
     name: z.literal('fedadam'),
-    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.01),
+    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.1),
     beta1: ServerOptimizerParams.beta1.default(0.9),
     beta2: ServerOptimizerParams.beta2.default(0.99),
     tau: ServerOptimizerParams.tau.default(1e-3),
   }),
   z.strictObject({
     name: z.literal('fedyogi'),
-    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.01),
+    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.1),
     beta1: ServerOptimizerParams.beta1.default(0.9),
     beta2: ServerOptimizerParams.beta2.default(0.99),
     tau: ServerOptimizerParams.tau.default(1e-3),
   }),
   z.strictObject({
     name: z.literal('fedadagrad'),
-    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.01),
+    serverLearningRate: ServerOptimizerParams.serverLearningRate.default(0.1),
     tau: ServerOptimizerParams.tau.default(1e-3),
   }),
   z.strictObject({

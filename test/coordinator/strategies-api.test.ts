@@ -51,7 +51,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(ok.status).toBe(201);
       // Defaults are applied and shown back.
       const created = (await h.admin('get', `/v1/studies/${ok.body.id}`)).body;
-      expect(created.config.strategy).toEqual({ name: 'fedadam', serverLearningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 1e-3 });
+      expect(created.config.strategy).toEqual({ name: 'fedadam', serverLearningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 });
     });
 
     run('FedProx sends its mu to every node in the fit task; the server state is stored with the round', async (h) => {

@@ -30,7 +30,7 @@ describe('strategy config (zod)', () => {
       expect(parsed.strategy.name).toBe(name);
       expect(createStrategy(parsed).name).toBe(name);
     }
-    expect(StrategyConfig.parse({ name: 'fedadam' })).toEqual({ name: 'fedadam', serverLearningRate: 0.01, beta1: 0.9, beta2: 0.99, tau: 1e-3 });
+    expect(StrategyConfig.parse({ name: 'fedadam' })).toEqual({ name: 'fedadam', serverLearningRate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 });
   });
 
   it('a bad parameter gives an issue naming its field path', () => {

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PGlite } from '@electric-sql/pglite';
 import { pgliteByteaOptions } from '../coordinator/db/pglite-bytea.ts';
-import { FedAvgStrategy } from '../protocols/aggregation/fedavg-strategy.ts';
+import { FedAvg } from '../protocols/strategies/fedavg.ts';
+import { emptyServerState } from '../protocols/strategies/server-state.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 
@@ -54,7 +55,9 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
   try {
     await db.exec('CREATE TABLE rounds (id int PRIMARY KEY, accumulator bytea)');
     await db.query('INSERT INTO rounds (id, accumulator) VALUES (1, NULL)');
-    const strategy = new FedAvgStrategy();
+    const strategy = new FedAvg();
+    const serverState = emptyServerState();
+    const context = { round: 1, participants: updates };
     let seconds = 0;
     let foldSeconds = 0;
     let databaseSeconds = 0;
@@ -67,7 +70,7 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
         const row = await tx.query<{ accumulator: Uint8Array | null }>('SELECT accumulator FROM rounds WHERE id = 1 FOR UPDATE');
         const stored = row.rows[0].accumulator;
         const update = decodeWeights(frames[u % frames.length], { expected: specs, dtype: 'float32' });
-        const round = stored ? strategy.resume(global, stored) : strategy.begin(global);
+        const round = stored ? strategy.resumeFit(global, serverState, stored, [], context) : strategy.beginFit(global, serverState, context);
         round.accept(update, 100 + u);
         const state = round.state();
         stateBytes = state.byteLength;
@@ -82,7 +85,7 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
     }
     // A fast but broken path must not produce a figure: the persisted state must resume to a finite mean.
     const final = await db.query<{ accumulator: Uint8Array }>('SELECT accumulator FROM rounds WHERE id = 1');
-    const outcome = strategy.resume(global, final.rows[0].accumulator).finish();
+    const outcome = strategy.resumeFit(global, serverState, final.rows[0].accumulator, [], context).finish([]);
     if (!outcome.weights || outcome.weights.some((t) => t.values.some((x) => !Number.isFinite(x)))) throw new Error('coordinator path bench produced an invalid mean');
     return { updates, parameters, database: 'pglite', byteaConversion, seconds, gbPerSecond: (updates * parameters * 4) / seconds / 1e9, foldSeconds, databaseSeconds, stateBytes, peakRssMb: peakRss / (1024 * 1024) };
   } finally {

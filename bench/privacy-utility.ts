@@ -4,13 +4,13 @@
  * rounds fit in a benchmark run. Test AUC on the same held-out split as the demo.
  */
 import { fileURLToPath } from 'node:url';
-import { FedAvgStrategy } from '../protocols/aggregation/fedavg-strategy.ts';
+import { FedAvg } from '../protocols/strategies/fedavg.ts';
 import { encodedWidth } from '../protocols/feature-spec.ts';
 import { initialWeights, modelTensorSpecs, type ModelSpec } from '../protocols/model-spec.ts';
 import { ClientLevelDpStrategy } from '../protocols/privacy/client-level-dp.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
 import type { DpSgdConfig } from '../protocols/privacy/study-privacy.ts';
-import type { Strategy } from '../protocols/strategy.ts';
+import type { Strategy } from '../protocols/strategies/strategy.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { createModel, encodeTable, evaluateModel, getWeights, inferFeatureSpec, readCsvTable, setWeights, splitRows, subset, trainLocal } from '../models/index.ts';
@@ -49,15 +49,18 @@ export async function privacyUtility(options: { rounds?: number; regions?: numbe
 
   async function run(strategy: Strategy, dpSgd?: DpSgdConfig): Promise<number> {
     let global: WeightSet = initialWeights(modelTensorSpecs(modelSpec, width), 42);
+    let serverState = strategy.initialServerState(global);
     for (let r = 1; r <= rounds; r++) {
-      const round = strategy.begin(global, { round: r, participants: parts.length });
+      const round = strategy.beginFit(global, serverState, { round: r, participants: parts.length });
       for (const data of parts) {
         setWeights(model, global);
         if (dpSgd) await trainDpSgd(model, data, dpSgd);
         else await trainLocal(model, data, training, { seed: 42 + r });
         round.accept(getWeights(model), data.n);
       }
-      global = round.finish().weights ?? global;
+      const outcome = round.finish([]);
+      global = outcome.weights ?? global;
+      serverState = outcome.serverState;
     }
     setWeights(model, global);
     return evaluateModel(model, test).auc;
@@ -70,12 +73,12 @@ export async function privacyUtility(options: { rounds?: number; regions?: numbe
     rows.push({ ...row, testAuc, seconds: (performance.now() - t) / 1000 });
     process.stderr.write(`  privacy-utility: ${row.mechanism} eps=${row.epsilon ?? '-'} AUC ${testAuc.toFixed(4)}\n`);
   };
-  await time({ mechanism: 'none', epsilon: null, delta, nodes: parts.length, rounds, noiseMultiplier: null }, () => run(new FedAvgStrategy()));
+  await time({ mechanism: 'none', epsilon: null, delta, nodes: parts.length, rounds, noiseMultiplier: null }, () => run(new FedAvg()));
   for (const epsilon of epsilons) {
     // Central: every node every round (q = 1), clip 0.5, noise calibrated to the study budget.
     const z = calibrateSigma({ q: 1, steps: rounds, delta, epsilon });
     await time({ mechanism: 'central', epsilon, delta, nodes: parts.length, rounds, noiseMultiplier: z }, () =>
-      run(new ClientLevelDpStrategy(new FedAvgStrategy(), { noiseMultiplier: z, clipping: { kind: 'fixed', norm: 0.5 } })),
+      run(new ClientLevelDpStrategy(new FedAvg(), { noiseMultiplier: z, clipping: { kind: 'fixed', norm: 0.5 } })),
     );
   }
   for (const epsilon of epsilons) {
@@ -85,7 +88,7 @@ export async function privacyUtility(options: { rounds?: number; regions?: numbe
     const stepsPerRound = Math.round(1 / q);
     const z = calibrateSigma({ q, steps: rounds * stepsPerRound, delta, epsilon });
     await time({ mechanism: 'dp-sgd', epsilon, delta, nodes: parts.length, rounds, noiseMultiplier: z }, () =>
-      run(new FedAvgStrategy(), { noiseMultiplier: z, clipNorm: 1, samplingRate: q, stepsPerRound, learningRate: 0.5 }),
+      run(new FedAvg(), { noiseMultiplier: z, clipNorm: 1, samplingRate: q, stepsPerRound, learningRate: 0.5 }),
     );
   }
   model.dispose();

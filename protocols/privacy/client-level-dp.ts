@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
-import type { RoundAggregation as LegacyRoundAggregation, RoundContext as LegacyRoundContext, RoundOutcome as LegacyRoundOutcome } from '../strategy.ts';
 import { clipToNorm, describeSpecMismatch, l2Norm, specsOf, subtract, TensorError, type TensorSpec, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
 import {
@@ -235,47 +234,6 @@ export class ClientLevelDpStrategy implements Strategy {
     const step = this.inner.applyMeanDelta(global, meanDelta, innerBefore, context.round);
     return { weights: step.weights, serverState: withClipNorm(step.serverState, nextClip), details: { ...step.details, ...details } };
   }
-
-  /*
-   * The interface of protocols/strategy.ts (begin/resume, clip norm in the round context), kept so
-   * the coordinator runs unchanged until it moves to Strategy v2. The inner strategy's server state
-   * starts fresh every round there (right for FedAvg, the only strategy that interface served).
-   */
-
-  /** @deprecated Strategy v1: use beginFit. */
-  begin(global: WeightSet, context: LegacyRoundContext): LegacyRoundAggregation {
-    const serverState = this.legacyServerState(global, context);
-    return legacyRound(this.beginFit(global, serverState, context));
-  }
-
-  /** @deprecated Strategy v1: use resumeFit. */
-  resume(global: WeightSet, state: Uint8Array, context: LegacyRoundContext): LegacyRoundAggregation {
-    return legacyRound(this.resumeFit(global, this.legacyServerState(global, context), state, [], context));
-  }
-
-  private legacyServerState(global: WeightSet, context: LegacyRoundContext): ServerState {
-    return withClipNorm(this.inner.initialServerState(global), context.clipNorm ?? initialClipNorm(this.config));
-  }
-}
-
-function legacyRound(fit: FitAggregation): LegacyRoundAggregation {
-  return {
-    get specs() {
-      return fit.specs;
-    },
-    get count() {
-      return fit.count;
-    },
-    accept: (update, numExamples) => {
-      const { deltaNorm, clipped } = fit.accept(update, numExamples);
-      return { deltaNorm, clipped };
-    },
-    state: () => fit.state(),
-    finish: (): LegacyRoundOutcome => {
-      const { weights, details } = fit.finish([]);
-      return { weights, details };
-    },
-  };
 }
 
 /** Persisted per-round state of the wrapper (all of it already noised or public). */

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
@@ -11,6 +10,7 @@ import { closeEvaluation } from './close-evaluation.ts';
 import { closeFit } from './close-fit.ts';
 import { acceptEvaluation, acceptUpdate } from './intake.ts';
 import { openRound, type OpenMode } from './open-round.ts';
+import { createRoundEvents } from './round-events.ts';
 import { findOpenRoundNumber, findStudyState, listOpenRounds, listRunningStudyIds, lockRound } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
 import { findTask } from './tasks.ts';
@@ -21,48 +21,18 @@ import { findTask } from './tasks.ts';
  * coordinator restart all see one consistent history. Timers are only a way to be on time: on
  * start-up `resume()` re-arms them from the deadlines stored in the database.
  *
- * This is the composition: timers, change notifications and background transitions live here;
- * what a transition does is in open-round.ts (opening), close-fit.ts (aggregation or failure),
- * close-evaluation.ts (pooling), intake.ts (updates and evaluations) and tasks.ts (a node's
- * task); their SQL is in round-repository.ts.
+ * This is the composition: it runs each transition in its transaction, then logs, arms timers and
+ * notifies (timers, background work and notifications: round-events.ts). What a transition does
+ * is in open-round.ts (opening: budget, policy, sampling, server state, instructions),
+ * close-fit.ts (aggregation or failure), close-evaluation.ts (pooling), intake.ts (updates and
+ * evaluations) and tasks.ts (a node's next task); their SQL is in round-repository.ts.
  */
 export function createRoundService(deps: { db: Db; log: Logger; studies: StudyService; strategyFor: (config: StudyConfig) => Strategy; keyring: CoordinatorKeyring; now?: () => Date }) {
   const { db, log, studies } = deps;
   const now = deps.now ?? (() => new Date());
   const machine: RoundDeps = { db, studies, strategyFor: deps.strategyFor, keyring: deps.keyring, now };
-  const changes = new EventEmitter();
-  changes.setMaxListeners(0);
-  const timers = new Map<string, NodeJS.Timeout>();
-  let stopped = false;
-  const background = new Set<Promise<unknown>>();
-
-  const changeCounts = new Map<string, number>();
-  function notify(studyId: string) {
-    changeCounts.set(studyId, (changeCounts.get(studyId) ?? 0) + 1);
-    changes.emit(studyId);
-  }
-
-  /** Runs a transition in the background (after a response, or from a timer), logging failures. */
-  function spawn(what: string, fn: () => Promise<unknown>) {
-    if (stopped) return;
-    const p = fn()
-      .catch((err) => log.error({ err, what }, 'round transition failed'))
-      .finally(() => background.delete(p));
-    background.add(p);
-  }
-
-  function schedule(studyId: string, round: number, at: Date) {
-    const key = `${studyId}/${round}`;
-    clearTimeout(timers.get(key));
-    const delay = Math.max(0, at.getTime() - now().getTime()) + 5;
-    timers.set(
-      key,
-      setTimeout(() => {
-        timers.delete(key);
-        spawn('deadline', () => advanceRound(studyId, round));
-      }, Math.min(delay, 2 ** 31 - 1)),
-    );
-  }
+  const events = createRoundEvents({ log, now, onDeadline: (studyId, round) => advanceRound(studyId, round) });
+  const { notify, spawn, schedule } = events;
 
   /**
    * Opens the next round if it may: none open, rounds left, enough ready nodes, and (with central
@@ -123,7 +93,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     }
     if (outcome.kind === 'failed') log.warn({ studyId, round, reason: outcome.reason }, 'round failed');
     else log.info({ studyId, round, validationAuc: outcome.auc, evaluations: outcome.evaluations }, 'round completed');
-    clearTimeout(timers.get(`${studyId}/${round}`));
+    events.cancel(studyId, round);
     // The round's end is a checkpoint: the coordinator signs the chain head (a failure is logged;
     // the next checkpoint covers these entries too, and the study must not stall on it).
     await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId, round }, 'audit checkpoint failed'));
@@ -132,7 +102,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
   }
 
   return {
-    changes,
+    changes: events.changes,
     maybeStartNextRound,
     openNextRound,
     advanceRound,
@@ -149,26 +119,8 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       for (const id of running) spawn('resume', () => maybeStartNextRound(id));
     },
 
-    /** Resolves when anything about the study changes, or after `seconds` (long polling for watchers). */
-    async waitForChange(studyId: string, seconds: number, seen?: number): Promise<void> {
-      if (seconds <= 0 || stopped || (seen !== undefined && (changeCounts.get(studyId) ?? 0) !== seen)) return;
-      let wake!: () => void;
-      const changed = new Promise<void>((resolve) => (wake = resolve));
-      changes.once(studyId, wake);
-      changes.once('__stop__', wake);
-      const timer = setTimeout(wake, seconds * 1000);
-      try {
-        await changed;
-      } finally {
-        clearTimeout(timer);
-        changes.off(studyId, wake);
-        changes.off('__stop__', wake);
-      }
-    },
-
-    changeCount(studyId: string): number {
-      return changeCounts.get(studyId) ?? 0;
-    },
+    waitForChange: events.waitForChange,
+    changeCount: events.changeCount,
 
     /**
      * A node enrolled, changed state, withdrew or was revoked: the open round may now be able to
@@ -188,21 +140,17 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const until = Date.now() + waitSeconds * 1000;
       for (;;) {
         // Subscribe before looking, so a change between the look and the wait is not missed.
-        let wake!: () => void;
-        const changed = new Promise<void>((resolve) => (wake = resolve));
-        changes.once(node.studyId, wake);
-        changes.once('__stop__', wake);
+        const subscription = events.subscribe(node.studyId);
         try {
           const task = await findTask(machine, node);
           const left = until - Date.now();
-          if (task || left <= 0 || signal?.aborted || stopped) return task;
+          if (task || left <= 0 || signal?.aborted || events.stopped) return task;
           if ((await findStudyState(db, node.studyId)) !== 'running') return undefined;
           let timer: NodeJS.Timeout | undefined;
-          await Promise.race([changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+          await Promise.race([subscription.changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
           clearTimeout(timer);
         } finally {
-          changes.off(node.studyId, wake);
-          changes.off('__stop__', wake);
+          subscription.off();
         }
       }
     },
@@ -228,13 +176,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       return { studyId, round, nodeId: node.id, stored: stored !== false };
     },
 
-    async stop() {
-      stopped = true;
-      for (const t of timers.values()) clearTimeout(t);
-      timers.clear();
-      changes.emit('__stop__');
-      await Promise.allSettled([...background]);
-    },
+    stop: events.stop,
   };
 }
 export type RoundService = ReturnType<typeof createRoundService>;

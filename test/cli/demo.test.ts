@@ -195,7 +195,7 @@ describe('fedmark demo', () => {
     const help = stdout.replace(/\s+/g, ' ');
     for (const flag of ['--strategy', '--mu', '--server-lr', '--momentum', '--beta1', '--beta2', '--tau', '--trim-fraction', '--byzantine', '--select', '--task', '--loss']) expect(help).toContain(flag);
     expect(help).toMatch(/fedprox \(default 0\.01\)/);
-    expect(help).toMatch(/fedavgm \(default 1\), fedadam \(default 0\.01\)/);
+    expect(help).toMatch(/fedavgm \(default 1\), fedadam \(default 0\.1\)/);
     expect(help).toMatch(/krum \(default 1\)/);
   });
 

@@ -70,7 +70,7 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
         const row = await tx.query<{ accumulator: Uint8Array | null }>('SELECT accumulator FROM rounds WHERE id = 1 FOR UPDATE');
         const stored = row.rows[0].accumulator;
         const update = decodeWeights(frames[u % frames.length], { expected: specs, dtype: 'float32' });
-        const round = stored ? strategy.resumeFit(global, serverState, stored, [], context) : strategy.beginFit(global, serverState, context);
+        const round = stored ? strategy.aggregateFit(global, serverState, context, { state: stored, kept: [] }) : strategy.aggregateFit(global, serverState, context);
         round.accept(update, 100 + u);
         const state = round.state();
         stateBytes = state.byteLength;
@@ -85,7 +85,7 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
     }
     // A fast but broken path must not produce a figure: the persisted state must resume to a finite mean.
     const final = await db.query<{ accumulator: Uint8Array }>('SELECT accumulator FROM rounds WHERE id = 1');
-    const outcome = strategy.resumeFit(global, serverState, final.rows[0].accumulator, [], context).finish([]);
+    const outcome = strategy.aggregateFit(global, serverState, context, { state: final.rows[0].accumulator, kept: [] }).finish([]);
     if (!outcome.weights || outcome.weights.some((t) => t.values.some((x) => !Number.isFinite(x)))) throw new Error('coordinator path bench produced an invalid mean');
     return { updates, parameters, database: 'pglite', byteaConversion, seconds, gbPerSecond: (updates * parameters * 4) / seconds / 1e9, foldSeconds, databaseSeconds, stateBytes, peakRssMb: peakRss / (1024 * 1024) };
   } finally {

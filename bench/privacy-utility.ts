@@ -51,7 +51,7 @@ export async function privacyUtility(options: { rounds?: number; regions?: numbe
     let global: WeightSet = initialWeights(modelTensorSpecs(modelSpec, width), 42);
     let serverState = strategy.initialServerState(global);
     for (let r = 1; r <= rounds; r++) {
-      const round = strategy.beginFit(global, serverState, { round: r, participants: parts.length });
+      const round = strategy.aggregateFit(global, serverState, { round: r, participants: parts.length });
       for (const data of parts) {
         setWeights(model, global);
         if (dpSgd) await trainDpSgd(model, data, dpSgd);

@@ -6,7 +6,7 @@
  * Global test AUC on the demo's held-out split (20%, stratified, seed 42).
  *
  * The federation is simulated in one process, as bench/privacy-utility.ts does: the real Strategy
- * objects (createStrategy: configureFit -> beginFit -> accept -> finish(failures) -> applies) and
+ * objects (createStrategy: configureFit -> aggregateFit -> accept -> finish(failures) -> applies) and
  * the real node training (the study's model kind, `NodeModelKind.train`, which honours FedProx's
  * proximalMu from the fit instructions), without HTTP, signatures or a database. Every node of
  * the split takes part in every round and none fails.
@@ -146,7 +146,7 @@ export async function simulateFederation(study: StudyConfig, parts: EncodedData[
   try {
     for (let round = 1; round <= study.rounds; round++) {
       const instructions = strategy.configureFit(round, serverState, nodes, study.training);
-      const fit = strategy.beginFit(global, serverState, { round, participants: nodes.length });
+      const fit = strategy.aggregateFit(global, serverState, { round, participants: nodes.length });
       let keptBytes = 0;
       for (let i = 0; i < parts.length; i++) {
         setWeights(model, global);

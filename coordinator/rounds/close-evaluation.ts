@@ -1,4 +1,5 @@
 import type { StudyConfig } from '../../protocols/messages.ts';
+import type { Strategy } from '../../protocols/strategies/strategy.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Db } from '../db/database.ts';
 import { meanLossOf } from '../regions/regional-models.ts';
@@ -13,7 +14,7 @@ export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: n
  * node that trained reported (or can no longer) or the deadline passed: pools the reports into
  * the round's validation metrics and completes the round. Undefined: the round still waits.
  */
-export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig, t: Date): Promise<EvaluationClosing | undefined> {
+export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig, strategy: Strategy, t: Date): Promise<EvaluationClosing | undefined> {
   const { study_id: studyId, round } = row;
   const evaluations = await listRoundEvaluations(tx, studyId, round);
   const updaters = await listUpdaterIds(tx, studyId, round);
@@ -21,8 +22,11 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const unable = await cannotTrain(tx, updaters.filter((id) => !evaluations.some((e) => e.node_id === id)), EVALUATION_STATES);
   const allIn = evaluations.length + unable.length >= updaters.length;
   if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
-  // The kind's sufficient statistics, summed: the metrics of the pooled held-out rows.
-  const metrics = poolStudyEvaluation(config, evaluations.map(evaluationStatsOf));
+  // Flower's aggregate_evaluate, with the nodes that could not report as failures; by default
+  // the kind's sufficient statistics, summed: the metrics of the pooled held-out rows.
+  const results = evaluations.map((e) => ({ nodeId: e.node_id, numExamples: e.num_examples, stats: evaluationStatsOf(e) }));
+  const failures = updaters.filter((id) => !evaluations.some((e) => e.node_id === id)).map((nodeId) => ({ nodeId, reason: unable.find((u) => u.nodeId === nodeId)?.state ?? 'late' }));
+  const metrics = strategy.aggregateEvaluate(round, results, failures, (stats) => poolStudyEvaluation(config, stats));
   const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
   const loss = meanLossOf(evaluations);
   await updateRound(tx, studyId, round, { phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t });

@@ -121,9 +121,9 @@ async function startFitRound(
   const nodeRows = await nodeRegions(tx, participants);
   const instructions = Object.fromEntries(strategy.configureFit(round, serverState, nodeRows, config.training));
   // The aggregation begins now, not at the first arrival: a privacy wrapper draws its noise in
-  // beginFit(), so the state persisted after any update is already noised (issue 3: only
+  // aggregateFit(), so the state persisted after any update is already noised (issue 3: only
   // noised aggregates are ever stored).
-  const accumulator = strategy.beginFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state();
+  const accumulator = strategy.aggregateFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state();
   await insertRound(tx, { study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: deps.now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism), server_state: encodeServerState(serverState), next_server_state: null, instructions: JSON.stringify(instructions), validation_metrics: null });
   await updateStudy(tx, studyId, { current_round: round });
   await appendAudit(tx, { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });

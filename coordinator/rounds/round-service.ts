@@ -81,7 +81,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       if (!row) return undefined;
       const t = now();
       if (row.phase === 'fit') return closeFit(tx, machine, row, config, t);
-      if (row.phase === 'evaluate') return closeEvaluation(tx, row, config, t);
+      if (row.phase === 'evaluate') return closeEvaluation(tx, row, config, deps.strategyFor(config), t);
       return undefined;
     });
     if (!outcome) return;

@@ -51,9 +51,9 @@ export async function startingServerState(tx: Db, studyId: string, round: number
  */
 export async function aggregationOf(tx: Db, strategy: Strategy, global: WeightSet, row: RoundRow): Promise<FitAggregation> {
   const serverState = row.server_state ? decodeServerState(new Uint8Array(row.server_state)) : strategy.initialServerState(global);
-  if (!row.accumulator) return strategy.beginFit(global, serverState, roundContext(row));
+  if (!row.accumulator) return strategy.aggregateFit(global, serverState, roundContext(row));
   const kept = strategy.input === 'every-update' ? await keptUpdates(tx, row.study_id, row.round) : [];
-  return strategy.resumeFit(global, serverState, new Uint8Array(row.accumulator), kept, roundContext(row));
+  return strategy.aggregateFit(global, serverState, roundContext(row), { state: new Uint8Array(row.accumulator), kept });
 }
 
 /** The clip norm in force under central DP, from the server state (the DP wrapper keeps it there). */

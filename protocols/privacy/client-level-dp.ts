@@ -5,17 +5,20 @@ import type { TrainingConfig } from '../training-config.ts';
 import {
   isMeanDeltaStrategy,
   type AcceptedUpdate,
+  type EvaluateResult,
   type FitAggregation,
   type FitFailure,
   type FitInstructions,
   type FitOutcome,
   type MeanDeltaStrategy,
+  type PersistedFit,
   type RoundContext,
   type ServerState,
   type Strategy,
   type StrategyNode,
 } from '../strategies/strategy.ts';
 import { GaussianNoise } from './gaussian-noise.ts';
+import type { EvaluationStats, PooledMetrics } from '../model-kinds/kind.ts';
 
 /**
  * Client-level (central) differential privacy at the coordinator, as a wrapper around any
@@ -171,7 +174,15 @@ export class ClientLevelDpStrategy implements Strategy {
     return this.inner.configureEvaluate(round, innerState(serverState), updaters);
   }
 
-  beginFit(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation {
+  aggregateFit(global: WeightSet, serverState: ServerState, context: RoundContext, persisted?: PersistedFit): FitAggregation {
+    return persisted ? this.resume(global, serverState, persisted.state, context) : this.begin(global, serverState, context);
+  }
+
+  aggregateEvaluate(round: number, results: EvaluateResult[], failures: FitFailure[], pool: (stats: EvaluationStats[]) => PooledMetrics): PooledMetrics {
+    return this.inner.aggregateEvaluate(round, results, failures, pool);
+  }
+
+  private begin(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation {
     const clipNorm = this.clipNormOf(serverState);
     const acc = new WeightedMeanAccumulator(specsOf(global));
     const state: DpRoundState = { v: 2, clipNorm, accepted: 0, noisyAtOrBelowClip: 0 };
@@ -179,7 +190,7 @@ export class ClientLevelDpStrategy implements Strategy {
     return new DpFit(this, global, serverState, context, acc, state);
   }
 
-  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, _kept: Uint8Array[], context: RoundContext): FitAggregation {
+  private resume(global: WeightSet, serverState: ServerState, state: Uint8Array, context: RoundContext): FitAggregation {
     const { header, inner: innerBytes } = decodeClientLevelDpState(state);
     const acc = WeightedMeanAccumulator.fromState(decodeAccumulatorState(innerBytes));
     if (header.v === 2) return new DpFit(this, global, serverState, context, acc, header);

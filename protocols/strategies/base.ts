@@ -1,7 +1,8 @@
 import { AggregationError } from '../aggregation/fedavg.ts';
 import { describeSpecMismatch, specsOf, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
-import type { FitInstructions, ServerState, StrategyNode } from './strategy.ts';
+import type { EvaluationStats, PooledMetrics } from '../model-kinds/kind.ts';
+import type { EvaluateResult, FitInstructions, ServerState, StrategyNode } from './strategy.ts';
 
 /**
  * Helpers shared by the strategies: the default configureFit / configureEvaluate, and element-wise
@@ -12,6 +13,14 @@ import type { FitInstructions, ServerState, StrategyNode } from './strategy.ts';
 export function uniformFitInstructions(nodes: StrategyNode[], training: TrainingConfig, proximalMu = 0): Map<string, FitInstructions> {
   const instructions: FitInstructions = { localEpochs: training.localEpochs, learningRate: training.learningRate, batchSize: training.batchSize, proximalMu };
   return new Map(nodes.map((n) => [n.id, { ...instructions }]));
+}
+
+/**
+ * The default aggregate_evaluate: the model kind's statistics of every report, summed (exact:
+ * what a central evaluation of the pooled held-out rows would give).
+ */
+export function poolReports(results: EvaluateResult[], pool: (stats: EvaluationStats[]) => PooledMetrics): PooledMetrics {
+  return pool(results.map((r) => r.stats));
 }
 
 /** All of the round's updaters evaluate the new model. */

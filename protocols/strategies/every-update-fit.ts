@@ -2,15 +2,16 @@ import { AggregationError } from '../aggregation/fedavg.ts';
 import { describeSpecMismatch, specsOf, type TensorSpec, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
 import { decodeWeights, encodeWeights } from '../weights-codec.ts';
-import { allUpdaters, uniformFitInstructions } from './base.ts';
+import { allUpdaters, poolReports, uniformFitInstructions } from './base.ts';
 import { emptyServerState } from './server-state.ts';
-import type { AcceptedUpdate, FitAggregation, FitFailure, FitInstructions, FitOutcome, RoundContext, ServerState, Strategy, StrategyNode } from './strategy.ts';
+import type { EvaluationStats, PooledMetrics } from '../model-kinds/kind.ts';
+import type { AcceptedUpdate, EvaluateResult, FitAggregation, FitFailure, FitInstructions, FitOutcome, PersistedFit, RoundContext, ServerState, Strategy, StrategyNode } from './strategy.ts';
 
 /**
  * The FitAggregation of the robust strategies (input 'every-update'): it keeps every update, as
  * float32 arrays in the global model's tensor order. accept() validates the update and returns it
  * as `kept` (a float32 FMW1 frame) for the coordinator to store once; state() is only a count.
- * resumeFit decodes the kept frames back, in arrival order, to the same float32 values.
+ * aggregateFit (resuming) decodes the kept frames back, in arrival order, to the same float32 values.
  *
  * Memory: k updates x model size. Example counts are ignored: each update counts once.
  */
@@ -127,16 +128,18 @@ export abstract class EveryUpdateStrategyBase implements Strategy {
     return uniformFitInstructions(nodes, training, 0);
   }
 
-  beginFit(global: WeightSet, serverState: ServerState, _context: RoundContext): FitAggregation {
-    return new EveryUpdateFit((g, u) => this.reduce(g, u), global, serverState);
-  }
-
-  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, kept: Uint8Array[], _context: RoundContext): FitAggregation {
+  aggregateFit(global: WeightSet, serverState: ServerState, _context: RoundContext, persisted?: PersistedFit): FitAggregation {
+    if (!persisted) return new EveryUpdateFit((g, u) => this.reduce(g, u), global, serverState);
+    const { state, kept } = persisted;
     const count = parseCount(state);
     if (kept.length !== count) throw new AggregationError(`round state counts ${count} updates but ${kept.length} kept updates were given`);
     const fit = new EveryUpdateFit((g, u) => this.reduce(g, u), global, serverState);
     kept.forEach((bytes, i) => fit.restore(bytes, i));
     return fit;
+  }
+
+  aggregateEvaluate(_round: number, results: EvaluateResult[], _failures: FitFailure[], pool: (stats: EvaluationStats[]) => PooledMetrics): PooledMetrics {
+    return poolReports(results, pool);
   }
 
   configureEvaluate(_round: number, _serverState: ServerState, updaters: StrategyNode[]): StrategyNode[] {

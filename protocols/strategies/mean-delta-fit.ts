@@ -1,9 +1,10 @@
 import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
 import { describeSpecMismatch, l2Norm, specsOf, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
-import { allUpdaters, uniformFitInstructions } from './base.ts';
+import { allUpdaters, poolReports, uniformFitInstructions } from './base.ts';
 import { cloneServerState, emptyServerState } from './server-state.ts';
-import type { AcceptedUpdate, FitAggregation, FitFailure, FitInstructions, FitOutcome, MeanDeltaStrategy, RoundContext, ServerState, StrategyNode } from './strategy.ts';
+import type { EvaluationStats, PooledMetrics } from '../model-kinds/kind.ts';
+import type { AcceptedUpdate, EvaluateResult, FitAggregation, FitFailure, FitInstructions, FitOutcome, MeanDeltaStrategy, PersistedFit, RoundContext, ServerState, StrategyNode } from './strategy.ts';
 
 /**
  * The FitAggregation every mean-delta strategy shares. It folds the nodes' MODELS into the
@@ -108,12 +109,13 @@ export abstract class MeanDeltaStrategyBase implements MeanDeltaStrategy {
     return uniformFitInstructions(nodes, training, this.fitProximalMu());
   }
 
-  beginFit(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation {
-    return new MeanDeltaFit(this, global, serverState, context, new WeightedMeanAccumulator(specsOf(global)));
+  aggregateFit(global: WeightSet, serverState: ServerState, context: RoundContext, persisted?: PersistedFit): FitAggregation {
+    const accumulator = persisted ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(persisted.state)) : new WeightedMeanAccumulator(specsOf(global));
+    return new MeanDeltaFit(this, global, serverState, context, accumulator);
   }
 
-  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, _kept: Uint8Array[], context: RoundContext): FitAggregation {
-    return new MeanDeltaFit(this, global, serverState, context, WeightedMeanAccumulator.fromState(decodeAccumulatorState(state)));
+  aggregateEvaluate(_round: number, results: EvaluateResult[], _failures: FitFailure[], pool: (stats: EvaluationStats[]) => PooledMetrics): PooledMetrics {
+    return poolReports(results, pool);
   }
 
   configureEvaluate(_round: number, _serverState: ServerState, updaters: StrategyNode[]): StrategyNode[] {

@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import type { TensorSpec, WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
+import type { EvaluationStats, PooledMetrics } from '../model-kinds/kind.ts';
 
 /**
  * Core v2 strategy contract, shaped after Flower's `Strategy` (flwr.server.strategy):
  *   configure_fit      -> configureFit      (per-node fit instructions)
- *   aggregate_fit      -> beginFit/resumeFit + FitAggregation.accept (folded as updates arrive)
- *                         + FitAggregation.finish(failures)
+ *   aggregate_fit      -> aggregateFit: a FitAggregation that folds updates as they arrive
+ *                         (accept), ends with finish(failures), and resumes from what it persisted
  *   configure_evaluate -> configureEvaluate
  *   aggregate_evaluate -> aggregateEvaluate
  * plus a serializable ServerState carried across rounds and persisted with each round, so a
@@ -64,7 +65,7 @@ export interface AcceptedUpdate {
   clipped?: boolean;
   /**
    * For strategies that need every update (input 'every-update'): the bytes to keep for this
-   * update, stored once by the coordinator and handed back to resumeFit in arrival order.
+   * update, stored once by the coordinator and handed back to aggregateFit (resuming) in arrival order.
    */
   kept?: Uint8Array;
 }
@@ -94,6 +95,8 @@ export interface FitAggregation {
 export interface EvaluateResult {
   nodeId: string;
   numExamples: number;
+  /** The model kind's sufficient statistics (protocols/model-kinds/kind.ts). */
+  stats: EvaluationStats;
 }
 
 export interface Strategy {
@@ -108,11 +111,28 @@ export interface Strategy {
   initialServerState(global: WeightSet): ServerState;
   /** Per-node instructions for a round's local training, from the study's training config. */
   configureFit(round: number, serverState: ServerState, nodes: StrategyNode[], training: TrainingConfig): Map<string, FitInstructions>;
-  beginFit(global: WeightSet, serverState: ServerState, context: RoundContext): FitAggregation;
-  /** Resumes from state() bytes and, for every-update strategies, the kept bytes in arrival order. */
-  resumeFit(global: WeightSet, serverState: ServerState, state: Uint8Array, kept: Uint8Array[], context: RoundContext): FitAggregation;
+  /**
+   * Flower's aggregate_fit, folded as updates arrive: the round's aggregation, which takes one
+   * update at a time (`accept`) and ends with `finish(failures)`. Called when the round opens
+   * (a privacy wrapper draws its noise then), and with `persisted` (what state() returned after
+   * the last accept and, for every-update strategies, the kept updates in arrival order) to
+   * resume the round exactly after a restart.
+   */
+  aggregateFit(global: WeightSet, serverState: ServerState, context: RoundContext, persisted?: PersistedFit): FitAggregation;
   /** Which of the round's updaters evaluate the new model (default: all of them). */
   configureEvaluate(round: number, serverState: ServerState, updaters: StrategyNode[]): StrategyNode[];
+  /**
+   * Flower's aggregate_evaluate: the round's metrics from the nodes' evaluation reports, with the
+   * nodes that did not report as an explicit input. The default pools the model kind's
+   * sufficient statistics (exact); a strategy may weigh or select reports differently.
+   */
+  aggregateEvaluate(round: number, results: EvaluateResult[], failures: FitFailure[], pool: (stats: EvaluationStats[]) => PooledMetrics): PooledMetrics;
+}
+
+/** A round's aggregation as persisted: its state() bytes and the kept updates in arrival order. */
+export interface PersistedFit {
+  state: Uint8Array;
+  kept: Uint8Array[];
 }
 
 /**

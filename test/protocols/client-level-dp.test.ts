@@ -21,8 +21,8 @@ const serverState = (strategy: ClientLevelDpStrategy, g: WeightSet, clipNorm?: n
   if (clipNorm !== undefined) s.scalars[DP_CLIP_NORM] = clipNorm;
   return s;
 };
-const begin = (strategy: ClientLevelDpStrategy, g: WeightSet, participants: number, clipNorm?: number): FitAggregation => strategy.beginFit(g, serverState(strategy, g, clipNorm), ctx(participants));
-const resume = (strategy: ClientLevelDpStrategy, g: WeightSet, state: Uint8Array, participants: number): FitAggregation => strategy.resumeFit(g, serverState(strategy, g), state, [], ctx(participants));
+const begin = (strategy: ClientLevelDpStrategy, g: WeightSet, participants: number, clipNorm?: number): FitAggregation => strategy.aggregateFit(g, serverState(strategy, g, clipNorm), ctx(participants));
+const resume = (strategy: ClientLevelDpStrategy, g: WeightSet, state: Uint8Array, participants: number): FitAggregation => strategy.aggregateFit(g, serverState(strategy, g), ctx(participants), { state, kept: [] });
 
 function aggregate(strategy: ClientLevelDpStrategy, updates: WeightSet[], participants: number): WeightSet {
   const round = begin(strategy, global, participants);
@@ -111,7 +111,7 @@ describe('adaptive clipping (Andrew et al. 2021)', () => {
     expect(first.details.nextClipNorm).toBeCloseTo(Math.exp(-0.2 * 0.5), 6);
     // The next clip norm is carried in the server state (the wrapper's namespaced scalar).
     expect(first.serverState.scalars[DP_CLIP_NORM]).toBe(first.details.nextClipNorm);
-    const carried = strategy.beginFit(global, first.serverState, { round: 2, participants: 2 });
+    const carried = strategy.aggregateFit(global, first.serverState, { round: 2, participants: 2 });
     carried.accept(global, 1);
     expect(carried.finish([]).details.clipNorm).toBe(first.details.nextClipNorm);
     // All clipped: fraction 0, C grows; the round's clip norm comes from the server state.

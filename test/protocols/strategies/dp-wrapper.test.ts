@@ -35,7 +35,7 @@ function expectClose(got: number[], want: number[], tol = 1e-6) {
 
 function wrappedRound(dp: ClientLevelDpStrategy) {
   const state = dp.initialServerState(global);
-  const fit = dp.beginFit(global, state, { round: 1, participants: m });
+  const fit = dp.aggregateFit(global, state, { round: 1, participants: m });
   expect(fit.accept(a, 1000).clipped).toBe(false);
   expect(fit.accept(b, 1).clipped).toBe(true);
   return fit.finish([]);
@@ -80,13 +80,13 @@ describe('central DP over FedAdam: FedAdam.applyMeanDelta on the noised mean del
     const meanDelta = clippedSum.map((x, i) => (x + zDelta * script[i]) / m);
     expectClose(flat(out.weights), flat(adam().applyMeanDelta(global, delta64(meanDelta), adam().initialServerState(global), 1).weights));
     // Round 2 opens with that clip norm and with the inner FedAdam moments of round 1.
-    const fit2 = dp.beginFit(out.weights!, out.serverState, { round: 2, participants: m });
+    const fit2 = dp.aggregateFit(out.weights!, out.serverState, { round: 2, participants: m });
     fit2.accept(out.weights!, 1);
     const out2 = fit2.finish([]);
     expect(out2.details.clipNorm).toBeCloseTo(next, 12);
     expect(Object.keys(out2.serverState.tensors).sort()).toEqual(['m', 'v']);
     // No update at all: no model, inner state unchanged; the clip norm still follows the noised count.
-    const empty = dp.beginFit(global, out.serverState, { round: 3, participants: m }).finish([]);
+    const empty = dp.aggregateFit(global, out.serverState, { round: 3, participants: m }).finish([]);
     expect(empty.weights).toBeUndefined();
     expect(empty.serverState.tensors).toEqual(out.serverState.tensors);
   });

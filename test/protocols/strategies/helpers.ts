@@ -16,7 +16,7 @@ export const ctx = (participants: number, round = 1) => ({ round, participants }
 
 /** One full round: begin, accept every update with its count, finish. */
 export function runRound(strategy: Strategy, global: WeightSet, updates: { w: WeightSet; n?: number }[], serverState?: ServerState, participants = updates.length, round = 1): FitOutcome {
-  const fit = strategy.beginFit(global, serverState ?? strategy.initialServerState(global), ctx(Math.max(1, participants), round));
+  const fit = strategy.aggregateFit(global, serverState ?? strategy.initialServerState(global), ctx(Math.max(1, participants), round));
   for (const u of updates) fit.accept(u.w, u.n ?? 1);
   return fit.finish([]);
 }

@@ -34,7 +34,7 @@ describe('FedAvg and FedProx', () => {
   });
 
   it('reports each update\'s delta norm and refuses a mismatched or non-finite update, changing nothing', () => {
-    const fit = new FedAvg().beginFit(global, { scalars: {}, tensors: {} }, { round: 1, participants: 2 });
+    const fit = new FedAvg().aggregateFit(global, { scalars: {}, tensors: {} }, { round: 1, participants: 2 });
     expect(fit.accept(updates[0].w, 1).deltaNorm).toBeCloseTo(0.5, 12);
     expect(() => fit.accept(model([1, 2]), 1)).toThrow(AggregationError);
     expect(() => fit.accept(model([1, Number.NaN, 0]), 1)).toThrow(AggregationError);
@@ -44,7 +44,7 @@ describe('FedAvg and FedProx', () => {
   it('no update: weights undefined and the server state unchanged', () => {
     const s = new FedAvgM({ serverLearningRate: 1, momentum: 0.9 });
     const state = { scalars: { x: 1 }, tensors: { momentum: [{ name: 'w', shape: [3], values: Float64Array.from([1, 2, 3]) }] } };
-    const out = s.beginFit(global, state, { round: 1, participants: 3 }).finish([{ nodeId: 'a', reason: 'late' }]);
+    const out = s.aggregateFit(global, state, { round: 1, participants: 3 }).finish([{ nodeId: 'a', reason: 'late' }]);
     expect(out.weights).toBeUndefined();
     expect(out.serverState).toEqual(state);
   });

@@ -31,7 +31,7 @@ const strategies: [string, Make][] = [
 
 const bytesOf = (o: FitOutcome) => ({ weights: o.weights && encodeWeights(o.weights, 'float32'), state: encodeServerState(o.serverState), details: o.details });
 
-describe('resumeFit from state() + kept equals an uninterrupted run, bit for bit', () => {
+describe('aggregateFit resumed from state() + kept equals an uninterrupted run, bit for bit', () => {
   for (const [name, make] of strategies) {
     it(name, () => {
       // Two rounds, so strategies with server state (momentum, moments, clip norm) carry a non-trivial one into round 2.
@@ -41,7 +41,7 @@ describe('resumeFit from state() + kept equals an uninterrupted run, bit for bit
         const ctx = { round, participants: 7 };
         const straight = make();
         const s0 = straightState ?? straight.initialServerState(global);
-        const fitA = straight.beginFit(global, s0, ctx);
+        const fitA = straight.aggregateFit(global, s0, ctx);
         for (const u of updates) fitA.accept(u.w, u.n);
         const a = fitA.finish([{ nodeId: 'x', reason: 'late' }]);
 
@@ -49,7 +49,7 @@ describe('resumeFit from state() + kept equals an uninterrupted run, bit for bit
         for (let cut = 0; cut <= updates.length; cut++) {
           const first = make();
           const r0 = resumedState ?? first.initialServerState(global);
-          const fitB = first.beginFit(global, r0, ctx);
+          const fitB = first.aggregateFit(global, r0, ctx);
           const kept: Uint8Array[] = [];
           for (const u of updates.slice(0, cut)) {
             const k = fitB.accept(u.w, u.n).kept;
@@ -57,7 +57,7 @@ describe('resumeFit from state() + kept equals an uninterrupted run, bit for bit
           }
           const persisted = fitB.state().slice();
           const restarted = make();
-          const fitC = restarted.resumeFit(global, decodeServerState(encodeServerState(r0)), persisted, kept, ctx);
+          const fitC = restarted.aggregateFit(global, decodeServerState(encodeServerState(r0)), ctx, { state: persisted, kept });
           expect(fitC.count).toBe(cut);
           for (const u of updates.slice(cut)) fitC.accept(u.w, u.n);
           const b = fitC.finish([{ nodeId: 'x', reason: 'late' }]);

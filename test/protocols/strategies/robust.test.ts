@@ -99,7 +99,7 @@ describe('Multi-Krum (Blanchard et al. 2017)', () => {
 
 describe('every-update strategies: what they keep', () => {
   it('accept validates the update and returns it as a float32 FMW1 frame; state() stays tiny', () => {
-    const fit = new Median().beginFit(zero3, { scalars: {}, tensors: {} }, { round: 1, participants: 2 });
+    const fit = new Median().aggregateFit(zero3, { scalars: {}, tensors: {} }, { round: 1, participants: 2 });
     const a = fit.accept([{ name: 'w', shape: [3], values: Float64Array.from([0.1, 2, 3]) }], 5);
     expect(a.deltaNorm).toBeCloseTo(Math.hypot(Math.fround(0.1), 2, 3), 6);
     expect(flat(decodeWeights(a.kept!, { dtype: 'float32' }))).toEqual([Math.fround(0.1), 2, 3]);

@@ -81,10 +81,15 @@ export const StudyConfig = z.object({
   }
   const needed = minimumUpdates(strategy);
   if (needed > study.minNodesPerRound) {
+    const field = strategy.name === 'trimmed-mean' ? 'trimFraction' : strategy.name === 'krum' && strategy.select > 2 * strategy.byzantine + 3 ? 'select' : 'byzantine';
+    const why =
+      strategy.name === 'trimmed-mean'
+        ? `trims floor(${strategy.trimFraction} x n) values at each end, which is 0 below ${needed} updates: it would be a plain mean, not robust`
+        : `needs n > 2f + 2 and n >= select`;
     ctx.addIssue({
       code: 'custom',
-      path: ['strategy', 'byzantine'],
-      message: `${strategy.name} needs at least ${needed} updates a round (n > 2f + 2, and n >= select) but minNodesPerRound is ${study.minNodesPerRound}; lower byzantine/select or raise minNodesPerRound`,
+      path: ['strategy', field],
+      message: `${strategy.name} ${why}, but minNodesPerRound is ${study.minNodesPerRound}; raise minNodesPerRound to ${needed} or change strategy.${field}`,
     });
   }
   if (study.privacy?.dpSgd && !study.release.includes('update.dpSgd')) {

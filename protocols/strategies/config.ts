@@ -48,8 +48,12 @@ export const StrategyConfig = z.discriminatedUnion('name', [
   }),
   z.strictObject({
     name: z.literal('trimmed-mean'),
-    /** Fraction trimmed at EACH end of every coordinate's sorted values; must be < 0.5. */
-    trimFraction: z.number().min(0).lt(0.5, { message: 'trimFraction must be < 0.5 (trimming half from each end leaves nothing)' }).default(0.1),
+    /**
+     * Fraction trimmed at EACH end of every coordinate's sorted values, in (0, 0.5): floor(beta k)
+     * values go at each end, so the study's minNodesPerRound must make that at least 1 (checked
+     * at creation: a trimmed mean that trims nothing is a plain mean, not robust).
+     */
+    trimFraction: z.number().gt(0, { message: 'trimFraction must be > 0 (0 trims nothing: a plain mean)' }).lt(0.5, { message: 'trimFraction must be < 0.5 (trimming half from each end leaves nothing)' }).default(0.1),
   }),
   z.strictObject({ name: z.literal('median') }),
   z.strictObject({
@@ -68,8 +72,19 @@ export const STRATEGY_NAMES: readonly StrategyName[] = ['fedavg', 'fedprox', 'fe
 /** Strategies whose aggregate is not a (weighted) mean of deltas: they cannot sit under central DP. */
 export const EVERY_UPDATE_STRATEGIES: ReadonlySet<StrategyName> = new Set(['trimmed-mean', 'median', 'krum']);
 
-/** Fewest updates a strategy needs in a round (Krum: n > 2f + 2, Blanchard et al. 2017). */
+/**
+ * Fewest updates a strategy needs in a round: Krum n > 2f + 2 (Blanchard et al. 2017) and
+ * n >= select; trimmed mean floor(beta n) >= 1, or it trims nothing.
+ */
 export function minimumUpdates(config: StrategyConfig): number {
   if (config.name === 'krum') return Math.max(2 * config.byzantine + 3, config.select);
+  if (config.name === 'trimmed-mean') return smallestTrimmingCount(config.trimFraction);
   return 1;
+}
+
+/** The smallest k with floor(beta k) >= 1 (computed, not 1/beta: floating point). */
+export function smallestTrimmingCount(beta: number): number {
+  let k = Math.max(1, Math.ceil(1 / beta) - 1);
+  while (Math.floor(beta * k) < 1) k++;
+  return k;
 }

@@ -16,12 +16,15 @@ export class TrimmedMean extends EveryUpdateStrategyBase {
 
   constructor(readonly trimFraction: number) {
     super();
-    if (!(trimFraction >= 0 && trimFraction < 0.5)) throw new RangeError(`trimmed-mean: trimFraction must be in [0, 0.5), got ${String(trimFraction)}`);
+    if (!(trimFraction > 0 && trimFraction < 0.5)) throw new RangeError(`trimmed-mean: trimFraction must be in (0, 0.5), got ${String(trimFraction)}`);
   }
 
-  protected reduce(global: WeightSet, updates: Float32Array[][]) {
+  protected reduce(global: WeightSet, updates: Float32Array[][]): { weights: WeightSet | undefined; details: Record<string, number | string | boolean> } {
     const k = updates.length;
     const b = Math.floor(this.trimFraction * k);
+    // Trimming nothing would be a plain mean: one node could move it arbitrarily. The study's
+    // minNodesPerRound rules this out (checked at creation); should it happen, keep the model.
+    if (b === 0) return { weights: undefined, details: { strategy: this.name, trimFraction: this.trimFraction, trimmedEachEnd: 0, reason: `trimmed mean of ${k} updates with trimFraction ${this.trimFraction} trims nothing; the global model is kept` } };
     const kept = k - 2 * b; // >= 1 since trimFraction < 0.5
     const scratch = new Float64Array(k);
     const out = global.map((t, ti) => {

@@ -37,6 +37,9 @@ for (const backendName of BACKEND_NAMES) {
       const cases: Array<[unknown, string]> = [
         [{ strategy: { name: 'fedprox', mu: -0.1 } }, 'body.strategy.mu'],
         [{ strategy: { name: 'trimmed-mean', trimFraction: 0.5 } }, 'body.strategy.trimFraction'],
+        // The default 0.1 trims nothing below 10 nodes: a plain mean in disguise is refused.
+        [{ strategy: { name: 'trimmed-mean' }, minNodesPerRound: 3 }, 'body.strategy.trimFraction'],
+        [{ strategy: { name: 'krum', byzantine: 0, select: 4 }, minNodesPerRound: 3 }, 'body.strategy.select'],
         [{ strategy: { name: 'krum', byzantine: 2 }, minNodesPerRound: 5 }, 'body.strategy.byzantine'],
         [{ strategy: { name: 'median' }, privacy: { central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } } } }, 'body.strategy.name'],
         [{ strategy: { name: 'fedsgd' } }, 'body.strategy.name'],

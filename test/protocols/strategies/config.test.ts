@@ -25,8 +25,8 @@ describe('strategy config (zod)', () => {
   it('the fixture is valid, and every strategy name parses with its defaults', () => {
     expect(StudyConfig.parse(study()).strategy).toEqual({ name: 'fedavg' });
     for (const name of STRATEGY_NAMES) {
-      // Krum's default f = 1 needs 2f + 3 = 5 nodes a round.
-      const parsed = StudyConfig.parse(study({ strategy: { name } as StudyConfigInput['strategy'], minNodesPerRound: 5 }));
+      // Krum's default f = 1 needs 2f + 3 = 5 nodes a round; trimmed mean's 0.1 trims one at 10.
+      const parsed = StudyConfig.parse(study({ strategy: { name } as StudyConfigInput['strategy'], minNodesPerRound: 10 }));
       expect(parsed.strategy.name).toBe(name);
       expect(createStrategy(parsed).name).toBe(name);
     }
@@ -43,13 +43,20 @@ describe('strategy config (zod)', () => {
   it('Krum: byzantine too large for minNodesPerRound names strategy.byzantine', () => {
     // f = 1 needs n >= 2f + 3 = 5 updates; minNodesPerRound is 3.
     expect(minimumUpdates(StrategyConfig.parse({ name: 'krum', byzantine: 1 }))).toBe(5);
+    // A trimmed mean must trim at least one value at each end with the fewest nodes a round allows.
+    expect(minimumUpdates(StrategyConfig.parse({ name: 'trimmed-mean' }))).toBe(10);
+    expect(minimumUpdates(StrategyConfig.parse({ name: 'trimmed-mean', trimFraction: 0.3 }))).toBe(4);
+    expect(minimumUpdates(StrategyConfig.parse({ name: 'trimmed-mean', trimFraction: 0.49 }))).toBe(3);
+    expect(issuePaths(study({ strategy: { name: 'trimmed-mean' }, minNodesPerRound: 3 }))).toEqual(['strategy.trimFraction']);
+    expect(new Set(issuePaths(study({ strategy: { name: 'trimmed-mean', trimFraction: 0 } })))).toEqual(new Set(['strategy.trimFraction']));
+    expect(StudyConfig.safeParse(study({ strategy: { name: 'trimmed-mean', trimFraction: 0.34 }, minNodesPerRound: 3 })).success).toBe(true);
     expect(issuePaths(study({ strategy: { name: 'krum', byzantine: 1 } }))).toEqual(['strategy.byzantine']);
     expect(StudyConfig.safeParse(study({ strategy: { name: 'krum', byzantine: 0 } })).success).toBe(true);
     expect(StudyConfig.safeParse(study({ strategy: { name: 'krum', byzantine: 1 }, minNodesPerRound: 5 })).success).toBe(true);
   });
 
   it('central DP over a strategy that needs every update names strategy.name; over a mean-delta one it wraps', () => {
-    for (const name of ['median', 'trimmed-mean'] as const) expect(issuePaths(study({ strategy: { name }, privacy: central }))).toEqual(['strategy.name']);
+    for (const name of ['median', 'trimmed-mean'] as const) expect(issuePaths(study({ strategy: { name }, privacy: central, minNodesPerRound: 10 }))).toEqual(['strategy.name']);
     expect(issuePaths(study({ strategy: { name: 'krum', byzantine: 0 }, privacy: central }))).toEqual(['strategy.name']);
     const ok = StudyConfig.parse(study({ strategy: { name: 'fedyogi' }, privacy: central }));
     const s = createStrategy(ok);

@@ -11,7 +11,7 @@ const study = (strategy: Record<string, unknown>, central = false) =>
     model: { kind: 'logreg' },
     features: { target: { column: 'y', positive: '1' }, features: [{ name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 }] },
     rounds: 1,
-    minNodesPerRound: 5,
+    minNodesPerRound: 10,
     strategy,
     ...(central ? { privacy: { central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } } } } : {}),
   });

@@ -22,7 +22,7 @@ const updates = Array.from({ length: 7 }, (_, j) => {
 type Make = () => Strategy;
 const strategies: [string, Make][] = [
   ...StrategyConfig.options.map((o) => {
-    const config = StrategyConfig.parse({ name: o.shape.name.value, ...(o.shape.name.value === 'krum' ? { byzantine: 2, select: 2 } : {}) });
+    const config = StrategyConfig.parse({ name: o.shape.name.value, ...(o.shape.name.value === 'krum' ? { byzantine: 2, select: 2 } : o.shape.name.value === 'trimmed-mean' ? { trimFraction: 0.2 } : {}) });
     return [config.name, () => strategyFromConfig(config)] as [string, Make];
   }),
   ['dp(fedavgm, fixed)', () => new ClientLevelDpStrategy(new FedAvgM({ serverLearningRate: 1, momentum: 0.9 }), { noiseMultiplier: 1.1, clipping: { kind: 'fixed', norm: 0.05 } }, new ScriptedNoise())],

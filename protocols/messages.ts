@@ -6,7 +6,7 @@ import { TrainingConfig } from './training-config.ts';
 import { StudyPrivacy } from './privacy/study-privacy.ts';
 import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from './strategies/config.ts';
 import { FitInstructions } from './strategies/strategy.ts';
-import { EvaluationStats, TaskSpec } from './model-kinds/kind.ts';
+import { EvaluationStats, regressionTargetProblem, TaskSpec } from './model-kinds/kind.ts';
 
 /**
  * Every message between coordinator, nodes and operators. Both sides parse with these schemas,
@@ -103,6 +103,8 @@ export const StudyConfig = z.object({
       message: study.task.kind === 'regression' ? 'a regression study needs a numeric target ({ column, kind: "numeric", center, scale })' : 'a binary study needs a target with a positive class ({ column, positive })',
     });
   }
+  const targetProblem = numericTarget ? regressionTargetProblem(study.task, study.features.target as { center?: number; transform?: string }) : undefined;
+  if (targetProblem) ctx.addIssue({ code: 'custom', ...targetProblem });
 });
 export type StudyConfig = z.infer<typeof StudyConfig>;
 export type StudyConfigInput = z.input<typeof StudyConfig>;

@@ -28,6 +28,25 @@ export const TaskSpec = z.discriminatedUnion('kind', [
 export type TaskSpec = z.infer<typeof TaskSpec>;
 export type KindName = TaskSpec['kind'];
 
+/** The target transform a regression loss implies (the node trains on that scale). */
+export const LOSS_TRANSFORM = { mse: 'identity', huber: 'identity', log1p: 'log1p', tweedie: 'log' } as const;
+
+/**
+ * What a regression study's target must satisfy for its loss, checked when the study is created
+ * (a 400 naming the field) rather than on every node at its first round: log1p needs a center
+ * above -1, tweedie (a mean of a non-negative target under a log link) a positive center, and a
+ * declared transform must be the one the loss implies.
+ */
+export function regressionTargetProblem(task: TaskSpec, target: { center?: number; transform?: string }): { path: string[]; message: string } | undefined {
+  if (task.kind !== 'regression') return undefined;
+  const center = target.center ?? Number.NaN;
+  if (task.loss === 'log1p' && !(center > -1)) return { path: ['features', 'target', 'center'], message: `task.loss "log1p" needs features.target.center > -1 (got ${center})` };
+  if (task.loss === 'tweedie' && !(center > 0)) return { path: ['features', 'target', 'center'], message: `task.loss "tweedie" needs features.target.center > 0, the mean of a non-negative target (got ${center})` };
+  const implied = LOSS_TRANSFORM[task.loss];
+  if (target.transform !== undefined && target.transform !== implied) return { path: ['features', 'target', 'transform'], message: `features.target.transform is "${target.transform}" but task.loss "${task.loss}" trains on the "${implied}" scale; leave transform out or set it to "${implied}"` };
+  return undefined;
+}
+
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const finite = z.number().finite();
 

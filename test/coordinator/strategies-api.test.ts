@@ -44,6 +44,9 @@ for (const backendName of BACKEND_NAMES) {
         [{ strategy: { name: 'median' }, privacy: { central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } } } }, 'body.strategy.name'],
         [{ strategy: { name: 'fedsgd' } }, 'body.strategy.name'],
         [{ task: { kind: 'regression' } }, 'body.features.target'],
+        [{ task: { kind: 'regression', loss: 'tweedie' }, features: { ...tinyStudy().features, target: { column: 'y', kind: 'numeric', center: 0, scale: 1 } } }, 'body.features.target.center'],
+        [{ task: { kind: 'regression', loss: 'log1p' }, features: { ...tinyStudy().features, target: { column: 'y', kind: 'numeric', center: -2, scale: 1 } } }, 'body.features.target.center'],
+        [{ task: { kind: 'regression', loss: 'mse' }, features: { ...tinyStudy().features, target: { column: 'y', kind: 'numeric', center: 5, scale: 1, transform: 'log' } } }, 'body.features.target.transform'],
       ];
       for (const [overrides, field] of cases) {
         const res = await h.admin('post', '/v1/studies').send({ ...tinyStudy(), ...(overrides as object) });

@@ -123,12 +123,13 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         // 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send.
         const trained = await train(kind, model, loaded, task, await globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
         const meta = release.update({ ...trained.facts, data: loaded.report });
-        const sealed = await seal(client, trained.weights, trust);
+        const weights = release.weights(trained.weights);
+        const sealed = await seal(client, weights, trust);
         const receipt = await sendUpdate(client, task, meta, sealed);
         summary.roundsTrained++;
         summary.bytesSent += sealed.plainBytes;
         // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
-        log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: trained.weights.map((w) => `${w.name}[${w.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
+        log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((w) => `${w.name}[${w.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
       } else {
         // Evaluate: the global model on this node's validation rows, 5. release, 7. send.
         const evaluation = evaluate(kind, model, loaded, await globals.fetch(task));

@@ -8,16 +8,19 @@ import {
   type ReleaseField,
   type StudyConfig,
 } from '../protocols/messages.ts';
-import type { EvaluationStats } from '../protocols/model-kinds/kind.ts';
+import { modelKind, type EvaluationStats, type KindName } from '../protocols/model-kinds/kind.ts';
+import { specsOf, type WeightSet } from '../protocols/tensors.ts';
 
 /**
  * The release step: the ONLY code that builds what leaves this node about its data (an update's
  * metadata, an evaluation report, the `data` of a status report). It takes everything the node
  * knows and keeps, field by field, only what the study's `release` list names (RELEASE_FIELDS in
  * protocols/messages.ts); the result is parsed with the protocol's strict schemas, so nothing
- * else can ride along. The weights themselves ('update.weights', required) are sealed and sent
- * by the coordinator client.
+ * else can ride along. The weights ('update.weights', required) go through here too: only the
+ * tensors the study's model kind shares leave (all of them for binary and regression; a kind
+ * with per-user factors keeps those); then they are sealed and sent by the coordinator client.
  *
+ *   the model's shared tensors    update.weights          (required)
  *   UpdateMeta.numExamples        update.numExamples      (required)
  *   UpdateMeta.loss               update.loss
  *   UpdateMeta.steps              update.steps
@@ -82,12 +85,21 @@ export class Release {
   /** The study's declared list, checked (the required fields are on it, no name twice). */
   readonly fields: ReadonlySet<ReleaseField>;
 
-  constructor(list: readonly ReleaseField[]) {
+  constructor(
+    list: readonly ReleaseField[],
+    private readonly kind: KindName = 'binary',
+  ) {
     this.fields = new Set(ReleaseList.parse([...list]));
   }
 
-  static of(study: Pick<StudyConfig, 'release'>): Release {
-    return new Release(study.release);
+  static of(study: Pick<StudyConfig, 'release'> & Partial<Pick<StudyConfig, 'task'>>): Release {
+    return new Release(study.release, study.task?.kind ?? 'binary');
+  }
+
+  /** An update's weights: the tensors the study's model kind shares, and no other. */
+  weights(trained: WeightSet): Released<WeightSet> {
+    const shared = new Set(modelKind(this.kind).sharedTensors(specsOf(trained)).map((s) => s.name));
+    return trained.filter((t) => shared.has(t.name)) as Released<WeightSet>;
   }
 
   allows(field: ReleaseField): boolean {

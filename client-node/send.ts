@@ -11,7 +11,7 @@ import type { Released } from './release.ts';
  * (the request signature binds that metadata too). Nothing reaches these but released messages.
  */
 
-export function seal(client: CoordinatorClient, weights: WeightSet, trust: CoordinatorTrust): Promise<SealedUpdate> {
+export function seal(client: CoordinatorClient, weights: Released<WeightSet>, trust: CoordinatorTrust): Promise<SealedUpdate> {
   return client.seal(encodeWeights(weights), trust.key);
 }
 

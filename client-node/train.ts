@@ -1,7 +1,6 @@
 import type { Logger } from 'pino';
 import type { NodePrivacySpend, Task } from '../protocols/messages.ts';
-import { specsOf, type WeightSet } from '../protocols/tensors.ts';
-import { modelKind } from '../protocols/model-kinds/kind.ts';
+import type { WeightSet } from '../protocols/tensors.ts';
 import { getWeights, setWeights } from '../models/index.ts';
 import type * as tf from '../models/tf.ts';
 import type { NodeModelKind } from '../models/kinds/kind.ts';
@@ -56,7 +55,8 @@ export async function train(
   }
   const trainSeconds = (performance.now() - started) / 1000;
   return {
-    weights: sharedTensors(study.task.kind, getWeights(model)),
+    // Every tensor: the release step keeps the ones the model kind shares.
+    weights: getWeights(model),
     facts: { numExamples: result.numExamples, loss: finiteOrZero(result.loss), steps: result.steps, trainSeconds, ...(spent ? { dpSgd: spent } : {}) },
     ...(result.clippedFraction !== undefined ? { clippedFraction: result.clippedFraction } : {}),
   };
@@ -67,12 +67,6 @@ export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: Loade
   setWeights(model, global);
   const { loss, stats } = kind.evaluate(model, data.validation);
   return { numExamples: data.validation.n, loss: finiteOrZero(loss), stats };
-}
-
-/** Only the tensors the kind shares leave the node (all of them for binary and regression). */
-function sharedTensors(kind: Task['config']['task']['kind'], weights: WeightSet): WeightSet {
-  const shared = new Set(modelKind(kind).sharedTensors(specsOf(weights)).map((s) => s.name));
-  return weights.filter((t) => shared.has(t.name));
 }
 
 /** A loss that is not a finite number (no rows, a diverged model) is reported as 0, as before. */

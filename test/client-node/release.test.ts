@@ -73,6 +73,26 @@ describe('the release step', () => {
   });
 });
 
+describe("the release step's weights (update.weights)", () => {
+  const trained = [
+    { name: 'dense_0/kernel', shape: [2, 1], values: Float32Array.from([1, 2]) },
+    { name: 'dense_0/bias', shape: [1], values: Float32Array.from([3]) },
+  ];
+
+  it("are the model kind's shared tensors: every tensor for binary and regression", () => {
+    for (const kind of ['binary', 'regression'] as const) {
+      const out = new Release([...REQUIRED_RELEASE], kind).weights(trained);
+      expect(out.map((t) => t.name)).toEqual(['dense_0/kernel', 'dense_0/bias']);
+      expect(out[0].values).toBe(trained[0].values);
+    }
+  });
+
+  it('follow the study: Release.of reads the task kind', () => {
+    const study = StudyConfig.parse({ name: 's', model: { kind: 'logreg' }, features: { target: { column: 'y', positive: '1' }, features: [{ name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 }] }, rounds: 1 });
+    expect(Release.of(study).weights(trained)).toHaveLength(2);
+  });
+});
+
 describe("a fit task's instructions", () => {
   const config = StudyConfig.parse({ name: 's', model: { kind: 'logreg' }, features: { target: { column: 'y', positive: '1' }, features: [{ name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 }] }, rounds: 1, training: { localEpochs: 3, learningRate: 0.05, batchSize: 16 } });
   const task = (extra: Partial<Task>): Task => ({ kind: 'fit', studyId: 's', round: 1, modelVersion: 0, modelSha256: '0'.repeat(64), deadline: '', config, ...extra });

@@ -18,6 +18,12 @@ import type { AcceptedUpdate, EvaluateResult, FitAggregation, FitFailure, FitIns
 export class EveryUpdateFit implements FitAggregation {
   private readonly specList: TensorSpec[];
   private readonly updates: Float32Array[][] = [];
+  /**
+   * Kept frames handed back on resume, decoded only when the round finishes: the coordinator
+   * resumes the aggregation for every arriving update, and decoding all earlier ones each time
+   * would cost O(k^2) decodes per round.
+   */
+  private pending: Uint8Array[] = [];
 
   constructor(
     private readonly reduce: (global: WeightSet, updates: Float32Array[][]) => { weights: WeightSet | undefined; details: Record<string, number | string | boolean> },
@@ -32,7 +38,7 @@ export class EveryUpdateFit implements FitAggregation {
   }
 
   get count(): number {
-    return this.updates.length;
+    return this.pending.length + this.updates.length;
   }
 
   /** Validates an update (same tensors as the global model, finite float32 values) into global order. */
@@ -60,26 +66,38 @@ export class EveryUpdateFit implements FitAggregation {
   accept(update: WeightSet, _numExamples: number): AcceptedUpdate {
     const values = this.align(update, 'update');
     const kept = encodeWeights(this.global.map((g, k) => ({ name: g.name, shape: [...g.shape], values: values[k] })), 'float32');
+    // Restored frames stay pending: finish puts them first (arrival order) when it decodes them.
     this.updates.push(values);
     return { deltaNorm: deltaNorm(values, this.global), kept };
   }
 
-  /** @internal resume: one kept frame, in arrival order. */
-  restore(kept: Uint8Array, index: number): void {
-    let ws: WeightSet;
-    try {
-      ws = decodeWeights(kept, { expected: this.specList, dtype: 'float32' });
-    } catch (err) {
-      throw new AggregationError(`kept update ${index}: ${(err as Error).message}`, { cause: err });
-    }
-    this.updates.push(this.align(ws, `kept update ${index}`));
+  /** @internal resume: the kept frames, in arrival order (decoded when needed). */
+  restore(kept: Uint8Array[]): void {
+    this.pending = [...kept];
+  }
+
+  private decodePending(): void {
+    if (this.pending.length === 0) return;
+    const frames = this.pending;
+    this.pending = [];
+    const decoded = frames.map((bytes, index) => {
+      let ws: WeightSet;
+      try {
+        ws = decodeWeights(bytes, { expected: this.specList, dtype: 'float32' });
+      } catch (err) {
+        throw new AggregationError(`kept update ${index}: ${(err as Error).message}`, { cause: err });
+      }
+      return this.align(ws, `kept update ${index}`);
+    });
+    this.updates.unshift(...decoded);
   }
 
   state(): Uint8Array {
-    return new TextEncoder().encode(JSON.stringify({ v: 1, count: this.updates.length }));
+    return new TextEncoder().encode(JSON.stringify({ v: 1, count: this.count }));
   }
 
   finish(failures: FitFailure[]): FitOutcome {
+    this.decodePending();
     const serverState = { scalars: { ...this.serverState.scalars }, tensors: { ...this.serverState.tensors } };
     if (this.updates.length === 0) return { weights: undefined, serverState, details: { nodes: 0 } };
     const { weights, details } = this.reduce(this.global, this.updates);
@@ -134,7 +152,7 @@ export abstract class EveryUpdateStrategyBase implements Strategy {
     const count = parseCount(state);
     if (kept.length !== count) throw new AggregationError(`round state counts ${count} updates but ${kept.length} kept updates were given`);
     const fit = new EveryUpdateFit((g, u) => this.reduce(g, u), global, serverState);
-    kept.forEach((bytes, i) => fit.restore(bytes, i));
+    fit.restore(kept);
     return fit;
   }
 

@@ -15,7 +15,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { ModelSpec } from '../protocols/model-spec.ts';
 import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
-import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type EncodedData } from '../models/index.ts';
+import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type CsvTable, type EncodedData } from '../models/index.ts';
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, type Partition } from './partition.ts';
 import { childLauncher } from './launcher.ts';
@@ -151,11 +151,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   // The shipped customer-value data's id column is not a feature (one value per row).
   if (shipped && regression && !exclude.includes('customer_id')) exclude.push('customer_id');
-  const spec: FeatureSpec = regression ? inferFeatureSpec(table, { target, task: 'regression', exclude }) : inferFeatureSpec(table, { target, positive: options.positive, exclude });
+  const infer = (rows: CsvTable): FeatureSpec => (regression ? inferFeatureSpec(rows, { target, task: 'regression', exclude }) : inferFeatureSpec(rows, { target, positive: options.positive, exclude }));
+  // Binary: stratified by class, so the test split has the data's churn rate (labels only: a
+  // first spec over all rows is used for nothing else).
+  const labels = regression ? undefined : encodeTable(table, infer(table)).y;
+  const [trainIdx, testIdx] = splitRows(table.rows.length, [0.8, 0.2], seed, labels);
+  // The study's spec comes from the training rows only: no statistic of a test row (feature
+  // means and vocabularies, the target center the regression baseline predicts) shapes the model
+  // or the baseline it is compared with.
+  const spec = infer({ ...table, rows: trainIdx.map((i) => table.rows[i]), lineOf: (i: number) => table.lineOf(trainIdx[i]) });
   writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
   const encoded = encodeTable(table, spec);
-  // Binary: stratified by class, so the test split has the data's churn rate.
-  const [trainIdx, testIdx] = splitRows(encoded.n, [0.8, 0.2], seed, regression ? undefined : encoded.y);
   let partitions: Partition[];
   let partitionLabel: string;
   if (partitionBy) {

@@ -129,13 +129,16 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
   });
 
   it('an expired node key is refused', async () => {
-    const short = await generateIdentity({ name: 'short-lived', passphrase: 'test-passphrase-0123', expiresInSeconds: 2 });
+    // Long enough to enroll on a loaded machine, then waited out to the second.
+    const lifetimeSeconds = 6;
+    const born = Date.now();
+    const short = await generateIdentity({ name: 'short-lived', passphrase: 'test-passphrase-0123', expiresInSeconds: lifetimeSeconds });
     const privateKey = await loadPrivateKey(short.privateKeyArmored, 'test-passphrase-0123');
     const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: 'short', region: 'eu', jurisdiction: 'US-CA-CCPA' });
     const e = await request(h.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: short.publicKeyArmored });
     expect(e.status).toBe(201);
     const signedWhileValid = await signRequest({ privateKey, method: 'GET', path: '/v1/tasks/next', body: new Uint8Array(0) });
-    await new Promise((r) => setTimeout(r, 2500));
+    await new Promise((r) => setTimeout(r, Math.max(0, born + lifetimeSeconds * 1000 + 1500 - Date.now())));
     const res = await request(h.app).get('/v1/tasks/next').set('authorization', `Bearer ${e.body.apiKey}`).set(signedWhileValid);
     await expectAuthFailure(res, 403, 'SIGNATURE_EXPIRED_KEY');
   });

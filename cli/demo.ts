@@ -201,8 +201,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     rounds,
     minNodesPerRound: Math.max(2, Math.ceil(partitions.length / 2), needed),
     minNodesToStart: partitions.length,
-    roundDeadlineSeconds: 120,
-    evaluationDeadlineSeconds: 60,
+    // All the node processes share this machine's cores: 51 of them (one per state) need far
+    // longer for a round than 10 do, and a deadline missed here would fail rounds for no reason.
+    roundDeadlineSeconds: Math.max(120, 6 * partitions.length),
+    evaluationDeadlineSeconds: Math.max(60, 3 * partitions.length),
     seed,
     ...(privacy ? { privacy } : {}),
   };

@@ -4,7 +4,8 @@ import { buildCoordinator } from '../../coordinator/main.ts';
 import { loadCoordinatorConfig } from '../../coordinator/config.ts';
 import type { StudyConfigInput } from '../../protocols/messages.ts';
 import { roundBinding, UPDATE_META_HEADER } from '../../protocols/messages.ts';
-import type { DatabaseBackend } from '../helpers/databases.ts';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { BACKEND_NAMES, backendOrSkip, type DatabaseBackend } from '../helpers/databases.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,4 +195,31 @@ export function evaluation(positives: number[], negatives: number[], loss?: numb
   }
   const numExamples = positives.reduce((a, b) => a + b, 0) + negatives.reduce((a, b) => a + b, 0);
   return { numExamples, ...(loss === undefined ? {} : { loss }), stats: { kind: 'binary' as const, histogram, brierSum, logLossSum } };
+}
+
+export type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
+
+/**
+ * One suite per database backend, each on its own in-process coordinator: `run(name, fn)` is a
+ * test that gets the harness (and skips when the backend is not reachable).
+ */
+export function describeOnEachBackend(title: string, body: (run: (name: string, fn: (h: Harness) => Promise<void>) => void) => void) {
+  for (const backendName of BACKEND_NAMES) {
+    describe(`${title} on ${backendName}`, () => {
+      let h: Harness | undefined;
+      beforeAll(async () => {
+        const backend = await backendOrSkip(backendName);
+        if (backend) h = await inProcessCoordinator(backend);
+      });
+      afterAll(async () => {
+        await h?.close();
+      });
+      body((name, fn) =>
+        it(name, async (ctx) => {
+          if (!h) return ctx.skip();
+          await fn(h);
+        }),
+      );
+    });
+  }
 }

@@ -1,8 +1,11 @@
 import {
   DataReport,
+  EVALUATION_RELEASE,
   EvaluationReport,
   NodeStatusReport,
   ReleaseList,
+  STATUS_RELEASE,
+  UPDATE_META_RELEASE,
   UpdateMeta,
   type NodePrivacySpend,
   type ReleaseField,
@@ -35,6 +38,8 @@ import { specsOf, type WeightSet } from '../protocols/tensors.ts';
  *   data (describeDataError, policy and ceiling refusals): protocol, not a release.
  */
 
+export { EVALUATION_RELEASE, STATUS_RELEASE, UPDATE_META_RELEASE };
+
 declare const released: unique symbol;
 /** A message built by the release step; the coordinator client sends nothing else. */
 export type Released<T> = T & { readonly [released]: true };
@@ -64,22 +69,6 @@ export interface StatusFacts {
   message?: string;
   data?: DataReport;
 }
-
-/** Which message field is which release (the table above, as data; a test checks it is total). */
-export const UPDATE_META_RELEASE = {
-  numExamples: 'update.numExamples',
-  loss: 'update.loss',
-  steps: 'update.steps',
-  trainSeconds: 'update.trainSeconds',
-  data: 'update.data',
-  dpSgd: 'update.dpSgd',
-} as const satisfies Record<keyof UpdateMeta, ReleaseField>;
-export const EVALUATION_RELEASE = {
-  numExamples: 'evaluation.numExamples',
-  loss: 'evaluation.loss',
-  stats: 'evaluation.stats',
-} as const satisfies Record<keyof EvaluationReport, ReleaseField>;
-export const STATUS_RELEASE = { data: 'status.data' } as const satisfies Partial<Record<keyof NodeStatusReport, ReleaseField>>;
 
 export class Release {
   /** The study's declared list, checked (the required fields are on it, no name twice). */

@@ -272,19 +272,33 @@ export const ErrorBody = z.object({
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
 /**
+ * Which message field is which release (RELEASE_FIELDS): the node's release step builds its
+ * messages from these tables and the coordinator checks what arrives against them.
+ */
+export const UPDATE_META_RELEASE = {
+  numExamples: 'update.numExamples',
+  loss: 'update.loss',
+  steps: 'update.steps',
+  trainSeconds: 'update.trainSeconds',
+  data: 'update.data',
+  dpSgd: 'update.dpSgd',
+} as const satisfies Record<keyof UpdateMeta, ReleaseField>;
+export const EVALUATION_RELEASE = {
+  numExamples: 'evaluation.numExamples',
+  loss: 'evaluation.loss',
+  stats: 'evaluation.stats',
+} as const satisfies Record<keyof EvaluationReport, ReleaseField>;
+export const STATUS_RELEASE = { data: 'status.data' } as const satisfies Partial<Record<keyof NodeStatusReport, ReleaseField>>;
+
+/**
  * The fields of a node's message that the study's release list does not allow (the coordinator's
  * second line of defence after the node's own release step): names of RELEASE_FIELDS.
  */
 export function unreleasedFields(release: readonly ReleaseField[], message: { kind: 'update'; meta: UpdateMeta } | { kind: 'evaluation'; report: EvaluationReport } | { kind: 'status'; report: NodeStatusReport }): ReleaseField[] {
-  const present: ReleaseField[] =
-    message.kind === 'update'
-      ? (['loss', 'steps', 'trainSeconds', 'data', 'dpSgd'] as const).filter((k) => message.meta[k] !== undefined).map((k) => `update.${k}` as ReleaseField)
-      : message.kind === 'evaluation'
-        ? message.report.loss !== undefined
-          ? ['evaluation.loss']
-          : []
-        : message.report.data !== undefined
-          ? ['status.data']
-          : [];
-  return present.filter((f) => !release.includes(f));
+  const present = (table: Record<string, ReleaseField>, fields: object): ReleaseField[] =>
+    Object.entries(fields)
+      .filter(([, value]) => value !== undefined)
+      .flatMap(([key]) => (key in table ? [table[key]] : []));
+  const fields = message.kind === 'update' ? present(UPDATE_META_RELEASE, message.meta) : message.kind === 'evaluation' ? present(EVALUATION_RELEASE, message.report) : present(STATUS_RELEASE, message.report);
+  return fields.filter((f) => !release.includes(f));
 }

@@ -2,6 +2,7 @@ import type { StudyConfig } from '../../protocols/messages.ts';
 import type { FitAggregation, ServerState, Strategy } from '../../protocols/strategies/strategy.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { decodeServerState } from '../../protocols/strategies/server-state.ts';
+import { DP_CLIP_NORM } from '../../protocols/privacy/client-level-dp.ts';
 import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import type { StudyService } from '../studies/study-service.ts';
@@ -58,6 +59,5 @@ export async function aggregationOf(tx: Db, strategy: Strategy, global: WeightSe
 
 /** The clip norm in force under central DP, from the server state (the DP wrapper keeps it there). */
 export function clipNormIn(state: ServerState): number | null {
-  const key = Object.keys(state.scalars).find((k) => /clipNorm$/i.test(k));
-  return key === undefined ? null : state.scalars[key];
+  return state.scalars[DP_CLIP_NORM] ?? null;
 }

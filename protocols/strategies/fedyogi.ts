@@ -1,11 +1,8 @@
 import { AdaptiveServerOptimizer } from './adaptive.ts';
+import type { FedAdamParams } from './fedadam.ts';
 
-export interface FedYogiParams {
-  serverLearningRate: number;
-  beta1: number;
-  beta2: number;
-  tau: number;
-}
+/** FedYogi takes FedAdam's parameters (Reddi et al. 2021 tune both over the same grid). */
+export type FedYogiParams = FedAdamParams;
 
 /**
  * FedYogi (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2; Yogi from Zaheer

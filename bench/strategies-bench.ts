@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { encodedWidth } from '../protocols/feature-spec.ts';
 import { StudyConfig } from '../protocols/messages.ts';
 import { modelTensorSpecs, type ModelSpec } from '../protocols/model-spec.ts';
-import { poolEvaluation, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
+import { poolStudyEvaluation, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
 import { createStrategy, STRATEGY_NAMES, StrategyConfig, type StrategyName, type StrategyNode } from '../protocols/strategies/index.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, type EncodedData } from '../models/index.ts';
@@ -141,8 +141,6 @@ export async function simulateFederation(study: StudyConfig, parts: EncodedData[
   let aggregationBytes = 0;
   let peakRss = process.memoryUsage().rss;
   const metricsByRound: PooledMetrics[] = [];
-  const target = study.features.target;
-  const center = 'kind' in target && target.kind === 'numeric' ? target.center : 0;
   try {
     for (let round = 1; round <= study.rounds; round++) {
       const instructions = strategy.configureFit(round, serverState, nodes, study.training);
@@ -160,7 +158,7 @@ export async function simulateFederation(study: StudyConfig, parts: EncodedData[
       global = outcome.weights ?? global;
       serverState = outcome.serverState;
       setWeights(model, global);
-      metricsByRound.push(poolEvaluation(study.task.kind, [kind.evaluate(model, test).stats], center));
+      metricsByRound.push(poolStudyEvaluation(study, [kind.evaluate(model, test).stats]));
     }
   } finally {
     model.dispose();

@@ -5,10 +5,10 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
 import { createInterface } from 'node:readline';
-import { encodedWidth, type FeatureSpec } from '../protocols/feature-spec.ts';
+import { encodedWidth, isNumericTarget, type FeatureSpec } from '../protocols/feature-spec.ts';
 import { StudyConfig, StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
 import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from '../protocols/strategies/config.ts';
-import { poolEvaluation, TaskSpec, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
+import { poolStudyEvaluation, TaskSpec, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
@@ -300,13 +300,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const studyParsed = StudyConfig.parse(studyConfig);
     const kind = nodeKindFor(studyParsed);
     const width = encodedWidth(spec);
-    const center = 'kind' in spec.target && spec.target.kind === 'numeric' ? spec.target.center : 0;
+    // What the mean-only baseline predicts (shown in the table; poolStudyEvaluation uses the same).
+    const center = isNumericTarget(spec.target) ? spec.target.center : 0;
     const test = subset(encoded, testIdx);
     const evaluate = (w: WeightSet) => {
       const m = kind.createModel(studyParsed, width);
       try {
         setWeights(m, w);
-        return poolEvaluation(task.kind, [kind.evaluate(m, test).stats], center);
+        return poolStudyEvaluation(studyParsed, [kind.evaluate(m, test).stats]);
       } finally {
         m.dispose();
       }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { FeatureSpec } from './feature-spec.ts';
+import { FeatureSpec, isNumericTarget } from './feature-spec.ts';
 import { ModelSpec } from './model-spec.ts';
 import { TrainingConfig } from './training-config.ts';
 import { StudyPrivacy } from './privacy/study-privacy.ts';
@@ -95,7 +95,8 @@ export const StudyConfig = z.object({
   if (study.privacy?.dpSgd && !study.release.includes('update.dpSgd')) {
     ctx.addIssue({ code: 'custom', path: ['release'], message: 'a study with DP-SGD must release update.dpSgd: the per-node privacy report is built from what each node says it spent' });
   }
-  const numericTarget = 'kind' in study.features.target && study.features.target.kind === 'numeric';
+  const target = study.features.target;
+  const numericTarget = isNumericTarget(target);
   if ((study.task.kind === 'regression') !== numericTarget) {
     ctx.addIssue({
       code: 'custom',
@@ -103,7 +104,7 @@ export const StudyConfig = z.object({
       message: study.task.kind === 'regression' ? 'a regression study needs a numeric target ({ column, kind: "numeric", center, scale })' : 'a binary study needs a target with a positive class ({ column, positive })',
     });
   }
-  const targetProblem = numericTarget ? regressionTargetProblem(study.task, study.features.target as { center?: number; transform?: string }) : undefined;
+  const targetProblem = isNumericTarget(target) ? regressionTargetProblem(study.task, target) : undefined;
   if (targetProblem) ctx.addIssue({ code: 'custom', ...targetProblem });
 });
 export type StudyConfig = z.infer<typeof StudyConfig>;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts';
 import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
+import { isNumericTarget, type Target } from '../feature-spec.ts';
 import type { TensorSpec } from '../tensors.ts';
 
 /**
@@ -164,6 +165,15 @@ export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats>; readonly re
 
 export function modelKind(name: KindName): ModelKind {
   return MODEL_KINDS[name] as ModelKind;
+}
+
+/**
+ * Pools a study's reports with its kind; a regression study's mean-only baseline predicts the
+ * target center of its feature spec (fixed before training). Takes the two fields it reads, so
+ * this module needs no StudyConfig import (messages.ts imports it).
+ */
+export function poolStudyEvaluation(study: { task: TaskSpec; features: { target: Target } }, stats: EvaluationStats[]): PooledMetrics {
+  return poolEvaluation(study.task.kind, stats, isNumericTarget(study.features.target) ? study.features.target.center : 0);
 }
 
 /** Pools one round's reports (all of one kind: the study's). */

@@ -7,6 +7,7 @@ import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
+import { ATTACK_NAMES } from '../client-node/attack.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -160,6 +161,7 @@ export function buildProgram(): Command {
     .option('--jurisdiction <name>', 'the law this node\'s data falls under: EU-GDPR, US-CA-CCPA, CN-PIPL, ... (env FEDMARK_NODE_JURISDICTION)', process.env.FEDMARK_NODE_JURISDICTION)
     .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
     .option('--coordinator-key <file>', 'the coordinator\'s public key to pin at enrollment (otherwise trusted on first use)')
+    .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
     .action(async (opts) => {
       const parsed = NodeConfig.safeParse({
         coordinator: opts.coordinator,
@@ -177,6 +179,7 @@ export function buildProgram(): Command {
         jurisdiction: opts.jurisdiction,
         policy: opts.policy,
         maxEpsilonDelta: opts.maxEpsilonDelta === undefined ? undefined : Number(opts.maxEpsilonDelta),
+        attack: opts.attack,
       });
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
@@ -184,6 +187,7 @@ export function buildProgram(): Command {
         return;
       }
       const log = pino({ level: parsed.data.logLevel });
+      if (parsed.data.attack) log.warn({ attack: parsed.data.attack }, 'this node is an ATTACKER (--attack: for demos and tests only)');
       const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');
       if (opts.withdraw) return withdrawNode(Object.freeze(parsed.data), opts.reason, log);
       if (opts.rotateKey) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ATTACK_NAMES } from './attack.ts';
 
 /** A node's configuration, parsed once from CLI flags and FEDMARK_NODE_* variables. */
 export const NodeConfig = z
@@ -37,6 +38,8 @@ export const NodeConfig = z
     idleBackoffMaxSeconds: z.coerce.number().min(0).max(3600).default(60),
     /** Delta at which the ceiling is measured. */
     maxEpsilonDelta: z.number().gt(0).lt(1).default(1e-5),
+    /** FOR DEMOS AND TESTS ONLY: the node attacks the study after honest training (client-node/attack.ts). */
+    attack: z.enum(ATTACK_NAMES).optional(),
   })
   .refine((c) => !c.coordinator.startsWith('http://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(c.coordinator) || c.allowInsecureRemote, {
     message: 'plain http:// is only allowed to a loopback coordinator; use https:// (or FEDMARK_ALLOW_INSECURE_REMOTE=1)',

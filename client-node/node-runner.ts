@@ -12,6 +12,7 @@ import { DataSource } from './data.ts';
 import { GlobalModels, ModelSignatureError } from './global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll, savedNode } from './identity.ts';
 import { checkFitTask, effectivePolicy, loadNodePolicy } from './policy.ts';
+import { attackEvaluation, attackUpdate } from './attack.ts';
 import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
 import { BackOff, describeNetworkError, pause, pollTask } from './task.ts';
@@ -121,7 +122,8 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
           continue;
         }
         // 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send.
-        const trained = await train(kind, model, loaded, task, await globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
+        let trained = await train(kind, model, loaded, task, await globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
+        if (config.attack) trained = attackUpdate(config.attack, trained, await globals.fetch(task)); // demos and tests only (attack.ts)
         const meta = release.update({ ...trained.facts, data: loaded.report });
         const weights = release.weights(trained.weights);
         const sealed = await seal(client, weights, trust);
@@ -132,7 +134,8 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((w) => `${w.name}[${w.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
       } else {
         // Evaluate: the global model on this node's validation rows, 5. release, 7. send.
-        const evaluation = evaluate(kind, model, loaded, await globals.fetch(task));
+        let evaluation = evaluate(kind, model, loaded, await globals.fetch(task));
+        if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
         await sendEvaluation(client, task, release.evaluation(evaluation));
         summary.evaluations++;
         log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind }, 'sent evaluation (sufficient statistics)');

@@ -37,11 +37,14 @@ export async function closeFit(tx: Transaction<Database>, deps: RoundDeps, row: 
   return aggregateFit(tx, deps, { row, config, t, updates, failures });
 }
 
-/** Too few updates: the round fails and the model and server state carry over unchanged. */
-async function failFit(
+/**
+ * Too few updates (or, with `reason`, an aggregation that cannot finish: see round-service.ts):
+ * the round fails and the model and server state carry over unchanged.
+ */
+export async function failFit(
   tx: Transaction<Database>,
   deps: RoundDeps,
-  input: { row: RoundRow; config: StudyConfig; t: Date; updates: Contribution[]; failures: Failure[]; deadlinePassed: boolean },
+  input: { row: RoundRow; config: StudyConfig; t: Date; updates: Contribution[]; failures: Failure[]; deadlinePassed: boolean; reason?: string },
 ): Promise<FitClosing> {
   const { row, updates, failures, t } = input;
   const { study_id: studyId, round, participants } = row;
@@ -49,7 +52,7 @@ async function failFit(
   // (which reveals who was sampled) is in mechanism.failures, filtered per reader.
   const failureNote = failures.length ? `; ${failures.length} could not train (${[...new Set(failures.map((f) => f.state))].sort().join(', ')})` : '';
   const when = input.deadlinePassed ? `by the deadline ${new Date(row.fit_deadline).toISOString()}` : 'and every other participant said it cannot train';
-  const reason = `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${input.config.minNodesPerRound}`;
+  const reason = input.reason ?? `only ${updates.length} of ${participants.length} nodes reported ${when}${failureNote}; the study requires at least ${input.config.minNodesPerRound}`;
   // "No new weights": the model AND the server state carry over unchanged.
   await updateRound(tx, studyId, round, { phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null, next_server_state: row.server_state });
   await dropRegionalAccumulators(tx, studyId, round);

@@ -204,6 +204,8 @@ export interface AuditCheckpointsTable {
   at: string;
   coordinator_fingerprint: string;
   signature: string;
+  /** 1, 2, 3, ... inside the signed payload (migration 0015); null for checkpoints signed before it. */
+  number: number | null;
 }
 
 export interface RequestNoncesTable {

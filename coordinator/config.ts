@@ -34,6 +34,12 @@ export const CoordinatorConfig = z
     tlsKey: z.string().optional(),
     /** How far a signed request's timestamp may be from the coordinator's clock. */
     maxClockSkewSeconds: z.coerce.number().positive().max(3600).default(300),
+    /**
+     * How often open rounds past their deadline are looked up in the database and closed: the
+     * backstop for a deadline timer that was missed (a transition that kept failing, a restart,
+     * another replica). 0 turns the sweep off.
+     */
+    deadlineSweepSeconds: z.coerce.number().min(0).max(3600).default(5),
   })
   .refine((c) => !c.migrationDatabaseUrl || c.databaseUrl, { message: 'FEDMARK_MIGRATION_DATABASE_URL needs DATABASE_URL (the embedded database has a single role)', path: ['migrationDatabaseUrl'] })
   .refine((c) => !c.tlsCert === !c.tlsKey, { message: 'set both FEDMARK_TLS_CERT and FEDMARK_TLS_KEY, or neither', path: ['tlsCert'] })
@@ -60,6 +66,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     tlsCert: env.FEDMARK_TLS_CERT,
     tlsKey: env.FEDMARK_TLS_KEY,
     maxClockSkewSeconds: env.FEDMARK_MAX_CLOCK_SKEW_SECONDS,
+    deadlineSweepSeconds: env.FEDMARK_DEADLINE_SWEEP_SECONDS,
   };
   const merged: Record<string, unknown> = { ...fromEnv };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;

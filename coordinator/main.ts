@@ -39,7 +39,7 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
   log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
   let rounds: ReturnType<typeof createRoundService> | undefined;
   const studies = createStudyService({ db, log, keyring, onStudyCreated: (id) => rounds?.onNodeChanged(id) });
-  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now });
+  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now, deadlineSweepSeconds: config.deadlineSweepSeconds });
   const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
   const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
   const policies = createPolicyService(db);

@@ -1,18 +1,23 @@
 import type { StudyConfig } from '../../protocols/messages.ts';
+import type { PooledMetrics } from '../../protocols/model-kinds/kind.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Db } from '../db/database.ts';
 import { meanLossOf } from '../regions/regional-models.ts';
-import { evaluationStatsOf, poolStudyEvaluation } from './evaluation-pooling.ts';
+import { poolStudyEvaluation, poolWhatPools, screenEvaluations, type ExcludedEvaluation, type PoolableEvaluation } from './evaluation-pooling.ts';
 import { listRoundEvaluations, listUpdaterIds, updateRound, type RoundRow } from './round-repository.ts';
 import { cannotTrain, EVALUATION_STATES } from './round-state.ts';
 
-export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: number };
+export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: number; excluded: ExcludedEvaluation[] };
 
 /**
  * Closes the evaluation phase of a round whose row the caller's transaction locked, when every
  * node that trained reported (or can no longer) or the deadline passed: pools the reports into
  * the round's validation metrics and completes the round. Undefined: the round still waits.
+ *
+ * No single report can keep the round open: one that cannot be pooled (wrong kind or bins, rows
+ * that do not add up, anything that makes pooling throw) is excluded, with an
+ * `evaluation.excluded` audit entry naming the node and why, and the round completes without it.
  */
 export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig, strategy: Strategy, t: Date): Promise<EvaluationClosing | undefined> {
   const { study_id: studyId, round } = row;
@@ -22,14 +27,34 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const unable = await cannotTrain(tx, updaters.filter((id) => !evaluations.some((e) => e.node_id === id)), EVALUATION_STATES);
   const allIn = evaluations.length + unable.length >= updaters.length;
   if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
-  // Flower's aggregate_evaluate, with the nodes that could not report as failures; by default
-  // the kind's sufficient statistics, summed: the metrics of the pooled held-out rows.
-  const results = evaluations.map((e) => ({ nodeId: e.node_id, numExamples: e.num_examples, stats: evaluationStatsOf(e) }));
-  const failures = updaters.filter((id) => !evaluations.some((e) => e.node_id === id)).map((nodeId) => ({ nodeId, reason: unable.find((u) => u.nodeId === nodeId)?.state ?? 'late' }));
-  const metrics = strategy.aggregateEvaluate(round, results, failures, (stats) => poolStudyEvaluation(config, stats));
+  const screened = screenEvaluations(config, evaluations);
+  // Flower's aggregate_evaluate, with the nodes that could not report (and those excluded) as
+  // failures; by default the kind's sufficient statistics, summed: the metrics of the pooled
+  // held-out rows.
+  const failures = [
+    ...updaters.filter((id) => !evaluations.some((e) => e.node_id === id)).map((nodeId) => ({ nodeId, reason: unable.find((u) => u.nodeId === nodeId)?.state ?? 'late' })),
+    ...screened.excluded.map((e) => ({ nodeId: e.nodeId, reason: 'excluded' })),
+  ];
+  const aggregate = (reports: PoolableEvaluation[]): PooledMetrics =>
+    strategy.aggregateEvaluate(
+      round,
+      reports.map((e) => ({ nodeId: e.node_id, numExamples: e.num_examples, stats: e.stats })),
+      failures,
+      (stats) => poolStudyEvaluation(config, stats),
+    );
+  const pooling = poolWhatPools(screened.usable, aggregate);
+  const excluded = [...screened.excluded, ...pooling.excluded];
+  for (const e of excluded) await appendAudit(tx, { actor: 'coordinator', kind: 'evaluation.excluded', studyId, round, data: { nodeId: e.nodeId, reason: e.reason } });
+  const metrics = pooling.metrics ?? {};
   const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
-  const loss = meanLossOf(evaluations);
+  const loss = meanLossOf(pooling.pooled);
   await updateRound(tx, studyId, round, { phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t });
-  await appendAudit(tx, { actor: 'coordinator', kind: 'round.completed', studyId, round, data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: evaluations.length } });
-  return { kind: 'completed', auc, evaluations: evaluations.length };
+  await appendAudit(tx, {
+    actor: 'coordinator',
+    kind: 'round.completed',
+    studyId,
+    round,
+    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}) },
+  });
+  return { kind: 'completed', auc, evaluations: pooling.pooled.length, excluded };
 }

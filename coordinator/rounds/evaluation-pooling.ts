@@ -1,5 +1,6 @@
-import { BinaryStats, EvaluationStats } from '../../protocols/model-kinds/kind.ts';
-import { ScoreHistogram } from '../../protocols/metrics.ts';
+import { BinaryStats, EvaluationStats, poolStudyEvaluation, statsRows } from '../../protocols/model-kinds/kind.ts';
+import { DEFAULT_HISTOGRAM_BINS, ScoreHistogram } from '../../protocols/metrics.ts';
+import type { StudyConfig } from '../../protocols/messages.ts';
 
 /**
  * The stored statistics of one evaluation row. Rows written before model kinds hold a bare score
@@ -12,3 +13,83 @@ export function evaluationStatsOf(row: { stats?: unknown; histogram?: unknown })
 }
 
 export { poolStudyEvaluation } from '../../protocols/model-kinds/kind.ts';
+
+/** A stored evaluation row as the closing reads it. */
+export interface StoredEvaluation {
+  node_id: string;
+  num_examples: number;
+  loss: number | null;
+  stats?: unknown;
+  histogram?: unknown;
+}
+export type PoolableEvaluation = StoredEvaluation & { stats: EvaluationStats };
+export interface ExcludedEvaluation {
+  nodeId: string;
+  reason: string;
+}
+
+/** Long enough to say what is wrong; bounded, because it goes into the audit log. */
+const REASON_CHARS = 300;
+const bounded = (text: string) => (text.length > REASON_CHARS ? `${text.slice(0, REASON_CHARS)}...` : text);
+const messageOf = (err: unknown) => bounded(err instanceof Error ? err.message : String(err));
+
+/** What makes one parsed report unfit for this study's pooling, if anything. */
+function reportProblem(config: StudyConfig, row: StoredEvaluation, stats: EvaluationStats): string | undefined {
+  if (stats.kind !== config.task.kind) return `a ${stats.kind} report in a ${config.task.kind} study`;
+  if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) return `histogram of ${stats.histogram.bins} bins; the study pools ${DEFAULT_HISTOGRAM_BINS}`;
+  const rows = statsRows(stats);
+  if (rows !== Number(row.num_examples)) return `the statistics cover ${rows} rows but numExamples is ${row.num_examples}`;
+  if (row.loss !== null && !Number.isFinite(row.loss)) return `loss ${row.loss} is not finite`;
+  return undefined;
+}
+
+/**
+ * Splits a round's stored reports into those that can be pooled and those that cannot, with why.
+ * Intake refuses bad reports, but a row stored by an older version (or by a bug) must not keep
+ * the round open: whatever one report does, it is excluded, never pooled, and never thrown.
+ */
+export function screenEvaluations(config: StudyConfig, rows: StoredEvaluation[]): { usable: PoolableEvaluation[]; excluded: ExcludedEvaluation[] } {
+  const usable: PoolableEvaluation[] = [];
+  const excluded: ExcludedEvaluation[] = [];
+  for (const row of rows) {
+    try {
+      const stats = evaluationStatsOf(row);
+      const problem = reportProblem(config, row, stats);
+      if (problem) {
+        excluded.push({ nodeId: row.node_id, reason: bounded(problem) });
+        continue;
+      }
+      // Alone it must pool: anything the kind's pooling cannot take is found here, per node.
+      poolStudyEvaluation(config, [stats]);
+      usable.push({ ...row, stats });
+    } catch (err) {
+      excluded.push({ nodeId: row.node_id, reason: messageOf(err) });
+    }
+  }
+  return { usable, excluded };
+}
+
+/**
+ * Pools `usable` with `pool`; should the whole set still fail (reports that pool alone but not
+ * together), reports are added one at a time in node order and each one whose addition fails is
+ * excluded. Returns the metrics (undefined when nothing pools) and the reports that went in.
+ */
+export function poolWhatPools<T>(usable: PoolableEvaluation[], pool: (reports: PoolableEvaluation[]) => T): { metrics: T | undefined; pooled: PoolableEvaluation[]; excluded: ExcludedEvaluation[] } {
+  try {
+    return { metrics: pool(usable), pooled: usable, excluded: [] };
+  } catch {
+    // Fall through: find the reports that break it.
+  }
+  const pooled: PoolableEvaluation[] = [];
+  const excluded: ExcludedEvaluation[] = [];
+  let metrics: T | undefined;
+  for (const report of [...usable].sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0))) {
+    try {
+      metrics = pool([...pooled, report]);
+      pooled.push(report);
+    } catch (err) {
+      excluded.push({ nodeId: report.node_id, reason: `cannot be pooled with the other reports: ${messageOf(err)}` });
+    }
+  }
+  return { metrics, pooled, excluded };
+}

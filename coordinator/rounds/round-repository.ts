@@ -51,6 +51,32 @@ export async function listOpenRounds(db: Db) {
   return db.selectFrom('rounds').select(['study_id', 'round', 'phase', 'fit_deadline', 'evaluation_deadline']).where('phase', 'in', OPEN_PHASES).execute();
 }
 
+/**
+ * Open rounds whose phase deadline is at or before `at` (the round service's clock, not the
+ * database's, so a test clock moves it too): what the deadline sweep closes, oldest first.
+ */
+export async function listOverdueRounds(db: Db, at: Date) {
+  return db
+    .selectFrom('rounds')
+    .select(['study_id', 'round', 'phase'])
+    .where((eb) => eb.or([eb.and([eb('phase', '=', 'fit'), eb('fit_deadline', '<=', at)]), eb.and([eb('phase', '=', 'evaluate'), eb('evaluation_deadline', '<=', at)])]))
+    .orderBy('study_id')
+    .orderBy('round')
+    .execute();
+}
+
+/** Running studies with no open round: one may be due to open (the sweep asks each). */
+export async function listRunningStudiesWithoutOpenRound(db: Db): Promise<string[]> {
+  const rows = await db
+    .selectFrom('studies')
+    .select('id')
+    .where('state', '=', 'running')
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('rounds').select('round').whereRef('rounds.study_id', '=', 'studies.id').where('rounds.phase', 'in', OPEN_PHASES))))
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => r.id);
+}
+
 export async function insertRound(tx: Db, row: Insertable<RoundsTable>): Promise<void> {
   await tx.insertInto('rounds').values(row).execute();
 }

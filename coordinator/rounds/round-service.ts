@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
@@ -7,11 +8,21 @@ import { checkpointAudit } from '../audit/audit-log.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import { closeEvaluation } from './close-evaluation.ts';
-import { closeFit } from './close-fit.ts';
+import { closeFit, failFit, type FitClosing } from './close-fit.ts';
 import { acceptEvaluation, acceptUpdate } from './intake.ts';
 import { openRound, type OpenMode } from './open-round.ts';
-import { createRoundEvents } from './round-events.ts';
-import { findOpenRoundNumber, findStudyState, listOpenRounds, listRunningStudyIds, lockRound } from './round-repository.ts';
+import { createRoundEvents, type RetryPolicy } from './round-events.ts';
+import {
+  findOpenRoundNumber,
+  findStudyState,
+  listOpenRounds,
+  listOverdueRounds,
+  listRunningStudiesWithoutOpenRound,
+  listRunningStudyIds,
+  listUpdateContributions,
+  lockRound,
+  type RoundRow,
+} from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
 import { findTask } from './tasks.ts';
 
@@ -26,13 +37,36 @@ import { findTask } from './tasks.ts';
  * is in open-round.ts (opening: budget, policy, sampling, server state, instructions),
  * close-fit.ts (aggregation or failure), close-evaluation.ts (pooling), intake.ts (updates and
  * evaluations) and tasks.ts (a node's next task); their SQL is in round-repository.ts.
+ *
+ * Nothing stalls a study: a background transition that fails is retried with backoff until it
+ * commits; every `deadlineSweepSeconds` the database is asked for open rounds past their deadline
+ * (and running studies with no open round), so a lost timer cannot leave a round open; and an
+ * error of the closing computation itself fails (fit) or completes (evaluation) the round
+ * instead of throwing again at every retry.
  */
-export function createRoundService(deps: { db: Db; log: Logger; studies: StudyService; strategyFor: (config: StudyConfig) => Strategy; keyring: CoordinatorKeyring; now?: () => Date }) {
+export function createRoundService(deps: {
+  db: Db;
+  log: Logger;
+  studies: StudyService;
+  strategyFor: (config: StudyConfig) => Strategy;
+  keyring: CoordinatorKeyring;
+  now?: () => Date;
+  deadlineSweepSeconds?: number;
+  retry?: RetryPolicy;
+}) {
   const { db, log, studies } = deps;
   const now = deps.now ?? (() => new Date());
   const machine: RoundDeps = { db, studies, strategyFor: deps.strategyFor, keyring: deps.keyring, now };
-  const events = createRoundEvents({ log, now, onDeadline: (studyId, round) => advanceRound(studyId, round) });
+  const events = createRoundEvents({
+    log,
+    now,
+    onDeadline: (studyId, round) => advanceRound(studyId, round),
+    retry: deps.retry,
+    sweepSeconds: deps.deadlineSweepSeconds ?? 5,
+    sweep: () => sweep(),
+  });
   const { notify, spawn, schedule } = events;
+  const roundKey = (studyId: string, round: number) => `${studyId}/${round}`;
 
   /**
    * Opens the next round if it may: none open, rounds left, enough ready nodes, and (with central
@@ -59,7 +93,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       schedule(studyId, opened.round, opened.fitDeadline);
       notify(studyId);
       // Poisson sampling can select nobody: such a round has nothing to wait for.
-      if (opened.participants.length === 0) spawn('empty-sample', () => advanceRound(studyId, opened.round));
+      if (opened.participants.length === 0) spawn('empty-sample', () => advanceRound(studyId, opened.round), roundKey(studyId, opened.round));
       return { round: opened.round };
     }
     return undefined;
@@ -80,7 +114,7 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const row = await lockRound(tx, studyId, round);
       if (!row) return undefined;
       const t = now();
-      if (row.phase === 'fit') return closeFit(tx, machine, row, config, t);
+      if (row.phase === 'fit') return closeFitOrFail(tx, row, config, t);
       if (row.phase === 'evaluate') return closeEvaluation(tx, row, config, deps.strategyFor(config), t);
       return undefined;
     });
@@ -101,6 +135,48 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
     await maybeStartNextRound(studyId);
   }
 
+  /**
+   * closeFit, except that an error of the aggregation itself (a stored update or state that makes
+   * the strategy throw, a model the range guard refuses) fails the round with that reason: such an
+   * error is deterministic, so retrying would throw again and the round would never close.
+   * Database errors propagate (the transaction rolls back and the transition is retried); the
+   * savepoint undoes whatever closeFit wrote before it threw.
+   */
+  async function closeFitOrFail(tx: Parameters<typeof closeFit>[0], row: RoundRow, config: StudyConfig, t: Date): Promise<FitClosing | undefined> {
+    await sql`savepoint close_fit`.execute(tx);
+    try {
+      return await closeFit(tx, machine, row, config, t);
+    } catch (err) {
+      if (isDatabaseError(err)) throw err;
+      // A connection that is gone cannot roll back: then it was the database after all.
+      await sql`rollback to savepoint close_fit`.execute(tx).catch(() => Promise.reject(err));
+      const message = err instanceof Error ? err.message : String(err);
+      const reason = `aggregation failed: ${message.length > 300 ? `${message.slice(0, 300)}...` : message}`;
+      log.error({ err, studyId: row.study_id, round: row.round }, 'aggregation failed; the round fails and the model carries over');
+      const updates = await listUpdateContributions(tx, row.study_id, row.round);
+      return failFit(tx, machine, { row, config, t, updates, failures: [], deadlinePassed: t >= new Date(row.fit_deadline), reason });
+    }
+  }
+
+  /**
+   * The backstop for deadline timers: closes open rounds past their deadline and opens rounds
+   * that are due, from what the database says (a missed timer, a transition whose retries were
+   * lost to a restart, or a round another replica opened). Rounds with a transition already
+   * running or waiting to retry are left to it.
+   */
+  async function sweep(): Promise<void> {
+    for (const r of await listOverdueRounds(db, now())) {
+      const key = roundKey(r.study_id, r.round);
+      if (events.busy(key)) continue;
+      log.info({ studyId: r.study_id, round: r.round, phase: r.phase }, 'deadline sweep: closing an overdue round');
+      spawn('sweep', () => advanceRound(r.study_id, r.round), key);
+    }
+    for (const id of await listRunningStudiesWithoutOpenRound(db)) {
+      const key = `${id}/next`;
+      if (!events.busy(key)) spawn('sweep-open', () => maybeStartNextRound(id), key);
+    }
+  }
+
   return {
     changes: events.changes,
     maybeStartNextRound,
@@ -112,12 +188,16 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       const open = await listOpenRounds(db);
       for (const r of open) {
         schedule(r.study_id, r.round, new Date(r.phase === 'fit' ? r.fit_deadline : r.evaluation_deadline!));
-        spawn('resume', () => advanceRound(r.study_id, r.round));
+        spawn('resume', () => advanceRound(r.study_id, r.round), roundKey(r.study_id, r.round));
         log.info({ studyId: r.study_id, round: r.round, phase: r.phase }, 'resumed open round');
       }
       const running = await listRunningStudyIds(db);
-      for (const id of running) spawn('resume', () => maybeStartNextRound(id));
+      for (const id of running) spawn('resume', () => maybeStartNextRound(id), `${id}/next`);
+      events.startSweep();
     },
+
+    /** One deadline sweep now (tests; the timer runs it every `deadlineSweepSeconds`). */
+    sweep: () => events.runSweep(),
 
     waitForChange: events.waitForChange,
     changeCount: events.changeCount,
@@ -165,14 +245,14 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
       if (!result.replay) {
         log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256: result.receipt.sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
         // The last expected update closes the fit phase now; otherwise the deadline timer will.
-        if (result.allIn) spawn('after-update', () => advanceRound(studyId, round));
+        if (result.allIn) spawn('after-update', () => advanceRound(studyId, round), roundKey(studyId, round));
       }
       return result;
     },
 
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {
       const stored = await acceptEvaluation(machine, node, studyId, round, report);
-      if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round));
+      if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round), roundKey(studyId, round));
       return { studyId, round, nodeId: node.id, stored: stored !== false };
     },
 
@@ -180,3 +260,15 @@ export function createRoundService(deps: { db: Db; log: Logger; studies: StudySe
   };
 }
 export type RoundService = ReturnType<typeof createRoundService>;
+
+/**
+ * An error the database raised (it carries a SQLSTATE and a severity, as pg's and PGlite's do) or
+ * a lost connection: transient, so the transition is retried rather than the round failed.
+ */
+function isDatabaseError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { code?: unknown; severity?: unknown; errno?: unknown; syscall?: unknown };
+  if (typeof e.severity === 'string' && typeof e.code === 'string') return true;
+  if (e.errno !== undefined || e.syscall !== undefined) return true;
+  return /connection|terminat|timeout|not queryable|ECONN/i.test(e.message);
+}

@@ -19,6 +19,7 @@ import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, s
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, type Partition } from './partition.ts';
 import { childLauncher } from './launcher.ts';
+import type { AttackName } from '../client-node/attack.ts';
 
 const DEMO_MARKER = '.fedmark-demo';
 const SHIPPED_DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
@@ -74,6 +75,10 @@ export interface DemoOptions {
   accountant?: 'rdp' | 'pld';
   /** Where progress lines go (default stdout, or stderr with --json). */
   progress?: NodeJS.WritableStream;
+  /** FOR DEMOS AND TESTS: the first `count` nodes run as attackers (`fedmark node --attack`). */
+  attackers?: { attack: AttackName; count: number };
+  /** null: the study is created with `bounds: null`, no bounds on the nodes' claims (legacy, undefended); default: the study defaults. */
+  bounds?: null;
 }
 
 export interface DemoResult {
@@ -105,6 +110,8 @@ export interface DemoResult {
   partition: string;
   audit?: { dir: string; ok: boolean; entries: number | null };
   privacy: { accountant: string; delta: number; central: { epsilonBudget: number; noiseMultiplier: number; clipNorm: number; epsilonSpent: number } | null; dpSgd: { targetEpsilon: number; noiseMultiplier: number; samplingRate: number; epsilonSpentMax: number } | null } | null;
+  /** With attackers: the attack and the nodes that ran it (their logs: logs/node-NAME.log). */
+  attack?: { name: AttackName; nodes: string[] };
 }
 
 /**
@@ -136,15 +143,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   if (!partitionBy && options.dirichlet === undefined) throw new Error('say how to split the data: --partition-by <column>, or --nodes N --dirichlet ALPHA');
   if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
   if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
-  const outDir = resolve(options.out ?? join('.fedmark', 'demo'));
-  // Each run starts clean (a stale database would resume an old study), but only a folder an
-  // earlier demo made is ever deleted: `--out .` must not wipe a repository.
-  if (existsSync(outDir) && readdirSync(outDir).length > 0) {
-    if (!existsSync(join(outDir, DEMO_MARKER)) && outDir !== resolve(join('.fedmark', 'demo'))) throw new Error(`--out ${outDir} exists and was not made by fedmark demo; give an empty or new folder`);
-    rmSync(outDir, { recursive: true, force: true });
-  }
+  const outDir = prepareDemoOut(options.out);
   mkdirSync(join(outDir, 'logs'), { recursive: true });
-  writeFileSync(join(outDir, DEMO_MARKER), 'made by fedmark demo; deleted and rewritten by the next run\n');
 
   // 1. The data, its spec, a held-out test split, and one CSV per region.
   const table = readCsvTable({ path: dataPath });
@@ -207,7 +207,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     evaluationDeadlineSeconds: Math.max(60, 3 * partitions.length),
     seed,
     ...(privacy ? { privacy } : {}),
+    // Spread, not a field: the study schema strips a key it does not know (before claim bounds existed).
+    ...(options.bounds === null ? { bounds: null } : {}),
   };
+  const attackers = new Set(options.attackers ? partitions.slice(0, options.attackers.count).map((p) => p.name) : []);
+  if (options.attackers && (options.attackers.count < 1 || options.attackers.count >= partitions.length)) throw new Error(`--malicious ${options.attackers.count}: between 1 and ${partitions.length - 1} of the ${partitions.length} nodes`);
 
   // 2. The coordinator and the nodes, as separate processes.
   const adminToken = randomBytes(24).toString('base64url');
@@ -218,12 +222,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   };
   // However the demo ends (Ctrl-C, kill, a crash, a closed pipe), its children end with it.
   process.once('exit', stopAll);
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      stopAll();
-      process.exit(130);
-    });
-  }
+  const onSignal = () => {
+    stopAll();
+    process.exit(130);
+  };
+  const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of SIGNALS) process.once(signal, onSignal);
   const launcher = await childLauncher();
   const spawnLogged = (args: string[], logFile: string, env: Record<string, string>) => spawnChild(launcher, args, logFile, env);
   try {
@@ -244,13 +248,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
       const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
       const node = spawnLogged(
-        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--jurisdiction', 'US-CA-CCPA'],
+        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--jurisdiction', 'US-CA-CCPA', ...(attackers.has(p.name) ? ['--attack', options.attackers!.attack] : [])],
         join(outDir, 'logs', `node-${p.name}.log`),
         { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') },
       );
       children.push(node.child);
     }
-    say(`  ${partitions.length} node processes started: ${partitions.map((p) => `${p.name} (${p.rows.length} rows)`).join(', ')}`);
+    say(`  ${partitions.length} node processes started: ${partitions.map((p) => `${p.name} (${p.rows.length} rows${attackers.has(p.name) ? `, ATTACKER: ${options.attackers!.attack}` : ''})`).join(', ')}`);
     if (privacy?.central) say(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
     if (privacy?.dpSgd) say(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
     say(`  ${rounds} rounds of ${describeStrategy(strategy)}, ${regression ? `regression of ${target} (${task.kind === 'regression' ? task.loss : ''} loss)` : `binary ${target}`}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
@@ -378,6 +382,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
           }
         : null,
     };
+    if (options.attackers) result.attack = { name: options.attackers.attack, nodes: [...attackers] };
     if (privacy) {
       say(`privacy spent: ${privacy.central ? `client-level epsilon ${fmt(report?.spentEpsilon ?? 0)} of ${privacy.budgetEpsilon} (delta ${privacy.delta})` : 'no central DP'}${privacy.dpSgd ? `; DP-SGD record-level epsilon per node up to ${fmt(result.privacy!.dpSgd!.epsilonSpentMax)} (delta ${privacy.delta})` : ''}`);
     }
@@ -396,7 +401,25 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   } finally {
     stopAll();
     await Promise.all(children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r)))));
+    // A process running several demos (the attack comparison, the bench) must not pile up listeners.
+    process.off('exit', stopAll);
+    for (const signal of SIGNALS) process.off(signal, onSignal);
   }
+}
+
+/**
+ * The demo's output folder, emptied: each run starts clean (a stale database would resume an old
+ * study), but only a folder an earlier demo made is ever deleted: `--out .` must not wipe a repository.
+ */
+export function prepareDemoOut(out: string | undefined): string {
+  const outDir = resolve(out ?? join('.fedmark', 'demo'));
+  if (existsSync(outDir) && readdirSync(outDir).length > 0) {
+    if (!existsSync(join(outDir, DEMO_MARKER)) && outDir !== resolve(join('.fedmark', 'demo'))) throw new Error(`--out ${outDir} exists and was not made by fedmark demo; give an empty or new folder`);
+    rmSync(outDir, { recursive: true, force: true });
+  }
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, DEMO_MARKER), 'made by fedmark demo; deleted and rewritten by the next run\n');
+  return outDir;
 }
 
 const DEFAULT_CLIP = 0.5;

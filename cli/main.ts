@@ -7,7 +7,9 @@ import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
-import { ATTACK_NAMES } from '../client-node/attack.ts';
+import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
+import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, type AttackConfiguration } from './attack-plans.ts';
+import type { AttackDemoOptions } from './attack-demo.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -81,6 +83,25 @@ export function strategyFromFlags(opts: Record<string, unknown>): StrategyConfig
   return config as StrategyConfigInput;
 }
 
+function configurationList(raw: string): AttackConfiguration[] {
+  const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = list.filter((c) => !(ATTACK_CONFIGURATIONS as readonly string[]).includes(c));
+  if (list.length === 0 || unknown.length) throw new InvalidArgumentError(`--compare: expected a comma-separated list of ${ATTACK_CONFIGURATIONS.join(', ')}${unknown.length ? `, got ${unknown.join(', ')}` : ''}`);
+  return list as AttackConfiguration[];
+}
+
+/** `demo --attack`: the comparison runs its own strategies (cli/attack-demo.ts), so strategy and DP flags do not apply. */
+async function runAttackDemoFromFlags(opts: Record<string, unknown>): Promise<void> {
+  const foreign = ['strategy', ...STRATEGY_FLAGS.map((f) => f.option), 'epsilon', 'dpSgd', 'task', 'loss'].filter((k) => opts[k] !== undefined);
+  if (foreign.length) {
+    const flag = (k: string) => STRATEGY_FLAGS.find((f) => f.option === k)?.flag ?? `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`;
+    throw new Error(`${foreign.map(flag).join(', ')} cannot go with --attack: the comparison runs each configuration of --compare (fedavg with and without claim bounds, median, trimmed mean, Krum) on the binary task without DP`);
+  }
+  const { runAttackDemo } = await import('./attack-demo.ts');
+  const { attack, malicious, compare, ...rest } = opts;
+  await runAttackDemo({ ...(rest as Omit<AttackDemoOptions, 'attack'>), attack: attack as AttackName, malicious: malicious as number | undefined, compare: compare as AttackConfiguration[] | undefined });
+}
+
 export function buildProgram(): Command {
   const program = new Command('fedmark').description('Privacy-preserving federated modeling for marketing').showHelpAfterError();
 
@@ -112,7 +133,12 @@ export function buildProgram(): Command {
     .option('--dp-sgd', 'record-level DP-SGD on every node')
     .option('--dp-sgd-epsilon <e>', 'target record-level epsilon of DP-SGD per node over the study (default 3)', positiveNumber('--dp-sgd-epsilon'))
     .addOption(new Option('--accountant <name>', 'privacy accountant (default rdp)').choices(['rdp', 'pld']))
+    .addOption(new Option('--attack <name>', `run the first --malicious node(s) as attackers and compare the damage with and without defenses: one federation per configuration (${ATTACK_DEMO_ROUNDS} rounds each unless --rounds)`).choices([...ATTACK_NAMES]))
+    .option('--malicious <n>', 'attacker nodes with --attack (default 1)', positiveInt('--malicious'))
+    .option('--compare <configurations>', `with --attack: comma-separated, from ${ATTACK_CONFIGURATIONS.join(', ')} (default all)`, configurationList)
     .action(async (opts) => {
+      if (opts.attack !== undefined) return runAttackDemoFromFlags(opts);
+      if (opts.malicious !== undefined || opts.compare !== undefined) throw new Error('--malicious and --compare go with --attack NAME');
       const strategy = strategyFromFlags(opts);
       if (opts.loss !== undefined && opts.task !== 'regression') throw new Error(`--loss ${opts.loss} is a regression loss: add --task regression`);
       if (opts.positive !== undefined && opts.task === 'regression') throw new Error('--positive names the positive class of a binary target: a regression target has none');

@@ -13,7 +13,12 @@ import { EvaluationStats, regressionTargetProblem, TaskSpec } from './model-kind
  * so a field renamed here breaks the build on both sides rather than in production.
  */
 
-export const Id = z.string().min(1).max(200);
+/**
+ * An id (study, node, token): the coordinator makes them from letters, digits and `_`. Anything
+ * outside a URL-safe set (a NUL, a control or non-ASCII character, a space, `%`) is refused by the
+ * schema, so it never reaches a query, a log line or a path (a NUL made PostgreSQL fail: a 500).
+ */
+export const Id = z.string().min(1).max(200).regex(/^[A-Za-z0-9._:~-]+$/, 'must be letters, digits and . _ : ~ - only');
 
 /**
  * Everything a node may send, by name. A study declares which of these its nodes release (the

@@ -161,6 +161,20 @@ export interface Database {
   regional_accumulators: RegionalAccumulatorsTable;
   regional_models: RegionalModelsTable;
   round_kept_updates: RoundKeptUpdatesTable;
+  refusal_counts: RefusalCountsTable;
+}
+
+/** Unauthenticated refusals per source, minute, claimed actor and reason (migration 0014). */
+export interface RefusalCountsTable {
+  source: string;
+  minute: Timestamp;
+  actor: string;
+  reason: string;
+  status: number;
+  /** bigint, read as a number (see openPostgres). */
+  count: number;
+  sample: Json<{ method: string; path: string; requestId: string }>;
+  last_at: DefaultedTimestamp;
 }
 
 /** Running FedAvg sum of one region's updates in an open round (float64 codec state). */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { AttackName } from '../client-node/attack.ts';
 import type { StrategyConfig } from '../protocols/strategies/config.ts';
-import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, PLANS, robustStrategy, type AttackConfiguration, type ConfigurationPlan } from './attack-plans.ts';
+import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_DEADLINES, ATTACK_DEMO_ROUNDS, PLANS, robustStrategy, type AttackConfiguration, type ConfigurationPlan } from './attack-plans.ts';
 import { prepareDemoOut, runDemo, type DemoOptions, type DemoResult } from './demo.ts';
 
 /**
@@ -76,7 +76,8 @@ export async function runAttackDemo(options: AttackDemoOptions): Promise<AttackD
   const rounds = options.rounds ?? ATTACK_DEMO_ROUNDS;
   const compare = options.compare ?? ATTACK_CONFIGURATIONS;
   const outDir = prepareDemoOut(options.out);
-  say(`fedmark attack demo: ${options.attack} by ${malicious} node(s), ${rounds} rounds per configuration (${compare.length} federations, one after another; the demo's 20 rounds would take too long)`);
+  const deadlines = options.deadlines ?? ATTACK_DEMO_DEADLINES;
+  say(`fedmark attack demo: ${options.attack} by ${malicious} node(s); ${compare.length} federations one after another, ${rounds} rounds each (not the demo's 20: time); deadlines ${deadlines.round} s to train, ${deadlines.evaluation} s to evaluate (a refused attacker keeps its round open until then)`);
   const rows: AttackRow[] = [];
   let nodes = 0;
   for (const configuration of compare) {
@@ -86,6 +87,7 @@ export async function runAttackDemo(options: AttackDemoOptions): Promise<AttackD
     const demo = await runDemo({
       ...options,
       rounds,
+      deadlines: options.deadlines ?? ATTACK_DEMO_DEADLINES,
       json: false,
       localBaseline: false,
       out: join(outDir, configuration),

@@ -77,6 +77,8 @@ export interface DemoOptions {
   progress?: NodeJS.WritableStream;
   /** FOR DEMOS AND TESTS: the first `count` nodes run as attackers (`fedmark node --attack`). */
   attackers?: { attack: AttackName; count: number };
+  /** The study's fit and evaluation deadlines in seconds (default: 120 and 60, more with many nodes). */
+  deadlines?: { round: number; evaluation: number };
   /** null: the study is created with `bounds: null`, no bounds on the nodes' claims (legacy, undefended); default: the study defaults. */
   bounds?: null;
 }
@@ -203,8 +205,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     minNodesToStart: partitions.length,
     // All the node processes share this machine's cores: 51 of them (one per state) need far
     // longer for a round than 10 do, and a deadline missed here would fail rounds for no reason.
-    roundDeadlineSeconds: Math.max(120, 6 * partitions.length),
-    evaluationDeadlineSeconds: Math.max(60, 3 * partitions.length),
+    roundDeadlineSeconds: options.deadlines?.round ?? Math.max(120, 6 * partitions.length),
+    evaluationDeadlineSeconds: options.deadlines?.evaluation ?? Math.max(60, 3 * partitions.length),
     seed,
     ...(privacy ? { privacy } : {}),
     // Spread, not a field: the study schema strips a key it does not know (before claim bounds existed).

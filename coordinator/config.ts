@@ -23,6 +23,15 @@ export const CoordinatorConfig = z
     adminToken: z.string().min(16, 'FEDMARK_ADMIN_TOKEN must be at least 16 characters'),
     /** Longest a node's task request is held open waiting for work (long polling). */
     maxTaskWaitSeconds: z.coerce.number().min(0).max(120).default(25),
+    /**
+     * Refusals of unauthenticated requests one source address may cause per window before it is
+     * answered 429 (with Retry-After) ahead of any other work; 0 turns the limit off. Requests that
+     * end authenticated or succeed do not count, so nodes and operators are not slowed.
+     */
+    rateLimitRefusals: z.coerce.number().int().min(0).max(1_000_000).default(300),
+    rateLimitWindowSeconds: z.coerce.number().int().min(1).max(3600).default(60),
+    /** express's `trust proxy` (a hop count, `loopback`, or addresses): set behind a TLS proxy so each client is its own source. */
+    trustProxy: z.string().max(500).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Plain HTTP off loopback must be asked for explicitly. */
     allowInsecureRemote: z.coerce.boolean().default(false),
@@ -59,6 +68,9 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     dataDir: env.FEDMARK_DATA_DIR,
     adminToken: env.FEDMARK_ADMIN_TOKEN,
     maxTaskWaitSeconds: env.FEDMARK_MAX_TASK_WAIT_SECONDS,
+    rateLimitRefusals: env.FEDMARK_RATE_LIMIT_REFUSALS,
+    rateLimitWindowSeconds: env.FEDMARK_RATE_LIMIT_WINDOW_SECONDS,
+    trustProxy: env.FEDMARK_TRUST_PROXY || undefined,
     logLevel: env.FEDMARK_LOG_LEVEL,
     allowInsecureRemote: env.FEDMARK_ALLOW_INSECURE_REMOTE === '1' || env.FEDMARK_ALLOW_INSECURE_REMOTE === 'true' ? true : undefined,
     keyDir: env.FEDMARK_KEY_DIR,

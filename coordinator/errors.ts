@@ -18,6 +18,11 @@ export class BadRequestError extends AppError {
     super(400, code, message, field);
   }
 }
+/**
+ * 401. Its message is made by the coordinator from what it holds (an unknown or revoked token, a
+ * node revoked at a time), never quoting the request: refusal counts key on it (http/refusals.ts),
+ * so a revoked credential's use stays apart from a stranger's guesses.
+ */
 export class UnauthenticatedError extends AppError {
   constructor(message = 'missing or invalid bearer token') {
     super(401, 'UNAUTHENTICATED', message);
@@ -39,8 +44,14 @@ export class ConflictError extends AppError {
   }
 }
 export class PayloadTooLargeError extends AppError {
-  constructor(message: string) {
-    super(413, 'PAYLOAD_TOO_LARGE', message);
+  constructor(message: string, field = 'body') {
+    super(413, 'PAYLOAD_TOO_LARGE', message, field);
+  }
+}
+/** A body in a charset or content encoding the coordinator does not read. */
+export class UnsupportedMediaTypeError extends AppError {
+  constructor(code: string, message: string, field: string) {
+    super(415, code, message, field);
   }
 }
 /** No route for this method and path (not audited: it refuses nothing). */

@@ -37,3 +37,8 @@ export async function recordNonce(db: Db, fingerprint: string, nonce: string): P
 export async function forgetNoncesBefore(db: Db, before: Date) {
   await db.deleteFrom('request_nonces').where('seen_at', '<', before).execute();
 }
+
+/** Ids of the studies in which a region has at least one node (an analyst's visible studies). */
+export async function studyIdsWithNodeInRegion(db: Db, region: string): Promise<Set<string>> {
+  return new Set((await db.selectFrom('nodes').select('study_id').distinct().where('region', '=', region).execute()).map((r) => r.study_id));
+}

@@ -34,7 +34,26 @@ export interface SignedParts {
  */
 export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate'>; db: Db; maxClockSkewSeconds: number }) {
   const verified = new WeakMap<Request, Promise<Principal>>();
+  const claims = new WeakMap<Request, Promise<Principal>>();
   let nonceInserts = 0;
+
+  /**
+   * Who the bearer token says the caller is, looked up once per request (the study access check
+   * runs before the route and the route asks again). A person's token is their whole credential:
+   * the actor is set. A node is only `claimed-node:<id>` until its signature verifies (`who`).
+   */
+  const claim = (req: Request): Promise<Principal> => {
+    let p = claims.get(req);
+    if (!p) {
+      p = (async () => {
+        const principal = await deps.auth.authenticate(bearer(req));
+        req.res!.locals.actor ??= principal.role === 'node' ? `claimed-node:${principal.id}` : `${principal.role}:${principal.id}`;
+        return principal;
+      })();
+      claims.set(req, p);
+    }
+    return p;
+  };
 
   /**
    * Who is calling. A node must carry its API key AND an OpenPGP signature, by the key pinned at
@@ -45,7 +64,7 @@ export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate
     let p = verified.get(req);
     if (!p) {
       p = (async () => {
-        const principal = signed.claimed ?? (await deps.auth.authenticate(bearer(req)));
+        const principal = signed.claimed ?? (await claim(req));
         // Until its signature verifies, a node is only who the request claims to be.
         if (principal.role === 'node') {
           req.res!.locals.actor = `claimed-node:${principal.id}`;
@@ -75,7 +94,7 @@ export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate
   return {
     who,
     /** Who the bearer claims to be, with no signature check yet (a route that must refuse before reading the body). */
-    claim: (req: Request): Promise<Principal> => deps.auth.authenticate(bearer(req)),
+    claim,
     async requireAdmin(req: Request) {
       const p = await who(req);
       requireRole(p, 'admin');

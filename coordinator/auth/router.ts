@@ -2,9 +2,11 @@ import type { IRouter } from 'express';
 import { z } from 'zod';
 import { json, route } from '../http/middleware.ts';
 import { parse } from '../http/validate.ts';
+import { Id } from '../../protocols/messages.ts';
 import type { AuthService } from './principal.ts';
 import type { RequestGuard } from './request-auth.ts';
 
+const TokenParams = z.object({ id: Id });
 const CreateApiToken = z
   .object({ role: z.enum(['admin', 'auditor', 'analyst']), name: z.string().min(1).max(200), region: z.string().min(1).max(100).optional() })
   .refine((t) => t.role !== 'analyst' || t.region, { message: 'an analyst token needs a region', path: ['region'] });
@@ -28,7 +30,8 @@ export function registerTokenRoutes(app: IRouter, deps: { guard: RequestGuard; a
   }));
   app.delete('/v1/tokens/:id', route(async (req, res) => {
     await guard.requireAdmin(req);
-    await auth.revokeTokenAudited(String(req.params.id), res.locals.actor);
+    const { id } = parse(TokenParams, req.params, 'params');
+    await auth.revokeTokenAudited(id, res.locals.actor);
     res.status(204).end();
   }));
 }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { registerAuditRoutes } from '../audit/router.ts';
 import type { AuthService } from '../auth/principal.ts';
 import { createRequestGuard } from '../auth/request-auth.ts';
+import { createStudyAccess } from '../auth/study-access.ts';
 import { registerTokenRoutes } from '../auth/router.ts';
 import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
@@ -19,7 +20,10 @@ import { registerStudyRoutes } from '../studies/router.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import { errorHandler, notFound } from './error-handler.ts';
 import { requestContext } from './middleware.ts';
+import { DEFAULT_RATE_LIMIT, refusalRateLimit, type RateLimitSettings } from './rate-limit.ts';
+import { bounded, createRefusalLog, FIELD_LIMITS } from './refusals.ts';
 import { createModelSender } from './send-model.ts';
+import { registerParamValidators } from './validate.ts';
 
 export interface AppDeps {
   auth: AuthService;
@@ -32,6 +36,10 @@ export interface AppDeps {
   log: Logger;
   maxTaskWaitSeconds: number;
   db: Db;
+  /** The per-source limit on unauthenticated refusals (default DEFAULT_RATE_LIMIT). */
+  rateLimit?: RateLimitSettings;
+  /** express's `trust proxy` (behind a TLS proxy: which hops' X-Forwarded-For to believe); unset: the socket's address. */
+  trustProxy?: string;
 }
 
 /**
@@ -46,14 +54,27 @@ export function createApp(deps: AppDeps) {
   const { db, keyring, studies, rounds, maxTaskWaitSeconds } = deps;
   const app = express();
   app.disable('x-powered-by');
+  if (deps.trustProxy) app.set('trust proxy', /^\d+$/.test(deps.trustProxy) ? Number(deps.trustProxy) : deps.trustProxy);
+  const refusals = createRefusalLog({ db, log: deps.log });
+  // Tests flush the in-memory 429 tallies through this.
+  app.locals.refusals = refusals;
   app.use(requestContext(deps.log));
+  // First real work: a source over its allowance of refusals is answered 429 here, before its
+  // body is read or its credentials are looked up (http/rate-limit.ts).
+  app.use(refusalRateLimit(deps.rateLimit ?? DEFAULT_RATE_LIMIT, (req, res) =>
+    refusals.tally({ source: req.ip ?? 'unknown', actor: 'anonymous', code: 'RATE_LIMITED', reason: 'RATE_LIMITED', status: 429, method: req.method, path: bounded(req.path, FIELD_LIMITS.path), requestId: res.locals.requestId as string }),
+  ));
   const guard = createRequestGuard({ auth: deps.auth, db, maxClockSkewSeconds: deps.maxClockSkewSeconds });
+  const access = createStudyAccess({ guard, db });
+  // Every route parameter is validated before its route runs; a study's are readable only by who
+  // may see that study (auth/study-access.ts).
+  registerParamValidators(app, { studyId: access.check });
   const sendModel = createModelSender(keyring);
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
   });
-  registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds });
+  registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds, access });
   registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds });
   registerTokenRoutes(app, { guard, auth: deps.auth });
   registerPrivacyRoutes(app, { guard, db });
@@ -64,6 +85,6 @@ export function createApp(deps: AppDeps) {
   registerRegionRoutes(app, { guard, db, sendModel });
 
   app.use(notFound);
-  app.use(errorHandler({ db, log: deps.log }));
+  app.use(errorHandler({ db, log: deps.log, refusals }));
   return app;
 }

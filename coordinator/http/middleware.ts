@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
+import { acceptableRequestId, bounded, FIELD_LIMITS } from './refusals.ts';
 
 /**
  * An async handler whose rejection goes to the error handler.
@@ -11,21 +12,41 @@ import { randomUUID } from 'node:crypto';
 export type Handler = (req: Request, res: Response) => Promise<void>;
 export const route = (fn: Handler): RequestHandler => (req: Request, res: Response, next: NextFunction) => fn(req, res).catch(next);
 
-/** Gives each request an id (the caller's x-request-id, or a new one) and logs it when it finishes. */
+/**
+ * Gives each request an id (the caller's x-request-id when it is a short plain token, else a new
+ * one: it is echoed in a header and stored with refusals) and logs the request when it finishes,
+ * its path cut to a bounded length.
+ */
 export function requestContext(log: Logger): RequestHandler {
   return (req, res, next) => {
-    const id = req.get('x-request-id') ?? randomUUID();
+    const given = req.get('x-request-id');
+    const id = acceptableRequestId(given) ? given : randomUUID();
     res.locals.requestId = id;
     res.set('x-request-id', id);
     const started = performance.now();
-    res.on('finish', () => log.debug({ method: req.method, path: req.path, status: res.statusCode, ms: performance.now() - started, actor: res.locals.actor }, 'request'));
+    res.on('finish', () => log.debug({ method: req.method, path: bounded(req.path, FIELD_LIMITS.path), status: res.statusCode, ms: performance.now() - started, actor: res.locals.actor }, 'request'));
     next();
   };
+}
+
+// With the u flag a surrogate pair is one code point: \p{Cs} matches only an unpaired half.
+const NUL_OR_LONE_SURROGATE = /[\0\p{Cs}]/u;
+/**
+ * A JSON body's strings (and keys) must be well-formed text without NUL: PostgreSQL stores
+ * neither a NUL nor a lone surrogate in text or jsonb, and would fail the request with a 500.
+ * Thrown inside JSON.parse, this becomes body-parser's 400 (entity.parse.failed).
+ */
+export function wellFormedStrings(key: string, value: unknown): unknown {
+  for (const s of typeof value === 'string' ? [key, value] : [key]) {
+    if (NUL_OR_LONE_SURROGATE.test(s)) throw new SyntaxError(`a string in the JSON (at key "${bounded(key, 40)}") holds a NUL or an unpaired surrogate`);
+  }
+  return value;
 }
 
 /** JSON bodies up to 1 MB, keeping the exact bytes: node requests are signed over them, not over re-serialized JSON. */
 export const json: RequestHandler = express.json({
   limit: '1mb',
+  reviver: wellFormedStrings,
   verify: (req, _res, buf) => {
     (req as Request & { rawBody?: Uint8Array }).rawBody = new Uint8Array(buf);
   },

@@ -1,6 +1,6 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
-import { CreateEnrollmentToken, EnrollRequest, NodeStatusReport } from '../../protocols/messages.ts';
+import { CreateEnrollmentToken, EnrollRequest, Id, NodeStatusReport } from '../../protocols/messages.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, route } from '../http/middleware.ts';
@@ -11,6 +11,7 @@ import type { NodeService } from './node-service.ts';
 
 const RotateKey = z.object({ publicKey: z.string().min(100).max(20_000) });
 const Withdraw = z.object({ reason: z.string().max(500).optional() });
+const NodeParams = z.object({ nodeId: Id });
 const Revoke = z.object({ reason: z.string().min(1).max(500).default('revoked by the operator') });
 
 export interface NodeRouterDeps {
@@ -42,7 +43,8 @@ export function registerNodeRoutes(app: IRouter, deps: NodeRouterDeps) {
   app.post('/v1/nodes/:nodeId/revoke', json, route(async (req, res) => {
     await guard.requireAdmin(req);
     const { reason } = parse(Revoke, req.body ?? {}, 'body');
-    res.json(await nodes.revoke(String(req.params.nodeId), reason, res.locals.actor));
+    const { nodeId } = parse(NodeParams, req.params, 'params');
+    res.json(await nodes.revoke(nodeId, reason, res.locals.actor));
   }));
   registerNodeSelfRoutes(app, deps);
 }

@@ -1,5 +1,6 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
+import { Id } from '../../protocols/messages.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import type { Db } from '../db/database.ts';
@@ -8,8 +9,8 @@ import { route } from '../http/middleware.ts';
 import { parse } from '../http/validate.ts';
 import { nodePrivacyReport, privacyReport } from './privacy-report.ts';
 
-const StudyParams = z.object({ studyId: z.string().min(1) });
-const NodeParams = z.object({ studyId: z.string().min(1).max(200), nodeId: z.string().min(1).max(200) });
+const StudyParams = z.object({ studyId: Id });
+const NodeParams = z.object({ studyId: Id, nodeId: Id });
 
 /**
  * Privacy reports: a study's (admins, auditors) and one node's (admins and auditors for any node,

@@ -1,15 +1,17 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
+import { Id } from '../../protocols/messages.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { authorizeRegion } from '../auth/visibility.ts';
 import type { Db } from '../db/database.ts';
 import { route } from '../http/middleware.ts';
 import type { ModelSender } from '../http/send-model.ts';
-import { parse } from '../http/validate.ts';
+import { MAX_INT32, parse, RegionParam } from '../http/validate.ts';
 import { getRegionalModel, regionalReport } from './regional-models.ts';
 
-const RegionParams = z.object({ studyId: z.string().min(1), region: z.string().min(1).max(100) });
-const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().optional() });
+const RegionParams = z.object({ studyId: Id, region: RegionParam });
+// A version past the integer column's range is a 400, not a database overflow.
+const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().max(MAX_INT32).optional() });
 
 /**
  * Regional views: a regional team (analyst) reads its own region's metrics and regional models;

@@ -1,6 +1,6 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
-import { EvaluationReport, roundBinding } from '../../protocols/messages.ts';
+import { EvaluationReport, Id, roundBinding } from '../../protocols/messages.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { openSealedUpdate } from '../auth/sealed-update.ts';
@@ -8,12 +8,13 @@ import { ConflictError, ForbiddenError } from '../errors.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, rawBodyOf, route } from '../http/middleware.ts';
 import { readSealedBody, updateMetaOf } from '../http/update-intake.ts';
-import { parse } from '../http/validate.ts';
+import { parse, RoundParam } from '../http/validate.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import type { RoundService } from './round-service.ts';
 
-const StudyParams = z.object({ studyId: z.string().min(1) });
-const RoundParams = z.object({ studyId: z.string().min(1), round: z.coerce.number().int().positive() });
+const StudyParams = z.object({ studyId: Id });
+const RoundParams = z.object({ studyId: Id, round: RoundParam });
+const UpdateParams = RoundParams.extend({ nodeId: Id });
 const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0) });
 
 export interface RoundRouterDeps {
@@ -40,8 +41,8 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
   }));
   app.get('/v1/studies/:studyId/rounds/:round/updates/:nodeId', route(async (req, res) => {
     const p = await guard.who(req);
-    const { studyId, round } = parse(RoundParams, req.params, 'params');
-    res.json(await studies.getUpdateFor(p, studyId, round, String(req.params.nodeId)));
+    const { studyId, round, nodeId } = parse(UpdateParams, req.params, 'params');
+    res.json(await studies.getUpdateFor(p, studyId, round, nodeId));
   }));
   app.post('/v1/studies/:studyId/rounds', json, route(async (req, res) => {
     await guard.requireAdmin(req);

@@ -1,17 +1,18 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
-import { StudyConfig } from '../../protocols/messages.ts';
+import { Id, StudyConfig } from '../../protocols/messages.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
+import type { StudyAccess } from '../auth/study-access.ts';
 import { json, route } from '../http/middleware.ts';
 import type { ModelSender } from '../http/send-model.ts';
-import { parse } from '../http/validate.ts';
+import { parse, VersionParam } from '../http/validate.ts';
 import type { RoundService } from '../rounds/round-service.ts';
 import type { StudyService } from './study-service.ts';
 
-export const StudyParams = z.object({ studyId: z.string().min(1) });
-const ModelParams = z.object({ studyId: z.string().min(1), version: z.coerce.number().int().nonnegative() });
-const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().optional() });
+export const StudyParams = z.object({ studyId: Id });
+const ModelParams = z.object({ studyId: Id, version: VersionParam });
+const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
 
 export interface StudyRouterDeps {
   guard: RequestGuard;
@@ -19,6 +20,8 @@ export interface StudyRouterDeps {
   rounds: Pick<RoundService, 'waitForChange' | 'changeCount'>;
   sendModel: ModelSender;
   maxTaskWaitSeconds: number;
+  /** Which studies an analyst's list shows (auth/study-access.ts). */
+  access: Pick<StudyAccess, 'visibleStudies'>;
 }
 
 /**
@@ -35,8 +38,9 @@ export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
     res.status(201).json(await studies.createStudy(config, res.locals.actor));
   }));
   app.get('/v1/studies', route(async (req, res) => {
-    requireRole(await guard.who(req), 'admin', 'auditor', 'analyst');
-    res.json({ studies: await studies.listStudies() });
+    const p = await guard.who(req);
+    requireRole(p, 'admin', 'auditor', 'analyst');
+    res.json({ studies: await deps.access.visibleStudies(p, await studies.listStudies()) });
   }));
   app.get('/v1/studies/:studyId', route(async (req, res) => {
     const p = await guard.who(req);

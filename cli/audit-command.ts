@@ -8,6 +8,7 @@ export interface AuditCommandDeps {
 }
 
 const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
+const collect = (value: string, previous: string[]) => [...previous, value];
 
 /**
  * `fedmark audit verify <dir>` and `fedmark audit export --out DIR ...`.
@@ -18,34 +19,53 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
 
   audit
     .command('verify')
-    .description('verify an audit export offline: hash chain, signed checkpoints, manifest (positions are line numbers of entries.jsonl)')
+    .description(
+      'verify an audit export offline: hash chain, signed checkpoints (numbered, none missing, the last one covering the head), ' +
+        "the coordinator's signature over manifest.json, and optionally the checkpoints nodes witnessed (positions are line numbers of entries.jsonl)",
+    )
     .argument('<dir>', 'export folder')
     .option('--fingerprint <fpr>', 'the coordinator key fingerprint published by the operator; without it the key inside the export is trusted')
-    .action(async (dir: string, opts: { fingerprint?: string }) => {
+    .option('--witness <node-state-dir>', "a node's state folder: every checkpoint the node received with its tasks must be in the export, with the same head hash, and the export must extend the latest one (repeatable)", collect, [])
+    .option('--allow-unsealed-tail', 'accept entries after the last signed checkpoint (reported with their count); by default they fail, since a tail cut with its checkpoints looks the same')
+    .option('--allow-unsigned-manifest', 'accept a manifest.json without the coordinator signature (an export made straight from the database); then nothing proves the export is complete')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 verified, 1 verification failed (the message names the entry seq or checkpoint number), 2 usage error.\n' +
+        'Checks: every entry hashes to its recorded hash and links to the one before; every checkpoint is signed by the coordinator key\n' +
+        '(or a key it rotated to by a signed entry), matches the chain, and checkpoints are numbered 1, 2, 3, ... without a gap;\n' +
+        'the last checkpoint covers the last entry; manifest.json is signed by the coordinator and its counts, head and file hashes hold;\n' +
+        "each --witness folder's checkpoints are in the export unchanged.",
+    )
+    .action(async (dir: string, opts: { fingerprint?: string; witness: string[]; allowUnsealedTail?: boolean; allowUnsignedManifest?: boolean }) => {
       const { verifyAuditExport } = await import('../protocols/audit/audit-export.ts');
       let result;
       try {
-        result = await verifyAuditExport(dir, { expectedFingerprint: opts.fingerprint });
+        result = await verifyAuditExport(dir, { expectedFingerprint: opts.fingerprint, allowUnsealedTail: opts.allowUnsealedTail, allowUnsignedManifest: opts.allowUnsignedManifest, witnesses: opts.witness });
       } catch (err) {
         process.stderr.write(`FAILED: cannot verify ${dir}: ${errorMessage(err)}\n`);
         process.exitCode = 1;
         return;
       }
-      if (result.ok) {
-        process.stdout.write(`OK: ${result.entries} entries, ${result.checkpoints} checkpoints, head ${result.head}\n`);
-        process.stdout.write(`coordinator key ${result.coordinatorFingerprint}${opts.fingerprint ? ' (matches --fingerprint)' : ' (pass --fingerprint to check it against the published one)'}\n`);
-        if (result.uncheckpointedEntries > 0) {
-          const from = (result.lastCheckpointSeq ?? 0) + 1;
-          process.stderr.write(
-            `warning: ${result.uncheckpointedEntries} entr${result.uncheckpointedEntries === 1 ? 'y' : 'ies'} (seq ${from}..${result.entries}) after the last signed checkpoint are protected by the chain only; their deletion would not be detectable\n`,
-          );
-        }
-        process.exitCode = 0;
+      if (!result.ok) {
+        const where = result.seq !== null ? ` at entry ${result.seq}` : '';
+        process.stderr.write(`FAILED: ${result.problem}${where}: ${result.message}\n`);
+        process.exitCode = 1;
         return;
       }
-      const where = result.seq !== null ? ` at entry ${result.seq}` : '';
-      process.stderr.write(`FAILED: ${result.problem}${where}: ${result.message}\n`);
-      process.exitCode = 1;
+      const out = (line: string) => process.stdout.write(line + '\n');
+      out(`OK: ${result.entries} entries, ${result.checkpoints} checkpoints, head ${result.head}`);
+      out(`coordinator key ${result.coordinatorFingerprint}${opts.fingerprint ? ' (matches --fingerprint)' : ' (pass --fingerprint to check it against the published one)'}`);
+      out(result.manifestSignedBy ? `manifest signed by ${result.manifestSignedBy} at ${result.exportedAt}` : 'manifest NOT signed (accepted with --allow-unsigned-manifest): nothing proves the export is complete');
+      for (const w of result.witnesses) {
+        out(`witness ${w.stateDir}: ${w.checkpoints} checkpoint${w.checkpoints === 1 ? '' : 's'} witnessed, all in the export${w.latestSeq !== null ? `; the export extends the latest (seq ${w.latestSeq}${w.latestNumber !== null ? `, #${w.latestNumber}` : ''})` : ''}`);
+      }
+      if (result.uncheckpointedEntries > 0) {
+        const from = (result.lastCheckpointSeq ?? 0) + 1;
+        out(
+          `unsealed tail: ${result.uncheckpointedEntries} entr${result.uncheckpointedEntries === 1 ? 'y' : 'ies'} (seq ${from}..${result.entries}) after the last signed checkpoint, accepted with --allow-unsealed-tail; their deletion would not be detectable`,
+        );
+      }
+      process.exitCode = 0;
     });
 
   audit

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { announceKeyRotation, fingerprintOf, IDENTITY_FILES, loadOrCreateIdentity, signArtifact, type LoadedIdentity } from '../protocols/crypto/index.ts';
+import { AUDIT_HEAD_FILE } from './audit/audit-head.ts';
 import { appendAudit } from './audit/audit-log.ts';
 import type { Db } from './db/database.ts';
 import { isKeyRecorded, listKeyHistory, recordKey, recordKeyIfAbsent } from './keys/repository.ts';
@@ -41,6 +42,11 @@ export class CoordinatorKeyring {
 
   get current(): LoadedIdentity {
     return this.identity;
+  }
+
+  /** The last audit head this coordinator signed: kept beside its key, out of the database owner's reach (coordinator/audit/audit-head.ts). */
+  get auditHeadFile(): string {
+    return join(this.keyDir, AUDIT_HEAD_FILE);
   }
 
   /** The current key first, then retired ones (newest first). */

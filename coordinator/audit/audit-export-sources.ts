@@ -1,4 +1,4 @@
-import { writeAuditExport } from '../../protocols/audit/audit-export.ts';
+import { ManifestSignature, writeAuditExport } from '../../protocols/audit/audit-export.ts';
 import { AuditEntry, Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import { openDatabase } from '../db/database.ts';
 import { firstCoordinatorKey, readAuditLog } from './audit-log.ts';
@@ -7,19 +7,22 @@ import { firstCoordinatorKey, readAuditLog } from './audit-log.ts';
 export async function exportFromCoordinator(opts: { coordinator: string; token: string; out: string }): Promise<void> {
   const res = await fetch(new URL('/v1/audit/export', opts.coordinator), { headers: { authorization: `Bearer ${opts.token}` } });
   if (!res.ok) throw new Error(`the coordinator refused the export (${res.status}): ${await res.text()}`);
-  const body = (await res.json()) as { entries: unknown[]; checkpoints: unknown[]; coordinatorPublicKey: string; exportedAt: string };
+  const body = (await res.json()) as { entries: unknown[]; checkpoints: unknown[]; coordinatorPublicKey: string; exportedAt: string; manifestSignature?: unknown };
   await writeAuditExport(opts.out, {
     entries: body.entries.map((e) => AuditEntry.parse(e)),
     checkpoints: body.checkpoints.map((c) => Checkpoint.parse(c)),
     coordinatorPublicKeyArmored: body.coordinatorPublicKey,
     exportedAt: body.exportedAt,
     source: opts.coordinator,
+    // The coordinator's signature over this very export: written as it came, judged by the verifier.
+    ...(body.manifestSignature !== undefined ? { manifestSignature: ManifestSignature.parse(body.manifestSignature) } : {}),
   });
 }
 
 /**
  * `fedmark audit export --database-url URL | --data-dir DIR`: straight from the database, no
- * coordinator needed (and none trusted: the verifier checks what it reads).
+ * coordinator needed (and none trusted: the verifier checks what it reads). Without the
+ * coordinator key the manifest is unsigned: `audit verify` then needs --allow-unsigned-manifest.
  */
 export async function exportFromDatabase(opts: { databaseUrl?: string; dataDir?: string; out: string }): Promise<void> {
   // Read-only and never migrated: the export must not change the database it reports on.

@@ -1,8 +1,10 @@
 import type { Kysely, Transaction } from 'kysely';
-import { canonicalJson, entryHash, GENESIS_HASH, signCheckpoint, type AuditEntry, type AuditEntryBody, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
+import { canonicalJson, entryHash, GENESIS_HASH, signCheckpoint, verifyCheckpointSignature, type AuditEntry, type AuditEntryBody, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
+import { signAuditExport } from '../../protocols/audit/audit-export.ts';
 import type { Database } from '../db/schema.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
-import { findAuditEntry, firstCoordinatorPublicKey, hasCheckpointAt, insertAuditEntry, insertCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, setAuditHead } from './repository.ts';
+import { AuditHeadRefusedError, readSignedHead, requireExtendsSignedHead, writeSignedHead, type SignedHead } from './audit-head.ts';
+import { countCheckpoints, findAuditEntry, findCheckpoint, firstCoordinatorPublicKey, insertAuditEntry, insertCheckpoint, latestCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, setAuditHead, type AuditCheckpointRow } from './repository.ts';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
@@ -47,6 +49,15 @@ export async function appendAudit(db: Executor, fields: AuditFields): Promise<Au
   return 'isTransaction' in db && db.isTransaction ? run(db as Transaction<Database>) : (db as Kysely<Database>).transaction().execute(run);
 }
 
+/**
+ * What signing a checkpoint needs: the current key, and where the last signed head is kept
+ * (CoordinatorKeyring: beside the key). Without `auditHeadFile` (a bare key in tests) nothing
+ * guards against signing a rewritten database.
+ */
+export type CheckpointKeyring = Pick<CoordinatorKeyring, 'current'> & { readonly auditHeadFile?: string };
+
+export const toCheckpoint = (c: AuditCheckpointRow): Checkpoint => ({ seq: c.seq, headHash: c.head_hash, at: c.at, coordinatorFingerprint: c.coordinator_fingerprint, ...(c.number !== null ? { number: c.number } : {}), signature: c.signature });
+
 export interface CheckpointOptions {
   /** Tries in all (a lost connection, a serialization failure, a signing hiccup are transient). */
   attempts?: number;
@@ -60,36 +71,76 @@ export interface CheckpointOptions {
  * unsigned leaves its entries' deletion undetectable until the next checkpoint. Throws only after
  * the last attempt; then the next checkpoint covers these entries too.
  */
-export async function checkpointAudit(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>, options: CheckpointOptions = {}): Promise<Checkpoint | undefined> {
+export async function checkpointAudit(db: Kysely<Database>, keyring: CheckpointKeyring, options: CheckpointOptions = {}): Promise<Checkpoint | undefined> {
   const attempts = Math.max(1, options.attempts ?? 4);
   const delay = options.retryDelayMs ?? 200;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await checkpointOnce(db, keyring);
+      return await serialized(keyring.auditHeadFile ?? '', () => checkpointOnce(db, keyring));
     } catch (err) {
+      // A refusal is not transient: retrying would only repeat the alarm.
+      if (err instanceof AuditHeadRefusedError) {
+        await recordRefusal(db, err);
+        throw err;
+      }
       if (attempt >= attempts) throw new Error(`audit checkpoint failed after ${attempts} attempt${attempts > 1 ? 's' : ''}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       await new Promise((r) => setTimeout(r, delay * 2 ** (attempt - 1)));
     }
   }
 }
 
-async function checkpointOnce(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>): Promise<Checkpoint | undefined> {
-  return db.transaction().execute(async (tx) => {
+/** One checkpoint at a time per head file: the file is written after the commit, in commit order. */
+const queues = new Map<string, Promise<unknown>>();
+function serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const run = (queues.get(key) ?? Promise.resolve()).then(fn, fn);
+  queues.set(key, run.catch(() => undefined));
+  return run;
+}
+
+/**
+ * Signs the head unless it is already signed; first checks that the database still extends the
+ * head signed last (audit-head.ts). The head file is written after the commit: a crash in
+ * between leaves it one checkpoint behind, which the next checkpoint still extends.
+ */
+async function checkpointOnce(db: Kysely<Database>, keyring: CheckpointKeyring): Promise<Checkpoint | undefined> {
+  const headFile = keyring.auditHeadFile;
+  const signed = headFile ? readSignedHead(headFile) : undefined;
+  const outcome = await db.transaction().execute(async (tx) => {
     const head = await lockAuditHead(tx);
     if (head.seq === 0) return undefined;
-    if (await hasCheckpointAt(tx, head.seq)) return undefined;
+    if (signed) await requireExtendsSignedHead(tx, signed, head);
+    const existing = await findCheckpoint(tx, head.seq);
+    if (existing) return { checkpoint: toCheckpoint(existing), isNew: false };
     const row = await findAuditEntry(tx, head.seq);
     if (!row) throw new Error(`audit head names entry ${head.seq}, which is not in the log`);
-    const checkpoint = await signCheckpoint(toEntry(row), keyring.current.privateKey);
-    await insertCheckpoint(tx, { seq: checkpoint.seq, head_hash: checkpoint.headHash, at: checkpoint.at, coordinator_fingerprint: checkpoint.coordinatorFingerprint, signature: checkpoint.signature });
-    return checkpoint;
+    const number = (await countCheckpoints(tx)) + 1;
+    const checkpoint = await signCheckpoint(toEntry(row), keyring.current.privateKey, new Date().toISOString(), number);
+    await insertCheckpoint(tx, { seq: checkpoint.seq, head_hash: checkpoint.headHash, at: checkpoint.at, coordinator_fingerprint: checkpoint.coordinatorFingerprint, number, signature: checkpoint.signature });
+    return { checkpoint, isNew: true };
   });
+  if (!outcome) return undefined;
+  // An existing checkpoint (the head file lagging after a crash, or absent before the first
+  // guarded checkpoint) is recorded only if this key really signed it.
+  if (headFile && (outcome.isNew || (await isOwnNewerCheckpoint(outcome.checkpoint, signed, keyring)))) writeSignedHead(headFile, outcome.checkpoint);
+  return outcome.isNew ? outcome.checkpoint : undefined;
+}
+
+async function isOwnNewerCheckpoint(c: Checkpoint, signed: SignedHead | undefined, keyring: CheckpointKeyring): Promise<boolean> {
+  if (signed && c.seq <= signed.seq) return false;
+  return verifyCheckpointSignature(c, keyring.current.publicKey);
+}
+
+/** The refusal goes into the log too (best effort: the database is the suspect), so an auditor sees when the alarm was raised. */
+async function recordRefusal(db: Kysely<Database>, err: AuditHeadRefusedError): Promise<void> {
+  const { seq, hash, checkpointNumber, at } = err.signed;
+  await appendAudit(db, { actor: 'coordinator', kind: 'audit.checkpoint-refused', data: { reason: err.message, signedHead: { seq, hash, checkpointNumber, at } } }).catch(() => undefined);
 }
 
 /** Everything an auditor needs: entries, checkpoints, and the coordinator's public key. */
-export async function readAuditLog(db: Kysely<Database>): Promise<{ entries: AuditEntry[]; checkpoints: Checkpoint[] }> {
-  const entries = (await listAuditEntries(db)).map(toEntry);
-  const checkpoints = (await listCheckpoints(db)).map((c) => ({ seq: c.seq, headHash: c.head_hash, at: c.at, coordinatorFingerprint: c.coordinator_fingerprint, signature: c.signature }));
+export async function readAuditLog(db: Kysely<Database>, options: { upToSeq?: number } = {}): Promise<{ entries: AuditEntry[]; checkpoints: Checkpoint[] }> {
+  const upTo = options.upToSeq ?? Number.MAX_SAFE_INTEGER;
+  const entries = (await listAuditEntries(db)).map(toEntry).filter((e) => e.seq <= upTo);
+  const checkpoints = (await listCheckpoints(db)).map(toCheckpoint).filter((c) => c.seq <= upTo);
   return { entries, checkpoints };
 }
 
@@ -100,9 +151,18 @@ export async function firstCoordinatorKey(db: Kysely<Database>): Promise<string>
   return key;
 }
 
-/** The auditor's export: a fresh signed checkpoint first, so no entry is left unsigned. */
-export async function exportAuditLog(db: Kysely<Database>, keyring: Pick<CoordinatorKeyring, 'current'>) {
+/**
+ * The auditor's export: a fresh signed checkpoint first, so no entry is left unsigned (refused,
+ * and so no export, when the database does not extend the head signed last), then the log and
+ * the coordinator's signature over the manifest the exporter will write.
+ */
+export async function exportAuditLog(db: Kysely<Database>, keyring: CheckpointKeyring) {
   await checkpointAudit(db, keyring);
-  const log = await readAuditLog(db);
-  return { ...log, coordinatorPublicKey: await firstCoordinatorKey(db), exportedAt: new Date().toISOString() };
+  // Up to the last checkpoint only: entries appended since (this very request may add some) would
+  // be an unsealed tail, which the verifier refuses; they go into the next export.
+  const log = await readAuditLog(db, { upToSeq: (await latestCheckpoint(db))?.seq ?? 0 });
+  const coordinatorPublicKey = await firstCoordinatorKey(db);
+  const exportedAt = new Date().toISOString();
+  const manifestSignature = await signAuditExport({ ...log, coordinatorPublicKeyArmored: coordinatorPublicKey, exportedAt }, keyring.current.privateKey);
+  return { ...log, coordinatorPublicKey, exportedAt, manifestSignature };
 }

@@ -41,6 +41,25 @@ export async function listAuditEntries(db: Db) {
   return db.selectFrom('audit_log').selectAll().orderBy('seq').execute();
 }
 
+/** Entries from `seq` on, in order: the part of the chain a new checkpoint adds to the last one. */
+export async function listAuditEntriesFrom(db: Db, seq: number) {
+  return db.selectFrom('audit_log').selectAll().where('seq', '>=', seq).orderBy('seq').execute();
+}
+
+export async function findCheckpoint(db: Db, seq: number) {
+  return db.selectFrom('audit_checkpoints').selectAll().where('seq', '=', seq).executeTakeFirst();
+}
+
+export async function countCheckpoints(db: Db): Promise<number> {
+  const row = await db.selectFrom('audit_checkpoints').select((eb) => eb.fn.countAll<string | number>().as('n')).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** The checkpoint with the highest seq (what nodes witness), or undefined before the first. */
+export async function latestCheckpoint(db: Db) {
+  return db.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1).executeTakeFirst();
+}
+
 export async function listCheckpoints(db: Db) {
   return db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute();
 }

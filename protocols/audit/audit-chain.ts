@@ -119,6 +119,11 @@ export const Checkpoint = z.strictObject({
   at: IsoTime,
   /** Primary-key fingerprint of the coordinator's OpenPGP key, lowercase hex (40 for v4 keys, 64 for v6). */
   coordinatorFingerprint: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/, 'expected a lowercase hex OpenPGP fingerprint'),
+  /**
+   * 1 for the coordinator's first checkpoint, then 2, 3, ... (inside the signed payload): a gap
+   * shows a checkpoint removed from the middle. Absent on checkpoints signed before numbering.
+   */
+  number: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   /** Armored detached signature over checkpointPayload(...). */
   signature: z.string().includes('-----BEGIN PGP SIGNATURE-----', { message: 'expected an armored OpenPGP signature' }),
 });
@@ -132,6 +137,14 @@ export type VerifyProblem =
   | 'reordered'
   | 'bad-checkpoint-signature'
   | 'checkpoint-mismatch'
+  /** A checkpoint is absent: a gap in the numbers, or entries but no checkpoint at all. */
+  | 'missing-checkpoint'
+  /** Entries after the last checkpoint (a cut tail looks exactly like this); see allowUnsealedTail. */
+  | 'unsealed-tail'
+  /** manifest.json is not signed, or its signature or its statements do not hold. */
+  | 'bad-manifest'
+  /** A node's witnessed checkpoint is not in the export, or the export does not extend it. */
+  | 'witness-conflict'
   | 'malformed';
 
 export type VerifyResult =
@@ -145,6 +158,9 @@ export type VerifyResult =
       coordinatorFingerprint: string;
       /** Seq of the last signed checkpoint; entries after it are protected by the chain only. */
       lastCheckpointSeq: number | null;
+      /** Number of the last checkpoint (null when it predates numbering, or there is none). */
+      lastCheckpointNumber: number | null;
+      /** Entries after the last checkpoint; non-zero only with allowUnsealedTail. */
       uncheckpointedEntries: number;
     }
   | {
@@ -160,6 +176,11 @@ export type VerifyResult =
 export interface VerifyOptions {
   /** Fingerprint of the coordinator key as published by the operator (case, spaces and colons ignored). */
   expectedFingerprint?: string;
+  /**
+   * Accept entries after the last checkpoint (reported in uncheckpointedEntries). Off by default:
+   * cutting the tail together with its checkpoints leaves exactly such an export.
+   */
+  allowUnsealedTail?: boolean;
 }
 
 export class CanonicalJsonError extends Error {
@@ -279,8 +300,9 @@ export function appendEntry(previous: AuditEntry | null, fields: AuditEntryField
 
 /** The exact text a checkpoint signature covers (sign/verify its UTF-8 bytes). */
 export function checkpointPayload(checkpoint: CheckpointBody): string {
-  const { seq, headHash, at, coordinatorFingerprint } = checkpoint;
-  return canonicalJson({ seq, headHash, at, coordinatorFingerprint });
+  const { seq, headHash, at, coordinatorFingerprint, number } = checkpoint;
+  // Unnumbered (older) checkpoints keep the payload they were signed with.
+  return canonicalJson(number === undefined ? { seq, headHash, at, coordinatorFingerprint } : { seq, headHash, at, coordinatorFingerprint, number });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,12 +327,18 @@ export async function keyFingerprint(armoredPublicKey: string): Promise<string> 
  * `privateKey` is the decrypted coordinator key (see loadPrivateKey); `at` defaults to now and
  * must not precede the key's creation.
  */
-export async function signCheckpoint(head: AuditEntry, privateKey: PrivateKey, at: string = new Date().toISOString()): Promise<Checkpoint> {
+export async function signCheckpoint(head: AuditEntry, privateKey: PrivateKey, at: string = new Date().toISOString(), number?: number): Promise<Checkpoint> {
   AuditEntry.parse(head);
-  const body: CheckpointBody = { seq: head.seq, headHash: head.hash, at, coordinatorFingerprint: privateKey.getFingerprint().toLowerCase() };
+  const body: CheckpointBody = { seq: head.seq, headHash: head.hash, at, coordinatorFingerprint: privateKey.getFingerprint().toLowerCase(), ...(number !== undefined ? { number } : {}) };
   Checkpoint.omit({ signature: true }).parse(body);
   const signature = await signArtifact(payloadBytes(body), privateKey, { now: new Date(at) });
   return Checkpoint.parse({ ...body, signature });
+}
+
+/** True when `c` is signed by `key` (valid at the checkpoint's time): what a node checks before it keeps a checkpoint as a witness. */
+export async function verifyCheckpointSignature(c: Checkpoint, key: PublicKey): Promise<boolean> {
+  if (!Checkpoint.safeParse(c).success || c.coordinatorFingerprint !== key.getFingerprint().toLowerCase()) return false;
+  return verifyArtifact(payloadBytes(c), c.signature, key, { at: new Date(c.at) });
 }
 
 /** Why a checkpoint signature did not verify (verifyArtifact only says that it did not). */
@@ -393,18 +421,8 @@ export async function verifyChain(
   }
 
   // 4. Key rotations: the export's key is the coordinator's first; each later key is trusted only
-  // from the chained entry that announces it, and only if the announcement is signed by the key
-  // trusted just before (an auditor follows the same chain a node does).
-  const trusted = new Map<string, { key: PublicKey; fromSeq: number }>([[fingerprint, { key, fromSeq: 0 }]]);
-  let latest = key;
-  for (const e of entries) {
-    const announcement = e.kind === 'coordinator.key-rotated' ? (e.data as { announcement?: unknown }).announcement : undefined;
-    if (typeof announcement !== 'string') continue;
-    const rotation = await verifyKeyRotation(announcement, latest, { now: new Date(e.at) });
-    if (!rotation) continue; // an unverifiable announcement introduces no key: its checkpoints will fail below
-    latest = await loadPublicKey(rotation.newPublicKeyArmored);
-    trusted.set(rotation.fingerprint.toLowerCase(), { key: latest, fromSeq: e.seq });
-  }
+  // from the chained entry that announces it.
+  const trusted = await trustedCoordinatorKeys(entries, key);
 
   // 5. Checkpoint signatures, in seq order (stable for equal seqs).
   const ordered = checkpoints.map((c, i) => ({ c, i })).sort((a, b) => a.c.seq - b.c.seq || a.i - b.i);
@@ -445,6 +463,10 @@ export async function verifyChain(
     lastMatching = c.seq;
   }
 
+  // 7. Every checkpoint is there, and the last one covers the head.
+  const coverage = checkCheckpointCoverage(ordered.map((o) => o.c), n, options);
+  if (coverage) return coverage;
+
   return {
     ok: true,
     entries: n,
@@ -452,9 +474,67 @@ export async function verifyChain(
     head,
     coordinatorFingerprint: fingerprint,
     lastCheckpointSeq: lastMatching,
+    lastCheckpointNumber: ordered.at(-1)?.c.number ?? null,
     uncheckpointedEntries: n - (lastMatching ?? 0),
   };
 }
+
+/**
+ * The coordinator keys an export's checkpoints may be signed with: its first key, then each key
+ * it rotated to, trusted only from the chained entry that announces it and only if the
+ * announcement is signed by the key trusted just before (an auditor follows the same chain a node does).
+ */
+export async function trustedCoordinatorKeys(entries: readonly AuditEntry[], firstKey: PublicKey): Promise<Map<string, { key: PublicKey; fromSeq: number }>> {
+  const trusted = new Map<string, { key: PublicKey; fromSeq: number }>([[firstKey.getFingerprint().toLowerCase(), { key: firstKey, fromSeq: 0 }]]);
+  let latest = firstKey;
+  for (const e of entries) {
+    const announcement = e.kind === 'coordinator.key-rotated' ? (e.data as { announcement?: unknown }).announcement : undefined;
+    if (typeof announcement !== 'string') continue;
+    const rotation = await verifyKeyRotation(announcement, latest, { now: new Date(e.at) });
+    if (!rotation) continue; // an unverifiable announcement introduces no key: its checkpoints fail
+    latest = await loadPublicKey(rotation.newPublicKeyArmored);
+    trusted.set(rotation.fingerprint.toLowerCase(), { key: latest, fromSeq: e.seq });
+  }
+  return trusted;
+}
+
+/**
+ * Step 7 of verifyChain, on authentic checkpoints in seq order. A numbered checkpoint must stand
+ * at the position its number says (older, unnumbered ones count too): a lower position means
+ * checkpoints before it were removed. Then the last checkpoint must cover the last entry: the
+ * chain cannot tell a cut tail from one never signed, only a checkpoint can.
+ */
+function checkCheckpointCoverage(ordered: readonly Checkpoint[], n: number, options: VerifyOptions): Failure | null {
+  if (n > 0 && ordered.length === 0) {
+    return fail('missing-checkpoint', null, `the log has ${n} entries but no signed checkpoint: nothing proves how far it went (the coordinator signs one at each round's end, at start-up and before every export)`);
+  }
+  for (let p = 0; p < ordered.length; p++) {
+    const c = ordered[p];
+    if (c.number === undefined) continue;
+    if (c.number > p + 1) {
+      const missing = c.number - (p + 1) === 1 ? `checkpoint #${p + 1} is missing` : `checkpoints #${p + 1}..#${c.number - 1} are missing`;
+      return fail('missing-checkpoint', c.seq, `${missing}: checkpoint #${c.number} (seq ${c.seq}) is the ${ordinal(p + 1)} in the export`);
+    }
+    if (c.number < p + 1) {
+      return fail('missing-checkpoint', c.seq, `checkpoint #${c.number} (seq ${c.seq}) stands at position ${p + 1}: the checkpoints before it are not the coordinator's sequence (duplicated or reordered numbers)`);
+    }
+  }
+  const last = ordered.at(-1);
+  const sealed = last?.seq ?? 0;
+  if (n > sealed && !options.allowUnsealedTail) {
+    const count = n - sealed;
+    const lastName = last ? `the last checkpoint${last.number !== undefined ? ` (#${last.number})` : ''} covers up to seq ${sealed}` : 'there is no checkpoint';
+    return fail(
+      'unsealed-tail',
+      sealed + 1,
+      `${count} entr${count === 1 ? 'y' : 'ies'} (seq ${sealed + 1}..${n}) after the last signed checkpoint: ${lastName}. ` +
+        'A log whose tail was cut together with its checkpoints looks exactly like this; pass --allow-unsealed-tail to accept entries no checkpoint covers',
+    );
+  }
+  return null;
+}
+
+const ordinal = (k: number) => `${k}${k % 10 === 1 && k % 100 !== 11 ? 'st' : k % 10 === 2 && k % 100 !== 12 ? 'nd' : k % 10 === 3 && k % 100 !== 13 ? 'rd' : 'th'}`;
 
 /** Step 2 of verifyChain: the first chain problem, classified by the rules at the top of the file. */
 function scanChain(entries: readonly AuditEntry[], computed: readonly string[]): Failure | null {

@@ -4,17 +4,23 @@
  *   entries.jsonl        one entry per line, canonical JSON (line N holds seq N)
  *   checkpoints.jsonl    one signed checkpoint per line, canonical JSON, in seq order
  *   coordinator.pub.asc  the coordinator's armored OpenPGP public key
- *   manifest.json        format/version, counts, head hash, sha256 and size of the three files
- *                        above, the key fingerprint, and a README for verifying by hand
+ *   manifest.json        format/version, counts, head hash, last checkpoint (seq and number),
+ *                        sha256 and size of the three files above, the key fingerprint, a README
+ *                        for verifying by hand, and the coordinator's signature over all of it
  *
  * Lines must be in canonical form (what you read is exactly what was hashed: no duplicate keys,
- * no reformatting). The manifest is not signed: its file hashes catch accidents and clumsy edits;
- * the proof is the chain plus the signed checkpoints. Files are written to temporary names and
- * renamed, the manifest last, so a crashed export never looks complete.
+ * no reformatting). The coordinator signs the manifest when it makes the export (the export
+ * files are canonical, so it can hash them before any file exists): the chain and checkpoints
+ * prove what is inside the export, the signed manifest proves that the coordinator said, at
+ * `exportedAt`, that this was all of it. A manifest regenerated after cutting the tail (and its
+ * checkpoints) no longer verifies. Files are written to temporary names and renamed, the
+ * manifest last, so a crashed export never looks complete.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { loadPublicKey, type PrivateKey } from '../crypto/keys.ts';
+import { signArtifact, verifyArtifact } from '../crypto/signed-artifact.ts';
 import {
   AuditEntry,
   Checkpoint,
@@ -22,10 +28,12 @@ import {
   canonicalJson,
   keyFingerprint,
   sha256Hex,
+  trustedCoordinatorKeys,
   verifyChain,
   type VerifyOptions,
   type VerifyResult,
 } from './audit-chain.ts';
+import { checkWitnesses, type WitnessReport } from './witness.ts';
 
 export const AUDIT_EXPORT_FORMAT = 'fedmark-audit-export';
 export const AUDIT_EXPORT_VERSION = 1;
@@ -38,6 +46,14 @@ export const EXPORT_FILES = {
 
 const Hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 const FileDigest = z.strictObject({ sha256: Hex64, bytes: z.number().int().min(0) });
+const Fingerprint = z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/, 'expected a lowercase hex OpenPGP fingerprint');
+
+/** The coordinator's signature over manifestPayload(manifest): made by the key in force at the export. */
+export const ManifestSignature = z.strictObject({
+  signedBy: Fingerprint,
+  signature: z.string().includes('-----BEGIN PGP SIGNATURE-----', { message: 'expected an armored OpenPGP signature' }),
+});
+export type ManifestSignature = z.infer<typeof ManifestSignature>;
 
 export const AuditExportManifest = z.strictObject({
   format: z.literal(AUDIT_EXPORT_FORMAT),
@@ -46,7 +62,12 @@ export const AuditExportManifest = z.strictObject({
   /** Where the export came from, e.g. the coordinator URL or "database". */
   source: z.string(),
   entries: z.strictObject({ count: z.number().int().min(0), lastSeq: z.number().int().min(0), headHash: Hex64 }),
-  checkpoints: z.strictObject({ count: z.number().int().min(0), lastSeq: z.number().int().min(0).nullable() }),
+  checkpoints: z.strictObject({
+    count: z.number().int().min(0),
+    lastSeq: z.number().int().min(0).nullable(),
+    /** The last checkpoint's number (absent in exports made before checkpoints were numbered). */
+    lastNumber: z.number().int().min(1).nullable().optional(),
+  }),
   coordinatorFingerprint: z.string(),
   files: z.strictObject({
     'entries.jsonl': FileDigest,
@@ -54,6 +75,8 @@ export const AuditExportManifest = z.strictObject({
     'coordinator.pub.asc': FileDigest,
   }),
   readme: z.array(z.string()),
+  /** Absent only in exports made without the coordinator key (straight from a database) or before manifests were signed. */
+  signature: ManifestSignature.optional(),
 });
 export type AuditExportManifest = z.infer<typeof AuditExportManifest>;
 
@@ -63,6 +86,10 @@ export interface AuditExportInput {
   coordinatorPublicKeyArmored: string;
   exportedAt: string;
   source: string;
+  /** The coordinator's signature over this export (signAuditExport), as its API hands it out. */
+  manifestSignature?: ManifestSignature;
+  /** Or the coordinator key itself, to sign here. */
+  signingKey?: PrivateKey;
 }
 
 export interface AuditExport {
@@ -121,17 +148,27 @@ function readme(fingerprint: string, lastCheckpointSeq: number | null): string[]
     "       print(n, 'ok' if ok else 'BROKEN'); prev = h",
     '   PY',
     '2. Checkpoints. Each line of checkpoints.jsonl is signed by the coordinator key: the detached signature covers the',
-    '   canonical JSON of {seq, headHash, at, coordinatorFingerprint}, without a trailing newline. For the checkpoint at seq',
+    '   canonical JSON of {seq, headHash, at, coordinatorFingerprint, number} (number only when present), without a trailing',
+    '   newline. For the checkpoint at seq',
     `   ${n} (likewise for the others):`,
     '   mkdir -m 700 gnupg && gpg --homedir gnupg --import coordinator.pub.asc',
     `   jq -r 'select(.seq==${n}) | .signature' checkpoints.jsonl > cp.asc`,
-    `   jq -jcS 'select(.seq==${n}) | {seq, headHash, at, coordinatorFingerprint}' checkpoints.jsonl > cp.json`,
+    `   jq -jcS 'select(.seq==${n}) | {seq, headHash, at, coordinatorFingerprint} + (if has("number") then {number} else {} end)' checkpoints.jsonl > cp.json`,
     '   gpg --homedir gnupg --verify cp.asc cp.json      (must report a good signature by the fingerprint above)',
     `   jq -r 'select(.seq==${n}) | .hash' entries.jsonl    (must equal the checkpoint\'s headHash)`,
     '3. What this proves: no entry up to the last checkpoint was modified, deleted, inserted or reordered, and the log',
-    '   reached at least that checkpoint. Entries after the last checkpoint are protected by the chain only: deleting them',
-    '   is not detectable.',
-    '4. manifest.json is not signed; its sha256 values only detect accidental damage to the other files.',
+    '   reached at least that checkpoint. Checkpoints are numbered 1, 2, 3, ... (the "number" field, inside the signed',
+    '   payload; older ones have none): a gap means a checkpoint was removed. Entries after the last checkpoint are',
+    '   protected by the chain only (deleting them is not detectable from the chain): `fedmark audit verify` fails on them',
+    '   unless given --allow-unsealed-tail.',
+    '4. manifest.json is signed by the coordinator key named in signature.signedBy (the one above, or a key it rotated to',
+    '   by a signed coordinator.key-rotated entry). The signature covers the canonical JSON of the manifest without',
+    '   source, readme and signature, plus type and signedBy:',
+    "   jq -r '.signature.signature' manifest.json > manifest.asc",
+    '   jq -jcS \'{type: "fedmark-audit-export-manifest", format, version, exportedAt, entries, checkpoints, coordinatorFingerprint, files, signedBy: .signature.signedBy}\' manifest.json > manifest.payload',
+    '   gpg --homedir gnupg --verify manifest.asc manifest.payload',
+    '   Then compare the sha256 values in "files" with sha256sum of the three files, and entries.headHash with the last line',
+    '   of entries.jsonl. A manifest without a signature was made without the coordinator key and proves nothing.',
   ];
 }
 
@@ -144,12 +181,23 @@ function writeAtomically(path: string, text: string): void {
 const toJsonl = (values: readonly unknown[]) => values.map((v) => canonicalJson(v) + '\n').join('');
 const digest = (text: string) => ({ sha256: sha256Hex(Buffer.from(text, 'utf8')), bytes: Buffer.byteLength(text, 'utf8') });
 
+/** What the coordinator signs: the manifest without `source`, `readme` and the signature itself. */
+export type ExportStatement = Omit<AuditExportManifest, 'source' | 'readme' | 'signature'>;
+
+interface RenderedExport {
+  statement: ExportStatement;
+  entriesText: string;
+  checkpointsText: string;
+  keyText: string;
+}
+
 /**
- * Write an export folder (created if needed). Refuses a folder that already holds an export.
- * Entries and checkpoints are schema-checked but the chain is written as it is, broken or not:
+ * The export's files and statement, as both the coordinator (to sign) and the writer (to write)
+ * compute them: canonical lines, so the same entries give the same bytes on either side.
+ * Entries and checkpoints are schema-checked but the chain is taken as it is, broken or not:
  * judging it is the verifier's job.
  */
-export async function writeAuditExport(dir: string, input: AuditExportInput): Promise<AuditExportManifest> {
+async function renderExport(input: Pick<AuditExportInput, 'entries' | 'checkpoints' | 'coordinatorPublicKeyArmored' | 'exportedAt'>): Promise<RenderedExport> {
   const entries = input.entries.map((e, i) => {
     const parsed = AuditEntry.safeParse(e);
     if (!parsed.success) throw new Error(`audit export: entry at position ${i + 1} is invalid: ${parsed.error.issues[0]?.message}`);
@@ -163,31 +211,52 @@ export async function writeAuditExport(dir: string, input: AuditExportInput): Pr
     })
     .sort((a, b) => a.seq - b.seq);
   const fingerprint = await keyFingerprint(input.coordinatorPublicKeyArmored); // refuses a private key
-
-  mkdirSync(dir, { recursive: true });
-  if (existsSync(join(dir, EXPORT_FILES.manifest))) throw new Error(`audit export: ${dir} already holds an export (manifest.json exists)`);
-
   const entriesText = toJsonl(entries);
   const checkpointsText = toJsonl(checkpoints);
   const keyText = input.coordinatorPublicKeyArmored.endsWith('\n') ? input.coordinatorPublicKeyArmored : input.coordinatorPublicKeyArmored + '\n';
   const last = entries.at(-1);
-  const lastCheckpointSeq = checkpoints.at(-1)?.seq ?? null;
-  const manifest: AuditExportManifest = AuditExportManifest.parse({
+  const statement: ExportStatement = {
     format: AUDIT_EXPORT_FORMAT,
     version: AUDIT_EXPORT_VERSION,
     exportedAt: input.exportedAt,
-    source: input.source,
     entries: { count: entries.length, lastSeq: last?.seq ?? 0, headHash: last?.hash ?? GENESIS_HASH },
-    checkpoints: { count: checkpoints.length, lastSeq: lastCheckpointSeq },
+    checkpoints: { count: checkpoints.length, lastSeq: checkpoints.at(-1)?.seq ?? null, lastNumber: checkpoints.at(-1)?.number ?? null },
     coordinatorFingerprint: fingerprint,
     files: {
       [EXPORT_FILES.entries]: digest(entriesText),
       [EXPORT_FILES.checkpoints]: digest(checkpointsText),
       [EXPORT_FILES.publicKey]: digest(keyText),
     },
-    readme: readme(fingerprint, lastCheckpointSeq),
-  });
+  };
+  return { statement, entriesText, checkpointsText, keyText };
+}
 
+/** The exact text a manifest signature covers (its UTF-8 bytes), typed so it cannot pass for another artifact. */
+export function manifestPayload(statement: ExportStatement, signedBy: string): string {
+  const { format, version, exportedAt, entries, checkpoints, coordinatorFingerprint, files } = statement;
+  return canonicalJson({ type: 'fedmark-audit-export-manifest', format, version, exportedAt, entries, checkpoints, coordinatorFingerprint, files, signedBy });
+}
+
+/** The coordinator's signature over an export it is handing out (its API returns it beside the log). */
+export async function signAuditExport(input: Pick<AuditExportInput, 'entries' | 'checkpoints' | 'coordinatorPublicKeyArmored' | 'exportedAt'>, privateKey: PrivateKey): Promise<ManifestSignature> {
+  const { statement } = await renderExport(input);
+  const signedBy = privateKey.getFingerprint().toLowerCase();
+  const signature = await signArtifact(new TextEncoder().encode(manifestPayload(statement, signedBy)), privateKey, { now: new Date(input.exportedAt) });
+  return { signedBy, signature };
+}
+
+/** Write an export folder (created if needed). Refuses a folder that already holds an export. */
+export async function writeAuditExport(dir: string, input: AuditExportInput): Promise<AuditExportManifest> {
+  const { statement, entriesText, checkpointsText, keyText } = await renderExport(input);
+  const signature = input.manifestSignature ?? (input.signingKey ? await signAuditExport(input, input.signingKey) : undefined);
+  mkdirSync(dir, { recursive: true });
+  if (existsSync(join(dir, EXPORT_FILES.manifest))) throw new Error(`audit export: ${dir} already holds an export (manifest.json exists)`);
+  const manifest: AuditExportManifest = AuditExportManifest.parse({
+    ...statement,
+    source: input.source,
+    readme: readme(statement.coordinatorFingerprint, statement.checkpoints.lastSeq),
+    ...(signature ? { signature } : {}),
+  });
   writeAtomically(join(dir, EXPORT_FILES.entries), entriesText);
   writeAtomically(join(dir, EXPORT_FILES.checkpoints), checkpointsText);
   writeAtomically(join(dir, EXPORT_FILES.publicKey), keyText);
@@ -261,11 +330,29 @@ export function readAuditExport(dir: string): AuditExport {
   };
 }
 
+export interface ExportVerifyOptions extends VerifyOptions {
+  /** Accept a manifest without a signature (an export made straight from the database, without the coordinator key). */
+  allowUnsignedManifest?: boolean;
+  /** Node state folders whose witnessed checkpoints the export must agree with (see witness.ts). */
+  witnesses?: readonly string[];
+}
+
+type Failure = Extract<VerifyResult, { ok: false }>;
+export type ExportVerifyResult =
+  | Failure
+  | (Extract<VerifyResult, { ok: true }> & {
+      exportedAt: string;
+      /** The key that signed the manifest; null when accepted unsigned (allowUnsignedManifest). */
+      manifestSignedBy: string | null;
+      witnesses: WitnessReport[];
+    });
+
 /**
- * Read + verifyChain, then check the (unsigned) manifest against what was read. A file that cannot
- * be parsed is a 'malformed' failure naming the file and line.
+ * Read + verifyChain, then the manifest (what it states, the files' hashes, the coordinator's
+ * signature), then any witnesses. A file that cannot be parsed is a 'malformed' failure naming
+ * the file and line.
  */
-export async function verifyAuditExport(dir: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+export async function verifyAuditExport(dir: string, options: ExportVerifyOptions = {}): Promise<ExportVerifyResult> {
   let data: AuditExport;
   try {
     data = readAuditExport(dir);
@@ -282,40 +369,36 @@ export async function verifyAuditExport(dir: string, options: VerifyOptions = {}
       ? { ...result, file: EXPORT_FILES.publicKey }
       : result;
   }
+  const stated = checkManifestStatements(dir, data.manifest, result);
+  if (stated) return stated;
+  const trusted = await trustedCoordinatorKeys(data.entries, await loadPublicKey(data.coordinatorPublicKeyArmored));
+  const signed = await checkManifestSignature(data.manifest, trusted, options);
+  if (typeof signed !== 'string' && signed !== null) return signed;
+  const witnesses: WitnessReport[] = [];
+  for (const stateDir of options.witnesses ?? []) {
+    const report = await checkWitnesses(stateDir, data, trusted);
+    if (!report.ok) return report.failure;
+    witnesses.push(report.report);
+  }
+  return { ...result, exportedAt: data.manifest.exportedAt, manifestSignedBy: signed, witnesses };
+}
 
-  const m = data.manifest;
-  const unsigned = 'manifest.json is not signed, so this is evidence only if the manifest itself was not altered';
+/** The manifest's statements against what was read: counts, head, last checkpoint, file hashes. */
+function checkManifestStatements(dir: string, m: AuditExportManifest, result: Extract<VerifyResult, { ok: true }>): Failure | null {
+  const said = 'manifest.json says so';
   if (m.entries.count > result.entries) {
-    return {
-      ok: false,
-      problem: 'deleted',
-      seq: result.entries + 1,
-      message: `manifest.json lists ${m.entries.count} entries (head ${m.entries.headHash.slice(0, 12)}), entries.jsonl has ${result.entries}: the last ${m.entries.count - result.entries} were removed (${unsigned})`,
-    };
+    return { ok: false, problem: 'deleted', seq: result.entries + 1, message: `manifest.json lists ${m.entries.count} entries (head ${m.entries.headHash.slice(0, 12)}), entries.jsonl has ${result.entries}: the last ${m.entries.count - result.entries} were removed (${said})` };
   }
   if (m.entries.count < result.entries) {
-    return {
-      ok: false,
-      problem: 'inserted',
-      seq: m.entries.count + 1,
-      message: `manifest.json lists ${m.entries.count} entries, entries.jsonl has ${result.entries}: entries from seq ${m.entries.count + 1} on were appended after the export (${unsigned})`,
-    };
+    return { ok: false, problem: 'inserted', seq: m.entries.count + 1, message: `manifest.json lists ${m.entries.count} entries, entries.jsonl has ${result.entries}: entries from seq ${m.entries.count + 1} on were appended after the export (${said})` };
   }
   if (m.entries.headHash !== result.head) {
-    return {
-      ok: false,
-      problem: 'modified',
-      seq: null,
-      message: `manifest.json names head ${m.entries.headHash.slice(0, 12)}, the chain ends at ${result.head.slice(0, 12)}: entries after the last checkpoint were rewritten (${unsigned})`,
-    };
+    return { ok: false, problem: 'modified', seq: null, message: `manifest.json names head ${m.entries.headHash.slice(0, 12)}, the chain ends at ${result.head.slice(0, 12)}: entries after the last checkpoint were rewritten (${said})` };
   }
-  if (m.checkpoints.count !== result.checkpoints) {
-    return {
-      ok: false,
-      problem: m.checkpoints.count > result.checkpoints ? 'deleted' : 'inserted',
-      seq: null,
-      message: `manifest.json lists ${m.checkpoints.count} checkpoints, checkpoints.jsonl has ${result.checkpoints} (${unsigned})`,
-    };
+  if (m.checkpoints.count !== result.checkpoints || (m.checkpoints.lastNumber != null && m.checkpoints.lastNumber !== result.lastCheckpointNumber)) {
+    const missing = m.checkpoints.count > result.checkpoints || (m.checkpoints.lastNumber ?? 0) > (result.lastCheckpointNumber ?? 0);
+    const last = m.checkpoints.lastNumber != null ? ` (the last #${m.checkpoints.lastNumber})` : '';
+    return { ok: false, problem: missing ? 'missing-checkpoint' : 'inserted', seq: null, message: `manifest.json lists ${m.checkpoints.count} checkpoints${last}, checkpoints.jsonl has ${result.checkpoints}${result.lastCheckpointNumber !== null ? ` (the last #${result.lastCheckpointNumber})` : ''}` };
   }
   for (const file of [EXPORT_FILES.entries, EXPORT_FILES.checkpoints, EXPORT_FILES.publicKey] as const) {
     const actual = sha256Hex(readFileSync(join(dir, file)));
@@ -323,5 +406,27 @@ export async function verifyAuditExport(dir: string, options: VerifyOptions = {}
       return { ok: false, problem: 'malformed', seq: null, file, message: `${file} does not match the sha256 recorded in manifest.json (${m.files[file].sha256.slice(0, 12)}, file has ${actual.slice(0, 12)}): it was changed after the export` };
     }
   }
-  return result;
+  return null;
+}
+
+/**
+ * The coordinator's signature over the manifest, by a key the export's chain trusts, valid at
+ * `exportedAt`. Returns the signer's fingerprint, null for an unsigned manifest the caller
+ * accepts, or the failure. A manifest regenerated after an edit fails here: only the key holder
+ * can sign a new one.
+ */
+async function checkManifestSignature(m: AuditExportManifest, trusted: Awaited<ReturnType<typeof trustedCoordinatorKeys>>, options: ExportVerifyOptions): Promise<string | null | Failure> {
+  const bad = (message: string): Failure => ({ ok: false, problem: 'bad-manifest', seq: null, file: EXPORT_FILES.manifest, message });
+  if (!m.signature) {
+    if (options.allowUnsignedManifest) return null;
+    return bad('manifest.json is not signed by the coordinator, so nothing proves the export is complete (its tail and last checkpoints could have been cut and the manifest rewritten). Export through the coordinator (fedmark audit export --coordinator), or pass --allow-unsigned-manifest to check the chain and checkpoints alone');
+  }
+  const signer = trusted.get(m.signature.signedBy);
+  if (!signer) return bad(`manifest.json is signed by ${m.signature.signedBy}, which is neither the export's coordinator key nor a key it rotated to by a signed entry in the log`);
+  const { source: _source, readme: _readme, signature, ...statement } = m;
+  const payload = new TextEncoder().encode(manifestPayload(statement, signature.signedBy));
+  if (!(await verifyArtifact(payload, signature.signature, signer.key, { at: new Date(m.exportedAt) }))) {
+    return bad(`the signature of manifest.json does not verify with the coordinator key ${signature.signedBy}: the manifest (counts, head ${m.entries.headHash.slice(0, 12)}, last checkpoint ${m.checkpoints.lastSeq ?? 'none'}, exportedAt ${m.exportedAt}, file hashes) is not the one the coordinator signed`);
+  }
+  return signature.signedBy;
 }

@@ -104,6 +104,7 @@ describe('verifyChain', () => {
       head: entries[29].hash,
       coordinatorFingerprint: key.fingerprint,
       lastCheckpointSeq: 30,
+      lastCheckpointNumber: 4,
       uncheckpointedEntries: 0,
     });
   });
@@ -188,7 +189,7 @@ describe('verifyChain', () => {
 
   it('signs exactly the canonical payload', async () => {
     const c = checkpoints[0];
-    expect(checkpointPayload(c)).toBe(`{"at":"${c.at}","coordinatorFingerprint":"${key.fingerprint}","headHash":"${entries[11].hash}","seq":12}`);
+    expect(checkpointPayload(c)).toBe(`{"at":"${c.at}","coordinatorFingerprint":"${key.fingerprint}","headHash":"${entries[11].hash}","number":1,"seq":12}`);
   });
 
   it('rejects a private key where the public key belongs', async () => {
@@ -281,8 +282,9 @@ describe('verifyChain properties', () => {
     }
   });
 
-  it('an entry appended after the last checkpoint is not detectable by the chain: it is reported as uncheckpointed', async () => {
+  it('an entry appended after the last checkpoint is not detectable by the chain: it fails as an unsealed tail, or is counted with allowUnsealedTail', async () => {
     const extra = appendEntry(entries[29], { at: '2025-03-02T00:00:00.000Z', actor: 'admin', kind: 'policy.set', data: {} });
-    expect(await verify([...entries, extra])).toMatchObject({ ok: true, entries: 31, lastCheckpointSeq: 30, uncheckpointedEntries: 1 });
+    expect(await verify([...entries, extra])).toMatchObject({ ok: false, problem: 'unsealed-tail', seq: 31, message: expect.stringMatching(/^1 entry \(seq 31\.\.31\) after the last signed checkpoint: the last checkpoint \(#4\) covers up to seq 30/) });
+    expect(await verifyChain([...entries, extra], checkpoints, key.publicKeyArmored, { allowUnsealedTail: true })).toMatchObject({ ok: true, entries: 31, lastCheckpointSeq: 30, uncheckpointedEntries: 1 });
   });
 });

@@ -28,7 +28,7 @@ beforeAll(async () => {
   entries = log.entries;
   root = mkdtempSync(join(tmpdir(), 'fedmark-audit-cli-'));
   dir = join(root, 'export');
-  await writeAuditExport(dir, { ...log, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test' });
+  await writeAuditExport(dir, { ...log, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test', signingKey: key.privateKey });
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -175,7 +175,7 @@ describe('fedmark audit export, for real', () => {
       expect(r.stderr).toBe('');
       expect(r.exitCode).toBe(0);
       const verified = await runAlone(['audit', 'verify', out]);
-      expect(verified.exitCode).toBe(0);
+      expect(verified.exitCode, verified.stderr).toBe(0);
       expect(verified.stdout).toMatch(/^OK: \d+ entries, 1 checkpoints/);
       // An analyst may not export.
       const analyst = (await (await fetch(`${running.url}/v1/tokens`, { method: 'POST', headers: admin, body: JSON.stringify({ role: 'analyst', name: 'x', region: 'eu' }) })).json()).token;
@@ -197,7 +197,13 @@ describe('fedmark audit export, for real', () => {
     const r = await runAlone(['audit', 'export', '--out', out, '--data-dir', dataDir], realDeps);
     expect(r.stderr).toBe('');
     expect(r.exitCode).toBe(0);
-    expect((await runAlone(['audit', 'verify', out])).exitCode).toBe(0);
+    // Straight from the database, without the coordinator key: the manifest is unsigned.
+    const unsigned = await runAlone(['audit', 'verify', out]);
+    expect(unsigned.exitCode, unsigned.stderr).toBe(1);
+    expect(unsigned.stderr).toMatch(/^FAILED: bad-manifest: manifest.json is not signed by the coordinator/);
+    const allowed = await runAlone(['audit', 'verify', out, '--allow-unsigned-manifest']);
+    expect(allowed.exitCode, allowed.stderr).toBe(0);
+    expect(allowed.stdout).toMatch(/manifest NOT signed \(accepted with --allow-unsigned-manifest\)/);
     const after = await openDatabase({ dataDir, mode: 'read-only' });
     try {
       expect((await sql`select name from kysely_migration where name = ${last.name}`.execute(after.db)).rows).toEqual([]);
@@ -244,7 +250,7 @@ describe('fedmark audit export, for real', () => {
       const r = await runAlone(['audit', 'export', '--out', out, '--database-url', database.databaseUrl!], realDeps);
       expect(r.stderr).toBe('');
       expect(r.exitCode).toBe(0);
-      const verified = await runAlone(['audit', 'verify', out]);
+      const verified = await runAlone(['audit', 'verify', out, '--allow-unsigned-manifest']);
       expect(verified.stdout).toMatch(/^OK: 3 entries, 1 checkpoints/);
       const reader = await openDatabase({ databaseUrl: database.databaseUrl, mode: 'read-only' });
       try {

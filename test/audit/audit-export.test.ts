@@ -20,7 +20,7 @@ beforeAll(async () => {
   ({ entries, checkpoints } = await buildLog(30, key));
   root = mkdtempSync(join(tmpdir(), 'fedmark-audit-'));
   clean = join(root, 'clean');
-  await writeAuditExport(clean, { entries, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test' });
+  await writeAuditExport(clean, { entries, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test', signingKey: key.privateKey });
 });
 
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -54,7 +54,7 @@ describe('audit export', () => {
   });
 
   it('refuses to overwrite an export', async () => {
-    await expect(writeAuditExport(clean, { entries, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test' })).rejects.toThrow(/already holds an export/);
+    await expect(writeAuditExport(clean, { entries, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test', signingKey: key.privateKey })).rejects.toThrow(/already holds an export/);
   });
 
   it('verifies the untouched export', async () => {
@@ -165,7 +165,7 @@ describe('audit export', () => {
     expect(await verifyAuditExport(dir)).toMatchObject({ ok: false, problem: 'malformed', file: 'checkpoints.jsonl', message: expect.stringMatching(/missing/) });
   });
 
-  it('uses the manifest (unsigned) to notice changes the chain cannot see', async () => {
+  it('uses the signed manifest to notice changes the chain cannot see', async () => {
     // a harmless-looking edit of the key file: same key, different bytes
     let dir = copy();
     writeFileSync(join(dir, 'coordinator.pub.asc'), readFileSync(join(dir, 'coordinator.pub.asc'), 'utf8').replace('-----\n', '-----\nComment: edited\n'));
@@ -175,10 +175,10 @@ describe('audit export', () => {
     const extended = [...entries];
     for (let i = 0; i < 2; i++) extended.push(appendEntry(extended.at(-1)!, { at: `2025-03-01T10:0${i}:00.000Z`, actor: 'admin', kind: 'policy.set', studyId: null, data: { i } }));
     dir = join(root, 'extended');
-    await writeAuditExport(dir, { entries: extended, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test' });
-    expect(await verifyAuditExport(dir)).toMatchObject({ ok: true, entries: 32, lastCheckpointSeq: 30, uncheckpointedEntries: 2 });
+    await writeAuditExport(dir, { entries: extended, checkpoints, coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: '2025-03-02T00:00:00.000Z', source: 'test', signingKey: key.privateKey });
+    expect(await verifyAuditExport(dir, { allowUnsealedTail: true })).toMatchObject({ ok: true, entries: 32, lastCheckpointSeq: 30, uncheckpointedEntries: 2 });
     editEntries(dir, (ls) => ls.slice(0, 31));
-    expect(await verifyAuditExport(dir)).toEqual(failure('deleted', 32));
+    expect(await verifyAuditExport(dir, { allowUnsealedTail: true })).toEqual(failure('deleted', 32));
   });
 });
 
@@ -192,7 +192,7 @@ describe('verifying by hand, as the manifest README says', () => {
       [
         'mkdir -m 700 gnupg && gpg --batch --homedir gnupg --import coordinator.pub.asc 2>/dev/null',
         "jq -r 'select(.seq==20) | .signature' checkpoints.jsonl > cp.asc",
-        "jq -jcS 'select(.seq==20) | {seq, headHash, at, coordinatorFingerprint}' checkpoints.jsonl > cp.json",
+        'jq -jcS \'select(.seq==20) | {seq, headHash, at, coordinatorFingerprint} + (if has("number") then {number} else {} end)\' checkpoints.jsonl > cp.json',
         'gpg --batch --homedir gnupg --status-fd 1 --verify cp.asc cp.json',
       ].join(' && '),
     );
@@ -202,6 +202,22 @@ describe('verifying by hand, as the manifest README says', () => {
     // and a tampered payload does not verify
     writeFileSync(join(dir, 'cp.json'), checkpointPayload({ ...checkpoints[1], headHash: entries[18].hash }));
     expect(sh('gpg --batch --homedir gnupg --verify cp.asc cp.json').status).not.toBe(0);
+  });
+
+  it.skipIf(!has('gpg') || !has('jq'))('gpg verifies the manifest signature over the payload jq extracts, as the README says', () => {
+    const dir = copy();
+    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { readme: string[] };
+    const steps = manifest.readme.filter((l) => /^ {3}(jq .*manifest\.(asc|payload)|gpg --homedir gnupg --verify manifest)/.test(l)).map((l) => l.trim().replace('gpg --homedir', 'gpg --batch --status-fd 1 --homedir'));
+    expect(steps).toHaveLength(3);
+    const sh = (script: string) => spawnSync('sh', ['-c', script], { cwd: dir, encoding: 'utf8' });
+    const run = sh(['mkdir -m 700 gnupg && gpg --batch --homedir gnupg --import coordinator.pub.asc 2>/dev/null', ...steps].join(' && '));
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(new RegExp(`VALIDSIG ${key.fingerprint.toUpperCase()}`));
+    // A regenerated manifest (one entry fewer) does not verify with the old signature.
+    const edited = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+    edited.entries.count -= 1;
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(edited));
+    expect(sh(steps.join(' && ')).status).not.toBe(0);
   });
 
   it.skipIf(!has('python3'))('the Python snippet recomputes every entry hash', () => {

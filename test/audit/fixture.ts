@@ -83,6 +83,7 @@ export function buildEntries(count: number): { entries: AuditEntry[]; checkpoint
 export async function buildLog(count: number, key: TestKey): Promise<{ entries: AuditEntry[]; checkpoints: Checkpoint[] }> {
   const { entries, checkpointSeqs } = buildEntries(count);
   const checkpoints: Checkpoint[] = [];
-  for (const seq of checkpointSeqs) checkpoints.push(await signCheckpoint(entries[seq - 1], key.privateKey, new Date(Date.parse(entries[seq - 1].at) + 1000).toISOString()));
+  // Numbered 1, 2, 3, ... as the coordinator numbers them.
+  for (const seq of checkpointSeqs) checkpoints.push(await signCheckpoint(entries[seq - 1], key.privateKey, new Date(Date.parse(entries[seq - 1].at) + 1000).toISOString(), checkpoints.length + 1));
   return { entries, checkpoints };
 }

@@ -77,7 +77,7 @@ for (const backendName of BACKEND_NAMES) {
       if (!h) return ctx.skip();
       const res = await request(h.app).get('/v1/audit/export').set('authorization', `Bearer ${auditorToken}`);
       const out = join(dir, 'export');
-      await writeAuditExport(out, { entries: res.body.entries.map((e: unknown) => AuditEntry.parse(e)), checkpoints: res.body.checkpoints.map((c: unknown) => Checkpoint.parse(c)), coordinatorPublicKeyArmored: res.body.coordinatorPublicKey, exportedAt: res.body.exportedAt, source: 'test' });
+      await writeAuditExport(out, { entries: res.body.entries.map((e: unknown) => AuditEntry.parse(e)), checkpoints: res.body.checkpoints.map((c: unknown) => Checkpoint.parse(c)), coordinatorPublicKeyArmored: res.body.coordinatorPublicKey, exportedAt: res.body.exportedAt, source: 'test', manifestSignature: res.body.manifestSignature });
       const ok = await verifyAuditExport(out);
       expect(ok.ok).toBe(true);
       const lines = readFileSync(join(out, 'entries.jsonl'), 'utf8').split('\n');
@@ -230,7 +230,7 @@ for (const backendName of BACKEND_NAMES) {
       const signers = new Set(res.body.checkpoints.map((c: { coordinatorFingerprint: string }) => c.coordinatorFingerprint));
       expect(signers.size).toBe(2); // checkpoints by the old key and by the new one
       const out = join(dir, 'rotated');
-      await writeAuditExport(out, { entries: res.body.entries.map((e: unknown) => AuditEntry.parse(e)), checkpoints: res.body.checkpoints.map((c: unknown) => Checkpoint.parse(c)), coordinatorPublicKeyArmored: res.body.coordinatorPublicKey, exportedAt: res.body.exportedAt, source: 'test' });
+      await writeAuditExport(out, { entries: res.body.entries.map((e: unknown) => AuditEntry.parse(e)), checkpoints: res.body.checkpoints.map((c: unknown) => Checkpoint.parse(c)), coordinatorPublicKeyArmored: res.body.coordinatorPublicKey, exportedAt: res.body.exportedAt, source: 'test', manifestSignature: res.body.manifestSignature });
       const verified = await verifyAuditExport(out, { expectedFingerprint: first });
       expect(verified.ok).toBe(true);
     });

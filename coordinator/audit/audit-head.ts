@@ -1,0 +1,115 @@
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { z } from 'zod';
+import { entryHash, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
+import type { Db } from '../db/database.ts';
+import { AppError } from '../errors.ts';
+import { countCheckpoints, findCheckpoint, listAuditEntriesFrom } from './repository.ts';
+
+/**
+ * The last head the coordinator signed, kept beside its key (`audit-head.json` in the key folder),
+ * outside the database. Whoever owns the database can disable the append-only triggers, delete
+ * entries, recompute every hash and drop the checkpoints; without this file the coordinator would
+ * then sign the forged head at its next checkpoint. With it, the coordinator signs only a head
+ * whose chain still holds the head it signed last (same seq, same hash, intact links from there),
+ * with every checkpoint it made still in place; anything else is refused and raised as an alarm.
+ *
+ * What it cannot stop: whoever holds the key folder (and so the key) can remove the file too.
+ * A database restored from an older backup is refused as well, on purpose: the operator accepts
+ * it by moving the file aside, a deliberate act, and the witnesses still hold the lost history.
+ */
+export const AUDIT_HEAD_FILE = 'audit-head.json';
+
+export const SignedHead = z.strictObject({
+  type: z.literal('fedmark-audit-head'),
+  seq: z.number().int().min(1),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  /** The checkpoint's number; null for one signed before checkpoints were numbered. */
+  checkpointNumber: z.number().int().min(1).nullable(),
+  at: z.string(),
+  coordinatorFingerprint: z.string(),
+});
+export type SignedHead = z.infer<typeof SignedHead>;
+
+/** The coordinator will not sign this head: the database does not extend what it signed before. */
+export class AuditHeadRefusedError extends AppError {
+  constructor(
+    message: string,
+    readonly signed: SignedHead,
+  ) {
+    // 503: an alarm for the operator (logged as an error), not a fault of the request.
+    super(503, 'AUDIT_HEAD_REFUSED', `AUDIT ALARM: refusing to sign the audit head: ${message}`);
+  }
+}
+
+/** The signed head on file, or undefined before the first checkpoint (then the database is trusted once). */
+export function readSignedHead(path: string): SignedHead | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  // A file that does not parse is not "no file": that would re-open trust on first use.
+  const parsed = SignedHead.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new Error(`${path} is not a signed audit head: ${parsed.error.issues[0]?.message}`);
+  return parsed.data;
+}
+
+/** Atomically replaces the file: temporary file, fsync, rename, fsync of the folder (the rename itself must survive a crash). */
+export function writeSignedHead(path: string, checkpoint: Checkpoint): void {
+  const head: SignedHead = { type: 'fedmark-audit-head', seq: checkpoint.seq, hash: checkpoint.headHash, checkpointNumber: checkpoint.number ?? null, at: checkpoint.at, coordinatorFingerprint: checkpoint.coordinatorFingerprint };
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, JSON.stringify(head, null, 2) + '\n');
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dirFd = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+/**
+ * Throws AuditHeadRefusedError unless the database's chain from `signed.seq` to `head` is intact
+ * and starts with the signed head, and every checkpoint up to the signed one is still there.
+ * Reads only the entries since the last checkpoint (those before it are tied to it by their hashes).
+ */
+export async function requireExtendsSignedHead(tx: Db, signed: SignedHead, head: { seq: number; hash: string | null }): Promise<void> {
+  const refuse = (message: string): never => {
+    throw new AuditHeadRefusedError(message, signed);
+  };
+  const last = `the head this coordinator last signed (seq ${signed.seq}, hash ${signed.hash.slice(0, 12)}, checkpoint ${signed.checkpointNumber !== null ? `#${signed.checkpointNumber}` : 'unnumbered'}, ${signed.at})`;
+  if (head.seq < signed.seq) {
+    refuse(`the database's audit head is seq ${head.seq}, behind ${last}: entries ${head.seq + 1}..${signed.seq} were deleted (or the database was restored from an older backup)`);
+  }
+  const rows = await listAuditEntriesFrom(tx, signed.seq);
+  let expectedSeq = signed.seq;
+  let prevHash: string | null = null;
+  for (const row of rows) {
+    const entry = { seq: row.seq, at: row.at, actor: row.actor, kind: row.kind, studyId: row.study_id, round: row.round, data: JSON.parse(row.data), prevHash: row.prev_hash };
+    if (row.seq !== expectedSeq) refuse(`entry ${expectedSeq} is missing from the database (found ${row.seq} next), after ${last}`);
+    if (entryHash(entry) !== row.hash) refuse(`entry ${row.seq} in the database does not match its recorded hash: it was altered after ${last}`);
+    if (prevHash === null && row.hash !== signed.hash) refuse(`entry ${row.seq} in the database hashes to ${row.hash.slice(0, 12)}, not to ${last}: the log was rewritten (hashes recomputed)`);
+    if (prevHash !== null && row.prev_hash !== prevHash) refuse(`entry ${row.seq} does not link to entry ${row.seq - 1}: the chain after ${last} was rewritten`);
+    prevHash = row.hash;
+    expectedSeq++;
+  }
+  if (prevHash === null) refuse(`entry ${signed.seq} is missing from the database: it held ${last}`);
+  if (expectedSeq - 1 !== head.seq || prevHash !== head.hash) refuse(`the database's head row (seq ${head.seq}) is not the end of the chain (seq ${expectedSeq - 1})`);
+  const checkpoint = await findCheckpoint(tx, signed.seq);
+  if (!checkpoint || checkpoint.head_hash !== signed.hash || (checkpoint.number ?? null) !== signed.checkpointNumber) {
+    refuse(`the checkpoint it made at seq ${signed.seq}${signed.checkpointNumber !== null ? ` (#${signed.checkpointNumber})` : ''} is ${checkpoint ? 'different' : 'no longer'} in the database: checkpoints were dropped or replaced`);
+  }
+  const count = await countCheckpoints(tx);
+  if (signed.checkpointNumber !== null && count < signed.checkpointNumber) {
+    refuse(`the database holds ${count} checkpoints, but this coordinator has signed ${signed.checkpointNumber}: checkpoints were dropped`);
+  }
+}

@@ -9,14 +9,14 @@ import { nodeKindFor } from '../models/kinds/index.ts';
 import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
 import type { NodeConfig } from './config.ts';
 import { DataSource } from './data.ts';
-import { GlobalModels, ModelSignatureError } from './global-model.ts';
+import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll, savedNode } from './identity.ts';
 import { checkFitTask, effectivePolicy, loadNodePolicy } from './policy.ts';
 import { attackEvaluation, attackUpdate } from './attack.ts';
 import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
 import { BackOff, describeNetworkError, pause, pollTask } from './task.ts';
-import { evaluate, train } from './train.ts';
+import { evaluate, train, TrainingFailedError } from './train.ts';
 
 /**
  * The client node. Each task goes through the same stages, each in its own module:
@@ -41,7 +41,8 @@ import { evaluate, train } from './train.ts';
 export { NodePolicyRequiredError, loadNodePolicy } from './policy.ts';
 export { describeDataError } from './data.ts';
 export { describeNetworkError } from './task.ts';
-export { ModelSignatureError } from './global-model.ts';
+export { ModelRejectedError, ModelSignatureError } from './global-model.ts';
+export { TrainingFailedError } from './train.ts';
 export { NODE_KEY_LIFETIME_SECONDS } from './identity.ts';
 
 export interface NodeRunSummary {
@@ -71,8 +72,12 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   const backOff = new BackOff(config.idleBackoffMaxSeconds, log, signal);
   const summary: NodeRunSummary = { nodeId: credentials.nodeId, roundsTrained: 0, evaluations: 0, bytesSent: 0 };
 
+  // Set after the node refused a model or its training diverged: it reports `ready` again before
+  // its next task, so it is asked again (and refuses again at once if the model is the same one).
+  let rejoin = false;
   while (!signal?.aborted) {
     await data.refresh(policy);
+    if (rejoin && data.current) rejoin = !(await reportSafely(report, { state: 'ready', data: data.current.report }, log));
 
     // 1. Task.
     const asked = performance.now();
@@ -144,6 +149,12 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     } catch (err) {
       if (err instanceof CoordinatorRefusal) log.warn({ round: task.round, kind: task.kind, status: err.status, code: err.code, reason: err.message }, 'coordinator refused');
       else if (err instanceof ModelSignatureError) log.error({ round: task.round, kind: task.kind, reason: err.message }, 'refused an unsigned or wrongly signed global model');
+      else if (err instanceof ModelRejectedError || err instanceof TrainingFailedError) {
+        // Said to the coordinator, so the round does not wait for this node; nothing was sent.
+        const state = err instanceof ModelRejectedError ? 'model-rejected' : 'training-failed';
+        log.error({ round: task.round, kind: task.kind, state, reason: err.message }, state === 'model-rejected' ? 'refused a signed global model with out-of-range weights' : 'local training failed');
+        rejoin = await reportSafely(report, { state, message: err.message, data: loaded.report }, log);
+      }
       // Not the coordinator's refusal: log it and carry on with the next task (a daemon must
       // survive a bad moment; the coordinator's deadline handles a round this node missed).
       else log.error({ round: task.round, kind: task.kind, err: err instanceof Error ? err.message : String(err) }, 'task failed');
@@ -152,6 +163,17 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     }
   }
   return summary;
+}
+
+/** A status report that must not end the daemon when the coordinator cannot be reached: true when it was sent. */
+async function reportSafely(report: (s: StatusFacts) => Promise<void>, status: StatusFacts, log: Logger): Promise<boolean> {
+  try {
+    await report(status);
+    return true;
+  } catch (err) {
+    log.warn({ state: status.state, err: describeNetworkError(err) }, 'could not report the node status; will retry');
+    return false;
+  }
 }
 
 /** Identity, enrollment (or saved credentials) and the pinned coordinator key. */

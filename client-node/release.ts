@@ -59,7 +59,8 @@ export interface TrainedFacts {
 /** What the node knows after evaluating a global model. */
 export interface EvaluatedFacts {
   numExamples: number;
-  loss: number;
+  /** Absent when it was not finite. */
+  loss?: number;
   stats: EvaluationStats;
 }
 

@@ -54,22 +54,38 @@ export async function train(
     result = await kind.train(model, data.train, args);
   }
   const trainSeconds = (performance.now() - started) / 1000;
+  const weights = getWeights(model);
+  checkTrainingOutcome(task.round, result.loss, weights);
   return {
     // Every tensor: the release step keeps the ones the model kind shares.
-    weights: getWeights(model),
-    facts: { numExamples: result.numExamples, loss: finiteOrZero(result.loss), steps: result.steps, trainSeconds, ...(spent ? { dpSgd: spent } : {}) },
+    weights,
+    facts: { numExamples: result.numExamples, loss: result.loss, steps: result.steps, trainSeconds, ...(spent ? { dpSgd: spent } : {}) },
     ...(result.clippedFraction !== undefined ? { clippedFraction: result.clippedFraction } : {}),
   };
 }
 
-/** Evaluates a global model on the node's validation rows: the kind's statistics and mean loss. */
+/**
+ * Local training that diverged (a non-finite loss, or weights): nothing of it is sent. The node
+ * reports `training-failed` with this message, which names what diverged, never a value of its data.
+ */
+export class TrainingFailedError extends Error {}
+
+/** A diverged training is a failure, never an update (and never a loss of 0). */
+function checkTrainingOutcome(round: number, loss: number, weights: WeightSet): void {
+  if (!Number.isFinite(loss)) throw new TrainingFailedError(`local training in round ${round} diverged: the training loss is ${loss}; no update was sent`);
+  for (const t of weights) {
+    for (let i = 0; i < t.values.length; i++) {
+      if (!Number.isFinite(t.values[i])) throw new TrainingFailedError(`local training in round ${round} diverged: tensor "${t.name}" is not finite; no update was sent`);
+    }
+  }
+}
+
+/**
+ * Evaluates a global model on the node's validation rows: the kind's statistics and mean loss.
+ * A loss that is not finite is left out (the report's loss is optional), never reported as 0.
+ */
 export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, global: WeightSet): EvaluatedFacts {
   setWeights(model, global);
   const { loss, stats } = kind.evaluate(model, data.validation);
-  return { numExamples: data.validation.n, loss: finiteOrZero(loss), stats };
-}
-
-/** A loss that is not a finite number (no rows, a diverged model) is reported as 0, as before. */
-function finiteOrZero(x: number): number {
-  return Number.isFinite(x) ? x : 0;
+  return { numExamples: data.validation.n, ...(Number.isFinite(loss) ? { loss } : {}), stats };
 }

@@ -6,6 +6,7 @@ import { TrainingConfig } from './training-config.ts';
 import { StudyPrivacy } from './privacy/study-privacy.ts';
 import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from './strategies/config.ts';
 import { FitInstructions } from './strategies/strategy.ts';
+import { Checkpoint } from './audit/audit-chain.ts';
 import { EvaluationStats, regressionTargetProblem, TaskSpec } from './model-kinds/kind.ts';
 
 /**
@@ -48,6 +49,53 @@ export const ReleaseList = z
   .refine((list) => new Set(list).size === list.length, { message: 'release lists a field twice' })
   .refine((list) => REQUIRED_RELEASE.every((f) => list.includes(f)), { message: `release must include ${REQUIRED_RELEASE.join(', ')}` });
 
+/**
+ * Largest example count one message may carry (2^31 - 1). A count is a node's own claim: anything
+ * larger is refused by the schema (a 400 naming the field), never passed on to arithmetic or to
+ * the database. Sums of counts over nodes and rounds are stored as BIGINT (migration 0013).
+ */
+export const MAX_EXAMPLE_COUNT = 2 ** 31 - 1;
+/**
+ * Default bound on the L2 norm of one update's delta (update - global model). Measured on the
+ * shipped demos (the deltaNorm of every update.received audit entry, 20 rounds x 10 nodes):
+ * honest nodes of `npm start` (churn, MLP 32-16) reach at most 2.06 (round 1; <= 1.6 after),
+ * of `npm start -- --task regression` (customer value, tweedie) at most 3.43 (round 1; <= 2.4
+ * after), of `npm start -- --model logreg --local-epochs 5` at most 1.28. 20 is ~6x the largest
+ * honest delta seen: a partner with other data or settings has room, while the issue's scaled
+ * update (-1000 x the honest delta, norm ~1000-2000) is cut to 1-2% of its size.
+ */
+export const DEFAULT_MAX_UPDATE_NORM = 20;
+/** Default bound on every published global weight; the node applies it too when a study has none. */
+export const DEFAULT_MAX_ABS_WEIGHT = 1e4;
+
+/**
+ * What one node's claims may weigh, and what a model may look like (README, "Node claims are
+ * bounded"). A node's example count, its update and its evaluation are its own word: these bounds
+ * keep one node from taking over the federation with a large count or a large update, and keep an
+ * absurd model from ever being published.
+ */
+export const StudyBounds = z.strictObject({
+  /**
+   * Cap on one node's aggregation weight: an update counts min(numExamples, this) examples. A
+   * count above the node's declared rows (its `ready` status report, its update's data report)
+   * is refused outright; this caps what a node may declare.
+   */
+  maxExamplesPerNode: z.number().int().positive().max(MAX_EXAMPLE_COUNT).default(1_000_000),
+  /**
+   * Cap on the L2 norm of one update's delta (update - global model), enforced with or without
+   * DP. Honest deltas of the shipped demos stay under 3.5 (DEFAULT_MAX_UPDATE_NORM: 20).
+   */
+  maxUpdateNorm: z.number().positive().finite().default(DEFAULT_MAX_UPDATE_NORM),
+  /** An update over maxUpdateNorm: scaled down to it ('clip', audited) or refused with 400 ('refuse'). */
+  onOversizedUpdate: z.enum(['clip', 'refuse']).default('clip'),
+  /**
+   * A global model with any |w| above this (or any non-finite value) is never published: the
+   * round fails and the previous model stays current. Nodes refuse such a model too.
+   */
+  maxAbsWeight: z.number().positive().finite().default(DEFAULT_MAX_ABS_WEIGHT),
+});
+export type StudyBounds = z.infer<typeof StudyBounds>;
+
 export const StudyConfig = z.object({
   name: z.string().min(1).max(200),
   /** The model kind: binary classification (default) or regression, with its loss. */
@@ -75,6 +123,11 @@ export const StudyConfig = z.object({
   consent: z.object({ purpose: z.enum(['basic', 'personalization']), column: z.string().min(1) }).optional(),
   /** Differential privacy: central (client-level) at the coordinator, DP-SGD on the nodes, budget. */
   privacy: StudyPrivacy.optional(),
+  /**
+   * Bounds on node claims (StudyBounds; every field defaults). `null`: no bounds at all, the
+   * legacy behaviour, for the attack demo's undefended baseline only; creating such a study warns.
+   */
+  bounds: StudyBounds.nullable().default(() => StudyBounds.parse({})),
 }).superRefine((study, ctx) => {
   const strategy = study.strategy;
   if (study.privacy?.central && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
@@ -155,6 +208,11 @@ export const Task = z.object({
   config: StudyConfig,
   /** This node's instructions for a fit task (the strategy's configureFit). */
   instructions: FitInstructions.optional(),
+  /**
+   * The coordinator's latest signed audit checkpoint: the node checks its signature with the
+   * pinned key and keeps it (client-node/witness.ts), so a rewritten log is caught against its copy.
+   */
+  auditCheckpoint: Checkpoint.optional(),
 });
 export type Task = z.infer<typeof Task>;
 
@@ -164,7 +222,7 @@ export type Task = z.infer<typeof Task>;
  * along; a report carrying anything else is refused.
  */
 export const DataReport = z.strictObject({
-  rows: z.number().int().nonnegative(),
+  rows: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   /** Rows left out because their consent does not cover the study's purpose. */
   droppedNoConsent: z.number().int().nonnegative().optional(),
   /** Features the node's own policy forbids: their inputs are zeroed, never used. */
@@ -190,7 +248,8 @@ export type NodePrivacySpend = z.infer<typeof NodePrivacySpend>;
 
 /** What rides beside an update's weights; each field is a release (RELEASE_FIELDS 'update.*'). */
 export const UpdateMeta = z.strictObject({
-  numExamples: z.number().int().positive(),
+  /** Training rows: checked against the node's declared rows, capped as a weight (StudyBounds). */
+  numExamples: z.number().int().positive().max(MAX_EXAMPLE_COUNT),
   dpSgd: NodePrivacySpend.optional(),
   loss: z.number().finite().nonnegative().optional(),
   steps: z.number().int().nonnegative().optional(),
@@ -221,14 +280,20 @@ export type UpdateReceipt = z.infer<typeof UpdateReceipt>;
 
 /** A node's evaluation of a global model: the kind's sufficient statistics (model-kinds/kind.ts). */
 export const EvaluationReport = z.strictObject({
-  numExamples: z.number().int().nonnegative(),
+  /** Validation rows: at most the node's validation share of its declared rows. */
+  numExamples: z.number().int().nonnegative().max(MAX_EXAMPLE_COUNT),
   loss: z.number().finite().nonnegative().optional(),
   stats: EvaluationStats,
 });
 export type EvaluationReport = z.infer<typeof EvaluationReport>;
 
 export const NodeStatusReport = z.object({
-  state: z.enum(['ready', 'data-error', 'privacy-ceiling', 'policy-refused']),
+  /**
+   * model-rejected: the node refused a verified global model (non-finite or out-of-range weights);
+   * training-failed: local training diverged (a non-finite loss or weights); no update was sent.
+   * Like data-error, the round does not wait for such a node.
+   */
+  state: z.enum(['ready', 'data-error', 'privacy-ceiling', 'policy-refused', 'model-rejected', 'training-failed']),
   message: z.string().max(2000).optional(),
   data: DataReport.optional(),
 });

@@ -23,7 +23,7 @@ export interface NodesTable {
   name: string;
   region: string;
   api_key_hash: string;
-  state: 'enrolled' | 'ready' | 'data-error' | 'privacy-ceiling' | 'policy-refused' | 'withdrawn' | 'revoked';
+  state: 'enrolled' | 'ready' | 'data-error' | 'privacy-ceiling' | 'policy-refused' | 'model-rejected' | 'training-failed' | 'withdrawn' | 'revoked';
   state_message: string | null;
   data_report: Json<unknown> | null;
   enrolled_at: DefaultedTimestamp;
@@ -75,6 +75,7 @@ export interface RoundsTable {
   evaluation_deadline: Timestamp | null;
   /** Running FedAvg sum (float64 codec), so a restart mid-round loses no accepted update. */
   accumulator: Uint8Array | null;
+  /** Sum of the round's claimed example counts: bigint (migration 0013), read as a number. */
   num_examples: number;
   mean_loss: number | null;
   validation_auc: number | null;
@@ -123,6 +124,7 @@ export interface UpdatesTable {
   node_id: string;
   sha256: string;
   bytes: number;
+  /** The node's claim (<= its declared rows, < 2^31): bigint like every count column (migration 0013). */
   num_examples: number;
   loss: number | null;
   meta: Json<unknown>;
@@ -133,6 +135,7 @@ export interface EvaluationsTable {
   study_id: string;
   round: number;
   node_id: string;
+  /** bigint (migration 0013), read as a number. */
   num_examples: number;
   loss: number | null;
   /** Legacy (binary-only) score histogram; new reports store `stats`. */
@@ -194,6 +197,7 @@ export interface RegionalModelsTable {
   sha256: string;
   bytes: number;
   nodes: number;
+  /** Sum of the region's claimed counts: bigint (migration 0013), read as a number. */
   num_examples: number;
   signature: string;
   signer_fingerprint: string;

@@ -2,6 +2,7 @@ import type { Transaction } from 'kysely';
 import { decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../../protocols/aggregation/fedavg.ts';
 import { StudyConfig } from '../../protocols/messages.ts';
 import { evaluationStatsOf, poolStudyEvaluation } from '../rounds/evaluation-pooling.ts';
+import { modelOutOfRange } from '../../protocols/model-bounds.ts';
 import { specsOf } from '../../protocols/tensors.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
@@ -29,8 +30,9 @@ import {
 
 /**
  * Regional models: "one global framework, flexible local execution". Each round, the nodes of a
- * region each train the global model on their own rows; the example-weighted mean of just those
- * local models is the region's adaptation of the global model to its market, which its regional
+ * region each train the global model on their own rows; the weighted mean of just those local
+ * models (the weights the global aggregate uses: capped example counts, equal under DP-SGD; each
+ * update norm-bounded as it was for the global aggregate) is the region's adaptation of the global model to its market, which its regional
  * team (an analyst token of that region) may read beside the global model.
  *
  * What keeps this from leaking one partner's model to a regional team:
@@ -57,8 +59,9 @@ export async function foldRegionalUpdate(
 ): Promise<void> {
   const { studyId, round, region } = input;
   const row = await lockRegionalAccumulator(tx, studyId, round, region);
-  // The plain example-weighted mean of the region's local models, whatever the study's strategy:
-  // it is the region's adaptation of the global model, not a server step.
+  // The plain weighted mean of the region's local models, whatever the study's strategy: it is
+  // the region's adaptation of the global model, not a server step. `numExamples` is the weight
+  // the global aggregate used (claims/aggregationWeight: capped, or 1 under DP-SGD).
   const accumulator = row ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state))) : new WeightedMeanAccumulator(specsOf(input.global));
   accumulator.add(input.update, input.numExamples);
   const state = encodeAccumulatorState(accumulator.toState());
@@ -83,7 +86,7 @@ export interface RegionalOutcome {
  */
 export async function publishRegionalModels(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }> },
+  input: { studyId: string; round: number; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }>; maxAbsWeight?: number },
 ): Promise<RegionalOutcome[]> {
   const { studyId, round } = input;
   const rows = await listRegionalAccumulators(tx, studyId, round);
@@ -102,6 +105,12 @@ export async function publishRegionalModels(
     const accumulator = WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state)));
     if (accumulator.count === 0) continue;
     const weights = accumulator.mean();
+    // The global model's guard holds for a region's model too: never published out of range.
+    const outOfRange = input.maxAbsWeight === undefined ? undefined : modelOutOfRange(weights, input.maxAbsWeight);
+    if (outOfRange) {
+      outcomes.push({ region: row.region, nodes: members.length, required, published: false, reason: `model-out-of-range: the regional model's ${outOfRange}` });
+      continue;
+    }
     const bytes = encodeWeights(weights);
     const sha256 = sha256Hex(bytes);
     const { signature, fingerprint } = await input.keyring.sign(bytes);

@@ -1,6 +1,7 @@
 import type { Transaction } from 'kysely';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import type { FitFailure } from '../../protocols/strategies/strategy.ts';
+import { modelOutOfRange } from '../../protocols/model-bounds.ts';
 import { encodeServerState } from '../../protocols/strategies/server-state.ts';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
 import { appendAudit } from '../audit/audit-log.ts';
@@ -26,8 +27,8 @@ type Failure = { nodeId: string; state: string };
 export async function closeFit(tx: Transaction<Database>, deps: RoundDeps, row: RoundRow, config: StudyConfig, t: Date): Promise<FitClosing | undefined> {
   const { study_id: studyId, round, participants } = row;
   const updates = await listUpdateContributions(tx, studyId, round);
-  // Participants that said they cannot train (data error, policy refusal, privacy ceiling,
-  // withdrawn, revoked) are the round's failures, as in Flower's aggregate_fit(results,
+  // Participants that said they cannot train (data error, policy refusal, privacy ceiling, a
+  // rejected model, a failed training, withdrawn, revoked) are the round's failures, as in Flower's aggregate_fit(results,
   // failures): the round does not wait for them.
   const failures = await cannotTrain(tx, participants.filter((id) => !updates.some((u) => u.node_id === id)), TRAINING_STATES);
   const allIn = updates.length + failures.length >= participants.length;
@@ -84,12 +85,19 @@ async function aggregateFit(tx: Transaction<Database>, deps: RoundDeps, input: {
   const outcome = aggregation.finish(fitFailures);
   // "No new weights" (e.g. Krum with too few updates) keeps the global model.
   const next = outcome.weights ?? global;
+  // Never published: a model with a non-finite or out-of-range weight. The round fails, the
+  // previous model stays current (failFit audits the reason).
+  const outOfRange = config.bounds ? modelOutOfRange(next, config.bounds.maxAbsWeight) : undefined;
+  if (outOfRange) {
+    const reason = `model-out-of-range: the aggregate's ${outOfRange} (bounds.maxAbsWeight ${config.bounds!.maxAbsWeight}); it was not published and model version ${round - 1} stays current`;
+    return failFit(tx, deps, { ...input, deadlinePassed: false, reason });
+  }
   const bytes = encodeWeights(next);
   const sha256 = sha256Hex(bytes);
   const { signature, fingerprint } = await deps.keyring.sign(bytes);
   const numExamples = updates.reduce((s, u) => s + u.num_examples, 0);
   const meanLoss = meanLossOf(updates);
-  const regionalModels = await publishRegionalModels(tx, { studyId, round, global, keyring: deps.keyring, contributors: updates });
+  const regionalModels = await publishRegionalModels(tx, { studyId, round, global, keyring: deps.keyring, contributors: updates, maxAbsWeight: config.bounds?.maxAbsWeight });
   await insertModel(tx, { study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint });
   await updateStudy(tx, studyId, { latest_model_version: round });
   await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), failures, numExamples, mechanism: outcome.details, regionalModels } });

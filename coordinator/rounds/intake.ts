@@ -11,6 +11,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
+import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf } from './evaluation-pooling.ts';
 import {
   findEvaluation,
@@ -112,23 +113,39 @@ async function replayOf(tx: Transaction<Database>, s: UpdateSubmission): Promise
 /** Folds a new update into the round's persisted aggregation and records it (never its values). */
 async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: RoundRow; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date }) {
   const { node, studyId, round, meta, body, sha256, row, t } = s;
+  // The node's claims first (README, "Node claims are bounded"): nothing is stored when one fails.
+  checkUpdateCount(s.config, meta, await declaredRows(tx, node.id, meta));
+  const bounded = boundUpdate(s.config, s.global, s.weights);
+  const weight = aggregationWeight(s.config, meta.numExamples);
   const strategy = deps.strategyFor(s.config);
   const aggregation = await aggregationOf(tx, strategy, s.global, row);
   // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
-  const { deltaNorm, clipped, kept } = aggregation.accept(s.weights, meta.numExamples);
+  const { deltaNorm, clipped, kept } = aggregation.accept(bounded.weights, weight);
   await updateRound(tx, studyId, round, { accumulator: aggregation.state() });
   // Strategies that need every update (median, Krum...) get each one stored once.
   if (kept) await keepUpdate(tx, { studyId, round, nodeId: node.id, bytes: kept });
-  if (makesRegionalModels(s.config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global: s.global, update: s.weights, numExamples: meta.numExamples });
-  await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, metaSha256: s.metaSha256 }), accepted_at: t });
+  if (makesRegionalModels(s.config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global: s.global, update: bounded.weights, numExamples: weight });
+  const normBound = normBoundRecord(s.config, bounded);
+  await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t });
   await markNodeSeen(tx, node.id, t);
-  // Size, hash, clipped norm and counts: never the values.
-  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, deltaNorm, clipped: clipped ?? false, dpSgd: meta.dpSgd ?? null } });
+  // Size, hash, clipped norm, counts and the weight used: never the values.
+  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, deltaNorm, clipped: clipped ?? false, ...normBound, dpSgd: meta.dpSgd ?? null } });
   const received = await listUpdaterIds(tx, studyId, round);
   // All in: every participant either sent its update or said it cannot train.
   const waitingFor = row.participants.filter((id) => !received.includes(id));
   const allIn = waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, TRAINING_STATES)).length === waitingFor.length;
   return { replay: false as const, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
+}
+
+/**
+ * What the audit and the update record say of the norm bound: nothing when the update was within
+ * it; otherwise the bound it was scaled to (`clippedTo`) and its raw delta norm (`deltaNormBefore`),
+ * except under central DP, where a raw per-node norm would be a release outside the mechanism
+ * (the DP wrapper records only clipped norms for the same reason).
+ */
+function normBoundRecord(config: StudyConfig, bounded: BoundedUpdate): { deltaNormBefore?: number; clippedTo?: number } {
+  if (bounded.clippedTo === undefined) return {};
+  return config.privacy?.central ? { clippedTo: bounded.clippedTo } : { deltaNormBefore: bounded.clippedFrom, clippedTo: bounded.clippedTo };
 }
 
 /**
@@ -153,6 +170,9 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     if (row.phase !== 'evaluate' || deps.now() > new Date(row.evaluation_deadline!)) {
       throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
     }
+    // Its validation share of the rows it declared (its status report, its update of this round).
+    const update = await findUpdate(tx, studyId, round, node.id);
+    checkEvaluationCount(config, report, await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined));
     await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
     const evaluated = await listEvaluatorIds(tx, studyId, round);

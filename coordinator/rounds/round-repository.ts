@@ -210,6 +210,13 @@ export async function getNodeState(db: Db, nodeId: string): Promise<string> {
   return (await db.selectFrom('nodes').select(['state']).where('id', '=', nodeId).executeTakeFirstOrThrow()).state;
 }
 
+/** The row count of the node's latest status report (`data.rows`), if it released one. */
+export async function findDeclaredRows(db: Db, nodeId: string): Promise<number | undefined> {
+  const row = await db.selectFrom('nodes').select('data_report').where('id', '=', nodeId).executeTakeFirst();
+  const rows = (row?.data_report as { rows?: unknown } | null | undefined)?.rows;
+  return typeof rows === 'number' ? rows : undefined;
+}
+
 export async function markNodeSeen(tx: Db, nodeId: string, at: Date): Promise<void> {
   await tx.updateTable('nodes').set({ last_seen_at: at }).where('id', '=', nodeId).execute();
 }

@@ -20,7 +20,12 @@ export interface RoundDeps {
   now: () => Date;
 }
 
-/** Node states in which a participant can still train, and still evaluate what it trained. */
+/**
+ * Node states in which a participant can still train, and still evaluate what it trained. Every
+ * other state is one the round does not wait for: data-error, policy-refused, privacy-ceiling,
+ * model-rejected (the node refused the global model's weights), training-failed (its local
+ * training diverged), withdrawn, revoked.
+ */
 export const TRAINING_STATES: ReadonlySet<string> = new Set(['ready']);
 // A node past its privacy ceiling or refusing by policy no longer trains but still holds its
 // data; evaluating a published model spends nothing of its record-level budget.

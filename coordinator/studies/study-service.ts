@@ -98,8 +98,11 @@ async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) 
     await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
   });
   deps.log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
+  // bounds: null is the legacy, undefended behaviour (the attack demo's baseline): said loudly.
+  const warnings = config.bounds === null ? ['bounds is null: node claims are not bounded (example counts are weights as claimed, update norms and published weights are unchecked); one node can take over this study'] : [];
+  for (const warning of warnings) deps.log.warn({ studyId: id }, warning);
   deps.onStudyCreated(id);
-  return { id, modelSha256: sha256 };
+  return { id, modelSha256: sha256, ...(warnings.length ? { warnings } : {}) };
 }
 
 const MAX_CACHED_MODELS = 64;

@@ -84,8 +84,9 @@ describeOnEachBackend('strategies and kinds through the API', (run) => {
     const a = await h.enroll(studyId, 'a');
     const b = await h.enroll(studyId, 'b');
     await h.until(async () => ((await h.nodeGet(a, '/v1/tasks/next?wait=1')).status === 200 ? true : undefined));
-    await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), defaultMeta(10));
-    await h.submit(b, studyId, 1, encodeWeights(fill(0.2)), defaultMeta(10));
+    // 30 declared rows: a validation share (0.2) of at most 8 rows, room for the 6-row reports below.
+    await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), defaultMeta(30));
+    await h.submit(b, studyId, 1, encodeWeights(fill(0.2)), defaultMeta(30));
     await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[0]?.phase === 'evaluate' ? true : undefined));
     const post = (body: unknown) => h.nodePost(a, `/v1/studies/${studyId}/rounds/1/evaluations`, body, `${studyId}/1`);
     const good = evaluation([0, 1, 2], [2, 1, 0], 0.4);

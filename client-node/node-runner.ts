@@ -16,6 +16,7 @@ import { attackEvaluation, attackUpdate } from './attack.ts';
 import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
 import { BackOff, describeNetworkError, pause, pollTask } from './task.ts';
+import { witnessCheckpoint } from './witness.ts';
 import { evaluate, train, TrainingFailedError } from './train.ts';
 
 /**
@@ -94,6 +95,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
       continue;
     }
     const { task } = next;
+    await witnessCheckpoint(config.stateDir, task, trust, log); // keeps the coordinator's signed audit checkpoint (never fails the task)
 
     // 2. Policy (in force now): it may have changed since the last round; the data's forbidden
     // features depend on it, so a new one rereads the data before anything is decided.

@@ -1,4 +1,6 @@
 import type { Task } from '../../protocols/messages.ts';
+import { toCheckpoint } from '../audit/audit-log.ts';
+import { latestCheckpoint } from '../audit/repository.ts';
 import { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { findLatestOpenRound, findNodeState, hasEvaluation, hasUpdate } from './round-repository.ts';
@@ -20,10 +22,16 @@ export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: Au
     const model = await studies.getModel(node.studyId, row.round - 1);
     const mine = (row.instructions as Record<string, unknown> | null)?.[node.id];
     const instructions = mine ? FitInstructions.parse(mine) : undefined;
-    return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config, ...(instructions ? { instructions } : {}) };
+    return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config, ...(instructions ? { instructions } : {}), ...(await witnessed(db)) };
   }
   const [submitted, evaluated] = await Promise.all([hasUpdate(db, node.studyId, row.round, node.id), hasEvaluation(db, node.studyId, row.round, node.id)]);
   if (!submitted || evaluated) return undefined;
   const model = await studies.getModel(node.studyId, row.round);
-  return { kind: 'evaluate', studyId: node.studyId, round: row.round, modelVersion: row.round, modelSha256: model.sha256, deadline: new Date(row.evaluation_deadline!).toISOString(), config };
+  return { kind: 'evaluate', studyId: node.studyId, round: row.round, modelVersion: row.round, modelSha256: model.sha256, deadline: new Date(row.evaluation_deadline!).toISOString(), config, ...(await witnessed(db)) };
+}
+
+/** The latest signed audit checkpoint, handed to every node with its task: each keeps a copy as a witness. */
+async function witnessed(db: RoundDeps['db']): Promise<Pick<Task, 'auditCheckpoint'>> {
+  const row = await latestCheckpoint(db);
+  return row ? { auditCheckpoint: toCheckpoint(row) } : {};
 }

@@ -1,7 +1,7 @@
 import pino from 'pino';
 import request from 'supertest';
 import { buildCoordinator } from '../../coordinator/main.ts';
-import { loadCoordinatorConfig } from '../../coordinator/config.ts';
+import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts';
 import type { StudyConfigInput } from '../../protocols/messages.ts';
 import { roundBinding, UPDATE_META_HEADER } from '../../protocols/messages.ts';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -71,12 +71,12 @@ export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfi
  * move with `advanceClock`, so a deadline can pass without waiting for it). Deadline timers still
  * run on real time: after moving the clock, call `built.rounds.advanceRound` to act on it.
  */
-export async function inProcessCoordinator(backend: DatabaseBackend, now?: () => Date) {
+export async function inProcessCoordinator(backend: DatabaseBackend, now?: () => Date, configOverrides: Partial<Record<keyof CoordinatorConfig, unknown>> = {}) {
   let clockOffsetMs = 0;
   const clock = now ?? (() => new Date(Date.now() + clockOffsetMs));
   const database = await backend.create();
   const keyDir = mkdtempSync(join(tmpdir(), 'fedmark-keys-'));
-  const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, migrationDatabaseUrl: database.migrationDatabaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase' });
+  const config = loadCoordinatorConfig({}, { adminToken: ADMIN, databaseUrl: database.databaseUrl, migrationDatabaseUrl: database.migrationDatabaseUrl, dataDir: database.dataDir, maxTaskWaitSeconds: 2, keyDir, keyPassphrase: 'test-coordinator-passphrase', ...configOverrides });
   let enrolled = 0;
   let built = await buildCoordinator(config, pino({ level: 'silent' }), { now: clock });
   await built.rounds.resume();

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { z } from 'zod';
 import { entryHash, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import type { Db } from '../db/database.ts';
-import { AppError } from '../errors.ts';
+import { ConflictError } from '../errors.ts';
 import { countCheckpoints, findCheckpoint, listAuditEntriesFrom } from './repository.ts';
 
 /**
@@ -32,13 +32,14 @@ export const SignedHead = z.strictObject({
 export type SignedHead = z.infer<typeof SignedHead>;
 
 /** The coordinator will not sign this head: the database does not extend what it signed before. */
-export class AuditHeadRefusedError extends AppError {
+export class AuditHeadRefusedError extends ConflictError {
   constructor(
     message: string,
     readonly signed: SignedHead,
   ) {
-    // 503: an alarm for the operator (logged as an error), not a fault of the request.
-    super(503, 'AUDIT_HEAD_REFUSED', `AUDIT ALARM: refusing to sign the audit head: ${message}`);
+    // 409 for an export (the log's state conflicts with what was signed; the refusal is audited
+    // with its reason); checkpoints at a round's end, start-up and shutdown log it as an error.
+    super('AUDIT_HEAD_REFUSED', `AUDIT ALARM: refusing to sign the audit head: ${message}`);
   }
 }
 

@@ -1,10 +1,11 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 
 export interface AuditCommandDeps {
   /** Export through a running coordinator's HTTP API. */
   exportFromCoordinator?: (opts: { coordinator: string; token: string; out: string }) => Promise<void>;
   /** Export straight from the coordinator's database (PostgreSQL URL or embedded data folder). */
-  exportFromDatabase?: (opts: { databaseUrl?: string; dataDir?: string; out: string }) => Promise<void>;
+  exportFromDatabase?: (opts: { databaseUrl?: string; dataDir?: string; out: string; keyDir?: string; passphrase?: string }) => Promise<void>;
 }
 
 const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -76,7 +77,8 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
     .option('--token <token>', 'auditor API token for --coordinator (env FEDMARK_TOKEN; an admin token works too, and FEDMARK_ADMIN_TOKEN is the last fallback)')
     .option('--database-url <url>', 'the coordinator\'s PostgreSQL URL (opened read-only, never migrated: SELECT on audit_log, audit_checkpoints and coordinator_keys suffices)')
     .option('--data-dir <dir>', 'the coordinator\'s embedded database folder (stop the coordinator first: PGlite allows one process; never migrated)')
-    .action(async (opts: { out: string; coordinator?: string; token?: string; databaseUrl?: string; dataDir?: string }) => {
+    .option('--key-dir <dir>', 'with --database-url or --data-dir: the coordinator\'s key folder (passphrase in FEDMARK_KEY_PASSPHRASE or FEDMARK_KEY_PASSPHRASE_FILE), to sign the manifest; refused when the database does not extend the head the coordinator signed last')
+    .action(async (opts: { out: string; coordinator?: string; token?: string; databaseUrl?: string; dataDir?: string; keyDir?: string }) => {
       const usage = (message: string) => {
         process.stderr.write(`fedmark audit export: ${message}\n`);
         process.exitCode = 2;
@@ -86,6 +88,7 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
         usage(sources.length === 0 ? 'choose a source: --coordinator URL --token T, --database-url URL or --data-dir DIR' : `choose one source, not ${sources.join(' and ')}`);
         return;
       }
+      if (opts.coordinator && opts.keyDir) return usage('--key-dir signs an export made from the database; an export through --coordinator is signed by the coordinator');
       try {
         if (opts.coordinator) {
           // An auditor token is what the issue hands auditors (read-only, no weights); the
@@ -96,7 +99,8 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
           await deps.exportFromCoordinator({ coordinator: opts.coordinator, token, out: opts.out });
         } else {
           if (!deps.exportFromDatabase) return usage('exporting from a database is not available in this build');
-          await deps.exportFromDatabase({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, out: opts.out });
+          const passphrase = process.env.FEDMARK_KEY_PASSPHRASE ?? (process.env.FEDMARK_KEY_PASSPHRASE_FILE ? readFileSync(process.env.FEDMARK_KEY_PASSPHRASE_FILE, 'utf8').trim() : undefined);
+          await deps.exportFromDatabase({ databaseUrl: opts.databaseUrl, dataDir: opts.dataDir, out: opts.out, ...(opts.keyDir ? { keyDir: opts.keyDir, passphrase } : {}) });
         }
       } catch (err) {
         process.stderr.write(`fedmark audit export: ${errorMessage(err)}\n`);

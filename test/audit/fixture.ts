@@ -87,3 +87,22 @@ export async function buildLog(count: number, key: TestKey): Promise<{ entries: 
   for (const seq of checkpointSeqs) checkpoints.push(await signCheckpoint(entries[seq - 1], key.privateKey, new Date(Date.parse(entries[seq - 1].at) + 1000).toISOString(), checkpoints.length + 1));
   return { entries, checkpoints };
 }
+
+/**
+ * What only the coordinator key's holder can do: rewrite history from `fromSeq` (that entry's data
+ * changed, every later entry rehashed) and sign every checkpoint from there again, with the same
+ * numbers and times. The result is a perfect export on its own; only copies kept elsewhere (the
+ * nodes' witnessed checkpoints) can show it is not the history that was signed before.
+ */
+export async function rewriteAndResign(entries: readonly AuditEntry[], checkpoints: readonly Checkpoint[], fromSeq: number, privateKey: openpgp.PrivateKey): Promise<{ entries: AuditEntry[]; checkpoints: Checkpoint[] }> {
+  const rewritten: AuditEntry[] = entries.slice(0, fromSeq - 1);
+  for (const e of entries.slice(fromSeq - 1)) {
+    const data = e.seq === fromSeq ? { ...e.data, rewritten: true } : e.data;
+    rewritten.push(appendEntry(rewritten.at(-1) ?? null, { at: e.at, actor: e.actor, kind: e.kind, studyId: e.studyId, round: e.round, data }));
+  }
+  const resigned: Checkpoint[] = [];
+  for (const c of checkpoints) {
+    resigned.push(c.seq < fromSeq ? c : await signCheckpoint(rewritten[c.seq - 1], privateKey, c.at, c.number));
+  }
+  return { entries: rewritten, checkpoints: resigned };
+}

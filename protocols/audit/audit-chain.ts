@@ -16,11 +16,14 @@
  * hash, so a lossy round trip through the database fails at the next append, not at the audit.
  *
  * ## Checkpoints
- * At each round's end the coordinator signs `canonicalJson({seq, headHash, at, coordinatorFingerprint})`
- * (UTF-8 bytes, binary OpenPGP detached signature) with its key. The chain alone proves that
+ * At each round's end (and at start-up, shutdown and before an export) the coordinator signs
+ * `canonicalJson({seq, headHash, at, coordinatorFingerprint, number})` (UTF-8 bytes, binary
+ * OpenPGP detached signature) with its key; `number` counts its checkpoints 1, 2, 3, ... (absent
+ * on checkpoints signed before numbering, whose payload lacks it). The chain alone proves that
  * nothing was changed *inside* the exported prefix; only a signed checkpoint proves how far the
- * chain went (deleting or rewriting the tail is invisible to the chain itself). Entries after the
- * last checkpoint are covered by nothing but the chain: `verifyChain` reports how many there are.
+ * chain went (deleting or rewriting the tail is invisible to the chain itself). So entries after
+ * the last checkpoint fail verification unless `allowUnsealedTail` (then they are counted), and so
+ * does a gap in the numbers or a log with entries and no checkpoint.
  * A verifier that trusts the key shipped inside the export trusts whoever made the export: pass
  * `expectedFingerprint` (the fingerprint the operator published) to pin the coordinator key.
  *
@@ -71,6 +74,10 @@
  *   5. every (authentic) checkpoint against the chain: seq beyond the last entry -> 'deleted',
  *      seq = the first missing entry; headHash differing from the entry at its seq (the chain up
  *      to there was rewritten with recomputed hashes) -> 'checkpoint-mismatch', seq = checkpoint seq.
+ *   6. entries but no checkpoint -> 'missing-checkpoint', seq null; a numbered checkpoint not at
+ *      the position its number says (in seq order) -> 'missing-checkpoint', seq = its seq; then,
+ *      unless allowUnsealedTail, entries after the last checkpoint -> 'unsealed-tail', seq = the
+ *      first of them.
  * A single tampering (edit, deletion, insertion, swap) is named exactly by these rules; with
  * several, the first is reported and its classification is the most plausible one for what the
  * data show.

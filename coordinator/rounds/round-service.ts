@@ -116,9 +116,12 @@ export function createRoundService(deps: {
       const t = now();
       if (row.phase === 'fit') return closeFitOrFail(tx, row, config, t);
       if (row.phase === 'evaluate') return closeEvaluation(tx, row, config, deps.strategyFor(config), t);
-      return undefined;
+      return { kind: 'closed' as const };
     });
     if (!outcome) return;
+    // Closed already (by another trigger, or by an earlier attempt of this one whose opening of
+    // the next round failed after the close committed): the next round may still be due.
+    if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
     if (outcome.kind === 'aggregated') {
       log.info({ studyId, round, nodes: outcome.nodes, meanLoss: outcome.meanLoss, modelSha256: outcome.sha256, aggregateMs: performance.now() - transitionStarted }, 'round aggregated');
       schedule(studyId, round, outcome.evaluationDeadline);
@@ -126,7 +129,10 @@ export function createRoundService(deps: {
       return;
     }
     if (outcome.kind === 'failed') log.warn({ studyId, round, reason: outcome.reason }, 'round failed');
-    else log.info({ studyId, round, validationAuc: outcome.auc, evaluations: outcome.evaluations }, 'round completed');
+    else {
+      for (const e of outcome.excluded) log.warn({ studyId, round, nodeId: e.nodeId, reason: e.reason }, 'evaluation report excluded from pooling');
+      log.info({ studyId, round, validationAuc: outcome.auc, evaluations: outcome.evaluations }, 'round completed');
+    }
     events.cancel(studyId, round);
     // The round's end is a checkpoint: the coordinator signs the chain head (a failure is logged;
     // the next checkpoint covers these entries too, and the study must not stall on it).

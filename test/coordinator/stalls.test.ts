@@ -93,4 +93,18 @@ describeOnEachBackend('a bad stored report cannot stall a round', (run) => {
     expect(models.map((m) => m.version)).toEqual([0, 1]);
     expect(models[1].sha256).toBe(models[0].sha256);
   });
+
+  // Last in the suite: it moves the shared clock.
+  run('a deadline whose timer never fires is found by the sweep, from the database', async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, roundDeadlineSeconds: 60 }));
+    await h.enroll(studyId, 'a');
+    await h.enroll(studyId, 'b');
+    await h.until(async () => ((await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirst())?.phase === 'fit' ? true : undefined));
+    // The round service's clock passes the deadline; its timer (real time) is still 60 s away,
+    // as if it had been lost. Only the sweep (every 5 s by default) can close the round now.
+    h.advanceClock(61_000);
+    const round = await h.until(async () => ((await roundRow(h, studyId)).phase === 'fit' ? undefined : roundRow(h, studyId)), 15_000);
+    expect(round.phase).toBe('failed');
+    expect(round.failure_reason).toMatch(/only 0 of 2 nodes reported by the deadline/);
+  });
 });

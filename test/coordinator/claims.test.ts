@@ -46,7 +46,7 @@ async function roundOne(h: Harness, studyId: string, phases: string[]) {
   });
 }
 
-async function auditOf(h: Harness, studyId: string, kind: string) {
+async function auditOf(h: Harness, studyId: string, kind: string): Promise<Array<Record<string, unknown>>> {
   const rows = await h.built.db.selectFrom('audit_log').select(['data', 'actor']).where('study_id', '=', studyId).where('kind', '=', kind).orderBy('seq').execute();
   return rows.map((r) => ({ actor: r.actor, ...(JSON.parse(r.data) as Record<string, unknown>) }));
 }
@@ -164,6 +164,12 @@ describeOnEachBackend('node claims are bounded and checked', (run) => {
     const plain = await h.admin('post', '/v1/studies').send(tinyStudy({ rounds: 1 }));
     expect(plain.body.warnings).toBeUndefined();
     expect((await h.admin('get', `/v1/studies/${plain.body.id}`)).body.config.bounds).toEqual({ maxExamplesPerNode: 1_000_000, maxUpdateNorm: 20, onOversizedUpdate: 'clip', maxAbsWeight: 1e4 });
+    // Unbounded claims, but the schema still refuses a count of 2^31 or more: a 400, never a 500.
+    const { studyId, a } = await started(h, tinyStudy({ rounds: 1, bounds: null }));
+    const huge = await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), meta(2 ** 31));
+    expect(huge.status).toBe(400);
+    expect(huge.body.error.field).toMatch(/numExamples/);
+    expect((await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), meta(2_000_000_000, 100))).status).toBe(201);
   });
 
   run("a fabricated evaluation (2,000,000 perfectly separated rows) is refused: more than the node's validation share", async (h) => {

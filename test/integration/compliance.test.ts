@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,8 @@ import { StudyStatus } from '../../protocols/messages.ts';
 import { loadOrCreateIdentity, openUpdate } from '../../protocols/crypto/index.ts';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
 import { openDatabase } from '../../coordinator/db/database.ts';
+import { readAuditExport, writeAuditExport } from '../../protocols/audit/audit-export.ts';
+import { rewriteAndResign } from '../audit/fixture.ts';
 import { runFedmark, type RunningProcess } from '../helpers/processes.ts';
 
 const DATA = fileURLToPath(new URL('../../data/mlc_churn.csv', import.meta.url));
@@ -186,13 +188,20 @@ describe('compliance with real node processes', () => {
     expect(reports.filter((r) => (r.droppedFeatures ?? []).includes('state'))).toHaveLength(1);
   });
 
-  it('an auditor exports the log straight from the database and verifies it offline; tampering is named', async () => {
+  it('an auditor exports the log straight from the database and verifies it offline, against every node\'s witnessed checkpoints; tampering is named', async () => {
     const out = join(dir, 'audit');
-    const exported = runFedmark(['audit', 'export', '--data-dir', dataDir, '--out', out]);
-    expect(await exported.exited).toBe(0);
-    const verify = runFedmark(['audit', 'verify', out]);
-    expect(await verify.exited).toBe(0);
-    expect(verify.logs.map((l) => String(l.raw ?? '')).join('\n')).toMatch(/^OK: \d+ entries, \d+ checkpoints/);
+    // The operator signs the manifest with the coordinator key (export straight from the database).
+    const exported = runFedmark(['audit', 'export', '--data-dir', dataDir, '--key-dir', keyDir, '--out', out], { FEDMARK_KEY_PASSPHRASE: PASSPHRASE });
+    expect(await exported.exited, exported.stderr.join('\n')).toBe(0);
+    const witnesses = ['strict', 'canary', 'capped'].flatMap((name) => ['--witness', join(dir, name, 'state')]);
+    const verify = runFedmark(['audit', 'verify', out, ...witnesses]);
+    expect(await verify.exited, verify.stderr.join('\n')).toBe(0);
+    const said = verify.logs.map((l) => String(l.raw ?? '')).join('\n');
+    expect(said).toMatch(/^OK: \d+ entries, \d+ checkpoints/);
+    expect(said).toMatch(/^manifest signed by [0-9a-f]{40} at /m);
+    // Each node kept the checkpoints that came with its tasks, all of them in the export.
+    for (const name of ['strict', 'canary', 'capped']) expect(said).toMatch(new RegExp(`^witness ${join(dir, name, 'state')}: [1-9]\\d* checkpoints? witnessed, all in the export`, 'm'));
+    cpSync(out, join(dir, 'audit-genuine'), { recursive: true });
     const lines = readFileSync(join(out, 'entries.jsonl'), 'utf8').split('\n');
     const victim = lines.findIndex((l) => l.includes('"update.received"'));
     lines.splice(victim, 1); // delete one update's record
@@ -200,6 +209,20 @@ describe('compliance with real node processes', () => {
     const tampered = runFedmark(['audit', 'verify', out]);
     expect(await tampered.exited).toBe(1);
     expect(tampered.stderr.join('\n')).toMatch(new RegExp(`FAILED: deleted at entry ${victim + 1}`));
+  });
+
+  it('the coordinator key\'s holder rewrites history and signs everything again: the export verifies alone, the nodes\' witnessed checkpoints expose it', async () => {
+    const genuine = readAuditExport(join(dir, 'audit-genuine'));
+    const identity = await loadOrCreateIdentity(keyDir, { name: 'fedmark coordinator', passphrase: PASSPHRASE });
+    const victim = genuine.entries.find((e) => e.kind === 'update.received')!;
+    const forged = await rewriteAndResign(genuine.entries, genuine.checkpoints, victim.seq, identity.privateKey);
+    const out = join(dir, 'audit-rewritten');
+    await writeAuditExport(out, { ...forged, coordinatorPublicKeyArmored: genuine.coordinatorPublicKeyArmored, exportedAt: new Date().toISOString(), source: 'rewritten', signingKey: identity.privateKey });
+    const alone = runFedmark(['audit', 'verify', out]);
+    expect(await alone.exited, alone.stderr.join('\n')).toBe(0);
+    const witnessed = runFedmark(['audit', 'verify', out, '--witness', join(dir, 'strict', 'state')]);
+    expect(await witnessed.exited).toBe(1);
+    expect(witnessed.stderr.join('\n')).toMatch(/^FAILED: witness-conflict at entry \d+: witness .*strict.*: checkpoint #\d+ \(seq \d+, head [0-9a-f]{12}, signed \S+\), which the node received on \S+, conflicts with the export's checkpoint #\d+ .*: the history up to seq \d+ was rewritten and signed again/);
   });
 
   it('the capped node refuses the round that would pass its own epsilon ceiling', () => {

@@ -20,11 +20,14 @@ import { prepareDemoOut, runDemo, type DemoOptions, type DemoResult } from './de
 export interface AttackerOutcome {
   /** Rounds whose update the coordinator accepted. */
   updatesAccepted: number;
-  /** Rounds in which it refused the update (and never accepted one). */
+  /** Rounds in which it refused every update it got (a 4xx other than a closed round) and accepted none. */
   updatesRefused: number;
+  /** Rounds the attacker missed: its update came after the round closed (409 ROUND_CLOSED). */
+  updatesLate: number;
   evaluationsAccepted: number;
   evaluationsRefused: number;
-  /** The coordinator's reasons, each once. */
+  evaluationsLate: number;
+  /** The coordinator's refusals (late ones left out), each once. */
   refusals: string[];
 }
 
@@ -139,38 +142,51 @@ function attackRow(configuration: AttackConfiguration, plan: ConfigurationPlan, 
 
 /**
  * How the coordinator answered the attackers, read from their own logs (what any partner would
- * see): a round counts once, as accepted if an update got in, as refused if only refusals came back.
+ * see): a round counts once, as accepted if an update got in, as refused if refusals and no
+ * acceptance came back, as late if it only heard that the round had closed.
  */
 export function attackerOutcome(logFiles: string[]): AttackerOutcome {
-  const sent = { fit: new Set<string>(), evaluate: new Set<string>() };
-  const refused = { fit: new Set<string>(), evaluate: new Set<string>() };
+  const kinds = { fit: { sent: new Set<string>(), refused: new Set<string>(), late: new Set<string>() }, evaluate: { sent: new Set<string>(), refused: new Set<string>(), late: new Set<string>() } };
   const refusals = new Set<string>();
   for (const file of logFiles) {
-    if (!existsSync(file)) continue;
-    for (const text of readFileSync(file, 'utf8').split('\n')) {
-      let line: Record<string, unknown>;
-      try {
-        line = JSON.parse(text);
-      } catch {
-        continue;
-      }
+    for (const line of jsonLines(file)) {
       const key = `${file}#${line.round}`;
-      if (line.msg === 'sent model update') sent.fit.add(key);
-      else if (line.msg === 'sent evaluation (sufficient statistics)') sent.evaluate.add(key);
+      if (line.msg === 'sent model update') kinds.fit.sent.add(key);
+      else if (line.msg === 'sent evaluation (sufficient statistics)') kinds.evaluate.sent.add(key);
       else if (line.msg === 'coordinator refused' && (line.kind === 'fit' || line.kind === 'evaluate')) {
-        refused[line.kind].add(key);
-        refusals.add(`${line.status} ${line.code ?? ''}: ${String(line.reason).slice(0, 200)}`.replace(/ : /, ': '));
+        const late = line.code === 'ROUND_CLOSED';
+        kinds[line.kind][late ? 'late' : 'refused'].add(key);
+        if (!late) refusals.add(`${line.status} ${line.code}: ${String(line.reason).slice(0, 200)}`);
       }
     }
   }
-  const only = (a: Set<string>, b: Set<string>) => [...a].filter((k) => !b.has(k)).length;
-  return { updatesAccepted: sent.fit.size, updatesRefused: only(refused.fit, sent.fit), evaluationsAccepted: sent.evaluate.size, evaluationsRefused: only(refused.evaluate, sent.evaluate), refusals: [...refusals] };
+  const count = (k: (typeof kinds)['fit']) => {
+    const refused = [...k.refused].filter((r) => !k.sent.has(r));
+    return { accepted: k.sent.size, refused: refused.length, late: [...k.late].filter((r) => !k.sent.has(r) && !refused.includes(r)).length };
+  };
+  const fit = count(kinds.fit);
+  const evaluate = count(kinds.evaluate);
+  return { updatesAccepted: fit.accepted, updatesRefused: fit.refused, updatesLate: fit.late, evaluationsAccepted: evaluate.accepted, evaluationsRefused: evaluate.refused, evaluationsLate: evaluate.late, refusals: [...refusals] };
+}
+
+/** A JSON-lines log, lines that are not JSON skipped; nothing for a missing file. */
+function jsonLines(file: string): Array<Record<string, unknown>> {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .flatMap((text) => {
+      try {
+        return [JSON.parse(text) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
 }
 
 /** The final table: one line per configuration, the honest baseline first when it ran. */
 export function attackTable(result: AttackDemoResult): string[] {
   const fmt = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(4));
-  const answered = (accepted: number, refused: number) => [accepted ? `${accepted} accepted` : '', refused ? `${refused} refused` : ''].filter(Boolean).join(', ') || 'none';
+  const answered = (accepted: number, refused: number, late: number) => [accepted ? `${accepted} accepted` : '', refused ? `${refused} refused` : '', late ? `${late} late` : ''].filter(Boolean).join(', ') || 'none';
   const header = ['configuration', 'strategy', 'claim bounds', 'test AUC', 'reported val AUC', "attacker's updates", "attacker's evaluations"];
   const cells = result.rows.map((r) => [
     r.label,
@@ -178,8 +194,8 @@ export function attackTable(result: AttackDemoResult): string[] {
     r.claimBounds === 'none' ? 'none (null)' : 'default',
     fmt(r.globalTestAuc),
     fmt(r.reportedValidationAuc),
-    r.attacker ? answered(r.attacker.updatesAccepted, r.attacker.updatesRefused) : '-',
-    r.attacker ? answered(r.attacker.evaluationsAccepted, r.attacker.evaluationsRefused) : '-',
+    r.attacker ? answered(r.attacker.updatesAccepted, r.attacker.updatesRefused, r.attacker.updatesLate) : '-',
+    r.attacker ? answered(r.attacker.evaluationsAccepted, r.attacker.evaluationsRefused, r.attacker.evaluationsLate) : '-',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c: string[]) => '  ' + c.map((v, i) => (i >= 3 && i <= 4 ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ');

@@ -10,15 +10,22 @@ export type AttackConfiguration = (typeof ATTACK_CONFIGURATIONS)[number];
 
 /**
  * Fewer rounds than the demo's 20: six federations must fit in about 3 minutes on 2 cores, and
- * every attack here does its damage (or is stopped) in the first round.
+ * every attack here does its damage (or is stopped) in the first round; the second shows whether
+ * the honest nodes repair it.
  */
-export const ATTACK_DEMO_ROUNDS = 3;
+export const ATTACK_DEMO_ROUNDS = 2;
 /**
  * Short deadlines: an attacker whose update (or evaluation) the coordinator refuses never sends
  * an accepted one, so its round closes at the deadline, not when the others are in. An honest
- * round of the 10-node demo takes about 1 s of fit and 0.3 s of evaluation on 2 idle cores.
+ * round of the 10-node demo takes about 1 s of fit and 0.3 s of evaluation on 2 idle cores (more
+ * on a loaded machine: `--round-deadline` raises them).
  */
-export const ATTACK_DEMO_DEADLINES = { round: 12, evaluation: 8 } as const;
+export const ATTACK_DEMO_DEADLINES = demoDeadlines(16);
+
+/** `--round-deadline S`: S seconds to train and send, half of it to evaluate. */
+export function demoDeadlines(roundSeconds: number): { round: number; evaluation: number } {
+  return { round: roundSeconds, evaluation: Math.ceil(roundSeconds / 2) };
+}
 
 export interface ConfigurationPlan {
   label: string;

@@ -8,7 +8,7 @@ import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
-import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, type AttackConfiguration } from './attack-plans.ts';
+import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_DEADLINES, ATTACK_DEMO_ROUNDS, demoDeadlines, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
@@ -98,8 +98,14 @@ async function runAttackDemoFromFlags(opts: Record<string, unknown>): Promise<vo
     throw new Error(`${foreign.map(flag).join(', ')} cannot go with --attack: the comparison runs each configuration of --compare (fedavg with and without claim bounds, median, trimmed mean, Krum) on the binary task without DP`);
   }
   const { runAttackDemo } = await import('./attack-demo.ts');
-  const { attack, malicious, compare, ...rest } = opts;
-  await runAttackDemo({ ...(rest as Omit<AttackDemoOptions, 'attack'>), attack: attack as AttackName, malicious: malicious as number | undefined, compare: compare as AttackConfiguration[] | undefined });
+  const { attack, malicious, compare, roundDeadline, ...rest } = opts;
+  await runAttackDemo({
+    ...(rest as Omit<AttackDemoOptions, 'attack'>),
+    attack: attack as AttackName,
+    malicious: malicious as number | undefined,
+    compare: compare as AttackConfiguration[] | undefined,
+    ...(roundDeadline !== undefined ? { deadlines: demoDeadlines(roundDeadline as number) } : {}),
+  });
 }
 
 export function buildProgram(): Command {
@@ -135,6 +141,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--accountant <name>', 'privacy accountant (default rdp)').choices(['rdp', 'pld']))
     .addOption(new Option('--attack <name>', `run the first --malicious node(s) as attackers and compare the damage with and without defenses: one federation per configuration (${ATTACK_DEMO_ROUNDS} rounds each unless --rounds)`).choices([...ATTACK_NAMES]))
     .option('--malicious <n>', 'attacker nodes with --attack (default 1)', positiveInt('--malicious'))
+    .option('--round-deadline <s>', `seconds nodes have to send their update, half of it to evaluate (default 120, more with many nodes; ${ATTACK_DEMO_DEADLINES.round} with --attack)`, positiveNumber('--round-deadline'))
     .option('--compare <configurations>', `with --attack: comma-separated, from ${ATTACK_CONFIGURATIONS.join(', ')} (default all)`, configurationList)
     .action(async (opts) => {
       if (opts.attack !== undefined) return runAttackDemoFromFlags(opts);
@@ -144,7 +151,8 @@ export function buildProgram(): Command {
       if (opts.positive !== undefined && opts.task === 'regression') throw new Error('--positive names the positive class of a binary target: a regression target has none');
       const { runDemo } = await import('./demo.ts');
       for (const flag of STRATEGY_FLAGS) delete opts[flag.option];
-      await runDemo({ ...opts, strategy });
+      const { roundDeadline, ...rest } = opts;
+      await runDemo({ ...rest, strategy, ...(roundDeadline !== undefined ? { deadlines: demoDeadlines(roundDeadline) } : {}) });
     });
 
   program

@@ -15,6 +15,7 @@ import { benchAggregation } from './aggregation-bench.ts';
 import { benchCoordinatorPath } from './coordinator-path-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
 import { strategiesBench, strategiesBenchSettings, STRATEGIES_TABLE_HEADER, strategiesTableRows } from './strategies-bench.ts';
+import { attacksBench, attacksBenchSettings, ATTACKS_TABLE_HEADER, attacksTableRows } from './attacks-bench.ts';
 import { createModel, encodeTable, inferFeatureSpec, initBackend, readCsvTable, splitRows, subset, trainLocal } from '../models/index.ts';
 import { clippedGradientSum, clippedGradientSumNaive, dpSgdLayers } from '../models/dp-sgd.ts';
 import { encodedWidth } from '../protocols/feature-spec.ts';
@@ -22,7 +23,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy', 'strategies'] as const;
+const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy', 'strategies', 'attacks'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
@@ -170,6 +171,18 @@ if (wanted.has('strategies')) {
     `Strategies (shipped churn data, ${settings.rounds} rounds, MLP 32-16, ${settings.localEpochs} local epoch(s) of Adam lr 0.01 batch 32 for every strategy, default parameters; global test AUC; in process)`,
     STRATEGIES_TABLE_HEADER,
     strategiesTableRows(rows),
+  );
+}
+
+if (wanted.has('attacks')) {
+  // Real processes (a coordinator and 10 nodes per federation, 21 federations): about 10 minutes on 2 cores.
+  const settings = attacksBenchSettings();
+  const rows = await attacksBench();
+  results.attacks = { settings, rows };
+  table(
+    `Attacks and defenses (shipped churn data, 10 nodes of which ${settings.malicious} attacks, ${settings.rounds} rounds of MLP 32-16 per federation; test AUC of the final global model, validation AUC as the coordinator reports it)`,
+    ATTACKS_TABLE_HEADER,
+    attacksTableRows(rows),
   );
 }
 

@@ -14,6 +14,7 @@ import * as tf from '../models/tf.ts';
 import { benchAggregation } from './aggregation-bench.ts';
 import { benchCoordinatorPath } from './coordinator-path-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
+import { noiseBench } from './noise-bench.ts';
 import { strategiesBench, strategiesBenchSettings, STRATEGIES_TABLE_HEADER, strategiesTableRows } from './strategies-bench.ts';
 import { attacksBench, attacksBenchSettings, ATTACKS_TABLE_HEADER, attacksTableRows } from './attacks-bench.ts';
 import { createModel, encodeTable, inferFeatureSpec, initBackend, readCsvTable, splitRows, subset, trainLocal } from '../models/index.ts';
@@ -23,7 +24,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'demo', 'privacy', 'strategies', 'attacks'] as const;
+const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'noise', 'demo', 'privacy', 'strategies', 'attacks'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
@@ -121,6 +122,12 @@ if (wanted.has('accountant')) {
   }
   results.accountant = rows;
   table('Privacy accountants (epsilon at delta 1e-5; PLD never below the truth, tighter than RDP)', ['accountant', 'q', 'sigma', 'steps', 'epsilon', 'ms'], rows.map((r) => [String(r.accountant), r.q as number, r.sigma as number, r.steps as number, r.epsilon as number, r.ms as number]));
+}
+
+if (wanted.has('noise')) {
+  const rows = noiseBench();
+  results.noise = rows;
+  table('Noise sampler (OS CSPRNG; exact discrete Gaussian vs the Box-Muller it replaced; best of 3)', ['sampler', 'values', 's', 'samples/s'], rows.map((r) => [r.sampler, r.values, r.seconds, Math.round(r.samplesPerSecond)]));
 }
 
 if (wanted.has('demo')) {

@@ -161,6 +161,8 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
   const q = config.samplingRate;
   const expectedBatch = q * n;
   const noiseStd = config.noiseMultiplier * config.clipNorm;
+  const dimension = layers.reduce((sum, l) => sum + l.kernel.size + l.bias.size, 0);
+  const gridStep = GaussianNoise.gridStep(noiseStd, config.noiseMultiplier, dimension);
   const xAll = tf.tensor2d(data.x, [n, width], 'float32');
   const yAll = tf.tensor2d(data.y, [n, 1], 'float32');
   const globals = mu > 0 ? globalTensors(model, options.proximal!.global) : [];
@@ -173,11 +175,6 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
       const chosen: number[] = [];
       for (let i = 0; i < n; i++) if (u[i] < q) chosen.push(i);
       sampledRows += chosen.length;
-      const noisy = layers.flatMap((l) => [l.kernel, l.bias]).map((v) => {
-        const values = new Float32Array(v.size);
-        for (let i = 0; i < values.length; i++) values[i] = noise.next(noiseStd);
-        return values;
-      });
       const stats = tf.tidy(() => {
         const variables = layers.flatMap((l) => [l.kernel, l.bias]);
         let grads: tf.Tensor[];
@@ -194,7 +191,11 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
           grads = variables.map((v) => tf.zerosLike(v));
         }
         variables.forEach((v, k) => {
-          const noisyGrad = tf.add(grads[k], tf.tensor(noisy[k], v.shape));
+          // The Gaussian mechanism on a fixed-point grid: the clipped sum is snapped to the grid and
+          // an exact discrete Gaussian added (gaussian-noise.ts has the floating-point argument).
+          const values = Float64Array.from(grads[k].dataSync());
+          noise.privatize(values, gridStep);
+          const noisyGrad = tf.tensor(Float32Array.from(values), v.shape, 'float32');
           let step = tf.mul(noisyGrad, config.learningRate / expectedBatch);
           // Proximal gradient mu (w - global): data-independent, no privacy cost (see above).
           if (mu > 0) step = tf.add(step, tf.mul(tf.sub(v, globals[k]), config.learningRate * mu));

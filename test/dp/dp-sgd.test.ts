@@ -60,4 +60,23 @@ describe('DP-SGD on a node', () => {
     expect(after).toBeGreaterThan(before);
     model.dispose();
   });
+  it('one step adds the Gaussian noise of std lr z C / (q n) to every weight (fails when the noise is zeroed)', async () => {
+    // All-zero inputs: every row's kernel gradient x_i delta_i is exactly 0, so the kernel moves
+    // by the noise alone: lr (g (round(0) + X)) / (q n), std lr z C / (q n) (a hair more: gridStep).
+    const width = 4000;
+    const n = 50;
+    const data = { x: new Float32Array(n * width), y: Float32Array.from({ length: n }, (_, i) => i % 2), n, width } as Parameters<typeof trainDpSgd>[1];
+    const model = createModel({ kind: 'logreg' }, width, 1);
+    const kernel = dpSgdLayers(model)[0].kernel;
+    const before = Float64Array.from(kernel.dataSync());
+    const config = { noiseMultiplier: 1.3, clipNorm: 0.8, samplingRate: 0.5, stepsPerRound: 1, learningRate: 0.2 };
+    await trainDpSgd(model, data, config);
+    const after = kernel.dataSync();
+    let sq = 0;
+    for (let i = 0; i < width; i++) sq += (after[i] - before[i]) ** 2;
+    const expected = ((config.learningRate * config.noiseMultiplier * config.clipNorm) / (config.samplingRate * n)) ** 2;
+    // Sample variance of 4000 draws: relative std sqrt(2 / 4000) = 2.2%; float32 weights add ~1e-7.
+    expect(Math.abs(sq / width / expected - 1)).toBeLessThan(0.12);
+    model.dispose();
+  });
 });

@@ -211,8 +211,9 @@ export const Task = z.object({
   /**
    * The coordinator's latest signed audit checkpoint: the node checks its signature with the
    * pinned key and keeps it (client-node/witness.ts), so a rewritten log is caught against its copy.
+   * One the node cannot read is dropped, never the task with it.
    */
-  auditCheckpoint: Checkpoint.optional(),
+  auditCheckpoint: Checkpoint.optional().catch(undefined),
 });
 export type Task = z.infer<typeof Task>;
 

@@ -84,15 +84,29 @@ export interface CalibrationParams {
   tolerance?: number;
 }
 
-/** Search range of sigma: below SIGMA_MIN we stop looking (and return it), above SIGMA_MAX we give up. */
-const SIGMA_MIN = 0.05;
+/**
+ * The smallest noise multiplier fedmark runs a mechanism with. Below it the accounting is still
+ * correct but no longer means anything at a useful epsilon: at delta = 1e-5 (PLD accountant,
+ * `fedmark privacy epsilon --accountant pld`), one release without subsampling costs epsilon 10.0
+ * at z = 0.5, 19.1 at z = 0.3, 91.8 at z = 0.1, 284 at z = 0.05; one epoch of DP-SGD at q = 0.01
+ * (100 steps) costs 6.5 at z = 0.5, 26.8 at 0.3, 354 at 0.1. Past z ~ 0.5 the privacy loss of a
+ * sampled row grows like 1 / z^2 and subsampling stops amplifying (a row sampled once is
+ * recognised), so a study at z < 0.5 spends its budget in one round or reports epsilons in the
+ * tens to thousands. The floor is 0.5: the point where one release still costs epsilon <= 10.
+ */
+export const NOISE_MULTIPLIER_FLOOR = 0.5;
+export const NOISE_MULTIPLIER_FLOOR_REASON =
+  `below ${NOISE_MULTIPLIER_FLOOR} the Gaussian mechanism's epsilon explodes (delta 1e-5: one release costs epsilon 10 at z = 0.5, 19 at 0.3, 92 at 0.1; one DP-SGD epoch at q = 0.01 costs 6.5, 27, 354): accounting at useful epsilons is meaningless`;
+
+/** Search range of sigma: below SIGMA_MIN (the floor) we stop looking and return it, above SIGMA_MAX we give up. */
+const SIGMA_MIN = NOISE_MULTIPLIER_FLOOR;
 const SIGMA_MAX = 1e6;
 
 /**
  * Smallest sigma with epsilon(q, sigma, steps, delta) <= target epsilon, to a relative tolerance;
  * the returned sigma always satisfies the target. Special cases: q = 0 or steps = 0 need no noise
- * at all (returns 0); if even sigma = 0.05 meets the target (e.g. delta >= q with few steps),
- * returns 0.05 rather than searching towards 0. Throws PrivacyParameterError when the target
+ * at all (returns 0); if even sigma = NOISE_MULTIPLIER_FLOOR (0.5) meets the target (e.g. a large
+ * epsilon with few steps), returns the floor rather than searching below it: nothing runs there. Throws PrivacyParameterError when the target
  * cannot be met with sigma <= 1e6.
  */
 export function calibrateSigma(params: CalibrationParams): number {

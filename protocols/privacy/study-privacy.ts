@@ -1,11 +1,19 @@
 import { z } from 'zod';
+import { NOISE_MULTIPLIER_FLOOR, NOISE_MULTIPLIER_FLOOR_REASON } from './calibrate.ts';
 import { ClientLevelDpConfig } from './client-level-dp.ts';
+
+/** A study's noise multiplier: finite and at least the floor (calibrate.ts says why). */
+const FlooredNoiseMultiplier = z
+  .number()
+  .finite()
+  .min(NOISE_MULTIPLIER_FLOOR, { message: `noiseMultiplier must be at least ${NOISE_MULTIPLIER_FLOOR}: ${NOISE_MULTIPLIER_FLOOR_REASON}` });
 
 /**
  * A study's privacy configuration: which mechanisms run, their parameters, the accountant, and
  * the study's total budget. Everything here goes into each round's record.
  */
 export const CentralDpConfig = ClientLevelDpConfig.extend({
+  noiseMultiplier: FlooredNoiseMultiplier,
   /** Poisson sampling rate of nodes per round (each ready node is selected with this probability). */
   nodeSamplingRate: z.number().gt(0).max(1).default(1),
 });
@@ -13,7 +21,7 @@ export type CentralDpConfig = z.infer<typeof CentralDpConfig>;
 
 /** Record-level DP-SGD run by each node on its own rows (Abadi et al. 2016). */
 export const DpSgdConfig = z.object({
-  noiseMultiplier: z.number().positive().finite(),
+  noiseMultiplier: FlooredNoiseMultiplier,
   /** Per-example gradient L2 clip norm. */
   clipNorm: z.number().positive().finite(),
   /** Poisson sampling rate of examples per step; expected batch = rate x rows. */

@@ -1,8 +1,9 @@
+import { createHash, createHmac } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { DataReport, StudyConfig } from '../protocols/messages.ts';
 import { consentFilter, featureColumns, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
-import { DataError, encodeTable, readCsvTable, splitRows, subset, type EncodedData } from '../models/index.ts';
+import { DataError, encodeTable, readCsvTable, subset, type CsvTable, type EncodedData } from '../models/index.ts';
 import type { DataErrorKind } from '../models/errors.ts';
 import type { StatusFacts } from './release.ts';
 
@@ -27,7 +28,7 @@ export interface LoadedData {
  * features the node's policy forbids are zeroed (their information never reaches the model),
  * and the counts of both go into the report; the rows themselves never leave.
  */
-export function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: PolicyProfile): LoadedData {
+export function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: PolicyProfile, studyId?: string): LoadedData {
   let table = readCsvTable({ path });
   let droppedNoConsent: number | undefined;
   if (study.consent) {
@@ -49,11 +50,7 @@ export function loadData(path: string, study: StudyConfig, mtimeMs: number, poli
     }
   }
   if (all.n === 0) throw new DataError('no-usable-rows', `no usable rows in ${path}${droppedNoConsent ? ` (${droppedNoConsent} left out for lack of consent)` : ''}`, 1);
-  const fraction = study.training.validationFraction;
-  // Stratified by label for a binary study (each part keeps the class mix); a regression target
-  // has no classes to keep.
-  const labels = study.task.kind === 'binary' ? all.y : undefined;
-  const [trainIdx, validationIdx] = fraction > 0 ? splitRows(all.n, [1 - fraction, fraction], study.training.seed, labels) : [Array.from({ length: all.n }, (_, i) => i), []];
+  const [trainIdx, validationIdx] = validationSplit(table, study, studyId);
   if (trainIdx.length === 0) throw new DataError('no-usable-rows', `no usable rows in ${path} to train on after the validation split`, 1);
   // Counts of rows and of fixes, never a label statistic (the class balance stays in this node's
   // own log); the release step picks these fields again by name.
@@ -65,6 +62,52 @@ export function loadData(path: string, study: StudyConfig, mtimeMs: number, poli
     unseenCategories: all.report.unseenCategories,
   };
   return { mtimeMs, train: subset(all, trainIdx), validation: subset(all, validationIdx), report, positives: (all.report as { positives?: number }).positives };
+}
+
+/**
+ * The train/validation split: row i goes to validation iff HMAC-SHA256(key, row key) read as a
+ * 53-bit fraction is below validationFraction. Each row's side depends on that row alone, so
+ * adding or removing a row of the CSV moves no other row across the split, and DP-SGD's
+ * record-level epsilon (add/remove one training row) holds for neighbouring CSVs, not only for
+ * neighbouring training sets. (The seeded shuffle cut at fixed sizes used before moved 79 of 400
+ * other rows when one row was added: at CSV level that was a group bound over ~80 rows.)
+ * The row key is the study's declared id column (training.idColumn) when there is one, else the
+ * row's content in the study's columns (target, then features in spec order, trimmed), so
+ * reordering rows or adding an unrelated column moves nothing either. The key is per study and
+ * stable across rounds and restarts (studyKey). The validation share is Binomial(n, fraction), no
+ * longer exact, and no longer stratified by label.
+ */
+export function validationSplit(table: CsvTable, study: StudyConfig, studyId?: string): [number[], number[]] {
+  const fraction = study.training.validationFraction;
+  const train: number[] = [];
+  const validation: number[] = [];
+  if (!(fraction > 0)) return [table.rows.map((_, i) => i), []];
+  const keys = rowKeys(table, study);
+  const key = studyKey(study, studyId);
+  keys.forEach((rowKey, i) => (hashFraction(key, rowKey) < fraction ? validation : train).push(i));
+  return [train, validation];
+}
+
+/** The split's HMAC key: SHA-256 of the study id (its name when the id is not known) and the training seed. */
+export function studyKey(study: StudyConfig, studyId?: string): Buffer {
+  return createHash('sha256').update(`fedmark/validation-split/v1\0${studyId ?? `name:${study.name}`}\0${study.training.seed}`).digest();
+}
+
+/** HMAC-SHA256(key, rowKey) as a fraction in [0, 1) with 53 bits. */
+export function hashFraction(key: Buffer, rowKey: string): number {
+  const h = createHmac('sha256', key).update(rowKey).digest();
+  return (h.readUInt32BE(0) * 2 ** 21 + (h.readUInt32BE(4) >>> 11)) / 2 ** 53;
+}
+
+function rowKeys(table: CsvTable, study: StudyConfig): string[] {
+  const idColumn = study.training.idColumn;
+  const columns = idColumn ? [idColumn] : [study.features.target.column, ...study.features.features.map((f) => f.name)];
+  const index = columns.map((c) => {
+    const i = table.header.indexOf(c);
+    if (i < 0) throw new DataError('missing-column', `the study's ${c === idColumn ? 'id column' : 'column'} "${c}" is missing from the data`, 1, c);
+    return i;
+  });
+  return table.rows.map((row) => (idColumn ? `id:${(row[index[0]] ?? '').trim()}` : JSON.stringify(index.map((i) => (row[i] ?? '').trim()))));
 }
 
 /**
@@ -84,6 +127,8 @@ export class DataSource {
     private readonly study: StudyConfig,
     private readonly report: (status: StatusFacts) => Promise<void>,
     private readonly log: Logger,
+    /** The study's id: keys the train/validation split (validationSplit). */
+    private readonly studyId?: string,
   ) {}
 
   get current(): LoadedData | undefined {
@@ -106,7 +151,7 @@ export class DataSource {
     if (mtimeMs === this.lastMtime || this.frozen) return this.loaded;
     this.lastMtime = mtimeMs;
     try {
-      this.loaded = loadData(this.path, this.study, mtimeMs, policy);
+      this.loaded = loadData(this.path, this.study, mtimeMs, policy, this.studyId);
       this.lastError = undefined;
       const { train, validation, report, positives } = this.loaded;
       this.log.info({ file: this.path, ...report, positives, trainRows: train.n, validationRows: validation.n }, 'data loaded');

@@ -69,7 +69,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   const kind = nodeKindFor(study);
   const model = kind.createModel(study, encodedWidth(study.features));
   const globals = new GlobalModels(client, trust, modelSpecsOf(model));
-  const data = new DataSource(config.data, study, report, log);
+  const data = new DataSource(config.data, study, report, log, credentials.studyId);
   const backOff = new BackOff(config.idleBackoffMaxSeconds, log, signal);
   const summary: NodeRunSummary = { nodeId: credentials.nodeId, roundsTrained: 0, evaluations: 0, bytesSent: 0 };
 

@@ -204,6 +204,20 @@ describe('fedmark audit export, for real', () => {
     const allowed = await runAlone(['audit', 'verify', out, '--allow-unsigned-manifest']);
     expect(allowed.exitCode, allowed.stderr).toBe(0);
     expect(allowed.stdout).toMatch(/manifest NOT signed \(accepted with --allow-unsigned-manifest\)/);
+    // With the coordinator's key folder the operator signs it (after checking the head signed last).
+    const passphraseBefore = process.env.FEDMARK_KEY_PASSPHRASE;
+    process.env.FEDMARK_KEY_PASSPHRASE = 'e2e-coordinator-passphrase';
+    try {
+      const signedOut = join(work, 'from-db-signed');
+      const s = await runAlone(['audit', 'export', '--out', signedOut, '--data-dir', dataDir, '--key-dir', join(work, 'keys')], realDeps);
+      expect(s.exitCode, s.stderr).toBe(0);
+      const v = await runAlone(['audit', 'verify', signedOut]);
+      expect(v.exitCode, v.stderr).toBe(0);
+      expect(v.stdout).toMatch(/^manifest signed by [0-9a-f]{40} at /m);
+    } finally {
+      if (passphraseBefore === undefined) delete process.env.FEDMARK_KEY_PASSPHRASE;
+      else process.env.FEDMARK_KEY_PASSPHRASE = passphraseBefore;
+    }
     const after = await openDatabase({ dataDir, mode: 'read-only' });
     try {
       expect((await sql`select name from kysely_migration where name = ${last.name}`.execute(after.db)).rows).toEqual([]);

@@ -191,6 +191,7 @@ export function buildProgram(): Command {
     .option('--rotate-key', 'make a new key pair, register it with a request signed by the old key, and exit')
     .option('--max-epsilon <e>', 'this node\'s own ceiling on record-level epsilon for its data (env FEDMARK_NODE_MAX_EPSILON); implies DP-SGD only', process.env.FEDMARK_NODE_MAX_EPSILON)
     .option('--max-epsilon-delta <d>', 'delta of that ceiling (default 1e-5)')
+    .option('--ledger-dir <dir>', 'privacy ledgers, one per data source, shared by every node on this machine (env FEDMARK_NODE_LEDGER_DIR; default ~/.fedmark/ledgers)', process.env.FEDMARK_NODE_LEDGER_DIR)
     .option('--key-passphrase-file <file>', 'file holding the passphrase of the node\'s private key (or env FEDMARK_NODE_KEY_PASSPHRASE)')
     .option('--jurisdiction <name>', 'the law this node\'s data falls under: EU-GDPR, US-CA-CCPA, CN-PIPL, ... (env FEDMARK_NODE_JURISDICTION)', process.env.FEDMARK_NODE_JURISDICTION)
     .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
@@ -213,6 +214,7 @@ export function buildProgram(): Command {
         jurisdiction: opts.jurisdiction,
         policy: opts.policy,
         maxEpsilonDelta: opts.maxEpsilonDelta === undefined ? undefined : Number(opts.maxEpsilonDelta),
+        ledgerDir: opts.ledgerDir, dataSourceId: process.env.FEDMARK_NODE_DATA_SOURCE_ID || undefined,
         attack: opts.attack,
       });
       if (!parsed.success) {

@@ -21,10 +21,14 @@ export function registerPrivacyReportCommand(program: Command): void {
     .action(async (opts: { coordinator?: string; token?: string; study?: string; node?: string; nodeState?: string; json?: boolean }) => {
       if (opts.node !== undefined && opts.nodeState) return fail('give either --node (from the coordinator) or --node-state (a node\'s own ledger), not both');
       if (opts.nodeState) {
-        const file = join(opts.nodeState, 'privacy-ledger.json');
+        // The data source's shared ledger (named in the state dir), or a ledger from before 2026-12-02.
+        const { NodePrivacyLedger, LEDGER_REF } = await import('../client-node/privacy-ledger.ts');
+        const ref = join(opts.nodeState, LEDGER_REF);
+        const file = existsSync(ref) ? readFileSync(ref, 'utf8').trim() : join(opts.nodeState, 'privacy-ledger.json');
         if (!existsSync(file)) return fail(`no privacy ledger in ${opts.nodeState} (this node never trained with DP-SGD)`);
-        const ledger = JSON.parse(readFileSync(file, 'utf8')) as { accountant: 'rdp' | 'pld'; delta: number; entries: Array<{ studyId: string; round: number; samplingRate: number; noiseMultiplier: number; steps: number }> };
-        const { NodePrivacyLedger } = await import('../client-node/privacy-ledger.ts');
+        const read = new NodePrivacyLedger(file, 'rdp', 1e-5);
+        const last = read.all[read.all.length - 1];
+        const ledger = { accountant: last?.accountant ?? 'rdp', delta: last?.delta ?? 1e-5, entries: read.all };
         const l = new NodePrivacyLedger(file, ledger.accountant, ledger.delta);
         const rounds = ledger.entries.map((e, i) => ({ ...e, epsilonTotal: l.epsilon(ledger.entries.slice(0, i + 1)) }));
         const report = { accountant: ledger.accountant, delta: ledger.delta, epsilonTotal: l.epsilon(), rounds };

@@ -36,6 +36,13 @@ export const NodeConfig = z
     policy: z.string().optional(),
     /** Longest wait between tasks while the node cannot train (doubling from 1 s). */
     idleBackoffMaxSeconds: z.coerce.number().min(0).max(3600).default(60),
+    /**
+     * Directory of the privacy ledgers, one per data source, shared by every enrollment on the
+     * machine (client-node/privacy-ledger.ts). Default: FEDMARK_NODE_LEDGER_DIR, else ~/.fedmark/ledgers.
+     */
+    ledgerDir: z.string().min(1).optional(),
+    /** The data source's id for its ledger (default: the data file's canonical path); env FEDMARK_NODE_DATA_SOURCE_ID. */
+    dataSourceId: z.string().min(1).max(200).optional(),
     /** Delta at which the ceiling is measured. */
     maxEpsilonDelta: z.number().gt(0).lt(1).default(1e-5),
     /** FOR DEMOS AND TESTS ONLY: the node attacks the study after honest training (client-node/attack.ts). */

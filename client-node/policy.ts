@@ -75,21 +75,22 @@ export type FitPermission =
  * were dropped from its data when it was loaded), then its privacy ceiling against its own ledger,
  * both before any training.
  */
-export function checkFitTask(task: Task, policy: PolicyProfile, config: Pick<NodeConfig, 'stateDir' | 'maxEpsilon' | 'maxEpsilonDelta'>): FitPermission {
+export function checkFitTask(task: Task, policy: PolicyProfile, config: Pick<NodeConfig, 'stateDir' | 'maxEpsilon' | 'maxEpsilonDelta' | 'data' | 'ledgerDir' | 'dataSourceId'>): FitPermission {
   const violations = checkStudyAgainstPolicy(task.config, policy, privacyFacts(task.config)).filter((v) => v.rule !== 'forbidden-feature');
   if (violations.length > 0) {
     return { allowed: false, state: 'policy-refused', message: `refusing to train: ${violations.map((v) => v.message).join('; ')}`, details: { violations } };
   }
   const dpSgd = task.config.privacy?.dpSgd;
   const accountant = task.config.privacy?.accountant ?? 'rdp';
-  const ledger = NodePrivacyLedger.in(config.stateDir, accountant, config.maxEpsilonDelta);
+  // The data source's ledger, shared with every other study using the same data on this machine.
+  const ledger = NodePrivacyLedger.for(config, accountant, config.maxEpsilonDelta, config.maxEpsilon);
   const spend = dpSgd ? { studyId: task.studyId, round: task.round, samplingRate: dpSgd.samplingRate, noiseMultiplier: dpSgd.noiseMultiplier, steps: dpSgdStepsPerRound(dpSgd) } : undefined;
   // The partner's ceiling, checked here before any training, whatever the coordinator says.
   if (config.maxEpsilon !== undefined) {
     const after = spend ? ledger.epsilonIf(spend) : Number.POSITIVE_INFINITY;
     if (after > config.maxEpsilon) {
       const message = spend
-        ? `round ${task.round} would bring this node's data to epsilon ${after.toFixed(4)} (delta ${config.maxEpsilonDelta}), over its ceiling of ${config.maxEpsilon}; refusing to train`
+        ? `round ${task.round} would bring this node's data (every study using it on this machine) to epsilon ${after.toFixed(4)} (delta ${config.maxEpsilonDelta}), over its ceiling of ${config.maxEpsilon}; refusing to train`
         : `study ${task.studyId} does not run DP-SGD, so training would spend unbounded epsilon; this node's ceiling is ${config.maxEpsilon}; refusing to train`;
       return { allowed: false, state: 'privacy-ceiling', message, details: { epsilonAfter: after, ceiling: config.maxEpsilon } };
     }

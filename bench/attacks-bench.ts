@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
-import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_DEADLINES, ATTACK_DEMO_ROUNDS } from '../cli/attack-plans.ts';
+import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, MIN_DEADLINE_SECONDS } from '../cli/attack-plans.ts';
 import { runAttackDemo, type AttackRow } from '../cli/attack-demo.ts';
 
 export interface AttacksBenchOptions {
@@ -28,7 +28,7 @@ export interface AttacksBenchOptions {
 }
 
 export function attacksBenchSettings(options: AttacksBenchOptions = {}) {
-  return { nodes: 10, malicious: options.malicious ?? 1, rounds: options.rounds ?? ATTACK_DEMO_ROUNDS, deadlines: ATTACK_DEMO_DEADLINES, model: 'mlp 32-16', data: 'shipped churn data, 10 regions by state' };
+  return { nodes: 10, malicious: options.malicious ?? 1, rounds: options.rounds ?? ATTACK_DEMO_ROUNDS, deadlines: `${DEADLINE_FACTOR} x the slowest round nobody held open, at least ${MIN_DEADLINE_SECONDS} s (the first federation of each attack: 120 s)`, model: 'mlp 32-16', data: 'shipped churn data, 10 regions by state' };
 }
 
 /** Every attack against every configuration; the honest baseline runs once, with the first attack. */
@@ -48,7 +48,7 @@ export async function attacksBench(options: AttacksBenchOptions = {}): Promise<A
   return rows;
 }
 
-export const ATTACKS_TABLE_HEADER = ['attack', 'configuration', 'strategy', 'claim bounds', 'test AUC', 'reported val AUC', "attacker's updates", "attacker's evaluations", 'rounds failed', 'seconds'];
+export const ATTACKS_TABLE_HEADER = ['attack', 'configuration', 'strategy', 'claim bounds', 'test AUC', 'reported val AUC', "attacker's updates", "attacker's evaluations", 'rounds failed', 'deadline s', 'seconds'];
 
 /** One line per (attack, configuration); the honest baseline's attack column says "none". */
 export function attacksTableRows(rows: AttackRow[]): Array<Array<string | number>> {
@@ -63,6 +63,7 @@ export function attacksTableRows(rows: AttackRow[]): Array<Array<string | number
     r.attacker ? answered(r.attacker.updatesAccepted, r.attacker.updatesRefused, r.attacker.updatesLate) : '-',
     r.attacker ? answered(r.attacker.evaluationsAccepted, r.attacker.evaluationsRefused, r.attacker.evaluationsLate) : '-',
     r.roundsFailed,
+    r.deadlineSeconds,
     r.seconds,
   ]);
 }

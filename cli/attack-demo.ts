@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { AttackName } from '../client-node/attack.ts';
 import type { StrategyConfig } from '../protocols/strategies/config.ts';
-import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_DEADLINES, ATTACK_DEMO_ROUNDS, PLANS, robustStrategy, type AttackConfiguration, type ConfigurationPlan } from './attack-plans.ts';
+import { adaptiveDeadlines, ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, PLANS, robustStrategy, type AttackConfiguration, type ConfigurationPlan } from './attack-plans.ts';
 import { prepareDemoOut, runDemo, type DemoOptions, type DemoResult } from './demo.ts';
 
 /**
@@ -45,6 +45,8 @@ export interface AttackRow {
   reportedValidationAuc: number | null;
   roundsCompleted: number;
   roundsFailed: number;
+  /** The study's fit deadline (the evaluation deadline is half). */
+  deadlineSeconds: number;
   attacker: AttackerOutcome | null;
   seconds: number;
 }
@@ -79,18 +81,19 @@ export async function runAttackDemo(options: AttackDemoOptions): Promise<AttackD
   const rounds = options.rounds ?? ATTACK_DEMO_ROUNDS;
   const compare = options.compare ?? ATTACK_CONFIGURATIONS;
   const outDir = prepareDemoOut(options.out);
-  const deadlines = options.deadlines ?? ATTACK_DEMO_DEADLINES;
-  say(`fedmark attack demo: ${options.attack} by ${malicious} node(s); ${compare.length} federations one after another, ${rounds} rounds each (not the demo's 20: time); deadlines ${deadlines.round} s to train, ${deadlines.evaluation} s to evaluate (a refused attacker keeps its round open until then)`);
+  say(`fedmark attack demo: ${options.attack} by ${malicious} node(s); ${compare.length} federations one after another, ${rounds} rounds each (not the demo's 20: time); a refused attacker keeps its round open until the deadline, ${options.deadlines ? `${options.deadlines.round} s` : 'set from the rounds where nobody was refused'}`);
   const rows: AttackRow[] = [];
   let nodes = 0;
+  let slowestRound: number | null = null;
   for (const configuration of compare) {
     const plan = PLANS[configuration];
-    say(`\n== ${plan.label}: ${plan.strategy}, claim bounds ${plan.claimBounds}${plan.attacked ? `, ${malicious} attacker(s): ${options.attack}` : ''}`);
+    const deadlines = options.deadlines ?? adaptiveDeadlines(slowestRound);
+    say(`\n== ${plan.label}: ${plan.strategy}, claim bounds ${plan.claimBounds}${plan.attacked ? `, ${malicious} attacker(s): ${options.attack}` : ''}; deadlines ${deadlines.round} s to train, ${deadlines.evaluation} s to evaluate`);
     const t = performance.now();
     const demo = await runDemo({
       ...options,
       rounds,
-      deadlines: options.deadlines ?? ATTACK_DEMO_DEADLINES,
+      deadlines,
       json: false,
       localBaseline: false,
       out: join(outDir, configuration),
@@ -100,7 +103,12 @@ export async function runAttackDemo(options: AttackDemoOptions): Promise<AttackD
       ...(plan.attacked ? { attackers: { attack: options.attack, count: malicious } } : {}),
     });
     nodes = demo.nodes;
-    rows.push(attackRow(configuration, plan, demo, (performance.now() - t) / 1000));
+    const row = attackRow(configuration, plan, demo, deadlines.round, (performance.now() - t) / 1000);
+    rows.push(row);
+    // Rounds that no refusal held open say how long this machine needs for an honest round.
+    const heldOpen = row.attacker && row.attacker.updatesRefused + row.attacker.updatesLate + row.attacker.evaluationsRefused + row.attacker.evaluationsLate > 0;
+    const durations = demo.rounds.map((r) => r.durationSeconds).filter((d): d is number => d !== null);
+    if (!heldOpen && durations.length) slowestRound = Math.max(slowestRound ?? 0, ...durations);
   }
   const honest = rows.find((r) => r.configuration === 'honest');
   const result: AttackDemoResult = {
@@ -122,7 +130,7 @@ export async function runAttackDemo(options: AttackDemoOptions): Promise<AttackD
   return result;
 }
 
-function attackRow(configuration: AttackConfiguration, plan: ConfigurationPlan, demo: DemoResult, seconds: number): AttackRow {
+function attackRow(configuration: AttackConfiguration, plan: ConfigurationPlan, demo: DemoResult, deadlineSeconds: number, seconds: number): AttackRow {
   const completed = demo.rounds.filter((r) => r.phase === 'completed');
   return {
     configuration,
@@ -135,6 +143,7 @@ function attackRow(configuration: AttackConfiguration, plan: ConfigurationPlan, 
     reportedValidationAuc: completed.at(-1)?.validationAuc ?? null,
     roundsCompleted: completed.length,
     roundsFailed: demo.rounds.length - completed.length,
+    deadlineSeconds,
     attacker: demo.attack ? attackerOutcome(demo.attack.nodes.map((n) => join(demo.outDir, 'logs', `node-${n}.log`))) : null,
     seconds,
   };

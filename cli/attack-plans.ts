@@ -15,12 +15,23 @@ export type AttackConfiguration = (typeof ATTACK_CONFIGURATIONS)[number];
  */
 export const ATTACK_DEMO_ROUNDS = 2;
 /**
- * Short deadlines: an attacker whose update (or evaluation) the coordinator refuses never sends
- * an accepted one, so its round closes at the deadline, not when the others are in. An honest
- * round of the 10-node demo takes about 1 s of fit and 0.3 s of evaluation on 2 idle cores (more
- * on a loaded machine: `--round-deadline` raises them).
+ * Deadlines: an attacker whose update (or evaluation) the coordinator refuses never sends an
+ * accepted one, so its round closes at the deadline, not when the others are in (the coordinator
+ * waits for every participant). The demo's 120 s would make a refused attack cost minutes a
+ * round; too short, and honest nodes miss it on a loaded machine (round 1, ten processes
+ * compiling their first training at once, took 0-40 s with other suites running). So the first
+ * configuration runs with the demo's 120 s and the next ones get DEADLINE_FACTOR x the slowest
+ * round seen where nobody was refused (start to close, evaluation included), at least
+ * MIN_DEADLINE_SECONDS: 16 s on 2 idle cores, where a round takes 1-3 s.
  */
-export const ATTACK_DEMO_DEADLINES = demoDeadlines(16);
+export const DEADLINE_FACTOR = 4;
+export const MIN_DEADLINE_SECONDS = 16;
+export const MAX_DEADLINE_SECONDS = 120;
+
+export function adaptiveDeadlines(slowestRoundSeconds: number | null): { round: number; evaluation: number } {
+  if (slowestRoundSeconds === null) return demoDeadlines(MAX_DEADLINE_SECONDS);
+  return demoDeadlines(Math.min(MAX_DEADLINE_SECONDS, Math.max(MIN_DEADLINE_SECONDS, Math.ceil(DEADLINE_FACTOR * slowestRoundSeconds))));
+}
 
 /** `--round-deadline S`: S seconds to train and send, half of it to evaluate. */
 export function demoDeadlines(roundSeconds: number): { round: number; evaluation: number } {

@@ -90,7 +90,7 @@ export interface DemoResult {
   loss?: RegressionLoss;
   /** The study's strategy with its parameters (defaults filled in). */
   strategy: StrategyConfig;
-  rounds: Array<{ round: number; phase: string; nodes: number; invited: number; meanLoss: number | null; validationAuc: number | null; validationR2?: number | null; validationRmse?: number | null; seconds: number; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
+  rounds: Array<{ round: number; phase: string; nodes: number; invited: number; meanLoss: number | null; validationAuc: number | null; validationR2?: number | null; validationRmse?: number | null; seconds: number; durationSeconds: number | null; failureReason: string | null; epsilonRound?: number; epsilonTotal?: number; dpSgdEpsilonTotal?: number }>;
   /** The kind's pooled metrics of the global model on the held-out test rows (auc, logLoss, brier; rmse, mae, r2, bias, baselineRmse, baselineMae). */
   globalTest: PooledMetrics;
   /** Binary: the global model's test AUC (null for regression). */
@@ -282,7 +282,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         // The kind's pooled metrics of the global model on the nodes' held-out rows.
         const metrics = r.validationMetrics;
         const validation = regression ? { validationR2: metrics?.r2 ?? null, validationRmse: metrics?.rmse ?? null } : {};
-        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, ...validation, seconds, failureReason: r.failureReason, ...(spent.fields ?? {}) });
+        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, ...validation, seconds, durationSeconds: roundDuration(r), failureReason: r.failureReason, ...(spent.fields ?? {}) });
         const validationText = regression ? `federated val R2 ${fmt(metrics?.r2)}  RMSE ${fmtValue(metrics?.rmse)}` : `federated val AUC ${fmt(r.validationAuc)}`;
         say(
           r.phase === 'failed'
@@ -425,6 +425,11 @@ export function prepareDemoOut(out: string | undefined): string {
 }
 
 const DEFAULT_CLIP = 0.5;
+
+/** Seconds from the round's start to its close, as the coordinator recorded them (no process start-up in it, unlike `seconds`). */
+function roundDuration(r: { startedAt: string; closedAt: string | null }): number | null {
+  return r.closedAt === null ? null : (Date.parse(r.closedAt) - Date.parse(r.startedAt)) / 1000;
+}
 
 interface PrivacyReportBody {
   spentEpsilon: number;

@@ -8,7 +8,7 @@ import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
-import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_DEADLINES, ATTACK_DEMO_ROUNDS, demoDeadlines, type AttackConfiguration } from './attack-plans.ts';
+import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
@@ -141,7 +141,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--accountant <name>', 'privacy accountant (default rdp)').choices(['rdp', 'pld']))
     .addOption(new Option('--attack <name>', `run the first --malicious node(s) as attackers and compare the damage with and without defenses: one federation per configuration (${ATTACK_DEMO_ROUNDS} rounds each unless --rounds)`).choices([...ATTACK_NAMES]))
     .option('--malicious <n>', 'attacker nodes with --attack (default 1)', positiveInt('--malicious'))
-    .option('--round-deadline <s>', `seconds nodes have to send their update, half of it to evaluate (default 120, more with many nodes; ${ATTACK_DEMO_DEADLINES.round} with --attack)`, positiveNumber('--round-deadline'))
+    .option('--round-deadline <s>', `seconds nodes have to send their update, half of it to evaluate (default 120, more with many nodes; with --attack, ${DEADLINE_FACTOR} x the slowest round where nobody was refused, at least ${MIN_DEADLINE_SECONDS})`, positiveNumber('--round-deadline'))
     .option('--compare <configurations>', `with --attack: comma-separated, from ${ATTACK_CONFIGURATIONS.join(', ')} (default all)`, configurationList)
     .action(async (opts) => {
       if (opts.attack !== undefined) return runAttackDemoFromFlags(opts);

@@ -8,7 +8,7 @@ import { attackEvaluation, attackUpdate, FAKE_EVALUATION_ROWS, INFLATED_COUNT, S
 import { Release } from '../../client-node/release.ts';
 import type { Trained } from '../../client-node/train.ts';
 import { attackerOutcome } from '../../cli/attack-demo.ts';
-import { robustStrategy } from '../../cli/attack-plans.ts';
+import { adaptiveDeadlines, robustStrategy } from '../../cli/attack-plans.ts';
 import { DEFAULT_HISTOGRAM_BINS, scoreHistogram } from '../../protocols/metrics.ts';
 import { RELEASE_FIELDS } from '../../protocols/messages.ts';
 import { poolEvaluation, statsRows, type BinaryStats } from '../../protocols/model-kinds/kind.ts';
@@ -87,6 +87,13 @@ describe('attack demo plumbing', () => {
     }
   });
 
+  it('deadlines: the demo default until a round was measured, then 4 x the slowest, within [16, 120] s', () => {
+    expect(adaptiveDeadlines(null)).toEqual({ round: 120, evaluation: 60 });
+    expect(adaptiveDeadlines(1.2)).toEqual({ round: 16, evaluation: 8 });
+    expect(adaptiveDeadlines(9.5)).toEqual({ round: 38, evaluation: 19 });
+    expect(adaptiveDeadlines(70)).toEqual({ round: 120, evaluation: 60 });
+  });
+
   it("reads the attacker's own log: a round counts once, accepted if an update got in", () => {
     const dir = mkdtempSync(join(tmpdir(), 'fedmark-attack-log-'));
     try {
@@ -117,15 +124,15 @@ describe('attack demo plumbing', () => {
  * The attack as a partner would mount it: real coordinator and node processes, region-01's node
  * started with --attack count-inflation, once against a study without claim bounds and once with
  * the defaults: one round each, the refused attacker keeping the defended round open until its
- * deadline (30 s: honest nodes must be in by then even on a loaded machine; about 60 s in all
- * on 2 idle cores, minutes when other suites load them). Undefended, its 2e9
+ * deadline (4 x the undefended round: 16 s on 2 idle cores, about 60 s in all; minutes when
+ * other suites load the machine). Undefended, its 2e9
  * examples make the global model its own, negated.
  */
 describe('fedmark demo --malicious 1 --attack count-inflation', () => {
   it('takes an undefended FedAvg study over, and is refused by the default claim bounds', async () => {
     const out = mkdtempSync(join(tmpdir(), 'fedmark-attack-demo-'));
     try {
-      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--malicious', '1', '--attack', 'count-inflation', '--compare', 'undefended,bounds', '--rounds', '1', '--round-deadline', '30', '--json', '--out', out], { maxBuffer: 16 << 20 });
+      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--malicious', '1', '--attack', 'count-inflation', '--compare', 'undefended,bounds', '--rounds', '1', '--json', '--out', out], { maxBuffer: 16 << 20 });
       const result = JSON.parse(stdout.trim());
       expect(result.rows.map((r: { configuration: string }) => r.configuration)).toEqual(['undefended', 'bounds']);
       const [undefended, defended] = result.rows;

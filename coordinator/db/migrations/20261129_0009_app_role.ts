@@ -13,8 +13,12 @@ import { type Kysely, sql } from 'kysely';
  */
 export const APP_ROLE = 'fedmark_app';
 
-/** Rows here are never changed or removed: the app may only read and append. */
-export const APPEND_ONLY_TABLES = ['audit_log', 'audit_checkpoints'] as const;
+/**
+ * Rows here are never changed or removed: the app may only read and append. The privacy ledger
+ * joined the audit tables with migration 0016 (its triggers); this grant is re-applied after every
+ * migration run, so databases migrated before then get it too.
+ */
+export const APPEND_ONLY_TABLES = ['audit_log', 'audit_checkpoints', 'privacy_ledger'] as const;
 
 /** Kysely's bookkeeping: the app reads it (to see the schema is current) but never migrates. */
 const MIGRATION_TABLES = ['kysely_migration', 'kysely_migration_lock'] as const;

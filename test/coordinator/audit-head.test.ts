@@ -88,6 +88,9 @@ describeOnEachBackend('the coordinator signs only a head that extends the one it
     expect(await checkpointCount(h.built.db)).toBe(0);
     // The file still names what was signed: a restart does not forget it.
     expect(readSignedHead(h.built.keyring.auditHeadFile)).toEqual(signed);
+    await h.restart();
+    await expect(checkpointAudit(h.built.db, h.built.keyring)).rejects.toThrow(/^AUDIT ALARM: refusing to sign the audit head/);
+    expect(await checkpointCount(h.built.db)).toBe(0);
   });
 });
 

@@ -1,6 +1,12 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { sql } from 'kysely';
-import { expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { exportFromDatabase } from '../../coordinator/audit/audit-export-sources.ts';
+import { openDatabase } from '../../coordinator/db/database.ts';
+import { CoordinatorKeyring } from '../../coordinator/identity.ts';
+import { verifyAuditExport } from '../../protocols/audit/audit-export.ts';
 import { AuditHeadRefusedError, readSignedHead } from '../../coordinator/audit/audit-head.ts';
 import { appendAudit, checkpointAudit, readAuditLog } from '../../coordinator/audit/audit-log.ts';
 import type { Db } from '../../coordinator/db/database.ts';
@@ -116,4 +122,31 @@ describeOnEachBackend('the signed head survives what the database owner can do w
     });
     await expect(checkpointAudit(h.built.db, h.built.keyring)).rejects.toThrow(new RegExp(`audit head is seq ${second.seq - 1}, behind the head this coordinator last signed \\(seq ${second.seq}`));
   });
+});
+
+describe('an export straight from the database, signed with --key-dir', () => {
+  it('is refused when the database does not extend the head the coordinator signed last', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'fedmark-audit-head-export-'));
+    try {
+      const dataDir = join(work, 'db');
+      const keyDir = join(work, 'keys');
+      const passphrase = 'audit-head-passphrase-0123';
+      const opened = await openDatabase({ dataDir });
+      const keyring = await CoordinatorKeyring.open(opened.db, keyDir, passphrase);
+      for (let i = 0; i < 4; i++) await appendAudit(opened.db, { actor: 'test', kind: 'test.entry', data: { i } });
+      await checkpointAudit(opened.db, keyring);
+      await opened.db.destroy();
+      // Honest: the export is signed.
+      await exportFromDatabase({ dataDir, out: join(work, 'honest'), keyDir, passphrase });
+      expect(await verifyAuditExport(join(work, 'honest'))).toMatchObject({ ok: true, manifestSignedBy: keyring.current.fingerprint.toLowerCase() });
+      // The database owner rewrites it: the operator's signing export refuses, naming why.
+      const owner = await openDatabase({ dataDir });
+      await forgeHistory(owner.db, 2);
+      await owner.db.destroy();
+      await expect(exportFromDatabase({ dataDir, out: join(work, 'forged'), keyDir, passphrase })).rejects.toThrow(/^AUDIT ALARM: refusing to sign the audit head: the database's audit head is seq \d+, behind the head this coordinator last signed/);
+      expect(existsSync(join(work, 'forged', 'manifest.json'))).toBe(false);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -132,7 +132,12 @@ describe('fedmark demo --malicious 1 --attack count-inflation', () => {
   it('takes an undefended FedAvg study over, and is refused by the default claim bounds', async () => {
     const out = mkdtempSync(join(tmpdir(), 'fedmark-attack-demo-'));
     try {
-      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--malicious', '1', '--attack', 'count-inflation', '--compare', 'undefended,bounds', '--rounds', '1', '--json', '--out', out], { maxBuffer: 16 << 20 });
+      const { stdout, stderr } = await run(process.execPath, [BIN, 'demo', '--malicious', '1', '--attack', 'count-inflation', '--compare', 'undefended,bounds', '--rounds', '1', '--json', '--out', out], {
+        maxBuffer: 16 << 20,
+        // Before the test's own timeout: SIGTERM lets the demo stop its coordinator and nodes (a
+        // worker torn down at the timeout would leave them running).
+        timeout: 400_000,
+      });
       const result = JSON.parse(stdout.trim());
       expect(result.rows.map((r: { configuration: string }) => r.configuration)).toEqual(['undefended', 'bounds']);
       const [undefended, defended] = result.rows;

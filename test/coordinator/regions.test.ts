@@ -5,6 +5,9 @@ import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
 import { bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, evaluation } from './harness.ts';
 
+/** Trained on `numExamples` of `rows` declared rows: the evaluations below fit the nodes' validation share (0.2 x rows + 2). */
+const rowsDeclared = (meta: ReturnType<typeof defaultMeta>, rows: number) => ({ ...meta, data: { ...meta.data, rows } });
+
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
 
 const weights = (v: number) =>
@@ -44,11 +47,11 @@ for (const backendName of BACKEND_NAMES) {
       eu2 = await h.enroll(studyId, 'eu-2', true, 'eu');
       us1 = await h.enroll(studyId, 'us-1', true, 'us');
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'fit' ? true : undefined));
-      expect((await h.submit(eu1, studyId, 1, weights(0.2), defaultMeta(10))).status).toBe(201);
+      expect((await h.submit(eu1, studyId, 1, weights(0.2), rowsDeclared(defaultMeta(10), 40))).status).toBe(201);
       // Mid-round, the region's running sum exists (crash safety) ...
       expect(await h.built.db.selectFrom('regional_accumulators').select('region').where('study_id', '=', studyId).execute()).toEqual([{ region: 'eu' }]);
-      expect((await h.submit(eu2, studyId, 1, weights(0.5), defaultMeta(30))).status).toBe(201);
-      expect((await h.submit(us1, studyId, 1, weights(0.9), defaultMeta(5))).status).toBe(201);
+      expect((await h.submit(eu2, studyId, 1, weights(0.5), rowsDeclared(defaultMeta(30), 40))).status).toBe(201);
+      expect((await h.submit(us1, studyId, 1, weights(0.9), rowsDeclared(defaultMeta(5), 20))).status).toBe(201);
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'evaluate' ? true : undefined));
       // eu-1 ranks perfectly, eu-2 perfectly wrong: pooled over the region, AUC 0.5; us-1 perfect.
       const evals: Array<[TestNode, { positives: number[]; negatives: number[] }]> = [

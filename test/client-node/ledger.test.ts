@@ -2,6 +2,8 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Command } from 'commander';
+import { registerPrivacyReportCommand } from '../../cli/privacy-report-command.ts';
 import { checkFitTask } from '../../client-node/policy.ts';
 import { dataSourceKey, LedgerCeilingError, NodePrivacyLedger } from '../../client-node/privacy-ledger.ts';
 import { StudyConfig, type Task } from '../../protocols/messages.ts';
@@ -31,7 +33,7 @@ function fit(node: { stateDir: string }, data: string, ledgerDir: string, ceilin
 }
 
 describe("the node's privacy ledger is keyed by the data source and shared by every study using it", () => {
-  it('the same CSV in two studies with two state dirs: the second refuses once the shared ceiling would be crossed', () => {
+  it('the same CSV in two studies with two state dirs: the second refuses once the shared ceiling would be crossed', async () => {
     const dir = join(root, 'two-studies');
     const data = join(dir, 'customers.csv');
     const ledgerDir = join(dir, 'ledgers');
@@ -55,6 +57,10 @@ describe("the node's privacy ledger is keyed by the data source and shared by ev
     expect(ledger.all.map((e) => e.studyId)).toEqual(['study_a', 'study_a', 'study_a', 'study_b']);
     expect(ledger.epsilon()).toBeCloseTo(computeEpsilon({ q: 0.01, sigma: 1.1, steps: 400, delta: 1e-5 }), 10);
     expect(ledger.epsilon()).toBeLessThan(4 * perRound);
+    // `fedmark privacy report --node-state` of either enrollment reports the shared ledger.
+    const report = await reportJson(['privacy', 'report', '--node-state', b.stateDir, '--json']);
+    expect(report.rounds.map((r: { studyId: string }) => r.studyId)).toEqual(['study_a', 'study_a', 'study_a', 'study_b']);
+    expect(report.epsilonTotal).toBeCloseTo(ledger.epsilon(), 10);
     // A symlink to the same file is the same data source; a data-source id overrides the path.
     symlinkSync(data, join(dir, 'link.csv'));
     expect(dataSourceKey(join(dir, 'link.csv'))).toBe(dataSourceKey(data));
@@ -113,3 +119,18 @@ describe("the node's privacy ledger is keyed by the data source and shared by ev
     expect(NodePrivacyLedger.for({ data, stateDir: join(dir, 'state'), ledgerDir: join(dir, 'l') }, 'rdp', 1e-5).all).toHaveLength(1);
   });
 });
+
+/** Runs `fedmark privacy report ... --json` in this process and parses its output. */
+async function reportJson(args: string[]) {
+  const program = new Command().exitOverride();
+  registerPrivacyReportCommand(program);
+  let stdout = '';
+  const out = process.stdout.write;
+  process.stdout.write = ((chunk: string) => ((stdout += chunk), true)) as typeof process.stdout.write;
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } finally {
+    process.stdout.write = out;
+  }
+  return JSON.parse(stdout);
+}

@@ -128,7 +128,7 @@ describe('compliance with real node processes', () => {
       writeCsvTable(join(dir, n.name, 'data.csv'), header, rows);
       const { token } = await api('/v1/enrollment-tokens', { studyId: study.id, nodeName: n.name, region: n.region, jurisdiction: 'US-TX' });
       processes.push(
-        runFedmark(['node', '--coordinator', n.name === 'canary' ? proxyUrl : url, '--token', token, '--data', join(dir, n.name, 'data.csv'), '--state-dir', join(dir, n.name, 'state'), '--backend', 'wasm', ...n.args]),
+        runFedmark(['node', '--coordinator', n.name === 'canary' ? proxyUrl : url, '--token', token, '--data', join(dir, n.name, 'data.csv'), '--state-dir', join(dir, n.name, 'state'), '--ledger-dir', join(dir, 'ledgers'), '--backend', 'wasm', ...n.args]),
       );
     }
     for (;;) {
@@ -231,8 +231,10 @@ describe('compliance with real node processes', () => {
     const capped = status.nodes.find((n) => n.name === 'capped')!;
     expect(capped.state).toBe('privacy-ceiling');
     expect(capped.message).toMatch(/over its ceiling/);
-    const ledger = JSON.parse(readFileSync(join(dir, 'capped', 'state', 'privacy-ledger.json'), 'utf8'));
-    expect(ledger.entries).toHaveLength(1);
+    // The shared ledger of the node's data source (named in its state dir): one spend, appended as one line.
+    const ledgerFile = readFileSync(join(dir, 'capped', 'state', 'privacy-ledger.ref'), 'utf8').trim();
+    expect(ledgerFile.startsWith(join(dir, 'ledgers'))).toBe(true);
+    expect(readFileSync(ledgerFile, 'utf8').split('\n').filter(Boolean)).toHaveLength(1);
     expect(computeEpsilon({ q: 0.05, sigma: 1.2, steps: 20, delta: 1e-5 })).toBeLessThanOrEqual(ceiling);
   });
 });

@@ -241,7 +241,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       DATABASE_URL: '',
     });
     children.push(coordinator.child);
-    const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 60_000);
+    // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
+    const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
     say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
     const api = adminApi(url, adminToken);
     const study = (await api.post('/v1/studies', studyConfig)) as { id: string };

@@ -227,7 +227,7 @@ describe('fedmark audit export, for real', () => {
     } finally {
       await after.db.destroy();
     }
-  }, 60_000);
+  }, 120_000); // three exports and five verifications, on a 2-core machine shared with other suites
 
   it('--data-dir on a folder that holds no coordinator database fails clearly, and creates nothing', async () => {
     const nowhere = join(work, 'not-a-db');

@@ -27,7 +27,8 @@ interface Route {
 function appRoutes(app: Harness['app']): Route[] {
   const stack = (app as unknown as { router: { stack: Array<{ name: string; route?: { path: string; methods: Record<string, boolean> } }> } }).router.stack;
   const middleware = stack.filter((l) => !l.route).map((l) => l.name);
-  expect(middleware.every((n) => ['query', 'expressInit', 'requestContext', 'rateLimit', 'anonymous', 'notFound', 'handler', '<anonymous>', 'bound dispatch'].includes(n) || /limit|context|found|error/i.test(n))).toBe(true);
+  // A sub-router or a mounted app would hold routes this walk cannot see.
+  expect(middleware.filter((n) => /router|mounted_app|dispatch/i.test(n))).toEqual([]);
   return stack.filter((l) => l.route).flatMap((l) => Object.keys(l.route!.methods).map((m) => ({ method: m.toUpperCase(), path: l.route!.path })));
 }
 

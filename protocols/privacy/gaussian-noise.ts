@@ -15,12 +15,12 @@ import { randomFillSync } from 'node:crypto';
  * The floating-point argument (privatize(), used by DP-SGD):
  * 1. The value is snapped to the grid first: the output is g (round(v / g) + X), so the released
  *    float is a deterministic function (post-processing) of the integer vector round(v / g) + X.
- * 2. Snapping moves each coordinate by at most 1/2 (plus float64 division error, < 2^-11 while
- *    |v / g| < 2^41, checked), so two neighbouring inputs whose L2 distance is <= Delta give integer
- *    vectors at distance <= Delta / g + r sqrt(d), r = 1 + 2^-10 (d coordinates). gridStep() picks
- *    g = sigma / (S - z r sqrt(d)) so that S / (Delta / g + r sqrt(d)) = z exactly: the integer
- *    mechanism has noise multiplier z, and the real noise std is sigma S / (S - z r sqrt d), a hair
- *    more than asked (z = 2, d = 10^5: +0.06%).
+ * 2. Snapping moves each coordinate by at most 1/2, plus the float64 division's error, below 1/4
+ *    while |v / g| < 2^51 (relative error 2^-53; checked, else refused), so two neighbouring
+ *    inputs whose L2 distance is <= Delta give integer vectors at distance <= Delta / g + r sqrt(d),
+ *    r = 1.5 (d coordinates). gridStep() picks g = sigma / (S - z r sqrt(d)) so that
+ *    S / (Delta / g + r sqrt(d)) = z exactly: the integer mechanism has noise multiplier z, and the
+ *    real noise std is sigma S / (S - z r sqrt d), a hair more than asked (z = 2, d = 10^5: +0.09%).
  * 3. Discrete vs continuous Gaussian at the same multiplier. CKS Prop. 5 / Thm. 4 (via their
  *    Lemma: sum_x exp(-(x - c)^2 / 2s^2) is largest at integer c): for integer shifts,
  *    D_alpha(N_Z(mu, s^2) || N_Z(nu, s^2)) <= alpha (mu - nu)^2 / (2 s^2), the continuous value;
@@ -43,9 +43,11 @@ import { randomFillSync } from 'node:crypto';
  */
 export const GRID_UNITS = 2 ** 20;
 const LOG2_UNITS = 20;
-/** Slack on the rounding error for float64 division (see point 2 above). */
-const ROUNDING_SLACK = 1 + 2 ** -10;
-const MAX_GRID_VALUE = 2 ** 41;
+/** Per-coordinate snapping error bound, doubled: 2 (1/2 + 1/4) (see point 2 above). */
+const ROUNDING_SLACK = 1.5;
+/** Largest |v / g| privatize() accepts: the float64 division's error stays below 1/4 unit. */
+const MAX_GRID_VALUE = 2 ** 51;
+const TWO_41 = 2 ** 41;
 
 /** 32-bit random words. Production: the OS CSPRNG; tests may pass a seeded source. */
 export interface RandomWords {
@@ -120,9 +122,9 @@ export class DiscreteGaussian {
 
   /** Bernoulli(exp(-num / 2^41)) for an integer num >= 0 (< 2^53); public for the tests. */
   bernoulliExp(num: number): boolean {
-    const whole = Math.floor(num / MAX_GRID_VALUE);
+    const whole = Math.floor(num / TWO_41);
     for (let i = 0; i < whole; i++) if (!this.expMinusOne()) return false;
-    const frac = num - whole * MAX_GRID_VALUE;
+    const frac = num - whole * TWO_41;
     let k = 1;
     while (this.dyadic41(frac) && (k === 1 || this.below(k) === 0)) k++;
     return (k & 1) === 1;

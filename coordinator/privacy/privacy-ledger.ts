@@ -1,6 +1,7 @@
 import type { Transaction } from 'kysely';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
+import { accountedNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
 import type { Database } from '../db/schema.ts';
 import { insertLedgerEntry, ledgerTotals } from './repository.ts';
 
@@ -27,8 +28,10 @@ export async function chargeRound(tx: Transaction<Database>, studyId: string, ro
   const charged = await ledgerTotals(tx, studyId);
   const before = charged.total ?? 0;
   const steps = charged.rounds + 1;
-  const total = central.noiseMultiplier === 0 ? Number.POSITIVE_INFINITY : computeEpsilon({ q: central.nodeSamplingRate, sigma: central.noiseMultiplier, steps, delta: privacy.delta }, privacy.accountant);
-  const charge: Charge = { round, accountant: privacy.accountant, delta: privacy.delta, samplingRate: central.nodeSamplingRate, noiseMultiplier: central.noiseMultiplier, epsilonRound: total - before, epsilonTotal: total };
+  // Adaptive clipping also releases a noised count: charge the multiplier of the pair, not z.
+  const z = accountedNoiseMultiplier(central);
+  const total = z === 0 ? Number.POSITIVE_INFINITY : computeEpsilon({ q: central.nodeSamplingRate, sigma: z, steps, delta: privacy.delta }, privacy.accountant);
+  const charge: Charge = { round, accountant: privacy.accountant, delta: privacy.delta, samplingRate: central.nodeSamplingRate, noiseMultiplier: z, epsilonRound: total - before, epsilonTotal: total };
   if (privacy.budgetEpsilon !== undefined && total > privacy.budgetEpsilon) {
     return {
       ok: false,

@@ -1,3 +1,4 @@
+import { accountedNoiseMultiplier } from '../privacy/client-level-dp.ts';
 import { z } from 'zod';
 import type { StudyConfig } from '../messages.ts';
 import { computeEpsilon } from '../privacy/index.ts';
@@ -149,7 +150,7 @@ export function privacyFacts(config: StudyConfig): StudyPrivacyFacts {
   return {
     epsilonPerRound: central
       ? central.noiseMultiplier > 0
-        ? computeEpsilon({ q: central.nodeSamplingRate, sigma: central.noiseMultiplier, steps: 1, delta: config.privacy!.delta }, config.privacy!.accountant)
+        ? computeEpsilon({ q: central.nodeSamplingRate, sigma: accountedNoiseMultiplier(central), steps: 1, delta: config.privacy!.delta }, config.privacy!.accountant)
         : Number.POSITIVE_INFINITY
       : null,
     epsilonTotal: config.privacy?.budgetEpsilon ?? null,

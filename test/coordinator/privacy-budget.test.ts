@@ -397,7 +397,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(atFloor.status).toBe(201);
     });
 
-    it('adaptive clipping carries its clip norm from round to round through the database; the ledger charges z, not z_delta', async (ctx) => {
+    it('adaptive clipping carries its clip norm from round to round through the database; the ledger charges the pair with count sensitivity 1, not z', async (ctx) => {
       if (!h) return ctx.skip();
       const clipping = { kind: 'adaptive' as const, initialNorm: 1, targetQuantile: 0.5, learningRate: 0.2, countNoiseStd: 0.26 };
       const z = 0.5; // the floor; must stay under 2 x countNoiseStd
@@ -427,10 +427,13 @@ for (const backendName of BACKEND_NAMES) {
       expect(r2.mechanism.updateNoiseStd).toBeCloseTo(zDelta * C2, 12);
       expect(r2.mechanism.nextClipNorm).toBeGreaterThan(C2);
       expect(r2.updates.every((u: { clipped: boolean; deltaNorm: number }) => u.clipped && u.deltaNorm <= C2 * (1 + 1e-12))).toBe(true);
-      // The ledger: noise multiplier z for both rounds (the pair of queries is one mechanism of z).
+      // The ledger: the pair of queries as one mechanism, the count at sensitivity 1 (its
+      // contributor count is published): (z_delta^-2 + sigma_b^-2)^-1/2, well below z.
+      const charged = 1 / Math.sqrt(zDelta ** -2 + clipping.countNoiseStd ** -2);
+      expect(charged).toBeLessThan(z / 1.5);
       const ledger = await h.built.db.selectFrom('privacy_ledger').select(['round', 'noise_multiplier', 'epsilon_total']).where('study_id', '=', studyId).orderBy('round').execute();
-      expect(ledger.map((l) => l.noise_multiplier)).toEqual([z, z]);
-      expect(ledger[1].epsilon_total).toBeCloseTo(computeEpsilon({ q: 1, sigma: z, steps: 2, delta: 1e-5 }, 'rdp'), 8);
+      expect(ledger.map((l) => l.noise_multiplier)).toEqual([charged, charged].map((x) => expect.closeTo(x, 12)));
+      expect(ledger[1].epsilon_total).toBeCloseTo(computeEpsilon({ q: 1, sigma: charged, steps: 2, delta: 1e-5 }, 'rdp'), 8);
     });
   });
 }

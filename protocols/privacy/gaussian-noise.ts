@@ -21,20 +21,21 @@ import { randomFillSync } from 'node:crypto';
  *    r = 1.5 (d coordinates). gridStep() picks g = sigma / (S - z r sqrt(d)) so that
  *    S / (Delta / g + r sqrt(d)) = z exactly: the integer mechanism has noise multiplier z, and the
  *    real noise std is sigma S / (S - z r sqrt d), a hair more than asked (z = 2, d = 10^5: +0.09%).
- * 3. Discrete vs continuous Gaussian at the same multiplier. CKS Prop. 5 / Thm. 4 (via their
- *    Lemma: sum_x exp(-(x - c)^2 / 2s^2) is largest at integer c): for integer shifts,
+ * 3. Discrete vs continuous Gaussian at the same multiplier. CKS Section 2 (their concentrated-DP
+ *    bound, via the lemma that sum_x exp(-(x - c)^2 / 2s^2) is largest at integer c): for integer shifts,
  *    D_alpha(N_Z(mu, s^2) || N_Z(nu, s^2)) <= alpha (mu - nu)^2 / (2 s^2), the continuous value;
  *    coordinates are independent, so for vectors the bound is alpha |mu - nu|^2 / (2 s^2). For
  *    Poisson subsampling at integer orders alpha, A_alpha = sum_k C(alpha, k) (1 - q)^(alpha - k)
- *    q^k E_0[(p_1 / p_0)^k] (Mironov, Talwar, Zhang 2019, eq. for integer alpha) has non-negative
+ *    q^k E_0[(p_1 / p_0)^k] (Mironov, Talwar, Zhang 2019, "Renyi Differential Privacy of the Sampled Gaussian Mechanism", the binomial expansion for integer alpha) has non-negative
  *    coefficients and E_0[(p_1 / p_0)^k] = exp((k - 1) D_k) <= exp(k (k - 1) |mu|^2 / 2 s^2), so
- *    every term, hence the RDP at every integer order, is at most the continuous one: the RDP
- *    accountant's integer orders are proven bounds for this sampler. Its fractional orders and the
- *    PLD accountant evaluate the continuous privacy-loss integrals; the discrete mechanism has the
- *    same privacy-loss function on the lattice, sampled at step 1/S = 2^-20 of sigma, where the
- *    lattice sums of the Gaussian terms differ from the integrals by a relative
- *    O(exp(-2 pi^2 S^2)) (Poisson summation; CKS Section 2.2, Fact 18): we take those two as equal,
- *    which is the one step here that is argued, not proven.
+ *    every term, hence the RDP of (mixture || base) at every integer order, is at most the
+ *    continuous one. Argued, not proven here: the reverse direction (base || mixture), which
+ *    Mironov et al. show is dominated for the continuous Gaussian, and the fractional orders and
+ *    the PLD accountant, which evaluate continuous privacy-loss integrals. The discrete mechanism
+ *    has the same privacy-loss function, sampled on a lattice of step 2^-20 sigma: for the smooth
+ *    RDP integrands, lattice sums differ from the integrals by a relative O(exp(-2 pi^2 S^2))
+ *    (Poisson summation, as CKS use for the normalizing constant); PLD's hockey-stick has a kink,
+ *    where the lattice quadrature error is of order 2^-40 of the local mass. We treat both as equal.
  * What this does not cover: the float arithmetic that computes v itself (TensorFlow.js sums
  * clipped gradients in float32; Casacuberta et al. 2022, "Widespread Underestimation of
  * Sensitivity in Differentially Private Libraries"). next()/addTo() put the noise on the grid but
@@ -42,7 +43,6 @@ import { randomFillSync } from 'node:crypto';
  * update arrives); for those, the low-bit channel is blurred by the float64 sum, not closed.
  */
 export const GRID_UNITS = 2 ** 20;
-const LOG2_UNITS = 20;
 /** Per-coordinate snapping error bound, doubled: 2 (1/2 + 1/4) (see point 2 above). */
 const ROUNDING_SLACK = 1.5;
 /** Largest |v / g| privatize() accepts: the float64 division's error stays below 1/4 unit. */

@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Each file's node ledgers in a temporary folder, never the user's ~/.fedmark/ledgers.
+    setupFiles: ['test/helpers/isolated-env.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Two test files at a time, one per core of this project's machines (the whole suite takes

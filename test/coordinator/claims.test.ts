@@ -1,4 +1,7 @@
-import { expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { splitRows } from '../../models/encode.ts';
+import { StudyConfig } from '../../protocols/messages.ts';
+import { maxValidationRows } from '../../coordinator/rounds/claims.ts';
 import { MAX_EXAMPLE_COUNT } from '../../protocols/messages.ts';
 import { l2Norm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
@@ -219,5 +222,22 @@ describeOnEachBackend('node claims are bounded and checked', (run) => {
     const status = (await h.admin('get', `/v1/studies/${studyId}`)).body;
     expect(status.nodes.find((n: { id: string }) => n.id === b.nodeId)).toMatchObject({ state: 'model-rejected', message: 'global model v0 is signed but out of range' });
     expect((await h.nodePost(b, '/v1/nodes/me/status', { state: 'training-failed', message: 'the training loss is NaN' })).status).toBe(204);
+  });
+});
+
+/** The evaluation bound never refuses an honest node: every split the node can make fits in it. */
+describe('the validation share bound', () => {
+  it('holds for every split the node makes (largest remainder within each label stratum)', () => {
+    let seed = 7;
+    for (const fraction of [0, 0.05, 0.1, 0.2, 0.3, 0.37, 0.5]) {
+      const config = StudyConfig.parse({ ...tinyStudy(), training: { validationFraction: fraction } });
+      for (let n = 1; n <= 300; n += n < 40 ? 1 : 7) {
+        for (const positiveEvery of [1, 2, 3, 7, n + 1]) {
+          const labels = Array.from({ length: n }, (_, i) => (i % positiveEvery === 0 ? 1 : 0));
+          const [, validation] = fraction > 0 ? splitRows(n, [1 - fraction, fraction], seed++, labels) : [[], []];
+          expect(validation.length, `n ${n}, fraction ${fraction}`).toBeLessThanOrEqual(maxValidationRows(config, n));
+        }
+      }
+    }
   });
 });

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 
 /**
  * `fedmark privacy report`: epsilon spent per round and in total, with the accountant named,
- * for a study (from the coordinator, with an admin or auditor token) or for one node's own data
- * (from the node's state folder, the node's own ledger: no coordinator involved).
+ * for a study (from the coordinator, with any token: each role gets the bound that holds against
+ * what it can see, coordinator/privacy/readers.ts) or for one node's own data (from the node's
+ * state folder, the node's own ledger: no coordinator involved).
  */
 export function registerPrivacyReportCommand(program: Command): void {
   const privacy = program.commands.find((c) => c.name() === 'privacy') ?? program.command('privacy');
@@ -13,12 +14,14 @@ export function registerPrivacyReportCommand(program: Command): void {
     .command('report')
     .description("a study's privacy report (--coordinator --token --study [--node ID]) or a node's own ledger (--node-state)")
     .option('--coordinator <url>', 'coordinator URL')
-    .option('--token <token>', 'admin or auditor API token (env FEDMARK_TOKEN)', process.env.FEDMARK_TOKEN)
+    .option('--token <token>', 'API token: admin, auditor, analyst or node (env FEDMARK_TOKEN)', process.env.FEDMARK_TOKEN)
     .option('--study <id>', 'study id')
     .option('--node <nodeId>', "one node: the rounds it took part in and the client-level epsilon they cost (admin, auditor, or that node's own token)")
     .option('--node-state <dir>', "a node's state folder: report from its own privacy ledger")
+    .option('--reader <which>', "whose bound to print: own (the token's role, default) or all (every reader: admin, auditor, analyst, node; admin and auditor tokens only)", 'own')
     .option('--json', 'one JSON object on stdout')
-    .action(async (opts: { coordinator?: string; token?: string; study?: string; node?: string; nodeState?: string; json?: boolean }) => {
+    .action(async (opts: { coordinator?: string; token?: string; study?: string; node?: string; nodeState?: string; reader?: string; json?: boolean }) => {
+      if (opts.reader !== 'own' && opts.reader !== 'all') return fail(`--reader must be own or all, not ${opts.reader}`);
       if (opts.node !== undefined && opts.nodeState) return fail('give either --node (from the coordinator) or --node-state (a node\'s own ledger), not both');
       if (opts.nodeState) {
         // The data source's shared ledger (named in the state dir), or a ledger from before 2026-12-02.
@@ -41,16 +44,7 @@ export function registerPrivacyReportCommand(program: Command): void {
       }
       if (!opts.coordinator || !opts.token || !opts.study) return fail(`give --coordinator, --token and --study${opts.node !== undefined ? ' with --node' : ' (or --node-state DIR)'}`);
       if (opts.node !== undefined) return nodeReport(opts.coordinator, opts.token, opts.study, opts.node, opts.json);
-      const res = await fetch(new URL(`/v1/studies/${encodeURIComponent(opts.study)}/privacy`, opts.coordinator), { headers: { authorization: `Bearer ${opts.token}` } });
-      if (!res.ok) return fail(`the coordinator answered ${res.status}: ${await res.text()}`, 1);
-      const report = (await res.json()) as { accountant: string | null; delta: number | null; budgetEpsilon: number | null; spentEpsilon: number; rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number; noiseMultiplier: number; samplingRate: number; clipNorm: number | null }>; nodes: Array<{ name: string; region: string; dpSgd: { epsilonTotal: number; delta: number } | null }> };
-      if (opts.json) {
-        process.stdout.write(JSON.stringify(report) + '\n');
-        return;
-      }
-      process.stdout.write(`study ${opts.study}: client-level epsilon ${report.spentEpsilon.toFixed(4)}${report.budgetEpsilon ? ` of ${report.budgetEpsilon}` : ''} at delta ${report.delta ?? '-'} (${report.accountant ?? 'no'} accountant)\n`);
-      for (const r of report.rounds) process.stdout.write(`  round ${r.round}: +${r.epsilonRound.toFixed(4)} = ${r.epsilonTotal.toFixed(4)}  (q=${r.samplingRate}, z=${r.noiseMultiplier.toFixed(4)}, clip ${r.clipNorm ?? '-'})\n`);
-      for (const n of report.nodes) if (n.dpSgd) process.stdout.write(`  node ${n.name} (${n.region}): DP-SGD record-level epsilon ${n.dpSgd.epsilonTotal.toFixed(4)} at delta ${n.dpSgd.delta}\n`);
+      return studyReport(opts.coordinator, opts.token, opts.study, opts.reader ?? 'own', opts.json);
     });
 }
 
@@ -74,6 +68,71 @@ interface NodeReportBody {
 }
 
 const eps = (x: number | null) => (x === null ? 'unbounded' : x.toFixed(4));
+
+interface Bound {
+  epsilon: number | null;
+  delta: number | null;
+  figure: string;
+  reason: string;
+}
+interface ReaderBody {
+  reader: string;
+  clientLevel: Bound | null;
+  recordLevel: Bound | null;
+}
+interface StudyReportBody {
+  state: string;
+  stopReason: string | null;
+  dp: boolean;
+  accountant: string | null;
+  delta: number | null;
+  budgetEpsilon: number | null;
+  central: unknown;
+  spentEpsilon: number;
+  rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number; noiseMultiplier: number; samplingRate: number; clipNorm: number | null }>;
+  nodes: Array<{ name: string; region: string; dpSgd: { epsilonTotal: number; delta: number } | null }>;
+  bound: ReaderBody;
+  readers: ReaderBody[];
+}
+
+/** One guarantee against one reader: the epsilon, or "no bound" with the reason. */
+function boundLine(what: string, b: Bound | null): string {
+  if (!b) return `    ${what}: not run in this study\n`;
+  if (b.epsilon === null) return `    ${what}: no bound: ${b.reason}\n`;
+  return `    ${what}: epsilon ${b.epsilon.toFixed(4)} at delta ${b.delta} (${b.figure}): ${b.reason}\n`;
+}
+
+async function studyReport(coordinator: string, token: string, study: string, reader: string, json?: boolean) {
+  const url = new URL(`/v1/studies/${encodeURIComponent(study)}/privacy`, coordinator);
+  if (reader === 'all') url.searchParams.set('reader', 'all');
+  const res = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+  if (!res.ok) return fail(`the coordinator answered ${res.status}: ${await res.text()}`, 1);
+  const report = (await res.json()) as StudyReportBody;
+  if (json) {
+    process.stdout.write(JSON.stringify(report) + '\n');
+    return;
+  }
+  const out = (line: string) => process.stdout.write(line);
+  // A stopped study says why first: its figures are final.
+  if (report.stopReason) out(`study ${study}: stopped (${report.state}): ${report.stopReason}\n`);
+  if (!report.dp) {
+    // Never "epsilon 0": with no mechanism there is no guarantee at all, for anyone.
+    out(`study ${study}: no differential privacy (no central DP, no DP-SGD): models and metrics are released without noise; no epsilon applies to any reader\n`);
+    return;
+  }
+  if (report.central && report.rounds.length) {
+    out(`study ${study}: client-level epsilon ${report.spentEpsilon.toFixed(4)}${report.budgetEpsilon ? ` of ${report.budgetEpsilon}` : ''} at delta ${report.delta} (${report.accountant} accountant), against readers who see only the noised models\n`);
+  } else if (report.central) out(`study ${study}: central DP at delta ${report.delta} (${report.accountant} accountant), no round charged yet\n`);
+  else out(`study ${study}: no central DP (no client-level guarantee); record-level DP-SGD on each node at delta ${report.delta}\n`);
+  for (const r of report.rounds) out(`  round ${r.round}: +${r.epsilonRound.toFixed(4)} = ${r.epsilonTotal.toFixed(4)}  (q=${r.samplingRate}, z=${r.noiseMultiplier.toFixed(4)}, clip ${r.clipNorm ?? '-'})\n`);
+  for (const n of report.nodes) if (n.dpSgd) out(`  node ${n.name} (${n.region}): DP-SGD record-level epsilon ${n.dpSgd.epsilonTotal.toFixed(4)} at delta ${n.dpSgd.delta}\n`);
+  const views = reader === 'all' ? report.readers : [report.bound];
+  for (const v of views) {
+    out(`  against ${v.reader === report.bound.reader && reader !== 'all' ? `you (${v.reader})` : v.reader}:\n`);
+    out(boundLine('client-level (a whole node)', v.clientLevel));
+    out(boundLine('record-level (one row, DP-SGD)', v.recordLevel));
+  }
+}
 
 async function nodeReport(coordinator: string, token: string, study: string, node: string, json?: boolean) {
   const res = await fetch(new URL(`/v1/studies/${encodeURIComponent(study)}/nodes/${encodeURIComponent(node)}/privacy`, coordinator), { headers: { authorization: `Bearer ${token}` } });

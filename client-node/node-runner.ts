@@ -120,7 +120,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     const release = Release.of(task.config);
     try {
       if (task.kind === 'fit') {
-        const permission = checkFitTask(task, policy, config);
+        const permission = checkFitTask(task, policy, config, loaded.report.rows);
         if (!permission.allowed) {
           log.warn({ round: task.round, ...permission.details }, permission.message);
           await report({ state: permission.state, message: permission.message, data: loaded.report });

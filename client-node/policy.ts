@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Task } from '../protocols/messages.ts';
 import { checkStudyAgainstPolicy, DEFAULT_POLICIES, PolicyProfile, privacyFacts, stricterOf } from '../protocols/policy/jurisdiction-policy.ts';
 import { dpSgdStepsPerRound } from '../protocols/privacy/study-privacy.ts';
+import { recordLevelDeltaProblem } from '../protocols/privacy/study-checks.ts';
 import type { NodeConfig } from './config.ts';
 import type { CoordinatorClient } from './coordinator-client.ts';
 import { NodePrivacyLedger, type LedgerEntry } from './privacy-ledger.ts';
@@ -72,14 +73,17 @@ export type FitPermission =
 
 /**
  * May this node train for `task`? Its policy's rules (forbidden features are not a refusal: they
- * were dropped from its data when it was loaded), then its privacy ceiling against its own ledger,
- * both before any training.
+ * were dropped from its data when it was loaded), then the study's delta against its `rows`
+ * (DP-SGD with delta >= 1/rows protects no row: study-checks.ts), then its privacy ceiling
+ * against its own ledger, all before any training.
  */
-export function checkFitTask(task: Task, policy: PolicyProfile, config: Pick<NodeConfig, 'stateDir' | 'maxEpsilon' | 'maxEpsilonDelta' | 'data' | 'ledgerDir' | 'dataSourceId'>): FitPermission {
+export function checkFitTask(task: Task, policy: PolicyProfile, config: Pick<NodeConfig, 'stateDir' | 'maxEpsilon' | 'maxEpsilonDelta' | 'data' | 'ledgerDir' | 'dataSourceId'>, rows?: number): FitPermission {
   const violations = checkStudyAgainstPolicy(task.config, policy, privacyFacts(task.config)).filter((v) => v.rule !== 'forbidden-feature');
   if (violations.length > 0) {
     return { allowed: false, state: 'policy-refused', message: `refusing to train: ${violations.map((v) => v.message).join('; ')}`, details: { violations } };
   }
+  const deltaProblem = rows === undefined ? null : recordLevelDeltaProblem(task.config, rows);
+  if (deltaProblem) return { allowed: false, state: 'privacy-ceiling', message: `refusing to train: ${deltaProblem}`, details: { rows, delta: task.config.privacy?.delta } };
   const dpSgd = task.config.privacy?.dpSgd;
   const accountant = task.config.privacy?.accountant ?? 'rdp';
   // The data source's ledger, shared with every other study using the same data on this machine.

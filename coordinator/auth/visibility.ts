@@ -18,12 +18,34 @@ export function onlyFailuresOf(mechanism: Record<string, unknown> | null, own: S
   return { ...mechanism, failures: failures.filter((f: { nodeId?: string }) => own.has(String(f.nodeId))) };
 }
 
+/**
+ * Under node sampling (q < 1) the client-level epsilon is amplified only against readers who
+ * cannot tell who was sampled. A round's participant count, row total and mean loss are exact and
+ * differ by who took part (q = 0.5, 8 nodes: the row total named the two US nodes that trained),
+ * so analysts and nodes get them as null with `hidden` saying why (privacy/readers.ts lists what
+ * each reader still sees; admins and auditors are not claimed the amplified bound).
+ */
+export const SAMPLING_HIDDEN_REASON = 'hidden under node sampling (q < 1): exact participant counts, row totals and losses would reveal who was sampled';
+
+/** The study's node sampling rate, from its config or a round's mechanism record (which holds the config's privacy). */
+export function nodeSamplingRate(privacy: { central?: { nodeSamplingRate?: number } } | null | undefined): number {
+  return privacy?.central?.nodeSamplingRate ?? 1;
+}
+
 /** A study's status as `p` may see it: an analyst sees the global metrics and its own region's nodes, not the others'. */
-export function visibleStatus<S extends Pick<StudyStatus, 'nodes' | 'rounds'>>(p: Principal, status: S): S {
+export function visibleStatus<S extends Pick<StudyStatus, 'nodes' | 'rounds' | 'config'>>(p: Principal, status: S): S {
   if (p.role !== 'analyst') return status;
   const nodes = status.nodes.filter((n) => n.region === p.region);
   const own = new Set(nodes.map((n) => n.id));
-  return { ...status, nodes, rounds: status.rounds.map((r) => ({ ...r, participants: r.participants.filter((id) => own.has(id)) })) };
+  const sampled = nodeSamplingRate(status.config.privacy) < 1;
+  const hide = (r: S['rounds'][number]) => (sampled ? { ...r, updatesReceived: null, numExamples: null, meanLoss: null, hidden: { fields: ['updatesReceived', 'numExamples', 'meanLoss'], reason: SAMPLING_HIDDEN_REASON } } : r);
+  return { ...status, nodes, rounds: status.rounds.map((r) => hide({ ...r, participants: r.participants.filter((id) => own.has(id)) })) } as S;
+}
+
+/** A round's mechanism without its count of contributing nodes, for readers who must not learn the sample. */
+function withoutNodeCount(mechanism: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!mechanism || nodeSamplingRate(mechanism.privacy as never) >= 1) return mechanism;
+  return { ...mechanism, nodes: null, hidden: { fields: ['nodes'], reason: SAMPLING_HIDDEN_REASON } };
 }
 
 /** The parts of a round record the views filter. */
@@ -42,11 +64,11 @@ export interface RoundView {
 export function visibleRound<R extends RoundView>(p: Principal, detail: R, regionNodeIds?: Set<string>): R {
   if (p.role === 'node') {
     if (p.node.studyId !== detail.studyId || !detail.participants.includes(p.id)) throw new ForbiddenError(`node ${p.id} did not take part in round ${detail.round} of study ${detail.studyId}`);
-    return { ...detail, updates: detail.updates.filter((u) => u.nodeId === p.id), participants: [p.id], mechanism: onlyFailuresOf(detail.mechanism, new Set([p.id])) };
+    return { ...detail, updates: detail.updates.filter((u) => u.nodeId === p.id), participants: [p.id], mechanism: withoutNodeCount(onlyFailuresOf(detail.mechanism, new Set([p.id]))) };
   }
   if (p.role === 'analyst') {
     const own = regionNodeIds ?? new Set<string>();
-    return { ...detail, updates: detail.updates.filter((u) => u.region === p.region), participants: detail.participants.filter((id) => own.has(id)), mechanism: onlyFailuresOf(detail.mechanism, own) };
+    return { ...detail, updates: detail.updates.filter((u) => u.region === p.region), participants: detail.participants.filter((id) => own.has(id)), mechanism: withoutNodeCount(onlyFailuresOf(detail.mechanism, own)) };
   }
   return detail;
 }

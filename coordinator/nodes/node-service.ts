@@ -1,3 +1,6 @@
+import { StudyConfig } from '../../protocols/messages.ts';
+import { recordLevelDeltaProblem } from '../../protocols/privacy/study-checks.ts';
+import { findStudyConfig } from '../studies/repository.ts';
 import type { CreateEnrollmentToken, EnrollResponse, NodeStatusReport } from '../../protocols/messages.ts';
 import type { Db } from '../db/database.ts';
 import type { Transaction } from 'kysely';
@@ -163,6 +166,11 @@ function createNodeLifecycle(deps: NodeDeps) {
 
     async reportStatus(node: AuthenticatedNode, report: NodeStatusReport, now = new Date()) {
       if (node.state === 'withdrawn') throw new BadRequestError('this node has withdrawn from its study');
+      // DP-SGD with delta >= 1/n protects no row of this node's n: it may not become ready.
+      if (report.state === 'ready' && report.data) {
+        const problem = recordLevelDeltaProblem(StudyConfig.parse(await findStudyConfig(db, node.studyId)), report.data.rows);
+        if (problem) throw new BadRequestError(`data.rows: ${problem}`, 'body.data.rows', 'DELTA_TOO_LARGE');
+      }
       await db.transaction().execute(async (tx) => {
         // A status report racing a withdrawal or revocation must not bring the node back.
         await updateActiveNode(tx, node.id, { state: report.state, state_message: report.message ?? null, data_report: report.data ? JSON.stringify(report.data) : null, last_seen_at: now });

@@ -5,6 +5,7 @@ import { NotFoundError } from '../errors.ts';
 import { StudyConfig, NodePrivacySpend } from '../../protocols/messages.ts';
 import { computeEpsilon } from '../../protocols/privacy/index.ts';
 import { findStudyPrivacyRow, listLedger, listReportNodes, listRoundMechanisms, listUpdateMeta } from './repository.ts';
+import { readerViews, type ReaderRole, type StudyEpsilons } from './readers.ts';
 
 /** Epsilon as JSON can carry it: an unbounded loss (noise multiplier 0) is null. */
 const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
@@ -94,10 +95,20 @@ export async function privacyReport(db: Db, studyId: string, onlyNode?: string) 
     }
     return e;
   };
+  const nodeReports = nodes.map((n) => nodeEntry(n, updates, ledger, rounds, epsilonOf));
+  const z = ledger[0]?.noise_multiplier;
+  const epsilons: StudyEpsilons = {
+    amplified: ledger.length ? finiteOrNull(ledger[ledger.length - 1].epsilon_total) : null,
+    // The same rounds with q = 1: what holds against a reader who knows who was sampled.
+    participationKnown: ledger.length ? finiteOrNull(epsilonOf(1, z, ledger.length, ledger[0].delta, ledger[0].accountant as 'rdp' | 'pld')) : null,
+    dpSgdMax: nodeReports.some((n) => n.dpSgd) ? Math.max(...nodeReports.map((n) => n.dpSgd?.epsilonTotal ?? 0)) : null,
+  };
   return {
     studyId,
     state: study.state,
     stopReason: study.stop_reason,
+    /** false: the study runs no differential privacy at all; no epsilon means anything for it. */
+    dp: Boolean(privacy?.central || privacy?.dpSgd),
     accountant: privacy?.accountant ?? null,
     delta: privacy?.delta ?? null,
     budgetEpsilon: privacy?.budgetEpsilon ?? null,
@@ -113,23 +124,47 @@ export async function privacyReport(db: Db, studyId: string, onlyNode?: string) 
       epsilonRound: l.epsilon_round,
       epsilonTotal: l.epsilon_total,
     })),
-    nodes: nodes.map((n) => {
-      const own = updates.filter((u) => u.node_id === n.id);
-      const spends = own
-        .map((u) => ({ round: u.round, spend: NodePrivacySpend.safeParse((u.meta as { dpSgd?: unknown }).dpSgd) }))
-        .filter((x) => x.spend.success)
-        .map((x) => ({ round: x.round, ...x.spend.data! }));
-      return {
-        nodeId: n.id,
-        name: n.name,
-        region: n.region,
-        clientLevel: clientLevelForNode(n, ledger, rounds, new Set(own.map((u) => u.round)), epsilonOf),
-        dpSgd: spends.length ? { accountant: spends[0].accountant, delta: spends[0].delta, epsilonTotal: spends[spends.length - 1].epsilonTotal, rounds: spends.map((s) => ({ round: s.round, epsilonRound: s.epsilonRound, epsilonTotal: s.epsilonTotal, steps: s.steps })) } : null,
-      };
-    }),
+    nodes: nodeReports,
+    epsilons,
+    /** Every reader's view and the bound that holds against it (readers.ts); the router keeps the caller's. */
+    readers: readerViews(config, epsilons),
   };
 }
 export type PrivacyReport = Awaited<ReturnType<typeof privacyReport>>;
+
+type EpsilonOf = (q: number, z: number, steps: number, delta: number, accountant: 'rdp' | 'pld') => number;
+
+/** One node's entry: its client-level figures and the DP-SGD spending it reported. */
+function nodeEntry(n: NodeRow, updates: Array<{ node_id: string; round: number; meta: unknown }>, ledger: LedgerRow[], rounds: RoundRow[], epsilonOf: EpsilonOf) {
+  const own = updates.filter((u) => u.node_id === n.id);
+  const spends = own
+    .map((u) => ({ round: u.round, spend: NodePrivacySpend.safeParse((u.meta as { dpSgd?: unknown }).dpSgd) }))
+    .filter((x) => x.spend.success)
+    .map((x) => ({ round: x.round, ...x.spend.data! }));
+  return {
+    nodeId: n.id,
+    name: n.name,
+    region: n.region,
+    clientLevel: clientLevelForNode(n, ledger, rounds, new Set(own.map((u) => u.round)), epsilonOf),
+    dpSgd: spends.length ? { accountant: spends[0].accountant, delta: spends[0].delta, epsilonTotal: spends[spends.length - 1].epsilonTotal, rounds: spends.map((s) => ({ round: s.round, epsilonRound: s.epsilonRound, epsilonTotal: s.epsilonTotal, steps: s.steps })) } : null,
+  };
+}
+
+/**
+ * The report as `reader` may read it: its own bound always (`bound`); admins and auditors get
+ * every node and, with `all`, every reader's view; an analyst or a node gets the study's figures
+ * and its own view only (a node also its own entry), never other nodes' rounds or spending.
+ */
+export function reportFor(report: PrivacyReport, reader: ReaderRole, options: { all?: boolean; nodeId?: string } = {}) {
+  const own = report.readers.find((r) => r.reader === reader)!;
+  const trusted = reader === 'admin' || reader === 'auditor';
+  return {
+    ...report,
+    nodes: trusted ? report.nodes : report.nodes.filter((n) => reader === 'node' && n.nodeId === options.nodeId),
+    bound: { reader, clientLevel: own.clientLevel, recordLevel: own.recordLevel },
+    readers: trusted && options.all ? report.readers : [own],
+  };
+}
 
 /** One node's privacy report: the study's accounting context and that node's entry. */
 export async function nodePrivacyReport(db: Db, studyId: string, nodeId: string) {

@@ -7,13 +7,16 @@ import type { Db } from '../db/database.ts';
 import { ForbiddenError } from '../errors.ts';
 import { route } from '../http/middleware.ts';
 import { parse } from '../http/validate.ts';
-import { nodePrivacyReport, privacyReport } from './privacy-report.ts';
+import { nodePrivacyReport, privacyReport, reportFor } from './privacy-report.ts';
 
 const StudyParams = z.object({ studyId: Id });
 const NodeParams = z.object({ studyId: Id, nodeId: Id });
+/** ?reader=all: every reader's view and bound (admins and auditors); default: the caller's own. */
+const ReportQuery = z.object({ reader: z.enum(['all', 'own']).default('own') });
 
 /**
- * Privacy reports: a study's (admins, auditors) and one node's (admins and auditors for any node,
+ * Privacy reports: a study's (every role, each with the bound that holds against it; every node's
+ * figures for admins and auditors only) and one node's (admins and auditors for any node,
  * a node for itself only).
  *
  * @example
@@ -21,10 +24,15 @@ const NodeParams = z.object({ studyId: Id, nodeId: Id });
  */
 export function registerPrivacyRoutes(app: IRouter, deps: { guard: RequestGuard; db: Db }) {
   const { guard } = deps;
+  // Every role may read the bound that holds against it (study access already checked that an
+  // analyst's region, or the node, is in the study); only admins and auditors see every node.
   app.get('/v1/studies/:studyId/privacy', route(async (req, res) => {
-    requireRole(await guard.who(req), 'admin', 'auditor');
+    const p = await guard.who(req);
+    requireRole(p, 'admin', 'auditor', 'analyst', 'node');
     const { studyId } = parse(StudyParams, req.params, 'params');
-    res.json(await privacyReport(deps.db, studyId));
+    const { reader } = parse(ReportQuery, req.query, 'query');
+    if (reader === 'all' && p.role !== 'admin' && p.role !== 'auditor') throw new ForbiddenError(`only admins and auditors may read every reader's view (${p.role} token ${p.id})`);
+    res.json(reportFor(await privacyReport(deps.db, studyId), p.role, { all: reader === 'all', nodeId: p.role === 'node' ? p.id : undefined }));
   }));
   app.get('/v1/studies/:studyId/nodes/:nodeId/privacy', route(async (req, res) => {
     const p = await guard.who(req);

@@ -3,6 +3,7 @@ import { StudyConfig, type StudyStatus, type RoundSummary } from '../../protocol
 import { initialWeights } from '../../protocols/model-spec.ts';
 import { modelKind } from '../../protocols/model-kinds/kind.ts';
 import { PrivacyConfigError, updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+import { clientLevelDeltaProblem, privacyWarnings } from '../../protocols/privacy/study-checks.ts';
 import { createStrategy } from '../../protocols/strategies/index.ts';
 import { totalParameters, type TensorSpec, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
@@ -57,6 +58,9 @@ export function checkStudyConfig(config: StudyConfig) {
     if (err instanceof RangeError) throw refuse('body.strategy', err);
     throw err;
   }
+  // delta >= 1/n allows publishing one node in the clear (study-checks.ts).
+  const deltaProblem = clientLevelDeltaProblem(config);
+  if (deltaProblem) throw new BadRequestError(`body.privacy.delta: ${deltaProblem}`, 'body.privacy.delta', 'VALIDATION_FAILED');
 }
 
 type StudyDeps = { db: Db; log: Logger; keyring: CoordinatorKeyring; onStudyCreated: (studyId: string) => void };
@@ -100,6 +104,8 @@ async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) 
   deps.log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
   // bounds: null is the legacy, undefended behaviour (the attack demo's baseline): said loudly.
   const warnings = config.bounds === null ? ['bounds is null: node claims are not bounded (example counts are weights as claimed, update norms and published weights are unchecked); one node can take over this study'] : [];
+  // Client-level noise that swamps the signal, and what adaptive clipping really charges: said with numbers.
+  warnings.push(...privacyWarnings(config, totalParameters(studyTensorSpecs(config))));
   for (const warning of warnings) deps.log.warn({ studyId: id }, warning);
   deps.onStudyCreated(id);
   return { id, modelSha256: sha256, ...(warnings.length ? { warnings } : {}) };

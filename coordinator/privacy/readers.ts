@@ -1,0 +1,135 @@
+import type { ReleaseField, StudyConfig } from '../../protocols/messages.ts';
+
+/**
+ * Who reads what of a study, and which epsilon holds against each of them. This is the one table
+ * (README, "What the epsilon covers") the privacy report and `fedmark privacy report` print from.
+ * It is derived from the study's configuration (release list, DP settings, node sampling rate q)
+ * and from what each role's API views actually return (auth/visibility.ts, the study, round,
+ * region and privacy routes, the audit log). Keep it in step with those views: a quantity a
+ * reader can see that this table omits makes the printed bound a lie.
+ *
+ * A DP bound holds against a reader only if everything that reader sees about the protected
+ * unit (a whole node under central DP; one row under DP-SGD) is either public, the reader's own,
+ * or a noised release of the accounted mechanism (post-processing costs nothing, Dwork & Roth
+ * 2014, Prop. 2.1). One exact value that depends on the unit (a row count, a loss, an exact
+ * validation histogram) and the guarantee is gone for that reader: "no bound", with the reason.
+ * Under node sampling (q < 1) the amplified client-level epsilon also needs the sample to be
+ * secret (Balle, Barthe, Gaboardi 2018, privacy amplification by subsampling); a reader who sees
+ * who took part gets at best the participation-known epsilon (q = 1 over the rounds).
+ */
+
+export type ReaderRole = 'admin' | 'auditor' | 'analyst' | 'node';
+export const READER_ROLES: readonly ReaderRole[] = ['admin', 'auditor', 'analyst', 'node'];
+
+/** What a quantity reveals about the protected unit if it is exact. */
+type Kind = 'data' | 'participation' | 'decrypted-updates';
+
+export interface Exposure {
+  id: string;
+  what: string;
+  kind: Kind;
+  /** The release-list entry it comes from; null: produced by the coordinator or always released. */
+  release: ReleaseField | null;
+  /** Which readers see it, and through which view (own: only the reader's own / its region's nodes). */
+  seenBy: Partial<Record<ReaderRole, 'all' | 'own'>>;
+  /** Row-level (DP-SGD) relevance: does it depend on individual training or validation rows? */
+  rowLevel: boolean;
+}
+
+/** Under q < 1 analysts and nodes get these as null with a `hidden` reason (auth/visibility.ts). */
+export const HIDDEN_UNDER_SAMPLING = ['updatesReceived', 'numExamples', 'meanLoss', 'mechanism.nodes'] as const;
+
+/**
+ * Every quantity about nodes' data or participation any reader can get, besides the models.
+ * `seenBy` mirrors the views: round detail (updates' meta per node: admin, auditor all; analyst
+ * its region's nodes; a node itself), study status (round summaries: admin, auditor, analyst),
+ * the regional report (admin, auditor, the region's analyst), the audit log (admin, auditor).
+ */
+export function exposures(config: StudyConfig): Exposure[] {
+  const sampled = (config.privacy?.central?.nodeSamplingRate ?? 1) < 1;
+  const released = new Set<string>(config.release);
+  const all: Exposure[] = [
+    { id: 'decrypted-updates', what: "every node's update as it arrives, before the coordinator adds noise (the coordinator decrypts it)", kind: 'decrypted-updates', release: 'update.weights', seenBy: { admin: 'all' }, rowLevel: false },
+    { id: 'node-row-counts', what: 'per-node row counts (update.numExamples) in the clear', kind: 'data', release: 'update.numExamples', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    { id: 'node-losses', what: 'per-node training losses (update.loss) in the clear', kind: 'data', release: 'update.loss', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    { id: 'node-data-counts', what: 'per-node data-quality counts (update.data, status.data) in the clear', kind: 'data', release: 'update.data', seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
+    { id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
+    { id: 'round-participants', what: 'who was sampled for each round (round participants, audit log)', kind: 'participation', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
+    // Hidden from analysts and nodes under sampling (visibility.ts); shown to them at q = 1.
+    { id: 'round-counts', what: 'per-round participant counts (updatesReceived, mechanism.nodes)', kind: 'participation', release: null, seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all', node: 'all' }, rowLevel: false },
+    { id: 'round-row-totals', what: 'per-round row totals and mean training loss over all nodes, exact', kind: 'data', release: 'update.numExamples', seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: true },
+    { id: 'region-totals', what: "a region's per-round node count, row total and mean loss, exact (regional report)", kind: 'data', release: 'update.numExamples', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    { id: 'pooled-evaluation', what: "validation metrics pooled exactly from every node's held-out rows (evaluation.stats, not noised)", kind: 'data', release: 'evaluation.stats', seenBy: { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: true },
+  ];
+  return all.filter((e) => e.release === null || released.has(e.release));
+}
+
+export interface ReaderBound {
+  /** null: no differential privacy for this reader, `reason` says why. */
+  epsilon: number | null;
+  delta: number | null;
+  /** Which figure of the report it is. */
+  figure: 'amplified' | 'participation-known' | 'dp-sgd-max' | 'none';
+  reason: string;
+}
+
+export interface ReaderView {
+  reader: ReaderRole;
+  /** Quantities this reader sees (exposure ids), with `own` scope where it is only its own / its region's. */
+  sees: Array<{ id: string; what: string; scope: 'all' | 'own' }>;
+  /** Client-level (a whole node's data, central DP); null when the study has no central DP. */
+  clientLevel: ReaderBound | null;
+  /** Record-level (one row of a node's data, DP-SGD); null when the study has no DP-SGD. */
+  recordLevel: ReaderBound | null;
+}
+
+/** The epsilons the report computed, for the table to pick from. */
+export interface StudyEpsilons {
+  /** Client-level at the sampling rate q over every round charged (null: none charged or no central DP). */
+  amplified: number | null;
+  /** Client-level with q = 1 over the same rounds: what holds when the sample is known. */
+  participationKnown: number | null;
+  /** The largest DP-SGD epsilon any node reported (record-level). */
+  dpSgdMax: number | null;
+}
+
+const fmt = (x: number | null) => (x === null ? 'unbounded' : x.toFixed(4));
+
+/** What `reader` sees of a study with this config. */
+export function readerSees(config: StudyConfig, reader: ReaderRole) {
+  return exposures(config).flatMap((e) => (e.seenBy[reader] ? [{ ...e, scope: e.seenBy[reader]! }] : []));
+}
+
+/** The client-level bound against `reader` (central DP assumed present). */
+function clientLevelBound(config: StudyConfig, reader: ReaderRole, eps: StudyEpsilons): ReaderBound {
+  const delta = config.privacy!.delta;
+  const q = config.privacy!.central!.nodeSamplingRate;
+  const seen = readerSees(config, reader);
+  const curator = seen.find((e) => e.kind === 'decrypted-updates');
+  if (curator) return { epsilon: null, delta: null, figure: 'none', reason: `this reader sees ${curator.what}: central DP trusts the coordinator's operator; the epsilon is for the readers of the published models` };
+  const data = seen.filter((e) => e.kind === 'data');
+  if (data.length) return { epsilon: null, delta: null, figure: 'none', reason: `this reader sees ${data.map((e) => e.what + (e.scope === 'own' ? " (its own region's nodes)" : '')).join('; ')}: exact values of a node's data, outside the mechanism` };
+  const participation = seen.filter((e) => e.kind === 'participation');
+  if (q < 1 && participation.length) {
+    return { epsilon: eps.participationKnown, delta, figure: 'participation-known', reason: `under node sampling (q=${q}) this reader sees ${participation.map((e) => e.what).join('; ')}, which reveal who was sampled: the amplified epsilon (${fmt(eps.amplified)}) does not hold; the participation-known epsilon is ${fmt(eps.participationKnown)}` };
+  }
+  return { epsilon: eps.amplified, delta, figure: 'amplified', reason: q < 1 ? `this reader sees only noised models and its own data; who was sampled (q=${q}) stays hidden from it` : 'this reader sees only noised models, public configuration and its own data' };
+}
+
+/** The record-level (DP-SGD) bound against `reader`, for the rows of nodes other than its own. */
+function recordLevelBound(config: StudyConfig, reader: ReaderRole, eps: StudyEpsilons): ReaderBound {
+  const delta = config.privacy!.delta;
+  const rows = readerSees(config, reader).filter((e) => e.kind === 'data' && e.rowLevel);
+  if (rows.length) return { epsilon: null, delta: null, figure: 'none', reason: `this reader sees ${rows.map((e) => e.what + (e.scope === 'own' ? " (its own region's nodes)" : '')).join('; ')}: they change exactly when one row is added or removed` };
+  return { epsilon: eps.dpSgdMax, delta, figure: 'dp-sgd-max', reason: "this reader sees only models trained with DP-SGD (and its own data): the largest DP-SGD epsilon a node reported holds for every other node's rows" };
+}
+
+/** Every reader's view and bounds (the README table, and the report's `readers`). */
+export function readerViews(config: StudyConfig, eps: StudyEpsilons, only?: ReaderRole): ReaderView[] {
+  return READER_ROLES.filter((r) => only === undefined || r === only).map((reader) => ({
+    reader,
+    sees: readerSees(config, reader).map((e) => ({ id: e.id, what: e.what, scope: e.scope })),
+    clientLevel: config.privacy?.central ? clientLevelBound(config, reader, eps) : null,
+    recordLevel: config.privacy?.dpSgd ? recordLevelBound(config, reader, eps) : null,
+  }));
+}

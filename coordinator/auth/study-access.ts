@@ -28,7 +28,7 @@ export function createStudyAccess(deps: { guard: Pick<RequestGuard, 'claim'>; db
   return {
     async check(req: Request, _res: unknown, studyId: string): Promise<void> {
       const p = await deps.guard.claim(req);
-      if (p.role === 'analyst' && !(await regionHasNode(deps.db, studyId, p.region))) throw new ForbiddenError(`analyst token ${p.id} is for region ${p.region}, which has no node in study ${studyId}`);
+      if (p.role === 'analyst' && !(await regionHasNode(deps.db, studyId, p.region))) throw new ForbiddenError(`region ${p.region} has no node in study ${studyId}: analyst token ${p.id} may not read it`);
       if (p.role === 'node' && p.node.studyId !== studyId) throw new ForbiddenError(`node ${p.id} is not enrolled in study ${studyId}`);
     },
 

@@ -2,6 +2,7 @@ import type { Request } from 'express';
 import { UPDATE_META_HEADER, UpdateMeta } from '../../protocols/messages.ts';
 import { readAllBytes, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
+import { wellFormedStrings } from './middleware.ts';
 import { parse } from './validate.ts';
 
 /**
@@ -18,9 +19,10 @@ export function updateMetaOf(req: Request): { meta: UpdateMeta; header: string }
   if (!header) throw new BadRequestError(`missing ${UPDATE_META_HEADER} header (JSON: numExamples, loss, steps, trainSeconds, data)`, field, 'VALIDATION_FAILED');
   let json: unknown;
   try {
-    json = JSON.parse(header);
+    // The same string check as JSON bodies: the metadata is stored as jsonb.
+    json = JSON.parse(header, wellFormedStrings);
   } catch {
-    throw new BadRequestError(`${UPDATE_META_HEADER} header is not valid JSON`, field, 'VALIDATION_FAILED');
+    throw new BadRequestError(`${UPDATE_META_HEADER} header is not valid JSON (or holds a NUL or an unpaired surrogate)`, field, 'VALIDATION_FAILED');
   }
   return { meta: parse(UpdateMeta, json, field), header };
 }

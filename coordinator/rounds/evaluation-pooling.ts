@@ -33,10 +33,21 @@ const REASON_CHARS = 300;
 const bounded = (text: string) => (text.length > REASON_CHARS ? `${text.slice(0, REASON_CHARS)}...` : text);
 const messageOf = (err: unknown) => bounded(err instanceof Error ? err.message : String(err));
 
+/**
+ * The histogram resolution the study's binary reports must have: the one every honest node uses,
+ * or the coarser one a study with DP evaluation sets (`privacy.evaluation.bins`, read loosely so
+ * this stays right whether or not that setting exists in this version).
+ */
+function expectedBins(config: StudyConfig): number {
+  const bins = (config.privacy as { evaluation?: { bins?: unknown } } | undefined)?.evaluation?.bins;
+  return typeof bins === 'number' ? bins : DEFAULT_HISTOGRAM_BINS;
+}
+
 /** What makes one parsed report unfit for this study's pooling, if anything. */
 function reportProblem(config: StudyConfig, row: StoredEvaluation, stats: EvaluationStats): string | undefined {
   if (stats.kind !== config.task.kind) return `a ${stats.kind} report in a ${config.task.kind} study`;
-  if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) return `histogram of ${stats.histogram.bins} bins; the study pools ${DEFAULT_HISTOGRAM_BINS}`;
+  const bins = expectedBins(config);
+  if (stats.kind === 'binary' && stats.histogram.bins !== bins) return `histogram of ${stats.histogram.bins} bins; the study pools ${bins}`;
   const rows = statsRows(stats);
   if (rows !== Number(row.num_examples)) return `the statistics cover ${rows} rows but numExamples is ${row.num_examples}`;
   if (row.loss !== null && !Number.isFinite(row.loss)) return `loss ${row.loss} is not finite`;

@@ -55,7 +55,7 @@ export async function coordinatorProcess(dir: string, database: { databaseUrl?: 
     async start() {
       c.current = runFedmark(args, fullEnv);
       c.all.push(c.current);
-      await c.current.waitForLog((l) => l.msg === 'coordinator listening', 90_000);
+      await c.current.waitForLog((l) => l.msg === 'coordinator listening', 180_000);
       return c.current;
     },
     async kill() {
@@ -71,7 +71,11 @@ export async function coordinatorProcess(dir: string, database: { databaseUrl?: 
   return c;
 }
 
-/** The churn data split by area code, one CSV per node, and a small logistic-regression study. */
+/**
+ * The churn data split by area code, one CSV per node, and a small logistic-regression study.
+ * Its deadlines are long: rounds close when every node reported, and a node restarted on a busy
+ * machine must not miss one (that would change the model a test compares).
+ */
 export function churnStudy(dir: string, overrides: Partial<StudyConfigInput> = {}): { config: StudyConfigInput; regions: Array<{ region: string; csv: string }> } {
   const table = readCsvTable({ path: CHURN });
   const spec = inferFeatureSpec(table, { target: 'churn', exclude: ['area_code', 'state'] });
@@ -83,7 +87,7 @@ export function churnStudy(dir: string, overrides: Partial<StudyConfigInput> = {
     writeCsvTable(csv, table.header, table.rows.filter((r) => r[column] === region));
     return { region, csv };
   });
-  const config = { name: 'faults', features: spec, model: { kind: 'logreg' }, training: { localEpochs: 1, learningRate: 0.05 }, rounds: 2, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 120, evaluationDeadlineSeconds: 60, ...overrides } as StudyConfigInput;
+  const config = { name: 'faults', features: spec, model: { kind: 'logreg' }, training: { localEpochs: 1, learningRate: 0.05 }, rounds: 2, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 300, ...overrides } as StudyConfigInput;
   return { config, regions };
 }
 

@@ -59,7 +59,7 @@ async function runFederation(backend: DatabaseBackend, fault: 'none' | 'faults')
       const restarted = await coordinator.start();
       notes.resumed = restarted.logs.find((l) => l.msg === 'resumed open round')?.round;
     }
-    await completed(coordinator, study.id);
+    await completed(coordinator, study.id, nodes);
     await Promise.all([...nodes, ...coordinator.all].map((p) => p.stop()));
     return { ...(await stored(database, study.id)), notes };
   } finally {
@@ -85,14 +85,17 @@ async function killMidUpload(coordinator: CoordinatorProcess, proxy: { stalled: 
   await restarted.waitForLog((l) => l.msg === 'sent model update', 120_000);
 }
 
-async function completed(coordinator: CoordinatorProcess, studyId: string) {
-  const end = Date.now() + 240_000;
+async function completed(coordinator: CoordinatorProcess, studyId: string, nodes: RunningProcess[]) {
+  const end = Date.now() + 300_000;
+  let status: { state: string; rounds: unknown[] } | undefined;
   while (Date.now() < end) {
-    const status = await (await coordinator.api(`/v1/studies/${studyId}`)).json();
-    if (status.state === 'completed') return status;
+    status = await (await coordinator.api(`/v1/studies/${studyId}`)).json();
+    if (status!.state === 'completed') return status;
     await sleep(300);
   }
-  throw new Error(`study ${studyId} did not complete`);
+  // What each process said last: enough to tell a slow machine from a refusal.
+  const tail = (p: RunningProcess) => p.logs.slice(-6).map((l) => `${l.msg} ${JSON.stringify(l.reason ?? l.err ?? l.round ?? '')}`);
+  throw new Error(`study ${studyId} did not complete: ${JSON.stringify(status)}\ncoordinator: ${tail(coordinator.current).join(' | ')}\n${nodes.map((n) => `node: ${tail(n).join(' | ')}`).join('\n')}`);
 }
 
 /** What the coordinator stored, read with nothing else connected (PGlite is single-user). */
@@ -116,29 +119,36 @@ async function stored(database: Database, studyId: string) {
  * and FedAvg sums in float64, so the same updates give the same bytes whatever the backend.
  */
 describe('faults between real processes', () => {
-  let pglite: DatabaseBackend | undefined;
-  let postgres: DatabaseBackend | undefined;
-  // Run once, when a test first needs it (the outage test does not).
+  const backends: Partial<Record<'pglite' | 'postgres', DatabaseBackend>> = {};
+  // The crash-free run starts before the first test and runs beside the outage test (which is
+  // mostly waiting for its deadline); the faulty runs follow one at a time (side by side, their
+  // process start-ups starved each other on 2 busy cores).
   let referenceRun: Promise<FederationRun> | undefined;
-  const reference = () => (referenceRun ??= runFederation(pglite!, 'none'));
+  const reference = () => (referenceRun ??= runFederation(backends.pglite!, 'none'));
 
   beforeAll(async () => {
-    pglite = await backendOrSkip('pglite');
-    postgres = await backendOrSkip('postgres');
+    backends.pglite = await backendOrSkip('pglite');
+    backends.postgres = await backendOrSkip('postgres');
+    if (existsSync(CHURN)) reference().catch(() => {}); // awaited by the tests that need it
   });
+
+  // First: it runs while the reference federation runs.
+  it('PostgreSQL unreachable across the fit deadline: the round still closes soon after recovery, with no request arriving', async (ctx) => {
+    if (!backends.postgres) return ctx.skip();
+    await databaseOutageAcrossDeadline(backends.postgres);
+  }, 180_000);
 
   it('the crash-free reference run publishes 3 models from 3 updates a round', async (ctx) => {
     if (!existsSync(CHURN)) return ctx.skip();
     const run = await reference();
     expect(run.models).toHaveLength(3);
     expect(run.updates).toEqual([3, 3]);
-  }, 300_000);
+  }, 400_000);
 
   for (const name of ['pglite', 'postgres'] as const) {
     it(`on ${name}: a node SIGKILLed mid-upload retries after its restart and counts once; the coordinator SIGKILLed after 1 of 3 updates of round 2 resumes; every model is bit-identical to the crash-free run`, async (ctx) => {
-      const backend = name === 'pglite' ? pglite : postgres;
-      if (!existsSync(CHURN) || !backend) return ctx.skip();
-      const run = await runFederation(backend, 'faults');
+      if (!existsSync(CHURN) || !backends[name]) return ctx.skip();
+      const run = await runFederation(backends[name]!, 'faults');
       // The stalled upload was not accepted (at most the two other nodes' were), and the node
       // had not seen it succeed.
       expect(run.notes.acceptedWhileStalled as number).toBeLessThanOrEqual(2);
@@ -150,13 +160,8 @@ describe('faults between real processes', () => {
       expect(run.updates).toEqual([3, 3]);
       expect(run.audited).toEqual([3, 3]);
       expect(run.models).toEqual((await reference()).models);
-    }, 300_000);
+    }, 400_000);
   }
-
-  it('PostgreSQL unreachable across the fit deadline: the round still closes soon after recovery, with no request arriving', async (ctx) => {
-    if (!postgres) return ctx.skip();
-    await databaseOutageAcrossDeadline(postgres);
-  }, 180_000);
 });
 
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';

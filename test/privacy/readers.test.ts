@@ -1,0 +1,116 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkFitTask } from '../../client-node/policy.ts';
+import { readerViews, readerSees, type StudyEpsilons } from '../../coordinator/privacy/readers.ts';
+import { StudyConfig, type Task } from '../../protocols/messages.ts';
+import { PolicyProfile } from '../../protocols/policy/jurisdiction-policy.ts';
+import { clientLevelDeltaProblem, clientLevelNoiseSwamp, privacyWarnings, recordLevelDeltaProblem } from '../../protocols/privacy/study-checks.ts';
+import { updateNoiseMultiplier } from '../../protocols/privacy/client-level-dp.ts';
+
+/**
+ * The reader table (coordinator/privacy/readers.ts): for each role, what it sees of a study and
+ * the bound that holds against it, derived from the study's config; and the numeric checks of
+ * protocols/privacy/study-checks.ts (delta below 1/n, noise that swamps the federation).
+ */
+
+const base = {
+  name: 'readers',
+  model: { kind: 'logreg' },
+  rounds: 10,
+  features: { target: { column: 'y', positive: '1' }, features: [{ name: 'x', kind: 'numeric', mean: 0, std: 1, fill: 0 }] },
+};
+const study = (extra: Record<string, unknown>) => StudyConfig.parse({ ...base, ...extra });
+const central = (q: number, extra: Record<string, unknown> = {}) => ({ privacy: { accountant: 'rdp', delta: 1e-5, central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: q } }, ...extra });
+const eps: StudyEpsilons = { amplified: 1.5, participationKnown: 4.2, dpSgdMax: 2.5 };
+const bound = (config: StudyConfig, reader: 'admin' | 'auditor' | 'analyst' | 'node') => readerViews(config, eps, reader)[0];
+
+describe('every reader gets the bound that holds for it', () => {
+  it('no DP: no reader gets any bound (null, never 0)', () => {
+    for (const v of readerViews(study({}), eps)) expect([v.clientLevel, v.recordLevel]).toEqual([null, null]);
+  });
+
+  it('central DP, q = 0.5: the operator and the auditor get no bound, with the reason; a node gets the amplified epsilon', () => {
+    const config = study(central(0.5));
+    expect(bound(config, 'admin').clientLevel).toMatchObject({ epsilon: null, figure: 'none', reason: expect.stringMatching(/coordinator decrypts it/) });
+    const auditor = bound(config, 'auditor').clientLevel!;
+    expect(auditor.epsilon).toBeNull();
+    expect(auditor.reason).toMatch(/per-node row counts \(update\.numExamples\) in the clear; per-node training losses/);
+    const analyst = bound(config, 'analyst').clientLevel!;
+    expect(analyst.epsilon).toBeNull();
+    expect(analyst.reason).toMatch(/validation metrics pooled exactly/);
+    expect(bound(config, 'node').clientLevel).toEqual({ epsilon: 1.5, delta: 1e-5, figure: 'amplified', reason: expect.stringMatching(/who was sampled \(q=0.5\) stays hidden/) });
+    // Under sampling the round counts are hidden from analysts and nodes (auth/visibility.ts).
+    expect(readerSees(config, 'node').map((e) => e.id)).toEqual([]);
+    expect(readerSees(config, 'analyst').map((e) => e.id)).not.toContain('round-counts');
+  });
+
+  it('at q = 1 a node sees the round counts (nothing to hide about the sample) and keeps the amplified figure, which is then the q = 1 one', () => {
+    // At q = 1 the counts are shown: nothing to amplify, the node's figure is the amplified one at q = 1.
+    expect(readerSees(study(central(1)), 'node').map((e) => e.id)).toEqual(['round-counts']);
+    expect(bound(study(central(1)), 'node').clientLevel!.figure).toBe('amplified');
+  });
+
+  it('the release list changes the table: without losses the auditor is still refused for row counts (required), and the reason drops the losses', () => {
+    const config = study(central(1, { release: ['update.weights', 'update.numExamples', 'evaluation.numExamples', 'evaluation.stats'] }));
+    const reason = bound(config, 'auditor').clientLevel!.reason;
+    expect(reason).toMatch(/per-node row counts/);
+    expect(reason).not.toMatch(/losses \(update\.loss\)/);
+  });
+
+  it('DP-SGD: the row-level bound against a partner node is the largest DP-SGD epsilon; readers of row counts get no bound', () => {
+    const config = study({ privacy: { accountant: 'rdp', delta: 1e-5, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 } } });
+    expect(bound(config, 'node').recordLevel).toMatchObject({ epsilon: 2.5, figure: 'dp-sgd-max' });
+    expect(bound(config, 'node').clientLevel).toBeNull();
+    for (const reader of ['admin', 'auditor', 'analyst'] as const) expect(bound(config, reader).recordLevel).toMatchObject({ epsilon: null, reason: expect.stringMatching(/per-node row counts/) });
+  });
+});
+
+describe('delta below 1/n (Dwork & Roth 2014, sec. 2.3)', () => {
+  it('client-level: refused at 1/nodes needed (the most of minNodesPerRound and minNodesToStart), with the reason', () => {
+    const at = study({ minNodesPerRound: 2, minNodesToStart: 5, privacy: { accountant: 'rdp', delta: 0.2, central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } } } });
+    expect(clientLevelDeltaProblem(at)).toMatch(/delta 0.2 is not below 1\/5 \(the 5 nodes this study needs/);
+    expect(clientLevelDeltaProblem(study({ minNodesPerRound: 2, minNodesToStart: 5, privacy: { accountant: 'rdp', delta: 0.19, central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 } } } }))).toBeNull();
+  });
+
+  it('record-level: refused when delta >= 1/rows', () => {
+    const config = study({ privacy: { accountant: 'rdp', delta: 0.001, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 } } });
+    expect(recordLevelDeltaProblem(config, 1000)).toMatch(/delta 0.001 is not below 1\/1000/);
+    expect(recordLevelDeltaProblem(config, 999)).toBeNull();
+  });
+
+  const root = mkdtempSync(join(tmpdir(), 'fedmark-delta-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  it('the node refuses to train (privacy-ceiling) before touching its ledger', () => {
+    const config = study({ privacy: { accountant: 'rdp', delta: 0.001, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 } } });
+    const task: Task = { kind: 'fit', studyId: 'study_delta', round: 1, modelVersion: 0, modelSha256: '0'.repeat(64), deadline: new Date(Date.now() + 60_000).toISOString(), config };
+    const data = join(root, 'rows.csv');
+    writeFileSync(data, 'x,y\n1,1\n');
+    const options = { stateDir: root, data, ledgerDir: join(root, 'ledgers'), maxEpsilonDelta: 1e-5 };
+    const policy = PolicyProfile.parse({ jurisdiction: 'US-TX', version: 1 });
+    const refused = checkFitTask(task, policy, options, 5000);
+    expect(refused).toMatchObject({ allowed: false, state: 'privacy-ceiling', message: expect.stringMatching(/refusing to train: the study's delta 0.001 is not below 1\/5000/) });
+    expect(checkFitTask(task, policy, options, 500).allowed).toBe(true);
+  });
+});
+
+describe('client-level noise that swamps the federation is said with numbers', () => {
+  it('noise norm z_delta C sqrt(d) / (q nodes) against a signal of at most C', () => {
+    // The case: 10 partners, z ~ 0.9 (epsilon ~8 over a study), C = 1, a model of 800 parameters.
+    const config = study({ minNodesPerRound: 10, privacy: { accountant: 'rdp', delta: 1e-5, central: { noiseMultiplier: 0.9, clipping: { kind: 'fixed', norm: 1 } } } });
+    const swamp = clientLevelNoiseSwamp(config, 800)!;
+    expect(swamp.noiseNorm).toBeCloseTo((0.9 * 1 * Math.sqrt(800)) / 10, 12);
+    expect(swamp.message).toMatch(/^client-level DP: noise norm per round 2\.5 against a signal of at most 1\.0 .*the model will not learn with 10 nodes; it would need about 26 nodes; use record-level DP \(DP-SGD\) for few partners$/);
+    // 100 parameters: 0.9 x 10 / 10 = 0.9 < 1: no warning.
+    expect(clientLevelNoiseSwamp(config, 100)).toBeNull();
+  });
+
+  it('adaptive clipping: the update noise is z_delta (larger than z), and the warning names the charged multiplier', () => {
+    const central = { noiseMultiplier: 2.85, clipping: { kind: 'adaptive', initialNorm: 1, targetQuantile: 0.5, learningRate: 0.2, countNoiseStd: 2 } };
+    const config = study({ minNodesPerRound: 10, privacy: { accountant: 'pld', delta: 1e-5, central } });
+    const zDelta = updateNoiseMultiplier(StudyConfig.parse(config).privacy!.central!);
+    expect(clientLevelNoiseSwamp(config, 100)!.noiseNorm).toBeCloseTo((zDelta * 10) / 10, 12);
+    expect(privacyWarnings(config, 100)[1]).toMatch(/adaptive clipping: the ledger charges noise multiplier 1\.794, not 2\.85/);
+  });
+});

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { FeatureSpec, isNumericTarget } from './feature-spec.ts';
 import { ModelSpec } from './model-spec.ts';
 import { TrainingConfig } from './training-config.ts';
-import { StudyPrivacy } from './privacy/study-privacy.ts';
+import { evaluationDp, hasDp, StudyPrivacy } from './privacy/study-privacy.ts';
 import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from './strategies/config.ts';
 import { FitInstructions } from './strategies/strategy.ts';
 import { Checkpoint } from './audit/audit-chain.ts';
@@ -48,6 +48,43 @@ export const ReleaseList = z
   .max(RELEASE_FIELDS.length)
   .refine((list) => new Set(list).size === list.length, { message: 'release lists a field twice' })
   .refine((list) => REQUIRED_RELEASE.every((f) => list.includes(f)), { message: `release must include ${REQUIRED_RELEASE.join(', ')}` });
+
+/**
+ * How each release is protected under DP (issue 10). A study with DP (privacy.central and/or
+ * privacy.dpSgd) may release a field only if it is noised by a stated mechanism and charged, or
+ * public by construction, or declared public by the study (privacy.publicFields, which partners
+ * read at GET /v1/nodes/me/study before they enroll): an 'exact' field not declared public is
+ * refused at creation (400, field `release`). Without DP every field is exact, and the study says
+ * so (GET /v1/studies/:id: `evaluation: 'exact'`).
+ */
+export type ReleaseMechanism = 'noised-gaussian' | 'public' | 'exact';
+export const RELEASE_UNDER_DP: Readonly<Record<ReleaseField, { mechanism: ReleaseMechanism; how: string }>> = {
+  'update.weights': { mechanism: 'noised-gaussian', how: "DP-SGD on the node (noised clipped gradient sums, charged to the node's ledger) and/or central DP at the coordinator (clipped, summed and noised before anything is published, charged to the study's ledger)" },
+  'update.numExamples': { mechanism: 'public', how: 'the constant 1 (every update weighs the same under DP); the node\'s row count never leaves' },
+  'evaluation.numExamples': { mechanism: 'noised-gaussian', how: 'the sum of the noised evaluation counts, clamped at 0 (post-processing of evaluation.stats, no extra cost)' },
+  'evaluation.stats': { mechanism: 'noised-gaussian', how: "privacy.evaluation: a per-label score histogram of `bins` bins, discrete Gaussian noise of std noiseMultiplier on every count (sensitivity 1), charged to the node's ledger as (q = 1, z, 1 step)" },
+  'update.dpSgd': { mechanism: 'public', how: "the node's spend: a function of the study's public DP-SGD parameters and of its ledger's history, no row value" },
+  'update.loss': { mechanism: 'exact', how: 'mean training loss of the sampled rows, not noised' },
+  'update.steps': { mechanism: 'exact', how: 'optimizer steps (with plain training a function of the row count), not noised' },
+  'update.trainSeconds': { mechanism: 'exact', how: 'wall-clock seconds (grow with the row count), not noised' },
+  'update.data': { mechanism: 'exact', how: 'data-quality counts (rows, fills, unseen categories, consent drops), not noised' },
+  'evaluation.loss': { mechanism: 'exact', how: 'mean validation loss, not noised' },
+  'status.data': { mechanism: 'exact', how: 'data-quality counts in status reports, not noised' },
+};
+
+/** The release list a study gets by default: every field without DP; under DP the fields that are not exact, plus those it declares public. */
+export function defaultRelease(privacy: StudyPrivacy | undefined): ReleaseField[] {
+  if (!hasDp(privacy)) return [...RELEASE_FIELDS];
+  const declared = new Set(privacy?.publicFields ?? []);
+  return RELEASE_FIELDS.filter((f) => RELEASE_UNDER_DP[f].mechanism !== 'exact' || declared.has(f));
+}
+
+/** How `field` leaves a node of this study: 'exact' without DP; under DP the table's mechanism, 'public' when the study declares it. */
+export function releaseMechanism(privacy: StudyPrivacy | undefined, field: ReleaseField): ReleaseMechanism {
+  if (!hasDp(privacy)) return 'exact';
+  const m = RELEASE_UNDER_DP[field].mechanism;
+  return m === 'exact' && (privacy?.publicFields ?? []).includes(field) ? 'public' : m;
+}
 
 /**
  * Largest example count one message may carry (2^31 - 1). A count is a node's own claim: anything
@@ -103,8 +140,11 @@ export const StudyConfig = z.object({
   model: ModelSpec,
   /** How the coordinator aggregates: `{ name, ...params }` (README, "Strategies"). */
   strategy: StrategyConfig.default({ name: 'fedavg' }),
-  /** What nodes release, by name (RELEASE_FIELDS); default: all of them. */
-  release: ReleaseList.default([...RELEASE_FIELDS]),
+  /**
+   * What nodes release, by name (RELEASE_FIELDS); default: all of them without DP; under DP the
+   * noised and public ones (defaultRelease, RELEASE_UNDER_DP) and those privacy.publicFields names.
+   */
+  release: ReleaseList.optional(),
   features: FeatureSpec,
   training: TrainingConfig.default(TrainingConfig.parse({})),
   rounds: z.number().int().positive().max(100_000),
@@ -150,7 +190,23 @@ export const StudyConfig = z.object({
       message: `${strategy.name} ${why}, but minNodesPerRound is ${study.minNodesPerRound}; raise minNodesPerRound to ${needed} or change strategy.${field}`,
     });
   }
-  if (study.privacy?.dpSgd && !study.release.includes('update.dpSgd')) {
+  const release = study.release ?? defaultRelease(study.privacy);
+  if (hasDp(study.privacy)) {
+    const unknown = (study.privacy?.publicFields ?? []).find((f) => !(RELEASE_FIELDS as readonly string[]).includes(f));
+    if (unknown !== undefined) ctx.addIssue({ code: 'custom', path: ['privacy', 'publicFields'], message: `"${unknown}" is not a release field (${RELEASE_FIELDS.join(', ')})` });
+    const exact = release.filter((f) => releaseMechanism(study.privacy, f) === 'exact');
+    if (exact.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['release'],
+        message: `under DP every released field must be noised or declared public, but ${exact.join(', ')} ${exact.length === 1 ? 'is' : 'are'} sent exactly (${exact.map((f) => `${f}: ${RELEASE_UNDER_DP[f].how}`).join('; ')}); drop ${exact.length === 1 ? 'it' : 'them'} from release, or list ${exact.length === 1 ? 'it' : 'them'} in privacy.publicFields to publish ${exact.length === 1 ? 'it' : 'them'} outside the epsilon`,
+      });
+    }
+    if (study.task.kind === 'regression') {
+      ctx.addIssue({ code: 'custom', path: ['task', 'kind'], message: 'a regression study cannot run under DP yet: its evaluation statistics (sums of targets and errors) have no noised form, and they would leave every node exactly; run it without privacy, or as a binary study' });
+    }
+  }
+  if (study.privacy?.dpSgd && !release.includes('update.dpSgd')) {
     ctx.addIssue({ code: 'custom', path: ['release'], message: 'a study with DP-SGD must release update.dpSgd: the per-node privacy report is built from what each node says it spent' });
   }
   const target = study.features.target;
@@ -164,7 +220,15 @@ export const StudyConfig = z.object({
   }
   const targetProblem = isNumericTarget(target) ? regressionTargetProblem(study.task, target) : undefined;
   if (targetProblem) ctx.addIssue({ code: 'custom', ...targetProblem });
-});
+}).transform((study) => ({
+  ...study,
+  release: study.release ?? defaultRelease(study.privacy),
+  /**
+   * Derived, never taken from the input: how evaluations are released. 'exact' without DP (the
+   * kind's exact sufficient statistics); 'noised' under DP (privacy.evaluation's mechanism).
+   */
+  evaluation: (evaluationDp(study.privacy) ? 'noised' : 'exact') as 'noised' | 'exact',
+}));
 export type StudyConfig = z.infer<typeof StudyConfig>;
 export type StudyConfigInput = z.input<typeof StudyConfig>;
 

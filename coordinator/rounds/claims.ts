@@ -98,9 +98,13 @@ export function maxValidationRows(config: StudyConfig, rows: number): number {
   return Math.min(rows, Math.ceil(config.training.validationFraction * rows) + 2);
 }
 
-/** An evaluation's count against the rows the node declared (checked once the round is locked). */
+/**
+ * An evaluation's count against the rows the node declared (checked once the round is locked).
+ * Not under DP: there the report's counts carry noise on every bin (privacy.evaluation), so an
+ * exact bound would refuse honest reports.
+ */
 export function checkEvaluationCount(config: StudyConfig, report: EvaluationReport, declared: number | undefined): void {
-  if (!config.bounds || declared === undefined) return;
+  if (!config.bounds || declared === undefined || usesEqualWeights(config)) return;
   const allowed = maxValidationRows(config, declared);
   if (report.numExamples <= allowed) return;
   throw new ClaimOutOfBoundsError(

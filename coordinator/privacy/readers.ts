@@ -1,4 +1,4 @@
-import type { ReleaseField, StudyConfig } from '../../protocols/messages.ts';
+import { RELEASE_UNDER_DP, releaseMechanism, type ReleaseField, type StudyConfig } from '../../protocols/messages.ts';
 
 /**
  * Who reads what of a study, and which epsilon holds against each of them. This is the one table
@@ -40,6 +40,17 @@ export interface Exposure {
 export const HIDDEN_UNDER_SAMPLING = ['updatesReceived', 'numExamples', 'meanLoss', 'mechanism.nodes'] as const;
 
 /**
+ * Is `field` released as an exact value of the node's data? Without DP every field is. Under DP
+ * (RELEASE_UNDER_DP) a field is noised and charged, public by construction (the count is the
+ * constant 1), or exact; an exact field the study declares public (privacy.publicFields) is still
+ * an exact value of the data: declaring it public tells partners, it does not protect anyone.
+ */
+function exact(config: StudyConfig, field: ReleaseField): boolean {
+  if (!config.release.includes(field)) return false;
+  return releaseMechanism(config.privacy, field) === 'exact' || (releaseMechanism(config.privacy, field) === 'public' && RELEASE_UNDER_DP[field].mechanism === 'exact');
+}
+
+/**
  * Every quantity about nodes' data or participation any reader can get, besides the models.
  * `seenBy` mirrors the views: round detail (updates' meta per node: admin, auditor all; analyst
  * its region's nodes; a node itself), study status (round summaries: admin, auditor, analyst),
@@ -47,21 +58,30 @@ export const HIDDEN_UNDER_SAMPLING = ['updatesReceived', 'numExamples', 'meanLos
  */
 export function exposures(config: StudyConfig): Exposure[] {
   const sampled = (config.privacy?.central?.nodeSamplingRate ?? 1) < 1;
-  const released = new Set<string>(config.release);
-  const all: Exposure[] = [
-    { id: 'decrypted-updates', what: "every node's update as it arrives, before the coordinator adds noise (the coordinator decrypts it)", kind: 'decrypted-updates', release: 'update.weights', seenBy: { admin: 'all' }, rowLevel: false },
-    { id: 'node-row-counts', what: 'per-node row counts (update.numExamples) in the clear', kind: 'data', release: 'update.numExamples', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
-    { id: 'node-losses', what: 'per-node training losses (update.loss) in the clear', kind: 'data', release: 'update.loss', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
-    { id: 'node-data-counts', what: 'per-node data-quality counts (update.data, status.data) in the clear', kind: 'data', release: 'update.data', seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
-    { id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
-    { id: 'round-participants', what: 'who was sampled for each round (round participants, audit log)', kind: 'participation', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
-    // Hidden from analysts and nodes under sampling (visibility.ts); shown to them at q = 1.
-    { id: 'round-counts', what: 'per-round participant counts (updatesReceived, mechanism.nodes)', kind: 'participation', release: null, seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all', node: 'all' }, rowLevel: false },
-    { id: 'round-row-totals', what: 'per-round row totals and mean training loss over all nodes, exact', kind: 'data', release: 'update.numExamples', seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: true },
-    { id: 'region-totals', what: "a region's per-round node count, row total and mean loss, exact (regional report)", kind: 'data', release: 'update.numExamples', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
-    { id: 'pooled-evaluation', what: "validation metrics pooled exactly from every node's held-out rows (evaluation.stats, not noised)", kind: 'data', release: 'evaluation.stats', seenBy: { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: true },
+  const counts = exact(config, 'update.numExamples');
+  const evaluationExact = exact(config, 'evaluation.stats');
+  const summaries = sampled ? { admin: 'all', auditor: 'all' } as const : { admin: 'all', auditor: 'all', analyst: 'all' } as const;
+  const all: Array<Exposure & { when: boolean }> = [
+    { when: true, id: 'decrypted-updates', what: "every node's update as it arrives, before the coordinator adds noise (the coordinator decrypts it)", kind: 'decrypted-updates', release: 'update.weights', seenBy: { admin: 'all' }, rowLevel: false },
+    { when: counts, id: 'node-row-counts', what: 'per-node row counts (update.numExamples) in the clear', kind: 'data', release: 'update.numExamples', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    { when: exact(config, 'update.loss'), id: 'node-losses', what: 'per-node training losses (update.loss) in the clear', kind: 'data', release: 'update.loss', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    { when: exact(config, 'update.data') || exact(config, 'status.data'), id: 'node-data-counts', what: 'per-node data-quality counts (update.data, status.data: rows, fills, consent drops) in the clear', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
+    { when: exact(config, 'update.steps') || exact(config, 'update.trainSeconds'), id: 'node-steps-seconds', what: 'per-node optimizer steps and training seconds (grow with the row count) in the clear', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
+    // Computed by the coordinator from each (central DP: raw) update; under DP-SGD alone they are post-processing of a noised release.
+    { when: true, id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
+    { when: true, id: 'round-participants', what: 'who was sampled for each round (round participants, audit log)', kind: 'participation', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
+    // Hidden from analysts and nodes under sampling (auth/visibility.ts HIDDEN_UNDER_SAMPLING); shown to them at q = 1.
+    { when: true, id: 'round-counts', what: 'per-round participant counts (updatesReceived, mechanism.nodes; under DP also the round totals of the constant count 1)', kind: 'participation', release: null, seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all', node: 'all' }, rowLevel: false },
+    { when: counts, id: 'round-row-totals', what: 'per-round row totals over all nodes, exact', kind: 'data', release: 'update.numExamples', seenBy: summaries, rowLevel: true },
+    { when: exact(config, 'update.loss'), id: 'round-mean-loss', what: 'per-round mean training loss over all nodes, exact', kind: 'data', release: 'update.loss', seenBy: summaries, rowLevel: true },
+    { when: counts || exact(config, 'update.loss'), id: 'region-totals', what: "a region's per-round row total and mean loss, exact (regional report)", kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
+    evaluationExact
+      ? { when: true, id: 'pooled-evaluation', what: "validation metrics pooled exactly from every node's held-out rows (evaluation.stats, not noised)", kind: 'data', release: 'evaluation.stats', seenBy: { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: true }
+      : // Noised per row and charged to each node's ledger: covered at row level, but the noise is
+        // calibrated to one row, not to a whole node's validation set.
+        { when: config.privacy?.central !== undefined, id: 'pooled-evaluation', what: "validation metrics pooled from each node's noised histograms (privacy.evaluation: noise calibrated to one row, not to a whole node)", kind: 'data', release: 'evaluation.stats', seenBy: { admin: 'all', auditor: 'all', analyst: 'all' }, rowLevel: false },
   ];
-  return all.filter((e) => e.release === null || released.has(e.release));
+  return all.filter((e) => e.when).map(({ when: _when, ...e }) => e);
 }
 
 export interface ReaderBound {

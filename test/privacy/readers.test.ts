@@ -31,15 +31,22 @@ describe('every reader gets the bound that holds for it', () => {
     for (const v of readerViews(study({}), eps)) expect([v.clientLevel, v.recordLevel]).toEqual([null, null]);
   });
 
+  it('no DP: every release is exact; the auditor would see per-node row counts and losses (the table still lists them)', () => {
+    const seen = readerSees(study({}), 'auditor').map((e) => e.id);
+    expect(seen).toEqual(expect.arrayContaining(['node-row-counts', 'node-losses', 'round-row-totals', 'pooled-evaluation']));
+  });
+
   it('central DP, q = 0.5: the operator and the auditor get no bound, with the reason; a node gets the amplified epsilon', () => {
     const config = study(central(0.5));
     expect(bound(config, 'admin').clientLevel).toMatchObject({ epsilon: null, figure: 'none', reason: expect.stringMatching(/coordinator decrypts it/) });
     const auditor = bound(config, 'auditor').clientLevel!;
     expect(auditor.epsilon).toBeNull();
-    expect(auditor.reason).toMatch(/per-node row counts \(update\.numExamples\) in the clear; per-node training losses/);
+    // Under DP the count is the constant 1 and losses are not released (default release list).
+    expect(auditor.reason).toMatch(/per-node update norms after clipping and the clipped bit; validation metrics pooled from each node's noised histograms \(privacy.evaluation: noise calibrated to one row, not to a whole node\)/);
+    expect(auditor.reason).not.toMatch(/row counts|losses/);
     const analyst = bound(config, 'analyst').clientLevel!;
     expect(analyst.epsilon).toBeNull();
-    expect(analyst.reason).toMatch(/validation metrics pooled exactly/);
+    expect(analyst.reason).toMatch(/update norms .*\(its own region's nodes\)/);
     expect(bound(config, 'node').clientLevel).toEqual({ epsilon: 1.5, delta: 1e-5, figure: 'amplified', reason: expect.stringMatching(/who was sampled \(q=0.5\) stays hidden/) });
     // Under sampling the round counts are hidden from analysts and nodes (auth/visibility.ts).
     expect(readerSees(config, 'node').map((e) => e.id)).toEqual([]);
@@ -47,23 +54,24 @@ describe('every reader gets the bound that holds for it', () => {
   });
 
   it('at q = 1 a node sees the round counts (nothing to hide about the sample) and keeps the amplified figure, which is then the q = 1 one', () => {
-    // At q = 1 the counts are shown: nothing to amplify, the node's figure is the amplified one at q = 1.
     expect(readerSees(study(central(1)), 'node').map((e) => e.id)).toEqual(['round-counts']);
     expect(bound(study(central(1)), 'node').clientLevel!.figure).toBe('amplified');
   });
 
-  it('the release list changes the table: without losses the auditor is still refused for row counts (required), and the reason drops the losses', () => {
-    const config = study(central(1, { release: ['update.weights', 'update.numExamples', 'evaluation.numExamples', 'evaluation.stats'] }));
-    const reason = bound(config, 'auditor').clientLevel!.reason;
-    expect(reason).toMatch(/per-node row counts/);
-    expect(reason).not.toMatch(/losses \(update\.loss\)/);
+  const dpSgd = { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 };
+  it('DP-SGD with the default release: every reader, the operator included, gets the largest DP-SGD epsilon at row level', () => {
+    const config = study({ privacy: { accountant: 'rdp', delta: 1e-5, dpSgd } });
+    for (const reader of ['admin', 'auditor', 'analyst', 'node'] as const) {
+      expect(bound(config, reader).recordLevel).toMatchObject({ epsilon: 2.5, figure: 'dp-sgd-max' });
+      expect(bound(config, reader).clientLevel).toBeNull();
+    }
   });
 
-  it('DP-SGD: the row-level bound against a partner node is the largest DP-SGD epsilon; readers of row counts get no bound', () => {
-    const config = study({ privacy: { accountant: 'rdp', delta: 1e-5, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 } } });
-    expect(bound(config, 'node').recordLevel).toMatchObject({ epsilon: 2.5, figure: 'dp-sgd-max' });
-    expect(bound(config, 'node').clientLevel).toBeNull();
-    for (const reader of ['admin', 'auditor', 'analyst'] as const) expect(bound(config, reader).recordLevel).toMatchObject({ epsilon: null, reason: expect.stringMatching(/per-node row counts/) });
+  it('DP-SGD with a loss declared public: readers of per-node losses get no row-level bound, and the reason says so', () => {
+    const config = study({ privacy: { accountant: 'rdp', delta: 1e-5, dpSgd, publicFields: ['update.loss'] } });
+    expect(config.release).toContain('update.loss');
+    for (const reader of ['admin', 'auditor', 'analyst'] as const) expect(bound(config, reader).recordLevel).toMatchObject({ epsilon: null, reason: expect.stringMatching(/per-node training losses \(update\.loss\) in the clear/) });
+    expect(bound(config, 'node').recordLevel).toMatchObject({ epsilon: 2.5 });
   });
 });
 

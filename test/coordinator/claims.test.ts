@@ -94,8 +94,15 @@ describeOnEachBackend('node claims are bounded and checked', (run) => {
   run('under DP-SGD counts are not weights: every update counts once', async (h) => {
     const dpSgd = { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 };
     const { studyId, a, b } = await started(h, tinyStudy({ rounds: 1, privacy: { accountant: 'rdp', delta: 1e-5, dpSgd } }));
-    expect((await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), defaultMeta(10))).status).toBe(201);
-    expect((await h.submit(b, studyId, 1, encodeWeights(fill(0.5)), defaultMeta(30))).status).toBe(201);
+    // Only the counts: a DP study releases no exact field it does not declare public.
+    expect((await h.submit(a, studyId, 1, encodeWeights(fill(0.1)), { numExamples: 1 })).status).toBe(201);
+    // A larger count is either refused outright (issue 10: under DP the count is the public
+    // constant 1) or accepted with weight 1; either way it cannot weigh more.
+    const larger = await h.submit(b, studyId, 1, encodeWeights(fill(0.5)), { numExamples: 30 });
+    if (larger.status === 400) {
+      expect(larger.body.error).toMatchObject({ field: 'numExamples', code: 'COUNT_OUT_OF_BOUNDS' });
+      expect((await h.submit(b, studyId, 1, encodeWeights(fill(0.5)), { numExamples: 1 })).status).toBe(201);
+    } else expect(larger.status).toBe(201);
     await roundOne(h, studyId, ['evaluate']);
     for (const t of await model(h, studyId, 1)) for (const v of t.values) expect(v).toBeCloseTo(0.3, 6);
     expect((await auditOf(h, studyId, 'update.received')).map((e) => e.weight)).toEqual([1, 1]);

@@ -17,6 +17,7 @@ import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
 import { BackOff, describeNetworkError, pause, pollTask } from './task.ts';
 import { witnessCheckpoint } from './witness.ts';
+import { NodePrivacyLedger } from './privacy-ledger.ts';
 import { evaluate, train, TrainingFailedError } from './train.ts';
 
 /**
@@ -141,11 +142,13 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((w) => `${w.name}[${w.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
       } else {
         // Evaluate: the global model on this node's validation rows, 5. release, 7. send.
-        let evaluation = evaluate(kind, model, loaded, await globals.fetch(task));
+        // Under DP the evaluation is noised and charged to this data source's ledger first.
+        const ledger = release.dp ? NodePrivacyLedger.for(config, task.config.privacy?.accountant ?? 'rdp', config.maxEpsilonDelta, config.maxEpsilon) : undefined;
+        let evaluation = evaluate(kind, model, loaded, await globals.fetch(task), ledger ? { ledger, task } : undefined, log);
         if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
         await sendEvaluation(client, task, release.evaluation(evaluation));
         summary.evaluations++;
-        log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind }, 'sent evaluation (sufficient statistics)');
+        log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind, ...(evaluation.spent ? { noised: true, ...evaluation.spent } : {}) }, 'sent evaluation (sufficient statistics)');
       }
       backOff.reset();
     } catch (err) {

@@ -1,9 +1,11 @@
 import {
   DataReport,
+  DP_UPDATE_COUNT,
   EVALUATION_RELEASE,
   EvaluationReport,
   NodeStatusReport,
   ReleaseList,
+  releaseMechanism,
   STATUS_RELEASE,
   UPDATE_META_RELEASE,
   UpdateMeta,
@@ -11,7 +13,8 @@ import {
   type ReleaseField,
   type StudyConfig,
 } from '../protocols/messages.ts';
-import { modelKind, type EvaluationStats, type KindName } from '../protocols/model-kinds/kind.ts';
+import { isNoised, modelKind, statsRows, type EvaluationStats, type KindName } from '../protocols/model-kinds/kind.ts';
+import { hasDp, type StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { specsOf, type WeightSet } from '../protocols/tensors.ts';
 
 /**
@@ -36,9 +39,14 @@ import { specsOf, type WeightSet } from '../protocols/tensors.ts';
  *   NodeStatusReport.data         status.data
  *   NodeStatusReport.state/message: the node's state and why, in words with no value from its
  *   data (describeDataError, policy and ceiling refusals): protocol, not a release.
+ *
+ * Under DP (issue 10; RELEASE_UNDER_DP in protocols/messages.ts) a field leaves only if it is
+ * noised (the weights, evaluation.stats and the count derived from it), public by construction
+ * (update.numExamples is the constant 1, update.dpSgd) or declared public by the study.
  */
 
-export { EVALUATION_RELEASE, STATUS_RELEASE, UPDATE_META_RELEASE };
+export { DP_UPDATE_COUNT, EVALUATION_RELEASE, STATUS_RELEASE, UPDATE_META_RELEASE };
+
 
 declare const released: unique symbol;
 /** A message built by the release step; the coordinator client sends nothing else. */
@@ -58,7 +66,10 @@ export interface TrainedFacts {
 
 /** What the node knows after evaluating a global model. */
 export interface EvaluatedFacts {
+  /** Under DP: the sum of the noised counts, clamped at 0 (never the node's row count). */
   numExamples: number;
+  /** Under DP: what this evaluation cost the node's ledger (logged on the node; not sent). */
+  spent?: { epsilonEvaluation: number; epsilonTotal: number };
   /** Absent when it was not finite. */
   loss?: number;
   stats: EvaluationStats;
@@ -78,12 +89,22 @@ export class Release {
   constructor(
     list: readonly ReleaseField[],
     private readonly kind: KindName = 'binary',
+    /** The study's privacy config: under DP only noised, public or declared-public fields leave (RELEASE_UNDER_DP). */
+    private readonly privacy?: StudyPrivacy,
   ) {
-    this.fields = new Set(ReleaseList.parse([...list]));
+    const fields = ReleaseList.parse([...list]);
+    // The study schema refuses a DP study that releases an exact field not declared public; the
+    // node holds to it again, whatever the coordinator sends.
+    this.fields = new Set(fields.filter((f) => releaseMechanism(privacy, f) !== 'exact' || !hasDp(privacy)));
   }
 
-  static of(study: Pick<StudyConfig, 'release'> & Partial<Pick<StudyConfig, 'task'>>): Release {
-    return new Release(study.release, study.task?.kind ?? 'binary');
+  static of(study: Pick<StudyConfig, 'release'> & Partial<Pick<StudyConfig, 'task' | 'privacy'>>): Release {
+    return new Release(study.release, study.task?.kind ?? 'binary', study.privacy);
+  }
+
+  /** Does the study run DP (its counts are then public constants or noised, never exact)? */
+  get dp(): boolean {
+    return hasDp(this.privacy);
   }
 
   /** An update's weights: the tensors the study's model kind shares, and no other. */
@@ -101,14 +122,17 @@ export class Release {
     const meta: Record<string, unknown> = {};
     for (const [key, field] of Object.entries(UPDATE_META_RELEASE) as Array<[keyof UpdateMeta, ReleaseField]>) {
       if (!this.allows(field)) continue;
-      const value = key === 'data' ? dataReport(facts.data) : facts[key];
+      // Under DP the count is the public constant 1 (updates weigh the same): never the row count.
+      const value = key === 'data' ? dataReport(facts.data) : key === 'numExamples' && this.dp ? DP_UPDATE_COUNT : facts[key];
       if (value !== undefined) meta[key] = value;
     }
     return UpdateMeta.parse(meta) as Released<UpdateMeta>;
   }
 
-  /** An evaluation of a global model: the model kind's sufficient statistics. */
+  /** An evaluation of a global model: the model kind's sufficient statistics (noised under DP). */
   evaluation(facts: EvaluatedFacts): Released<EvaluationReport> {
+    if (this.dp && !isNoised(facts.stats)) throw new Error('under DP an evaluation leaves only as noised statistics (client-node/train.ts evaluate with the ledger)');
+    if (this.dp && facts.numExamples !== statsRows(facts.stats)) throw new Error('under DP the evaluation count is the sum of the noised counts');
     const report: Record<string, unknown> = {};
     for (const [key, field] of Object.entries(EVALUATION_RELEASE) as Array<[keyof EvaluationReport, ReleaseField]>) {
       if (this.allows(field) && facts[key] !== undefined) report[key] = facts[key];

@@ -9,6 +9,8 @@ import type { NodePrivacyLedger } from './privacy-ledger.ts';
 import type { Spend } from './policy.ts';
 import type { EvaluatedFacts, TrainedFacts } from './release.ts';
 import { instructionsOf } from './task.ts';
+import { evaluationDp, stepDenominator } from '../protocols/privacy/study-privacy.ts';
+import { statsRows } from '../protocols/model-kinds/kind.ts';
 
 /**
  * The train stage, through the study's model kind (models/kinds: binary or regression): local
@@ -47,7 +49,8 @@ export async function train(
     const before = ledger.epsilon();
     ledger.record(spend);
     const total = ledger.epsilon();
-    result = await kind.train(model, data.train, { ...args, dpSgd });
+    // The public denominator (study-privacy.ts stepDenominator), never q x this node's rows.
+    result = await kind.train(model, data.train, { ...args, dpSgd: { ...dpSgd, expectedBatchSize: stepDenominator(dpSgd, study.training.batchSize) } });
     spent = { accountant: ledger.accountant, delta: privacy.delta, epsilonRound: total - before, epsilonTotal: total, noiseMultiplier: dpSgd.noiseMultiplier, samplingRate: dpSgd.samplingRate, steps: result.steps, clipNorm: dpSgd.clipNorm };
     log.info({ round: task.round, epsilonRound: spent.epsilonRound, epsilonTotal: total, delta: privacy.delta, clippedFraction: result.clippedFraction, accountant: ledger.accountant }, 'DP-SGD privacy spent');
   } else {
@@ -84,8 +87,32 @@ function checkTrainingOutcome(round: number, loss: number, weights: WeightSet): 
  * Evaluates a global model on the node's validation rows: the kind's statistics and mean loss.
  * A loss that is not finite is left out (the report's loss is optional), never reported as 0.
  */
-export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, global: WeightSet): EvaluatedFacts {
+export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, global: WeightSet, privacy?: EvaluationPrivacy, log?: Logger): EvaluatedFacts {
   setWeights(model, global);
-  const { loss, stats } = kind.evaluate(model, data.validation);
-  return { numExamples: data.validation.n, ...(Number.isFinite(loss) ? { loss } : {}), stats };
+  const dp = evaluationDp(privacy?.task.config.privacy);
+  if (!dp) {
+    const { loss, stats } = kind.evaluate(model, data.validation);
+    return { numExamples: data.validation.n, ...(Number.isFinite(loss) ? { loss } : {}), stats };
+  }
+  // Under DP (issue 10): charged to the data source's ledger first (appended and fsynced; the
+  // ceiling checked under its lock), then the noised statistics. One evaluation is a Gaussian
+  // mechanism on the validation rows with multiplier z and no subsampling: (q = 1, z, 1 step),
+  // RDP alpha / (2 z^2), composed with DP-SGD's spends as RDP curves. Validation and training rows
+  // are disjoint (the keyed-hash split), so the per-row cost is in fact the larger of the two;
+  // the ledger's sum is an upper bound.
+  if (!privacy) throw new Error('evaluation under DP needs the node ledger');
+  const { ledger, task } = privacy;
+  const spend = { studyId: task.studyId, round: task.round, samplingRate: 1, noiseMultiplier: dp.noiseMultiplier, steps: 1 };
+  const before = ledger.epsilon();
+  ledger.record(spend);
+  const total = ledger.epsilon();
+  log?.info({ round: task.round, epsilonEvaluation: total - before, epsilonTotal: total, delta: ledger.delta, bins: dp.bins, noiseMultiplier: dp.noiseMultiplier }, 'evaluation privacy spent (noised histogram)');
+  const { stats } = kind.evaluate(model, data.validation, dp);
+  return { numExamples: statsRows(stats), stats, spent: { epsilonEvaluation: total - before, epsilonTotal: total } };
+}
+
+/** What a DP evaluation needs: the data source's ledger and the task (study, round, privacy config). */
+export interface EvaluationPrivacy {
+  ledger: NodePrivacyLedger;
+  task: Task;
 }

@@ -10,8 +10,9 @@ import { globalTensors, type Proximal } from './train.ts';
 /**
  * Record-level DP-SGD on a node (Abadi et al. 2016, "Deep Learning with Differential Privacy"):
  * each step Poisson-samples rows with rate q, clips every row's gradient to L2 norm C, sums, adds
- * N(0, (sigma C)^2) to each coordinate, and divides by the expected batch size q n (a fixed
- * denominator, so the sampled batch size itself leaks nothing).
+ * N(0, (sigma C)^2) to each coordinate, and divides by a fixed expected batch size B (so the
+ * sampled batch size leaks nothing): the study's public expectedBatchSize, never q n with the
+ * node's private row count n (see trainDpSgd).
  *
  * Per-example clipping is vectorized for dense stacks: the gradient of one row for a dense layer
  * is the outer product a_i^T delta_i of its input activations and the loss gradient at the
@@ -159,7 +160,13 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
   if (n === 0) throw new RangeError('DP-SGD: no rows to train on');
   const steps = dpSgdStepsPerRound(config);
   const q = config.samplingRate;
-  const expectedBatch = q * n;
+  // The fixed, public denominator (issue 10): the study's expectedBatchSize, which the node always
+  // passes (client-node/train.ts, stepDenominator: declared, else training.batchSize), so the
+  // private row count n never scales the released update. This is Opacus's `expected_batch_size`
+  // (opacus.PrivacyEngine.make_private with poisson_sampling=True: DPOptimizer divides the noised
+  // sum by expected_batch_size, never by the sampled batch). Only a direct library call without it
+  // (tests, the bench) falls back to q n, which Opacus also computes by default from len(dataset).
+  const expectedBatch = config.expectedBatchSize ?? q * n;
   const noiseStd = config.noiseMultiplier * config.clipNorm;
   const dimension = layers.reduce((sum, l) => sum + l.kernel.size + l.bias.size, 0);
   const gridStep = GaussianNoise.gridStep(noiseStd, config.noiseMultiplier, dimension);

@@ -72,6 +72,19 @@ export const RELEASE_UNDER_DP: Readonly<Record<ReleaseField, { mechanism: Releas
   'status.data': { mechanism: 'exact', how: 'data-quality counts in status reports, not noised' },
 };
 
+/** update.numExamples under DP: a public constant (RELEASE_UNDER_DP), never the node's rows. */
+export const DP_UPDATE_COUNT = 1;
+
+/**
+ * What an evaluation report of this study looks like: without DP the kind's exact statistics
+ * (binary: DEFAULT_HISTOGRAM_BINS bins); under DP the noised binary histogram of
+ * privacy.evaluation's bins with that noise std. The node builds it, the coordinator checks it.
+ */
+export function expectedEvaluation(privacy: StudyPrivacy | undefined): { noised: false } | { noised: true; bins: number; noiseStd: number } {
+  const dp = evaluationDp(privacy);
+  return dp ? { noised: true, bins: dp.bins, noiseStd: dp.noiseMultiplier } : { noised: false };
+}
+
 /** The release list a study gets by default: every field without DP; under DP the fields that are not exact, plus those it declares public. */
 export function defaultRelease(privacy: StudyPrivacy | undefined): ReleaseField[] {
   if (!hasDp(privacy)) return [...RELEASE_FIELDS];

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { DEFAULT_HISTOGRAM_BINS } from '../../protocols/metrics.ts';
-import { unreleasedFields, type EvaluationReport, type StudyConfig, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
-import { EvaluationStats, statsRows } from '../../protocols/model-kinds/kind.ts';
+import { expectedEvaluation, unreleasedFields, type EvaluationReport, type StudyConfig, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
+import { EvaluationStats, isNoised, statsRows } from '../../protocols/model-kinds/kind.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import { appendAudit } from '../audit/audit-log.ts';
@@ -11,7 +11,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
-import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
+import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, CLAIM_CODES, ClaimOutOfBoundsError, declaredRows, maxValidationRows, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf } from './evaluation-pooling.ts';
 import {
   findEvaluation,
@@ -172,7 +172,9 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     }
     // Its validation share of the rows it declared (its status report, its update of this round).
     const update = await findUpdate(tx, studyId, round, node.id);
-    checkEvaluationCount(config, report, await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined));
+    const declared = await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined);
+    if (expectedEvaluation(config.privacy).noised) checkNoisedEvaluationCount(config, report, declared);
+    else checkEvaluationCount(config, report, declared);
     await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
     const evaluated = await listEvaluatorIds(tx, studyId, round);
@@ -193,9 +195,51 @@ function checkEvaluationReport(config: StudyConfig, report: EvaluationReport): v
   if (unreleased.length > 0) throw new BadRequestError(`evaluation refused: ${unreleased.join(', ')} is not on the study's release list`, unreleased[0], 'NOT_RELEASED');
   const stats: EvaluationStats = report.stats;
   if (stats.kind !== config.task.kind) throw new BadRequestError(`evaluation refused: stats.kind is ${stats.kind} but the study is ${config.task.kind}`, 'stats.kind', 'INVALID_EVALUATION');
+  const expected = expectedEvaluation(config.privacy);
+  if (expected.noised || isNoised(stats)) {
+    checkNoisedEvaluation(config, report);
+    return;
+  }
   if (stats.kind === 'binary' && stats.histogram.bins !== DEFAULT_HISTOGRAM_BINS) {
     throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${DEFAULT_HISTOGRAM_BINS}, got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
   }
   const rows = statsRows(stats);
   if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: the statistics cover ${rows} rows but numExamples is ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
+}
+
+/**
+ * The DP branch of the evaluation checks (issue 10). Under DP every count carries discrete
+ * Gaussian noise (privacy.evaluation), so the exact checks cannot hold: the report must be the
+ * noised form with the study's bins and noise std, and its count must be the clamped sum of its
+ * noised counts (which the node computes exactly); noise is never accepted in a study without DP
+ * (there the exact checks above stay strict). The count against the node's validation share
+ * (when it declared rows publicly) is checked with 10 sigma of slack for the 2 x bins noised cells.
+ */
+function checkNoisedEvaluation(config: StudyConfig, report: EvaluationReport): void {
+  const stats = report.stats;
+  const expected = expectedEvaluation(config.privacy);
+  if (!expected.noised) throw new BadRequestError('evaluation refused: noised statistics in a study without DP (its evaluations are exact)', 'stats.noise', 'INVALID_EVALUATION');
+  if (!isNoised(stats)) throw new BadRequestError(`evaluation refused: study ${config.name} runs DP, so its evaluations must be noised (privacy.evaluation: ${expected.bins} bins, noise std ${expected.noiseStd}); exact statistics would release the node's validation rows`, 'stats', 'INVALID_EVALUATION');
+  if (stats.histogram.bins !== expected.bins) throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${expected.bins} (privacy.evaluation.bins), got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
+  if (stats.noise.noiseStd !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseStd must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseStd}`, 'stats.noise.noiseStd', 'INVALID_EVALUATION');
+  const rows = statsRows(stats);
+  if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: numExamples must be the clamped sum of the noised counts, ${rows}, got ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
+}
+
+/** Slack on a noised evaluation count: 10 sigma of the sum of 2 x bins noised cells. */
+export function noisedCountSlack(config: StudyConfig): number {
+  const expected = expectedEvaluation(config.privacy);
+  return expected.noised ? 10 * expected.noiseStd * Math.sqrt(2 * expected.bins) : 0;
+}
+
+/** Under DP: a noised evaluation count within the node's (public) validation share plus noisedCountSlack. */
+function checkNoisedEvaluationCount(config: StudyConfig, report: EvaluationReport, declared: number | undefined): void {
+  if (!config.bounds || declared === undefined) return;
+  const allowed = maxValidationRows(config, declared) + noisedCountSlack(config);
+  if (report.numExamples <= allowed) return;
+  throw new ClaimOutOfBoundsError(
+    `evaluation refused: numExamples ${report.numExamples} is more than this node's validation share of its ${declared} declared rows plus 10 sigma of evaluation noise (at most ${Math.floor(allowed)}); nothing of it was stored`,
+    'numExamples',
+    CLAIM_CODES.evaluation,
+  );
 }

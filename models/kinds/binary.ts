@@ -2,13 +2,14 @@ import type * as tf from '../tf.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { scoreHistogram } from '../../protocols/metrics.ts';
 import { outputActivation } from '../../protocols/model-spec.ts';
-import type { BinaryStats } from '../../protocols/model-kinds/kind.ts';
+import type { BinaryStats, NoisedBinaryStats } from '../../protocols/model-kinds/kind.ts';
 import { createModel } from '../model-factory.ts';
 import { trainDpSgd } from '../dp-sgd.ts';
 import { bceLoss, type OutputLoss } from '../losses.ts';
 import { predictScores, trainLocal } from '../train.ts';
 import type { EncodedData } from '../encode.ts';
-import type { KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
+import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
+import { GaussianNoise } from '../../protocols/privacy/gaussian-noise.ts';
 
 const EPSILON = 1e-7;
 
@@ -39,8 +40,9 @@ export const binaryKind: NodeModelKind = {
   train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
     return trainWith(model, data, args, bceLoss);
   },
-  evaluate(model: tf.LayersModel, data: EncodedData): { loss: number; stats: BinaryStats } {
+  evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: BinaryStats | NoisedBinaryStats } {
     const scores = predictScores(model, data.x, data.n, data.width);
+    if (dp) return { loss: Number.NaN, stats: noisedBinaryEvaluation(scores, data.y, dp) };
     return binaryEvaluation(scores, data.y);
   },
 };
@@ -62,4 +64,29 @@ export function binaryEvaluation(scores: ArrayLike<number>, labels: ArrayLike<nu
   }
   const n = scores.length;
   return { loss: n > 0 ? logLossSum / n : 0, stats: { kind: 'binary', histogram: scoreHistogram(scores, labels), brierSum, logLossSum } };
+}
+
+/**
+ * The binary kind's statistics under DP (issue 10): a `bins`-bin score histogram per label with
+ * discrete Gaussian noise on every count, and nothing else (no loss, no Brier or log-loss sums).
+ *
+ * The mechanism: adding or removing one validation row changes one of the 2 x bins counts by 1,
+ * so the histogram has L2 sensitivity 1 and N(0, z^2) noise per count is the Gaussian mechanism
+ * with multiplier z (Dwork & Roth 2014, Thm A.1; RDP alpha / (2 z^2), Mironov 2017, Prop. 7). The
+ * noise is the exact discrete Gaussian of gaussian-noise.ts (Canonne, Kamath, Steinke 2020) on the
+ * grid step gridStep(z, z, 2 bins), which accounts for snapping the counts to that grid, so the
+ * integer mechanism's multiplier is exactly z; the result is then rounded to integers
+ * (post-processing). The node's ledger is charged before this runs (client-node/train.ts).
+ */
+export function noisedBinaryEvaluation(scores: ArrayLike<number>, labels: ArrayLike<number>, dp: EvaluationNoise): NoisedBinaryStats {
+  const exact = scoreHistogram(scores, labels, dp.bins);
+  const z = dp.noiseMultiplier;
+  const values = Float64Array.from([...exact.positives, ...exact.negatives]);
+  (dp.noise ?? new GaussianNoise()).privatize(values, GaussianNoise.gridStep(z, z, values.length));
+  const counts = Array.from(values, (v) => Math.round(v));
+  return {
+    kind: 'binary',
+    noise: { mechanism: 'discrete-gaussian', noiseStd: z },
+    histogram: { bins: dp.bins, positives: counts.slice(0, dp.bins), negatives: counts.slice(dp.bins) },
+  };
 }

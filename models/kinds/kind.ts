@@ -4,6 +4,7 @@ import type { EvaluationStats, KindName } from '../../protocols/model-kinds/kind
 import type { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { DpSgdConfig } from '../../protocols/privacy/study-privacy.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
+import type { GaussianNoise } from '../../protocols/privacy/gaussian-noise.ts';
 import type { EncodedData } from '../encode.ts';
 
 /**
@@ -20,8 +21,19 @@ export interface NodeModelKind {
    * (mu / 2) |w - global|^2 when instructions.proximalMu > 0.
    */
   train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult>;
-  /** The kind's sufficient statistics on `data` (never a ratio), and the mean loss. */
-  evaluate(model: tf.LayersModel, data: EncodedData): { loss: number; stats: EvaluationStats };
+  /**
+   * The kind's sufficient statistics on `data` (never a ratio), and the mean loss. With `dp` (a
+   * study under DP), the kind's noised statistics instead (binary: noisedBinaryEvaluation); a kind
+   * without a noised form throws (such studies are refused at creation).
+   */
+  evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: EvaluationStats };
+}
+
+/** The study's evaluation noise (privacy.evaluation) and the sampler to draw it from. */
+export interface EvaluationNoise {
+  bins: number;
+  noiseMultiplier: number;
+  noise?: GaussianNoise;
 }
 
 export interface TrainArgs {

@@ -9,7 +9,7 @@ import { DataError } from '../errors.ts';
 import { huberLoss, mseLoss, tweedieLoss, type OutputLoss } from '../losses.ts';
 import { predictScores } from '../train.ts';
 import { trainWith } from './binary.ts';
-import type { KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
+import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
 
 type RegressionTask = Extract<TaskSpec, { kind: 'regression' }>;
 
@@ -111,7 +111,10 @@ export function regressionKind(study: StudyConfig): NodeModelKind {
     train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
       return trainWith(model, withTrainingTargets(data, map, target.column), args, loss);
     },
-    evaluate(model: tf.LayersModel, data: EncodedData): { loss: number; stats: RegressionStats } {
+    evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: RegressionStats } {
+      // No noised regression statistics yet: a regression study under DP is refused at creation
+      // (protocols/messages.ts), so this only guards against a study that slipped through.
+      if (dp) throw new Error('regression evaluation under DP is not supported: its statistics (sums of y, errors) would leave exact');
       const outputs = predictScores(model, data.x, data.n, data.width);
       return regressionEvaluation(outputs, withTrainingTargets(data, map, target.column).y, data.y, map, loss, target.center);
     },

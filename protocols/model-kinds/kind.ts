@@ -79,7 +79,25 @@ export const RegressionStats = z.strictObject({
 });
 export type RegressionStats = z.infer<typeof RegressionStats>;
 
-export const EvaluationStats = z.discriminatedUnion('kind', [BinaryStats, RegressionStats]);
+/**
+ * Binary classification under DP (issue 10): a coarse score histogram per label (the study's
+ * privacy.evaluation.bins) whose every count carries discrete Gaussian noise of std `noiseStd`
+ * (Canonne, Kamath, Steinke 2020; protocols/privacy/gaussian-noise.ts), so counts are integers that
+ * may be negative. Nothing else: no Brier or log-loss sum (their
+ * sensitivity is unbounded without clipping); the coordinator derives both from the pooled
+ * histogram at the bins' midpoints.
+ */
+const noisedCount = z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER);
+export const NoisedBinaryStats = z.strictObject({
+  kind: z.literal('binary'),
+  noise: z.strictObject({ mechanism: z.literal('discrete-gaussian'), noiseStd: z.number().positive().finite() }),
+  histogram: z
+    .strictObject({ bins: z.number().int().min(2).max(1000), positives: z.array(noisedCount), negatives: z.array(noisedCount) })
+    .refine((h) => h.positives.length === h.bins && h.negatives.length === h.bins, { message: 'positives and negatives must each have `bins` entries' }),
+});
+export type NoisedBinaryStats = z.infer<typeof NoisedBinaryStats>;
+
+export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats]);
 export type EvaluationStats = z.infer<typeof EvaluationStats>;
 
 /** Pooled metrics of a round's evaluation; null where undefined (one class only, no rows). */
@@ -93,12 +111,71 @@ export function statsRows(stats: EvaluationStats): number {
   if (stats.kind === 'regression') return stats.n;
   let n = 0;
   for (let b = 0; b < stats.histogram.bins; b++) n += stats.histogram.positives[b] + stats.histogram.negatives[b];
-  return n;
+  // Noised counts may sum below 0; the report's count is the clamped sum (post-processing).
+  return isNoised(stats) ? Math.max(0, n) : n;
+}
+
+/** Statistics released under DP (noised), rather than exact ones. */
+export function isNoised(stats: EvaluationStats): stats is NoisedBinaryStats {
+  return stats.kind === 'binary' && 'noise' in stats;
+}
+
+/**
+ * Pools noised histograms (issue 10): the raw noised counts are summed as they are (negative
+ * counts included: clamping each node's counts first would bias every bin upward by about
+ * 0.4 sigma per node), and only the pooled counts are clamped at 0 before AUC, log loss and
+ * Brier are computed from them. Log loss and Brier use each bin's midpoint m_b as the score:
+ * logLoss = sum_b (P_b (-ln m_b) + N_b (-ln(1 - m_b))) / n, brier = sum_b (P_b (1 - m_b)^2 +
+ * N_b m_b^2) / n, n = sum_b (P_b + N_b) of the clamped counts. `noised: 1` marks the metrics.
+ */
+export function poolNoisedBinary(reports: NoisedBinaryStats[]): PooledMetrics {
+  const bins = reports[0]?.histogram.bins;
+  if (bins === undefined) return { auc: null, logLoss: null, brier: null, n: 0, noised: 1 };
+  const raw = poolHistogramsSigned(reports.map((r) => r.histogram));
+  const positives = raw.positives.map((c) => Math.max(0, c));
+  const negatives = raw.negatives.map((c) => Math.max(0, c));
+  let n = 0;
+  let logLoss = 0;
+  let brier = 0;
+  for (let b = 0; b < bins; b++) {
+    const m = (b + 0.5) / bins;
+    n += positives[b] + negatives[b];
+    logLoss += -positives[b] * Math.log(m) - negatives[b] * Math.log(1 - m);
+    brier += positives[b] * (1 - m) ** 2 + negatives[b] * m * m;
+  }
+  const auc = aucFromHistogram({ bins, positives, negatives });
+  const noiseStd = Math.sqrt(reports.reduce((s, r) => s + r.noise.noiseStd ** 2, 0));
+  return { auc: orNull(auc), logLoss: n > 0 ? logLoss / n : null, brier: n > 0 ? brier / n : null, n, noised: 1, noiseStdPerCount: noiseStd };
+}
+
+/** Sums histograms of one size, counts as they are (negative allowed). */
+function poolHistogramsSigned(histograms: Array<{ bins: number; positives: number[]; negatives: number[] }>): { positives: number[]; negatives: number[] } {
+  const bins = histograms[0].bins;
+  const positives = new Array<number>(bins).fill(0);
+  const negatives = new Array<number>(bins).fill(0);
+  for (const h of histograms) {
+    if (h.bins !== bins) throw new Error(`cannot pool histograms of ${bins} and ${h.bins} bins`);
+    for (let b = 0; b < bins; b++) {
+      positives[b] += h.positives[b];
+      negatives[b] += h.negatives[b];
+    }
+  }
+  return { positives, negatives };
 }
 
 const orNull = (x: number) => (Number.isFinite(x) ? x : null);
 
-export function poolBinary(reports: BinaryStats[]): PooledMetrics {
+export function poolBinary(reports: Array<BinaryStats | NoisedBinaryStats>): PooledMetrics {
+  const noised = reports.filter(isNoised);
+  if (noised.length > 0) {
+    // One round's reports are all noised or all exact (the study decides); never mix them.
+    if (noised.length !== reports.length) throw new Error('a round mixes noised and exact evaluation reports');
+    return poolNoisedBinary(noised);
+  }
+  return poolExactBinary(reports as BinaryStats[]);
+}
+
+function poolExactBinary(reports: BinaryStats[]): PooledMetrics {
   const pooled = poolHistograms(reports.map((r) => r.histogram));
   const n = reports.reduce((s, r) => s + statsRows(r), 0);
   return {
@@ -158,8 +235,8 @@ export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
 
 const allShared = (specs: TensorSpec[]) => specs;
 
-export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats>; readonly regression: ModelKind<RegressionStats> } = {
-  binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: BinaryStats, pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
+export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats> } = {
+  binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([BinaryStats, NoisedBinaryStats]), pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
   regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: RegressionStats, pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
 };
 

@@ -94,7 +94,7 @@ async function completed(coordinator: CoordinatorProcess, studyId: string, nodes
     await sleep(300);
   }
   // What each process said last: enough to tell a slow machine from a refusal.
-  const tail = (p: RunningProcess) => p.logs.slice(-6).map((l) => `${l.msg} ${JSON.stringify(l.reason ?? l.err ?? l.round ?? '')}`);
+  const tail = (p: RunningProcess) => [...p.logs.slice(-6).map((l) => `${l.msg} ${JSON.stringify(l.reason ?? l.err ?? l.round ?? '')}`), `exit ${p.child.exitCode ?? p.child.signalCode}`, ...p.stderr.slice(-3)];
   throw new Error(`study ${studyId} did not complete: ${JSON.stringify(status)}\ncoordinator: ${tail(coordinator.current).join(' | ')}\n${nodes.map((n) => `node: ${tail(n).join(' | ')}`).join('\n')}`);
 }
 

@@ -89,13 +89,16 @@ export function boundUpdate(config: StudyConfig, global: WeightSet, update: Weig
 }
 
 /**
- * Validation rows a node may report: its validation share of its declared rows. The node splits
- * its rows by largest remainder within each label stratum (models/encode.ts splitRows), so each
- * of the two strata holds at most ceil(fraction x stratum) validation rows: the total is below
- * fraction x rows + 2.
+ * Validation rows a node may report: its validation share of its declared rows. The node puts
+ * each row on the validation side when a keyed hash of the row is below the fraction
+ * (client-node/data.ts validationSplit), so an honest count is Binomial(rows, fraction). The bound
+ * is the mean plus 6 standard deviations plus 2: an honest node exceeds it with probability below
+ * 1e-6 at every size (test/coordinator/claims.test.ts sums the exact binomial tail), while a
+ * fabricated report can claim at most that many rows.
  */
 export function maxValidationRows(config: StudyConfig, rows: number): number {
-  return Math.min(rows, Math.ceil(config.training.validationFraction * rows) + 2);
+  const f = config.training.validationFraction;
+  return Math.min(rows, Math.ceil(f * rows + 6 * Math.sqrt(rows * f * (1 - f))) + 2);
 }
 
 /**

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { splitRows } from '../../models/encode.ts';
 import { StudyConfig } from '../../protocols/messages.ts';
 import { maxValidationRows } from '../../coordinator/rounds/claims.ts';
 import { MAX_EXAMPLE_COUNT } from '../../protocols/messages.ts';
@@ -192,14 +191,14 @@ describeOnEachBackend('node claims are bounded and checked', (run) => {
     const res = await post(a, fake);
     expect(res.status).toBe(400);
     expect(res.body.error).toMatchObject({ field: 'numExamples', code: 'EVALUATION_OUT_OF_BOUNDS' });
-    expect(res.body.error.message).toMatch(/numExamples 2000000 is more than this node's validation share of its 30 declared rows \(at most 8/);
-    // Just past the share (0.2 x 30 + 2 = 8 rows): refused too; at it: accepted.
-    expect((await post(a, evaluation([0, 1, 2, 2], [2, 1, 1, 0], 0.5))).status).toBe(400);
+    expect(res.body.error.message).toMatch(/numExamples 2000000 is more than this node's validation share of its 30 declared rows \(at most 22 /);
+    // Just past the share (ceil(0.2 x 30 + 6 sd) + 2 = 22 rows): refused too; at it: accepted.
+    expect((await post(a, evaluation([0, 10, 3], [5, 5, 0], 0.5))).status).toBe(400);
     expect(await h.built.db.selectFrom('evaluations').selectAll().where('study_id', '=', studyId).execute()).toEqual([]);
-    expect((await post(a, evaluation([0, 1, 2, 1], [2, 1, 1, 0], 0.5))).status).toBe(201);
+    expect((await post(a, evaluation([0, 10, 2], [5, 5, 0], 0.5))).status).toBe(201);
     expect((await post(b, evaluation([0, 1, 2], [2, 1, 0], 0.5))).status).toBe(201);
     const round = await roundOne(h, studyId, ['completed']);
-    expect(round.validationMetrics.n).toBe(14);
+    expect(round.validationMetrics.n).toBe(28);
   });
 
   run('counts summing past 2^31 are stored (BIGINT): the round aggregates and reads back as numbers', async (h) => {
@@ -232,19 +231,31 @@ describeOnEachBackend('node claims are bounded and checked', (run) => {
   });
 });
 
-/** The evaluation bound never refuses an honest node: every split the node can make fits in it. */
+/**
+ * The evaluation bound never refuses an honest node: the node's validation count is
+ * Binomial(rows, fraction) (a keyed hash per row), and the exact upper tail above the bound is
+ * below 1e-6 at every size.
+ */
 describe('the validation share bound', () => {
-  it('holds for every split the node makes (largest remainder within each label stratum)', () => {
-    let seed = 7;
-    for (const fraction of [0, 0.05, 0.1, 0.2, 0.3, 0.37, 0.5]) {
+  it('an honest binomial split exceeds it with probability below 1e-6 (exact tail)', () => {
+    for (const fraction of [0.05, 0.1, 0.2, 0.3, 0.37, 0.5]) {
       const config = StudyConfig.parse({ ...tinyStudy(), training: { validationFraction: fraction } });
-      for (let n = 1; n <= 300; n += n < 40 ? 1 : 7) {
-        for (const positiveEvery of [1, 2, 3, 7, n + 1]) {
-          const labels = Array.from({ length: n }, (_, i) => (i % positiveEvery === 0 ? 1 : 0));
-          const [, validation] = fraction > 0 ? splitRows(n, [1 - fraction, fraction], seed++, labels) : [[], []];
-          expect(validation.length, `n ${n}, fraction ${fraction}`).toBeLessThanOrEqual(maxValidationRows(config, n));
+      for (let n = 1; n <= 5000; n += n < 60 ? 1 : 37) {
+        const bound = maxValidationRows(config, n);
+        // P(X > bound) for X ~ Binomial(n, fraction), summed in log space.
+        let tail = 0;
+        let logC = 0;
+        for (let k = 0; k <= n; k++) {
+          if (k > 0) logC += Math.log((n - k + 1) / k);
+          if (k > bound) tail += Math.exp(logC + k * Math.log(fraction) + (n - k) * Math.log(1 - fraction));
         }
+        expect(tail, `n ${n}, fraction ${fraction}, bound ${bound}`).toBeLessThan(1e-6);
       }
     }
+  });
+
+  it('bounds a fabricated count: a node of 400 rows at fraction 0.2 may report at most 130', () => {
+    const config = StudyConfig.parse({ ...tinyStudy(), training: { validationFraction: 0.2 } });
+    expect(maxValidationRows(config, 400)).toBe(130);
   });
 });

@@ -1,6 +1,6 @@
 import { BinaryStats, EvaluationStats, poolStudyEvaluation, statsRows } from '../../protocols/model-kinds/kind.ts';
 import { DEFAULT_HISTOGRAM_BINS, ScoreHistogram } from '../../protocols/metrics.ts';
-import type { StudyConfig } from '../../protocols/messages.ts';
+import { expectedEvaluation, type StudyConfig } from '../../protocols/messages.ts';
 
 /**
  * The stored statistics of one evaluation row. Rows written before model kinds hold a bare score
@@ -35,12 +35,11 @@ const messageOf = (err: unknown) => bounded(err instanceof Error ? err.message :
 
 /**
  * The histogram resolution the study's binary reports must have: the one every honest node uses,
- * or the coarser one a study with DP evaluation sets (`privacy.evaluation.bins`, read loosely so
- * this stays right whether or not that setting exists in this version).
+ * or under DP the coarser one of privacy.evaluation (declared, else its default: expectedEvaluation).
  */
 function expectedBins(config: StudyConfig): number {
-  const bins = (config.privacy as { evaluation?: { bins?: unknown } } | undefined)?.evaluation?.bins;
-  return typeof bins === 'number' ? bins : DEFAULT_HISTOGRAM_BINS;
+  const expected = expectedEvaluation(config.privacy);
+  return expected.noised ? expected.bins : DEFAULT_HISTOGRAM_BINS;
 }
 
 /** What makes one parsed report unfit for this study's pooling, if anything. */

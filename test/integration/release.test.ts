@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inferFeatureSpec, readCsvTable, writeCsvTable } from '../../models/index.ts';
-import { RELEASE_FIELDS, REQUIRED_RELEASE, StudyStatus, UPDATE_META_HEADER, type ReleaseField } from '../../protocols/messages.ts';
+import { defaultRelease, DP_UPDATE_COUNT, RELEASE_FIELDS, RELEASE_UNDER_DP, REQUIRED_RELEASE, StudyStatus, UPDATE_META_HEADER, type ReleaseField } from '../../protocols/messages.ts';
+import { statsRows } from '../../protocols/model-kinds/kind.ts';
 import { decodeWeights } from '../../protocols/weights-codec.ts';
 import { SIGNATURE_HEADER_NAMES } from '../../protocols/crypto/request-signing.ts';
 import { backendOrSkip } from '../helpers/databases.ts';
@@ -192,5 +193,134 @@ describe('what leaves a node is what the study declared (release list), on the w
     for (const withheld of WITHHELD) expect(seen.has(withheld)).toBe(false);
     // The declared fields did go out (the test reads the wire it claims to).
     expect([...seen].sort()).toEqual([...RELEASE].sort());
+  });
+});
+
+/**
+ * The same wire under DP (issue 10): a DP-SGD study with the default release list. Every field of
+ * every node request is named by its release and each must be noised or public
+ * (RELEASE_UNDER_DP): the update's count is the constant 1, no loss, steps, seconds or data counts
+ * leave, status reports carry no data, and every evaluation is the noised coarse histogram. The
+ * noise is checked on the wire: each node's validation rows are the same in both rounds, so exact
+ * counts would sum to the same total twice; the noised totals differ, and noised cells go negative.
+ */
+describe('under DP, what leaves a node is noised or public, on the wire', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fedmark-release-dp-'));
+  const processes: RunningProcess[] = [];
+  let proxy: Awaited<ReturnType<typeof recordingProxy>> | undefined;
+  let drop: (() => Promise<void>) | undefined;
+  let status: StudyStatus | undefined;
+  let url = '';
+  const ROUNDS = 2;
+
+  const api = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(url + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json', ...init.headers } });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res;
+  };
+  const posts = (suffix: string) => proxy!.recorded.filter((r) => r.method === 'POST' && r.path.replace(/\?.*/, '').endsWith(suffix) && r.status < 300);
+
+  beforeAll(async () => {
+    const database = await (await backendOrSkip('pglite'))!.create();
+    drop = database.drop;
+    const coordinator = runFedmark(['coordinator', '--port', '0', '--data-dir', database.dataDir!], { FEDMARK_ADMIN_TOKEN: ADMIN, FEDMARK_KEY_DIR: join(dir, 'coordinator-keys') });
+    processes.push(coordinator);
+    url = String((await coordinator.waitForLog((l) => l.msg === 'coordinator listening')).url);
+    proxy = await recordingProxy(url);
+
+    const table = readCsvTable({ path: DATA });
+    const spec = inferFeatureSpec(table, { target: 'churn' });
+    const areaCol = table.header.indexOf('area_code');
+    const regions = ['area_code_408', 'area_code_415', 'area_code_510'];
+    // No release list: the DP default (RELEASE_UNDER_DP without the exact fields).
+    const privacy = { delta: 1e-5, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.05, stepsPerRound: 10, learningRate: 0.5, expectedBatchSize: 32 } };
+    const study = await (
+      await api('/v1/studies', { method: 'POST', body: JSON.stringify({ name: 'release-dp', model: { kind: 'logreg' }, features: spec, privacy, rounds: ROUNDS, minNodesPerRound: 3, roundDeadlineSeconds: 120 }) })
+    ).json();
+    for (const region of regions) {
+      const nodeDir = join(dir, region);
+      mkdirSync(nodeDir, { recursive: true });
+      writeCsvTable(join(nodeDir, 'data.csv'), table.header, table.rows.filter((r) => r[areaCol] === region));
+      const { token } = await (await api('/v1/enrollment-tokens', { method: 'POST', body: JSON.stringify({ studyId: study.id, nodeName: region, region }) })).json();
+      processes.push(runFedmark(['node', '--coordinator', proxy.url, '--token', token, '--data', join(nodeDir, 'data.csv'), '--state-dir', join(nodeDir, 'state'), '--ledger-dir', join(nodeDir, 'ledgers'), '--backend', 'wasm']));
+    }
+    for (;;) {
+      status = StudyStatus.parse(await (await api(`/v1/studies/${study.id}`)).json());
+      if (status.state === 'completed') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const node of processes.slice(1)) expect(await node.exited).toBe(0);
+  }, 240_000);
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    proxy?.server.close();
+    await drop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs every round with all three nodes; the study says its evaluation is noised and shows the release list', () => {
+    expect(status!.rounds.map((r) => r.phase)).toEqual(Array(ROUNDS).fill('completed'));
+    for (const r of status!.rounds) {
+      expect(r.updatesReceived).toBe(3);
+      // The round's metrics say they come from noised statistics.
+      expect(r.validationMetrics?.noised).toBe(1);
+    }
+    const config = status!.config as StudyStatus['config'] & { evaluation?: string };
+    expect(config.evaluation).toBe('noised');
+    const reads = proxy!.recorded.filter((r) => r.method === 'GET' && r.path === '/v1/nodes/me/study' && r.status === 200);
+    expect(reads.length).toBeGreaterThanOrEqual(3);
+    for (const read of reads) expect(JSON.parse(read.response.toString('utf8')).config.release).toEqual(defaultRelease(config.privacy));
+  });
+
+  it('every released field is noised or public under DP; nothing exact leaves', () => {
+    const offending: string[] = [];
+    const seen = new Set<ReleaseField>();
+    for (const r of proxy!.recorded) {
+      const { released, unplaced } = classify(r);
+      offending.push(...unplaced);
+      for (const field of released) {
+        seen.add(field);
+        if (RELEASE_UNDER_DP[field].mechanism === 'exact') offending.push(`${r.method} ${r.path}: ${field} is sent exactly under DP`);
+      }
+    }
+    expect([...new Set(offending)]).toEqual([]);
+    expect([...seen].sort()).toEqual(['evaluation.numExamples', 'evaluation.stats', 'update.dpSgd', 'update.numExamples', 'update.weights']);
+    // The count beside every update is the public constant, never the node's rows.
+    for (const r of posts('/updates')) expect(JSON.parse(r.headers[UPDATE_META_HEADER] as string).numExamples).toBe(DP_UPDATE_COUNT);
+  });
+
+  it("every evaluation is the noised histogram (20 bins, std 5), and the noise is on the wire: a node's totals differ between rounds", () => {
+    const evaluations = posts('/evaluations');
+    expect(evaluations).toHaveLength(3 * ROUNDS);
+    const totals = new Map<string, number[]>();
+    const cells: number[] = [];
+    for (const r of evaluations) {
+      const report = JSON.parse(r.body.toString('utf8'));
+      expect(Object.keys(report).sort()).toEqual(['numExamples', 'stats']);
+      expect(report.stats.noise).toEqual({ mechanism: 'discrete-gaussian', noiseStd: 5 });
+      expect(report.stats.histogram.bins).toBe(20);
+      expect(report.numExamples).toBe(statsRows(report.stats));
+      cells.push(...report.stats.histogram.positives, ...report.stats.histogram.negatives);
+      const node = String(r.headers['fedmark-key-fingerprint']);
+      totals.set(node, [...(totals.get(node) ?? []), report.numExamples]);
+    }
+    // Exact counts are never negative; 240 noised cells, many of them empty, are.
+    expect(cells.some((c) => c < 0)).toBe(true);
+    // The same validation rows each round: exact totals would repeat. Noised (std 5 sqrt(40) = 32), they do not.
+    expect(totals.size).toBe(3);
+    const repeated = [...totals.values()].filter((t) => t.length === ROUNDS && new Set(t).size === 1);
+    expect(repeated.length).toBeLessThan(3);
+  });
+
+  it("charges each evaluation to the node's own ledger: one (q 1, z 5, 1 step) entry per evaluation beside DP-SGD's", () => {
+    for (const region of ['area_code_408', 'area_code_415', 'area_code_510']) {
+      const ledgers = readdirSync(join(dir, region, 'ledgers')).filter((f) => f.endsWith('.jsonl'));
+      expect(ledgers).toHaveLength(1);
+      const entries = readFileSync(join(dir, region, 'ledgers', ledgers[0]), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const evaluationsCharged = entries.filter((e) => e.samplingRate === 1 && e.noiseMultiplier === 5 && e.steps === 1);
+      expect(evaluationsCharged).toHaveLength(ROUNDS);
+      expect(entries.filter((e) => e.samplingRate === 0.05 && e.steps === 10)).toHaveLength(ROUNDS);
+    }
   });
 });

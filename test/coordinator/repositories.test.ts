@@ -172,7 +172,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(await audit.findAuditEntry(db, last.seq)).toEqual(last);
       expect(await audit.findAuditEntry(db, last.seq + 100)).toBeUndefined();
       expect(await audit.hasCheckpointAt(db, last.seq)).toBe(false);
-      await audit.insertCheckpoint(db, { seq: last.seq, head_hash: last.hash, at: new Date().toISOString(), coordinator_fingerprint: 'fp', signature: 'sig' });
+      await audit.insertCheckpoint(db, { seq: last.seq, head_hash: last.hash, at: new Date().toISOString(), coordinator_fingerprint: 'fp', signature: 'sig', number: 1 });
       expect(await audit.hasCheckpointAt(db, last.seq)).toBe(true);
       expect((await audit.listCheckpoints(db)).map((c) => c.seq)).toEqual([last.seq]);
       // No keyring opened this database: it has no coordinator key yet.

@@ -1,0 +1,83 @@
+import { calibrateSigma, computeEpsilonDetails } from './calibrate.ts';
+import { DpSgdConfig } from './study-privacy.ts';
+
+/**
+ * Record-level DP-SGD presets: the settings `npm run bench -- --only privacy` measured best on the
+ * 10-region churn federation (README, "Benchmarks": the privacy-utility table). A preset fixes
+ * everything but the target epsilon; dpSgdPresetPlan calibrates the noise multiplier to it.
+ *
+ * What the tuning follows:
+ * - Large expected batches with more noise, few steps (De et al. 2022, "Unlocking High-Accuracy
+ *   Differentially Private Image Classification through Scale"; Anil et al. 2021 for BERT): the
+ *   noise on a step's mean gradient is z C / (q n), and for a fixed budget z grows far more slowly
+ *   than q, so a bigger batch buys a cleaner gradient; fewer steps cost less epsilon.
+ * - A linear model on good features where it keeps up (Tramer & Boneh 2021, "Differentially
+ *   Private Learning Needs Better Features (or Much More Data)"): the noise norm grows with
+ *   sqrt(parameters), 82 for logistic regression against 3,201 for the 32-16 MLP.
+ * - The PLD accountant (tighter than RDP): a smaller noise multiplier for the same epsilon.
+ */
+export interface DpSgdPreset {
+  /** Rounds the preset was tuned for (the calibration spends the budget over exactly these). */
+  rounds: number;
+  /** Poisson sampling rate of rows per step (expected batch = rate x rows)... */
+  samplingRate?: number;
+  /** ...or the expected batch on the smallest node (samplingRate = expectedBatch / its rows). */
+  expectedBatch?: number;
+  /** Expected epochs per round: stepsPerRound = round(epochsPerRound / samplingRate). */
+  epochsPerRound: number;
+  clipNorm: number;
+  learningRate: number;
+  accountant: 'rdp' | 'pld';
+}
+
+/**
+ * Measured on the 10-region churn federation (about 400 training rows a node), with the
+ * partition column and the columns that repeat another (the four *_charge columns are minutes x
+ * a rate; area_code) excluded from the features. Half of a node's rows in every step, few epochs,
+ * a learning rate of 2 to 5 (plain SGD on the clipped, noised mean gradient).
+ */
+export const DP_SGD_PRESETS = {
+  /** The 32-16 MLP at epsilon above 4 (tuned at 8): 4 expected epochs a round. */
+  mlp: { rounds: 20, samplingRate: 0.5, epochsPerRound: 4, clipNorm: 1, learningRate: 3, accountant: 'pld' },
+  /** The 32-16 MLP at epsilon 4 and below (tuned at 3): 2 expected epochs a round, less noise per step. */
+  'mlp-strong': { rounds: 20, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 1, learningRate: 2, accountant: 'pld' },
+  /** Logistic regression (model kind `logreg`), any epsilon from 3 to 8. */
+  logreg: { rounds: 20, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 1, learningRate: 5, accountant: 'pld' },
+  /** What the demo's `--dp-sgd` ran before tuning (expected batch 32 on the smallest node, one epoch a round, RDP). */
+  legacy: { rounds: 20, expectedBatch: 32, epochsPerRound: 1, clipNorm: 1, learningRate: 0.5, accountant: 'rdp' },
+} as const satisfies Record<string, DpSgdPreset>;
+
+export type DpSgdPresetName = keyof typeof DP_SGD_PRESETS;
+
+/** The preset for a model kind and a target epsilon: 'logreg', or 'mlp-strong' (epsilon <= 4) / 'mlp'. */
+export function dpSgdPresetFor(model: 'logreg' | 'mlp', epsilon: number): DpSgdPresetName {
+  if (model === 'logreg') return 'logreg';
+  return epsilon <= 4 ? 'mlp-strong' : 'mlp';
+}
+
+export interface DpSgdPlan {
+  dpSgd: DpSgdConfig;
+  /** Record-level epsilon each node spends over the study, by the preset's accountant. */
+  epsilonSpent: number;
+  /** The accountant whose bound epsilonSpent is (PLD reports RDP's when that is smaller). */
+  accountant: 'rdp' | 'pld';
+  steps: number;
+}
+
+/**
+ * The study's DP-SGD section from a preset: sampling rate from the smallest node's training rows,
+ * noise multiplier calibrated so that `rounds` rounds cost `epsilon` at `delta`.
+ * nodeRows: the rows each node trains on (after its validation share is set aside).
+ */
+export function dpSgdPresetPlan(preset: DpSgdPreset, target: { epsilon: number; delta: number; rounds?: number; nodeRows: number[] }): DpSgdPlan {
+  const rounds = target.rounds ?? preset.rounds;
+  const smallest = Math.min(...target.nodeRows);
+  if (!(smallest > 0)) throw new RangeError('dpSgdPresetPlan: every node needs training rows');
+  const samplingRate = Math.min(1, preset.samplingRate ?? preset.expectedBatch! / smallest);
+  const stepsPerRound = Math.max(1, Math.round(preset.epochsPerRound / samplingRate));
+  const steps = rounds * stepsPerRound;
+  const noiseMultiplier = calibrateSigma({ q: samplingRate, steps, delta: target.delta, epsilon: target.epsilon, accountant: preset.accountant });
+  const spent = computeEpsilonDetails({ q: samplingRate, sigma: noiseMultiplier, steps, delta: target.delta }, preset.accountant);
+  const dpSgd = DpSgdConfig.parse({ noiseMultiplier, clipNorm: preset.clipNorm, samplingRate, stepsPerRound, learningRate: preset.learningRate });
+  return { dpSgd, epsilonSpent: spent.epsilon, accountant: spent.accountant, steps };
+}

@@ -99,7 +99,8 @@ describe('compliance with real node processes', () => {
       minNodesToStart: 3,
       roundDeadlineSeconds: 60,
       consent: { purpose: 'personalization', column: 'consent' },
-      privacy: { accountant: 'rdp', delta: 1e-5, dpSgd },
+      // Under DP the data-quality counts leave only if the study declares them public (issue 10).
+      privacy: { accountant: 'rdp', delta: 1e-5, dpSgd, publicFields: ['status.data'] },
     });
     // The coordinator's profile for US-TX forbids nothing; one partner's own profile for the same
     // law is stricter (no precise location). That node applies the stricter of both, so it drops
@@ -231,10 +232,12 @@ describe('compliance with real node processes', () => {
     const capped = status.nodes.find((n) => n.name === 'capped')!;
     expect(capped.state).toBe('privacy-ceiling');
     expect(capped.message).toMatch(/over its ceiling/);
-    // The shared ledger of the node's data source (named in its state dir): one spend, appended as one line.
+    // The shared ledger of the node's data source (named in its state dir): round 1's DP-SGD spend
+    // and its noised evaluation (q 1, one step; issue 10), each appended as one line.
     const ledgerFile = readFileSync(join(dir, 'capped', 'state', 'privacy-ledger.ref'), 'utf8').trim();
     expect(ledgerFile.startsWith(join(dir, 'ledgers'))).toBe(true);
-    expect(readFileSync(ledgerFile, 'utf8').split('\n').filter(Boolean)).toHaveLength(1);
+    const spends = readFileSync(ledgerFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(spends.map((e) => [e.samplingRate, e.steps])).toEqual([[0.05, 20], [1, 1]]);
     expect(computeEpsilon({ q: 0.05, sigma: 1.2, steps: 20, delta: 1e-5 })).toBeLessThanOrEqual(ceiling);
   });
 });

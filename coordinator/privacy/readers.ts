@@ -36,9 +36,6 @@ export interface Exposure {
   rowLevel: boolean;
 }
 
-/** Under q < 1 analysts and nodes get these as null with a `hidden` reason (auth/visibility.ts). */
-export const HIDDEN_UNDER_SAMPLING = ['updatesReceived', 'numExamples', 'meanLoss', 'mechanism.nodes'] as const;
-
 /**
  * Is `field` released as an exact value of the node's data? Without DP every field is. Under DP
  * (RELEASE_UNDER_DP) a field is noised and charged, public by construction (the count is the
@@ -70,7 +67,7 @@ export function exposures(config: StudyConfig): Exposure[] {
     // Computed by the coordinator from each (central DP: raw) update; under DP-SGD alone they are post-processing of a noised release.
     { when: true, id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
     { when: true, id: 'round-participants', what: 'who was sampled for each round (round participants, audit log)', kind: 'participation', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
-    // Hidden from analysts and nodes under sampling (auth/visibility.ts HIDDEN_UNDER_SAMPLING); shown to them at q = 1.
+    // Hidden from analysts and nodes under sampling (auth/visibility.ts: updatesReceived, numExamples, meanLoss, mechanism.nodes); shown at q = 1.
     { when: true, id: 'round-counts', what: 'per-round participant counts (updatesReceived, mechanism.nodes; under DP also the round totals of the constant count 1)', kind: 'participation', release: null, seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all', node: 'all' }, rowLevel: false },
     { when: counts, id: 'round-row-totals', what: 'per-round row totals over all nodes, exact', kind: 'data', release: 'update.numExamples', seenBy: summaries, rowLevel: true },
     { when: exact(config, 'update.loss'), id: 'round-mean-loss', what: 'per-round mean training loss over all nodes, exact', kind: 'data', release: 'update.loss', seenBy: summaries, rowLevel: true },

@@ -251,7 +251,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
       const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
       const node = spawnLogged(
-        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--jurisdiction', 'US-CA-CCPA', ...(attackers.has(p.name) ? ['--attack', options.attackers!.attack] : [])],
+        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--ledger-dir', join(outDir, 'ledgers'), '--jurisdiction', 'US-CA-CCPA', ...(attackers.has(p.name) ? ['--attack', options.attackers!.attack] : [])],
         join(outDir, 'logs', `node-${p.name}.log`),
         { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') },
       );

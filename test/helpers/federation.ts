@@ -87,7 +87,9 @@ export function churnStudy(dir: string, overrides: Partial<StudyConfigInput> = {
     writeCsvTable(csv, table.header, table.rows.filter((r) => r[column] === region));
     return { region, csv };
   });
-  const config = { name: 'faults', features: spec, model: { kind: 'logreg' }, training: { localEpochs: 1, learningRate: 0.05 }, rounds: 2, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 300, ...overrides } as StudyConfigInput;
+  // No validation split: a node's split is keyed by the study id (client-node/data.ts), so two
+  // studies would train on different rows and a crash-free run could not be compared bit for bit.
+  const config = { name: 'faults', features: spec, model: { kind: 'logreg' }, training: { localEpochs: 1, learningRate: 0.05, validationFraction: 0 }, rounds: 2, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 300, ...overrides } as StudyConfigInput;
   return { config, regions };
 }
 

@@ -62,7 +62,36 @@ export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfi
     minNodesPerRound: 2,
     roundDeadlineSeconds: 30,
     ...overrides,
+    ...withPublicMetadata(overrides),
   };
+}
+
+/**
+ * Under DP a study releases an exact field only if it declares it public (issue 10). The harness's
+ * fake nodes send loss, steps, seconds and data counts (defaultMeta): a DP study of the harness
+ * declares them public unless the test chose its own release list or public fields. Evaluations of
+ * a DP study must still be the noised form (noisedEvaluation).
+ */
+function withPublicMetadata(overrides: Partial<StudyConfigInput>): Partial<StudyConfigInput> {
+  const privacy = overrides.privacy;
+  if (!privacy || (!privacy.central && !privacy.dpSgd) || overrides.release !== undefined || privacy.publicFields !== undefined) return {};
+  return { privacy: { ...privacy, publicFields: ['update.loss', 'update.steps', 'update.trainSeconds', 'update.data', 'evaluation.loss', 'status.data'] } };
+}
+
+/**
+ * A DP study's evaluation report in the noised form (20 bins, noise std 5, the defaults of
+ * privacy.evaluation) from a coarse histogram spread onto 20 bins; the counts are taken as the
+ * noised ones (a fake node: no noise is drawn here).
+ */
+export function noisedEvaluation(positives: number[], negatives: number[], bins = 20, noiseStd = 5) {
+  const histogram = { bins, positives: new Array<number>(bins).fill(0), negatives: new Array<number>(bins).fill(0) };
+  for (let i = 0; i < positives.length; i++) {
+    const fine = Math.floor(((i + 0.5) * bins) / positives.length);
+    histogram.positives[fine] += positives[i];
+    histogram.negatives[fine] += negatives[i];
+  }
+  const n = Math.max(0, [...histogram.positives, ...histogram.negatives].reduce((s, c) => s + c, 0));
+  return { numExamples: n, stats: { kind: 'binary' as const, noise: { mechanism: 'discrete-gaussian' as const, noiseStd }, histogram } };
 }
 
 /**

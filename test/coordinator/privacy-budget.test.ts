@@ -9,7 +9,7 @@ import { encodeWeights, decodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { registerPrivacyReportCommand } from '../../cli/privacy-report-command.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, evaluation } from './harness.ts';
+import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, noisedEvaluation } from './harness.ts';
 import { sampleMoments } from '../helpers/stats.ts';
 
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
@@ -36,7 +36,8 @@ async function persistedState(h: Harness, studyId: string, round: number) {
   return { header: header as { v: number; clipNorm: number; accepted: number; noisyAtOrBelowClip: number }, count: acc.count, sum: flat(acc.sums) };
 }
 
-const evalReport = evaluation([0, 1], [1, 0], 0.5);
+/** Every study here runs DP: its evaluations are the noised form (issue 10). */
+const evalReport = noisedEvaluation([0, 1], [1, 0]);
 async function phaseOf(h: Harness, studyId: string, round: number): Promise<string | undefined> {
   return (await h.admin('get', `/v1/studies/${studyId}`)).body.rounds[round - 1]?.phase;
 }

@@ -62,20 +62,19 @@ export function tinyStudy(overrides: Partial<StudyConfigInput> = {}): StudyConfi
     minNodesPerRound: 2,
     roundDeadlineSeconds: 30,
     ...overrides,
-    ...withPublicMetadata(overrides),
   };
 }
 
 /**
- * Under DP a study releases an exact field only if it declares it public (issue 10). The harness's
- * fake nodes send loss, steps, seconds and data counts (defaultMeta): a DP study of the harness
- * declares them public unless the test chose its own release list or public fields. Evaluations of
- * a DP study must still be the noised form (noisedEvaluation).
+ * Under DP a study releases an exact field only if it declares it public (issue 10). Suites whose
+ * fake nodes send loss, steps, seconds and data counts (defaultMeta) under DP pass their overrides
+ * through this: a DP study then declares them public, unless the test chose its own release list
+ * or public fields. Evaluations of a DP study must still be the noised form (noisedEvaluation).
  */
-function withPublicMetadata(overrides: Partial<StudyConfigInput>): Partial<StudyConfigInput> {
+export function withPublicMetadata(overrides: Partial<StudyConfigInput>): Partial<StudyConfigInput> {
   const privacy = overrides.privacy;
-  if (!privacy || (!privacy.central && !privacy.dpSgd) || overrides.release !== undefined || privacy.publicFields !== undefined) return {};
-  return { privacy: { ...privacy, publicFields: ['update.loss', 'update.steps', 'update.trainSeconds', 'update.data', 'evaluation.loss', 'status.data'] } };
+  if (!privacy || (!privacy.central && !privacy.dpSgd) || overrides.release !== undefined || privacy.publicFields !== undefined) return overrides;
+  return { ...overrides, privacy: { ...privacy, publicFields: ['update.loss', 'update.steps', 'update.trainSeconds', 'update.data', 'evaluation.loss', 'status.data'] } };
 }
 
 /**

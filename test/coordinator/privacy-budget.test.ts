@@ -9,7 +9,9 @@ import { encodeWeights, decodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { registerPrivacyReportCommand } from '../../cli/privacy-report-command.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, noisedEvaluation } from './harness.ts';
+import { ADMIN, bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy as harnessStudy, withPublicMetadata, type TestNode, noisedEvaluation } from './harness.ts';
+/** The fake nodes send defaultMeta (loss, steps, seconds, data counts): DP studies here declare them public (issue 10). */
+const tinyStudy: typeof harnessStudy = (overrides = {}) => harnessStudy(withPublicMetadata(overrides));
 import { sampleMoments } from '../helpers/stats.ts';
 
 type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;

@@ -3,7 +3,9 @@ import request from 'supertest';
 import { verifyArtifact } from '../../protocols/crypto/index.ts';
 import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
-import { bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy, type TestNode, evaluation } from './harness.ts';
+import { bytesOrJson, defaultMeta, inProcessCoordinator, tinyStudy as harnessStudy, withPublicMetadata, type TestNode, evaluation } from './harness.ts';
+/** The fake nodes send defaultMeta (loss, steps, seconds, data counts): DP studies here declare them public (issue 10). */
+const tinyStudy: typeof harnessStudy = (overrides = {}) => harnessStudy(withPublicMetadata(overrides));
 
 /** Trained on `numExamples` of `rows` declared rows: the evaluations below fit the nodes' validation share (0.2 x rows + 2). */
 const rowsDeclared = (meta: ReturnType<typeof defaultMeta>, rows: number) => ({ ...meta, data: { ...meta.data, rows } });

@@ -78,6 +78,10 @@ export function dpSgdPresetPlan(preset: DpSgdPreset, target: { epsilon: number; 
   const steps = rounds * stepsPerRound;
   const noiseMultiplier = calibrateSigma({ q: samplingRate, steps, delta: target.delta, epsilon: target.epsilon, accountant: preset.accountant });
   const spent = computeEpsilonDetails({ q: samplingRate, sigma: noiseMultiplier, steps, delta: target.delta }, preset.accountant);
-  const dpSgd = DpSgdConfig.parse({ noiseMultiplier, clipNorm: preset.clipNorm, samplingRate, stepsPerRound, learningRate: preset.learningRate });
+  // The fixed, public step denominator (expectedBatchSize): the smallest node's expected batch,
+  // stated in the study. Without it nodes divide by training.batchSize (32 by default), which
+  // with q = 0.5 would multiply the learning rate by about 6.
+  const expectedBatchSize = Math.max(1, Math.round(samplingRate * smallest));
+  const dpSgd = DpSgdConfig.parse({ noiseMultiplier, clipNorm: preset.clipNorm, samplingRate, stepsPerRound, learningRate: preset.learningRate, expectedBatchSize });
   return { dpSgd, epsilonSpent: spent.epsilon, accountant: spent.accountant, steps };
 }

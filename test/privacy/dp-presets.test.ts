@@ -22,6 +22,7 @@ describe('DP-SGD presets', () => {
         const q = plan.dpSgd.samplingRate;
         expect(q).toBeCloseTo('samplingRate' in preset ? preset.samplingRate : preset.expectedBatch / 392, 12);
         expect(plan.dpSgd.stepsPerRound).toBe(Math.round(preset.epochsPerRound / q));
+        expect(plan.dpSgd.expectedBatchSize).toBe(Math.round(q * 392));
         expect(plan.steps).toBe(preset.rounds * plan.dpSgd.stepsPerRound!);
         expect(plan.dpSgd.noiseMultiplier).toBeGreaterThanOrEqual(NOISE_MULTIPLIER_FLOOR);
         // Recomputed independently of the plan, by the preset's accountant.

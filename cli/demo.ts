@@ -1,3 +1,4 @@
+import { DP_SGD_PRESETS, dpSgdPlanWithEvaluation, dpSgdPresetFor } from '../protocols/privacy/dp-presets.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -245,7 +246,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
     say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
     const api = adminApi(url, adminToken);
-    const study = (await api.post('/v1/studies', studyConfig)) as { id: string };
+    const study = (await api.post('/v1/studies', studyConfig)) as { id: string; warnings?: string[] };
+    // The coordinator's warnings at creation (e.g. client-level DP noise that will swamp 10 nodes).
+    for (const warning of study.warnings ?? []) say(`  WARNING: ${warning}`);
     for (const p of partitions) {
       // The operator names each node's jurisdiction on its token; the node states the same law.
       // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
@@ -451,12 +454,17 @@ function demoPrivacy(options: DemoOptions, rounds: number, nodeRows: number[]): 
     privacy.budgetEpsilon = options.epsilon;
   }
   if (options.dpSgd) {
-    const smallest = Math.min(...nodeRows);
-    // Expected batch of about 32 rows on the smallest node; one expected epoch per round.
-    const samplingRate = Math.min(1, Math.max(0.01, 32 / Math.max(1, Math.round(smallest * 0.8))));
-    const stepsPerRound = Math.max(1, Math.round(1 / samplingRate));
-    const sigma = calibrateSigma({ q: samplingRate, steps: rounds * stepsPerRound, delta, epsilon: options.dpSgdEpsilon ?? 3, accountant });
-    privacy.dpSgd = { noiseMultiplier: sigma, clipNorm: 1, samplingRate, stepsPerRound, learningRate: 0.5 };
+    // The tuned preset for the model (protocols/privacy/dp-presets.ts, measured by `npm run bench
+    // -- --only privacy`): half of a node's rows a step, few steps, a public step denominator.
+    const model = options.model === 'logreg' || options.model === 'linear' ? 'logreg' : 'mlp';
+    const epsilon = options.dpSgdEpsilon ?? 3;
+    const preset = DP_SGD_PRESETS[dpSgdPresetFor(model, epsilon)];
+    // Every round's noised federated evaluation is charged to the same record-level ledger: a
+    // quarter of the target goes to it, and the DP-SGD noise is calibrated so training and
+    // evaluation together (composed as the node's ledger composes them) spend the target.
+    const plan = dpSgdPlanWithEvaluation(preset, { epsilon, delta, rounds, nodeRows: nodeRows.map((n) => Math.max(1, Math.round(n * 0.8))) });
+    privacy.dpSgd = plan.dpSgd;
+    privacy.evaluation = { bins: 20, noiseMultiplier: plan.evaluation.noiseMultiplier };
   }
   return StudyPrivacy.parse(privacy);
 }

@@ -1,4 +1,5 @@
 import { calibrateSigma, computeEpsilonDetails } from './calibrate.ts';
+import { epsilonFromRdp, rdpCurve } from './rdp-accountant.ts';
 import { DpSgdConfig } from './study-privacy.ts';
 
 /**
@@ -84,4 +85,46 @@ export function dpSgdPresetPlan(preset: DpSgdPreset, target: { epsilon: number; 
   const expectedBatchSize = Math.max(1, Math.round(samplingRate * smallest));
   const dpSgd = DpSgdConfig.parse({ noiseMultiplier, clipNorm: preset.clipNorm, samplingRate, stepsPerRound, learningRate: preset.learningRate, expectedBatchSize });
   return { dpSgd, epsilonSpent: spent.epsilon, accountant: spent.accountant, steps };
+}
+
+/**
+ * A node's whole record-level spend under DP: `rounds` rounds of DP-SGD plus one noised
+ * evaluation a round (a Gaussian mechanism, q = 1, one step), composed the way the node's ledger
+ * composes mixed entries (client-node/privacy-ledger.ts): RDP curves added, converted once
+ * (Mironov 2017, Prop. 1 and 3).
+ */
+export function trainingAndEvaluationEpsilon(q: number, sigma: number, steps: number, evaluation: { noiseMultiplier: number; rounds: number }, delta: number): number {
+  const total = Float64Array.from(rdpCurve(q, sigma, steps));
+  const evaluations = rdpCurve(1, evaluation.noiseMultiplier, evaluation.rounds);
+  for (let i = 0; i < total.length; i++) total[i] += evaluations[i];
+  return epsilonFromRdp(total, delta).epsilon;
+}
+
+/**
+ * A DP-SGD plan that leaves room for the noised evaluations: `evaluationShare` of the target goes
+ * to evaluating every round (its noise multiplier calibrated to that share alone), and the DP-SGD
+ * noise is then raised by bisection until training and evaluation together, composed as the
+ * ledger composes them, spend at most the target. Throws when the evaluations alone exceed it.
+ */
+export function dpSgdPlanWithEvaluation(preset: DpSgdPreset, target: { epsilon: number; delta: number; rounds: number; nodeRows: number[]; evaluationShare?: number }) {
+  const share = target.evaluationShare ?? 0.25;
+  const evaluationNoise = calibrateSigma({ q: 1, steps: target.rounds, delta: target.delta, epsilon: share * target.epsilon, accountant: 'rdp' });
+  const base = dpSgdPresetPlan({ ...preset, accountant: 'rdp' }, target);
+  const { samplingRate: q, stepsPerRound } = base.dpSgd;
+  const steps = target.rounds * (stepsPerRound ?? 1);
+  const spent = (sigma: number) => trainingAndEvaluationEpsilon(q, sigma, steps, { noiseMultiplier: evaluationNoise, rounds: target.rounds }, target.delta);
+  let lo = base.dpSgd.noiseMultiplier;
+  let hi = lo;
+  while (spent(hi) > target.epsilon) {
+    hi *= 2;
+    if (hi > 1e6) throw new RangeError(`the noised evaluations alone spend more than epsilon ${target.epsilon}`);
+  }
+  // lo spends more than the target (it was calibrated for training alone); hi spends at most it.
+  for (let i = 0; i < 60 && hi - lo > 1e-6 * hi; i++) {
+    const mid = (lo + hi) / 2;
+    if (spent(mid) > target.epsilon) lo = mid;
+    else hi = mid;
+  }
+  const dpSgd = DpSgdConfig.parse({ ...base.dpSgd, noiseMultiplier: hi });
+  return { dpSgd, evaluation: { noiseMultiplier: evaluationNoise }, epsilonSpent: spent(hi), steps };
 }

@@ -152,6 +152,27 @@ export function l2Norm(weights: WeightSet): number {
   return sumOfSquaresNorm(weights);
 }
 
+/**
+ * L2 norm of update - global without allocating a delta (tensors matched by name; validated by
+ * the caller): on the coordinator's path for every update, where a delta array would cost a
+ * model-sized allocation.
+ */
+export function distanceNorm(update: WeightSet, global: WeightSet): number {
+  const byName = new Map(update.map((t) => [t.name, t.values] as const));
+  let s = 0;
+  for (const g of global) {
+    const u = byName.get(g.name)!;
+    const gv = g.values;
+    for (let i = 0; i < gv.length; i++) {
+      const d = u[i] - gv[i];
+      s += d * d;
+    }
+  }
+  // Overflow or underflow of the plain sum of squares: take the rescaled path (rare, allocates).
+  if (!Number.isFinite(s) || (s < 2 ** -900 && s !== 0)) return l2Norm(subtract(update, global));
+  return Math.sqrt(s);
+}
+
 /** a - b, tensor by tensor (matched by name, output in a's order), as float64. Throws TensorError when specs differ. */
 export function subtract(a: WeightSet, b: WeightSet): WeightSet {
   assertConsistent(a, 'subtract (left operand)');

@@ -1,5 +1,5 @@
 import type { EvaluationReport, StudyConfig, UpdateMeta } from '../../protocols/messages.ts';
-import { clipToNorm, l2Norm, subtract, type WeightSet } from '../../protocols/tensors.ts';
+import { clipToNorm, distanceNorm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 import type { Db } from '../db/database.ts';
 import { BadRequestError } from '../errors.ts';
 import { findDeclaredRows } from './round-repository.ts';
@@ -65,8 +65,7 @@ export interface BoundedUpdate {
 export function boundUpdate(config: StudyConfig, global: WeightSet, update: WeightSet): BoundedUpdate {
   const bounds = config.bounds;
   if (!bounds) return { weights: update };
-  const delta = subtract(update, global);
-  const norm = l2Norm(delta);
+  const norm = distanceNorm(update, global);
   if (!Number.isFinite(norm)) throw new ClaimOutOfBoundsError('update refused: its distance to the global model is not finite', 'body', CLAIM_CODES.norm);
   if (norm <= bounds.maxUpdateNorm) return { weights: update };
   if (bounds.onOversizedUpdate === 'refuse') {
@@ -76,7 +75,8 @@ export function boundUpdate(config: StudyConfig, global: WeightSet, update: Weig
       CLAIM_CODES.norm,
     );
   }
-  const { clipped } = clipToNorm(delta, bounds.maxUpdateNorm);
+  // Only an oversized update pays for a delta array.
+  const { clipped } = clipToNorm(subtract(update, global), bounds.maxUpdateNorm);
   const byName = new Map(global.map((t) => [t.name, t.values] as const));
   // global + clipped delta, in float64: the aggregate sees exactly the bounded update.
   const weights = clipped.map((t) => {

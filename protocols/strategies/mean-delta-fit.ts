@@ -1,5 +1,5 @@
 import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
-import { describeSpecMismatch, l2Norm, specsOf, subtract, type TensorSpec, type WeightSet } from '../tensors.ts';
+import { describeSpecMismatch, distanceNorm, specsOf, type TensorSpec, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
 import { allUpdaters, poolReports, uniformFitInstructions } from './base.ts';
 import { cloneServerState, emptyServerState } from './server-state.ts';
@@ -46,7 +46,7 @@ export class MeanDeltaFit implements FitAggregation {
   accept(update: WeightSet, numExamples: number): AcceptedUpdate {
     // Validates names, shapes, finiteness and the weight; throws AggregationError, changing nothing.
     this.accumulator.add(update, numExamples);
-    return { deltaNorm: deltaNorm(update, this.global) };
+    return { deltaNorm: distanceNorm(update, this.global) };
   }
 
   state(): Uint8Array {
@@ -72,22 +72,6 @@ export class MeanDeltaFit implements FitAggregation {
   }
 }
 
-/** L2 norm of update - global without allocating a delta (tensors matched by name; validated by the caller). */
-function deltaNorm(update: WeightSet, global: WeightSet): number {
-  const byName = new Map(update.map((t) => [t.name, t.values] as const));
-  let s = 0;
-  for (const g of global) {
-    const u = byName.get(g.name)!;
-    const gv = g.values;
-    for (let i = 0; i < gv.length; i++) {
-      const d = u[i] - gv[i];
-      s += d * d;
-    }
-  }
-  // Overflow or underflow of the plain sum of squares: take the rescaled path (rare, allocates).
-  if (!Number.isFinite(s) || (s < 2 ** -900 && s !== 0)) return l2Norm(subtract(update, global));
-  return Math.sqrt(s);
-}
 
 /**
  * Base of the mean-delta strategies: begin/resume build a MeanDeltaFit; configureFit sends the

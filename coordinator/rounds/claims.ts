@@ -1,4 +1,4 @@
-import type { EvaluationReport, StudyConfig, UpdateMeta } from '../../protocols/messages.ts';
+import { expectedEvaluation, type EvaluationReport, type StudyConfig, type UpdateMeta } from '../../protocols/messages.ts';
 import { clipToNorm, distanceNorm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 import type { Db } from '../db/database.ts';
 import { BadRequestError } from '../errors.ts';
@@ -101,18 +101,22 @@ export function maxValidationRows(config: StudyConfig, rows: number): number {
   return Math.min(rows, Math.ceil(f * rows + 6 * Math.sqrt(rows * f * (1 - f))) + 2);
 }
 
+/** Slack on a noised evaluation count (under DP): 10 sigma of the sum of 2 x bins noised cells; 0 without DP. */
+export function noisedCountSlack(config: StudyConfig): number {
+  const expected = expectedEvaluation(config.privacy);
+  return expected.noised ? 10 * expected.noiseStd * Math.sqrt(2 * expected.bins) : 0;
+}
+
 /**
- * An evaluation's count against the rows the node declared (checked once the round is locked).
- * Not under DP: there the report's counts carry noise on every bin (privacy.evaluation), so an
- * exact bound would refuse honest reports.
+ * An evaluation's count against the rows the node declared (checked once the round is locked):
+ * its validation share, plus, under DP, noisedCountSlack (every count carries noise there, so the
+ * exact bound would refuse honest reports).
  */
 export function checkEvaluationCount(config: StudyConfig, report: EvaluationReport, declared: number | undefined): void {
-  if (!config.bounds || declared === undefined || usesEqualWeights(config)) return;
-  const allowed = maxValidationRows(config, declared);
+  if (!config.bounds || declared === undefined) return;
+  const slack = noisedCountSlack(config);
+  const allowed = maxValidationRows(config, declared) + slack;
   if (report.numExamples <= allowed) return;
-  throw new ClaimOutOfBoundsError(
-    `evaluation refused: numExamples ${report.numExamples} is more than this node's validation share of its ${declared} declared rows (at most ${allowed} with validationFraction ${config.training.validationFraction}); nothing of it was stored`,
-    'numExamples',
-    CLAIM_CODES.evaluation,
-  );
+  const bound = slack > 0 ? `plus 10 sigma of evaluation noise (at most ${Math.floor(allowed)})` : `(at most ${allowed} with validationFraction ${config.training.validationFraction})`;
+  throw new ClaimOutOfBoundsError(`evaluation refused: numExamples ${report.numExamples} is more than this node's validation share of its ${declared} declared rows ${bound}; nothing of it was stored`, 'numExamples', CLAIM_CODES.evaluation);
 }

@@ -11,7 +11,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
-import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, CLAIM_CODES, ClaimOutOfBoundsError, declaredRows, maxValidationRows, type BoundedUpdate } from './claims.ts';
+import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf } from './evaluation-pooling.ts';
 import {
   findEvaluation,
@@ -173,8 +173,7 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     // Its validation share of the rows it declared (its status report, its update of this round).
     const update = await findUpdate(tx, studyId, round, node.id);
     const declared = await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined);
-    if (expectedEvaluation(config.privacy).noised) checkNoisedEvaluationCount(config, report, declared);
-    else checkEvaluationCount(config, report, declared);
+    checkEvaluationCount(config, report, declared);
     await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
     const evaluated = await listEvaluatorIds(tx, studyId, round);
@@ -226,20 +225,3 @@ function checkNoisedEvaluation(config: StudyConfig, report: EvaluationReport): v
   if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: numExamples must be the clamped sum of the noised counts, ${rows}, got ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
 }
 
-/** Slack on a noised evaluation count: 10 sigma of the sum of 2 x bins noised cells. */
-export function noisedCountSlack(config: StudyConfig): number {
-  const expected = expectedEvaluation(config.privacy);
-  return expected.noised ? 10 * expected.noiseStd * Math.sqrt(2 * expected.bins) : 0;
-}
-
-/** Under DP: a noised evaluation count within the node's (public) validation share plus noisedCountSlack. */
-function checkNoisedEvaluationCount(config: StudyConfig, report: EvaluationReport, declared: number | undefined): void {
-  if (!config.bounds || declared === undefined) return;
-  const allowed = maxValidationRows(config, declared) + noisedCountSlack(config);
-  if (report.numExamples <= allowed) return;
-  throw new ClaimOutOfBoundsError(
-    `evaluation refused: numExamples ${report.numExamples} is more than this node's validation share of its ${declared} declared rows plus 10 sigma of evaluation noise (at most ${Math.floor(allowed)}); nothing of it was stored`,
-    'numExamples',
-    CLAIM_CODES.evaluation,
-  );
-}

@@ -95,7 +95,7 @@ describe('a federated round over HTTPS between real processes', () => {
     const spec = inferFeatureSpec(table, { target: 'churn' });
     const study = await api('/v1/studies', {
       method: 'POST',
-      body: JSON.stringify({ name: 'tls', model: { kind: 'logreg' }, features: spec, rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 60 }),
+      body: JSON.stringify({ name: 'tls', model: { kind: 'logreg' }, features: spec, training: { localEpochs: 5, learningRate: 0.05 }, rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 60 }),
     });
     const nodeEnv = { NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') };
     for (const [name, rows, env] of [

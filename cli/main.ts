@@ -6,6 +6,10 @@ import { NodeConfig } from '../client-node/config.ts';
 import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
+import { registerStudyCommands } from './study-command.ts';
+import { registerTokenCommands } from './token-command.ts';
+import { registerSpecCommands } from './spec-command.ts';
+import { registerModelCommands } from './model-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
@@ -239,6 +243,10 @@ export function buildProgram(): Command {
 
   registerPrivacyCommands(program);
   registerPrivacyReportCommand(program);
+  registerStudyCommands(program);
+  registerTokenCommands(program);
+  registerSpecCommands(program);
+  registerModelCommands(program);
   registerAuditCommands(program, {
     exportFromCoordinator: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromCoordinator(opts),
     exportFromDatabase: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromDatabase(opts),

@@ -24,6 +24,9 @@ import { DEFAULT_RATE_LIMIT, refusalRateLimit, type RateLimitSettings } from './
 import { bounded, createRefusalLog, FIELD_LIMITS } from './refusals.ts';
 import { createModelSender } from './send-model.ts';
 import { registerParamValidators } from './validate.ts';
+import { registerOpenApiRoutes } from './openapi.ts';
+import { registerMetricsRoutes } from './metrics.ts';
+import { registerDashboardRoutes } from '../dashboard/router.ts';
 
 export interface AppDeps {
   auth: AuthService;
@@ -83,6 +86,9 @@ export function createApp(deps: AppDeps) {
   registerAuditRoutes(app, { guard, db, keyring });
   registerPolicyRoutes(app, { guard, policies: deps.policies });
   registerRegionRoutes(app, { guard, db, sendModel });
+  registerMetricsRoutes(app, { db });
+  registerOpenApiRoutes(app);
+  registerDashboardRoutes(app);
 
   app.use(notFound);
   app.use(errorHandler({ db, log: deps.log, refusals }));

@@ -184,6 +184,11 @@ export const StudyConfig = z.object({
    * legacy behaviour, for the attack demo's undefended baseline only; creating such a study warns.
    */
   bounds: StudyBounds.nullable().default(() => StudyBounds.parse({})),
+  /**
+   * The jurisdictions (policy profile names, e.g. EU-GDPR) of the partners the study expects:
+   * creation is refused when the study breaks the current policy of any of them (issue 12).
+   */
+  jurisdictions: z.array(z.string().min(1).max(50)).max(100).refine((list) => new Set(list).size === list.length, { message: 'jurisdictions lists a jurisdiction twice' }).optional(),
 }).superRefine((study, ctx) => {
   const strategy = study.strategy;
   if (study.privacy?.central && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
@@ -403,10 +408,21 @@ export const RoundSummary = z.object({
 });
 export type RoundSummary = z.infer<typeof RoundSummary>;
 
+/**
+ * A study's state: `completed` ran all its rounds; `stopped` ended early (privacy budget, policy
+ * refusal, no eligible nodes, an operator's stop) and carries a stop reason in every view.
+ */
+export const StudyState = z.enum(['running', 'completed', 'stopped']);
+export type StudyState = z.infer<typeof StudyState>;
+
 export const StudyStatus = z.object({
   id: Id,
   name: z.string(),
-  state: z.enum(['running', 'completed']),
+  state: StudyState,
+  /** Why a `stopped` study ended (null otherwise), who stopped it (`coordinator` or the operator's actor) and when. */
+  stopReason: z.string().nullable().default(null),
+  stoppedBy: z.string().nullable().default(null),
+  stoppedAt: z.string().nullable().default(null),
   currentRound: z.number().int(),
   latestModelVersion: z.number().int(),
   config: StudyConfig,

@@ -10,10 +10,13 @@ export interface StudiesTable {
   id: string;
   name: string;
   config: Json<unknown>;
-  state: 'running' | 'completed';
+  state: 'running' | 'completed' | 'stopped';
   current_round: number;
   latest_model_version: number;
   stop_reason: string | null;
+  /** When a study was stopped (migration 0017), and by whom: `coordinator` or the operator's actor. */
+  stopped_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  stopped_by: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: DefaultedTimestamp;
 }
 

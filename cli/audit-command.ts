@@ -16,7 +16,7 @@ const collect = (value: string, previous: string[]) => [...previous, value];
  * Exit codes: 0 verified / exported, 1 verification failed or the export failed, 2 usage error.
  */
 export function registerAuditCommands(program: Command, deps: AuditCommandDeps): void {
-  const audit = program.command('audit').description('export the audit log and verify an export offline');
+  const audit = program.command('audit').description('export the audit log, verify an export and report on a study offline');
 
   audit
     .command('verify')
@@ -65,6 +65,64 @@ export function registerAuditCommands(program: Command, deps: AuditCommandDeps):
         out(
           `unsealed tail: ${result.uncheckpointedEntries} entr${result.uncheckpointedEntries === 1 ? 'y' : 'ies'} (seq ${from}..${result.entries}) after the last signed checkpoint, accepted with --allow-unsealed-tail; their deletion would not be detectable`,
         );
+      }
+      process.exitCode = 0;
+    });
+
+  audit
+    .command('report')
+    .description("a compliance officer's report of one study from an audit export, offline: per model version the contributing nodes (name, region, jurisdiction, policy version in force), the privacy spent and by which mechanism, the model hash and signer; refused rounds with reasons")
+    .argument('<export>', 'export folder (fedmark audit export --out DIR)')
+    .requiredOption('--study <id>', 'study id')
+    .option('--version <v...>', 'only these model versions (default: all)')
+    .option('--format <format>', 'md or html', 'md')
+    .option('--out <file>', 'write the report to this file instead of stdout')
+    .option('--fingerprint <fpr>', 'the coordinator key fingerprint published by the operator (checked as by audit verify)')
+    .option('--allow-unsealed-tail', 'report on an export whose last entries are after the last signed checkpoint (said in the report)')
+    .option('--allow-unsigned-manifest', 'report on an export made straight from the database without the coordinator signature (said in the report)')
+    .option('--json', 'the structured report as JSON instead of md/html')
+    .addHelpText('after', '\nThe export is verified first, as `fedmark audit verify` does; a report is refused (exit 1) when it does not verify.\nExit codes: 0 written, 1 verification failed or a version asked for is missing, 2 usage error.')
+    .action(async (dir: string, opts: { study: string; version?: string[]; format: string; out?: string; fingerprint?: string; allowUnsealedTail?: boolean; allowUnsignedManifest?: boolean; json?: boolean }) => {
+      if (opts.format !== 'md' && opts.format !== 'html') {
+        process.stderr.write(`fedmark audit report: --format must be md or html, not ${opts.format}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const versions = opts.version?.map(Number);
+      if (versions?.some((v) => !Number.isInteger(v) || v < 1)) {
+        process.stderr.write(`fedmark audit report: --version takes model versions (positive integers), got ${opts.version!.join(' ')}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      const { verifyAuditExport, readAuditExport } = await import('../protocols/audit/audit-export.ts');
+      const { buildAuditReport, renderAuditReportHtml, renderAuditReportMarkdown } = await import('../protocols/audit/audit-report.ts');
+      const result = await verifyAuditExport(dir, { expectedFingerprint: opts.fingerprint, allowUnsealedTail: opts.allowUnsealedTail, allowUnsignedManifest: opts.allowUnsignedManifest }).catch((err: unknown) => ({ ok: false as const, problem: 'unreadable', seq: null, message: errorMessage(err) }));
+      if (!result.ok) {
+        process.stderr.write(`FAILED: the export does not verify, so no report: ${result.problem}${result.seq !== null ? ` at entry ${result.seq}` : ''}: ${result.message}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      const verification =
+        `verified: ${result.entries} entries, ${result.checkpoints} signed checkpoints, head ${result.head}, coordinator key ${result.coordinatorFingerprint}` +
+        (opts.fingerprint ? ' (matches the published fingerprint)' : ' (not checked against a published fingerprint)') +
+        (result.manifestSignedBy ? `, manifest signed at ${result.exportedAt}` : ', manifest NOT signed: nothing proves the export is complete') +
+        (result.uncheckpointedEntries > 0 ? `; ${result.uncheckpointedEntries} entries after the last checkpoint are not sealed` : '');
+      const report = buildAuditReport(readAuditExport(dir).entries, { studyId: opts.study, versions });
+      if (!report.createdAt && report.versions.length === 0) {
+        process.stderr.write(`fedmark audit report: study ${opts.study} is not in this export\n`);
+        process.exitCode = 1;
+        return;
+      }
+      const text = opts.json ? JSON.stringify({ verification, ...report }, null, 2) + '\n' : opts.format === 'html' ? renderAuditReportHtml(report, { verification }) : renderAuditReportMarkdown(report, { verification });
+      if (opts.out) {
+        const { writeFileSync } = await import('node:fs');
+        writeFileSync(opts.out, text);
+        process.stdout.write(`report written to ${opts.out}\n`);
+      } else process.stdout.write(text);
+      if (report.missingVersions.length) {
+        process.stderr.write(`fedmark audit report: version(s) ${report.missingVersions.join(', ')} not in this export\n`);
+        process.exitCode = 1;
+        return;
       }
       process.exitCode = 0;
     });

@@ -1,5 +1,7 @@
 import type { Transaction } from 'kysely';
-import { checkStudyAgainstPolicy, PolicyProfile, privacyFacts, type PolicyViolation } from '../../protocols/policy/jurisdiction-policy.ts';
+import { createHash } from 'node:crypto';
+import { canonicalJson } from '../../protocols/audit/audit-chain.ts';
+import { checkStudyAgainstPolicy, DEFAULT_POLICIES, PolicyProfile, privacyFacts, type PolicyViolation } from '../../protocols/policy/jurisdiction-policy.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
@@ -39,6 +41,43 @@ export async function checkParticipants(tx: Transaction<Database>, config: Study
     violations.push(...checkStudyAgainstPolicy(config, policy, facts));
   }
   return violations;
+}
+
+/** One jurisdiction's profile as a round checked it (recorded in the round.started audit entry). */
+export interface PolicyInForce {
+  jurisdiction: string;
+  version: number;
+  /** True when the profile is one of the built-in DEFAULT_POLICIES, unchanged (never published through the API, so no policy.changed entry names it). */
+  builtIn: boolean;
+  /** sha256 of the profile's canonical JSON: what an auditor compares against a published profile. */
+  profileSha256: string;
+  /** The participants judged by it. */
+  nodeIds: string[];
+}
+
+/**
+ * The profile version each participant's jurisdiction had when the round was checked, so that
+ * "which policy was in force for model version X" is answered from the audit log alone (the
+ * built-in profiles, seeded by migration 0006, have no policy.changed entry of their own).
+ */
+export async function policiesInForce(tx: Transaction<Database>, nodeIds: string[]): Promise<PolicyInForce[]> {
+  if (nodeIds.length === 0) return [];
+  const nodes = await nodesWithJurisdiction(tx, nodeIds);
+  const policies = await latestPolicies(tx);
+  const byJurisdiction = new Map<string, PolicyInForce>();
+  for (const n of nodes) {
+    const policy = n.jurisdiction ? policies.get(n.jurisdiction) : undefined;
+    if (!n.jurisdiction || !policy) continue;
+    let entry = byJurisdiction.get(n.jurisdiction);
+    if (!entry) {
+      const canonical = canonicalJson(policy);
+      const builtIn = DEFAULT_POLICIES.some((d) => canonicalJson(PolicyProfile.parse(d)) === canonical);
+      entry = { jurisdiction: n.jurisdiction, version: policy.version, builtIn, profileSha256: createHash('sha256').update(canonical).digest('hex'), nodeIds: [] };
+      byJurisdiction.set(n.jurisdiction, entry);
+    }
+    entry.nodeIds.push(n.id);
+  }
+  return [...byJurisdiction.values()].sort((a, b) => a.jurisdiction.localeCompare(b.jurisdiction));
 }
 
 export function createPolicyService(db: Db) {

@@ -39,8 +39,18 @@ export class NotFoundError extends AppError {
   }
 }
 export class ConflictError extends AppError {
-  constructor(code: string, message: string) {
-    super(409, code, message);
+  /** `field`: the request field the conflict is about (e.g. a token's jurisdiction), when there is one. */
+  constructor(code: string, message: string, field?: string) {
+    super(409, code, message, field);
+  }
+}
+/**
+ * 409 POLICY_VIOLATION: a study breaks the current policy of a jurisdiction it plans (issue 12);
+ * the message names each jurisdiction and rule, `field` the study field of the first.
+ */
+export class PolicyViolationError extends AppError {
+  constructor(message: string, field?: string) {
+    super(409, 'POLICY_VIOLATION', message, field);
   }
 }
 export class PayloadTooLargeError extends AppError {

@@ -12,7 +12,8 @@ import type { Logger } from 'pino';
 import { keyStatus, loadPublicKey } from '../../protocols/crypto/index.ts';
 import { listJurisdictions } from '../policies/repository.ts';
 import { findStudyRow } from '../studies/repository.ts';
-import { findNodeByApiKeyHash, findNodeForRevocation, findNodeIdByName, insertEnrollmentToken, insertNode, lockEnrollmentToken, markEnrollmentTokenUsed, updateActiveNode, updateNode } from './repository.ts';
+import { findNodeByApiKeyHash, findNodeForRevocation, findNodeIdByName, insertEnrollmentToken, insertNode, listEnrollmentTokens, listNodesWithRounds, lockEnrollmentToken, markEnrollmentTokenUsed, updateActiveNode, updateNode } from './repository.ts';
+import { refuseTokenBreakingPolicy } from './token-policy.ts';
 
 /** A jurisdiction a node may enroll under: one with a policy profile on this coordinator. */
 async function requireKnownJurisdiction(db: Db | Transaction<Database>, jurisdiction: string, field: string) {
@@ -57,7 +58,44 @@ type NodeDeps = { db: Db; log: Logger; onNodeChanged: (studyId: string) => void 
  *   const { token } = await nodes.createEnrollmentToken({ studyId, nodeName: 'a', region: 'eu', expiresInSeconds: 3600 }, 'admin:tok_1');
  */
 export function createNodeService(deps: NodeDeps) {
-  return { ...createEnrollment(deps), ...createNodeLifecycle(deps) };
+  return { ...createEnrollment(deps), ...createNodeLifecycle(deps), ...createNodeListing(deps) };
+}
+
+/** An ISO timestamp, or null. */
+const iso = (t: Date | string | null) => (t === null ? null : new Date(t).toISOString());
+
+/** What operators read about nodes and enrollment tokens (`fedmark node ls`, `fedmark token ls`). */
+function createNodeListing(deps: NodeDeps) {
+  const { db } = deps;
+  return {
+    /**
+     * Nodes, with the rounds each took part in; `region` narrows to one region (an analyst's
+     * view). A study that does not exist is a 404 for whoever may see every study; an analyst
+     * passes its region and gets an empty list either way (no existence oracle).
+     */
+    async listNodes(where: { studyId?: string; region?: string }) {
+      if (where.studyId !== undefined && where.region === undefined && !(await findStudyRow(db, where.studyId))) throw new NotFoundError(`study ${where.studyId} does not exist`);
+      const rows = await listNodesWithRounds(db, where);
+      return rows.map((r) => ({ id: r.id, studyId: r.study_id, name: r.name, region: r.region, jurisdiction: r.jurisdiction, state: r.state, message: r.state_message, lastSeenAt: iso(r.last_seen_at), enrolledAt: iso(r.enrolled_at), rounds: Number(r.rounds ?? 0) }));
+    },
+
+    /** Enrollment tokens as the audit log names them (a prefix of the hash, never the token), with their status. */
+    async listEnrollmentTokens(studyId?: string, now = new Date()) {
+      const rows = await listEnrollmentTokens(db, studyId);
+      return rows.map((r) => ({
+        tokenHashPrefix: r.token_hash.slice(0, 16),
+        studyId: r.study_id,
+        nodeName: r.node_name,
+        region: r.region,
+        jurisdiction: r.jurisdiction,
+        status: r.used_at ? 'used' : new Date(r.expires_at).getTime() < now.getTime() ? 'expired' : 'unused',
+        createdAt: iso(r.created_at),
+        expiresAt: iso(r.expires_at),
+        usedAt: iso(r.used_at),
+        nodeId: r.node_id,
+      }));
+    },
+  };
 }
 
 /** Enrollment tokens, issued by an operator and exchanged once by a node for its identity. */
@@ -69,7 +107,12 @@ function createEnrollment(deps: NodeDeps) {
     async createEnrollmentToken(input: CreateEnrollmentToken, actor = 'admin', now = new Date()) {
       const study = await findStudyRow(db, input.studyId);
       if (!study) throw new NotFoundError(`study ${input.studyId} does not exist`);
-      if (input.jurisdiction !== undefined) await requireKnownJurisdiction(db, input.jurisdiction, 'body.jurisdiction');
+      // A node enrolled in an ended study could never train: say so now, not at the node's first poll.
+      if (study.state !== 'running') throw new ConflictError('STUDY_ENDED', `study ${input.studyId} is ${study.state}${study.stop_reason ? ` (${study.stop_reason})` : ''}: a new node could not take part`, 'body.studyId');
+      if (input.jurisdiction !== undefined) {
+        await requireKnownJurisdiction(db, input.jurisdiction, 'body.jurisdiction');
+        await refuseTokenBreakingPolicy(db, input.studyId, StudyConfig.parse(study.config), input.jurisdiction);
+      }
       const token = newSecret('fmenroll');
       const tokenHash = hashSecret(token);
       const expiresAt = new Date(now.getTime() + input.expiresInSeconds * 1000);

@@ -74,3 +74,24 @@ export async function regionHasNode(db: Db, studyId: string, region: string): Pr
 export async function listStudyNodes(db: Db, studyId: string) {
   return db.selectFrom('nodes').select(['id', 'name', 'region', 'state', 'state_message']).where('study_id', '=', studyId).orderBy('name').execute();
 }
+
+/**
+ * Nodes with the number of rounds each took part in (rounds it sent an accepted update to), by
+ * study then name; narrowed to one study and/or one region when given.
+ */
+export async function listNodesWithRounds(db: Db, where: { studyId?: string; region?: string }) {
+  let query = db
+    .selectFrom('nodes')
+    .leftJoin(db.selectFrom('updates').select(['node_id', (eb) => eb.fn.count<string>('round').distinct().as('rounds')]).groupBy('node_id').as('taken'), 'taken.node_id', 'nodes.id')
+    .select(['nodes.id', 'nodes.study_id', 'nodes.name', 'nodes.region', 'nodes.jurisdiction', 'nodes.state', 'nodes.state_message', 'nodes.last_seen_at', 'nodes.enrolled_at', 'taken.rounds']);
+  if (where.studyId !== undefined) query = query.where('nodes.study_id', '=', where.studyId);
+  if (where.region !== undefined) query = query.where('nodes.region', '=', where.region);
+  return query.orderBy('nodes.study_id').orderBy('nodes.name').execute();
+}
+
+/** Enrollment tokens (never the token itself: only its hash is stored), newest first, of one study when given. */
+export async function listEnrollmentTokens(db: Db, studyId?: string) {
+  let query = db.selectFrom('enrollment_tokens').select(['token_hash', 'study_id', 'node_name', 'region', 'jurisdiction', 'expires_at', 'used_at', 'node_id', 'created_at']);
+  if (studyId !== undefined) query = query.where('study_id', '=', studyId);
+  return query.orderBy('created_at', 'desc').execute();
+}

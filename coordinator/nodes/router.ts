@@ -1,6 +1,7 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
 import { CreateEnrollmentToken, EnrollRequest, Id, NodeStatusReport } from '../../protocols/messages.ts';
+import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, route } from '../http/middleware.ts';
@@ -13,6 +14,7 @@ const RotateKey = z.object({ publicKey: z.string().min(100).max(20_000) });
 const Withdraw = z.object({ reason: z.string().max(500).optional() });
 const NodeParams = z.object({ nodeId: Id });
 const Revoke = z.object({ reason: z.string().min(1).max(500).default('revoked by the operator') });
+const ListQuery = z.object({ study: Id.optional() });
 
 export interface NodeRouterDeps {
   guard: RequestGuard;
@@ -47,6 +49,27 @@ export function registerNodeRoutes(app: IRouter, deps: NodeRouterDeps) {
     res.json(await nodes.revoke(nodeId, reason, res.locals.actor));
   }));
   registerNodeSelfRoutes(app, deps);
+  registerListingRoutes(app, deps);
+}
+
+/**
+ * What operators read: the nodes (admin and auditor: all; an analyst: its region's, as it sees
+ * them in a study's status, visibility.ts) and the enrollment tokens (admin and auditor; never a
+ * usable token, only the hash prefix the audit log names).
+ */
+function registerListingRoutes(app: IRouter, deps: NodeRouterDeps) {
+  const { guard, nodes } = deps;
+  app.get('/v1/nodes', route(async (req, res) => {
+    const p = await guard.who(req);
+    requireRole(p, 'admin', 'auditor', 'analyst');
+    const { study } = parse(ListQuery, req.query, 'query');
+    res.json({ nodes: await nodes.listNodes({ studyId: study, region: p.role === 'analyst' ? p.region : undefined }) });
+  }));
+  app.get('/v1/enrollment-tokens', route(async (req, res) => {
+    requireRole(await guard.who(req), 'admin', 'auditor');
+    const { study } = parse(ListQuery, req.query, 'query');
+    res.json({ tokens: await nodes.listEnrollmentTokens(study) });
+  }));
 }
 
 /** A node's requests about itself: its key, withdrawal, status, study and policy. */

@@ -1,5 +1,5 @@
 import { encodedWidth, isNumericTarget, type FeatureSpec } from '../protocols/feature-spec.ts';
-import { makeMissingTest, parseNumericCell, quoteCell } from './cells.ts';
+import { cellPlace, makeMissingTest, parseNumericCell, quoteCell } from './cells.ts';
 import type { CsvTable } from './csv-table.ts';
 import { DataError } from './errors.ts';
 import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
@@ -127,7 +127,7 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
           if (Number.isNaN(v)) {
             throw new DataError(
               'non-numeric',
-              `line ${table.lineOf(r)}: column ${JSON.stringify(plan.name)} is numeric but holds ${quoteCell(cell)}`,
+              `${cellPlace(table.lineOf(r), plan.name, plan.column)}: ${quoteCell(cell)} is not a number, but the study's spec makes the column numeric; fix the cell, or have the study declare it missing (missingValues)`,
               table.lineOf(r),
               plan.name,
             );
@@ -155,7 +155,7 @@ export function encodeTable(table: CsvTable, spec: FeatureSpec): EncodedData {
       if (Number.isNaN(v)) {
         throw new DataError(
           'non-numeric',
-          `line ${table.lineOf(r)}: target column ${JSON.stringify(spec.target.column)} is numeric but holds ${quoteCell(label)}`,
+          `${cellPlace(table.lineOf(r), spec.target.column, targetColumn)}: the target is numeric but holds ${quoteCell(label)}`,
           table.lineOf(r),
           spec.target.column,
         );

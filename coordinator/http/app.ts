@@ -25,7 +25,7 @@ import { bounded, createRefusalLog, FIELD_LIMITS } from './refusals.ts';
 import { createModelSender } from './send-model.ts';
 import { registerParamValidators } from './validate.ts';
 import { registerOpenApiRoutes } from './openapi.ts';
-import { registerMetricsRoutes } from './metrics.ts';
+import { createCoordinatorMetrics, registerMetricsRoutes, type CoordinatorMetrics } from './metrics.ts';
 import { registerDashboardRoutes } from '../dashboard/router.ts';
 
 export interface AppDeps {
@@ -43,6 +43,8 @@ export interface AppDeps {
   rateLimit?: RateLimitSettings;
   /** express's `trust proxy` (behind a TLS proxy: which hops' X-Forwarded-For to believe); unset: the socket's address. */
   trustProxy?: string;
+  /** The coordinator's metrics (http/metrics.ts); a fresh set when absent. */
+  metrics?: CoordinatorMetrics;
 }
 
 /**
@@ -62,6 +64,9 @@ export function createApp(deps: AppDeps) {
   // Tests flush the in-memory 429 tallies through this.
   app.locals.refusals = refusals;
   app.use(requestContext(deps.log));
+  // Before the rate limit, so its 429s are counted too.
+  const metrics = deps.metrics ?? createCoordinatorMetrics();
+  app.use(metrics.httpMiddleware);
   // First real work: a source over its allowance of refusals is answered 429 here, before its
   // body is read or its credentials are looked up (http/rate-limit.ts).
   app.use(refusalRateLimit(deps.rateLimit ?? DEFAULT_RATE_LIMIT, (req, res) =>
@@ -86,9 +91,9 @@ export function createApp(deps: AppDeps) {
   registerAuditRoutes(app, { guard, db, keyring });
   registerPolicyRoutes(app, { guard, policies: deps.policies });
   registerRegionRoutes(app, { guard, db, sendModel });
-  registerMetricsRoutes(app, { db });
+  registerMetricsRoutes(app, { guard, metrics });
   registerOpenApiRoutes(app);
-  registerDashboardRoutes(app);
+  registerDashboardRoutes(app, { guard, db, access });
 
   app.use(notFound);
   app.use(errorHandler({ db, log: deps.log, refusals }));

@@ -1,4 +1,5 @@
 import { expectedEvaluation, type EvaluationReport, type StudyConfig, type UpdateMeta } from '../../protocols/messages.ts';
+import { REGRESSION_EVALUATION_SENSITIVITY } from '../../protocols/privacy/noised-regression.ts';
 import { clipToNorm, distanceNorm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 import type { Db } from '../db/database.ts';
 import { BadRequestError } from '../errors.ts';
@@ -101,10 +102,12 @@ export function maxValidationRows(config: StudyConfig, rows: number): number {
   return Math.min(rows, Math.ceil(f * rows + 6 * Math.sqrt(rows * f * (1 - f))) + 2);
 }
 
-/** Slack on a noised evaluation count (under DP): 10 sigma of the sum of 2 x bins noised cells; 0 without DP. */
+/** Slack on a noised evaluation count (under DP): 10 sigma of the sum of 2 x bins noised cells (binary) or of the noised count (regression); 0 without DP. */
 export function noisedCountSlack(config: StudyConfig): number {
   const expected = expectedEvaluation(config.privacy);
-  return expected.noised ? 10 * expected.noiseStd * Math.sqrt(2 * expected.bins) : 0;
+  if (!expected.noised) return 0;
+  // Regression: one noised count of std z x sensitivity 2 (protocols/privacy/noised-regression.ts).
+  return config.task.kind === 'regression' ? 10 * REGRESSION_EVALUATION_SENSITIVITY * expected.noiseStd : 10 * expected.noiseStd * Math.sqrt(2 * expected.bins);
 }
 
 /**

@@ -1,4 +1,7 @@
-import { BinaryStats, EvaluationStats, poolStudyEvaluation, statsRows } from '../../protocols/model-kinds/kind.ts';
+import { BinaryStats, EvaluationStats, isNoised, poolStudyEvaluation, statsRows } from '../../protocols/model-kinds/kind.ts';
+import { isNumericTarget } from '../../protocols/feature-spec.ts';
+import { residualClipOf } from '../../protocols/privacy/noised-regression.ts';
+import { evaluationDp } from '../../protocols/privacy/study-privacy.ts';
 import { DEFAULT_HISTOGRAM_BINS, ScoreHistogram } from '../../protocols/metrics.ts';
 import { expectedEvaluation, type StudyConfig } from '../../protocols/messages.ts';
 
@@ -42,11 +45,18 @@ function expectedBins(config: StudyConfig): number {
   return expected.noised ? expected.bins : DEFAULT_HISTOGRAM_BINS;
 }
 
+/** A regression study's residual clip B under DP: declared, else 2 x the target's scale (noised-regression.ts). */
+export function expectedResidualClip(config: StudyConfig): number {
+  const target = config.features.target;
+  return residualClipOf(evaluationDp(config.privacy), isNumericTarget(target) ? target.scale : 1);
+}
+
 /** What makes one parsed report unfit for this study's pooling, if anything. */
 function reportProblem(config: StudyConfig, row: StoredEvaluation, stats: EvaluationStats): string | undefined {
   if (stats.kind !== config.task.kind) return `a ${stats.kind} report in a ${config.task.kind} study`;
   const bins = expectedBins(config);
   if (stats.kind === 'binary' && stats.histogram.bins !== bins) return `histogram of ${stats.histogram.bins} bins; the study pools ${bins}`;
+  if (stats.kind === 'regression' && isNoised(stats) && stats.noise.residualClip !== expectedResidualClip(config)) return `residuals clipped to ${stats.noise.residualClip}; the study clips to ${expectedResidualClip(config)}`;
   const rows = statsRows(stats);
   if (rows !== Number(row.num_examples)) return `the statistics cover ${rows} rows but numExamples is ${row.num_examples}`;
   if (row.loss !== null && !Number.isFinite(row.loss)) return `loss ${row.loss} is not finite`;

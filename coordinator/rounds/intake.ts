@@ -12,7 +12,7 @@ import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
 import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
-import { evaluationStatsOf } from './evaluation-pooling.ts';
+import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
 import {
   findEvaluation,
   findUpdate,
@@ -219,8 +219,13 @@ function checkNoisedEvaluation(config: StudyConfig, report: EvaluationReport): v
   const expected = expectedEvaluation(config.privacy);
   if (!expected.noised) throw new BadRequestError('evaluation refused: noised statistics in a study without DP (its evaluations are exact)', 'stats.noise', 'INVALID_EVALUATION');
   if (!isNoised(stats)) throw new BadRequestError(`evaluation refused: study ${config.name} runs DP, so its evaluations must be noised (privacy.evaluation: ${expected.bins} bins, noise std ${expected.noiseStd}); exact statistics would release the node's validation rows`, 'stats', 'INVALID_EVALUATION');
-  if (stats.histogram.bins !== expected.bins) throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${expected.bins} (privacy.evaluation.bins), got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
-  if (stats.noise.noiseStd !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseStd must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseStd}`, 'stats.noise.noiseStd', 'INVALID_EVALUATION');
+  if (stats.kind === 'regression') {
+    // Noised regression sums (protocols/privacy/noised-regression.ts): the study's z and clip B.
+    const clip = expectedResidualClip(config);
+    if (stats.noise.noiseMultiplier !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseMultiplier must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseMultiplier}`, 'stats.noise.noiseMultiplier', 'INVALID_EVALUATION');
+    if (stats.noise.residualClip !== clip) throw new BadRequestError(`evaluation refused: stats.noise.residualClip must be ${clip} (privacy.evaluation.residualClip, default 2 x features.target.scale), got ${stats.noise.residualClip}`, 'stats.noise.residualClip', 'INVALID_EVALUATION');
+  } else if (stats.histogram.bins !== expected.bins) throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${expected.bins} (privacy.evaluation.bins), got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
+  else if (stats.noise.noiseStd !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseStd must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseStd}`, 'stats.noise.noiseStd', 'INVALID_EVALUATION');
   const rows = statsRows(stats);
   if (rows !== report.numExamples) throw new BadRequestError(`evaluation refused: numExamples must be the clamped sum of the noised counts, ${rows}, got ${report.numExamples}`, 'numExamples', 'INVALID_EVALUATION');
 }

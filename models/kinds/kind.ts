@@ -33,6 +33,8 @@ export interface NodeModelKind {
 export interface EvaluationNoise {
   bins: number;
   noiseMultiplier: number;
+  /** Regression: the study's residual clip (privacy.evaluation.residualClip; default residualClipOf). */
+  residualClip?: number;
   noise?: GaussianNoise;
 }
 

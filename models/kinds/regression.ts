@@ -2,7 +2,8 @@ import type * as tf from '../tf.ts';
 import { isNumericTarget, type NumericTarget } from '../../protocols/feature-spec.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { outputActivation } from '../../protocols/model-spec.ts';
-import type { RegressionStats, TaskSpec } from '../../protocols/model-kinds/kind.ts';
+import type { NoisedRegressionStats, RegressionStats, TaskSpec } from '../../protocols/model-kinds/kind.ts';
+import { noisedRegressionEvaluation, residualClipOf } from '../../protocols/privacy/noised-regression.ts';
 import { createModel } from '../model-factory.ts';
 import type { EncodedData } from '../encode.ts';
 import { DataError } from '../errors.ts';
@@ -111,11 +112,13 @@ export function regressionKind(study: StudyConfig): NodeModelKind {
     train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
       return trainWith(model, withTrainingTargets(data, map, target.column), args, loss);
     },
-    evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: RegressionStats } {
-      // No noised regression statistics yet: a regression study under DP is refused at creation
-      // (protocols/messages.ts), so this only guards against a study that slipped through.
-      if (dp) throw new Error('regression evaluation under DP is not supported: its statistics (sums of y, errors) would leave exact');
+    evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: RegressionStats | NoisedRegressionStats } {
       const outputs = predictScores(model, data.x, data.n, data.width);
+      if (dp) {
+        // Under DP only the noised, clipped residual sums leave (protocols/privacy/noised-regression.ts).
+        const residuals = Array.from(outputs, (z, i) => map.fromOutput(z) - data.y[i]);
+        return { loss: Number.NaN, stats: noisedRegressionEvaluation(residuals, { ...dp, residualClip: residualClipOf(dp, target.scale) }) };
+      }
       return regressionEvaluation(outputs, withTrainingTargets(data, map, target.column).y, data.y, map, loss, target.center);
     },
   };

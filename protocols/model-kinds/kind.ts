@@ -3,6 +3,9 @@ import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts'
 import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
 import { isNumericTarget, type Target } from '../feature-spec.ts';
 import type { TensorSpec } from '../tensors.ts';
+import { NoisedRegressionStats, noisedRegressionRows, poolNoisedRegression } from '../privacy/noised-regression.ts';
+
+export { NoisedRegressionStats } from '../privacy/noised-regression.ts';
 
 /**
  * Model kinds, the pure half (the coordinator's view; the node's half with TensorFlow lives in
@@ -97,7 +100,7 @@ export const NoisedBinaryStats = z.strictObject({
 });
 export type NoisedBinaryStats = z.infer<typeof NoisedBinaryStats>;
 
-export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats]);
+export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats, NoisedRegressionStats]);
 export type EvaluationStats = z.infer<typeof EvaluationStats>;
 
 /** Pooled metrics of a round's evaluation; null where undefined (one class only, no rows). */
@@ -108,7 +111,7 @@ export const PRIMARY_METRIC: Record<KindName, string> = { binary: 'auc', regress
 
 /** Rows a report's statistics cover, for checking them against the report's numExamples. */
 export function statsRows(stats: EvaluationStats): number {
-  if (stats.kind === 'regression') return stats.n;
+  if (stats.kind === 'regression') return isNoised(stats) ? noisedRegressionRows(stats) : stats.n;
   let n = 0;
   for (let b = 0; b < stats.histogram.bins; b++) n += stats.histogram.positives[b] + stats.histogram.negatives[b];
   // Noised counts may sum below 0; the report's count is the clamped sum (post-processing).
@@ -116,8 +119,8 @@ export function statsRows(stats: EvaluationStats): number {
 }
 
 /** Statistics released under DP (noised), rather than exact ones. */
-export function isNoised(stats: EvaluationStats): stats is NoisedBinaryStats {
-  return stats.kind === 'binary' && 'noise' in stats;
+export function isNoised(stats: EvaluationStats): stats is NoisedBinaryStats | NoisedRegressionStats {
+  return 'noise' in stats;
 }
 
 /**
@@ -166,7 +169,7 @@ function poolHistogramsSigned(histograms: Array<{ bins: number; positives: numbe
 const orNull = (x: number) => (Number.isFinite(x) ? x : null);
 
 export function poolBinary(reports: Array<BinaryStats | NoisedBinaryStats>): PooledMetrics {
-  const noised = reports.filter(isNoised);
+  const noised = reports.filter(isNoised) as NoisedBinaryStats[];
   if (noised.length > 0) {
     // One round's reports are all noised or all exact (the study decides); never mix them.
     if (noised.length !== reports.length) throw new Error('a round mixes noised and exact evaluation reports');
@@ -191,7 +194,14 @@ function poolExactBinary(reports: BinaryStats[]): PooledMetrics {
  * baseline SSE = sum (y - c)^2 = sumY2 - 2 c sumY + n c^2; R^2 = 1 - SSE / SST with SST about
  * the pooled mean, sumY2 - sumY^2 / n.
  */
-export function poolRegression(reports: RegressionStats[], baselineCenter: number): PooledMetrics {
+export function poolRegression(all: Array<RegressionStats | NoisedRegressionStats>, baselineCenter: number): PooledMetrics {
+  const noised = all.filter(isNoised) as NoisedRegressionStats[];
+  if (noised.length > 0) {
+    // As for binary: one round's reports are all noised or all exact (issue 10, noised-regression.ts).
+    if (noised.length !== all.length) throw new Error('a round mixes noised and exact evaluation reports');
+    return poolNoisedRegression(noised);
+  }
+  const reports = all as RegressionStats[];
   const n = reports.reduce((s, r) => s + r.n, 0);
   if (n === 0) return { rmse: null, mae: null, r2: null, bias: null, baselineRmse: null, baselineMae: null, n: 0 };
   const sum = (f: (r: RegressionStats) => number) => reports.reduce((s, r) => s + f(r), 0);
@@ -235,9 +245,9 @@ export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
 
 const allShared = (specs: TensorSpec[]) => specs;
 
-export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats> } = {
+export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats | NoisedRegressionStats> } = {
   binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([BinaryStats, NoisedBinaryStats]), pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
-  regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: RegressionStats, pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
+  regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([RegressionStats, NoisedRegressionStats]), pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
 };
 
 export function modelKind(name: KindName): ModelKind {

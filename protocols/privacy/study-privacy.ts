@@ -55,6 +55,12 @@ export type DpSgdConfig = z.infer<typeof DpSgdConfig>;
 export const EvaluationDpConfig = z.strictObject({
   bins: z.number().int().min(2).max(1000).default(20),
   noiseMultiplier: FlooredNoiseMultiplier.default(5),
+  /**
+   * Regression studies: the public bound B (target units) each validation residual is clipped to
+   * before its noised sums leave (noised-regression.ts: sensitivity 2 of the normalized vector).
+   * Default: DEFAULT_RESIDUAL_CLIP_SCALES (2) x features.target.scale (residualClipOf).
+   */
+  residualClip: z.number().positive().finite().optional(),
 });
 export type EvaluationDpConfig = z.infer<typeof EvaluationDpConfig>;
 export const DEFAULT_EVALUATION_DP: EvaluationDpConfig = { bins: 20, noiseMultiplier: 5 };

@@ -133,10 +133,9 @@ describe('release accounting under DP', () => {
     expect(StudyConfig.safeParse({ ...base, privacy: { dpSgd, publicFields: ['update.secret'] } }).success).toBe(false);
   });
 
-  it('refuses regression under DP (no noised statistics), and takes the declared evaluation bins and noise', () => {
-    const regression = StudyConfig.safeParse({ ...base, task: { kind: 'regression' }, features: { target: { column: 'y', kind: 'numeric', center: 0, scale: 1 }, features: [{ name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 }] }, privacy: { dpSgd } });
-    expect(regression.success).toBe(false);
-    expect(regression.error!.issues.some((i) => i.path.join('.') === 'task.kind')).toBe(true);
+  it('accepts regression under DP (noised residual sums: test/privacy/noised-regression.test.ts), and takes the declared evaluation bins and noise', () => {
+    const regression = StudyConfig.safeParse({ ...base, task: { kind: 'regression' }, features: { target: { column: 'y', kind: 'numeric', center: 0, scale: 1 }, features: [{ name: 'a', kind: 'numeric', mean: 0, std: 1, fill: 0 }] }, privacy: { dpSgd, evaluation: { residualClip: 3 } } });
+    expect(regression.success).toBe(true);
     const custom = StudyConfig.parse({ ...base, privacy: { dpSgd, evaluation: { bins: 10, noiseMultiplier: 8 } } });
     expect(expectedEvaluation(custom.privacy)).toEqual({ noised: true, bins: 10, noiseStd: 8 });
     expect(StudyConfig.safeParse({ ...base, privacy: { dpSgd, evaluation: { noiseMultiplier: 0.1 } } }).success).toBe(false);

@@ -61,8 +61,8 @@ export type ReleaseMechanism = 'noised-gaussian' | 'public' | 'exact';
 export const RELEASE_UNDER_DP: Readonly<Record<ReleaseField, { mechanism: ReleaseMechanism; how: string }>> = {
   'update.weights': { mechanism: 'noised-gaussian', how: "DP-SGD on the node (noised clipped gradient sums, charged to the node's ledger) and/or central DP at the coordinator (clipped, summed and noised before anything is published, charged to the study's ledger)" },
   'update.numExamples': { mechanism: 'public', how: 'the constant 1 (every update weighs the same under DP); the node\'s row count never leaves' },
-  'evaluation.numExamples': { mechanism: 'noised-gaussian', how: 'the sum of the noised evaluation counts, clamped at 0 (post-processing of evaluation.stats, no extra cost)' },
-  'evaluation.stats': { mechanism: 'noised-gaussian', how: "privacy.evaluation: a per-label score histogram of `bins` bins, discrete Gaussian noise of std noiseMultiplier on every count (sensitivity 1), charged to the node's ledger as (q = 1, z, 1 step)" },
+  'evaluation.numExamples': { mechanism: 'noised-gaussian', how: 'the noised evaluation count (binary: the sum of the noised histogram counts; regression: the noised count), clamped at 0 (post-processing of evaluation.stats, no extra cost)' },
+  'evaluation.stats': { mechanism: 'noised-gaussian', how: "privacy.evaluation: binary, a per-label score histogram of `bins` bins, discrete Gaussian noise of std noiseMultiplier on every count (sensitivity 1); regression, the count and the sums of residuals, absolute and squared residuals, each residual clipped to residualClip, one discrete Gaussian mechanism of L2 sensitivity 2 (std 2 noiseMultiplier on the normalized sums); either charged to the node's ledger as (q = 1, z, 1 step)" },
   'update.dpSgd': { mechanism: 'public', how: "the node's spend: a function of the study's public DP-SGD parameters and of its ledger's history, no row value" },
   'update.loss': { mechanism: 'exact', how: 'mean training loss of the sampled rows, not noised' },
   'update.steps': { mechanism: 'exact', how: 'optimizer steps (with plain training a function of the row count), not noised' },
@@ -222,9 +222,6 @@ export const StudyConfig = z.object({
         path: ['release'],
         message: `under DP every released field must be noised or declared public, but ${exact.join(', ')} ${exact.length === 1 ? 'is' : 'are'} sent exactly (${exact.map((f) => `${f}: ${RELEASE_UNDER_DP[f].how}`).join('; ')}); drop ${exact.length === 1 ? 'it' : 'them'} from release, or list ${exact.length === 1 ? 'it' : 'them'} in privacy.publicFields to publish ${exact.length === 1 ? 'it' : 'them'} outside the epsilon`,
       });
-    }
-    if (study.task.kind === 'regression') {
-      ctx.addIssue({ code: 'custom', path: ['task', 'kind'], message: 'a regression study cannot run under DP yet: its evaluation statistics (sums of targets and errors) have no noised form, and they would leave every node exactly; run it without privacy, or as a binary study' });
     }
   }
   if (study.privacy?.dpSgd && !release.includes('update.dpSgd')) {

@@ -7,6 +7,7 @@ import type { Strategy } from '../protocols/strategies/strategy.ts';
 import type { CoordinatorConfig } from './config.ts';
 import { checkAppRole, openDatabase, type Db } from './db/database.ts';
 import { createApp } from './http/app.ts';
+import { createCoordinatorMetrics } from './http/metrics.ts';
 import { createNodeService } from './nodes/node-service.ts';
 import { createAuthService } from './auth/principal.ts';
 import { CoordinatorKeyring } from './identity.ts';
@@ -31,7 +32,9 @@ export function strategyFor(config: StudyConfig): Strategy {
 
 /** Wires the coordinator together (the only place that does) and starts listening. */
 export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel }), options: { now?: () => Date } = {}) {
-  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir });
+  // Made first, so query durations are observed from the migrations on (http/metrics.ts).
+  const metrics = createCoordinatorMetrics();
+  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir, log: metrics.onQuery });
   log.info({ database: kind, location, migratedBy: config.migrationDatabaseUrl ? 'FEDMARK_MIGRATION_DATABASE_URL' : 'DATABASE_URL' }, 'database ready');
   // The append-only audit log is only as strong as the role the app connects as: say so loudly.
   for (const problem of await checkAppRole(db)) log.warn({ database: kind }, `WARNING: ${problem}`);
@@ -39,12 +42,12 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
   log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
   let rounds: ReturnType<typeof createRoundService> | undefined;
   const studies = createStudyService({ db, log, keyring, onStudyCreated: (id) => rounds?.onNodeChanged(id) });
-  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now, deadlineSweepSeconds: config.deadlineSweepSeconds });
+  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now, deadlineSweepSeconds: config.deadlineSweepSeconds, observe: metrics.onRound });
   const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
   const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
   const policies = createPolicyService(db);
-  const app = createApp({ db, auth, policies, studies, nodes, rounds, log, keyring, maxTaskWaitSeconds: config.maxTaskWaitSeconds, maxClockSkewSeconds: config.maxClockSkewSeconds, rateLimit: { refusalsPerWindow: config.rateLimitRefusals, windowSeconds: config.rateLimitWindowSeconds }, trustProxy: config.trustProxy });
-  return { app, db, kind, location, studies, nodes, rounds, auth, log, keyring };
+  const app = createApp({ db, auth, policies, studies, nodes, rounds, log, keyring, maxTaskWaitSeconds: config.maxTaskWaitSeconds, maxClockSkewSeconds: config.maxClockSkewSeconds, rateLimit: { refusalsPerWindow: config.rateLimitRefusals, windowSeconds: config.rateLimitWindowSeconds }, trustProxy: config.trustProxy, metrics });
+  return { app, db, kind, location, studies, nodes, rounds, auth, log, keyring, metrics };
 }
 
 export async function startCoordinator(config: CoordinatorConfig, log?: Logger): Promise<RunningCoordinator> {

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Kysely, PGliteDialect, PostgresDialect, sql } from 'kysely';
+import { Kysely, PGliteDialect, PostgresDialect, sql, type LogEvent } from 'kysely';
 import { pgliteByteaOptions } from './pglite-bytea.ts';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import type { Database } from './schema.ts';
@@ -50,6 +50,8 @@ export interface DatabaseTarget {
    * export): never migrate, never write, and fail clearly when there is no fedmark schema.
    */
   mode?: 'migrate' | 'read-only';
+  /** kysely's log hook, given every query and its duration (the coordinator's metrics: http/metrics.ts). */
+  log?: (event: LogEvent) => void;
 }
 
 export interface OpenedDatabase {
@@ -63,7 +65,7 @@ const AUDIT_TABLES = ['audit_log', 'audit_checkpoints', 'coordinator_keys'] as c
 
 const redact = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
 
-async function openPostgres(url: string, options: { max: number; readOnly: boolean }): Promise<Db> {
+async function openPostgres(url: string, options: { max: number; readOnly: boolean; log?: (event: LogEvent) => void }): Promise<Db> {
   const pg = await import('pg');
   // Timestamps come back as Date, bigint counts as numbers: both dialects then return the same shapes.
   pg.default.types.setTypeParser(20, (v: string) => Number(v));
@@ -72,7 +74,7 @@ async function openPostgres(url: string, options: { max: number; readOnly: boole
   // An idle connection the server closes (restart, failover, an admin's terminate) is dropped
   // from the pool and replaced on next use; it must not crash the coordinator.
   pool.on('error', (err) => process.emitWarning(`PostgreSQL idle connection lost: ${err.message}`));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: options.log });
 }
 
 async function migrate(db: Db): Promise<void> {
@@ -122,7 +124,7 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
         await owner.destroy();
       }
     }
-    db = await openPostgres(target.databaseUrl, { max: 10, readOnly });
+    db = await openPostgres(target.databaseUrl, { max: 10, readOnly, log: target.log });
     if (!readOnly && migrationUrl === target.databaseUrl) {
       try {
         await migrate(db);
@@ -143,7 +145,7 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
     }
     const { PGlite } = await import('@electric-sql/pglite');
     const pglite = new PGlite(dataDir, pgliteByteaOptions);
-    db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
+    db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }), log: target.log });
     if (readOnly) {
       // One embedded session: this makes every later transaction on it read-only.
       await sql`set default_transaction_read_only = on`.execute(db);

@@ -95,6 +95,8 @@ export function errorHandler(deps: { db: Db; log: Logger; refusals: RefusalLog }
       return;
     }
     await account(refusal, req, res, requestId);
+    // The metrics middleware (http/metrics.ts) counts refusals by this code.
+    res.locals.refusalCode = refusal.code;
     log.info({ requestId, method: req.method, path: bounded(req.path, FIELD_LIMITS.path), status: refusal.status, code: refusal.code, reason: bounded(refusal.message, FIELD_LIMITS.message) }, 'request refused');
     if (res.headersSent) res.destroy();
     else res.status(refusal.status).json({ error: { code: refusal.code, message: bounded(refusal.message, FIELD_LIMITS.message), field: refusal.field, requestId } });

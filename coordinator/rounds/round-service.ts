@@ -27,6 +27,17 @@ import type { RoundDeps } from './round-state.ts';
 import { findTask } from './tasks.ts';
 
 /**
+ * What the round service reports as rounds move (the coordinator's metrics, http/metrics.ts):
+ * called synchronously after each transition commits, never awaited, never able to fail one.
+ */
+export type RoundObservation = { studyId: string; round: number } & (
+  | { kind: 'opened' | 'failed' | 'completed' | 'evaluation-stored' }
+  | { kind: 'aggregated'; aggregateMs: number }
+  | { kind: 'study-ended'; outcome: 'completed' | 'stopped' }
+  | { kind: 'update-accepted'; bytes: number }
+);
+
+/**
  * The round state machine: fit -> evaluate -> completed, or fit -> failed. Every transition is a
  * database transaction that locks the round row, so concurrent submissions, deadline timers and a
  * coordinator restart all see one consistent history. Timers are only a way to be on time: on
@@ -53,8 +64,11 @@ export function createRoundService(deps: {
   now?: () => Date;
   deadlineSweepSeconds?: number;
   retry?: RetryPolicy;
+  /** Told of every transition (metrics); optional so tests and tools may leave it out. */
+  observe?: (o: RoundObservation) => void;
 }) {
   const { db, log, studies } = deps;
+  const observe = deps.observe ?? (() => {});
   const now = deps.now ?? (() => new Date());
   const machine: RoundDeps = { db, studies, strategyFor: deps.strategyFor, keyring: deps.keyring, now };
   const events = createRoundEvents({
@@ -81,6 +95,7 @@ export function createRoundService(deps: {
     if (opened && 'completed' in opened) {
       if (opened.reason) log.warn({ studyId, rounds: opened.rounds, reason: opened.reason }, 'study stopped');
       else log.info({ studyId, rounds: opened.rounds }, 'study completed');
+      observe({ kind: 'study-ended', studyId, round: opened.rounds, outcome: opened.reason ? 'stopped' : 'completed' });
       // A study's end (stopped by a policy or the budget, or done) is a checkpoint too: the
       // refusal entries just written are then covered by a signature without waiting for another
       // study's round.
@@ -91,6 +106,7 @@ export function createRoundService(deps: {
     if (opened) {
       log.info({ studyId, round: opened.round, participants: opened.participants.length, deadline: opened.fitDeadline, privacy: opened.charge }, 'round started');
       schedule(studyId, opened.round, opened.fitDeadline);
+      observe({ kind: 'opened', studyId, round: opened.round });
       notify(studyId);
       // Poisson sampling can select nobody: such a round has nothing to wait for.
       if (opened.participants.length === 0) spawn('empty-sample', () => advanceRound(studyId, opened.round), roundKey(studyId, opened.round));
@@ -123,11 +139,14 @@ export function createRoundService(deps: {
     // the next round failed after the close committed): the next round may still be due.
     if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
     if (outcome.kind === 'aggregated') {
-      log.info({ studyId, round, nodes: outcome.nodes, meanLoss: outcome.meanLoss, modelSha256: outcome.sha256, aggregateMs: performance.now() - transitionStarted }, 'round aggregated');
+      const aggregateMs = performance.now() - transitionStarted;
+      log.info({ studyId, round, nodes: outcome.nodes, meanLoss: outcome.meanLoss, modelSha256: outcome.sha256, aggregateMs }, 'round aggregated');
+      observe({ kind: 'aggregated', studyId, round, aggregateMs });
       schedule(studyId, round, outcome.evaluationDeadline);
       notify(studyId);
       return;
     }
+    observe({ kind: outcome.kind, studyId, round });
     if (outcome.kind === 'failed') log.warn({ studyId, round, reason: outcome.reason }, 'round failed');
     else {
       for (const e of outcome.excluded) log.warn({ studyId, round, nodeId: e.nodeId, reason: e.reason }, 'evaluation report excluded from pooling');
@@ -250,6 +269,7 @@ export function createRoundService(deps: {
       const result = await acceptUpdate(machine, node, studyId, round, meta, body);
       if (!result.replay) {
         log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256: result.receipt.sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
+        observe({ kind: 'update-accepted', studyId, round, bytes: body.length });
         // The last expected update closes the fit phase now; otherwise the deadline timer will.
         if (result.allIn) spawn('after-update', () => advanceRound(studyId, round), roundKey(studyId, round));
       }
@@ -258,6 +278,7 @@ export function createRoundService(deps: {
 
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {
       const stored = await acceptEvaluation(machine, node, studyId, round, report);
+      if (stored !== false) observe({ kind: 'evaluation-stored', studyId, round });
       if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round), roundKey(studyId, round));
       return { studyId, round, nodeId: node.id, stored: stored !== false };
     },

@@ -8,6 +8,7 @@ import type { Database } from '../db/schema.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import { checkParticipants } from '../policies/policy-service.ts';
 import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
+import { policiesInForce } from '../policies/policy-service.ts';
 import { findOpenRoundNumber, getModel, insertRound, listReadyNodeIds, lockStudy, nodeRegions, updateStudy } from './round-repository.ts';
 import { clipNormIn, startingServerState, type RoundDeps } from './round-state.ts';
 
@@ -17,6 +18,14 @@ export type OpenMode = 'auto' | 'manual';
 export type RoundOpening =
   | { round: number; fitDeadline: Date; participants: string[]; charge: Charge | undefined }
   | { completed: true; rounds: number; reason: string | undefined };
+
+/**
+ * An early end: the study becomes `stopped` (not `completed`: it did not run its rounds), with the
+ * reason every view shows and who stopped it. Callers hold the study row's lock.
+ */
+export async function markStudyStopped(tx: Transaction<Database>, studyId: string, stop: { reason: string; by: string; at: Date }): Promise<void> {
+  await updateStudy(tx, studyId, { state: 'stopped', stop_reason: stop.reason, stopped_by: stop.by, stopped_at: stop.at });
+}
 
 /**
  * The transaction body of `openNextRound` (see round-service.ts): with the study row locked,
@@ -51,9 +60,9 @@ export async function openRound(tx: Transaction<Database>, deps: RoundDeps, stud
   const needed = study.current_round === 0 ? (config.minNodesToStart ?? config.minNodesPerRound) : config.minNodesPerRound;
   if (ready.length < needed) return refuse('NOT_ENOUGH_NODES', `${ready.length} nodes are ready; study ${studyId} needs ${needed} to start a round`);
   const round = study.current_round + 1;
-  const refused = await refuseByPolicy(tx, { studyId, round, config, mode, ready, completedRounds: study.current_round });
+  const refused = await refuseByPolicy(tx, { studyId, round, config, mode, ready, completedRounds: study.current_round, now: deps.now() });
   if (refused) return refused;
-  const budget = await chargeBudget(tx, { studyId, round, config, mode, completedRounds: study.current_round });
+  const budget = await chargeBudget(tx, { studyId, round, config, mode, completedRounds: study.current_round, now: deps.now() });
   if (budget.stopped) return budget.stopped;
   return startFitRound(tx, deps, { studyId, round, config, mode, ready, charge: budget.charge });
 }
@@ -61,7 +70,7 @@ export async function openRound(tx: Transaction<Database>, deps: RoundDeps, stud
 /** Every candidate's jurisdiction policy, checked before any privacy is charged or any node trains. */
 async function refuseByPolicy(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; ready: string[]; completedRounds: number },
+  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; ready: string[]; completedRounds: number; now: Date },
 ): Promise<RoundOpening | undefined> {
   const { studyId, round, mode } = input;
   const violations = await checkParticipants(tx, input.config, input.ready);
@@ -70,7 +79,7 @@ async function refuseByPolicy(
   const reason = `round ${round} refused by policy: ${violations.map((v) => v.message).join('; ')}`;
   if (mode === 'manual') throw new ConflictError('POLICY_VIOLATION', `${reason} (rule ${first.rule} of ${first.jurisdiction} v${first.version})`);
   await appendAudit(tx, { actor: 'coordinator', kind: 'round.refused', studyId, round, data: { violations } });
-  await updateStudy(tx, studyId, { state: 'completed', stop_reason: reason });
+  await markStudyStopped(tx, studyId, { reason, by: 'coordinator', at: input.now });
   return { completed: true, rounds: input.completedRounds, reason };
 }
 
@@ -80,14 +89,14 @@ async function refuseByPolicy(
  */
 async function chargeBudget(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; completedRounds: number },
+  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; completedRounds: number; now: Date },
 ): Promise<{ charge: Charge | undefined; stopped?: undefined } | { stopped: RoundOpening }> {
   const { studyId, round, config } = input;
   if (!config.privacy?.central) return { charge: undefined };
   const result = await chargeRound(tx, studyId, round, config);
   if (result.ok) return { charge: result.charge };
   if (input.mode === 'manual') throw new ConflictError('BUDGET_EXCEEDED', result.reason);
-  await updateStudy(tx, studyId, { state: 'completed', stop_reason: result.reason });
+  await markStudyStopped(tx, studyId, { reason: result.reason, by: 'coordinator', at: input.now });
   await appendAudit(tx, { actor: 'coordinator', kind: 'study.stopped', studyId, round, data: { reason: result.reason } });
   return { stopped: { completed: true, rounds: input.completedRounds, reason: result.reason } };
 }
@@ -126,7 +135,7 @@ async function startFitRound(
   const accumulator = strategy.aggregateFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state();
   await insertRound(tx, { study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: deps.now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism), server_state: encodeServerState(serverState), next_server_state: null, instructions: JSON.stringify(instructions), validation_metrics: null });
   await updateStudy(tx, studyId, { current_round: round });
-  await appendAudit(tx, { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });
+  await appendAudit(tx, { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, policies: await policiesInForce(tx, participants), fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });
   if (charge) await appendAudit(tx, { actor: 'coordinator', kind: 'privacy.charged', studyId, round, data: { ...charge } });
   return { round, fitDeadline, participants, charge };
 }

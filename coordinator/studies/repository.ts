@@ -17,7 +17,13 @@ export async function findStudyConfig(db: Db, studyId: string): Promise<unknown 
 }
 
 export async function listStudyRows(db: Db) {
-  return db.selectFrom('studies').select(['id', 'name', 'state', 'current_round']).orderBy('created_at').execute();
+  return db.selectFrom('studies').select(['id', 'name', 'state', 'current_round', 'config', 'created_at', 'stop_reason', 'stopped_by', 'stopped_at']).orderBy('created_at').execute();
+}
+
+/** Rounds closed (completed or failed) per study, by study id. */
+export async function closedRoundCounts(db: Db): Promise<Map<string, number>> {
+  const rows = await db.selectFrom('rounds').select(['study_id', (eb) => eb.fn.countAll<string>().as('n')]).where('phase', 'in', ['completed', 'failed']).groupBy('study_id').execute();
+  return new Map(rows.map((r) => [r.study_id, Number(r.n)]));
 }
 
 export async function insertStudy(db: Db, row: Insertable<Database['studies']>) {

@@ -12,12 +12,14 @@ import type { StudyService } from './study-service.ts';
 
 export const StudyParams = z.object({ studyId: Id });
 const ModelParams = z.object({ studyId: Id, version: VersionParam });
+/** An operator's stop: the reason shown in every view of the study (default: OPERATOR_STOP_REASON). */
+const StopBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() });
 const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
 
 export interface StudyRouterDeps {
   guard: RequestGuard;
   studies: StudyService;
-  rounds: Pick<RoundService, 'waitForChange' | 'changeCount'>;
+  rounds: Pick<RoundService, 'waitForChange' | 'changeCount' | 'onNodeChanged'>;
   sendModel: ModelSender;
   maxTaskWaitSeconds: number;
   /** Which studies an analyst's list shows (auth/study-access.ts). */
@@ -25,7 +27,7 @@ export interface StudyRouterDeps {
 }
 
 /**
- * Studies and their global models: create, list, status (followed with ?wait), weights.
+ * Studies and their global models: plan, create, list, status (followed with ?wait), stop, weights.
  *
  * @example
  *   registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds: 30 });
@@ -36,6 +38,20 @@ export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
     await guard.requireAdmin(req);
     const config = parse(StudyConfig, req.body, 'body');
     res.status(201).json(await studies.createStudy(config, res.locals.actor));
+  }));
+  // The same schema and checks as creation, and the same policies, so the CLI's --dry-run and the API agree; writes nothing.
+  app.post('/v1/studies/plan', json, route(async (req, res) => {
+    await guard.requireAdmin(req);
+    res.json(await studies.planStudy(parse(StudyConfig, req.body, 'body')));
+  }));
+  app.post('/v1/studies/:studyId/stop', json, route(async (req, res) => {
+    await guard.requireAdmin(req);
+    const { studyId } = parse(StudyParams, req.params, 'params');
+    const { reason } = parse(StopBody, req.body ?? {}, 'body');
+    const result = await studies.stopStudy(studyId, res.locals.actor, reason);
+    // Wakes whoever waits on the study: watchers' long polls, and nodes' task polls (which then see it ended).
+    if (result.changed) rounds.onNodeChanged(studyId);
+    res.json(result);
   }));
   app.get('/v1/studies', route(async (req, res) => {
     const p = await guard.who(req);

@@ -8,7 +8,7 @@ import { createStrategy } from '../../protocols/strategies/index.ts';
 import { totalParameters, type TensorSpec, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
-import { BadRequestError, NotFoundError } from '../errors.ts';
+import { BadRequestError, NotFoundError, PolicyViolationError } from '../errors.ts';
 import { newId } from '../security.ts';
 import type { Logger } from 'pino';
 import type { CoordinatorKeyring } from '../identity.ts';
@@ -17,7 +17,9 @@ import type { Principal } from '../auth/principal.ts';
 import { authorizeModelRead, visibleRound, visibleStatus, visibleUpdate } from '../auth/visibility.ts';
 import { listStudyNodes, nodeIdsInRegion, regionHasNode } from '../nodes/repository.ts';
 import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '../rounds/round-repository.ts';
-import { findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
+import { closedRoundCounts, findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
+import { policyViolationsFor, studyPlan, violationField } from './study-plan.ts';
+import { stopStudy } from './stop-study.ts';
 
 export interface StoredModel {
   version: number;
@@ -80,6 +82,13 @@ export function createStudyService(deps: StudyDeps) {
     ...models,
     ...reads,
     createStudy: (config: StudyConfig, actor = 'admin') => createStudy(deps, config, actor),
+    /** What creating `config` would do (POST /v1/studies/plan): policies, privacy plan, warnings; writes nothing. */
+    async planStudy(config: StudyConfig) {
+      checkStudyConfig(config);
+      return studyPlan(deps.db, config, creationWarnings(config));
+    },
+    /** An operator's stop (POST /v1/studies/:studyId/stop): idempotent, audited (stop-study.ts). */
+    stopStudy: async (studyId: string, actor: string, reason?: string) => stopStudy({ ...deps, now: () => new Date() }, studyId, actor, reason, await models.getConfig(studyId)),
     /** The largest update body the study accepts (404 when there is no such study). */
     maxUpdateBytes: async (studyId: string) => maxUpdateBytes(await models.getConfig(studyId)),
     /** Throws 403 unless `p` may read the study's model weights. */
@@ -91,6 +100,13 @@ export type StudyService = ReturnType<typeof createStudyService>;
 /** Creates a study and its round-0 model (seeded, so the configuration alone reproduces it). */
 async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) {
   checkStudyConfig(config);
+  // A study that breaks the policy of a jurisdiction it plans is refused now, not stopped at round 1.
+  const violations = await policyViolationsFor(deps.db, config, config.jurisdictions ?? []);
+  if (violations.length > 0) {
+    // Short enough for the error body's 300 characters: every rule by name, the first in full.
+    const rules = violations.map((v) => `${v.jurisdiction}${v.version ? ` v${v.version}` : ''} ${v.rule}`).join(', ');
+    throw new PolicyViolationError(`the study breaks ${rules}; first: ${violations[0].message}; POST /v1/studies/plan (fedmark study create --dry-run) lists every rule`, `body.${violationField(config, violations[0])}`);
+  }
   const id = newId('study');
   const weights = initialWeights(studyTensorSpecs(config), config.seed);
   const bytes = encodeWeights(weights);
@@ -102,13 +118,45 @@ async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) 
     await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
   });
   deps.log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
+  const warnings = creationWarnings(config);
+  for (const warning of warnings) deps.log.warn({ studyId: id }, warning);
+  deps.onStudyCreated(id);
+  return { id, modelSha256: sha256, ...(warnings.length ? { warnings } : {}) };
+}
+
+/** What creating the study warns about (the POST response's `warnings`, and the plan's). */
+function creationWarnings(config: StudyConfig): string[] {
   // bounds: null is the legacy, undefended behaviour (the attack demo's baseline): said loudly.
   const warnings = config.bounds === null ? ['bounds is null: node claims are not bounded (example counts are weights as claimed, update norms and published weights are unchecked); one node can take over this study'] : [];
   // Client-level noise that swamps the signal, and what adaptive clipping really charges: said with numbers.
   warnings.push(...privacyWarnings(config, totalParameters(studyTensorSpecs(config))));
-  for (const warning of warnings) deps.log.warn({ studyId: id }, warning);
-  deps.onStudyCreated(id);
-  return { id, modelSha256: sha256, ...(warnings.length ? { warnings } : {}) };
+  return warnings;
+}
+
+/** Every study as `fedmark study ls` lists it: kind, model, state (with the stop reason), rounds done of planned, created. */
+async function listStudies(db: Db) {
+  const [rows, closed] = await Promise.all([listStudyRows(db), closedRoundCounts(db)]);
+  return rows.map((r) => {
+    // Read loosely: a list must not fail on one study's stored configuration.
+    const config = (r.config ?? {}) as { task?: { kind?: string }; model?: { kind?: string }; rounds?: number };
+    return {
+      id: r.id,
+      name: r.name,
+      state: r.state,
+      task: config.task?.kind ?? 'binary',
+      model: config.model?.kind ?? null,
+      currentRound: r.current_round,
+      roundsDone: closed.get(r.id) ?? 0,
+      roundsPlanned: config.rounds ?? null,
+      createdAt: new Date(r.created_at).toISOString(),
+      ...stopFields(r),
+    };
+  });
+}
+
+/** A study row's stop reason, who stopped it and when (all null unless it was stopped). */
+function stopFields(r: { stop_reason: string | null; stopped_by: string | null; stopped_at: Date | string | null }) {
+  return { stopReason: r.stop_reason, stoppedBy: r.stopped_by, stoppedAt: r.stopped_at ? new Date(r.stopped_at).toISOString() : null };
 }
 
 const MAX_CACHED_MODELS = 64;
@@ -186,6 +234,7 @@ async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
     id: study.id,
     name: study.name,
     state: study.state,
+    ...stopFields(study),
     currentRound: study.current_round,
     latestModelVersion: study.latest_model_version,
     config: StudyConfig.parse(study.config),
@@ -222,7 +271,7 @@ function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyC
   return {
     getStatus,
     getRound,
-    listStudies: () => listStudyRows(db),
+    listStudies: () => listStudies(db),
     /** The study as `p` may see it (see auth/visibility.ts). */
     getStatusFor: async (p: Principal, studyId: string) => visibleStatus(p, await getStatus(studyId)),
     /** A round as `p` may see it: 403 for a node that did not take part. */
@@ -239,7 +288,7 @@ function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyC
     async getStudyForNode(studyId: string) {
       const study = await findStudyRow(db, studyId);
       if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
-      return { studyId: study.id, state: study.state, currentRound: study.current_round, config: await getConfig(studyId) };
+      return { studyId: study.id, state: study.state, ...stopFields(study), currentRound: study.current_round, config: await getConfig(studyId) };
     },
   };
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { loadCoordinatorConfig } from '../coordinator/config.ts';
-import { NodeConfig } from '../client-node/config.ts';
+import { NODE_EXIT_CODES_HELP, NodeConfig } from '../client-node/config.ts';
 import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
@@ -183,7 +183,8 @@ export function buildProgram(): Command {
   program
     .command('node')
     .description('run a client node next to its data: enrolls, pulls tasks, trains locally, sends only model updates')
-    .requiredOption('--coordinator <url>', 'coordinator URL (env FEDMARK_COORDINATOR)', process.env.FEDMARK_COORDINATOR)
+    // Not requiredOption: commander would then demand it of `fedmark node ls` too (checked in the action).
+    .option('--coordinator <url>', 'coordinator URL (env FEDMARK_COORDINATOR); required', process.env.FEDMARK_COORDINATOR)
     .option('--token <token>', 'one-time enrollment token (first start only; env FEDMARK_ENROLLMENT_TOKEN)', process.env.FEDMARK_ENROLLMENT_TOKEN)
     .option('--data <file>', 'this node\'s CSV (env FEDMARK_NODE_DATA); required to run', process.env.FEDMARK_NODE_DATA)
     .option('--spec <file>', 'local copy of the study\'s feature spec (JSON) to check the study against')
@@ -201,7 +202,9 @@ export function buildProgram(): Command {
     .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
     .option('--coordinator-key <file>', 'the coordinator\'s public key to pin at enrollment (otherwise trusted on first use)')
     .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
+    .addHelpText('after', `\n${NODE_EXIT_CODES_HELP}`)
     .action(async (opts) => {
+      if (!opts.coordinator) program.error("error: required option '--coordinator <url>' not specified (or set FEDMARK_COORDINATOR)");
       const parsed = NodeConfig.safeParse({
         coordinator: opts.coordinator,
         token: opts.token,
@@ -259,6 +262,8 @@ export async function main(argv: string[]) {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     process.stderr.write(`fedmark: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    // A node that stops for a known reason says which by its exit code (NodeStoppedError, `fedmark node --help`).
+    const code = (err as { exitCode?: unknown } | null)?.exitCode;
+    process.exitCode = typeof code === 'number' && Number.isInteger(code) && code > 0 ? code : 1;
   }
 }

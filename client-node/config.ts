@@ -53,3 +53,47 @@ export const NodeConfig = z
     path: ['coordinator'],
   });
 export type NodeConfig = Readonly<z.infer<typeof NodeConfig>>;
+
+/**
+ * Why a node stops without its study having run to the end with it, each with its own exit code
+ * (`fedmark node --help` lists them), so a partner's supervisor (systemd, Kubernetes, cron) can
+ * tell "nothing to do any more" from "fix something and restart".
+ */
+export const NODE_EXIT_CODES = {
+  /** The study was stopped, or completed before this node trained a round. */
+  'study-ended': 3,
+  /** This node's policy (its jurisdiction's profile, tightened by the coordinator's) forbids the study. */
+  'policy-refused': 4,
+  /** This node's enrollment was revoked by the operator, or it withdrew. */
+  'enrollment-revoked': 5,
+  /** This node's own privacy ceiling (--max-epsilon) or its row count refuses the study before it trained a round. */
+  'privacy-refused': 6,
+  /** The coordinator refused the enrollment token (unknown, used, expired, another jurisdiction). */
+  'enrollment-refused': 7,
+} as const;
+export type NodeStopReason = keyof typeof NODE_EXIT_CODES;
+
+/** `fedmark node --help`: the exit codes, one line each. */
+export const NODE_EXIT_CODES_HELP = [
+  'Exit codes:',
+  '  0  the study completed after this node took part (or --withdraw / --rotate-key done)',
+  '  1  any other error (bad input, unreachable coordinator, ...); 2: an invalid option',
+  `  ${NODE_EXIT_CODES['study-ended']}  the study was stopped, or completed before this node trained (the reason is printed)`,
+  `  ${NODE_EXIT_CODES['policy-refused']}  this node's jurisdiction policy forbids the study (the rule is printed)`,
+  `  ${NODE_EXIT_CODES['enrollment-revoked']}  this node's enrollment was revoked, or it withdrew`,
+  `  ${NODE_EXIT_CODES['privacy-refused']}  this node's privacy ceiling (--max-epsilon) refuses the study before its first round`,
+  `  ${NODE_EXIT_CODES['enrollment-refused']}  the coordinator refused the enrollment token (unknown, used, expired, another jurisdiction)`,
+].join('\n');
+
+/** The node cannot take part in its study, for good: the message is one plain line for stderr. */
+export class NodeStoppedError extends Error {
+  readonly exitCode: number;
+  constructor(
+    readonly reason: NodeStopReason,
+    message: string,
+  ) {
+    super(message.replace(/\s*\n\s*/g, ' '));
+    this.name = 'NodeStoppedError';
+    this.exitCode = NODE_EXIT_CODES[reason];
+  }
+}

@@ -79,10 +79,17 @@ export class CoordinatorClient {
     return this.json(EnrollResponse, res);
   }
 
-  async study(): Promise<{ studyId: string; state: string; config: StudyConfig }> {
+  /** The node's study: its state (running, completed, stopped...), why it stopped if it did, and its config. */
+  async study(): Promise<{ studyId: string; state: string; stopReason: string | null; config: StudyConfig }> {
     const res = await this.request('GET', '/v1/nodes/me/study');
-    const body = (await res.json()) as { studyId: string; state: string; config: unknown };
-    return { studyId: body.studyId, state: body.state, config: StudyConfig.parse(body.config) };
+    const body = (await res.json()) as { studyId: string; state: string; stopReason?: string | null; config: unknown };
+    return { studyId: body.studyId, state: body.state, stopReason: body.stopReason ?? null, config: StudyConfig.parse(body.config) };
+  }
+
+  /** This node's own record on the coordinator: its state and the rounds it took part in. */
+  async me(): Promise<{ id: string; studyId: string; name: string; state: string; message: string | null; rounds: number }> {
+    const res = await this.request('GET', '/v1/nodes/me');
+    return (await res.json()) as { id: string; studyId: string; name: string; state: string; message: string | null; rounds: number };
   }
 
   /** A status report, as the release step built it (its `data` only when the study releases it). */

@@ -1,9 +1,11 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { fingerprintOf, loadOrCreateIdentity, loadPublicKey, verifyKeyRotation, type PublicKey } from '../protocols/crypto/index.ts';
-import { CoordinatorClient } from './coordinator-client.ts';
-import type { NodeConfig } from './config.ts';
+import type { EnrollResponse } from '../protocols/messages.ts';
+import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
+import { NodeStoppedError, type NodeConfig } from './config.ts';
 import { NodePolicyRequiredError } from './policy.ts';
 
 /**
@@ -23,6 +25,8 @@ export interface Credentials {
   /** The coordinator key this node trusts (pinned at enrollment, moved only by a verified rotation). */
   coordinatorPublicKey: string;
   coordinatorFingerprint: string;
+  /** sha256 of the enrollment token this enrollment came from (absent in credentials saved before it was recorded). */
+  tokenSha256?: string;
 }
 
 /** Node keys expire after a year; rotate with CoordinatorClient.rotateKey (a request signed by the old key). */
@@ -37,29 +41,68 @@ export function saveCredentials(stateDir: string, credentials: Credentials) {
   writeFileSync(join(stateDir, 'credentials.json'), JSON.stringify(credentials, null, 2), { mode: 0o600 });
 }
 
-/** Saved credentials for this coordinator, or a fresh enrollment with the one-time token. */
+/** sha256 of an enrollment token: which token an enrollment came from, without keeping the token. */
+const tokenHash = (token: string) => createHash('sha256').update(token).digest('hex');
+
+function readCredentials(stateDir: string): Credentials | undefined {
+  const file = join(stateDir, 'credentials.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Credentials) : undefined;
+}
+
+/** The coordinator judges this node by the jurisdiction it enrolled under; a node now run under another would check studies against a law the coordinator does not apply to it. */
+function requireEnrolledJurisdiction(saved: Credentials, jurisdiction: string) {
+  if (saved.jurisdiction && saved.jurisdiction !== jurisdiction) throw new NodePolicyRequiredError(`this node enrolled under jurisdiction ${saved.jurisdiction} but now runs with ${jurisdiction}; run it with its enrolled jurisdiction or enroll again with a new token`);
+}
+
+/**
+ * The enrollment to run: the saved one, unless a --token it did not come from is given. A new
+ * token enrolls (in the token's study) and the previous enrollment is archived under
+ * `enrollments/<nodeId>/`: a node restarted with its old state folder and a new token never
+ * silently rejoins its old study. The same token again (the partner's unchanged command line) is
+ * the saved enrollment.
+ */
 export async function loadOrEnroll(config: NodeConfig, client: CoordinatorClient, log: Logger, publicKey: string, jurisdiction: string): Promise<Credentials> {
-  const file = join(config.stateDir, 'credentials.json');
-  if (existsSync(file)) {
-    const saved = JSON.parse(readFileSync(file, 'utf8')) as Credentials;
-    if (saved.coordinator === config.coordinator) {
-      // The coordinator judges this node by the jurisdiction it enrolled under; a node now run
-      // under another would check studies against a law the coordinator does not apply to it.
-      if (saved.jurisdiction && saved.jurisdiction !== jurisdiction) throw new NodePolicyRequiredError(`this node enrolled under jurisdiction ${saved.jurisdiction} but now runs with ${jurisdiction}; run it with its enrolled jurisdiction or enroll again with a new token`);
-      log.info({ nodeId: saved.nodeId, studyId: saved.studyId }, 'using saved node credentials');
-      return saved;
-    }
+  const found = readCredentials(config.stateDir);
+  const saved = found?.coordinator === config.coordinator ? found : undefined;
+  if (saved && (!config.token || saved.tokenSha256 === tokenHash(config.token))) {
+    requireEnrolledJurisdiction(saved, jurisdiction);
+    log.info({ nodeId: saved.nodeId, studyId: saved.studyId }, 'using saved node credentials');
+    return saved;
   }
   if (!config.token) throw new Error(`no saved credentials in ${config.stateDir} and no --token to enroll with`);
-  const enrolled = await client.enroll(config.token, publicKey, jurisdiction);
+  let enrolled: EnrollResponse;
+  try {
+    enrolled = await client.enroll(config.token, publicKey, jurisdiction);
+  } catch (err) {
+    if (!(err instanceof CoordinatorRefusal)) throw err;
+    // Credentials saved before enrollments recorded their token: a used token is, in all
+    // likelihood, the one they came from (it can enroll nothing else either way).
+    if (saved && !saved.tokenSha256 && err.code === 'TOKEN_USED') {
+      requireEnrolledJurisdiction(saved, jurisdiction);
+      log.warn({ nodeId: saved.nodeId, studyId: saved.studyId }, 'this enrollment token was already used; running the enrollment saved in the state folder, taken to be the one it made');
+      saveCredentials(config.stateDir, { ...saved, tokenSha256: tokenHash(config.token) });
+      return saved;
+    }
+    const held = found ? ` This state folder (${config.stateDir}) holds node ${found.name}'s enrollment in study ${found.studyId}, made with another token: to run it, start the node without --token; to join another study, ask the operator for a new token.` : '';
+    throw new NodeStoppedError('enrollment-refused', `the coordinator refused the enrollment token (${err.code}): ${err.message}.${held}`);
+  }
   if (config.coordinatorKey) {
     const expected = await fingerprintOf(readFileSync(config.coordinatorKey, 'utf8'));
     if (expected !== enrolled.coordinatorFingerprint) throw new Error(`the coordinator presented key ${enrolled.coordinatorFingerprint}, not the pinned ${expected} from ${config.coordinatorKey}; refusing to work with it`);
   }
-  const credentials: Credentials = { coordinator: config.coordinator, ...enrolled, jurisdiction: enrolled.jurisdiction ?? jurisdiction };
+  if (found) archiveEnrollment(config.stateDir, found, enrolled.studyId, log);
+  const credentials: Credentials = { coordinator: config.coordinator, ...enrolled, jurisdiction: enrolled.jurisdiction ?? jurisdiction, tokenSha256: tokenHash(config.token) };
   saveCredentials(config.stateDir, credentials);
   log.info({ nodeId: enrolled.nodeId, studyId: enrolled.studyId, name: enrolled.name, region: enrolled.region, jurisdiction: credentials.jurisdiction }, 'enrolled');
   return credentials;
+}
+
+/** Moves an enrollment replaced by a new token to `enrollments/<nodeId>/credentials.json` (kept: its API key may still be needed to withdraw it). */
+function archiveEnrollment(stateDir: string, old: Credentials, newStudyId: string, log: Logger) {
+  const dir = join(stateDir, 'enrollments', old.nodeId.replace(/[^A-Za-z0-9_.-]/g, '_'));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  renameSync(join(stateDir, 'credentials.json'), join(dir, 'credentials.json'));
+  log.warn({ nodeId: old.nodeId, studyId: old.studyId, archivedTo: dir, newStudyId }, `a new enrollment token: the enrollment of node ${old.nodeId} in study ${old.studyId} was archived to ${dir}; this node now takes part in study ${newStudyId}`);
 }
 
 /**

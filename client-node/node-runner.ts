@@ -11,13 +11,15 @@ import type { NodeConfig } from './config.ts';
 import { DataSource } from './data.ts';
 import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll, savedNode } from './identity.ts';
-import { checkFitTask, effectivePolicy, loadNodePolicy } from './policy.ts';
+import { checkFitTask, effectivePolicy, loadNodePolicy, type FitPermission } from './policy.ts';
+import { NodeStoppedError, type NodeStopReason } from './config.ts';
+import { checkStudyAgainstPolicy, privacyFacts, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { attackEvaluation, attackUpdate } from './attack.ts';
 import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
-import { BackOff, describeNetworkError, pause, pollTask } from './task.ts';
+import { BackOff, describeNetworkError, pause, pollTask, refuseForBudget } from './task.ts';
 import { witnessCheckpoint } from './witness.ts';
-import { NodePrivacyLedger } from './privacy-ledger.ts';
+import { LedgerCeilingError, NodePrivacyLedger } from './privacy-ledger.ts';
 import { evaluate, train, TrainingFailedError } from './train.ts';
 
 /**
@@ -45,6 +47,7 @@ export { describeDataError } from './data.ts';
 export { describeNetworkError } from './task.ts';
 export { ModelRejectedError, ModelSignatureError } from './global-model.ts';
 export { TrainingFailedError } from './train.ts';
+export { NodeStoppedError, NODE_EXIT_CODES } from './config.ts';
 export { NODE_KEY_LIFETIME_SECONDS } from './identity.ts';
 
 export interface NodeRunSummary {
@@ -61,18 +64,23 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   log.info({ backend: await initBackend(config.backend) }, 'tensorflow backend');
   const { client, credentials, trust } = await connect(config, localPolicy.jurisdiction, log);
 
-  const { config: study } = await client.study();
+  // A study that cannot run for this node is said at once, loudly (NodeStoppedError), not after
+  // an idle wait that ends in `roundsTrained 0` and exit code 0.
+  const first = await readStudy(client, log);
+  const study = first.config;
+  const summary: NodeRunSummary = { nodeId: credentials.nodeId, roundsTrained: 0, evaluations: 0, bytesSent: 0 };
+  if ((await studyOutcome(client, first, log, true)) === 'done' && config.exitWhenDone) return summary;
   const report = statusReporter(client, Release.of(study));
   await refuseAnotherSpec(config, study, credentials.studyId, report);
   let policy = await effectivePolicy(localPolicy, client, log);
   log.info({ jurisdiction: policy.jurisdiction, version: policy.version, dpRequired: policy.dpRequired, forbidden: policy.forbiddenFeatureCategories }, 'node policy');
+  await refuseForbiddenStudy(first, policy, report, log);
 
   const kind = nodeKindFor(study);
   const model = kind.createModel(study, encodedWidth(study.features));
   const globals = new GlobalModels(client, trust, modelSpecsOf(model));
   const data = new DataSource(config.data, study, report, log, credentials.studyId);
   const backOff = new BackOff(config.idleBackoffMaxSeconds, log, signal);
-  const summary: NodeRunSummary = { nodeId: credentials.nodeId, roundsTrained: 0, evaluations: 0, bytesSent: 0 };
 
   // Set after the node refused a model or its training diverged: it reports `ready` again before
   // its next task, so it is asked again (and refuses again at once if the model is the same one).
@@ -83,13 +91,14 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
 
     // 1. Task.
     const asked = performance.now();
-    const next = await pollTask(client, config.pollSeconds, log);
+    const next = await pollTask(client, config.pollSeconds, log).catch((err: unknown) => revokedOr(client, err, log));
     if ('unreachable' in next) {
       await pause(5000, signal);
       continue;
     }
     if ('none' in next) {
-      if (config.exitWhenDone && (await client.study().catch(() => undefined))?.state === 'completed') break;
+      // No task: has the study ended (exit 0 after taking part; a NodeStoppedError otherwise)?
+      if ((await idleOutcome(client, log)) === 'done' && config.exitWhenDone) break;
       // A coordinator that answers "no task" at once (a short long-poll, or --poll-seconds 0)
       // is asked at most about once a second.
       await pause(1000 - (performance.now() - asked), signal);
@@ -125,6 +134,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         if (!permission.allowed) {
           log.warn({ round: task.round, ...permission.details }, permission.message);
           await report({ state: permission.state, message: permission.message, data: loaded.report });
+          await stopIfFinal(permission, client, log);
           data.frozen = true;
           await backOff.wait(permission.state);
           continue;
@@ -152,6 +162,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
       }
       backOff.reset();
     } catch (err) {
+      if (err instanceof NodeStoppedError) throw err;
       if (err instanceof CoordinatorRefusal) log.warn({ round: task.round, kind: task.kind, status: err.status, code: err.code, reason: err.message }, 'coordinator refused');
       else if (err instanceof ModelSignatureError) log.error({ round: task.round, kind: task.kind, reason: err.message }, 'refused an unsigned or wrongly signed global model');
       else if (err instanceof ModelRejectedError || err instanceof TrainingFailedError) {
@@ -159,7 +170,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         const state = err instanceof ModelRejectedError ? 'model-rejected' : 'training-failed';
         log.error({ round: task.round, kind: task.kind, state, reason: err.message }, state === 'model-rejected' ? 'refused a signed global model with out-of-range weights' : 'local training failed');
         rejoin = await reportSafely(report, { state, message: err.message, data: loaded.report }, log);
-      }
+      } else if (err instanceof LedgerCeilingError) await refuseForBudget(report, task, err, log); // nothing was released (task.ts)
       // Not the coordinator's refusal: log it and carry on with the next task (a daemon must
       // survive a bad moment; the coordinator's deadline handles a round this node missed).
       else log.error({ round: task.round, kind: task.kind, err: err instanceof Error ? err.message : String(err) }, 'task failed');
@@ -168,6 +179,85 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     }
   }
   return summary;
+}
+
+/** Logs why the node stops, at error level, and returns the error that ends it (its exit code says the class). */
+function stopped(log: Logger, reason: NodeStopReason, message: string): NodeStoppedError {
+  const err = new NodeStoppedError(reason, message);
+  log.error({ stop: reason, exitCode: err.exitCode }, err.message);
+  return err;
+}
+
+/**
+ * A failed request: when the coordinator no longer accepts this node's credentials (401: its
+ * enrollment was revoked), the node stops; anything else is rethrown. task.ts reports a 401 as a
+ * plain Error, so the study is asked again to tell.
+ */
+async function revokedOr(client: CoordinatorClient, err: unknown, log: Logger): Promise<never> {
+  const refusal = err instanceof CoordinatorRefusal ? err : await client.study().then(() => undefined, (e: unknown) => e);
+  if (refusal instanceof CoordinatorRefusal && refusal.status === 401) throw stopped(log, 'enrollment-revoked', `the coordinator no longer accepts this node (its enrollment was revoked): ${refusal.message}`);
+  throw err;
+}
+
+/** The node's study as the coordinator states it; a revoked node stops here. */
+async function readStudy(client: CoordinatorClient, log: Logger) {
+  return client.study().catch((err: unknown) => revokedOr(client, err, log));
+}
+
+type StudyState = Awaited<ReturnType<CoordinatorClient['study']>>;
+
+/**
+ * Whether the study still has work for this node: `running`, or `done` (it completed after this
+ * node took part in a round, as the coordinator counts them: a restarted node too). A study that
+ * was stopped, or completed before this node trained, and a node that withdrew, stop the node.
+ */
+async function studyOutcome(client: CoordinatorClient, study: StudyState, log: Logger, atStart = false): Promise<'running' | 'done'> {
+  // While the study runs, the node's own record is read once, at start (an idle poll costs one request, not two).
+  if (study.state === 'running' && !atStart) return 'running';
+  const me = await client.me().catch((err: unknown) => revokedOr(client, err, log));
+  if (me.state === 'withdrawn' || me.state === 'revoked') throw stopped(log, 'enrollment-revoked', `node ${me.name} (${me.id}) ${me.state === 'withdrawn' ? 'withdrew from' : 'was revoked from'} study ${study.studyId}${me.message ? `: ${me.message}` : ''}`);
+  if (study.state === 'running') return 'running';
+  const why = study.stopReason ? `: ${study.stopReason}` : '';
+  if (study.state === 'completed' && me.rounds > 0) {
+    log.info({ studyId: study.studyId, rounds: me.rounds, ...(study.stopReason ? { stopReason: study.stopReason } : {}) }, 'study completed');
+    return 'done';
+  }
+  if (study.state === 'completed') throw stopped(log, 'study-ended', `study ${study.studyId} completed before this node trained a round${why}; this node has nothing to do`);
+  // Any other state (`stopped`, or one added later) is an early end.
+  throw stopped(log, 'study-ended', `study ${study.studyId} is ${study.state}: it ended early${why || ' (no reason given)'}; this node took part in ${me.rounds} round${me.rounds === 1 ? '' : 's'}`);
+}
+
+/** The study's outcome after a poll with no task; an unreachable coordinator is no outcome (`running`: poll again). */
+async function idleOutcome(client: CoordinatorClient, log: Logger): Promise<'running' | 'done'> {
+  try {
+    return await studyOutcome(client, await readStudy(client, log), log);
+  } catch (err) {
+    if (err instanceof NodeStoppedError) throw err;
+    log.warn({ err: describeNetworkError(err) }, "cannot read the study's state; polling again");
+    return 'running';
+  }
+}
+
+/**
+ * Refuses at start a study this node's policy forbids (forbidden features excepted: they are
+ * dropped from its data): it could never train for it. Said to the coordinator, then the node stops.
+ */
+async function refuseForbiddenStudy(study: StudyState, policy: PolicyProfile, report: (s: StatusFacts) => Promise<void>, log: Logger) {
+  const violations = checkStudyAgainstPolicy(study.config, policy, privacyFacts(study.config)).filter((v) => v.rule !== 'forbidden-feature');
+  if (violations.length === 0) return;
+  const message = `refusing to train: ${violations.map((v) => `${v.message} (rule ${v.rule})`).join('; ')}`;
+  await reportSafely(report, { state: 'policy-refused', message }, log);
+  throw stopped(log, 'policy-refused', `study ${study.studyId}: ${message}`);
+}
+
+/**
+ * After a refused fit task: a policy refusal is final (the study will not change), and so is a
+ * privacy refusal before this node ever trained (its ledger only grows); a ceiling reached
+ * mid-study leaves the node to finish the study's evaluations.
+ */
+async function stopIfFinal(permission: Extract<FitPermission, { allowed: false }>, client: CoordinatorClient, log: Logger) {
+  if (permission.state === 'policy-refused') throw stopped(log, 'policy-refused', permission.message);
+  if ((await client.me()).rounds === 0) throw stopped(log, 'privacy-refused', `${permission.message} (before this node's first round)`);
 }
 
 /** A status report that must not end the daemon when the coordinator cannot be reached: true when it was sent. */

@@ -79,6 +79,13 @@ function createNodeListing(deps: NodeDeps) {
       return rows.map((r) => ({ id: r.id, studyId: r.study_id, name: r.name, region: r.region, jurisdiction: r.jurisdiction, state: r.state, message: r.state_message, lastSeenAt: iso(r.last_seen_at), enrolledAt: iso(r.enrolled_at), rounds: Number(r.rounds ?? 0) }));
     },
 
+    /** A node's own record, as it reads it at start and when its study is not running (was it revoked or withdrawn; how many rounds did it take part in). */
+    async describeSelf(nodeId: string) {
+      const [row] = await listNodesWithRounds(db, { nodeId });
+      if (!row) throw new NotFoundError(`no node ${nodeId}`);
+      return { id: row.id, studyId: row.study_id, name: row.name, region: row.region, jurisdiction: row.jurisdiction, state: row.state, message: row.state_message, rounds: Number(row.rounds ?? 0) };
+    },
+
     /** Enrollment tokens as the audit log names them (a prefix of the hash, never the token), with their status. */
     async listEnrollmentTokens(studyId?: string, now = new Date()) {
       const rows = await listEnrollmentTokens(db, studyId);

@@ -79,13 +79,14 @@ export async function listStudyNodes(db: Db, studyId: string) {
  * Nodes with the number of rounds each took part in (rounds it sent an accepted update to), by
  * study then name; narrowed to one study and/or one region when given.
  */
-export async function listNodesWithRounds(db: Db, where: { studyId?: string; region?: string }) {
+export async function listNodesWithRounds(db: Db, where: { studyId?: string; region?: string; nodeId?: string }) {
   let query = db
     .selectFrom('nodes')
     .leftJoin(db.selectFrom('updates').select(['node_id', (eb) => eb.fn.count<string>('round').distinct().as('rounds')]).groupBy('node_id').as('taken'), 'taken.node_id', 'nodes.id')
     .select(['nodes.id', 'nodes.study_id', 'nodes.name', 'nodes.region', 'nodes.jurisdiction', 'nodes.state', 'nodes.state_message', 'nodes.last_seen_at', 'nodes.enrolled_at', 'taken.rounds']);
   if (where.studyId !== undefined) query = query.where('nodes.study_id', '=', where.studyId);
   if (where.region !== undefined) query = query.where('nodes.region', '=', where.region);
+  if (where.nodeId !== undefined) query = query.where('nodes.id', '=', where.nodeId);
   return query.orderBy('nodes.study_id').orderBy('nodes.name').execute();
 }
 

@@ -90,6 +90,12 @@ function registerNodeSelfRoutes(app: IRouter, deps: NodeRouterDeps) {
     await nodes.reportStatus(node, parse(NodeStatusReport, req.body, 'body'));
     res.status(204).end();
   }));
+  // Its own record: state (withdrawn, revoked...) and the rounds it took part in, so a restarted
+  // node knows whether a completed study is one it trained for.
+  app.get('/v1/nodes/me', route(async (req, res) => {
+    const node = await guard.requireNode(req);
+    res.json(await nodes.describeSelf(node.id));
+  }));
   // Its study's state and configuration, `release` list included: what the node may send.
   app.get('/v1/nodes/me/study', route(async (req, res) => {
     const node = await guard.requireNode(req);

@@ -70,7 +70,7 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
   /** The page's rounds table, as shown. */
   const shownRounds = () => page.$$eval('#rounds tbody tr', (rows) => rows.map((tr) => {
     const cell = (f: string) => tr.querySelector(`[data-field="${f}"]`) as HTMLElement;
-    return { round: Number(cell('round').textContent), phase: (tr as HTMLElement).dataset.phase, reported: cell('reported').textContent, metric: cell('metric').dataset.value, metricText: cell('metric').textContent, noised: cell('metric').dataset.noised };
+    return { round: Number(cell('round').textContent), phase: (tr as HTMLElement).dataset.phase, reported: cell('reported').textContent, invited: cell('invited').textContent, metric: cell('metric').dataset.value, metricText: cell('metric').textContent, noised: cell('metric').dataset.noised };
   }));
   const shownPrivacy = () => page.$$eval('#privacy tbody tr', (rows) => rows.map((tr) => ({ round: Number((tr as HTMLElement).dataset.round), epsilonRound: (tr.querySelector('[data-field="epsilonRound"]') as HTMLElement).dataset.value, epsilonTotal: (tr.querySelector('[data-field="epsilonTotal"]') as HTMLElement).dataset.value, text: tr.querySelector('[data-field="epsilonTotal"]')!.textContent })));
   const shownNodes = () => page.$$eval('#participants tbody tr', (rows) => rows.map((tr) => (tr as HTMLElement).dataset.node).sort());
@@ -84,7 +84,8 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     for (const [i, r] of status.rounds.entries()) {
       const auc = r.validationMetrics?.auc ?? r.validationAuc;
       expect(rounds[i].phase).toBe(r.phase);
-      expect(rounds[i].reported).toBe(`${r.updatesReceived} / ${r.participants.length}`);
+      expect(rounds[i].reported).toBe(String(r.updatesReceived));
+      expect(rounds[i].invited).toBe(String(r.participants.length));
       expect(rounds[i].metric).toBe(auc === null ? '' : String(auc));
       if (auc !== null) expect(rounds[i].metricText).toBe(`${auc.toFixed(4)}${r.validationMetrics?.noised === 1 ? ' (noised)' : ''}`);
     }
@@ -193,6 +194,33 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     await shot('04-admin-completed');
   }, 900_000);
 
+  it('shows why a study stopped: its privacy budget refused round 2', async () => {
+    // A second study, advancing by itself, whose budget pays for round 1 only (epsilon 4.73 of 6;
+    // two rounds would be 7.08 at z = 1).
+    const stopDir = join(dir, 'budget');
+    const { config, regions } = churnStudy(stopDir, {
+      name: 'dashboard-budget',
+      rounds: 3,
+      training: { localEpochs: 1, learningRate: 0.05, validationFraction: 0.2 },
+      privacy: { accountant: 'rdp', delta: 1e-5, budgetEpsilon: 6, central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 1 } },
+    } as Json);
+    const stopped = (await post('/v1/studies', config)).id;
+    for (const { region, csv } of regions) {
+      const { token } = await post('/v1/enrollment-tokens', { studyId: stopped, nodeName: region, region });
+      nodes.push(nodeProcess(coordinator.url, token, csv));
+    }
+    await signIn(coordinator.admin);
+    await page.locator(`#studies tbody tr[data-study="${stopped}"] a`).click();
+    await page.locator('#stop-reason').waitFor({ state: 'visible', timeout: WAIT });
+    const privacy = await api(`/v1/studies/${stopped}/privacy`);
+    expect(privacy.stopReason).toMatch(/budget/i);
+    expect(await page.locator('#stop-reason').textContent()).toBe(`Stopped: ${privacy.stopReason}`);
+    await page.locator('#study-title:not([data-state="running"])').waitFor({ timeout: WAIT });
+    expect(await page.locator('#refresh-note').textContent()).toMatch(/not refreshing/);
+    expect((await shownPrivacy()).map((r) => r.round)).toEqual([1]);
+    await shot('04b-admin-budget-stopped');
+  }, 600_000);
+
   it("shows an analyst only its region's node, the global numbers, and no audit chain", async () => {
     await signIn(tokens.analyst);
     await page.locator(`#studies tbody tr[data-study="${studyId}"] a`).click();
@@ -200,6 +228,8 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     const { status, privacy } = await expectPageMatchesApi(tokens.analyst);
     expect(status.nodes.map((n: Json) => n.region)).toEqual(['area_code_408']);
     expect(await page.locator('#participants tbody tr').count()).toBe(1);
+    // Every update is counted, but only its own region's node is listed as invited.
+    expect((await shownRounds()).map((r) => [r.reported, r.invited])).toEqual([['3', '1'], ['3', '1'], ['3', '1']]);
     expect(privacy.nodes).toEqual([]);
     expect(await page.locator('#participants [data-field="epsilon"]').count()).toBe(0);
     expect(await page.locator('#audit').getAttribute('data-state')).toBe('refused');

@@ -18,7 +18,8 @@ export function lineChart(id, rounds, series, { yLabel } = {}) {
     width,
     height: 220,
     scales: { x: { time: false } },
-    axes: [{ label: 'round', values: (_u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : '')) }, { label: yLabel, size: 60 }],
+    // Rounds are whole numbers: ticks and grid lines only on them.
+    axes: [{ label: 'round', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { label: yLabel, size: 60 }],
     series: [
       { label: 'round' },
       ...series.map((s) => ({

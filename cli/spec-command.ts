@@ -10,8 +10,9 @@ import { inferFeatureSpecReport, writeFeatureSpecFile, type MissingMarker } from
  * from a CSV the study owner may look at, with the columns to decide about flagged (ids, free
  * text, sensitive categories under the planned jurisdictions: models/column-flags.ts). Flagged
  * ids and free text are left out unless kept (--keep): minimization is the default, keeping is
- * a decision. Sensitive columns stay in, tagged with their category, so that the coordinator
- * refuses a study a participant's law forbids them in, and nodes zero them.
+ * a decision. So is a sensitive column a planned jurisdiction forbids. Other sensitive columns
+ * stay in, tagged with their category, so that the coordinator refuses a study a participant's
+ * law forbids them in, and nodes zero them.
  */
 
 /** What `spec infer` and `study init` need to build a spec. */
@@ -69,7 +70,9 @@ export function planSpec(options: SpecPlanOptions): SpecPlan {
   const keep = new Set(options.keep ?? []);
   const userExcluded = new Set(options.exclude ?? []);
   const flags = flagColumns(table, { target: options.target, skip: [...userExcluded], missingValues: options.missingValues, jurisdictions });
-  const excluded = [...new Set(flags.filter((f) => f.kind !== 'sensitive' && !keep.has(f.column)).map((f) => f.column))];
+  // Ids and free text always; a sensitive column only when a planned jurisdiction forbids it.
+  const leaveOut = (f: ColumnFlag) => !keep.has(f.column) && (f.kind !== 'sensitive' || (jurisdictions.length > 0 && (f.forbiddenUnder ?? []).length > 0));
+  const excluded = [...new Set(flags.filter(leaveOut).map((f) => f.column))];
   const { spec, missingMarkers } = inferFeatureSpecReport(table, {
     target: options.target,
     task: options.task,
@@ -101,7 +104,8 @@ export function describePlan(plan: SpecPlan): string[] {
     `${plan.file}: ${plan.rows} rows, ${delimiterName(plan.delimiter)}-separated; ${plan.spec.features.length} features (${numeric} numeric, ${plan.spec.features.length - numeric} categorical)`,
   ];
   for (const f of plan.flagged) {
-    if (f.excluded) lines.push(`left out ${JSON.stringify(f.column)}: ${f.kind === 'id' ? 'looks like an id' : 'looks like free text'}: ${f.reason}; keep it with --keep ${f.column}`);
+    if (f.excluded && f.kind === 'sensitive') lines.push(`left out ${JSON.stringify(f.column)}: ${f.reason}; keep it with --keep ${f.column} (tagged category "${f.category}": the study is then refused under ${f.forbiddenUnder?.join(', ')})`);
+    else if (f.excluded) lines.push(`left out ${JSON.stringify(f.column)}: ${f.kind === 'id' ? 'looks like an id' : 'looks like free text'}: ${f.reason}; keep it with --keep ${f.column}`);
     else if (f.kind === 'sensitive') {
       lines.push(`flagged ${JSON.stringify(f.column)}: ${f.reason}; kept and tagged category "${f.category}" (policies refuse or zero it); leave it out with --exclude ${f.column}`);
     } else lines.push(`kept ${JSON.stringify(f.column)} (--keep) although it ${f.kind === 'id' ? 'looks like an id' : 'looks like free text'}: ${f.reason}`);

@@ -2,6 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Task } from '../protocols/messages.ts';
 import { CoordinatorRefusal, type CoordinatorClient } from './coordinator-client.ts';
+import type { LedgerCeilingError } from './privacy-ledger.ts';
+import type { StatusFacts } from './release.ts';
 
 /**
  * The task stage: what the coordinator asks next (train on global model r-1, or evaluate model r),
@@ -54,6 +56,24 @@ export class BackOff {
 
   reset() {
     this.streak = 0;
+  }
+}
+
+/**
+ * The node's privacy ceiling refused a task's spend (under DP an evaluation is charged too: its
+ * noised statistics cost (q = 1, z, 1 step)), so nothing was computed or released. It says so to
+ * the coordinator as its state, `privacy-ceiling`, with the ledger's reason and no statistics: the
+ * coordinator then stops waiting for it (a DP study's evaluation phase closes as soon as every
+ * other node reported, with an `evaluation.refused` audit entry) instead of holding the round to
+ * its deadline. The node stays in that state: every later task would be refused the same way.
+ */
+export async function refuseForBudget(report: (s: StatusFacts) => Promise<void>, task: Task, err: LedgerCeilingError, log: Logger): Promise<void> {
+  const message = `refusing to ${task.kind === 'fit' ? 'train' : 'evaluate'} in round ${task.round}: ${err.message}`;
+  log.warn({ round: task.round, kind: task.kind }, message);
+  try {
+    await report({ state: 'privacy-ceiling', message });
+  } catch (e) {
+    log.warn({ err: describeNetworkError(e) }, 'could not report the privacy-ceiling refusal; the round will wait for its deadline');
   }
 }
 

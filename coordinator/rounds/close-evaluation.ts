@@ -6,9 +6,24 @@ import type { Db } from '../db/database.ts';
 import { meanLossOf } from '../regions/regional-models.ts';
 import { poolStudyEvaluation, poolWhatPools, screenEvaluations, type ExcludedEvaluation, type PoolableEvaluation } from './evaluation-pooling.ts';
 import { listRoundEvaluations, listUpdaterIds, updateRound, type RoundRow } from './round-repository.ts';
+import { hasDp } from '../../protocols/privacy/study-privacy.ts';
 import { cannotTrain, EVALUATION_STATES } from './round-state.ts';
 
-export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: number; excluded: ExcludedEvaluation[] };
+export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: number; excluded: ExcludedEvaluation[]; refused: string[] };
+
+/**
+ * Node states in which a node that trained can still evaluate. Under DP an evaluation is a noised
+ * release charged to the node's ledger (client-node/train.ts evaluate), so a node at its privacy
+ * ceiling cannot evaluate either: it said so (client-node/task.ts refuseForBudget) and the round
+ * does not wait for it. Without DP evaluating spends nothing, and such a node still reports.
+ */
+const DP_EVALUATION_STATES: ReadonlySet<string> = new Set([...EVALUATION_STATES].filter((s) => s !== 'privacy-ceiling'));
+export function evaluationStates(config: StudyConfig): ReadonlySet<string> {
+  return hasDp(config.privacy) ? DP_EVALUATION_STATES : EVALUATION_STATES;
+}
+
+/** The reason an `evaluation.refused` audit entry gives: the node's privacy budget would be passed. */
+export const REFUSED_FOR_BUDGET = 'privacy-budget';
 
 /**
  * Closes the evaluation phase of a round whose row the caller's transaction locked, when every
@@ -24,7 +39,7 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const evaluations = await listRoundEvaluations(tx, studyId, round);
   const updaters = await listUpdaterIds(tx, studyId, round);
   // A node that lost its data (or left) since it trained cannot evaluate: do not wait for it.
-  const unable = await cannotTrain(tx, updaters.filter((id) => !evaluations.some((e) => e.node_id === id)), EVALUATION_STATES);
+  const unable = await cannotTrain(tx, updaters.filter((id) => !evaluations.some((e) => e.node_id === id)), evaluationStates(config));
   const allIn = evaluations.length + unable.length >= updaters.length;
   if (!allIn && t < new Date(row.evaluation_deadline!)) return undefined;
   const screened = screenEvaluations(config, evaluations);
@@ -45,6 +60,9 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const pooling = poolWhatPools(screened.usable, aggregate);
   const excluded = [...screened.excluded, ...pooling.excluded];
   for (const e of excluded) await appendAudit(tx, { actor: 'coordinator', kind: 'evaluation.excluded', studyId, round, data: { nodeId: e.nodeId, reason: e.reason } });
+  // Nodes whose privacy budget could not pay for the evaluation (their node.status entry has the ledger's words).
+  const refused = unable.filter((u) => u.state === 'privacy-ceiling').map((u) => u.nodeId);
+  for (const nodeId of refused) await appendAudit(tx, { actor: 'coordinator', kind: 'evaluation.refused', studyId, round, data: { nodeId, reason: REFUSED_FOR_BUDGET } });
   const metrics = pooling.metrics ?? {};
   const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
   const loss = meanLossOf(pooling.pooled);
@@ -54,7 +72,7 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
     kind: 'round.completed',
     studyId,
     round,
-    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}) },
+    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}), ...(refused.length ? { refused: refused.length } : {}), closedBy: allIn ? 'all-in' : 'deadline' },
   });
-  return { kind: 'completed', auc, evaluations: pooling.pooled.length, excluded };
+  return { kind: 'completed', auc, evaluations: pooling.pooled.length, excluded, refused };
 }

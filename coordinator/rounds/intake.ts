@@ -28,7 +28,8 @@ import {
   updateRound,
   type RoundRow,
 } from './round-repository.ts';
-import { aggregationOf, cannotTrain, EVALUATION_STATES, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { aggregationOf, cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { evaluationStates } from './close-evaluation.ts';
 
 /**
  * What nodes send into a round: their trained model (fit phase) and their evaluation report
@@ -180,7 +181,7 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     const updaters = await listUpdaterIds(tx, studyId, round);
     // All in: every node that trained has evaluated, or can no longer (see advanceRound).
     const waitingFor = updaters.filter((id) => !evaluated.includes(id));
-    return waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, EVALUATION_STATES)).length === waitingFor.length ? 'all-in' : true;
+    return waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, evaluationStates(config))).length === waitingFor.length ? 'all-in' : true;
   });
 }
 

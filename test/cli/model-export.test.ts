@@ -232,3 +232,73 @@ async function ownPredictions(coordinator: CoordinatorProcess, config: StudyConf
   const toScore = config.task.kind === 'regression' && isNumericTarget(target) ? targetMap(config.task, target).fromOutput : (z: number) => z;
   return { outputs, scores: Float64Array.from(outputs, toScore) };
 }
+
+/**
+ * A proxy in front of a real coordinator that tampers with what `fedmark model export` downloads:
+ * `model` flips the last byte of every model body (and sends the matching hash header, as a
+ * man in the middle would); `key` serves another key as the coordinator's.
+ */
+async function tamperingProxy(target: string, admin: string, mode: 'model' | 'key', impostor: { publicKeyArmored: string; fingerprint: string }) {
+  const { sha256Hex } = await import('../../protocols/weights-codec.ts');
+  const server = createServer((req, res) => {
+    void (async () => {
+      const upstream = await fetch(target + req.url, { headers: { authorization: req.headers.authorization ?? `Bearer ${admin}` } });
+      let body = new Uint8Array(await upstream.arrayBuffer());
+      const headers: Record<string, string> = {};
+      upstream.headers.forEach((v, k) => (headers[k] = v));
+      delete headers['content-length'];
+      delete headers['content-encoding'];
+      if (mode === 'model' && headers['fedmark-sha256']) {
+        body = Uint8Array.from(body);
+        body[body.length - 1] ^= 0x01;
+        headers['fedmark-sha256'] = sha256Hex(body);
+      }
+      if (mode === 'key' && req.url === '/v1/coordinator/key') body = new TextEncoder().encode(JSON.stringify({ fingerprint: impostor.fingerprint, publicKey: impostor.publicKeyArmored, rotations: [] }));
+      res.writeHead(upstream.status, headers).end(body);
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, close: () => server.close() };
+}
+
+describe('fedmark model export refuses a model the coordinator did not sign', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fedmark-model-export-mitm-'));
+  let coordinator: CoordinatorProcess;
+  let studyId: string;
+  let impostor: { publicKeyArmored: string; fingerprint: string };
+
+  beforeAll(async () => {
+    coordinator = await coordinatorProcess(dir, { dataDir: join(dir, 'db') });
+    await coordinator.start();
+    const table = readCsvTable({ path: CHURN });
+    const config = SCENARIOS[0].study({ header: table.header, rows: table.rows.slice(0, 200), lineOf: table.lineOf });
+    // No node needed: a study's round-0 model is signed when the study is created.
+    studyId = ((await (await coordinator.api('/v1/studies', { method: 'POST', body: JSON.stringify(config) })).json()) as { id: string }).id;
+    impostor = await generateIdentity({ name: 'impostor', passphrase: 'impostor-passphrase' });
+  }, 240_000);
+  afterAll(async () => {
+    await Promise.all((coordinator?.all ?? []).map((p) => p.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('exports the round-0 model straight from the coordinator', async () => {
+    const res = await cli(['model', 'export', '--study', studyId, '--format', 'tfjs', '--out', join(dir, 'direct'), '--coordinator', coordinator.url, '--token', coordinator.admin, '--json']);
+    expect(res.code).toBe(0);
+    expect(JSON.parse(res.stdout)).toMatchObject({ modelVersion: 0 });
+  }, 120_000);
+
+  for (const mode of ['model', 'key'] as const) {
+    it(`refuses ${mode === 'model' ? 'changed model bytes (with a matching hash header)' : "another key served as the coordinator's"}, and writes nothing`, async () => {
+      const proxy = await tamperingProxy(coordinator.url, coordinator.admin, mode, impostor);
+      try {
+        const out = join(dir, `via-${mode}`);
+        const res = await cli(['model', 'export', '--study', studyId, '--format', 'tfjs', '--out', out, '--coordinator', proxy.url, '--token', coordinator.admin]);
+        expect(res.code).toBe(1);
+        expect(res.stderr).toMatch(new RegExp(`model v0 of study ${studyId} \\(sha256 [0-9a-f]{64}\\) is not signed by the coordinator key ${mode === 'key' ? impostor.fingerprint : '[0-9a-f]{40}'}`));
+        expect(() => readFileSync(join(out, 'model.json'))).toThrow();
+      } finally {
+        proxy.close();
+      }
+    }, 120_000);
+  }
+});

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,21 @@ import type { Db } from '../db/database.ts';
 import { route } from '../http/middleware.ts';
 import { createDashboardService } from './dashboard-service.ts';
 
-const STATIC_DIR = join(dirname(fileURLToPath(import.meta.url)), 'static');
+/**
+ * The static folder beside this file; when this module runs from the demo's bundle (cli/launcher.ts
+ * writes it under node_modules/.cache/fedmark/), the package's own coordinator/dashboard/static,
+ * found by walking up from the bundle.
+ */
+const STATIC_DIR = (() => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const beside = join(here, 'static');
+  if (existsSync(join(beside, 'index.html'))) return beside;
+  for (let dir = here; dirname(dir) !== dir; dir = dirname(dir)) {
+    const candidate = join(dir, 'coordinator', 'dashboard', 'static');
+    if (existsSync(join(candidate, 'index.html'))) return candidate;
+  }
+  return beside;
+})();
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
 
 /**

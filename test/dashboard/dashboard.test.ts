@@ -6,7 +6,7 @@ import pg from 'pg';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { backendOrSkip, type DatabaseBackend } from '../helpers/databases.ts';
 import { churnStudy, coordinatorProcess, nodeProcess, type CoordinatorProcess } from '../helpers/federation.ts';
-import type { RunningProcess } from '../helpers/processes.ts';
+import { runFedmark, type RunningProcess } from '../helpers/processes.ts';
 
 /**
  * The dashboard (issue 12, part 5) in headless Chromium against a real coordinator process on
@@ -194,20 +194,22 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     await shot('04-admin-completed');
   }, 900_000);
 
-  it('shows why a study stopped: its privacy budget refused round 2', async () => {
+  it('shows refusals and why a study stopped: a node over its own ceiling, then the budget refusing round 2', async () => {
     // A second study, advancing by itself, whose budget pays for round 1 only (epsilon 4.73 of 6;
-    // two rounds would be 7.08 at z = 1).
+    // two rounds would be 7.08 at z = 1). Its third node has its own epsilon ceiling, which a
+    // study without DP-SGD cannot respect: it refuses to train, and round 1 goes on without it.
     const stopDir = join(dir, 'budget');
     const { config, regions } = churnStudy(stopDir, {
       name: 'dashboard-budget',
       rounds: 3,
+      minNodesPerRound: 2,
       training: { localEpochs: 1, learningRate: 0.05, validationFraction: 0.2 },
       privacy: { accountant: 'rdp', delta: 1e-5, budgetEpsilon: 6, central: { noiseMultiplier: 1, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 1 } },
     } as Json);
     const stopped = (await post('/v1/studies', config)).id;
-    for (const { region, csv } of regions) {
+    for (const [i, { region, csv }] of regions.entries()) {
       const { token } = await post('/v1/enrollment-tokens', { studyId: stopped, nodeName: region, region });
-      nodes.push(nodeProcess(coordinator.url, token, csv));
+      nodes.push(i < 2 ? nodeProcess(coordinator.url, token, csv) : runFedmark(['node', '--coordinator', coordinator.url, '--token', token, '--data', csv, '--state-dir', join(csv, '..', 'state'), '--backend', 'wasm', '--max-epsilon', '1']));
     }
     await signIn(coordinator.admin);
     await page.locator(`#studies tbody tr[data-study="${stopped}"] a`).click();
@@ -215,6 +217,16 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     const privacy = await api(`/v1/studies/${stopped}/privacy`);
     expect(privacy.stopReason).toMatch(/budget/i);
     expect(await page.locator('#stop-reason').textContent()).toBe(`Stopped: ${privacy.stopReason}`);
+    const status = await api(`/v1/studies/${stopped}`);
+    const refuser = status.nodes.find((n: Json) => n.region === 'area_code_510');
+    expect(refuser.state).toBe('privacy-ceiling');
+    const round1 = await api(`/v1/studies/${stopped}/rounds/1`);
+    expect(round1.mechanism.failures.map((f: Json) => [f.nodeId, f.reason ?? f.state])).toEqual([[refuser.id, 'privacy-ceiling']]);
+    expect(await page.locator('#refusals li').allTextContents()).toEqual([
+      `study stopped: ${privacy.stopReason}`,
+      `area_code_510 (area_code_510): privacy-ceiling \u2014 ${refuser.message}`,
+      'round 1: area_code_510 (area_code_510) did not contribute (privacy-ceiling)',
+    ]);
     await page.locator('#study-title:not([data-state="running"])').waitFor({ timeout: WAIT });
     expect(await page.locator('#refresh-note').textContent()).toMatch(/not refreshing/);
     expect((await shownPrivacy()).map((r) => r.round)).toEqual([1]);

@@ -3,7 +3,7 @@
 
 import { ApiError, forgetToken, get, savedToken, saveToken } from './api.js';
 import { $, el, fillRows, say, when } from './dom.js';
-import { loadStudy, renderStudy } from './study-view.js';
+import { clearStudy, forgetRounds, loadStudy, renderStudy } from './study-view.js';
 
 const LIST_REFRESH_MS = 5000;
 const RETRY_MS = 3000;
@@ -28,6 +28,10 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 /** A refused token goes back to the sign-in form with the API's message. */
 function signedOut(message) {
   forgetToken();
+  forgetRounds();
+  clearStudy();
+  fillRows('studies', []);
+  $('studies-empty').hidden = true;
   newView();
   show('login');
   say('login-error', message);
@@ -60,8 +64,8 @@ async function showStudies() {
 /** Shows a study and, while it runs, follows it: each status change (long-poll) reloads the page's data. */
 async function showStudy(studyId) {
   const v = newView();
+  clearStudy();
   show('study-view');
-  $('study-title').textContent = 'Loading\u2026';
   let seen;
   while (!v.abort.signal.aborted) {
     try {
@@ -98,6 +102,7 @@ $('login-form').addEventListener('submit', async (event) => {
     // The token is kept only once the API accepts it for the studies list.
     await get('/v1/dashboard/studies', { token });
     saveToken(token);
+    forgetRounds();
     $('token').value = '';
     say('login-error', '');
     route();

@@ -27,6 +27,21 @@ async function roundDetails(studyId, rounds, signal) {
   }));
 }
 
+/** Forgets cached round details: another token may see other parts of them. */
+export const forgetRounds = () => closedRounds.clear();
+
+/** Empties the study view, so nothing of the last study (or the last token's view of it) shows while the next loads. */
+export function clearStudy() {
+  $('study-title').textContent = 'Loading\u2026';
+  delete $('study-title').dataset.state;
+  for (const id of ['study-summary', 'study-error', 'stop-reason', 'metric-note', 'privacy-summary', 'participants-note', 'refresh-note']) say(id, '');
+  for (const id of ['rounds', 'privacy', 'participants']) fillRows(id, []);
+  for (const id of ['metric-chart', 'privacy-chart']) lineChart(id, [], []);
+  for (const id of ['audit', 'refusals']) $(id).replaceChildren();
+  delete $('audit').dataset.state;
+  delete $('privacy-summary').dataset.spent;
+}
+
 /** Loads everything the page shows; `wait` long-polls the status for the next change first. */
 export async function loadStudy(studyId, { signal, seen } = {}) {
   const query = seen === undefined ? '' : `?wait=20&seen=${seen}`;
@@ -51,8 +66,8 @@ export function renderStudy({ status, privacy, audit, details }) {
   renderPrivacy(privacy);
   renderAudit(audit);
   renderParticipants(status, privacy);
-  renderRefusals(status, details);
   const stop = status.stopReason ?? privacy.value?.stopReason;
+  renderRefusals(status, details, stop);
   say('stop-reason', stop ? `Stopped: ${stop}` : '');
 }
 
@@ -94,7 +109,9 @@ function renderPrivacy(privacy) {
   say('privacy-summary', summary);
   $('privacy-summary').dataset.spent = String(p.spentEpsilon);
   fillRows('privacy', p.rounds.map((r) => el('tr', { dataset: { round: r.round } }, el('td', { class: 'num' }, r.round), numberCell(r.epsilonRound, 3, 'epsilonRound'), numberCell(r.epsilonTotal, 3, 'epsilonTotal'))));
-  lineChart('privacy-chart', p.rounds.map((r) => r.round), [{ label: '\u03b5 total', stroke: '#8250df', values: p.rounds.map((r) => r.epsilonTotal) }], { yLabel: '\u03b5' });
+  const series = [{ label: '\u03b5 total', stroke: '#8250df', values: p.rounds.map((r) => r.epsilonTotal) }];
+  if (p.budgetEpsilon !== null) series.push({ label: 'budget', stroke: '#cf222e', values: p.rounds.map(() => p.budgetEpsilon) });
+  lineChart('privacy-chart', p.rounds.map((r) => r.round), series, { yLabel: '\u03b5' });
 }
 
 function renderAudit(audit) {
@@ -131,9 +148,9 @@ function renderParticipants(status, privacy) {
   say('participants-note', `${status.nodes.length} node(s) as the API shows them to this token; ${perNode}.`);
 }
 
-function renderRefusals(status, details) {
+function renderRefusals(status, details, stop) {
   const name = new Map(status.nodes.map((n) => [n.id, `${n.name} (${n.region})`]));
-  const items = [];
+  const items = stop ? [`study stopped: ${stop}`] : [];
   for (const n of status.nodes) if (REFUSAL_STATES.has(n.state)) items.push(`${name.get(n.id)}: ${n.state}${n.message ? ` \u2014 ${n.message}` : ''}`);
   for (const r of status.rounds) if (r.phase === 'failed') items.push(`round ${r.round} failed: ${r.failureReason ?? 'no reason recorded'}`);
   for (const d of details) {
@@ -141,5 +158,5 @@ function renderRefusals(status, details) {
   }
   const refusedReads = details.filter((d) => d.refused).length;
   if (refusedReads) items.push(`${refusedReads} round record(s) not available to this token`);
-  $('refusals').replaceChildren(...(items.length ? items.map((t) => el('li', {}, t)) : [el('li', { class: 'muted' }, 'None: every invited node contributed.')]));
+  $('refusals').replaceChildren(...(items.length ? items.map((t) => el('li', {}, t)) : [el('li', { class: 'muted' }, 'None: every invited node contributed, and nothing was refused.')]));
 }

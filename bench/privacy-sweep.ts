@@ -3,7 +3,8 @@
  * given as JSON lines on stdin (or the built-in list) through bench/privacy-utility.ts and prints
  * one JSON row per configuration. `node bin/run-ts.js bench/privacy-sweep.ts < attempts.jsonl`.
  * Each line: { "model": "logreg"|"mlp", "epsilon": 3, "rounds": 20, "expectedBatch": 32,
- * "epochsPerRound": 1, "clipNorm": 1, "learningRate": 0.5, "accountant": "pld", "repeats": 1 }.
+ * "epochsPerRound": 1, "clipNorm": 1, "learningRate": 0.5, "accountant": "pld", "repeats": 1 }; for the MLP
+ * also "hidden": [32, 16] and "activation": "relu" | "tanh" (ReLU when absent).
  */
 import { initBackend } from '../models/index.ts';
 import { churnFederation, runPrivacyUtility } from './privacy-utility.ts';
@@ -20,7 +21,7 @@ for (const line of input.split('\n').map((l) => l.trim()).filter((l) => l && !l.
   const key = (a.exclude ?? []).join(',');
   if (!feds.has(key)) feds.set(key, churnFederation(10, a.exclude ?? []));
   const fed = feds.get(key)!;
-  const model = a.model === 'mlp' ? { kind: 'mlp' as const, hidden: a.hidden ?? [32, 16] } : { kind: 'logreg' as const };
+  const model = a.model === 'mlp' ? { kind: 'mlp' as const, hidden: a.hidden ?? [32, 16], ...(a.activation ? { activation: a.activation as 'relu' | 'tanh' } : {}) } : { kind: 'logreg' as const };
   const row =
     a.epsilon === null || a.epsilon === undefined
       ? await runPrivacyUtility(fed, { mechanism: 'none', model, strategy: a.strategy, rounds: a.rounds ?? 20, training: a.training ?? {} }, 1)

@@ -1,4 +1,4 @@
-import { DP_SGD_PRESETS, dpSgdPlanWithEvaluation, dpSgdPresetFor } from '../protocols/privacy/dp-presets.ts';
+import { DP_SGD_PRESETS, dpSgdPlanWithEvaluation, dpSgdPresetFor, dpSgdPresetModel } from '../protocols/privacy/dp-presets.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -186,7 +186,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
 
   const oneLayer = options.model === 'logreg' || options.model === 'linear';
-  const model = ModelSpec.parse(oneLayer ? { kind: regression ? 'linear' : 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
+  const baseModel = ModelSpec.parse(oneLayer ? { kind: regression ? 'linear' : 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
+  // Under DP-SGD the tuned preset also fixes the MLP's hidden activation (tanh at epsilon <= 4).
+  const model = options.dpSgd ? dpSgdPresetModel(DP_SGD_PRESETS[dpSgdPresetFor(oneLayer ? 'logreg' : 'mlp', options.dpSgdEpsilon ?? 3)], baseModel) : baseModel;
   const training = TrainingConfig.parse({ localEpochs: options.localEpochs ?? 1, seed });
   const privacy = demoPrivacy(options, rounds, partitions.map((p) => p.rows.length));
   // Krum scores each update against its nearest others: it needs n > 2f + 2 updates a round.

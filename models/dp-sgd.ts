@@ -6,6 +6,7 @@ import { dpSgdStepsPerRound } from '../protocols/privacy/study-privacy.ts';
 import type { EncodedData } from './encode.ts';
 import { bceLoss, type OutputLoss } from './losses.ts';
 import { globalTensors, type Proximal } from './train.ts';
+import { activate, activationDerivative, asHiddenActivation, type HiddenActivation } from './activations.ts';
 
 /**
  * Record-level DP-SGD on a node (Abadi et al. 2016, "Deep Learning with Differential Privacy"):
@@ -46,7 +47,8 @@ export interface DpSgdResult {
 interface Layer {
   kernel: tf.Variable;
   bias: tf.Variable;
-  relu: boolean;
+  /** The hidden layers' activation; null for the output layer (its loss handles it). */
+  activation: HiddenActivation | null;
 }
 
 function denseLayers(model: tf.LayersModel, output: 'sigmoid' | 'linear' = 'sigmoid'): Layer[] {
@@ -54,8 +56,9 @@ function denseLayers(model: tf.LayersModel, output: 'sigmoid' | 'linear' = 'sigm
     const config = layer.getConfig();
     const last = i === model.layers.length - 1;
     if (layer.getClassName() !== 'Dense' || layer.weights.length !== 2) throw new Error(`DP-SGD supports dense stacks only; layer ${layer.name} is a ${layer.getClassName()}`);
-    if (last ? config.activation !== output : config.activation !== 'relu') throw new Error(`DP-SGD expects ReLU hidden layers and a ${output} output; layer ${layer.name} has ${String(config.activation)}`);
-    return { kernel: layer.weights[0].read() as tf.Variable, bias: layer.weights[1].read() as tf.Variable, relu: !last };
+    const hidden = asHiddenActivation(config.activation);
+    if (last ? config.activation !== output : hidden === null) throw new Error(`DP-SGD expects ReLU or tanh hidden layers and a ${output} output; layer ${layer.name} has ${String(config.activation)}`);
+    return { kernel: layer.weights[0].read() as tf.Variable, bias: layer.weights[1].read() as tf.Variable, activation: last ? null : hidden };
   });
 }
 
@@ -80,18 +83,19 @@ export function clippedGradientSum(layers: Layer[], x: tf.Tensor2D, y: tf.Tensor
     inputs.push(h);
     const z = tf.add(tf.matMul(h, layer.kernel as tf.Tensor2D), layer.bias) as tf.Tensor2D;
     preActivations.push(z);
-    h = layer.relu ? tf.relu(z) : z;
+    h = layer.activation ? activate(layer.activation, z) : z;
   }
   const logits = h;
   const loss = lossFn.mean(logits, y);
-  // Backward by hand: d(per-row loss)/d(z) (for BCE sigmoid(z) - y); ReLU passes where z > 0.
+  // Backward by hand: d(per-row loss)/d(z) (for BCE sigmoid(z) - y), times f'(z) of each hidden
+  // layer (ReLU: 1 where z > 0; tanh: 1 - h^2, from the next layer's input h = tanh z).
   const deltas: tf.Tensor2D[] = new Array(layers.length);
   let delta = lossFn.gradient(logits, y) as tf.Tensor2D;
   for (let l = layers.length - 1; l >= 0; l--) {
     deltas[l] = delta;
     if (l > 0) {
       const back = tf.matMul(delta, layers[l].kernel as tf.Tensor2D, false, true);
-      delta = tf.mul(back, tf.step(preActivations[l - 1])) as tf.Tensor2D;
+      delta = tf.mul(back, activationDerivative(layers[l - 1].activation!, preActivations[l - 1], inputs[l])) as tf.Tensor2D;
     }
   }
   // |g_i|^2 = sum over layers of (|a_i|^2 + 1) |delta_i|^2  (the +1 is the bias gradient).
@@ -127,7 +131,7 @@ export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.T
         let h: tf.Tensor2D = xi;
         for (const layer of layers) {
           const z = tf.add(tf.matMul(h, layer.kernel as tf.Tensor2D), layer.bias) as tf.Tensor2D;
-          h = layer.relu ? tf.relu(z) : z;
+          h = layer.activation === 'tanh' ? tf.tanh(z) : layer.activation === 'relu' ? tf.relu(z) : z;
         }
         return lossFn.mean(h, yi);
       }, variables);

@@ -14,7 +14,7 @@ import {
 export const DEFAULT_MODEL_SEED = 42;
 
 /**
- * A tf.sequential stack of dense layers named `dense_0`, `dense_1`, ...: ReLU hidden layers and
+ * A tf.sequential stack of dense layers named `dense_0`, `dense_1`, ...: ReLU (or the spec's `activation`) hidden layers and
  * one output unit, sigmoid by default (binary classification) or `output: 'linear'` (identity,
  * regression); `logreg` and `linear` are that output layer alone. Initial weights are
  * `initialWeights(modelTensorSpecs(model, inputWidth), seed)` from protocols/model-spec.ts
@@ -26,13 +26,14 @@ export const DEFAULT_MODEL_SEED = 42;
 export function createModel(model: ModelSpec, inputWidth: number, seed: number = DEFAULT_MODEL_SEED, output: 'sigmoid' | 'linear' = 'sigmoid'): tf.LayersModel {
   if (!Number.isInteger(inputWidth) || inputWidth <= 0) throw new RangeError(`createModel: inputWidth must be a positive integer, got ${inputWidth}`);
   const units = model.kind === 'mlp' ? [...model.hidden, 1] : [1];
+  const hidden = model.kind === 'mlp' ? (model.activation ?? 'relu') : 'relu';
   const net = tf.sequential();
   units.forEach((u, i) => {
     net.add(
       tf.layers.dense({
         name: `dense_${i}`,
         units: u,
-        activation: i === units.length - 1 ? output : 'relu',
+        activation: i === units.length - 1 ? output : hidden,
         // Overwritten right below: zeros cost nothing to make.
         kernelInitializer: 'zeros',
         biasInitializer: 'zeros',

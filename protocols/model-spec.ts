@@ -7,7 +7,7 @@ import { mulberry32 } from './random.ts';
  * The output activation is the task's (protocols/model-kinds/kind.ts): sigmoid for binary
  * classification; identity for regression (mse, huber, log1p fit the transformed, standardized
  * target; tweedie's network outputs log mu). `logreg` and `linear` are the same single dense
- * layer (the names say which task it is usually meant for); `mlp` adds ReLU hidden layers.
+ * layer (the names say which task it is usually meant for); `mlp` adds hidden layers (ReLU, or tanh).
  */
 export const ModelSpec = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('logreg') }),
@@ -15,6 +15,12 @@ export const ModelSpec = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('mlp'),
     hidden: z.array(z.number().int().positive().max(4096)).min(1).max(8).default([32, 16]),
+    /**
+     * The hidden layers' activation, ReLU when absent (absent rather than defaulted, so existing
+     * studies' configurations stay byte for byte the same). `tanh` (Papernot et al. 2021, tempered
+     * sigmoids) trains better under DP-SGD: see models/activations.ts.
+     */
+    activation: z.enum(['relu', 'tanh']).optional(),
   }),
 ]);
 export type ModelSpec = z.infer<typeof ModelSpec>;

@@ -1,6 +1,7 @@
 import { calibrateSigma, computeEpsilonDetails } from './calibrate.ts';
 import { epsilonFromRdp, rdpCurve } from './rdp-accountant.ts';
 import { DpSgdConfig } from './study-privacy.ts';
+import type { ModelSpec } from '../model-spec.ts';
 
 /**
  * Record-level DP-SGD presets: the settings `npm run bench -- --only privacy` measured best on the
@@ -29,6 +30,11 @@ export interface DpSgdPreset {
   clipNorm: number;
   learningRate: number;
   accountant: 'rdp' | 'pld';
+  /**
+   * The MLP's hidden activation the preset was tuned with (absent: ReLU). Part of the model, not
+   * of the privacy section: apply it with dpSgdPresetModel. It costs no privacy.
+   */
+  activation?: 'relu' | 'tanh';
 }
 
 /**
@@ -40,8 +46,13 @@ export interface DpSgdPreset {
 export const DP_SGD_PRESETS = {
   /** The 32-16 MLP at epsilon above 4 (tuned at 8): 4 expected epochs a round. */
   mlp: { rounds: 20, samplingRate: 0.5, epochsPerRound: 4, clipNorm: 1, learningRate: 3, accountant: 'pld' },
-  /** The 32-16 MLP at epsilon 4 and below (tuned at 3): 2 expected epochs a round, less noise per step. */
-  'mlp-strong': { rounds: 20, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 1, learningRate: 2, accountant: 'pld' },
+  /**
+   * The 32-16 MLP at epsilon 4 and below (tuned at 3): 2 expected epochs a round, less noise per
+   * step, tanh hidden layers (Papernot et al. 2021, "Tempered Sigmoid Activations for Deep
+   * Learning with Differential Privacy": bounded activations keep per-example gradients small, so
+   * clipping at 0.5 loses little): 0.872 AUC against 0.845 with ReLU, clip 1, lr 2.
+   */
+  'mlp-strong': { rounds: 20, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 0.5, learningRate: 4, accountant: 'pld', activation: 'tanh' },
   /** Logistic regression (model kind `logreg`), any epsilon from 3 to 8. */
   logreg: { rounds: 20, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 1, learningRate: 5, accountant: 'pld' },
   /** What the demo's `--dp-sgd` ran before tuning (expected batch 32 on the smallest node, one epoch a round, RDP). */
@@ -54,6 +65,15 @@ export type DpSgdPresetName = keyof typeof DP_SGD_PRESETS;
 export function dpSgdPresetFor(model: 'logreg' | 'mlp', epsilon: number): DpSgdPresetName {
   if (model === 'logreg') return 'logreg';
   return epsilon <= 4 ? 'mlp-strong' : 'mlp';
+}
+
+/**
+ * The study's model with the preset's hidden activation (an MLP only; a one-layer model has no
+ * hidden layer): what `npm start -- --dp-sgd` and the bench train.
+ */
+export function dpSgdPresetModel(preset: DpSgdPreset, model: ModelSpec): ModelSpec {
+  if (model.kind !== 'mlp' || preset.activation === undefined) return model;
+  return { ...model, activation: preset.activation };
 }
 
 export interface DpSgdPlan {

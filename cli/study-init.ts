@@ -150,7 +150,8 @@ function optionalExamples(plan: SpecPlan, config: Record<string, unknown>): Reco
   const idColumn = plan.flagged.find((f) => f.kind === 'id')?.column ?? 'customer_id';
   const consentColumn = plan.spec.features.find((f) => /consent/i.test(f.name))?.name ?? 'consent';
   return {
-    release: defaultRelease(config.privacy as Parameters<typeof defaultRelease>[0]),
+    // The DP-safe list (noised and public fields): valid with or without the privacy example.
+    release: defaultRelease((config.privacy ?? centralDpFor([], INIT_ROUNDS)) as Parameters<typeof defaultRelease>[0]),
     'training.idColumn': idColumn,
     minNodesToStart: config.minNodesPerRound,
     consent: { purpose: 'basic', column: consentColumn },
@@ -160,7 +161,8 @@ function optionalExamples(plan: SpecPlan, config: Record<string, unknown>): Reco
 }
 
 const SCHEMA_ORDER = ['name', 'task', 'model', 'strategy', 'release', 'features', 'training', 'rounds', 'minNodesPerRound', 'minNodesToStart', 'roundDeadlineSeconds', 'evaluationDeadlineSeconds', 'seed', 'autoAdvance', 'consent', 'privacy', 'bounds', 'jurisdictions'];
-const TRAINING_ORDER = ['localEpochs', 'batchSize', 'learningRate', 'optimizer', 'validationFraction', 'seed', 'idColumn'];
+// idColumn (a commented example) before seed: comments after a nested map's last key belong to the map, not to the next field.
+const TRAINING_ORDER = ['localEpochs', 'batchSize', 'learningRate', 'optimizer', 'validationFraction', 'idColumn', 'seed'];
 
 /** `key: value` as YAML lines, indented: nested values in flow style (`[32, 16]`), or in block style below the key. */
 function yamlLines(key: string, value: unknown, indent: string, flow: boolean): string[] {

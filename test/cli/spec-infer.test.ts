@@ -50,25 +50,27 @@ describe('fedmark spec infer (real process)', () => {
     const result = JSON.parse(stdout);
     expect(result.delimiter).toBe(';');
     expect(result.rows).toBe(120);
-    expect(result.excluded).toEqual(['customer_id', 'account_uuid', 'notes']);
+    expect(result.excluded).toEqual(['customer_id', 'account_uuid', 'religion', 'notes']);
     const byColumn = Object.fromEntries(result.flagged.map((f: { column: string }) => [f.column, f]));
     expect(byColumn.customer_id).toMatchObject({ kind: 'id', excluded: true });
     expect(byColumn.customer_id.reason).toMatch(/increasing with the row/);
     expect(byColumn.account_uuid.reason).toMatch(/uuid-like/);
     expect(byColumn.notes).toMatchObject({ kind: 'free-text', excluded: true });
-    expect(byColumn.religion).toMatchObject({ kind: 'sensitive', category: 'religion', forbiddenUnder: ['EU-GDPR v1'], excluded: false });
-    expect(byColumn.zip_code).toMatchObject({ kind: 'sensitive', category: 'precise-location', forbiddenUnder: [] });
+    // Forbidden under the planned jurisdiction: left out too; zip codes are not (GDPR allows them): kept, tagged.
+    expect(byColumn.religion).toMatchObject({ kind: 'sensitive', category: 'religion', forbiddenUnder: ['EU-GDPR v1'], excluded: true });
+    expect(byColumn.zip_code).toMatchObject({ kind: 'sensitive', category: 'precise-location', forbiddenUnder: [], excluded: false });
     expect(byColumn.age).toMatchObject({ kind: 'sensitive', category: 'minors' });
     expect(byColumn.age.reason).toMatch(/youngest 14/);
     // The file is the FeatureSpec the study takes, sensitive features tagged with their category.
     const spec = FeatureSpec.parse(JSON.parse(readFileSync(out, 'utf8')));
     expect(spec).toEqual(result.spec);
-    expect(spec.features.map((f) => f.name)).toEqual(['zip_code', 'religion', 'age', 'plan', 'spend']);
-    expect(spec.features.find((f) => f.name === 'religion')?.category).toBe('religion');
+    expect(spec.features.map((f) => f.name)).toEqual(['zip_code', 'age', 'plan', 'spend']);
+    expect(spec.features.find((f) => f.name === 'zip_code')?.category).toBe('precise-location');
     expect(spec.missingValues).toEqual(['NA', 'n/a']);
     expect(result.missingMarkers).toEqual([{ column: 'age', value: 'n/a', count: 1, firstLine: 9 }]);
     expect(stderr).toMatch(/left out "customer_id": looks like an id: .*keep it with --keep customer_id/);
-    expect(stderr).toMatch(/flagged "religion": .*forbidden under EU-GDPR v1/);
+    expect(stderr).toMatch(/left out "religion": .*forbidden under EU-GDPR v1; keep it with --keep religion/);
+    expect(stderr).toMatch(/flagged "zip_code": .*kept and tagged category "precise-location"/);
     expect(stderr).toMatch(/"n\/a" \(1 cell, first on line 9\) read as missing/);
   });
 

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backendOrSkip } from '../helpers/databases.ts';
 import { runFedmark, type RunningProcess } from '../helpers/processes.ts';
-import { tinyStudy } from '../coordinator/harness.ts';
+import { testNodeKey, tinyStudy } from '../coordinator/harness.ts';
+import { main } from '../../cli/main.ts';
 
 const ADMIN = 'token-commands-admin-token-0123456789';
 const CSV = ['a,b,c,y', ...Array.from({ length: 40 }, (_, i) => `${(i % 7) - 3},${(i % 5) / 2},${'pqr'[i % 3]},${i % 2}`)].join('\n') + '\n';
@@ -21,8 +22,8 @@ interface NodeRow {
 }
 
 /**
- * `fedmark token issue`, `token ls` and `node ls` as real processes against a coordinator process
- * on PostgreSQL: the printed command line enrolls real nodes that train; the coordinator refuses
+ * `fedmark token issue`, `token ls` and `node ls` against a coordinator process on PostgreSQL:
+ * the printed command line enrolls real node processes that train; the coordinator refuses
  * a token for a jurisdiction whose policy the study breaks; each role lists what it may see.
  */
 describe('fedmark token issue / token ls / node ls on PostgreSQL', () => {
@@ -34,12 +35,36 @@ describe('fedmark token issue / token ls / node ls on PostgreSQL', () => {
   let otherStudyId = '';
   const issued: Array<{ token: string; command: string }> = [];
 
-  /** A CLI run to its end: exit code, stdout lines (JSON parsed when JSON), stderr. */
+  /**
+   * `fedmark <args>` in this process (the whole program, cli/main.ts main(): its error handling and
+   * exit code), against the coordinator process: stdout lines (JSON parsed when JSON), stderr.
+   */
   async function cli(args: string[], token = ADMIN) {
-    const p = runFedmark([...args, '--coordinator', url, '--token', token]);
-    processes.push(p);
-    const code = await p.exited;
-    return { code, out: p.logs, text: p.logs.map((l) => (typeof l.raw === 'string' ? l.raw : JSON.stringify(l))), stderr: p.stderr.join('\n') };
+    let stdout = '';
+    let stderr = '';
+    const out = process.stdout.write;
+    const err = process.stderr.write;
+    const before = process.exitCode;
+    process.exitCode = 0;
+    process.stdout.write = ((chunk: string) => ((stdout += chunk), true)) as typeof process.stdout.write;
+    process.stderr.write = ((chunk: string) => ((stderr += chunk), true)) as typeof process.stderr.write;
+    try {
+      await main(['node', 'fedmark', ...args, '--coordinator', url, '--token', token]);
+    } finally {
+      process.stdout.write = out;
+      process.stderr.write = err;
+    }
+    const code = Number(process.exitCode ?? 0);
+    process.exitCode = before;
+    const text = stdout.split('\n').filter((l) => l !== '');
+    const out2 = text.map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return { raw: l };
+      }
+    });
+    return { code, out: out2, text, stderr: stderr.trim() };
   }
 
   const api = async (path: string, body?: unknown) => {
@@ -137,7 +162,7 @@ describe('fedmark token issue / token ls / node ls on PostgreSQL', () => {
     const nowhere = String((await api('/v1/tokens', { role: 'analyst', name: 'empty team', region: 'r-none' })).token);
     // A node enrolled in the other study, in region r-north: visible to that region across studies.
     const la = await cli(['token', 'issue', '--study', otherStudyId, '--node-name', 'la2', '--region', 'r-north', '--jurisdiction', 'US-CA-CCPA', '--json']);
-    const { publicKey } = await import('../coordinator/harness.ts').then((h) => h.testNodeKey(0));
+    const { publicKey } = await testNodeKey(0);
     const enrolled = await fetch(`${url}/v1/nodes/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: (la.out[0] as { token: string }).token, publicKey }) });
     expect(enrolled.status).toBe(201);
 

@@ -7,7 +7,8 @@ import type { AuthService } from './principal.ts';
 import type { RequestGuard } from './request-auth.ts';
 
 const TokenParams = z.object({ id: Id });
-const CreateApiToken = z
+/** A token request: an analyst token needs its region. */
+export const CreateApiToken = z
   .object({ role: z.enum(['admin', 'auditor', 'analyst']), name: z.string().min(1).max(200), region: z.string().min(1).max(100).optional() })
   .refine((t) => t.role !== 'analyst' || t.region, { message: 'an analyst token needs a region', path: ['region'] });
 

@@ -12,7 +12,7 @@ import { nodePrivacyReport, privacyReport, reportFor } from './privacy-report.ts
 const StudyParams = z.object({ studyId: Id });
 const NodeParams = z.object({ studyId: Id, nodeId: Id });
 /** ?reader=all: every reader's view and bound (admins and auditors); default: the caller's own. */
-const ReportQuery = z.object({ reader: z.enum(['all', 'own']).default('own') });
+export const ReportQuery = z.object({ reader: z.enum(['all', 'own']).default('own') });
 
 /**
  * Privacy reports: a study's (every role, each with the bound that holds against it; every node's

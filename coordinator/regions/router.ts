@@ -11,7 +11,7 @@ import { getRegionalModel, regionalReport } from './regional-models.ts';
 
 const RegionParams = z.object({ studyId: Id, region: RegionParam });
 // A version past the integer column's range is a 400, not a database overflow.
-const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().max(MAX_INT32).optional() });
+export const RegionalModelQuery = z.object({ version: z.coerce.number().int().positive().max(MAX_INT32).optional() });
 
 /**
  * Regional views: a regional team (analyst) reads its own region's metrics and regional models;

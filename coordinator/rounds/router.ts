@@ -15,7 +15,8 @@ import type { RoundService } from './round-service.ts';
 const StudyParams = z.object({ studyId: Id });
 const RoundParams = z.object({ studyId: Id, round: RoundParam });
 const UpdateParams = RoundParams.extend({ nodeId: Id });
-const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0) });
+/** ?wait=S: how long the node's task request may be held open (capped by the coordinator's maxTaskWaitSeconds). */
+export const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0) });
 
 export interface RoundRouterDeps {
   guard: RequestGuard;

@@ -38,6 +38,9 @@ const nodeOnly = (node: number, outsider = node) => ({ ...people(403, 403, 403),
 
 const MATRIX: Row[] = [
   { what: 'health check', method: 'get', path: '/healthz', url: () => '/healthz', expect: { ...people(200, 200, 200), node: 200, outsider: 200, anonymous: 200 } },
+  { what: 'read the Prometheus metrics', method: 'get', path: '/metrics', url: () => '/metrics', expect: { ...people(200, 200, 403), node: 403, outsider: 403, anonymous: 401 } },
+  { what: 'read the OpenAPI document', method: 'get', path: '/openapi.json', url: () => '/openapi.json', expect: { ...people(200, 200, 200), node: 200, outsider: 200, anonymous: 200 } },
+  { what: 'read the API reference page', method: 'get', path: '/docs', url: () => '/docs', expect: { ...people(200, 200, 200), node: 200, outsider: 200, anonymous: 200 } },
   { what: 'create a study', method: 'post', path: '/v1/studies', url: () => '/v1/studies', body: () => tinyStudy({ minNodesToStart: 50 }), expect: { ...people(201, 403, 403), node: 403, outsider: 403, anonymous: 401 } },
   { what: 'list studies', method: 'get', path: '/v1/studies', url: () => '/v1/studies', expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },
   { what: 'read study status', method: 'get', path: '/v1/studies/:studyId', url: (c) => `/v1/studies/${c.studyId}`, expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },

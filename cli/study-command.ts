@@ -403,6 +403,9 @@ async function watchStudy(api: CoordinatorClient, studyId: string, opts: { wait:
     }
   };
   const ticker = bars ? setInterval(show, 1000) : undefined;
+  const done = status.rounds.filter((r) => r.phase === 'completed' || r.phase === 'failed').length;
+  if (opts.json) printJson({ event: 'start', id: status.id, name: status.name, state: status.state, roundsDone: done, roundsPlanned: status.config.rounds });
+  else print(`watching study ${status.id} "${status.name}": ${status.state}, ${done}/${status.config.rounds} rounds done`);
   try {
     show();
     while (status.state === 'running') {

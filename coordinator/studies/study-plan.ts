@@ -137,8 +137,9 @@ export function privacyPlan(config: StudyConfig) {
  * whether the study would be created.
  */
 export async function studyPlan(db: Db, config: StudyConfig, warnings: string[]) {
-  const jurisdictions = jurisdictionChecks(config, config.jurisdictions ?? [], await latestPolicies(db));
-  const violations = jurisdictions.flatMap((j) => j.violations.map((v) => ({ ...v, field: violationField(config, v) })));
+  // Each violation names the study field it is about, so the CLI can point at its line.
+  const jurisdictions = jurisdictionChecks(config, config.jurisdictions ?? [], await latestPolicies(db)).map((j) => ({ ...j, violations: j.violations.map((v) => ({ ...v, field: violationField(config, v) })) }));
+  const violations = jurisdictions.flatMap((j) => j.violations);
   return {
     name: config.name,
     task: config.task.kind,

@@ -18,7 +18,7 @@ import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
 import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type CsvTable, type EncodedData } from '../models/index.ts';
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
-import { partitionByColumn, partitionDirichlet, type Partition } from './partition.ts';
+import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
 import { childLauncher } from './launcher.ts';
 import type { AttackName } from '../client-node/attack.ts';
 
@@ -143,12 +143,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const nodeCount = options.nodes ?? 10;
   const partitionBy = options.dirichlet !== undefined ? undefined : (options.partitionBy ?? (shipped ? (regression ? 'region' : 'state') : undefined));
   if (options.dirichlet !== undefined && regression) throw new Error('--dirichlet skews the split by class: a regression target has none; use --partition-by <column>');
-  if (!partitionBy && options.dirichlet === undefined) throw new Error('say how to split the data: --partition-by <column>, or --nodes N --dirichlet ALPHA');
   if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
   if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
-  const outDir = prepareDemoOut(options.out);
-  mkdirSync(join(outDir, 'logs'), { recursive: true });
-
   // 1. The data, its spec, a held-out test split, and one CSV per region.
   const table = readCsvTable({ path: dataPath });
   const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -163,7 +159,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   // means and vocabularies, the target center the regression baseline predicts) shapes the model
   // or the baseline it is compared with.
   const spec = infer({ ...table, rows: trainIdx.map((i) => table.rows[i]), lineOf: (i: number) => table.lineOf(trainIdx[i]) });
-  writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
   const encoded = encodeTable(table, spec);
   let partitions: Partition[];
   let partitionLabel: string;
@@ -172,18 +167,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     if (col < 0) throw new Error(`--partition-by: no column "${partitionBy}" in ${dataPath} (columns: ${table.header.join(', ')})`);
     partitions = partitionByColumn(table.rows.map((r) => r[col]), trainIdx, nodeCount);
     partitionLabel = `by ${partitionBy} into ${partitions.length} regions`;
-  } else {
-    partitions = partitionDirichlet(encoded.y, trainIdx, nodeCount, options.dirichlet!, seed);
+  } else if (options.dirichlet !== undefined) {
+    partitions = partitionDirichlet(encoded.y, trainIdx, nodeCount, options.dirichlet, seed);
     partitionLabel = `label-skewed Dirichlet(${options.dirichlet}) over ${nodeCount} nodes`;
+  } else {
+    partitions = partitionRandom(trainIdx, nodeCount, seed);
+    partitionLabel = `at random into ${nodeCount} nodes (seed ${seed}; --partition-by COLUMN for regions, --dirichlet ALPHA for label skew)`;
   }
+  const warnings = partitionWarnings(partitions, regression ? undefined : encoded.y);
   partitions = partitions.filter((p) => p.rows.length > 0);
-  for (const p of partitions) {
-    mkdirSync(join(outDir, 'nodes', p.name), { recursive: true });
-    writeCsvTable(join(outDir, 'nodes', p.name, 'data.csv'), table.header, p.rows.map((i) => table.rows[i]));
-  }
-  writeCsvTable(join(outDir, 'test.csv'), table.header, testIdx.map((i) => table.rows[i]));
-  say(`fedmark demo: ${table.rows.length} rows of ${dataPath}`);
-  say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
+  if (partitions.length < 2) throw new Error(`the split gave ${partitions.length} node with rows: a federation needs at least 2 (raise --nodes or choose another --partition-by)`);
 
   const oneLayer = options.model === 'logreg' || options.model === 'linear';
   const baseModel = ModelSpec.parse(oneLayer ? { kind: regression ? 'linear' : 'logreg' } : { kind: 'mlp', hidden: [32, 16] });
@@ -218,6 +211,20 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const attackers = new Set(options.attackers ? partitions.slice(0, options.attackers.count).map((p) => p.name) : []);
   if (options.attackers && (options.attackers.count < 1 || options.attackers.count >= partitions.length)) throw new Error(`--malicious ${options.attackers.count}: between 1 and ${partitions.length - 1} of the ${partitions.length} nodes`);
 
+  // Everything above may still refuse the run (a typo in --target, a split that cannot work):
+  // only now is the previous run's output replaced.
+  const outDir = prepareDemoOut(options.out);
+  mkdirSync(join(outDir, 'logs'), { recursive: true });
+  writeFeatureSpecFile(join(outDir, 'spec.json'), spec);
+  for (const p of partitions) {
+    mkdirSync(join(outDir, 'nodes', p.name), { recursive: true });
+    writeCsvTable(join(outDir, 'nodes', p.name, 'data.csv'), table.header, p.rows.map((i) => table.rows[i]));
+  }
+  writeCsvTable(join(outDir, 'test.csv'), table.header, testIdx.map((i) => table.rows[i]));
+  say(`fedmark demo: ${table.rows.length} rows of ${dataPath}`);
+  say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
+  for (const warning of warnings) say(`  WARNING: ${warning}`);
+
   // 2. The coordinator and the nodes, as separate processes.
   const adminToken = randomBytes(24).toString('base64url');
   const children: ChildProcess[] = [];
@@ -235,7 +242,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   for (const signal of SIGNALS) process.once(signal, onSignal);
   const launcher = await childLauncher();
   const spawnLogged = (args: string[], logFile: string, env: Record<string, string>) => spawnChild(launcher, args, logFile, env);
+  // A demo that is killed outright (SIGKILL, its terminal closed) cannot stop its children, so each
+  // child also watches its stdin, a pipe from this process, and shuts down when it closes
+  // (FEDMARK_EXIT_WITH_PARENT, cli/main.ts). A closed stdout (`npm start | head`) ends the demo.
+  const onBrokenPipe = (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    stopAll();
+    process.exit(141);
+  };
+  process.stdout.on('error', onBrokenPipe);
   try {
+    say('  starting the coordinator (embedded PostgreSQL: its first start can take a minute on a busy machine) ...');
     const coordinator = spawnLogged(['coordinator', '--port', '0', '--data-dir', join(outDir, 'coordinator-db')], join(outDir, 'logs', 'coordinator.log'), {
       FEDMARK_ADMIN_TOKEN: adminToken,
       // The demo's secrets are made up for this run; a real deployment keeps them in a secret store.
@@ -273,9 +290,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     let roundClock = performance.now();
     let status: StudyStatus | undefined;
     let report: PrivacyReportBody | undefined;
+    let startup = '';
     for (;;) {
       // Long-polls: the coordinator answers as soon as the study changes.
       status = StudyStatus.parse(await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`));
+      // Until round 1 starts, say how far the nodes are (each loads TensorFlow.js and its data first).
+      if (status.rounds.length === 0) {
+        const line = `  ${status.nodes.length}/${partitions.length} nodes enrolled, ${status.nodes.filter((n) => n.state === 'ready').length}/${partitions.length} ready`;
+        if (line !== startup) say((startup = line));
+      }
       if (privacy && status.rounds.some((r) => r.round > lastReported && (r.phase === 'completed' || r.phase === 'failed'))) report = (await api.get(`/v1/studies/${study.id}/privacy`)) as PrivacyReportBody;
       for (const r of status.rounds) {
         if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
@@ -411,6 +434,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     await Promise.all(children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r)))));
     // A process running several demos (the attack comparison, the bench) must not pile up listeners.
     process.off('exit', stopAll);
+    process.stdout.off('error', onBrokenPipe);
     for (const signal of SIGNALS) process.off(signal, onSignal);
   }
 }
@@ -526,7 +550,8 @@ function abbreviate(values: string[]): string {
 
 /** Starts `fedmark <args>` with its output going to a log file, and lets the caller wait for a log line. */
 function spawnChild(launcher: { command: string; prefix: string[] }, args: string[], logFile: string, env: Record<string, string>) {
-  const child = spawn(launcher.command, [...launcher.prefix, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdin is a pipe the child watches (FEDMARK_EXIT_WITH_PARENT): when this process dies, however, it closes.
+  const child = spawn(launcher.command, [...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
   const log = createWriteStream(logFile);
   child.stderr!.pipe(log, { end: false });
   const lines = createInterface({ input: child.stdout! });

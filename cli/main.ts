@@ -178,6 +178,7 @@ export function buildProgram(): Command {
       };
       process.once('SIGTERM', () => void shutdown('SIGTERM'));
       process.once('SIGINT', () => void shutdown('SIGINT'));
+      exitWithParent(() => void shutdown('parent exited'));
     });
 
   program
@@ -240,6 +241,11 @@ export function buildProgram(): Command {
       const abort = new AbortController();
       process.once('SIGTERM', () => abort.abort());
       process.once('SIGINT', () => abort.abort());
+      exitWithParent(() => {
+        abort.abort();
+        // A node busy training notices the abort only between steps; its parent is gone either way.
+        setTimeout(() => process.exit(1), 10_000).unref();
+      });
       const summary = await runNode(Object.freeze(parsed.data), log, abort.signal);
       log.info(summary, 'node finished');
     });
@@ -255,6 +261,23 @@ export function buildProgram(): Command {
     exportFromDatabase: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromDatabase(opts),
   });
   return program;
+}
+
+/**
+ * With FEDMARK_EXIT_WITH_PARENT=1 (set by the demo for its children), stdin is a pipe from the
+ * parent: when it closes, the parent is gone (even after SIGKILL, which it cannot catch), and
+ * this process shuts down instead of living on as an orphan holding a port and a database.
+ */
+function exitWithParent(stop: () => void): void {
+  if (process.env.FEDMARK_EXIT_WITH_PARENT !== '1') return;
+  let stopped = false;
+  const once = () => {
+    if (stopped) return;
+    stopped = true;
+    stop();
+  };
+  process.stdin.on('end', once).on('close', once).on('error', once);
+  process.stdin.resume();
 }
 
 export async function main(argv: string[]) {

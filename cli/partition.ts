@@ -107,3 +107,48 @@ export function partitionDirichlet(labels: ArrayLike<number>, rowIndices: number
   for (const p of parts) p.rows.sort((a, b) => a - b);
   return parts;
 }
+
+/**
+ * `--nodes N` alone: rows dealt at random into N nodes of equal size (within one row), seeded.
+ * The plain IID split a user gets when their CSV has no region column and they asked for no skew.
+ */
+export function partitionRandom(rowIndices: number[], nodes: number, seed: number): Partition[] {
+  if (!Number.isInteger(nodes) || nodes < 1) throw new RangeError(`partitionRandom: nodes must be a positive integer, got ${nodes}`);
+  const random = seededRandom(seed);
+  const shuffled = [...rowIndices];
+  for (let i = shuffled.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+  }
+  const parts: Partition[] = Array.from({ length: nodes }, (_, k) => ({ name: `node-${String(k + 1).padStart(2, '0')}`, rows: [], values: [] }));
+  shuffled.forEach((row, i) => parts[i % nodes].rows.push(row));
+  for (const p of parts) p.rows.sort((a, b) => a - b);
+  return parts;
+}
+
+/** Below this many training rows a node's local training and its validation share are noise. */
+export const TINY_PARTITION_ROWS = 50;
+/** Below this many rows of a class a node's AUC and its gradient for that class are noise. */
+export const TINY_CLASS_ROWS = 5;
+
+/**
+ * Warnings for partitions too small to learn or evaluate on (a Dirichlet split once gave a node 2
+ * rows, silently): each names the node, its rows and, for a binary target, its rows per class.
+ */
+export function partitionWarnings(partitions: Partition[], labels?: ArrayLike<number>): string[] {
+  const warnings: string[] = [];
+  for (const p of partitions) {
+    if (p.rows.length === 0) {
+      warnings.push(`${p.name} received no rows and is left out of the federation`);
+      continue;
+    }
+    const positives = labels ? p.rows.reduce((n, i) => n + (labels[i] > 0.5 ? 1 : 0), 0) : undefined;
+    const classes = positives === undefined ? '' : ` (${positives} positive, ${p.rows.length - positives} negative)`;
+    if (p.rows.length < TINY_PARTITION_ROWS) {
+      warnings.push(`${p.name} holds only ${p.rows.length} training rows${classes}: its updates and its validation metrics will be mostly noise (fewer than ${TINY_PARTITION_ROWS})`);
+    } else if (positives !== undefined && Math.min(positives, p.rows.length - positives) < TINY_CLASS_ROWS) {
+      warnings.push(`${p.name} holds ${p.rows.length} training rows${classes}: fewer than ${TINY_CLASS_ROWS} of one class, so its validation AUC is undefined or noise`);
+    }
+  }
+  return warnings;
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { distinctValues, partitionByColumn, partitionDirichlet } from '../../cli/partition.ts';
+import { distinctValues, partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings } from '../../cli/partition.ts';
 import { readCsvTable } from '../../models/csv-table.ts';
 
 /** Rows of a column with `counts[v]` rows of value v, interleaved as a real file would be. */
@@ -94,5 +94,44 @@ describe('partitionDirichlet', () => {
     expect(a).toHaveLength(4);
     expect(a.flatMap((p) => p.rows).sort((x, y) => x - y)).toEqual(all(300));
     expect(partitionDirichlet(labels, all(300), 4, 0.5, 7)).toEqual(a);
+  });
+});
+
+describe('partitionRandom (--nodes N alone)', () => {
+  it('deals every row once into N nodes of equal size (within one), reproducibly by seed', () => {
+    const rows = Array.from({ length: 103 }, (_, i) => i * 2);
+    const parts = partitionRandom(rows, 4, 5);
+    expect(parts.map((p) => p.rows.length)).toEqual([26, 26, 26, 25]);
+    expect(parts.flatMap((p) => p.rows).sort((a, b) => a - b)).toEqual(rows);
+    expect(partitionRandom(rows, 4, 5)).toEqual(parts);
+    expect(partitionRandom(rows, 4, 6)).not.toEqual(parts);
+    // At random: node 1 is not simply the first quarter.
+    expect(parts[0].rows.some((r) => r > 103)).toBe(true);
+  });
+
+  it('refuses a non-positive count', () => {
+    expect(() => partitionRandom([1, 2], 0, 1)).toThrow(RangeError);
+  });
+});
+
+describe('partitionWarnings', () => {
+  it('names tiny nodes with their rows per class, one-class nodes and empty ones', () => {
+    const labels = [1, 0, 1, 0, ...Array(200).fill(0), 1];
+    const warnings = partitionWarnings(
+      [
+        { name: 'a', rows: [0, 1], values: [] },
+        { name: 'b', rows: Array.from({ length: 100 }, (_, i) => 4 + i), values: [] },
+        { name: 'c', rows: [], values: [] },
+        { name: 'd', rows: [...Array.from({ length: 60 }, (_, i) => 104 + i), 0, 2, 204, 1, 3, 5, 6], values: [] },
+      ],
+      labels,
+    );
+    expect(warnings).toEqual([
+      'a holds only 2 training rows (1 positive, 1 negative): its updates and its validation metrics will be mostly noise (fewer than 50)',
+      'b holds 100 training rows (0 positive, 100 negative): fewer than 5 of one class, so its validation AUC is undefined or noise',
+      'c received no rows and is left out of the federation',
+      'd holds 67 training rows (3 positive, 64 negative): fewer than 5 of one class, so its validation AUC is undefined or noise',
+    ]);
+    expect(partitionWarnings([{ name: 'e', rows: Array.from({ length: 50 }, (_, i) => i), values: [] }])).toEqual([]);
   });
 });

@@ -130,8 +130,9 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
   it('serves its pages with a CSP that refuses inline script', async () => {
     const res = await fetch(`${coordinator.url}/`);
     expect(res.status).toBe(200);
-    expect(res.headers.get('content-security-policy')).toMatch(/script-src 'self'(;|$)/);
-    expect(res.headers.get('content-security-policy')).not.toMatch(/unsafe-inline|unsafe-eval/);
+    const csp = res.headers.get('content-security-policy') ?? '(no content-security-policy header)';
+    expect(csp).toMatch(/script-src 'self'(;|$)/);
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval/);
     await page.goto(`${coordinator.url}/`);
     await page.locator('#login').waitFor({ state: 'visible' });
     // An injected inline script does not run: the browser enforces the header.

@@ -17,6 +17,7 @@ import { ModelSpec } from '../protocols/model-spec.ts';
 import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
 import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type CsvTable, type EncodedData } from '../models/index.ts';
+import type { CsvDelimiter } from '../models/csv-table.ts';
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
 import { childLauncher } from './launcher.ts';
@@ -61,6 +62,8 @@ export interface DemoOptions {
   localEpochs?: number;
   out?: string;
   exclude?: string;
+  /** Field delimiter of --data (default: detected from its header and first lines). */
+  delimiter?: CsvDelimiter;
   seed?: number;
   localBaseline?: boolean;
   json?: boolean;
@@ -146,7 +149,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
   if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
   // 1. The data, its spec, a held-out test split, and one CSV per region.
-  const table = readCsvTable({ path: dataPath });
+  const table = readCsvTable({ path: dataPath }, options.delimiter ? { delimiter: options.delimiter } : {});
   const exclude = (options.exclude ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   // The shipped customer-value data's id column is not a feature (one value per row).
   if (shipped && regression && !exclude.includes('customer_id')) exclude.push('customer_id');

@@ -2,13 +2,13 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { loadCoordinatorConfig } from '../coordinator/config.ts';
-import { NODE_EXIT_CODES_HELP, NodeConfig } from '../client-node/config.ts';
+import { describeNodeConfigError, NODE_EXIT_CODES_HELP, NodeConfig } from '../client-node/config.ts';
 import { registerPrivacyCommands } from './privacy-command.ts';
 import { registerAuditCommands } from './audit-command.ts';
 import { registerPrivacyReportCommand } from './privacy-report-command.ts';
 import { registerStudyCommands } from './study-command.ts';
 import { registerTokenCommands } from './token-command.ts';
-import { registerSpecCommands } from './spec-command.ts';
+import { delimiterOption, registerSpecCommands } from './spec-command.ts';
 import { registerModelCommands } from './model-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
@@ -134,6 +134,7 @@ export function buildProgram(): Command {
   demo
     .option('--out <dir>', 'output folder, deleted and rewritten by each run (default .fedmark/demo; must be new, empty or an earlier demo output)')
     .option('--exclude <columns>', 'comma-separated columns to leave out of the features')
+    .addOption(delimiterOption())
     .option('--seed <n>', 'seed of the splits and the initial model (default 42)', nonNegativeInt('--seed'))
     .option('--no-local-baseline', 'skip training the local-only comparison models')
     .option('--json', 'end with one line of JSON on stdout (progress goes to stderr)')
@@ -226,8 +227,7 @@ export function buildProgram(): Command {
         attack: opts.attack,
       });
       if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        program.error(`invalid node option --${String(issue.path[0] ?? '').replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}: ${issue.message}`, { exitCode: 2 });
+        program.error(`invalid node configuration: ${describeNodeConfigError(parsed.error)}`, { exitCode: 2 });
         return;
       }
       const log = pino({ level: parsed.data.logLevel });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ATTACK_NAMES } from './attack.ts';
+import { describeConfigIssue } from '../protocols/config-issues.ts';
 
 /** A node's configuration, parsed once from CLI flags and FEDMARK_NODE_* variables. */
 export const NodeConfig = z
@@ -96,4 +97,35 @@ export class NodeStoppedError extends Error {
     this.name = 'NodeStoppedError';
     this.exitCode = NODE_EXIT_CODES[reason];
   }
+}
+
+/**
+ * Where each field comes from, for error messages: the flag of `fedmark node` and its variable.
+ * A field not listed is named by its flag spelled from the field name (`--state-dir`).
+ */
+export const NODE_CONFIG_SOURCES: Partial<Record<keyof z.input<typeof NodeConfig>, { env: string; flag?: string }>> = {
+  coordinator: { flag: '--coordinator', env: 'FEDMARK_COORDINATOR' },
+  token: { flag: '--token', env: 'FEDMARK_ENROLLMENT_TOKEN' },
+  data: { flag: '--data', env: 'FEDMARK_NODE_DATA' },
+  stateDir: { flag: '--state-dir', env: 'FEDMARK_NODE_STATE_DIR' },
+  backend: { flag: '--backend', env: 'FEDMARK_TF_BACKEND' },
+  logLevel: { env: 'FEDMARK_LOG_LEVEL' },
+  allowInsecureRemote: { env: 'FEDMARK_ALLOW_INSECURE_REMOTE' },
+  maxEpsilon: { flag: '--max-epsilon', env: 'FEDMARK_NODE_MAX_EPSILON' },
+  keyPassphrase: { flag: '--key-passphrase-file', env: 'FEDMARK_NODE_KEY_PASSPHRASE' },
+  jurisdiction: { flag: '--jurisdiction', env: 'FEDMARK_NODE_JURISDICTION' },
+  ledgerDir: { flag: '--ledger-dir', env: 'FEDMARK_NODE_LEDGER_DIR' },
+  dataSourceId: { env: 'FEDMARK_NODE_DATA_SOURCE_ID' },
+};
+
+/** Every issue of a failed NodeConfig parse, each named by its flag and variable (`--data (or FEDMARK_NODE_DATA): required, not set`). */
+export function describeNodeConfigError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const field = String(issue.path[0] ?? '');
+      const source = NODE_CONFIG_SOURCES[field as keyof typeof NODE_CONFIG_SOURCES] ?? { env: `--${field.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}` };
+      const named = source.flag ? { env: `${source.flag} (or ${source.env})` } : source;
+      return describeConfigIssue(issue, named, false, field).text;
+    })
+    .join('; ');
 }

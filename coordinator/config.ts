@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { describeConfigIssue } from '../protocols/config-issues.ts';
 
 /**
  * The coordinator's whole configuration, parsed once at start-up from the environment (and CLI
@@ -20,7 +21,7 @@ export const CoordinatorConfig = z
     /** Folder of the embedded database (PGlite); ignored when databaseUrl is set. */
     dataDir: z.string().default('.fedmark/coordinator-db'),
     /** Bearer token of the operator (studies, enrollment). No default: a guessable secret is worse than none. */
-    adminToken: z.string().min(16, 'FEDMARK_ADMIN_TOKEN must be at least 16 characters'),
+    adminToken: z.string().min(16, 'must be at least 16 characters'),
     /** Longest a node's task request is held open waiting for work (long polling). */
     maxTaskWaitSeconds: z.coerce.number().min(0).max(120).default(25),
     /**
@@ -37,7 +38,7 @@ export const CoordinatorConfig = z
     allowInsecureRemote: z.coerce.boolean().default(false),
     /** Folder of the coordinator's OpenPGP identity (private key encrypted with keyPassphrase). */
     keyDir: z.string().default('.fedmark/coordinator-keys'),
-    keyPassphrase: z.string().min(12, 'FEDMARK_KEY_PASSPHRASE (or FEDMARK_KEY_PASSPHRASE_FILE) must be at least 12 characters'),
+    keyPassphrase: z.string().min(12, 'must be at least 12 characters'),
     /** HTTPS: PEM certificate and key files; both or neither. */
     tlsCert: z.string().optional(),
     tlsKey: z.string().optional(),
@@ -58,6 +59,53 @@ export const CoordinatorConfig = z
   });
 export type CoordinatorConfig = Readonly<z.infer<typeof CoordinatorConfig>>;
 
+/**
+ * Where each field comes from, for error messages: the environment variable and, for the fields
+ * `fedmark coordinator` also takes as flags, the flag. Operators set variables, never field names:
+ * an error says `FEDMARK_ADMIN_TOKEN: must be at least 16 characters`, not `adminToken: ...`.
+ * A Record over every field, so a new field without its variable does not compile.
+ */
+export const COORDINATOR_CONFIG_SOURCES: Record<keyof z.input<typeof CoordinatorConfig>, { env: string; flag?: string }> = {
+  host: { env: 'FEDMARK_HOST', flag: '--host' },
+  port: { env: 'FEDMARK_PORT', flag: '--port' },
+  databaseUrl: { env: 'DATABASE_URL', flag: '--database-url' },
+  migrationDatabaseUrl: { env: 'FEDMARK_MIGRATION_DATABASE_URL' },
+  dataDir: { env: 'FEDMARK_DATA_DIR', flag: '--data-dir' },
+  adminToken: { env: 'FEDMARK_ADMIN_TOKEN' },
+  maxTaskWaitSeconds: { env: 'FEDMARK_MAX_TASK_WAIT_SECONDS' },
+  rateLimitRefusals: { env: 'FEDMARK_RATE_LIMIT_REFUSALS' },
+  rateLimitWindowSeconds: { env: 'FEDMARK_RATE_LIMIT_WINDOW_SECONDS' },
+  trustProxy: { env: 'FEDMARK_TRUST_PROXY' },
+  logLevel: { env: 'FEDMARK_LOG_LEVEL' },
+  allowInsecureRemote: { env: 'FEDMARK_ALLOW_INSECURE_REMOTE' },
+  keyDir: { env: 'FEDMARK_KEY_DIR' },
+  keyPassphrase: { env: 'FEDMARK_KEY_PASSPHRASE (or FEDMARK_KEY_PASSPHRASE_FILE)' },
+  tlsCert: { env: 'FEDMARK_TLS_CERT' },
+  tlsKey: { env: 'FEDMARK_TLS_KEY' },
+  maxClockSkewSeconds: { env: 'FEDMARK_MAX_CLOCK_SKEW_SECONDS' },
+  deadlineSweepSeconds: { env: 'FEDMARK_DEADLINE_SWEEP_SECONDS' },
+};
+
+/** A configuration the coordinator cannot start with; `variables` names what to fix. */
+export class ConfigError extends Error {
+  readonly variables: string[];
+
+  constructor(message: string, variables: string[], options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ConfigError';
+    this.variables = variables;
+  }
+}
+
+function readPassphraseFile(path: string | undefined): string | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`invalid coordinator configuration: FEDMARK_KEY_PASSPHRASE_FILE: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, ['FEDMARK_KEY_PASSPHRASE_FILE'], { cause: err });
+  }
+}
+
 /** Maps FEDMARK_* environment variables onto the config, then applies explicit overrides. */
 export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial<Record<keyof CoordinatorConfig, unknown>> = {}): CoordinatorConfig {
   const fromEnv = {
@@ -74,7 +122,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     logLevel: env.FEDMARK_LOG_LEVEL,
     allowInsecureRemote: env.FEDMARK_ALLOW_INSECURE_REMOTE === '1' || env.FEDMARK_ALLOW_INSECURE_REMOTE === 'true' ? true : undefined,
     keyDir: env.FEDMARK_KEY_DIR,
-    keyPassphrase: env.FEDMARK_KEY_PASSPHRASE ?? (env.FEDMARK_KEY_PASSPHRASE_FILE ? readFileSync(env.FEDMARK_KEY_PASSPHRASE_FILE, 'utf8').trim() : undefined),
+    keyPassphrase: env.FEDMARK_KEY_PASSPHRASE ?? readPassphraseFile(env.FEDMARK_KEY_PASSPHRASE_FILE),
     tlsCert: env.FEDMARK_TLS_CERT,
     tlsKey: env.FEDMARK_TLS_KEY,
     maxClockSkewSeconds: env.FEDMARK_MAX_CLOCK_SKEW_SECONDS,
@@ -84,8 +132,13 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;
   const parsed = CoordinatorConfig.safeParse(merged);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(`invalid coordinator configuration: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    // Every problem at once: fixing one variable per restart is slow.
+    const described = parsed.error.issues.map((issue) => {
+      const field = String(issue.path[0] ?? '');
+      const source = COORDINATOR_CONFIG_SOURCES[field as keyof typeof COORDINATOR_CONFIG_SOURCES];
+      return describeConfigIssue(issue, source, overrides[field as keyof CoordinatorConfig] !== undefined, field || '(root)');
+    });
+    throw new ConfigError(`invalid coordinator configuration: ${described.map((d) => d.text).join('; ')}`, described.map((d) => d.name));
   }
   return Object.freeze(parsed.data);
 }

@@ -47,7 +47,7 @@ describe('transport security', () => {
     expect(loadCoordinatorConfig({ FEDMARK_ALLOW_INSECURE_REMOTE: '1' }, { ...base, host: '0.0.0.0' }).host).toBe('0.0.0.0');
     expect(loadCoordinatorConfig({}, { ...base, host: '0.0.0.0', tlsCert: 'c.pem', tlsKey: 'k.pem' }).host).toBe('0.0.0.0');
     expect(() => loadCoordinatorConfig({}, { ...base, tlsCert: 'c.pem' })).toThrow(/both FEDMARK_TLS_CERT and FEDMARK_TLS_KEY/);
-    expect(() => loadCoordinatorConfig({}, { keyPassphrase: 'tls-key-passphrase' })).toThrow(/adminToken/);
+    expect(() => loadCoordinatorConfig({}, { keyPassphrase: 'tls-key-passphrase' })).toThrow(/FEDMARK_ADMIN_TOKEN: required, not set/);
     expect(() => loadCoordinatorConfig({}, { adminToken: 'tls-admin-token-0123456789', keyPassphrase: 'short' })).toThrow(/at least 12 characters/);
   });
 });

@@ -1,6 +1,7 @@
 import type { StudyStatus } from '../../protocols/messages.ts';
 import { ForbiddenError, NotFoundError } from '../errors.ts';
 import { requireRole, type Principal, type Role } from './principal.ts';
+import { perNodeNormsWithheld, withoutNodeNorms } from '../privacy/readers.ts';
 
 /**
  * What each role may see of a study, a round and its submissions. Who was sampled for a round is
@@ -61,7 +62,9 @@ export interface RoundView {
  * A round as `p` may see it. A node must have taken part (403 otherwise) and sees only itself;
  * an analyst sees its region's updates and nodes (`regionNodeIds`: the study's nodes in its region).
  */
-export function visibleRound<R extends RoundView>(p: Principal, detail: R, regionNodeIds?: Set<string>): R {
+export function visibleRound<R extends RoundView>(p: Principal, shown: R, regionNodeIds?: Set<string>): R {
+  // Under central DP per-node norms and clipped bits are the operator's only (privacy/readers.ts).
+  const detail = p.role !== 'admin' && perNodeNormsWithheld(shown.mechanism?.privacy as never) ? { ...shown, updates: shown.updates.map(withoutNodeNorms) } : shown;
   if (p.role === 'node') {
     if (p.node.studyId !== detail.studyId || !detail.participants.includes(p.id)) throw new ForbiddenError(`node ${p.id} did not take part in round ${detail.round} of study ${detail.studyId}`);
     return { ...detail, updates: detail.updates.filter((u) => u.nodeId === p.id), participants: [p.id], mechanism: withoutNodeCount(onlyFailuresOf(detail.mechanism, new Set([p.id]))) };

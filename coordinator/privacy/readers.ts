@@ -19,6 +19,29 @@ import { RELEASE_UNDER_DP, releaseMechanism, type ReleaseField, type StudyConfig
  */
 
 export type ReaderRole = 'admin' | 'auditor' | 'analyst' | 'node';
+
+/**
+ * Per-node update norms and clipped bits under central DP. The coordinator computes them from
+ * each node's raw (decrypted) update, so they are exact functions of a partner's data: the norm
+ * of a whole node's delta, and whether it passed the clip norm (or the study's update bound). The
+ * client-level mechanism protects a node only in the noised sum, so these never reach an audit
+ * entry (update.received keeps the hash, size, public count and weight, which is what the chain
+ * needs), nor any view but the operator's (auth/visibility.ts), who decrypts every update anyway
+ * and is given no bound. Under DP-SGD alone a node's update is already a noised release, and its
+ * norm post-processing of it: shown.
+ */
+export function perNodeNormsWithheld(privacy: { central?: unknown } | null | undefined): boolean {
+  return privacy?.central !== undefined && privacy?.central !== null;
+}
+/** The per-node values withheld under central DP, in update views and update.received entries. */
+export const WITHHELD_NORM_FIELDS = ['deltaNorm', 'clipped', 'deltaNormBefore', 'clippedTo'] as const;
+export const NORMS_WITHHELD_REASON = "withheld under central DP: a node's update norm and clipped bit are exact functions of its data, outside the noised sum";
+
+/** An update record without its per-node norms: null, with `hidden` saying why (the shape of visibility.ts's hidden fields). */
+export function withoutNodeNorms<U extends object>(update: U): U {
+  const kept = Object.fromEntries(Object.entries(update).filter(([k]) => !(WITHHELD_NORM_FIELDS as readonly string[]).includes(k)));
+  return { ...kept, deltaNorm: null, clipped: null, hidden: { fields: ['deltaNorm', 'clipped'], reason: NORMS_WITHHELD_REASON } } as U;
+}
 export const READER_ROLES: readonly ReaderRole[] = ['admin', 'auditor', 'analyst', 'node'];
 
 /** What a quantity reveals about the protected unit if it is exact. */
@@ -55,6 +78,7 @@ function exact(config: StudyConfig, field: ReleaseField): boolean {
  */
 export function exposures(config: StudyConfig): Exposure[] {
   const sampled = (config.privacy?.central?.nodeSamplingRate ?? 1) < 1;
+  const centralDp = perNodeNormsWithheld(config.privacy);
   const counts = exact(config, 'update.numExamples');
   const evaluationExact = exact(config, 'evaluation.stats');
   const summaries = sampled ? { admin: 'all', auditor: 'all' } as const : { admin: 'all', auditor: 'all', analyst: 'all' } as const;
@@ -64,8 +88,12 @@ export function exposures(config: StudyConfig): Exposure[] {
     { when: exact(config, 'update.loss'), id: 'node-losses', what: 'per-node training losses (update.loss) in the clear', kind: 'data', release: 'update.loss', seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: true },
     { when: exact(config, 'update.data') || exact(config, 'status.data'), id: 'node-data-counts', what: 'per-node data-quality counts (update.data, status.data: rows, fills, consent drops) in the clear', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
     { when: exact(config, 'update.steps') || exact(config, 'update.trainSeconds'), id: 'node-steps-seconds', what: 'per-node optimizer steps and training seconds (grow with the row count) in the clear', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all' }, rowLevel: true },
-    // Computed by the coordinator from each (central DP: raw) update; under DP-SGD alone they are post-processing of a noised release.
-    { when: true, id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
+    // Computed by the coordinator from each update. Under central DP from the raw update: only the
+    // operator's round view shows them (perNodeNormsWithheld); under DP-SGD alone they are
+    // post-processing of a noised release (rowLevel false), shown as without DP.
+    centralDp
+      ? { when: true, id: 'node-update-norms', what: 'per-node update norms and the clipped bit (from the raw updates)', kind: 'data', release: null, seenBy: { admin: 'all' }, rowLevel: false }
+      : { when: true, id: 'node-update-norms', what: 'per-node update norms after clipping and the clipped bit', kind: 'data', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own', node: 'own' }, rowLevel: false },
     { when: true, id: 'round-participants', what: 'who was sampled for each round (round participants, audit log)', kind: 'participation', release: null, seenBy: { admin: 'all', auditor: 'all', analyst: 'own' }, rowLevel: false },
     // Hidden from analysts and nodes under sampling (auth/visibility.ts: updatesReceived, numExamples, meanLoss, mechanism.nodes); shown at q = 1.
     { when: true, id: 'round-counts', what: 'per-round participant counts (updatesReceived, mechanism.nodes; under DP also the round totals of the constant count 1)', kind: 'participation', release: null, seenBy: sampled ? { admin: 'all', auditor: 'all' } : { admin: 'all', auditor: 'all', analyst: 'all', node: 'all' }, rowLevel: false },

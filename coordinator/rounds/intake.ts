@@ -8,6 +8,7 @@ import { decodeWeights, sha256Hex, WeightsCodecError } from '../../protocols/wei
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Database } from '../db/schema.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
+import { NORMS_WITHHELD_REASON, perNodeNormsWithheld } from '../privacy/readers.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
@@ -129,8 +130,11 @@ async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: Update
   const normBound = normBoundRecord(s.config, bounded);
   await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t });
   await markNodeSeen(tx, node.id, t);
-  // Size, hash, clipped norm, counts and the weight used: never the values.
-  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, deltaNorm, clipped: clipped ?? false, ...normBound, dpSgd: meta.dpSgd ?? null } });
+  // Size, hash, clipped norm, counts and the weight used: never the values. Under central DP not
+  // the norm or the clip either (exact per-node values: privacy/readers.ts perNodeNormsWithheld);
+  // the hash and size still bind the entry to the stored update.
+  const norms = perNodeNormsWithheld(s.config.privacy) ? { normsWithheld: NORMS_WITHHELD_REASON } : { deltaNorm, clipped: clipped ?? false, ...normBound };
+  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, ...norms, dpSgd: meta.dpSgd ?? null } });
   const received = await listUpdaterIds(tx, studyId, round);
   // All in: every participant either sent its update or said it cannot train.
   const waitingFor = row.participants.filter((id) => !received.includes(id));

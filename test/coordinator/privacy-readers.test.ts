@@ -128,6 +128,32 @@ describeOnEachBackend('per-reader privacy bounds', (run) => {
     expect(nodeView.mechanism.nodes).toBeNull();
     expect(nodeView.mechanism.hidden.fields).toEqual(['nodes']);
 
+    // Per-node norms and clipped bits (exact functions of a node's raw update under central DP):
+    // the operator's round view only; null with the reason for the auditor, the analyst and the
+    // node, and absent from every update.received audit entry.
+    const adminUpdates = (await as(ADMIN, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates;
+    expect(adminUpdates.length).toBeGreaterThanOrEqual(2);
+    for (const u of adminUpdates) expect(typeof u.deltaNorm).toBe('number');
+    const withheld = (updates: Array<Record<string, unknown>>) => {
+      for (const u of updates) {
+        expect({ deltaNorm: u.deltaNorm, clipped: u.clipped }).toEqual({ deltaNorm: null, clipped: null });
+        expect(u).not.toHaveProperty('deltaNormBefore');
+        expect(u).not.toHaveProperty('clippedTo');
+        expect(u.hidden).toEqual({ fields: ['deltaNorm', 'clipped'], reason: expect.stringMatching(/withheld under central DP/) });
+      }
+    };
+    const auditorUpdates = (await as(auditor, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates;
+    expect(auditorUpdates).toHaveLength(adminUpdates.length);
+    withheld(auditorUpdates);
+    withheld((await as(analyst, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates);
+    withheld((await h.nodeGet(sampled, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates);
+    const received = (await h.built.db.selectFrom('audit_log').select('data').where('kind', '=', 'update.received').where('study_id', '=', studyId).execute()).map((e) => (typeof e.data === 'string' ? JSON.parse(e.data) : e.data) as Record<string, unknown>);
+    expect(received.length).toBeGreaterThanOrEqual(2);
+    for (const data of received) {
+      for (const field of ['deltaNorm', 'clipped', 'deltaNormBefore', 'clippedTo']) expect(data).not.toHaveProperty(field);
+      expect(data).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), numExamples: 1, normsWithheld: expect.stringMatching(/withheld under central DP/) });
+    }
+
     // The bound each role reads from /privacy.
     const report = (await h.admin('get', `/v1/studies/${studyId}/privacy?reader=all`)).body;
     const charged = report.rounds.length;
@@ -137,10 +163,17 @@ describeOnEachBackend('per-reader privacy bounds', (run) => {
     expect(report.readers.map((r: { reader: string }) => r.reader)).toEqual(['admin', 'auditor', 'analyst', 'node']);
     const bound = async (token: string) => (await as(token, `/v1/studies/${studyId}/privacy`)).body.bound.clientLevel;
     expect(await bound(ADMIN)).toMatchObject({ epsilon: null, figure: 'none', reason: expect.stringMatching(/decrypts/) });
-    expect(await bound(auditor)).toMatchObject({ epsilon: null, reason: expect.stringMatching(/per-node update norms after clipping/) });
+    // The auditor no longer sees norms, but still pooled validation metrics whose noise covers one row, not a node: no bound, for that reason only.
+    const auditorBound = await bound(auditor);
+    expect(auditorBound).toMatchObject({ epsilon: null, figure: 'none', reason: expect.stringMatching(/validation metrics pooled from each node's noised histograms/) });
+    expect(auditorBound.reason).not.toMatch(/norm/);
+    const seenBy = (reader: string) => report.readers.find((r: { reader: string }) => r.reader === reader).sees.map((s: { id: string }) => s.id);
+    expect(seenBy('admin')).toContain('node-update-norms');
+    for (const reader of ['auditor', 'analyst', 'node']) expect(seenBy(reader)).not.toContain('node-update-norms');
     const analystBound = await bound(analyst);
-    expect(analystBound).toMatchObject({ epsilon: null, reason: expect.stringMatching(/its own region's nodes/) });
+    expect(analystBound).toMatchObject({ epsilon: null, figure: 'none' });
     expect(analystBound.reason).toMatch(/validation metrics pooled from each node's noised histograms/);
+    expect(analystBound.reason).not.toMatch(/norm/);
     const nodeReport = (await h.nodeGet(sampled, `/v1/studies/${studyId}/privacy`)).body;
     expect(nodeReport.bound.clientLevel).toMatchObject({ figure: 'amplified', epsilon: report.epsilons.amplified });
     expect(nodeReport.nodes.map((n: { nodeId: string }) => n.nodeId)).toEqual([sampled.nodeId]);
@@ -156,9 +189,9 @@ describeOnEachBackend('per-reader privacy bounds', (run) => {
       expect(admin.code).toBe(0);
       expect(admin.stdout).toMatch(/against you \(admin\):\n {4}client-level \(a whole node\): no bound: this reader sees every node's update as it arrives/);
       const aud = await cli(auditor);
-      expect(aud.stdout).toMatch(/against you \(auditor\):\n {4}client-level \(a whole node\): no bound: this reader sees per-node update norms/);
+      expect(aud.stdout).toMatch(/against you \(auditor\):\n {4}client-level \(a whole node\): no bound: this reader sees validation metrics pooled from each node's noised histograms/);
       const ana = await cli(analyst);
-      expect(ana.stdout).toMatch(/against you \(analyst\):\n {4}client-level \(a whole node\): no bound: .*its own region's nodes/);
+      expect(ana.stdout).toMatch(/against you \(analyst\):\n {4}client-level \(a whole node\): no bound: this reader sees validation metrics pooled/);
       const all = await cli(auditor, '--reader', 'all');
       expect(all.stdout).toMatch(new RegExp(`against node:\\n {4}client-level \\(a whole node\\): epsilon ${report.epsilons.amplified.toFixed(4)} at delta 0.00001 \\(amplified\\)`));
       expect(all.stdout).toMatch(/record-level \(one row, DP-SGD\): not run in this study/);
@@ -207,11 +240,11 @@ describeOnEachBackend('per-reader privacy bounds', (run) => {
     const a = await h.enroll(studyId, 'a', true, 'eu');
     const b = await h.enroll(studyId, 'b', true, 'eu');
     expect(await playRound(h, studyId, 1, [a, b])).toBe(true);
-    await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.state === 'completed' ? true : undefined));
+    await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.state === 'stopped' ? true : undefined));
     await withServer(h, async (url) => {
       const { code, stdout } = await runCli(['privacy', 'report', '--coordinator', url, '--token', ADMIN, '--study', studyId]);
       expect(code).toBe(0);
-      expect(stdout).toMatch(/^study \S+: stopped \(completed\): privacy budget: round 2 would bring the study to epsilon/);
+      expect(stdout).toMatch(/^study \S+: stopped: privacy budget: round 2 would bring the study to epsilon/);
       expect(stdout).toMatch(new RegExp(`client-level epsilon ${eps(1).toFixed(4)} of`));
     });
   });

@@ -324,3 +324,118 @@ describe('under DP, what leaves a node is noised or public, on the wire', () => 
     }
   });
 });
+
+/**
+ * The same wire for a regression study under DP: each evaluation is the noised count and sums of
+ * clipped residuals (protocols/privacy/noised-regression.ts), never the exact sums of targets and
+ * errors; the rounds' metrics are marked noised, with R^2 and the baseline (which need sums of y)
+ * left null. The noise is checked on the wire: a node's validation rows are the same every round,
+ * so its exact count would repeat; the noised one (std 10) does not, and no report carries sumY.
+ */
+describe('under DP, a regression study releases noised residual sums, on the wire', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fedmark-release-dp-regression-'));
+  const processes: RunningProcess[] = [];
+  let proxy: Awaited<ReturnType<typeof recordingProxy>> | undefined;
+  let drop: (() => Promise<void>) | undefined;
+  let status: StudyStatus | undefined;
+  let url = '';
+  const ROUNDS = 2;
+  const REGIONS = ['eu-north', 'cn-north', 'us-central'];
+  const VALUE = fileURLToPath(new URL('../../data/customer_value.csv', import.meta.url));
+
+  const api = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(url + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json', ...init.headers } });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res;
+  };
+  const posts = (suffix: string) => proxy!.recorded.filter((r) => r.method === 'POST' && r.path.replace(/\?.*/, '').endsWith(suffix) && r.status < 300);
+
+  beforeAll(async () => {
+    const database = await (await backendOrSkip('pglite'))!.create();
+    drop = database.drop;
+    const coordinator = runFedmark(['coordinator', '--port', '0', '--data-dir', database.dataDir!], { FEDMARK_ADMIN_TOKEN: ADMIN, FEDMARK_KEY_DIR: join(dir, 'coordinator-keys') });
+    processes.push(coordinator);
+    // A busy machine (CI, several suites at once) can take more than the default minute to start it.
+    url = String((await coordinator.waitForLog((l) => l.msg === 'coordinator listening', 180_000)).url);
+    proxy = await recordingProxy(url);
+
+    const table = readCsvTable({ path: VALUE });
+    const spec = inferFeatureSpec(table, { target: 'spend_12m', exclude: ['customer_id', 'region', 'country'], task: 'regression' });
+    const regionCol = table.header.indexOf('region');
+    const privacy = { delta: 1e-5, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.05, stepsPerRound: 10, learningRate: 0.5, expectedBatchSize: 32 } };
+    const study = await (
+      await api('/v1/studies', { method: 'POST', body: JSON.stringify({ name: 'release-dp-regression', task: { kind: 'regression' }, model: { kind: 'logreg' }, features: spec, privacy, rounds: ROUNDS, minNodesPerRound: 3, roundDeadlineSeconds: 120 }) })
+    ).json();
+    for (const region of REGIONS) {
+      const nodeDir = join(dir, region);
+      mkdirSync(nodeDir, { recursive: true });
+      writeCsvTable(join(nodeDir, 'data.csv'), table.header, table.rows.filter((r) => r[regionCol] === region));
+      const { token } = await (await api('/v1/enrollment-tokens', { method: 'POST', body: JSON.stringify({ studyId: study.id, nodeName: region, region: region.split('-')[0] }) })).json();
+      processes.push(runFedmark(['node', '--coordinator', proxy.url, '--token', token, '--data', join(nodeDir, 'data.csv'), '--state-dir', join(nodeDir, 'state'), '--ledger-dir', join(nodeDir, 'ledgers'), '--backend', 'wasm']));
+    }
+    for (;;) {
+      status = StudyStatus.parse(await (await api(`/v1/studies/${study.id}`)).json());
+      if (status.state === 'completed') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const node of processes.slice(1)) expect(await node.exited).toBe(0);
+  }, 480_000);
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+    proxy?.server.close();
+    await drop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('completes every round with noised metrics: RMSE, MAE and bias from the clipped sums, R^2 and the baseline null', () => {
+    expect(status!.rounds.map((r) => r.phase)).toEqual(Array(ROUNDS).fill('completed'));
+    const clip = 2 * (status!.config.features.target as { scale: number }).scale;
+    for (const r of status!.rounds) {
+      expect(r.updatesReceived).toBe(3);
+      const m = r.validationMetrics!;
+      expect(m).toMatchObject({ noised: 1, residualClip: clip, r2: null, baselineRmse: null, baselineMae: null });
+      expect(m.n).toBeGreaterThan(0);
+      expect(m.rmse).toBeGreaterThanOrEqual(0);
+      expect(m.rmse).toBeLessThanOrEqual(clip);
+      expect(Math.abs(m.bias!)).toBeLessThanOrEqual(clip);
+    }
+  });
+
+  it('every released field is noised or public; every evaluation is the noised residual sums, and the noise is on the wire', () => {
+    const offending: string[] = [];
+    for (const r of proxy!.recorded) {
+      const { released, unplaced } = classify(r);
+      offending.push(...unplaced);
+      for (const field of released) if (RELEASE_UNDER_DP[field].mechanism === 'exact') offending.push(`${r.method} ${r.path}: ${field} is sent exactly under DP`);
+    }
+    expect([...new Set(offending)]).toEqual([]);
+    const evaluations = posts('/evaluations');
+    expect(evaluations).toHaveLength(3 * ROUNDS);
+    const counts = new Map<string, number[]>();
+    let fractional = 0;
+    for (const r of evaluations) {
+      const report = JSON.parse(r.body.toString('utf8'));
+      expect(Object.keys(report).sort()).toEqual(['numExamples', 'stats']);
+      expect(Object.keys(report.stats).sort()).toEqual(['kind', 'n', 'noise', 'sae', 'sse', 'sumError'].sort());
+      expect(report.stats.noise).toEqual({ mechanism: 'discrete-gaussian', noiseMultiplier: 5, residualClip: 2 * (status!.config.features.target as { scale: number }).scale });
+      expect(report.numExamples).toBe(statsRows(report.stats));
+      const node = String(r.headers['fedmark-key-fingerprint']);
+      counts.set(node, [...(counts.get(node) ?? []), report.stats.n]);
+      // The noised count is an integer (the discrete Gaussian, rounded off its grid), never a fraction.
+      if (!Number.isInteger(report.stats.n)) fractional++;
+    }
+    expect(fractional).toBe(0);
+    // The same validation rows each round: an exact count would repeat; noised (std 10) it does not, for some node.
+    expect(counts.size).toBe(3);
+    expect([...counts.values()].filter((c) => c.length === ROUNDS && new Set(c).size === 1).length).toBeLessThan(3);
+  });
+
+  it("charges each evaluation to the node's own ledger as (q 1, z 5, 1 step), like the histogram", () => {
+    for (const region of REGIONS) {
+      const ledgers = readdirSync(join(dir, region, 'ledgers')).filter((f) => f.endsWith('.jsonl'));
+      const entries = readFileSync(join(dir, region, 'ledgers', ledgers[0]), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(entries.filter((e) => e.samplingRate === 1 && e.noiseMultiplier === 5 && e.steps === 1)).toHaveLength(ROUNDS);
+    }
+  });
+});

@@ -84,7 +84,9 @@ export async function loadOrEnroll(config: NodeConfig, client: CoordinatorClient
       return saved;
     }
     const held = found ? ` This state folder (${config.stateDir}) holds node ${found.name}'s enrollment in study ${found.studyId}, made with another token: to run it, start the node without --token; to join another study, ask the operator for a new token.` : '';
-    throw new NodeStoppedError('enrollment-refused', `the coordinator refused the enrollment token (${err.code}): ${err.message}.${held}`);
+    const stop = new NodeStoppedError('enrollment-refused', `the coordinator refused the enrollment token (${err.code}): ${err.message}.${held}`);
+    log.error({ stop: stop.reason, exitCode: stop.exitCode }, stop.message);
+    throw stop;
   }
   if (config.coordinatorKey) {
     const expected = await fingerprintOf(readFileSync(config.coordinatorKey, 'utf8'));

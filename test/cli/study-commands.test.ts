@@ -68,7 +68,7 @@ describe('fedmark study (CLI) against a coordinator on PostgreSQL', () => {
     expect(syntax.code).toBe(2);
     expect(syntax.stderr).toMatch(/broken\.yaml:3:1: /);
     expect(JSON.parse((await cli(['study', 'ls', '--json'])).stdout)).toEqual([]);
-  });
+  }, 300_000);
 
   it('--dry-run names every rule a planned jurisdiction would refuse and the privacy plan, and creates nothing; creation is refused naming the field\'s line', async (ctx) => {
     if (!coordinator) return ctx.skip();
@@ -88,7 +88,7 @@ describe('fedmark study (CLI) against a coordinator on PostgreSQL', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/eu-plan\.yaml:\d+:\d+: minNodesPerRound: POST \/v1\/studies: 409 POLICY_VIOLATION the study breaks CN-PIPL v1 min-nodes, CN-PIPL v1 dp-required, CN-PIPL v1 max-epsilon-total/);
     expect(JSON.parse((await cli(['study', 'ls', '--json'])).stdout)).toEqual([]);
-  });
+  }, 300_000);
 
   it('create, then ls, status and watch follow a short study with three nodes to its end; watch exits 0', async (ctx) => {
     if (!coordinator) return ctx.skip();

@@ -39,12 +39,15 @@ describeOnEachBackend('study stop and policies at creation', (run) => {
     const asAuditor = await h.admin('post', `/v1/studies/${studyId}/stop`).set('authorization', `Bearer ${auditor}`).send({ reason: 'no' });
     expect(asAuditor.status).toBe(403);
 
+    const seen = (await h.admin('get', `/v1/studies/${studyId}`)).body.changeCount as number;
     const stop = await h.admin('post', `/v1/studies/${studyId}/stop`).send({ reason: 'partner B withdrew its consent' });
     expect(stop.status).toBe(200);
     expect(stop.body).toMatchObject({ id: studyId, state: 'stopped', stopReason: 'partner B withdrew its consent', changed: true, closedRound: { round: 1, phase: 'failed' } });
     expect(stop.body.stoppedBy).toMatch(/^admin:/);
 
     const status = (await h.admin('get', `/v1/studies/${studyId}`)).body;
+    // The stop is a change of the study: watchers' and nodes' long polls wake on it.
+    expect(status.changeCount).toBeGreaterThan(seen);
     expect(status).toMatchObject({ state: 'stopped', stopReason: 'partner B withdrew its consent', stoppedBy: stop.body.stoppedBy, stoppedAt: stop.body.stoppedAt, latestModelVersion: 0 });
     expect(status.rounds[0]).toMatchObject({ round: 1, phase: 'failed', modelSha256: null });
     expect(status.rounds[0].failureReason).toMatch(/study stopped: partner B withdrew its consent/);

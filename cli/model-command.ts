@@ -79,11 +79,13 @@ function registerVerify(model: Command): void {
     .option('--version <v>', 'with --study: model version (default: the latest)', versionParser)
     .option('--fingerprint <fpr>', 'the coordinator key fingerprint published by the operator; without it (or --key), --model trusts the key inside the folder')
     .option('--key <file>', "with --model: the coordinator's armored public key to check the signature with (instead of the folder's)")
-    .addHelpText('after', '\nExit codes: 0 verified, 1 a mismatch (the reason is printed: a changed weight, a wrong key, another hash), 2 usage error.');
+    .addHelpText('after', '\nExit codes: 0 verified, 1 a mismatch (the reason is printed: a changed weight, a wrong key, another hash) or the coordinator cannot be read, 2 --model/--study/--key/--version given together wrongly.');
   addCoordinatorOptions(cmd).action(async (opts: VerifyOptions) => {
-    if ((opts.model === undefined) === (opts.study === undefined)) throw new Error('give either --model DIR (an export, offline) or --study ID (online)');
-    if (opts.model !== undefined && opts.version !== undefined) throw new Error('--version goes with --study; an export folder holds one version');
-    if (opts.study !== undefined && opts.key !== undefined) throw new Error('--key goes with --model; online, the key is the coordinator\'s (pin it with --fingerprint)');
+    // Usage mistakes exit 2, so that a script can tell them from a model that fails its checks (1).
+    const usage = (message: string) => cmd.error(`fedmark model verify: ${message}`, { exitCode: 2 });
+    if ((opts.model === undefined) === (opts.study === undefined)) usage('give either --model DIR (an export, offline) or --study ID (online)');
+    if (opts.model !== undefined && opts.version !== undefined) usage('--version goes with --study; an export folder holds one version');
+    if (opts.study !== undefined && opts.key !== undefined) usage("--key goes with --model; online, the key is the coordinator's (pin it with --fingerprint)");
     let lineage: Lineage;
     let trustNote: string;
     try {

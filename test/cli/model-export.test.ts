@@ -281,6 +281,15 @@ describe('fedmark model export refuses a model the coordinator did not sign', ()
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('verify: a usage mistake exits 2 (a failed check exits 1), naming the flags', async () => {
+    const neither = await cli(['model', 'verify']);
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toContain('give either --model DIR (an export, offline) or --study ID (online)');
+    const both = await cli(['model', 'verify', '--model', dir, '--version', '1']);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--version goes with --study');
+  }, 120_000);
+
   it('exports the round-0 model straight from the coordinator', async () => {
     const res = await cli(['model', 'export', '--study', studyId, '--format', 'tfjs', '--out', join(dir, 'direct'), '--coordinator', coordinator.url, '--token', coordinator.admin, '--json']);
     expect(res.code).toBe(0);

@@ -169,7 +169,7 @@ interface Plan {
     mechanisms: string[];
     accountant: string | null;
     delta: number | null;
-    central: { noiseMultiplier: number; accountedNoiseMultiplier: number; nodeSamplingRate: number; epsilonPerRound: number | null; epsilonTotal: number | null; budgetEpsilon: number | null; roundsWithinBudget: number } | null;
+    central: { noiseMultiplier: number; accountedNoiseMultiplier: number; nodeSamplingRate: number; epsilonPerRound: number | null; epsilonTotal: number | null; budgetEpsilon: number | null; roundsWithinBudget: number | null } | null;
     dpSgd: { noiseMultiplier: number; samplingRate: number; stepsPerRound: number; epsilonPerRound: number | null; epsilonTotal: number | null } | null;
     evaluation: { bins: number; noiseMultiplier: number; epsilonPerEvaluation: number | null } | null;
     noiseSwamp: { noiseNorm: number; signalMax: number; expectedNodes: number } | null;
@@ -196,7 +196,7 @@ function formatPlan(plan: Plan, file: StudyFile): string {
   else {
     out.push(`privacy: ${p.mechanisms.join(' + ')}; ${p.accountant} accountant, delta ${p.delta}`);
     const c = p.central;
-    if (c) out.push(`  central: noise multiplier ${c.noiseMultiplier} (charged ${c.accountedNoiseMultiplier.toFixed(4)}), node sampling ${c.nodeSamplingRate}; epsilon per round ${eps(c.epsilonPerRound)}, total over ${plan.rounds} rounds ${eps(c.epsilonTotal)}${c.budgetEpsilon !== null ? `; budget ${c.budgetEpsilon} pays for ${c.roundsWithinBudget} of ${plan.rounds} rounds` : '; no budget'}`);
+    if (c) out.push(`  central: noise multiplier ${c.noiseMultiplier} (charged ${c.accountedNoiseMultiplier.toFixed(4)}), node sampling ${c.nodeSamplingRate}; epsilon per round ${eps(c.epsilonPerRound)}, total over ${plan.rounds} rounds ${eps(c.epsilonTotal)}${c.budgetEpsilon !== null ? `; budget ${c.budgetEpsilon}${c.roundsWithinBudget !== null ? ` pays for ${c.roundsWithinBudget} of ${plan.rounds} rounds` : ''}` : '; no budget'}`);
     const d = p.dpSgd;
     if (d) out.push(`  DP-SGD on each node: noise multiplier ${d.noiseMultiplier}, sampling ${d.samplingRate}, ${d.stepsPerRound} steps a round; record-level epsilon per round ${eps(d.epsilonPerRound)}, total ${eps(d.epsilonTotal)} (training only)`);
     if (p.evaluation) out.push(`  evaluation: ${p.evaluation.bins}-bin histograms, noise multiplier ${p.evaluation.noiseMultiplier}, epsilon ${eps(p.evaluation.epsilonPerEvaluation)} per evaluation on each node's ledger`);

@@ -69,8 +69,13 @@ export function violationField(config: StudyConfig, v: PolicyViolation): string 
 /** Epsilon of `steps` compositions of the subsampled Gaussian; null when unbounded (z = 0). */
 function epsilonOf(q: number, sigma: number, steps: number, delta: number, accountant: 'rdp' | 'pld'): number | null {
   if (sigma === 0) return null;
-  const e = computeEpsilon({ q, sigma, steps, delta }, accountant);
-  return Number.isFinite(e) ? e : null;
+  try {
+    const e = computeEpsilon({ q, sigma, steps, delta }, accountant);
+    return Number.isFinite(e) ? e : null;
+  } catch {
+    // Parameters the accountant cannot handle: the plan says unbounded rather than failing.
+    return null;
+  }
 }
 
 /** Rounds a budget pays for (RDP and PLD epsilons grow with the rounds: a binary search). */
@@ -108,7 +113,8 @@ export function privacyPlan(config: StudyConfig) {
           epsilonPerRound: privacyFacts(config).epsilonPerRound,
           epsilonTotal: after(config.rounds),
           budgetEpsilon: p.budgetEpsilon ?? null,
-          roundsWithinBudget: p.budgetEpsilon === undefined ? config.rounds : roundsWithinBudget(after, p.budgetEpsilon, config.rounds),
+          // A PLD epsilon takes seconds to compute: the search (up to 17 of them) is RDP's only; null otherwise.
+          roundsWithinBudget: p.budgetEpsilon === undefined ? config.rounds : p.accountant === 'rdp' ? roundsWithinBudget(after, p.budgetEpsilon, config.rounds) : null,
         };
       })()
     : null;

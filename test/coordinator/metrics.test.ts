@@ -138,6 +138,8 @@ describeOnEachBackend('GET /metrics', (run) => {
     // The sealed bodies are larger than the weights they carry: encrypted, signed, armored.
     expect(moved('fedmark_http_received_bytes_total', updateRoute)).toBeGreaterThan(moved('fedmark_update_bytes_received_total'));
     expect(moved('fedmark_http_sent_bytes_total', { route: '/v1/studies/:studyId/models/:version' })).toBeGreaterThan(modelBytes);
+    // Wire bytes, not bodies: a GET without a body still reads its request line and headers.
+    expect(moved('fedmark_http_received_bytes_total', { route: '/v1/studies/:studyId' })).toBeGreaterThan(100);
     expect(moved('fedmark_db_query_duration_seconds_count', { operation: 'insert', outcome: 'ok' })).toBeGreaterThan(0);
     expect(moved('fedmark_db_query_duration_seconds_count', { operation: 'select', outcome: 'ok' })).toBeGreaterThan(0);
   });

@@ -206,6 +206,7 @@ interface PrivacyBody {
   accountant: string | null;
   delta: number | null;
   budgetEpsilon: number | null;
+  central: unknown;
   rounds: Array<{ round: number; epsilonTotal: number }>;
   nodes: Array<{ dpSgd: { rounds: Array<{ round: number; epsilonTotal: number }> } | null }>;
 }
@@ -220,7 +221,8 @@ async function privacyFigures(api: CoordinatorClient, m: FetchedModel): Promise<
     return { accountant: null, delta: null, budgetEpsilon: null, epsilon: null, dpSgdEpsilon: null };
   }
   const upTo = <T extends { round: number }>(rows: T[]) => rows.filter((r) => r.round <= m.version);
-  const central = upTo(report.rounds ?? []).at(-1)?.epsilonTotal ?? null;
+  // Under central DP, a model before any charged round (version 0) has spent nothing yet.
+  const central = upTo(report.rounds ?? []).at(-1)?.epsilonTotal ?? (report.central ? 0 : null);
   const dpSgd = (report.nodes ?? []).flatMap((n) => upTo(n.dpSgd?.rounds ?? [])).map((r) => r.epsilonTotal);
   return { accountant: report.accountant, delta: report.delta, budgetEpsilon: report.budgetEpsilon, epsilon: central, dpSgdEpsilon: dpSgd.length ? Math.max(...dpSgd) : null };
 }

@@ -296,6 +296,22 @@ describe('fedmark model export refuses a model the coordinator did not sign', ()
     expect(JSON.parse(res.stdout)).toMatchObject({ modelVersion: 0 });
   }, 120_000);
 
+  it("a DP study's lineage names its mechanism, budget and the epsilon spent, and verify prints them", async () => {
+    const table = readCsvTable({ path: CHURN });
+    const config = { ...SCENARIOS[0].study({ header: table.header, rows: table.rows.slice(0, 200), lineOf: table.lineOf }), name: 'export-dp', minNodesPerRound: 2, privacy: { accountant: 'rdp', delta: 1e-5, budgetEpsilon: 5, central: { noiseMultiplier: 8, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 1 } } };
+    const dpStudy = ((await (await coordinator.api('/v1/studies', { method: 'POST', body: JSON.stringify(config) })).json()) as { id: string }).id;
+    const out = join(dir, 'dp');
+    const exported = await cli(['model', 'export', '--study', dpStudy, '--format', 'tfjs', '--out', out, '--coordinator', coordinator.url, '--token', coordinator.admin]);
+    expect(exported.stderr).toBe('');
+    const lineage = JSON.parse(readFileSync(join(out, 'lineage.json'), 'utf8'));
+    expect(lineage.privacy).toMatchObject({ mechanisms: ['central DP (client-level): noise multiplier 8, fixed clipping, node sampling rate 1'], accountant: 'rdp', delta: 1e-5, budgetEpsilon: 5, epsilon: 0 });
+    const verified = await cli(['model', 'verify', '--model', out]);
+    expect(verified.code).toBe(0);
+    expect(verified.stdout).toContain('privacy: central DP (client-level): noise multiplier 8');
+    expect(verified.stdout).toContain('epsilon: client-level 0.000 of a budget of 5, delta 0.00001');
+    expect(verified.stdout).toContain('from the folder itself (pass --fingerprint or --key');
+  }, 180_000);
+
   for (const mode of ['model', 'key'] as const) {
     it(`refuses ${mode === 'model' ? 'changed model bytes (with a matching hash header)' : "another key served as the coordinator's"}, and writes nothing`, async () => {
       const proxy = await tamperingProxy(coordinator.url, coordinator.admin, mode, impostor);

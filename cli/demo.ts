@@ -322,7 +322,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
             : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${nodesIn}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  ${validationText}  ${seconds.toFixed(2)}s${spent.text}`,
         );
       }
-      if (status.state === 'completed') break;
+      // `stopped` (its budget, a policy, an operator) ends the federation too: said with its reason.
+      if (status.state === 'stopped') say(`study stopped: ${status.stopReason ?? '(no reason recorded)'}`);
+      if (status.state !== 'running') break;
       for (const c of children) if (exited(c) && c.exitCode !== 0) throw new Error(`a demo process exited (${c.exitCode ?? c.signalCode}); see ${join(outDir, 'logs')}`);
     }
     const federationSeconds = (performance.now() - started) / 1000;

@@ -76,12 +76,12 @@ export function visibleRound<R extends RoundView>(p: Principal, shown: R, region
   return detail;
 }
 
-/** One node's submission, if `p` may read it: a node its own only, an analyst its region's only. */
-export function visibleUpdate<U extends { region: string }>(p: Principal, nodeId: string, update: U | undefined, where: { studyId: string; round: number }): U {
+/** One node's submission, if `p` may read it: a node its own only, an analyst its region's only; under central DP its norms for the operator only. */
+export function visibleUpdate<U extends { region: string }>(p: Principal, nodeId: string, update: U | undefined, where: { studyId: string; round: number; mechanism?: Record<string, unknown> | null }): U {
   if (p.role === 'node' && p.id !== nodeId) throw new ForbiddenError(`node ${p.id} may not read node ${nodeId}'s submission`);
   if (p.role === 'analyst' && update && update.region !== p.region) throw new ForbiddenError(`analysts of region ${p.region} may not read another region's submission`);
   if (!update) throw new NotFoundError(`node ${nodeId} submitted nothing in round ${where.round}`);
-  return update;
+  return p.role !== 'admin' && perNodeNormsWithheld(where.mechanism?.privacy as never) ? withoutNodeNorms(update) : update;
 }
 
 /** Regional views: the roles given, and an analyst only for its own region. */

@@ -282,7 +282,7 @@ function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyC
     /** One node's submission in a round, if `p` may read it. */
     async getUpdateFor(p: Principal, studyId: string, round: number, nodeId: string) {
       const detail = await getRound(studyId, round);
-      return visibleUpdate(p, nodeId, detail.updates.find((u) => u.nodeId === nodeId), { studyId, round });
+      return visibleUpdate(p, nodeId, detail.updates.find((u) => u.nodeId === nodeId), { studyId, round, mechanism: detail.mechanism as Record<string, unknown> | null });
     },
     /** What a node reads of its own study (GET /v1/nodes/me/study): its state and configuration, `release` list included. */
     async getStudyForNode(studyId: string) {

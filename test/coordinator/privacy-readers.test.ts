@@ -145,6 +145,10 @@ describeOnEachBackend('per-reader privacy bounds', (run) => {
     const auditorUpdates = (await as(auditor, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates;
     expect(auditorUpdates).toHaveLength(adminUpdates.length);
     withheld(auditorUpdates);
+    // The same through one update's route.
+    const one = adminUpdates[0].nodeId;
+    expect(typeof (await as(ADMIN, `/v1/studies/${studyId}/rounds/${completed}/updates/${one}`)).body.deltaNorm).toBe('number');
+    withheld([(await as(auditor, `/v1/studies/${studyId}/rounds/${completed}/updates/${one}`)).body]);
     withheld((await as(analyst, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates);
     withheld((await h.nodeGet(sampled, `/v1/studies/${studyId}/rounds/${completed}`)).body.updates);
     const received = (await h.built.db.selectFrom('audit_log').select('data').where('kind', '=', 'update.received').where('study_id', '=', studyId).execute()).map((e) => (typeof e.data === 'string' ? JSON.parse(e.data) : e.data) as Record<string, unknown>);

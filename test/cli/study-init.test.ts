@@ -10,6 +10,7 @@ import { StudyConfig } from '../../protocols/messages.ts';
 import { checkStudyAgainstPolicy, DEFAULT_POLICIES, privacyFacts } from '../../protocols/policy/jurisdiction-policy.ts';
 import { planSpec } from '../../cli/spec-command.ts';
 import { studyInitYaml } from '../../cli/study-init.ts';
+import { readStudyFile } from '../../cli/study-command.ts';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'fedmark-study-init-'));
@@ -136,6 +137,10 @@ describe('studyInitYaml', () => {
     // Religion is flagged and kept, tagged with its category (no planned jurisdiction forbids it).
     expect(config.features.features.find((f) => f.name === 'religion')?.category).toBe('religion');
     expect(checkDefaults(yaml)).toBeGreaterThanOrEqual(18);
+    // `fedmark study create --config` reads it (cli/study-command.ts, the same schema).
+    const file = join(dir, 'plain.yaml');
+    writeFileSync(file, yaml);
+    expect(() => readStudyFile(file)).not.toThrow();
     const uncommented = StudyConfig.parse(YAML.parse(uncommentExamples(yaml, OPTIONAL)));
     expect(uncommented.privacy?.central?.noiseMultiplier).toBeGreaterThan(0);
     expect(uncommented.jurisdictions).toEqual(['EU-GDPR']);

@@ -42,11 +42,17 @@ describe('every reader gets the bound that holds for it', () => {
     const auditor = bound(config, 'auditor').clientLevel!;
     expect(auditor.epsilon).toBeNull();
     // Under DP the count is the constant 1 and losses are not released (default release list).
-    expect(auditor.reason).toMatch(/per-node update norms after clipping and the clipped bit; validation metrics pooled from each node's noised histograms \(privacy.evaluation: noise calibrated to one row, not to a whole node\)/);
-    expect(auditor.reason).not.toMatch(/row counts|losses/);
+    // Per-node norms and clipped bits are withheld from it under central DP (readers.ts perNodeNormsWithheld).
+    expect(auditor.reason).toMatch(/^this reader sees validation metrics pooled from each node's noised histograms \(privacy.evaluation: noise calibrated to one row, not to a whole node\): /);
+    expect(auditor.reason).not.toMatch(/row counts|losses|norm/);
     const analyst = bound(config, 'analyst').clientLevel!;
     expect(analyst.epsilon).toBeNull();
-    expect(analyst.reason).toMatch(/update norms .*\(its own region's nodes\)/);
+    expect(analyst.reason).not.toMatch(/norm/);
+    for (const reader of ['auditor', 'analyst', 'node'] as const) expect(readerSees(config, reader).map((e) => e.id)).not.toContain('node-update-norms');
+    expect(readerSees(config, 'admin').map((e) => e.id)).toContain('node-update-norms');
+    // Under DP-SGD alone a norm is post-processing of the noised update: shown, and no row-level exposure.
+    const dpSgdOnly = study({ privacy: { accountant: 'rdp', delta: 1e-5, dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.05 } } });
+    expect(readerSees(dpSgdOnly, 'auditor').find((e) => e.id === 'node-update-norms')).toMatchObject({ rowLevel: false });
     expect(bound(config, 'node').clientLevel).toEqual({ epsilon: 1.5, delta: 1e-5, figure: 'amplified', reason: expect.stringMatching(/who was sampled \(q=0.5\) stays hidden/) });
     // Under sampling the round counts are hidden from analysts and nodes (auth/visibility.ts).
     expect(readerSees(config, 'node').map((e) => e.id)).toEqual([]);

@@ -188,7 +188,11 @@ export function buildProgram(): Command {
     // Not requiredOption: commander would then demand it of `fedmark node ls` too (checked in the action).
     .option('--coordinator <url>', 'coordinator URL (env FEDMARK_COORDINATOR); required', process.env.FEDMARK_COORDINATOR)
     .option('--token <token>', 'one-time enrollment token (first start only; env FEDMARK_ENROLLMENT_TOKEN)', process.env.FEDMARK_ENROLLMENT_TOKEN)
-    .option('--data <file>', 'this node\'s CSV (env FEDMARK_NODE_DATA); required to run', process.env.FEDMARK_NODE_DATA)
+    .option('--data <source>', "this node's data: a CSV or Parquet file, or a PostgreSQL URL with --table or --query (env FEDMARK_NODE_DATA); required to run", process.env.FEDMARK_NODE_DATA)
+    .option('--table <name>', 'with a PostgreSQL --data: the table (or SCHEMA.TABLE) to read, read-only (env FEDMARK_NODE_DATA_TABLE)', process.env.FEDMARK_NODE_DATA_TABLE)
+    .option('--query <sql>', 'with a PostgreSQL --data: a SELECT to read, run in a READ ONLY transaction (env FEDMARK_NODE_DATA_QUERY)', process.env.FEDMARK_NODE_DATA_QUERY)
+    .option('--batch-rows <n>', 'with a PostgreSQL --data: rows fetched per cursor batch (default 5000)', process.env.FEDMARK_NODE_DATA_BATCH_ROWS)
+    .option('--refresh-seconds <s>', 'with a PostgreSQL --data: reread the rows at most this often (default 600)', process.env.FEDMARK_NODE_DATA_REFRESH_SECONDS)
     .option('--spec <file>', 'local copy of the study\'s feature spec (JSON) to check the study against')
     .option('--state-dir <dir>', 'where the node keeps its credentials', process.env.FEDMARK_NODE_STATE_DIR ?? '.fedmark/node')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (env FEDMARK_TF_BACKEND)').choices(['tensorflow', 'wasm', 'cpu']).default(process.env.FEDMARK_TF_BACKEND))
@@ -211,6 +215,10 @@ export function buildProgram(): Command {
         coordinator: opts.coordinator,
         token: opts.token,
         data: opts.data ?? (opts.withdraw || opts.rotateKey ? '-' : undefined),
+        dataTable: opts.table,
+        dataQuery: opts.query,
+        dataBatchRows: opts.batchRows,
+        dataRefreshSeconds: opts.refreshSeconds,
         spec: opts.spec,
         stateDir: opts.stateDir,
         backend: opts.backend || undefined,

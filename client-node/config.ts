@@ -8,7 +8,16 @@ export const NodeConfig = z
     coordinator: z.string().url(),
     /** One-time enrollment token; needed only the first time (credentials are then kept in stateDir). */
     token: z.string().optional(),
+    /** A CSV or Parquet path, or a PostgreSQL URL (then with dataTable or dataQuery). */
     data: z.string().min(1),
+    /** PostgreSQL --data: the table to read (SCHEMA.NAME). */
+    dataTable: z.string().min(1).optional(),
+    /** PostgreSQL --data: the SELECT to read, in a READ ONLY transaction. */
+    dataQuery: z.string().min(1).optional(),
+    /** PostgreSQL --data: rows per cursor batch. */
+    dataBatchRows: z.coerce.number().int().min(1).max(1_000_000).default(5000),
+    /** PostgreSQL --data: reread at most this often (a table has no mtime). */
+    dataRefreshSeconds: z.coerce.number().min(1).max(86_400).default(600),
     /** Optional local copy of the study's feature spec; the node refuses to train if the study's differs. */
     spec: z.string().optional(),
     stateDir: z.string().default('.fedmark/node'),
@@ -107,6 +116,10 @@ export const NODE_CONFIG_SOURCES: Partial<Record<keyof z.input<typeof NodeConfig
   coordinator: { flag: '--coordinator', env: 'FEDMARK_COORDINATOR' },
   token: { flag: '--token', env: 'FEDMARK_ENROLLMENT_TOKEN' },
   data: { flag: '--data', env: 'FEDMARK_NODE_DATA' },
+  dataTable: { flag: '--table', env: 'FEDMARK_NODE_DATA_TABLE' },
+  dataQuery: { flag: '--query', env: 'FEDMARK_NODE_DATA_QUERY' },
+  dataBatchRows: { flag: '--batch-rows', env: 'FEDMARK_NODE_DATA_BATCH_ROWS' },
+  dataRefreshSeconds: { flag: '--refresh-seconds', env: 'FEDMARK_NODE_DATA_REFRESH_SECONDS' },
   stateDir: { flag: '--state-dir', env: 'FEDMARK_NODE_STATE_DIR' },
   backend: { flag: '--backend', env: 'FEDMARK_TF_BACKEND' },
   logLevel: { env: 'FEDMARK_LOG_LEVEL' },

@@ -1,11 +1,11 @@
 import { createHash, createHmac } from 'node:crypto';
-import { statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { DataReport, StudyConfig } from '../protocols/messages.ts';
 import { consentFilter, featureColumns, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { DataError, encodeTable, readCsvTable, subset, type CsvTable, type EncodedData } from '../models/index.ts';
 import type { DataErrorKind } from '../models/errors.ts';
 import type { StatusFacts } from './release.ts';
+import { csvSource, type TableSource } from '../models/table-sources.ts';
 
 /**
  * The data stage: the node's CSV, read for the study under its policy, reread when the file
@@ -29,7 +29,12 @@ export interface LoadedData {
  * and the counts of both go into the report; the rows themselves never leave.
  */
 export function loadData(path: string, study: StudyConfig, mtimeMs: number, policy?: PolicyProfile, studyId?: string): LoadedData {
-  let table = readCsvTable({ path });
+  return loadTable(readCsvTable({ path }), path, study, mtimeMs, policy, studyId);
+}
+
+/** loadData on a table already read from any source (models/table-sources.ts); `path` names the source in messages. */
+export function loadTable(source: CsvTable, path: string, study: StudyConfig, mtimeMs: number, policy?: PolicyProfile, studyId?: string): LoadedData {
+  let table = source;
   let droppedNoConsent: number | undefined;
   if (study.consent) {
     const col = table.header.indexOf(study.consent.column);
@@ -117,19 +122,25 @@ function rowKeys(table: CsvTable, study: StudyConfig): string[] {
 export class DataSource {
   private loaded: LoadedData | undefined;
   private lastMtime = -1;
+  private readonly source: TableSource;
+  private readonly path: string;
   /** The last failure, in full (it may quote a cell): for this node's own log only. */
   lastError: string | undefined;
   /** Set once the node stopped training for good (a refusal or its ceiling): no rereads. */
   frozen = false;
 
   constructor(
-    private readonly path: string,
+    /** A CSV path, or any table source (a Parquet file, a PostgreSQL table or query). */
+    source: string | TableSource,
     private readonly study: StudyConfig,
     private readonly report: (status: StatusFacts) => Promise<void>,
     private readonly log: Logger,
     /** The study's id: keys the train/validation split (validationSplit). */
     private readonly studyId?: string,
-  ) {}
+  ) {
+    this.source = typeof source === 'string' ? csvSource(source) : source;
+    this.path = this.source.describe;
+  }
 
   get current(): LoadedData | undefined {
     return this.loaded;
@@ -142,16 +153,11 @@ export class DataSource {
 
   /** (Re)reads the CSV when it changed; a file that cannot be read means no training until it is fixed. */
   async refresh(policy: PolicyProfile): Promise<LoadedData | undefined> {
-    let mtimeMs: number;
-    try {
-      mtimeMs = statSync(this.path).mtimeMs;
-    } catch {
-      mtimeMs = -2;
-    }
+    const mtimeMs = this.source.version();
     if (mtimeMs === this.lastMtime || this.frozen) return this.loaded;
     this.lastMtime = mtimeMs;
     try {
-      this.loaded = loadData(this.path, this.study, mtimeMs, policy, this.studyId);
+      this.loaded = loadTable(await this.source.read(), this.path, this.study, mtimeMs, policy, this.studyId);
       this.lastError = undefined;
       const { train, validation, report, positives } = this.loaded;
       this.log.info({ file: this.path, ...report, positives, trainRows: train.n, validationRows: validation.n }, 'data loaded');
@@ -179,6 +185,8 @@ const DATA_ERROR_WORDS: Record<DataErrorKind, string> = {
   'missing-label': 'a row without a label',
   'consent-column-missing': 'consent column missing',
   'no-usable-rows': 'no usable rows',
+  'source-unreadable': 'the data source cannot be read',
+  'source-options': 'the data source options do not fit it',
 };
 
 /**

@@ -57,6 +57,12 @@ export function ledgerDirectory(option?: string): string {
  * path (symlinks and relative paths resolved).
  */
 export function dataSourceKey(dataPath: string, dataSourceId?: string): string {
+  // A PostgreSQL source is its server and database (the credentials left out): every table of
+  // one database shares a ledger unless the partner names the source (over-counting, never under).
+  if (/^postgres(ql)?:\/\//i.test(dataPath) && !dataSourceId) {
+    const u = new URL(dataPath);
+    return createHash('sha256').update(`fedmark/data-source/v1\0postgres\0${u.hostname}:${u.port || 5432}/${u.pathname.replace(/^\//, '')}`).digest('hex');
+  }
   let canonical = resolve(dataPath);
   try {
     canonical = realpathSync(canonical);

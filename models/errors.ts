@@ -16,7 +16,11 @@ export type DataErrorKind =
   | 'non-numeric'
   | 'missing-label'
   | 'consent-column-missing'
-  | 'no-usable-rows';
+  | 'no-usable-rows'
+  /** A Parquet file or PostgreSQL source that cannot be opened or read (models/table-sources.ts). */
+  | 'source-unreadable'
+  /** --table / --query given with the wrong kind of --data, or a bad --table name. */
+  | 'source-options';
 
 /** A problem with a row of a data file (CSV). `line` is 1-based and counts the header as line 1. */
 export class DataError extends Error {

@@ -91,7 +91,7 @@ export function createApp(deps: AppDeps) {
   registerAuditRoutes(app, { guard, db, keyring });
   registerPolicyRoutes(app, { guard, policies: deps.policies });
   registerRegionRoutes(app, { guard, db, sendModel });
-  registerMetricsRoutes(app, { guard, metrics });
+  registerMetricsRoutes(app, { guard, metrics, db });
   registerOpenApiRoutes(app);
   registerDashboardRoutes(app, { guard, db, access });
 

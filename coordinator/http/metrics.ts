@@ -1,9 +1,11 @@
 import type { Express, RequestHandler } from 'express';
 import type { LogEvent } from 'kysely';
 import type { Socket } from 'node:net';
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
+import type { Db } from '../db/database.ts';
+import { countStudiesAndRounds } from '../rounds/round-repository.ts';
 import type { RoundObservation } from '../rounds/round-service.ts';
 import { route } from './middleware.ts';
 
@@ -141,10 +143,45 @@ function httpMiddleware(m: Instruments): RequestHandler {
  * @example
  *   registerMetricsRoutes(app, { guard, metrics });
  */
-export function registerMetricsRoutes(app: Express, deps: { guard: RequestGuard; metrics: CoordinatorMetrics }): void {
+export function registerMetricsRoutes(app: Express, deps: { guard: RequestGuard; metrics: CoordinatorMetrics; db: Db }): void {
+  registerDatabaseGauges(deps.metrics.registry, deps.db);
   app.get('/metrics', route(async (req, res) => {
     requireRole(await deps.guard.who(req), 'admin', 'auditor');
     res.set('content-type', deps.metrics.registry.contentType);
     res.send(await deps.metrics.registry.metrics());
   }));
+}
+
+/**
+ * Studies by state and rounds by phase, read from the database at each scrape: unlike the
+ * counters, they count every end (an operator's stop closes its round in the study service, not
+ * through the round service) and survive a restart. Registered once per registry.
+ */
+function registerDatabaseGauges(registry: Registry, db: Db): void {
+  if (registry.getSingleMetric('fedmark_studies')) return;
+  let latest: Promise<Awaited<ReturnType<typeof countStudiesAndRounds>>> | undefined;
+  // One query per scrape for both gauges: the first collect starts it, the second reuses it.
+  // A database that does not answer leaves the gauges empty rather than failing the whole scrape
+  // (the failed query is counted in fedmark_db_query_duration_seconds{outcome="error"}).
+  const counts = () => (latest ??= countStudiesAndRounds(db).catch(() => ({ studies: [], rounds: [] })).finally(() => setImmediate(() => (latest = undefined))));
+  new Gauge({
+    name: 'fedmark_studies',
+    help: 'Studies by state (running, completed, stopped), from the database.',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const r of (await counts()).studies) this.set({ state: r.state }, r.n);
+    },
+  });
+  new Gauge({
+    name: 'fedmark_rounds',
+    help: 'Rounds by phase (fit, evaluate: open; completed, failed: ended, stopped studies included), from the database.',
+    labelNames: ['phase'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const r of (await counts()).rounds) this.set({ phase: r.phase }, r.n);
+    },
+  });
 }

@@ -173,6 +173,13 @@ export async function findStudyState(db: Db, studyId: string): Promise<string | 
   return (await db.selectFrom('studies').select('state').where('id', '=', studyId).executeTakeFirst())?.state;
 }
 
+/** Studies by state and rounds by phase, counted (the metrics' gauges: every end counted, operator stops and restarts included). */
+export async function countStudiesAndRounds(db: Db): Promise<{ studies: Array<{ state: string; n: number }>; rounds: Array<{ phase: string; n: number }> }> {
+  const studies = await db.selectFrom('studies').select(['state', db.fn.countAll<number>().as('n')]).groupBy('state').execute();
+  const rounds = await db.selectFrom('rounds').select(['phase', db.fn.countAll<number>().as('n')]).groupBy('phase').execute();
+  return { studies: studies.map((r) => ({ state: r.state, n: Number(r.n) })), rounds: rounds.map((r) => ({ phase: r.phase, n: Number(r.n) })) };
+}
+
 export async function listRunningStudyIds(db: Db): Promise<string[]> {
   const rows = await db.selectFrom('studies').select('id').where('state', '=', 'running').execute();
   return rows.map((r) => r.id);

@@ -142,6 +142,18 @@ describeOnEachBackend('GET /metrics', (run) => {
     expect(moved('fedmark_http_received_bytes_total', { route: '/v1/studies/:studyId' })).toBeGreaterThan(100);
     expect(moved('fedmark_db_query_duration_seconds_count', { operation: 'insert', outcome: 'ok' })).toBeGreaterThan(0);
     expect(moved('fedmark_db_query_duration_seconds_count', { operation: 'select', outcome: 'ok' })).toBeGreaterThan(0);
+    // The database gauges agree: one more completed study and round.
+    expect(moved('fedmark_studies', { state: 'completed' })).toBe(1);
+    expect(moved('fedmark_rounds', { phase: 'completed' })).toBe(1);
+  });
+
+  run("an operator's stop, which bypasses the round service, shows in the database gauges", async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ minNodesToStart: 50 }));
+    const before = await scrape(h);
+    expect((await h.admin('post', `/v1/studies/${studyId}/stop`).send({ reason: 'metrics test' })).status).toBe(200);
+    const after = await scrape(h);
+    expect(total(after, 'fedmark_studies', { state: 'stopped' }) - total(before, 'fedmark_studies', { state: 'stopped' })).toBe(1);
+    expect(total(after, 'fedmark_studies', { state: 'running' }) - total(before, 'fedmark_studies', { state: 'running' })).toBe(-1);
   });
 
   run('refusals are counted by code, a refused update also as a refused update', async (h) => {

@@ -206,6 +206,7 @@ export function buildProgram(): Command {
     .option('--key-passphrase-file <file>', 'file holding the passphrase of the node\'s private key (or env FEDMARK_NODE_KEY_PASSPHRASE)')
     .option('--jurisdiction <name>', 'the law this node\'s data falls under: EU-GDPR, US-CA-CCPA, CN-PIPL, ... (env FEDMARK_NODE_JURISDICTION)', process.env.FEDMARK_NODE_JURISDICTION)
     .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
+    .addOption(delimiterOption())
     .option('--coordinator-key <file>', 'the coordinator\'s public key to pin at enrollment (otherwise trusted on first use)')
     .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
     .addHelpText('after', `\n${NODE_EXIT_CODES_HELP}`)
@@ -233,6 +234,7 @@ export function buildProgram(): Command {
         maxEpsilonDelta: opts.maxEpsilonDelta === undefined ? undefined : Number(opts.maxEpsilonDelta),
         ledgerDir: opts.ledgerDir, dataSourceId: process.env.FEDMARK_NODE_DATA_SOURCE_ID || undefined,
         attack: opts.attack,
+        delimiter: opts.delimiter,
       });
       if (!parsed.success) {
         program.error(`invalid node configuration: ${describeNodeConfigError(parsed.error)}`, { exitCode: 2 });

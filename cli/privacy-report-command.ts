@@ -114,7 +114,7 @@ async function studyReport(coordinator: string, token: string, study: string, re
   }
   const out = (line: string) => process.stdout.write(line);
   // A stopped study says why first: its figures are final.
-  if (report.stopReason) out(`study ${study}: stopped (${report.state}): ${report.stopReason}\n`);
+  if (report.stopReason) out(`study ${study}: ${report.state}: ${report.stopReason}\n`);
   if (!report.dp) {
     // Never "epsilon 0": with no mechanism there is no guarantee at all, for anyone.
     out(`study ${study}: no differential privacy (no central DP, no DP-SGD): models and metrics are released without noise; no epsilon applies to any reader\n`);

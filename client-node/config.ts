@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ATTACK_NAMES } from './attack.ts';
 import { describeConfigIssue } from '../protocols/config-issues.ts';
+import { CSV_DELIMITERS } from '../models/csv-table.ts';
 
 /** A node's configuration, parsed once from CLI flags and FEDMARK_NODE_* variables. */
 export const NodeConfig = z
@@ -18,6 +19,8 @@ export const NodeConfig = z
     dataBatchRows: z.coerce.number().int().min(1).max(1_000_000).default(5000),
     /** PostgreSQL --data: reread at most this often (a table has no mtime). */
     dataRefreshSeconds: z.coerce.number().min(1).max(86_400).default(600),
+    /** CSV --data: the field delimiter (default: detected from the header and first lines). */
+    delimiter: z.enum(CSV_DELIMITERS).optional(),
     /** Optional local copy of the study's feature spec; the node refuses to train if the study's differs. */
     spec: z.string().optional(),
     stateDir: z.string().default('.fedmark/node'),

@@ -80,7 +80,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   const kind = nodeKindFor(study);
   const model = kind.createModel(study, encodedWidth(study.features));
   const globals = new GlobalModels(client, trust, modelSpecsOf(model));
-  const data = new DataSource(openTableSource({ data: config.data, table: config.dataTable, query: config.dataQuery, batchRows: config.dataBatchRows, refreshSeconds: config.dataRefreshSeconds }), study, report, log, credentials.studyId);
+  const data = new DataSource(openTableSource({ data: config.data, table: config.dataTable, query: config.dataQuery, batchRows: config.dataBatchRows, refreshSeconds: config.dataRefreshSeconds, delimiter: config.delimiter }), study, report, log, credentials.studyId);
   const backOff = new BackOff(config.idleBackoffMaxSeconds, log, signal);
 
   // Set after the node refused a model or its training diverged: it reports `ready` again before

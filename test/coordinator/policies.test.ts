@@ -48,7 +48,7 @@ describe('jurisdiction policies, withdrawal', () => {
     await h.enroll(studyId, 'cn2', true, 'cn', 'CN-PIPL');
     const status = await h.until(async () => {
       const s = (await h.admin('get', `/v1/studies/${studyId}/privacy`)).body;
-      return s.state === 'completed' ? s : undefined;
+      return s.state === 'stopped' ? s : undefined;
     });
     expect(status.stopReason).toMatch(/CN-PIPL v1: aggregates need at least 3 nodes/);
     // The stop is covered by a signed checkpoint at once: the newest checkpoint reaches the refusal.

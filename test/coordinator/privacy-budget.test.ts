@@ -210,7 +210,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(manual.map((r) => r.body.error.code)).toEqual(Array(6).fill('BUDGET_EXCEEDED'));
       const study = await h.until(async () => {
         const s = await h!.built.db.selectFrom('studies').select(['state', 'stop_reason']).where('id', '=', studyId).executeTakeFirstOrThrow();
-        return s.state === 'completed' ? s : undefined;
+        return s.state === 'stopped' ? s : undefined;
       });
       expect(study.stop_reason).toMatch(/privacy budget: round 2/);
       expect(await h.built.db.selectFrom('privacy_ledger').select('round').where('study_id', '=', studyId).execute()).toEqual([{ round: 1 }]);

@@ -248,7 +248,7 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     expect(await page.locator('#audit').getAttribute('data-state')).toBe('refused');
     expect(await page.locator('#audit [data-field="status"]').textContent()).toMatch(/Not available to this token: the analyst role may not do this/);
     await shot('05-analyst');
-  });
+  }, 2 * WAIT);
 
   it("shows an analyst of a region without a node neither the study nor a way into it", async () => {
     await signIn(tokens.stranger);
@@ -257,7 +257,7 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     await page.goto(`${coordinator.url}/#/studies/${studyId}`);
     await expect.poll(() => page.locator('#study-error').textContent()).toMatch(/The API refused this study \(FORBIDDEN\): region area_code_999 has no node/);
     await shot('06-analyst-other-region');
-  });
+  }, 2 * WAIT);
 
   it('shows the auditor every node and the audit chain, and a tampered entry as a broken chain', async () => {
     await signIn(tokens.auditor);
@@ -284,5 +284,5 @@ describe.skipIf(skip !== undefined)(`dashboard in headless Chromium${skip ? ` (s
     await page.locator('#audit[data-state="broken"]').waitFor({ timeout: WAIT });
     expect(await page.locator('#audit [data-field="status"]').textContent()).toMatch(/^BROKEN \(modified\)/);
     await shot('08-auditor-tampered');
-  });
+  }, 2 * WAIT);
 });

@@ -73,6 +73,13 @@ describe('node configuration errors', () => {
     expect(text).toMatch(/--data \(or FEDMARK_NODE_DATA\): required, not set/);
   });
 
+  it('take --delimiter for a CSV that detection would misread, and name it when invalid', () => {
+    const base = { coordinator: 'http://127.0.0.1:8080', data: 'x.csv', keyPassphrase: 'long-enough-passphrase' };
+    expect(NodeConfig.parse({ ...base, delimiter: ';' }).delimiter).toBe(';');
+    const parsed = NodeConfig.safeParse({ ...base, delimiter: ':' });
+    expect(describeNodeConfigError(parsed.error!)).toMatch(/^--delimiter: /);
+  });
+
   it('`fedmark node` with plain http to a remote coordinator names --coordinator (real process)', async () => {
     const e = await run(process.execPath, [BIN, 'node', '--coordinator', 'http://coordinator.example.com', '--data', 'x.csv'], {
       env: { ...process.env, FEDMARK_NODE_KEY_PASSPHRASE: 'long-enough-passphrase', FEDMARK_NODE_JURISDICTION: 'US-CA-CCPA' },

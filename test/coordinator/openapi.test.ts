@@ -115,6 +115,27 @@ describe('OpenAPI document and API reference', () => {
     expect(doc.paths['/v1/nodes/enroll'].post.security).toEqual([]);
   });
 
+  run('the documented roles hold: an anonymous caller is refused 401 by every operation that names roles, an auditor 403 exactly by those that exclude auditors', async (h) => {
+    const auditor = (await h.admin('post', '/v1/tokens').send({ role: 'auditor', name: 'roles check' })).body.token as string;
+    const filled = (path: string) => path.replace(/:([A-Za-z]+)/g, (_m, name: string) => ({ studyId: 'study_nosuch', round: '1', version: '0', nodeId: 'node_nosuch', region: 'eu', id: 'tok_nosuch' })[name] ?? 'x');
+    const wrong: string[] = [];
+    for (const route of appRoutes(h.app)) {
+      const op = doc.paths[openApiPath(route.path)][route.method.toLowerCase()];
+      const roles: string[] = op['x-fedmark-roles'];
+      const call = (token?: string) => {
+        const req = request(h.app)[route.method.toLowerCase() as 'get' | 'post' | 'delete'](filled(route.path));
+        return token ? req.set('authorization', `Bearer ${token}`) : req;
+      };
+      const anonymous = (await call()).status;
+      if ((anonymous === 401) !== (roles.length > 0)) wrong.push(`${route.method} ${route.path}: anonymous got ${anonymous}, documented roles [${roles}]`);
+      if (roles.length > 0) {
+        const status = (await call(auditor)).status;
+        if ((status === 403) !== !roles.includes('auditor')) wrong.push(`${route.method} ${route.path}: an auditor got ${status}, documented roles [${roles}]`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+
   run('documents binary bodies as binary: models sent, sealed updates received', async () => {
     const model = doc.paths['/v1/studies/{studyId}/models/{version}'].get.responses['200'].content;
     expect(model['application/octet-stream'].schema).toMatchObject({ type: 'string', format: 'binary' });

@@ -73,7 +73,7 @@ export type NodeConfig = Readonly<z.infer<typeof NodeConfig>>;
  * tell "nothing to do any more" from "fix something and restart".
  */
 export const NODE_EXIT_CODES = {
-  /** The study was stopped, or completed before this node trained a round. */
+  /** The study was stopped, or completed before this node took part in a round. */
   'study-ended': 3,
   /** This node's policy (its jurisdiction's profile, tightened by the coordinator's) forbids the study. */
   'policy-refused': 4,
@@ -91,7 +91,7 @@ export const NODE_EXIT_CODES_HELP = [
   'Exit codes:',
   '  0  the study completed after this node took part (or --withdraw / --rotate-key done)',
   '  1  any other error (bad input, unreachable coordinator, ...); 2: an invalid option',
-  `  ${NODE_EXIT_CODES['study-ended']}  the study was stopped, or completed before this node trained (the reason is printed)`,
+  `  ${NODE_EXIT_CODES['study-ended']}  the study was stopped, or completed before this node took part (the reason is printed)`,
   `  ${NODE_EXIT_CODES['policy-refused']}  this node's jurisdiction policy forbids the study (the rule is printed)`,
   `  ${NODE_EXIT_CODES['enrollment-revoked']}  this node's enrollment was revoked, or it withdrew`,
   `  ${NODE_EXIT_CODES['privacy-refused']}  this node's privacy ceiling (--max-epsilon) refuses the study before its first round`,

@@ -210,7 +210,7 @@ type StudyState = Awaited<ReturnType<CoordinatorClient['study']>>;
 /**
  * Whether the study still has work for this node: `running`, or `done` (it completed after this
  * node took part in a round, as the coordinator counts them: a restarted node too). A study that
- * was stopped, or completed before this node trained, and a node that withdrew, stop the node.
+ * was stopped, or completed before this node took part, and a node that withdrew, stop the node.
  */
 async function studyOutcome(client: CoordinatorClient, study: StudyState, log: Logger, atStart = false): Promise<'running' | 'done'> {
   // While the study runs, the node's own record is read once, at start (an idle poll costs one request, not two).
@@ -223,7 +223,7 @@ async function studyOutcome(client: CoordinatorClient, study: StudyState, log: L
     log.info({ studyId: study.studyId, rounds: me.rounds, ...(study.stopReason ? { stopReason: study.stopReason } : {}) }, 'study completed');
     return 'done';
   }
-  if (study.state === 'completed') throw stopped(log, 'study-ended', `study ${study.studyId} completed before this node trained a round${why}; this node has nothing to do`);
+  if (study.state === 'completed') throw stopped(log, 'study-ended', `study ${study.studyId} completed before this node took part in a round${why}; this node has nothing to do`);
   // Any other state (`stopped`, or one added later) is an early end.
   throw stopped(log, 'study-ended', `study ${study.studyId} is ${study.state}: it ended early${why || ' (no reason given)'}; this node took part in ${me.rounds} round${me.rounds === 1 ? '' : 's'}`);
 }

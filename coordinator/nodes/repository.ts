@@ -76,13 +76,16 @@ export async function listStudyNodes(db: Db, studyId: string) {
 }
 
 /**
- * Nodes with the number of rounds each took part in (rounds it sent an accepted update to), by
- * study then name; narrowed to one study and/or one region when given.
+ * Nodes with the number of rounds each took part in (rounds it sent an accepted update or an
+ * evaluation to: under node sampling a node may evaluate rounds it was not sampled to train), by
+ * study then name; narrowed to one study, one region or one node when given.
  */
 export async function listNodesWithRounds(db: Db, where: { studyId?: string; region?: string; nodeId?: string }) {
+  const sent = db.selectFrom('updates').select(['node_id', 'round']).union(db.selectFrom('evaluations').select(['node_id', 'round']));
+  const taken = db.selectFrom(sent.as('sent')).select(['sent.node_id', (eb) => eb.fn.count<string>('sent.round').distinct().as('rounds')]).groupBy('sent.node_id');
   let query = db
     .selectFrom('nodes')
-    .leftJoin(db.selectFrom('updates').select(['node_id', (eb) => eb.fn.count<string>('round').distinct().as('rounds')]).groupBy('node_id').as('taken'), 'taken.node_id', 'nodes.id')
+    .leftJoin(taken.as('taken'), 'taken.node_id', 'nodes.id')
     .select(['nodes.id', 'nodes.study_id', 'nodes.name', 'nodes.region', 'nodes.jurisdiction', 'nodes.state', 'nodes.state_message', 'nodes.last_seen_at', 'nodes.enrolled_at', 'taken.rounds']);
   if (where.studyId !== undefined) query = query.where('nodes.study_id', '=', where.studyId);
   if (where.region !== undefined) query = query.where('nodes.region', '=', where.region);

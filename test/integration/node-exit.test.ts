@@ -85,7 +85,7 @@ describe('node exit codes and state folders, on PostgreSQL', () => {
       expect(await p.exited, p.stderr.join('\n')).toBe(0);
       expect(p.logs.some((l) => l.msg === 'sent model update')).toBe(true);
     }
-    await expectStopped(node('latecomer', late), NODE_EXIT_CODES['study-ended'], new RegExp(`study ${studyId} completed before this node trained a round; this node has nothing to do`));
+    await expectStopped(node('latecomer', late), NODE_EXIT_CODES['study-ended'], new RegExp(`study ${studyId} completed before this node took part in a round; this node has nothing to do`));
   }, 300_000);
 
   it("the node's own policy forbids the study: it says so to the coordinator and exits 4 naming the rule", async (ctx) => {

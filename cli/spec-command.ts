@@ -165,7 +165,7 @@ export function registerSpecCommands(program: Command): void {
   addSpecOptions(
     spec
       .command('infer')
-      .description('infer a study\'s feature spec from a CSV; flags id, free-text and sensitive columns (on stderr), leaving ids and free text out unless --keep')
+      .description('infer a study\'s feature spec from a CSV; flags id, free-text and sensitive columns (on stderr), leaving out ids, free text and columns a planned jurisdiction forbids unless --keep')
       .argument('<data>', 'the CSV to infer from (data the study owner may look at)'),
   )
     .option('--out <file>', 'write the spec here (default: print it on stdout)')

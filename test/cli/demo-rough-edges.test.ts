@@ -76,7 +76,7 @@ describe('fedmark demo rough edges', () => {
     expect(stderr).toMatch(/WARNING: node-01 holds only 40 training rows \(\d+ positive, \d+ negative\)/);
     expect(stderr).toMatch(/starting the coordinator/);
     expect(stderr).toMatch(/\d\/3 nodes enrolled, \d\/3 ready/);
-  }, 240_000);
+  }, 600_000);
 
   it('its coordinator and nodes stop when the demo is killed outright (SIGKILL)', async () => {
     const out = join(root, 'killed');

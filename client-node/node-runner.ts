@@ -248,7 +248,7 @@ async function refuseForbiddenStudy(study: StudyState, policy: PolicyProfile, re
   if (violations.length === 0) return;
   const message = `refusing to train: ${violations.map((v) => `${v.message} (rule ${v.rule})`).join('; ')}`;
   await reportSafely(report, { state: 'policy-refused', message }, log);
-  throw stopped(log, 'policy-refused', `study ${study.studyId}: ${message}`);
+  throw stopped(log, 'policy-refused', `${message} (study ${study.studyId})`);
 }
 
 /**

@@ -78,6 +78,19 @@ const MATRIX: Row[] = [
   { what: 'submit an update', method: 'post', path: '/v1/studies/:studyId/rounds/:round/updates', url: (c) => `/v1/studies/${c.studyId}/rounds/1/updates`, expect: { ...people(403, 403, 403), node: 200, outsider: 403, anonymous: 401 } },
   // Round 1 is still in its fit phase: node a may post, and hears that the round is not evaluating.
   { what: 'submit an evaluation', method: 'post', path: '/v1/studies/:studyId/rounds/:round/evaluations', url: (c) => `/v1/studies/${c.studyId}/rounds/1/evaluations`, body: () => evaluation([1, 1], [1, 1], 0.5), expect: { ...people(403, 403, 403), node: 409, outsider: 403, anonymous: 401 } },
+  // Issue 12: the operator's routes and the dashboard.
+  { what: 'plan a study without creating it', method: 'post', path: '/v1/studies/plan', url: () => '/v1/studies/plan', body: () => tinyStudy({ minNodesToStart: 50 }), expect: { ...people(200, 403, 403), node: 403, outsider: 403, anonymous: 401 } },
+  // An invalid reason, so the allowed call stops at validation (400) and the study keeps running.
+  { what: 'stop a study', method: 'post', path: '/v1/studies/:studyId/stop', url: (c) => `/v1/studies/${c.studyId}/stop`, body: () => ({ reason: 42 }), expect: { ...people(400, 403, 403), node: 403, outsider: 403, anonymous: 401 } },
+  { what: 'list enrollment tokens (never the token itself)', method: 'get', path: '/v1/enrollment-tokens', url: () => '/v1/enrollment-tokens', expect: { ...people(200, 200, 403), node: 403, outsider: 403, anonymous: 401 } },
+  { what: 'list nodes (an analyst its own region\'s)', method: 'get', path: '/v1/nodes', url: () => '/v1/nodes', expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },
+  { what: 'read its own enrollment', method: 'get', path: '/v1/nodes/me', url: () => '/v1/nodes/me', expect: nodeOnly(200) },
+  { what: "list the dashboard's studies", method: 'get', path: '/v1/dashboard/studies', url: () => '/v1/dashboard/studies', expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },
+  { what: "read the dashboard's audit chain status", method: 'get', path: '/v1/dashboard/audit', url: () => '/v1/dashboard/audit', expect: { ...people(200, 200, 403), node: 403, outsider: 403, anonymous: 401 } },
+  // The dashboard's static files are public (no data in them: every number comes from the API with the reader's token).
+  ...['/', '/dashboard/api.js', '/dashboard/app.js', '/dashboard/charts.js', '/dashboard/dom.js', '/dashboard/study-view.js', '/dashboard/style.css', '/dashboard/vendor/uPlot.iife.min.js', '/dashboard/vendor/uPlot.min.css'].map(
+    (path): Row => ({ what: `load the dashboard file ${path}`, method: 'get', path, url: () => path, expect: { ...people(200, 200, 200), node: 200, outsider: 200, anonymous: 200 } }),
+  ),
 ];
 
 const weights = encodeWeights([

@@ -18,6 +18,20 @@ const COMMANDS: Array<{ args: string[]; mustName: RegExp[] }> = [
   { args: ['privacy', 'sigma'], mustName: [/--q/, /--steps/, /--delta/, /--epsilon/, /--json/] },
   { args: ['audit', 'export'], mustName: [/--out/, /--coordinator/, /--token/] },
   { args: ['audit', 'verify'], mustName: [/<dir>/, /--fingerprint/] },
+  { args: ['audit', 'report'], mustName: [/<export>/, /--study/, /--version/, /--format/, /--out/, /--fingerprint/, /--json/] },
+  // Issue 12: every operator step is a command, each with the coordinator and token from flags or env.
+  { args: ['study', 'init'], mustName: [/--data/, /--target/, /--model/, /--jurisdiction/, /--json/] },
+  { args: ['study', 'create'], mustName: [/--config/, /--dry-run/, /--coordinator/, /FEDMARK_COORDINATOR/, /--token/, /FEDMARK_TOKEN/, /--json/] },
+  { args: ['study', 'ls'], mustName: [/--coordinator/, /--token/, /--json/] },
+  { args: ['study', 'status'], mustName: [/--study/, /--json/] },
+  { args: ['study', 'watch'], mustName: [/--study/, /--json/] },
+  { args: ['study', 'stop'], mustName: [/--study/, /--reason/, /--json/] },
+  { args: ['token', 'issue'], mustName: [/--study/, /--node-name/, /--region/, /--jurisdiction/, /--json/] },
+  { args: ['node', 'ls'], mustName: [/--study/, /--json/] },
+  { args: ['spec', 'infer'], mustName: [/--target/, /--jurisdiction/, /--out/, /--json/] },
+  { args: ['model', 'export'], mustName: [/--study/, /--version/, /--format/, /--out/] },
+  { args: ['model', 'verify'], mustName: [/--model/, /--study/, /--fingerprint/] },
+  { args: ['predict'], mustName: [/--model/, /--data/, /--out/] },
 ];
 
 describe('fedmark --help', () => {

@@ -55,7 +55,7 @@ for (const backendName of BACKEND_NAMES) {
 
     run('enrollment tokens are one-time and expire', async (h) => {
       const studyId = await h.createStudy(tinyStudy({ minNodesToStart: 99 }));
-      const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: 'eu-1', region: 'eu', jurisdiction: 'EU-GDPR' });
+      const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: 'eu-1', region: 'eu', jurisdiction: 'US-CA-CCPA' });
       expect(t.status).toBe(201);
       const { publicKey, privateKey } = await testNodeKey(0);
       const noKey = await request(h.app).post('/v1/nodes/enroll').send({ token: t.body.token });

@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { hashSecret, newSecret } from '../../coordinator/security.ts';
 import request from 'supertest';
 import { buildCoordinator } from '../../coordinator/main.ts';
 import { loadCoordinatorConfig, type CoordinatorConfig } from '../../coordinator/config.ts';
@@ -140,10 +141,24 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
       return res.body.id as string;
     },
     /** The operator names the node's jurisdiction on its token (a participant without a profile is refused). */
-    async enroll(studyId: string, nodeName: string, ready = true, region = 'eu', jurisdiction = 'US-CA-CCPA'): Promise<TestNode> {
+    /**
+     * Enrolls a node through a token and the public enroll route. With `tokenBeforePolicy`, the
+     * token is written straight to the database, as one issued before the study or the policy
+     * changed: the coordinator refuses to issue a token the study's policy would break, so this is
+     * how the round-start check (the last line of defense) gets a node to judge.
+     */
+    async enroll(studyId: string, nodeName: string, ready = true, region = 'eu', jurisdiction = 'US-CA-CCPA', options: { tokenBeforePolicy?: boolean } = {}): Promise<TestNode> {
       const key = await testNodeKey(enrolled++);
-      const t = await harness.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName, region, jurisdiction });
-      const e = await request(built.app).post('/v1/nodes/enroll').send({ token: t.body.token, publicKey: key.publicKey, jurisdiction });
+      let token: string;
+      if (options.tokenBeforePolicy) {
+        token = newSecret('fmenroll');
+        await built.db.insertInto('enrollment_tokens').values({ token_hash: hashSecret(token), study_id: studyId, node_name: nodeName, region, jurisdiction, expires_at: new Date(Date.now() + 3600_000) }).execute();
+      } else {
+        const t = await harness.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName, region, jurisdiction });
+        if (t.status !== 201) throw new Error(`enrollment token: ${t.status} ${JSON.stringify(t.body)}`);
+        token = t.body.token;
+      }
+      const e = await request(built.app).post('/v1/nodes/enroll').send({ token, publicKey: key.publicKey, jurisdiction });
       if (e.status !== 201) throw new Error(`enroll: ${e.status} ${JSON.stringify(e.body)}`);
       const node = { nodeId: e.body.nodeId as string, apiKey: e.body.apiKey as string, ...key };
       if (ready) {

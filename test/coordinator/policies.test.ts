@@ -21,7 +21,7 @@ describe('jurisdiction policies, withdrawal', () => {
 
   it('refuses a round that breaks a participant\'s policy, naming the rule', async () => {
     const noDp = await h.createStudy(tinyStudy({ autoAdvance: false, minNodesPerRound: 3 }));
-    for (const name of ['eu1', 'eu2', 'eu3']) await h.enroll(noDp, name, true, 'eu', 'EU-GDPR');
+    for (const name of ['eu1', 'eu2', 'eu3']) await h.enroll(noDp, name, true, 'eu', 'EU-GDPR', { tokenBeforePolicy: true });
     const refused = await h.admin('post', `/v1/studies/${noDp}/rounds`).send({});
     expect(refused.status).toBe(409);
     expect(refused.body.error.code).toBe('POLICY_VIOLATION');
@@ -32,7 +32,7 @@ describe('jurisdiction policies, withdrawal', () => {
     const healthFeature = tinyStudy({ autoAdvance: false, minNodesPerRound: 3, privacy: dp });
     (healthFeature.features as { features: Array<{ name: string; category?: string }> }).features[0].category = 'health';
     const health = await h.createStudy(healthFeature);
-    for (const name of ['eu1', 'eu2', 'eu3']) await h.enroll(health, name, true, 'eu', 'EU-GDPR');
+    for (const name of ['eu1', 'eu2', 'eu3']) await h.enroll(health, name, true, 'eu', 'EU-GDPR', { tokenBeforePolicy: true });
     const refusedHealth = await h.admin('post', `/v1/studies/${health}/rounds`).send({});
     expect(refusedHealth.status).toBe(409);
     expect(refusedHealth.body.error.message).toMatch(/feature "a" is in the forbidden category "health"/);
@@ -44,8 +44,8 @@ describe('jurisdiction policies, withdrawal', () => {
 
   it('an automatic study that breaks a policy stops with the reason instead of training', async () => {
     const studyId = await h.createStudy(tinyStudy({ minNodesPerRound: 2 }));
-    await h.enroll(studyId, 'cn1', true, 'cn', 'CN-PIPL');
-    await h.enroll(studyId, 'cn2', true, 'cn', 'CN-PIPL');
+    await h.enroll(studyId, 'cn1', true, 'cn', 'CN-PIPL', { tokenBeforePolicy: true });
+    await h.enroll(studyId, 'cn2', true, 'cn', 'CN-PIPL', { tokenBeforePolicy: true });
     const status = await h.until(async () => {
       const s = (await h.admin('get', `/v1/studies/${studyId}/privacy`)).body;
       return s.state === 'stopped' ? s : undefined;
@@ -63,7 +63,7 @@ describe('jurisdiction policies, withdrawal', () => {
   /** A manual round on a fresh study whose 3 nodes are under `jurisdiction`: the refusal, or 201. */
   async function manualRound(study: Parameters<typeof tinyStudy>[0], jurisdiction: string) {
     const id = await h.createStudy(tinyStudy({ autoAdvance: false, minNodesPerRound: 3, ...study }));
-    for (const name of ['n1', 'n2', 'n3']) await h.enroll(id, name, true, 'eu', jurisdiction);
+    for (const name of ['n1', 'n2', 'n3']) await h.enroll(id, name, true, 'eu', jurisdiction, { tokenBeforePolicy: true });
     return { id, res: await h.admin('post', `/v1/studies/${id}/rounds`).send({}) };
   }
 
@@ -101,7 +101,8 @@ describe('jurisdiction policies, withdrawal', () => {
   });
 
   it('the operator sets the jurisdiction on the enrollment token; unknown or contradicting claims are refused', async () => {
-    const studyId = await h.createStudy(tinyStudy({ autoAdvance: false }));
+    // A study EU-GDPR accepts (DP, 3 nodes an aggregate): the token is about the jurisdiction, not the policy.
+    const studyId = await h.createStudy(tinyStudy({ autoAdvance: false, minNodesPerRound: 3, privacy: dp }));
     const key = (await import('./harness.ts')).testNodeKey;
     const { publicKey } = await key(1);
     const token = (body: Record<string, unknown>) => h.admin('post', '/v1/enrollment-tokens').send({ studyId, region: 'eu', ...body });
@@ -159,7 +160,7 @@ describe('jurisdiction policies, withdrawal', () => {
 
   it('a node reads the profile in force for its own jurisdiction', async () => {
     const studyId = await h.createStudy(tinyStudy({ autoAdvance: false }));
-    const node = await h.enroll(studyId, 'reader', true, 'cn', 'CN-PIPL');
+    const node = await h.enroll(studyId, 'reader', true, 'cn', 'CN-PIPL', { tokenBeforePolicy: true });
     const res = await h.nodeGet(node, '/v1/nodes/me/policy');
     expect(res.status).toBe(200);
     expect(res.body.jurisdiction).toBe('CN-PIPL');

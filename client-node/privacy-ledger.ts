@@ -60,7 +60,13 @@ export function dataSourceKey(dataPath: string, dataSourceId?: string): string {
   // A PostgreSQL source is its server and database (the credentials left out): every table of
   // one database shares a ledger unless the partner names the source (over-counting, never under).
   if (/^postgres(ql)?:\/\//i.test(dataPath) && !dataSourceId) {
-    const u = new URL(dataPath);
+    let u: URL;
+    try {
+      u = new URL(dataPath);
+    } catch {
+      // The message must not carry the URL: it may hold a password.
+      throw new Error('the PostgreSQL --data URL cannot be parsed (check its quoting); give the password through PGPASSWORD or ~/.pgpass, not in the URL');
+    }
     return createHash('sha256').update(`fedmark/data-source/v1\0postgres\0${u.hostname}:${u.port || 5432}/${u.pathname.replace(/^\//, '')}`).digest('hex');
   }
   let canonical = resolve(dataPath);

@@ -121,12 +121,16 @@ export function parquetSource(path: string): TableSource {
   };
 }
 
-/** The URL as it may be logged: no password. */
+/** Query parameters of a PostgreSQL URL that carry a secret (`?password=` is honoured by the driver, as are the SSL key's). */
+const SECRET_PARAM = /pass|secret|key|token/i;
+
+/** The URL as it may be logged: no password, in the user part or in any secret-looking query parameter. */
 export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
-    return u.toString();
+    for (const name of [...u.searchParams.keys()]) if (SECRET_PARAM.test(name)) u.searchParams.set(name, '***');
+    return u.toString().replace(/%2A%2A%2A/g, '***');
   } catch {
     return 'postgresql://(unparsable URL)';
   }

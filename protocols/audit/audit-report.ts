@@ -218,34 +218,43 @@ export function privacySummary(v: ReportVersion): string {
 const fmtPolicy = (p: ReportPolicy | null) =>
   p === null ? 'no jurisdiction on record' : p.source === 'not recorded' ? `${p.jurisdiction}: version not recorded` : `${p.jurisdiction} v${p.version}${p.builtIn ? ' (built-in)' : ''}${p.source === 'policy.changed' ? ' (from the last policy change)' : ''}`;
 
+/**
+ * Text from the log inside Markdown: line breaks folded and the characters that would open a table
+ * cell, a heading, emphasis or a link escaped, so a node name or stop reason cannot forge a section
+ * or a row of the report.
+ */
+const md = (s: string) => s.replace(/\r\n|\r|\n/g, ' ').replace(/([\\`*_[\]|<>#])/g, '\\$1');
+/** Text inside a code span: no backtick, no line break. */
+const code = (s: string) => s.replace(/\r\n|\r|\n/g, ' ').replace(/`/g, "'");
+
 /** The report as Markdown (what `fedmark audit report --format md` prints). */
 export function renderAuditReportMarkdown(r: AuditReport, header: { verification: string }): string {
   const out: string[] = [];
-  out.push(`# Audit report: study ${r.studyId}`, '');
+  out.push(`# Audit report: study ${md(r.studyId)}`, '');
   out.push(`- Verification: ${header.verification}`);
-  out.push(`- Study: ${r.task ?? '?'} task, model ${r.model ?? '?'}, created ${r.createdAt ?? '(not in this export)'}; state ${r.state}${r.stopReason ? `: ${r.stopReason}` : ''}`);
+  out.push(`- Study: ${md(r.task ?? '?')} task, model ${md(r.model ?? '?')}, created ${md(r.createdAt ?? '(not in this export)')}; state ${r.state}${r.stopReason ? `: ${md(r.stopReason)}` : ''}`);
   out.push(`- Log: ${r.entriesRead} entries read, up to seq ${r.lastSeq ?? '-'}; ${r.versions.length} model version(s) reported`, '');
   if (r.missingVersions.length) out.push(`**Not in this export:** version(s) ${r.missingVersions.join(', ')}`, '');
   for (const v of r.versions) {
-    out.push(`## Model version ${v.version} (round ${v.round}, published ${v.publishedAt})`, '');
-    out.push(`- Model sha256: \`${v.modelSha256}\`${v.bytes !== null ? ` (${v.bytes} bytes)` : ''}`);
-    out.push(`- Signed by coordinator key: \`${v.signerFingerprint ?? '(not recorded)'}\``);
-    out.push(`- Strategy: ${v.strategy ?? '?'}`);
-    out.push(`- Privacy: ${privacySummary(v)}`);
-    if (v.validation) out.push(`- Validation: ${v.validation.auc !== null ? `AUC ${v.validation.auc.toFixed(4)}` : 'no AUC'}${v.validation.metrics ? ` ${JSON.stringify(v.validation.metrics)}` : ''}`);
+    out.push(`## Model version ${v.version} (round ${v.round}, published ${md(v.publishedAt)})`, '');
+    out.push(`- Model sha256: \`${code(v.modelSha256)}\`${v.bytes !== null ? ` (${v.bytes} bytes)` : ''}`);
+    out.push(`- Signed by coordinator key: \`${code(v.signerFingerprint ?? '(not recorded)')}\``);
+    out.push(`- Strategy: ${md(v.strategy ?? '?')}`);
+    out.push(`- Privacy: ${md(privacySummary(v))}`);
+    if (v.validation) out.push(`- Validation: ${v.validation.auc !== null ? `AUC ${v.validation.auc.toFixed(4)}` : 'no AUC'}${v.validation.metrics ? ` ${md(JSON.stringify(v.validation.metrics))}` : ''}`);
     out.push('', '| node | name | region | jurisdiction | policy in force | DP-SGD epsilon (total) | update sha256 |', '|---|---|---|---|---|---|---|');
     for (const c of v.contributors) {
-      out.push(`| \`${c.nodeId}\` | ${c.name ?? '?'} | ${c.region ?? '?'} | ${c.jurisdiction ?? '-'} | ${fmtPolicy(c.policy)} | ${c.dpSgd ? c.dpSgd.epsilonTotal.toFixed(4) : '-'} | \`${(c.updateSha256 ?? '?').slice(0, 16)}\` |`);
+      out.push(`| \`${code(c.nodeId)}\` | ${md(c.name ?? '?')} | ${md(c.region ?? '?')} | ${md(c.jurisdiction ?? '-')} | ${md(fmtPolicy(c.policy))} | ${c.dpSgd ? c.dpSgd.epsilonTotal.toFixed(4) : '-'} | \`${code((c.updateSha256 ?? '?').slice(0, 16))}\` |`);
     }
-    if (v.failures.length) out.push('', `Failures this round: ${v.failures.map((f) => JSON.stringify(f)).join('; ')}`);
+    if (v.failures.length) out.push('', `Failures this round: ${md(v.failures.map((f) => JSON.stringify(f)).join('; '))}`);
     out.push('');
   }
   out.push('## Refused, failed or stopped', '');
   if (r.refusals.length === 0) out.push('None.');
-  for (const x of r.refusals) out.push(`- ${x.at} round ${x.round ?? '-'} **${x.kind}**: ${x.reason}`);
+  for (const x of r.refusals) out.push(`- ${md(x.at)} round ${x.round ?? '-'} **${md(x.kind)}**: ${md(x.reason)}`);
   if (r.excludedEvaluations.length) {
     out.push('', '## Evaluations excluded', '');
-    for (const x of r.excludedEvaluations) out.push(`- round ${x.round ?? '-'} node \`${x.nodeId}\`: ${x.reason}`);
+    for (const x of r.excludedEvaluations) out.push(`- round ${x.round ?? '-'} node \`${code(x.nodeId)}\`: ${md(x.reason)}`);
   }
   out.push('');
   return out.join('\n');

@@ -173,6 +173,22 @@ describe('fedmark audit report', () => {
     expect(stdout).toBe('');
   });
 
+  it('text from the log cannot forge a section or a table row of the Markdown report', async () => {
+    const forged = entries.map((e) => e);
+    const at = (i: number) => new Date(Date.parse(entries.at(-1)!.at) + i * 1000).toISOString();
+    forged.push(appendEntry(forged.at(-1)!, { at: at(1), actor: 'admin', kind: 'node.enrolled', studyId: STUDY, round: null, data: { nodeId: 'n-eu', name: 'berlin | xx | EU-GDPR v9 |', region: 'eu', jurisdiction: 'EU-GDPR' } }));
+    forged.push(appendEntry(forged.at(-1)!, { at: at(2), actor: 'admin', kind: 'study.stopped', studyId: STUDY, round: 3, data: { reason: 'withdrew\n\n## Model version 99 (round 99)\n- Privacy: none' } }));
+    const dir = join(root, 'forged');
+    const last = forged.at(-1)!;
+    await writeAuditExport(dir, { entries: forged, checkpoints: [await signCheckpoint(last, key.privateKey, new Date(Date.parse(last.at) + 1000).toISOString(), 1)], coordinatorPublicKeyArmored: key.publicKeyArmored, exportedAt: new Date(Date.parse(last.at) + 2000).toISOString(), source: 'test', signingKey: key.privateKey });
+    expect(await run(dir, '--study', STUDY)).toBe(0);
+    const lines = stdout.split('\n');
+    expect(lines.filter((l) => l.startsWith('## Model version')).map((l) => l.slice(0, 19))).toEqual(['## Model version 1 ', '## Model version 2 ']);
+    // Every table row keeps its 7 cells (8 separators), the escaped pipes inside the name included.
+    for (const row of lines.filter((l) => l.startsWith('| `n-'))) expect(row.match(/(?<!\\)\|/g)!.length).toBe(8);
+    expect(stdout).toContain('berlin \\| xx \\| EU-GDPR v9 \\|');
+  });
+
   it('fails on a version the export does not hold, and on an unknown study', async () => {
     expect(await run(exportDir, '--study', STUDY, '--version', '9')).toBe(1);
     expect(stderr).toContain('version(s) 9 not in this export');

@@ -136,6 +136,8 @@ describe('PostgreSQL tables and queries', () => {
     expect(() => openTableSource({ data: 'customers.csv', query: 'select 1' })).toThrow(/--table and --query go with a PostgreSQL --data URL/);
     // The password never appears in a message.
     expect(redactUrl('postgresql://u:secret@db/crm')).toBe('postgresql://u:***@db/crm');
+    // The driver honours a password in the query string too, and an SSL key's passphrase.
+    expect(redactUrl('postgresql://u@db/crm?password=secret&sslpassword=secret2&sslmode=require')).toBe('postgresql://u@db/crm?password=***&sslpassword=***&sslmode=require');
     try {
       openTableSource({ data: 'postgresql://u:secret@db/crm' });
     } catch (e) {

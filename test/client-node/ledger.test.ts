@@ -134,3 +134,17 @@ async function reportJson(args: string[]) {
   }
   return JSON.parse(stdout);
 }
+
+describe('dataSourceKey of a PostgreSQL source', () => {
+  it('is one ledger per server and database, whoever connects, and an unparsable URL never echoes its password', async () => {
+    const { dataSourceKey } = await import('../../client-node/privacy-ledger.ts');
+    expect(dataSourceKey('postgresql://a:pw1@db.internal/crm')).toBe(dataSourceKey('postgres://b:pw2@db.internal:5432/crm?sslmode=require'));
+    expect(dataSourceKey('postgresql://a@db.internal/crm')).not.toBe(dataSourceKey('postgresql://a@db.internal/other'));
+    expect(() => dataSourceKey('postgresql://u:se cret@[bad/crm')).toThrow(/cannot be parsed/);
+    try {
+      dataSourceKey('postgresql://u:se cret@[bad/crm');
+    } catch (e) {
+      expect(String(e)).not.toContain('se cret');
+    }
+  });
+});

@@ -9,6 +9,7 @@ import type { ModelSender } from '../http/send-model.ts';
 import { parse, VersionParam } from '../http/validate.ts';
 import type { RoundService } from '../rounds/round-service.ts';
 import type { StudyService } from './study-service.ts';
+import { UnsupportedMediaTypeError } from '../errors.ts';
 
 export const StudyParams = z.object({ studyId: Id });
 const ModelParams = z.object({ studyId: Id, version: VersionParam });
@@ -47,6 +48,9 @@ export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
   app.post('/v1/studies/:studyId/stop', json, route(async (req, res) => {
     await guard.requireAdmin(req);
     const { studyId } = parse(StudyParams, req.params, 'params');
+    // A body that is not JSON would be skipped by the parser and the stop run with the default
+    // reason: the operator's words must not be lost silently.
+    if (Number(req.get('content-length') ?? 0) > 0 && !req.is('application/json')) throw new UnsupportedMediaTypeError('UNSUPPORTED_MEDIA_TYPE', `a stop's body is JSON ({"reason": "..."}), not ${req.get('content-type') ?? 'untyped'}`, 'body');
     const { reason } = parse(StopBody, req.body ?? {}, 'body');
     const result = await studies.stopStudy(studyId, res.locals.actor, reason);
     // Wakes whoever waits on the study: watchers' long polls, and nodes' task polls (which then see it ended).

@@ -39,6 +39,12 @@ describeOnEachBackend('study stop and policies at creation', (run) => {
     const asAuditor = await h.admin('post', `/v1/studies/${studyId}/stop`).set('authorization', `Bearer ${auditor}`).send({ reason: 'no' });
     expect(asAuditor.status).toBe(403);
 
+    // A reason sent as plain text is refused (415), not dropped for the default reason, and nothing stops.
+    const text = await h.admin('post', `/v1/studies/${studyId}/stop`).set('content-type', 'text/plain').send('partner B withdrew');
+    expect(text.status).toBe(415);
+    expect(text.body.error).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE', field: 'body' });
+    expect((await h.admin('get', `/v1/studies/${studyId}`)).body.state).toBe('running');
+
     const seen = (await h.admin('get', `/v1/studies/${studyId}`)).body.changeCount as number;
     const stop = await h.admin('post', `/v1/studies/${studyId}/stop`).send({ reason: 'partner B withdrew its consent' });
     expect(stop.status).toBe(200);

@@ -88,7 +88,7 @@ const MATRIX: Row[] = [
   { what: "list the dashboard's studies", method: 'get', path: '/v1/dashboard/studies', url: () => '/v1/dashboard/studies', expect: { ...people(200, 200, 200), node: 403, outsider: 403, anonymous: 401 } },
   { what: "read the dashboard's audit chain status", method: 'get', path: '/v1/dashboard/audit', url: () => '/v1/dashboard/audit', expect: { ...people(200, 200, 403), node: 403, outsider: 403, anonymous: 401 } },
   // The dashboard's static files are public (no data in them: every number comes from the API with the reader's token).
-  ...['/', '/dashboard/api.js', '/dashboard/app.js', '/dashboard/charts.js', '/dashboard/dom.js', '/dashboard/study-view.js', '/dashboard/style.css', '/dashboard/vendor/uPlot.iife.min.js', '/dashboard/vendor/uPlot.min.css'].map(
+  ...['/', '/dashboard/api.js', '/dashboard/app.js', '/dashboard/charts.js', '/dashboard/dom.js', '/dashboard/study-id.js', '/dashboard/study-view.js', '/dashboard/style.css', '/dashboard/vendor/uPlot.iife.min.js', '/dashboard/vendor/uPlot.min.css'].map(
     (path): Row => ({ what: `load the dashboard file ${path}`, method: 'get', path, url: () => path, expect: { ...people(200, 200, 200), node: 200, outsider: 200, anonymous: 200 } }),
   ),
 ];

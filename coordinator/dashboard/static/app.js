@@ -3,6 +3,7 @@
 
 import { ApiError, forgetToken, get, savedToken, saveToken } from './api.js';
 import { $, el, fillRows, say, when } from './dom.js';
+import { studyFromHash } from './study-id.js';
 import { clearStudy, forgetRounds, loadStudy, renderStudy } from './study-view.js';
 
 const LIST_REFRESH_MS = 5000;
@@ -88,10 +89,19 @@ async function showStudy(studyId) {
   }
 }
 
+/** A hash naming no valid study: says so on the study view and calls no API with it. */
+function invalidStudy(message) {
+  newView();
+  clearStudy();
+  show('study-view');
+  say('study-error', message);
+}
+
 function route() {
   if (!savedToken()) return signedOut('');
-  const match = /^#\/studies\/([^/]+)$/.exec(location.hash);
-  if (match) void showStudy(decodeURIComponent(match[1]));
+  const study = studyFromHash(location.hash);
+  if (study?.error) return invalidStudy(study.error);
+  if (study) void showStudy(study.id);
   else void showStudies();
 }
 

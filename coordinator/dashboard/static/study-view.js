@@ -2,6 +2,7 @@
 // Every panel shows what the API returned for this token, or the API's refusal as it gave it.
 
 import { get, settle } from './api.js';
+import { studyPath } from './study-id.js';
 import { lineChart } from './charts.js';
 import { $, el, fillRows, fixed, numberCell, say, seconds, when } from './dom.js';
 
@@ -21,7 +22,7 @@ async function roundDetails(studyId, rounds, signal) {
   return Promise.all(rounds.map(async (r) => {
     const key = `${studyId}/${r.round}`;
     if (closedRounds.has(key)) return closedRounds.get(key);
-    const detail = await settle(get(`/v1/studies/${studyId}/rounds/${r.round}`, { signal }));
+    const detail = await settle(get(studyPath(studyId, `/rounds/${r.round}`), { signal }));
     if (detail.value && (detail.value.phase === 'completed' || detail.value.phase === 'failed')) closedRounds.set(key, detail);
     return detail;
   }));
@@ -45,9 +46,9 @@ export function clearStudy() {
 /** Loads everything the page shows; `wait` long-polls the status for the next change first. */
 export async function loadStudy(studyId, { signal, seen } = {}) {
   const query = seen === undefined ? '' : `?wait=20&seen=${seen}`;
-  const status = await get(`/v1/studies/${studyId}${query}`, { signal });
+  const status = await get(studyPath(studyId, query), { signal });
   const [privacy, audit, details] = await Promise.all([
-    settle(get(`/v1/studies/${studyId}/privacy`, { signal })),
+    settle(get(studyPath(studyId, '/privacy'), { signal })),
     settle(get('/v1/dashboard/audit', { signal })),
     roundDetails(studyId, status.rounds, signal),
   ]);

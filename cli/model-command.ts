@@ -4,6 +4,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { addCoordinatorOptions, coordinatorClient, type CoordinatorClient, type CoordinatorOptions } from './api-client.ts';
 import type { StudyStatus } from '../protocols/messages.ts';
 import type { Lineage, PrivacyLineage } from '../models/export-lineage.ts';
+import type { ModelStatement } from '../models/export-statement.ts';
 
 /**
  * `fedmark model export|verify` and `fedmark predict` (issue 12): the global model as files people
@@ -45,6 +46,9 @@ function registerExport(model: Command): void {
     const api = coordinatorClient(opts);
     const fetched = await fetchVerifiedModel(api, opts.study, opts.version, opts.fingerprint);
     const lineage = await lineageOf(api, fetched);
+    const { lineageProblem } = await import('../models/export-lineage.ts');
+    const problem = lineageProblem(lineage);
+    if (problem !== null) throw new Error(`refusing to write lineage.json: the coordinator's answers do not fit the lineage schema, ${problem}`);
     const { buildTfjsExport, EXPORT_FILES } = await import('../models/export-tfjs.ts');
     const built = await buildTfjsExport(lineage.config, fetched.bytes);
     mkdirSync(opts.out, { recursive: true });
@@ -55,6 +59,8 @@ function registerExport(model: Command): void {
     write(EXPORT_FILES.signedModel, fetched.bytes);
     write(EXPORT_FILES.signature, fetched.signature);
     write(EXPORT_FILES.coordinatorKey, fetched.key.publicKey);
+    write(EXPORT_FILES.statement, fetched.statementBytes);
+    write(EXPORT_FILES.statementSignature, fetched.statementSignature);
     write(EXPORT_FILES.lineage, JSON.stringify(lineage, null, 2) + '\n');
     const summary = { out: opts.out, studyId: lineage.study.id, modelVersion: lineage.modelVersion, round: lineage.round, modelSha256: lineage.modelSha256, fingerprint: lineage.coordinator.fingerprint, files: Object.values(EXPORT_FILES) };
     if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
@@ -68,6 +74,7 @@ interface VerifyOptions extends CoordinatorOptions {
   version?: number;
   fingerprint?: string;
   key?: string;
+  allowUnsignedLineage?: boolean;
 }
 
 function registerVerify(model: Command): void {
@@ -79,6 +86,7 @@ function registerVerify(model: Command): void {
     .option('--version <v>', 'with --study: model version (default: the latest)', versionParser)
     .option('--fingerprint <fpr>', 'the coordinator key fingerprint published by the operator; without it (or --key), --model trusts the key inside the folder')
     .option('--key <file>', "with --model: the coordinator's armored public key to check the signature with (instead of the folder's)")
+    .option('--allow-unsigned-lineage', 'with --model: accept an export from before signed model statements, printing its lineage as unverified (the weights are still checked)')
     .addHelpText('after', '\nExit codes: 0 verified, 1 a mismatch (the reason is printed: a changed weight, a wrong key, another hash) or the coordinator cannot be read, 2 --model/--study/--key/--version given together wrongly.');
   addCoordinatorOptions(cmd).action(async (opts: VerifyOptions) => {
     // Usage mistakes exit 2, so that a script can tell them from a model that fails its checks (1).
@@ -86,19 +94,23 @@ function registerVerify(model: Command): void {
     if ((opts.model === undefined) === (opts.study === undefined)) usage('give either --model DIR (an export, offline) or --study ID (online)');
     if (opts.model !== undefined && opts.version !== undefined) usage('--version goes with --study; an export folder holds one version');
     if (opts.study !== undefined && opts.key !== undefined) usage("--key goes with --model; online, the key is the coordinator's (pin it with --fingerprint)");
+    if (opts.study !== undefined && opts.allowUnsignedLineage) usage('--allow-unsigned-lineage goes with --model; online, the coordinator serves a signed statement');
     let lineage: Lineage;
     let trustNote: string;
+    let statement: ModelStatement | null;
     try {
       if (opts.model !== undefined) {
         const { verifyExportFolder } = await import('../models/export-lineage.ts');
         const publicKey = opts.key === undefined ? undefined : readKeyFile(opts.key);
-        const verified = await verifyExportFolder(opts.model, { publicKey, fingerprint: opts.fingerprint });
+        const verified = await verifyExportFolder(opts.model, { publicKey, fingerprint: opts.fingerprint }, { allowUnsignedLineage: opts.allowUnsignedLineage });
         lineage = verified.lineage;
+        statement = verified.statement;
         trustNote = verified.pinned ? `coordinator key ${verified.fingerprint} (${opts.key ? '--key' : 'matches --fingerprint'})` : `coordinator key ${verified.fingerprint} from the folder itself (pass --fingerprint or --key to check it against the published one)`;
       } else {
         const api = coordinatorClient(opts);
         const fetched = await fetchVerifiedModel(api, opts.study!, opts.version, opts.fingerprint);
         lineage = await lineageOf(api, fetched);
+        statement = fetched.statement;
         trustNote = `coordinator key ${fetched.key.fingerprint} as served by ${api.url}${opts.fingerprint ? ' (matches --fingerprint)' : ' (pass --fingerprint to pin it)'}`;
       }
     } catch (err) {
@@ -107,7 +119,7 @@ function registerVerify(model: Command): void {
       process.exitCode = 1;
       return;
     }
-    printLineage(lineage, trustNote, opts.json);
+    printLineage(lineage, statement, trustNote, opts.json);
   });
 }
 
@@ -119,25 +131,35 @@ function readKeyFile(path: string): string {
   }
 }
 
-function printLineage(lineage: Lineage, trustNote: string, json?: boolean): void {
+/**
+ * Prints a verified model's lineage in two parts: what the coordinator's signed statement covers
+ * (study, version, round, model hash, configuration hence name, task, model, privacy mechanisms),
+ * and what it does not (participants, rounds, epsilon, metrics: as the coordinator's API reported
+ * them at export time). Without a statement (an old export read with --allow-unsigned-lineage)
+ * everything but the weights is unverified.
+ */
+function printLineage(lineage: Lineage, statement: ModelStatement | null, trustNote: string, json?: boolean): void {
   const { config: _config, signature: _signature, ...shown } = lineage;
   if (json) {
-    process.stdout.write(JSON.stringify({ ok: true, trust: trustNote, ...shown }) + '\n');
+    process.stdout.write(JSON.stringify({ ok: true, trust: trustNote, lineageSigned: statement !== null, statement, notSigned: ['participants', 'rounds', 'privacy.epsilon', 'privacy.dpSgdEpsilon', 'privacy.accountant', 'privacy.delta', 'privacy.budgetEpsilon'], ...shown }) + '\n');
     return;
   }
   const out = (line: string) => process.stdout.write(line + '\n');
   out(`OK: model v${lineage.modelVersion} of study ${lineage.study.name} (${lineage.study.id}), sha256 ${lineage.modelSha256}`);
   out(`signed by ${trustNote}`);
+  if (statement) out(`signed statement: study ${statement.studyId}, model v${statement.modelVersion}, round ${statement.round}, config sha256 ${statement.configSha256} (study name, task, model, features and encoding, privacy mechanisms)`);
+  else out('UNVERIFIED LINEAGE: this export predates signed model statements; only the weights are checked, the study id, version, round and configuration below are as written in lineage.json');
   out(`round ${lineage.round}; strategy ${(lineage.strategy as { name?: string }).name ?? '?'}; ${(lineage.task as { kind?: string }).kind ?? '?'} task, ${(lineage.model as { kind?: string }).kind ?? '?'} model`);
-  const names = lineage.participants.map((p) => (p.name ? `${p.name}${p.region ? ` (${p.region})` : ''}` : p.id));
-  out(`participants (${names.length}): ${names.join(', ') || 'none'}`);
   out(`privacy: ${lineage.privacy.mechanisms.join('; ')}`);
+  out("not signed: as reported by the coordinator's API at export time");
+  const names = lineage.participants.map((p) => (p.name ? `${p.name}${p.region ? ` (${p.region})` : ''}` : p.id));
+  out(`  participants (${names.length}): ${names.join(', ') || 'none'}`);
   const p = lineage.privacy;
   if (p.epsilon !== null || p.dpSgdEpsilon !== null) {
-    out(`epsilon: ${p.epsilon !== null ? `client-level ${p.epsilon.toFixed(3)}` : 'client-level not visible'}${p.budgetEpsilon !== null ? ` of a budget of ${p.budgetEpsilon}` : ''}${p.dpSgdEpsilon !== null ? `, record-level (DP-SGD) up to ${p.dpSgdEpsilon.toFixed(3)}` : ''}${p.delta !== null ? `, delta ${p.delta}` : ''}`);
+    out(`  epsilon: ${p.epsilon !== null ? `client-level ${p.epsilon.toFixed(3)}` : 'client-level not visible'}${p.budgetEpsilon !== null ? ` of a budget of ${p.budgetEpsilon}` : ''}${p.dpSgdEpsilon !== null ? `, record-level (DP-SGD) up to ${p.dpSgdEpsilon.toFixed(3)}` : ''}${p.delta !== null ? `, delta ${p.delta}` : ''}`);
   }
   const last = lineage.rounds.find((r) => r.round === lineage.round);
-  if (last?.validationMetrics) out(`validation at round ${last.round}: ${Object.entries(last.validationMetrics).map(([k, v]) => `${k} ${v === null ? 'n/a' : +v.toFixed(4)}`).join(', ')}`);
+  if (last?.validationMetrics) out(`  validation at round ${last.round}: ${Object.entries(last.validationMetrics).map(([k, v]) => `${k} ${v === null ? 'n/a' : +v.toFixed(4)}`).join(', ')}`);
 }
 
 /** A published model that fails a check: wrong hash, wrong or missing signature, unpinned key. */
@@ -152,6 +174,10 @@ interface FetchedModel {
   key: { fingerprint: string; publicKey: string };
   status: StudyStatus;
   url: string;
+  statement: ModelStatement;
+  /** The statement's exact signed bytes and the coordinator's armored signature over them. */
+  statementBytes: Uint8Array;
+  statementSignature: string;
 }
 
 /** Downloads a model and checks its hash and the coordinator's signature (and the pin, if any). */
@@ -171,7 +197,31 @@ async function fetchVerifiedModel(api: CoordinatorClient, studyId: string, versi
   if (!header) throw new VerificationFailure(`model v${v} of study ${studyId} comes without a signature`);
   const signature = Buffer.from(header, 'base64').toString('utf8');
   if (!(await verifyArtifact(bytes, signature, key.publicKey))) throw new VerificationFailure(`model v${v} of study ${studyId} (sha256 ${sha256}) is not signed by the coordinator key ${key.fingerprint}`);
-  return { studyId, version: v, bytes, sha256, signature, key, status, url: api.url };
+  const statement = await fetchedStatement(res.headers, { studyId, version, headerVersion: v, sha256, key, status });
+  return { studyId, version: statement.statement.modelVersion, bytes, sha256, signature, key, status, url: api.url, ...statement };
+}
+
+/**
+ * The signed statement served with a model, checked: by the coordinator's key, for this model's
+ * hash, the study and version asked for (the latest: the status's latest version, so an older
+ * model passed off as the latest is refused), and the configuration the lineage will hold.
+ */
+async function fetchedStatement(headers: Headers, m: { studyId: string; version: number | undefined; headerVersion: number; sha256: string; key: { fingerprint: string; publicKey: string }; status: StudyStatus }) {
+  const { checkStatement, MODEL_STATEMENT_HEADERS } = await import('../models/export-statement.ts');
+  const rawStatement = headers.get(MODEL_STATEMENT_HEADERS.statement);
+  const rawSignature = headers.get(MODEL_STATEMENT_HEADERS.signature);
+  if (!rawStatement || !rawSignature) throw new VerificationFailure(`model v${m.headerVersion} of study ${m.studyId} comes without a signed model statement (${MODEL_STATEMENT_HEADERS.statement}): the coordinator predates signed statements, or something between removed it`);
+  const statementBytes = new Uint8Array(Buffer.from(rawStatement, 'base64'));
+  const statementSignature = Buffer.from(rawSignature, 'base64').toString('utf8');
+  const expectedVersion = m.version ?? m.status.latestModelVersion;
+  let statement;
+  try {
+    statement = await checkStatement(statementBytes, statementSignature, m.key.publicKey, { studyId: m.studyId, modelVersion: expectedVersion, modelSha256: m.sha256, config: m.status.config, fingerprint: m.key.fingerprint });
+  } catch (err) {
+    throw new VerificationFailure(`model of study ${m.studyId} (${m.version === undefined ? `the latest, v${expectedVersion} by the study's status` : `v${m.version}`}, served as v${m.headerVersion}): ${(err as Error).message.replace('the lineage says', 'the coordinator\'s API says')}`);
+  }
+  if (statement.modelVersion !== m.headerVersion) throw new VerificationFailure(`model of study ${m.studyId}: the signed statement says version ${statement.modelVersion}, the fedmark-model-version header ${m.headerVersion}`);
+  return { statement, statementBytes, statementSignature };
 }
 
 /** lineage.json of a verified model: its round, the rounds before, participants, privacy. */

@@ -6,20 +6,25 @@ import { loadPublicKey, verifyArtifact } from '../protocols/crypto/index.ts';
 import { StudyConfig } from '../protocols/messages.ts';
 import { sha256Hex } from '../protocols/weights-codec.ts';
 import { buildTfjsExport, EXPORT_FILES } from './export-tfjs.ts';
+import { checkStatement, type ModelStatement } from './export-statement.ts';
 
 /**
  * lineage.json of an export folder, and the offline check of a folder against it (`fedmark model
  * verify --model DIR`). The coordinator signs the model's FMW1 bytes only (model.fmw): the check
  * recomputes model.json, weights.bin and preprocessing.json from those bytes and the study's
  * configuration, so a changed weight, layer or encoding is caught even though tfjs's files carry
- * no signature of their own. lineage.json itself is not signed: its configuration is trusted as
- * written offline; `verify --study` compares with the coordinator's.
+ * no signature of their own. lineage.json itself is not signed, but the coordinator's signed model
+ * statement (model-statement.json, models/export-statement.ts) binds its study id, version, round
+ * and configuration (by hash) to the model: preprocessing.json is rebuilt from that verified
+ * configuration. Participants, rounds and privacy figures stay as the coordinator's API reported
+ * them at export time (verify prints them as not signed).
  */
 
 const RoundLineage = z.object({
   round: z.number().int(),
   participants: z.array(z.string()),
-  updatesReceived: z.number().int(),
+  /** null: hidden from an analyst when node sampling is on (coordinator/auth/visibility.ts). */
+  updatesReceived: z.number().int().nullable(),
   validationMetrics: z.record(z.string(), z.number().nullable()).nullable(),
 });
 
@@ -90,6 +95,16 @@ export interface VerifiedExport {
   /** The key the signature was checked with, and whether it came from the caller (not the folder). */
   fingerprint: string;
   pinned: boolean;
+  /** The verified statement; null only for a folder from before signed statements, read with allowUnsignedLineage. */
+  statement: ModelStatement | null;
+}
+
+/** The field of the first schema problem of a lineage, for "field rounds.0.updatesReceived: ..." messages. */
+export function lineageProblem(value: unknown): string | null {
+  const parsed = Lineage.safeParse(value);
+  if (parsed.success) return null;
+  const issue = parsed.error.issues[0];
+  return `field ${issue.path.join('.') || '(root)'}: ${issue.message}`;
 }
 
 function readIn(dir: string, file: string): Buffer {
@@ -107,12 +122,9 @@ export function readLineage(dir: string): Lineage {
     if (err instanceof ExportVerificationError) throw err;
     throw new ExportVerificationError(`${join(dir, EXPORT_FILES.lineage)} is not JSON: ${(err as Error).message}`);
   }
-  const parsed = Lineage.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new ExportVerificationError(`${join(dir, EXPORT_FILES.lineage)}: field ${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  }
-  return parsed.data;
+  const problem = lineageProblem(raw);
+  if (problem !== null) throw new ExportVerificationError(`${join(dir, EXPORT_FILES.lineage)}: ${problem}`);
+  return Lineage.parse(raw);
 }
 
 /**
@@ -121,7 +133,7 @@ export function readLineage(dir: string): Lineage {
  * proves the folder is self-consistent), and model.json, weights.bin and preprocessing.json
  * against what the signed bytes and the configuration give. Throws ExportVerificationError.
  */
-export async function verifyExportFolder(dir: string, trust: ExportTrust = {}): Promise<VerifiedExport> {
+export async function verifyExportFolder(dir: string, trust: ExportTrust = {}, options: { allowUnsignedLineage?: boolean } = {}): Promise<VerifiedExport> {
   const lineage = readLineage(dir);
   const bytes = new Uint8Array(readIn(dir, EXPORT_FILES.signedModel));
   const sha = sha256Hex(bytes);
@@ -141,8 +153,24 @@ export async function verifyExportFolder(dir: string, trust: ExportTrust = {}): 
   if (!(await verifyArtifact(bytes, signature, armored))) {
     throw new ExportVerificationError(`the signature over ${EXPORT_FILES.signedModel} does not verify with coordinator key ${fingerprint} (lineage.json names ${lineage.coordinator.fingerprint}): wrong key, or the model or signature was changed`);
   }
+  const statement = await checkFolderStatement(dir, lineage, armored, fingerprint, options.allowUnsignedLineage === true);
   await checkDerivedFiles(dir, lineage, bytes);
-  return { lineage, fingerprint, pinned: trust.publicKey !== undefined || trust.fingerprint !== undefined };
+  return { lineage, fingerprint, pinned: trust.publicKey !== undefined || trust.fingerprint !== undefined, statement };
+}
+
+/** The folder's signed statement, checked against lineage.json (the model's hash there was checked against model.fmw already). */
+async function checkFolderStatement(dir: string, lineage: Lineage, armored: string, fingerprint: string, allowUnsigned: boolean): Promise<ModelStatement | null> {
+  if (!existsSync(join(dir, EXPORT_FILES.statement)) && !existsSync(join(dir, EXPORT_FILES.statementSignature))) {
+    if (allowUnsigned) return null;
+    throw new ExportVerificationError(`${dir} has no ${EXPORT_FILES.statement}: the export predates signed model statements, so its study id, version, round and configuration (hence preprocessing.json) are not signed; export it again, or pass --allow-unsigned-lineage to read its lineage as unverified`);
+  }
+  const bytes = new Uint8Array(readIn(dir, EXPORT_FILES.statement));
+  const signature = readIn(dir, EXPORT_FILES.statementSignature).toString('utf8');
+  try {
+    return await checkStatement(bytes, signature, armored, { studyId: lineage.study.id, modelVersion: lineage.modelVersion, round: lineage.round, modelSha256: lineage.modelSha256, config: lineage.config, fingerprint });
+  } catch (err) {
+    throw new ExportVerificationError(`${EXPORT_FILES.statement}: ${(err as Error).message}`);
+  }
 }
 
 /** model.json, weights.bin and preprocessing.json must be what the signed bytes give. */

@@ -35,6 +35,9 @@ export const EXPORT_FILES = {
   signedModel: 'model.fmw',
   signature: 'model.fmw.asc',
   coordinatorKey: 'coordinator-key.asc',
+  /** The coordinator's signed statement binding study, version, round and config to the model (models/export-statement.ts). */
+  statement: 'model-statement.json',
+  statementSignature: 'model-statement.json.asc',
 } as const;
 
 const NumericColumn = z.object({ name: z.string(), kind: z.literal('numeric'), slot: z.number().int(), mean: z.number(), std: z.number(), fill: z.number() });

@@ -77,11 +77,11 @@ export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
   app.get('/v1/studies/:studyId/models/:version', route(async (req, res) => {
     const { studyId, version } = parse(ModelParams, req.params, 'params');
     await studies.authorizeModelRead(await guard.who(req), studyId);
-    await deps.sendModel(res, await studies.getModel(studyId, version));
+    await deps.sendModel(res, await studies.getModel(studyId, version), { studyId, config: await studies.getConfig(studyId) });
   }));
   app.get('/v1/studies/:studyId/model', route(async (req, res) => {
     const { studyId } = parse(StudyParams, req.params, 'params');
     await studies.authorizeModelRead(await guard.who(req), studyId);
-    await deps.sendModel(res, await studies.getModel(studyId));
+    await deps.sendModel(res, await studies.getModel(studyId), { studyId, config: await studies.getConfig(studyId) });
   }));
 }

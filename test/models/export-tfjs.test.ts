@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '../../models/tf.ts';
 import { encodeTable, inferFeatureSpec, readCsvTable, type CsvTable } from '../../models/index.ts';
 import { buildTfjsExport, EXPORT_FILES, registerFileLoader, studyNetwork, decodeStudyModel } from '../../models/export-tfjs.ts';
-import { Lineage, privacyMechanisms, verifyExportFolder } from '../../models/export-lineage.ts';
+import { Lineage, lineageProblem, privacyMechanisms, verifyExportFolder } from '../../models/export-lineage.ts';
+import { configSha256, statementBytes, type ModelStatement } from '../../models/export-statement.ts';
 import { loadExport, scoreTable } from '../../models/predict.ts';
 import { targetMap } from '../../models/kinds/regression.ts';
 import { predictScores } from '../../models/train.ts';
@@ -60,7 +61,16 @@ async function fedmarkPredictions(config: StudyConfig, bytes: Uint8Array, table:
   return { outputs, scores: Float64Array.from(outputs, toScore) };
 }
 
-async function writeExport(dir: string, config: StudyConfig, bytes: Uint8Array, key: { armored: string; fingerprint: string; sign: (b: Uint8Array) => Promise<string> }) {
+type TestKey = { armored: string; fingerprint: string; sign: (b: Uint8Array) => Promise<string> };
+
+/** The coordinator's statement for an export folder's model, signed by `key` (send-model.ts makes the same). */
+async function writeStatement(dir: string, fields: Partial<ModelStatement> & Pick<ModelStatement, 'modelSha256' | 'configSha256' | 'signedBy'>, key: TestKey) {
+  const bytes = statementBytes({ format: 'fedmark-model-statement', version: 1, studyId: 'study_x', modelVersion: 2, round: 2, ...fields });
+  writeFileSync(join(dir, EXPORT_FILES.statement), bytes);
+  writeFileSync(join(dir, EXPORT_FILES.statementSignature), await key.sign(bytes));
+}
+
+async function writeExport(dir: string, config: StudyConfig, bytes: Uint8Array, key: TestKey, rounds: Lineage['rounds'] = []) {
   const built = await buildTfjsExport(config, bytes);
   const signature = await key.sign(bytes);
   writeFileSync(join(dir, EXPORT_FILES.modelJson), JSON.stringify(built.modelJson));
@@ -73,9 +83,10 @@ async function writeExport(dir: string, config: StudyConfig, bytes: Uint8Array, 
     format: 'fedmark-lineage', version: 1, study: { id: 'study_x', name: config.name }, modelVersion: 2, round: 2, modelSha256: sha256Hex(bytes), signature,
     coordinator: { url: null, fingerprint: key.fingerprint }, task: config.task, model: config.model, strategy: config.strategy,
     privacy: { mechanisms: privacyMechanisms(config), accountant: null, delta: null, budgetEpsilon: null, epsilon: null, dpSgdEpsilon: null },
-    participants: [], rounds: [], exportedAt: new Date().toISOString(), config,
+    participants: [], rounds, exportedAt: new Date().toISOString(), config,
   });
   writeFileSync(join(dir, EXPORT_FILES.lineage), JSON.stringify(lineage));
+  await writeStatement(dir, { modelSha256: sha256Hex(bytes), configSha256: configSha256(config), signedBy: key.fingerprint }, key);
 }
 
 /** Serves a folder over HTTP: tfjs's browser path (fetch), with no fedmark code on the loading side. */
@@ -93,14 +104,18 @@ function serve(dir: string): Promise<{ url: string; server: Server }> {
 
 describe('TensorFlow.js export of every model kind', () => {
   const root = mkdtempSync(join(tmpdir(), 'fedmark-export-tfjs-'));
-  let key: { armored: string; fingerprint: string; sign: (b: Uint8Array) => Promise<string> };
+  let key: TestKey;
   let otherKey: string;
+  let impostor: TestKey;
 
   beforeAll(async () => {
     const id = await generateIdentity({ name: 'test coordinator', passphrase: 'export-test-passphrase' });
     const priv = await loadPrivateKey(id.privateKeyArmored, 'export-test-passphrase');
     key = { armored: id.publicKeyArmored, fingerprint: id.fingerprint, sign: (b) => signArtifact(b, priv) };
-    otherKey = (await generateIdentity({ name: 'impostor', passphrase: 'export-test-passphrase' })).publicKeyArmored;
+    const other = await generateIdentity({ name: 'impostor', passphrase: 'export-test-passphrase' });
+    otherKey = other.publicKeyArmored;
+    const otherPriv = await loadPrivateKey(other.privateKeyArmored, 'export-test-passphrase');
+    impostor = { armored: other.publicKeyArmored, fingerprint: other.fingerprint, sign: (b) => signArtifact(b, otherPriv) };
     registerFileLoader();
   }, 60_000);
   afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -183,6 +198,76 @@ describe('TensorFlow.js export of every model kind', () => {
       writeFileSync(join(d, EXPORT_FILES.preprocessing), JSON.stringify(p));
     });
     await expect(verifyExportFolder(encoding)).rejects.toThrow(/preprocessing\.json is not the encoding/);
+  }, 60_000);
+
+  it("the signed statement binds lineage.json: the reviewer's consistent edits of config, preprocessing and lineage fail, naming the field", async () => {
+    const config = StudyConfig.parse({ name: 'lineage', rounds: 2, ...CASES[0].study });
+    const bytes = modelBytes(config, 11);
+    const dir = mkdtempSync(join(root, 'lineage-'));
+    await writeExport(dir, config, bytes, key);
+    await expect(verifyExportFolder(dir, { fingerprint: key.fingerprint })).resolves.toMatchObject({ statement: { studyId: 'study_x', modelVersion: 2, configSha256: configSha256(config) } });
+
+    /** A copy of the folder with lineage.json edited, and preprocessing.json rebuilt from the edited config (what a careful forger does). */
+    const forged = async (name: string, edit: (l: Lineage) => void) => {
+      const copy = mkdtempSync(join(root, `${name}-`));
+      cpSync(dir, copy, { recursive: true });
+      const lineage = JSON.parse(readFileSync(join(copy, EXPORT_FILES.lineage), 'utf8')) as Lineage;
+      edit(lineage);
+      writeFileSync(join(copy, EXPORT_FILES.lineage), JSON.stringify(lineage));
+      const rebuilt = await buildTfjsExport(StudyConfig.parse(lineage.config), bytes);
+      writeFileSync(join(copy, EXPORT_FILES.preprocessing), JSON.stringify(rebuilt.preprocessing));
+      return copy;
+    };
+    const mean = await forged('mean', (l) => {
+      const f = l.config.features.features[0];
+      if (f.kind === 'numeric') f.mean += 1000;
+    });
+    await expect(verifyExportFolder(mean, { fingerprint: key.fingerprint })).rejects.toThrow(/model-statement\.json: .*configSha256 .* but the study configuration in the lineage hashes to/);
+    const swapped = await forged('swap', (l) => {
+      const [a, b] = l.config.features.features;
+      [a.name, b.name] = [b.name, a.name];
+    });
+    await expect(verifyExportFolder(swapped, { fingerprint: key.fingerprint })).rejects.toThrow(/configSha256/);
+    const study = await forged('study', (l) => (l.study.id = 'study_forged'));
+    await expect(verifyExportFolder(study)).rejects.toThrow(/says studyId "study_x", but the lineage says "study_forged"/);
+    const version = await forged('version', (l) => ((l.modelVersion = 9), (l.round = 9)));
+    await expect(verifyExportFolder(version)).rejects.toThrow(/says modelVersion 2, but the lineage says 9/);
+    const round = await forged('round', (l) => (l.round = 1));
+    await expect(verifyExportFolder(round)).rejects.toThrow(/says round 2, but the lineage says 1/);
+
+    // A statement for another model (genuinely signed) does not vouch for this one.
+    const other = mkdtempSync(join(root, 'other-model-'));
+    cpSync(dir, other, { recursive: true });
+    await writeStatement(other, { modelSha256: 'ab'.repeat(32), configSha256: configSha256(config), signedBy: key.fingerprint }, key);
+    await expect(verifyExportFolder(other)).rejects.toThrow(/says modelSha256 "abab/);
+    // The same statement, signed by another key.
+    const signer = mkdtempSync(join(root, 'impostor-'));
+    cpSync(dir, signer, { recursive: true });
+    await writeStatement(signer, { modelSha256: sha256Hex(bytes), configSha256: configSha256(config), signedBy: key.fingerprint }, impostor);
+    await expect(verifyExportFolder(signer, { fingerprint: key.fingerprint })).rejects.toThrow(/model statement's signature does not verify with coordinator key/);
+    const claims = mkdtempSync(join(root, 'claims-'));
+    cpSync(dir, claims, { recursive: true });
+    await writeStatement(claims, { modelSha256: sha256Hex(bytes), configSha256: configSha256(config), signedBy: impostor.fingerprint }, key);
+    await expect(verifyExportFolder(claims)).rejects.toThrow(/says signedBy/);
+
+    // An export from before signed statements: refused, unless the caller accepts an unverified lineage.
+    const old = mkdtempSync(join(root, 'old-'));
+    cpSync(dir, old, { recursive: true });
+    rmSync(join(old, EXPORT_FILES.statement));
+    rmSync(join(old, EXPORT_FILES.statementSignature));
+    await expect(verifyExportFolder(old)).rejects.toThrow(/predates signed model statements.*--allow-unsigned-lineage/);
+    await expect(verifyExportFolder(old, {}, { allowUnsignedLineage: true })).resolves.toMatchObject({ statement: null });
+  }, 60_000);
+
+  it("an analyst's export under node sampling (updatesReceived null) fits the schema and verifies; a bad field is named", async () => {
+    const config = StudyConfig.parse({ name: 'sampled', rounds: 2, ...CASES[0].study, privacy: { accountant: 'rdp', delta: 1e-5, central: { noiseMultiplier: 2, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 0.5 } } });
+    const dir = mkdtempSync(join(root, 'sampled-'));
+    await writeExport(dir, config, modelBytes(config, 5), key, [{ round: 1, participants: [], updatesReceived: null, validationMetrics: null }, { round: 2, participants: ['node_1'], updatesReceived: null, validationMetrics: { auc: 0.7 } }]);
+    await expect(verifyExportFolder(dir, { fingerprint: key.fingerprint })).resolves.toMatchObject({ lineage: { rounds: [{ updatesReceived: null }, { updatesReceived: null }] } });
+    const lineage = JSON.parse(readFileSync(join(dir, EXPORT_FILES.lineage), 'utf8'));
+    expect(lineageProblem(lineage)).toBeNull();
+    lineage.rounds[1].updatesReceived = 'two';
+    expect(lineageProblem(lineage)).toMatch(/^field rounds\.1\.updatesReceived: /);
   }, 60_000);
 
   it('scoring names every missing feature column, and a bad cell by line and column', async () => {

@@ -1,8 +1,7 @@
-import { verifyChain } from '../../protocols/audit/audit-chain.ts';
-import { firstCoordinatorKey, readAuditLog } from '../audit/audit-log.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { StudyAccess } from '../auth/study-access.ts';
 import type { Db } from '../db/database.ts';
+import { createAuditVerifier } from './audit-status.ts';
 import { listStudySummaryRows } from './repository.ts';
 
 /** One row of the dashboard's studies list. */
@@ -42,6 +41,7 @@ function summaryOf(row: Awaited<ReturnType<typeof listStudySummaryRows>>[number]
  * (an export signs a fresh checkpoint; a page refreshing every few seconds must not).
  */
 export function createDashboardService(deps: { db: Db; access: Pick<StudyAccess, 'visibleStudies'> }) {
+  const audit = createAuditVerifier(deps.db);
   return {
     async studies(p: Principal): Promise<StudySummary[]> {
       return deps.access.visibleStudies(p, (await listStudySummaryRows(deps.db)).map(summaryOf));
@@ -50,21 +50,11 @@ export function createDashboardService(deps: { db: Db; access: Pick<StudyAccess,
     /**
      * The chain as stored, verified up to its head against the coordinator's first key (entries
      * after the last checkpoint are reported, not refused: they are sealed at the round's end).
+     * Incremental and shared by concurrent requests (audit-status.ts): one instance per app.
      */
-    async auditStatus() {
-      const log = await readAuditLog(deps.db);
-      const entries = log.entries;
-      // Entries are read before checkpoints: one signed in between may cover entries not read.
-      const headSeq = entries.at(-1)?.seq ?? 0;
-      const checkpoints = log.checkpoints.filter((c) => c.seq <= headSeq);
-      const last = checkpoints.at(-1) ?? null;
-      const lastCheckpoint = last ? { seq: last.seq, number: last.number ?? null, at: last.at, headHash: last.headHash, coordinatorFingerprint: last.coordinatorFingerprint } : null;
-      if (entries.length === 0) return { ok: true, problem: null, message: null, entries: 0, checkpoints: 0, head: null, uncheckpointedEntries: 0, lastCheckpoint };
-      const result = await verifyChain(entries, checkpoints, await firstCoordinatorKey(deps.db), { allowUnsealedTail: true });
-      const head = entries[entries.length - 1].hash;
-      if (!result.ok) return { ok: false, problem: result.problem, message: result.message, entries: entries.length, checkpoints: checkpoints.length, head, uncheckpointedEntries: null, lastCheckpoint };
-      return { ok: true, problem: null, message: null, entries: result.entries, checkpoints: result.checkpoints, head, uncheckpointedEntries: result.uncheckpointedEntries, lastCheckpoint };
-    },
+    auditStatus: audit.status,
+    /** What the audit verification has cost so far (audit-status.ts). */
+    auditStats: audit.stats,
   };
 }
 export type DashboardService = ReturnType<typeof createDashboardService>;

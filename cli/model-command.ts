@@ -216,9 +216,9 @@ async function fetchedStatement(headers: Headers, m: { studyId: string; version:
   const expectedVersion = m.version ?? m.status.latestModelVersion;
   let statement;
   try {
-    statement = await checkStatement(statementBytes, statementSignature, m.key.publicKey, { studyId: m.studyId, modelVersion: expectedVersion, modelSha256: m.sha256, config: m.status.config, fingerprint: m.key.fingerprint });
+    statement = await checkStatement(statementBytes, statementSignature, m.key.publicKey, { studyId: m.studyId, modelVersion: expectedVersion, modelSha256: m.sha256, config: m.status.config, fingerprint: m.key.fingerprint, source: "the coordinator's API" });
   } catch (err) {
-    throw new VerificationFailure(`model of study ${m.studyId} (${m.version === undefined ? `the latest, v${expectedVersion} by the study's status` : `v${m.version}`}, served as v${m.headerVersion}): ${(err as Error).message.replace('the lineage says', 'the coordinator\'s API says')}`);
+    throw new VerificationFailure(`model of study ${m.studyId} (${m.version === undefined ? `the latest, v${expectedVersion} by the study's status` : `v${m.version}`}, served as v${m.headerVersion}): ${(err as Error).message}`);
   }
   if (statement.modelVersion !== m.headerVersion) throw new VerificationFailure(`model of study ${m.studyId}: the signed statement says version ${statement.modelVersion}, the fedmark-model-version header ${m.headerVersion}`);
   return { statement, statementBytes, statementSignature };

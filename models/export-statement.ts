@@ -49,6 +49,8 @@ export interface StatementExpectation {
   modelSha256: string;
   config: unknown;
   fingerprint: string;
+  /** Where the compared values come from, for messages (default "the lineage"). */
+  source?: string;
 }
 
 /**
@@ -64,13 +66,14 @@ export async function checkStatement(bytes: Uint8Array, signature: string, publi
   } catch (err) {
     throw new Error(`the model statement is not a fedmark-model-statement: ${(err as Error).message}`);
   }
-  const differs = (field: string, signed: unknown, claimed: unknown) => new Error(`the signed model statement says ${field} ${JSON.stringify(signed)}, but the lineage says ${JSON.stringify(claimed)}`);
+  const source = expected.source ?? 'the lineage';
+  const differs = (field: string, signed: unknown, claimed: unknown) => new Error(`the signed model statement says ${field} ${JSON.stringify(signed)}, but ${source} says ${JSON.stringify(claimed)}`);
   if (statement.signedBy !== expected.fingerprint) throw differs('signedBy', statement.signedBy, expected.fingerprint);
   if (statement.studyId !== expected.studyId) throw differs('studyId', statement.studyId, expected.studyId);
   if (expected.modelVersion !== undefined && statement.modelVersion !== expected.modelVersion) throw differs('modelVersion', statement.modelVersion, expected.modelVersion);
   if (expected.round !== undefined && statement.round !== expected.round) throw differs('round', statement.round, expected.round);
   if (statement.modelSha256 !== expected.modelSha256) throw differs('modelSha256', statement.modelSha256, expected.modelSha256);
   const sha = configSha256(expected.config);
-  if (statement.configSha256 !== sha) throw new Error(`the signed model statement says configSha256 ${statement.configSha256}, but the study configuration in the lineage hashes to ${sha}: the configuration (features, encoding, task or model) was changed`);
+  if (statement.configSha256 !== sha) throw new Error(`the signed model statement says configSha256 ${statement.configSha256}, but the study configuration in ${source} hashes to ${sha}: the configuration (features, encoding, task or model) was changed`);
   return statement;
 }

@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Command } from 'commander';
+import { registerModelCommands } from '../../cli/model-command.ts';
+import { ADMIN, inProcessCoordinator, tinyStudy, type Harness, type TestNode } from '../coordinator/harness.ts';
+import { backendOrSkip } from '../helpers/databases.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +17,8 @@ import { predictScores } from '../../models/train.ts';
 import { validationSplit } from '../../client-node/data.ts';
 import { encodedWidth, isNumericTarget } from '../../protocols/feature-spec.ts';
 import { StudyConfig, StudyStatus, type StudyConfigInput } from '../../protocols/messages.ts';
-import { decodeWeights } from '../../protocols/weights-codec.ts';
-import { generateIdentity } from '../../protocols/crypto/index.ts';
+import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
+import { generateIdentity, loadPrivateKey, signArtifact } from '../../protocols/crypto/index.ts';
 import { coordinatorProcess, nodeProcess, type CoordinatorProcess } from '../helpers/federation.ts';
 import { BIN, type RunningProcess } from '../helpers/processes.ts';
 
@@ -326,4 +331,201 @@ describe('fedmark model export refuses a model the coordinator did not sign', ()
       }
     }, 120_000);
   }
+});
+
+/** `fedmark model ...` in this process: exit code and output; an error thrown by an action counts as exit 1 with its message. */
+async function modelCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const program = new Command().exitOverride();
+  registerModelCommands(program);
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write;
+  const err = process.stderr.write;
+  const before = process.exitCode;
+  process.exitCode = 0;
+  process.stdout.write = ((chunk: string) => ((stdout += chunk), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string) => ((stderr += chunk), true)) as typeof process.stderr.write;
+  let code: number | undefined;
+  try {
+    await program.parseAsync(['node', 'fedmark', ...args]);
+  } catch (e) {
+    code = (e as { exitCode?: number }).exitCode ?? 1;
+    stderr += (e as Error).message;
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+  code ??= Number(process.exitCode ?? 0);
+  process.exitCode = before;
+  return { code, stdout, stderr };
+}
+
+/** A proxy in front of a coordinator that may send a request elsewhere (`route`) and rewrite the answer. */
+async function rewritingProxy(target: string, route: (path: string) => string, rewrite: (path: string, headers: Record<string, string>, body: Uint8Array) => Promise<Uint8Array> | Uint8Array) {
+  const server = createServer((req, res) => {
+    void (async () => {
+      const upstream = await fetch(target + route(req.url!), { headers: { authorization: req.headers.authorization ?? '' } });
+      const headers: Record<string, string> = {};
+      upstream.headers.forEach((v, k) => (headers[k] = v));
+      delete headers['content-length'];
+      delete headers['content-encoding'];
+      const body = await rewrite(req.url!, headers, new Uint8Array(await upstream.arrayBuffer()));
+      res.writeHead(upstream.status, headers).end(body);
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, close: () => server.close() };
+}
+
+const tinyWeights = (v: number) =>
+  encodeWeights([
+    { name: 'dense_0/kernel', shape: [7, 1], values: new Float32Array(7).fill(v) },
+    { name: 'dense_0/bias', shape: [1], values: new Float32Array([v]) },
+  ]);
+
+/** Plays one round of a DP study with whoever was sampled (as test/coordinator/privacy-readers.test.ts); true when it completed. */
+async function playSampledRound(h: Harness, studyId: string, round: number, nodes: TestNode[]): Promise<boolean> {
+  const phase = async () => (await h.admin('get', `/v1/studies/${studyId}`)).body.rounds?.find((r: { round: number }) => r.round === round)?.phase as string | undefined;
+  await h.until(async () => ((await phase()) === 'fit' ? true : undefined));
+  const participants: string[] = (await h.admin('get', `/v1/studies/${studyId}/rounds/${round}`)).body.participants;
+  const selected = nodes.filter((n) => participants.includes(n.nodeId));
+  for (const n of selected) expect((await h.submit(n, studyId, round, tinyWeights(0.01), { numExamples: 1 })).status).toBe(201);
+  if (selected.length >= 2) await h.until(async () => ((await phase()) === 'evaluate' ? true : undefined));
+  // Evaluations (or missing updates) are left to their deadline: the clock moves past it.
+  h.advanceClock(61_000);
+  await h.built.rounds.advanceRound(studyId, round);
+  return (await h.until(async () => {
+    const p = await phase();
+    return p === 'completed' || p === 'failed' ? p : undefined;
+  })) === 'completed';
+}
+
+/**
+ * The coordinator's signed model statement, end to end on an in-process coordinator (PGlite)
+ * serving HTTP, with `fedmark model export|verify` run in this process: a node-sampled study
+ * (q = 0.5) whose analyst view nulls updatesReceived, and proxies that serve an older model as
+ * the latest, an edited configuration, a statement signed by another key, or none.
+ */
+describe('fedmark model export / verify: the signed model statement', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fedmark-model-statement-'));
+  let h: Harness | undefined;
+  let server: Server | undefined;
+  let url: string;
+  let studyId: string;
+  let latest: number;
+  let fingerprint: string;
+  let analyst: string;
+  let impostor: { sign: (b: Uint8Array) => Promise<string> };
+
+  beforeAll(async () => {
+    const backend = await backendOrSkip('pglite');
+    if (!backend) return;
+    h = await inProcessCoordinator(backend);
+    server = h.app.listen(0, '127.0.0.1');
+    await new Promise((r) => server!.once('listening', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    fingerprint = h.built.keyring.current.fingerprint;
+    studyId = await h.createStudy(tinyStudy({ rounds: 4, minNodesPerRound: 2, minNodesToStart: 8, roundDeadlineSeconds: 30, privacy: { accountant: 'rdp', delta: 1e-5, central: { noiseMultiplier: 2, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 0.5 } } }));
+    const nodes: TestNode[] = [];
+    for (let i = 0; i < 8; i++) nodes.push(await h.enroll(studyId, `n${i}`, true, i < 4 ? 'eu' : 'us'));
+    latest = 0;
+    for (let round = 1; round <= 4 && latest === 0; round++) if (await playSampledRound(h, studyId, round, nodes)) latest = round;
+    analyst = (await h.admin('post', '/v1/tokens').send({ role: 'analyst', name: 'eu team', region: 'eu' })).body.token as string;
+    const other = await generateIdentity({ name: 'impostor', passphrase: 'impostor-passphrase' });
+    const key = await loadPrivateKey(other.privateKeyArmored, 'impostor-passphrase');
+    impostor = { sign: (b) => signArtifact(b, key) };
+  }, 180_000);
+  afterAll(async () => {
+    if (server) await new Promise((r) => server!.close(r));
+    await h?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const exportVia = (coordinator: string, out: string, token = ADMIN) => modelCli(['model', 'export', '--study', studyId, '--format', 'tfjs', '--out', out, '--fingerprint', fingerprint, '--coordinator', coordinator, '--token', token]);
+
+  it("an analyst's export under node sampling (updatesReceived null) stores the statement and verifies offline and online; old exports need --allow-unsigned-lineage", async (ctx) => {
+    if (!h) return ctx.skip();
+    expect(latest).toBeGreaterThan(0);
+    const out = join(dir, 'analyst');
+    const exported = await exportVia(url, out, analyst);
+    expect(exported.stderr).toBe('');
+    expect(exported.code).toBe(0);
+    const lineage = JSON.parse(readFileSync(join(out, 'lineage.json'), 'utf8'));
+    expect(lineage.rounds.length).toBeGreaterThan(0);
+    expect(lineage.rounds.every((r: { updatesReceived: unknown }) => r.updatesReceived === null)).toBe(true);
+    expect(JSON.parse(readFileSync(join(out, 'model-statement.json'), 'utf8'))).toMatchObject({ format: 'fedmark-model-statement', studyId, modelVersion: latest, round: latest, modelSha256: lineage.modelSha256, signedBy: fingerprint });
+
+    const offline = await modelCli(['model', 'verify', '--model', out, '--fingerprint', fingerprint]);
+    expect(offline.stderr).toBe('');
+    expect(offline.code).toBe(0);
+    expect(offline.stdout).toMatch(new RegExp(`signed statement: study ${studyId}, model v${latest}, round ${latest}, config sha256 [0-9a-f]{64}`));
+    expect(offline.stdout).toContain("not signed: as reported by the coordinator's API at export time\n  participants");
+    const online = await modelCli(['model', 'verify', '--study', studyId, '--fingerprint', fingerprint, '--coordinator', url, '--token', analyst]);
+    expect(online.stderr).toBe('');
+    expect(online.stdout).toContain(`signed statement: study ${studyId}, model v${latest}`);
+
+    rmSync(join(out, 'model-statement.json'));
+    rmSync(join(out, 'model-statement.json.asc'));
+    const old = await modelCli(['model', 'verify', '--model', out, '--fingerprint', fingerprint]);
+    expect(old.code).toBe(1);
+    expect(old.stderr).toMatch(/predates signed model statements.*--allow-unsigned-lineage/);
+    const allowed = await modelCli(['model', 'verify', '--model', out, '--fingerprint', fingerprint, '--allow-unsigned-lineage']);
+    expect(allowed.code).toBe(0);
+    expect(allowed.stdout).toContain('UNVERIFIED LINEAGE: this export predates signed model statements');
+  }, 120_000);
+
+  it('an older signed model served as the latest fails export, and writes nothing', async (ctx) => {
+    if (!h) return ctx.skip();
+    const latestPath = `/v1/studies/${studyId}/model`;
+    for (const header of ['kept', 'rewritten'] as const) {
+      const proxy = await rewritingProxy(url, (p) => (p === latestPath ? `/v1/studies/${studyId}/models/0` : p), (p, headers, body) => {
+        if (p === latestPath && header === 'rewritten') headers['fedmark-model-version'] = String(latest);
+        return body;
+      });
+      try {
+        const out = join(dir, `older-${header}`);
+        const res = await exportVia(proxy.url, out);
+        expect(res.code, header).toBe(1);
+        expect(res.stderr).toMatch(new RegExp(`the signed model statement says modelVersion 0, but the coordinator's API says ${latest}`));
+        expect(() => readFileSync(join(out, 'lineage.json'))).toThrow();
+      } finally {
+        proxy.close();
+      }
+    }
+  }, 120_000);
+
+  it("a configuration edited in transit, a statement signed by another key, a missing statement, a round that does not fit the schema: export refuses, naming it", async (ctx) => {
+    if (!h) return ctx.skip();
+    const statusPath = `/v1/studies/${studyId}`;
+    const json = (body: Uint8Array, edit: (v: any) => void) => {
+      const v = JSON.parse(new TextDecoder().decode(body));
+      edit(v);
+      return new TextEncoder().encode(JSON.stringify(v));
+    };
+    const cases: Array<{ name: string; rewrite: (p: string, headers: Record<string, string>, body: Uint8Array) => Promise<Uint8Array> | Uint8Array; error: RegExp }> = [
+      { name: 'config', rewrite: (p, _h, body) => (p === statusPath ? json(body, (s) => (s.config.features.features[0].mean += 1000)) : body), error: /configSha256 [0-9a-f]{64}, but the study configuration in the coordinator's API hashes to/ },
+      {
+        name: 'signer',
+        rewrite: async (_p, headers, body) => {
+          if (headers['fedmark-model-statement']) headers['fedmark-model-statement-signature'] = Buffer.from(await impostor.sign(new Uint8Array(Buffer.from(headers['fedmark-model-statement'], 'base64')))).toString('base64');
+          return body;
+        },
+        error: /model statement's signature does not verify with coordinator key/,
+      },
+      { name: 'none', rewrite: (_p, headers, body) => (delete headers['fedmark-model-statement'], body), error: /comes without a signed model statement/ },
+      { name: 'schema', rewrite: (p, _h, body) => (p === statusPath ? json(body, (s) => (s.rounds[0].updatesReceived = 'many')) : body), error: /refusing to write lineage\.json: .*field rounds\.0\.updatesReceived/ },
+    ];
+    for (const c of cases) {
+      const proxy = await rewritingProxy(url, (p) => p, c.rewrite);
+      try {
+        const out = join(dir, `tampered-${c.name}`);
+        const res = await exportVia(proxy.url, out);
+        expect(res.code, c.name).toBe(1);
+        expect(res.stderr, c.name).toMatch(c.error);
+        expect(() => readFileSync(join(out, 'lineage.json'))).toThrow();
+      } finally {
+        proxy.close();
+      }
+    }
+  }, 120_000);
 });

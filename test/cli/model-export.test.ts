@@ -492,6 +492,18 @@ describe('fedmark model export / verify: the signed model statement', () => {
         proxy.close();
       }
     }
+    // The latest model and statement, with only the version header changed: the header must agree with the signed statement.
+    const header = await rewritingProxy(url, (p) => p, (p, headers, body) => {
+      if (p === latestPath) headers['fedmark-model-version'] = '0';
+      return body;
+    });
+    try {
+      const res = await exportVia(header.url, join(dir, 'header-only'));
+      expect(res.code).toBe(1);
+      expect(res.stderr).toContain(`the signed statement says version ${latest}, the fedmark-model-version header 0`);
+    } finally {
+      header.close();
+    }
   }, 120_000);
 
   it("a configuration edited in transit, a statement signed by another key, a missing statement, a round that does not fit the schema: export refuses, naming it", async (ctx) => {

@@ -35,7 +35,7 @@ const json = (description: string, schema: z.ZodType): ResponseDoc => ({ descrip
 const empty = (description: string): ResponseDoc => ({ description });
 const binary = (description: string): ResponseDoc => ({ description, type: 'application/octet-stream', schema: S.Binary });
 const jsonBody = (schema: z.ZodType, required = true) => ({ schema, required });
-const MODEL_HEADERS = 'Headers: fedmark-sha256 (hash of the bytes), fedmark-model-version, fedmark-model-signature and fedmark-signer (the coordinator\'s detached OpenPGP signature, base64, and its key fingerprint).';
+const MODEL_HEADERS = 'Headers: fedmark-sha256 (hash of the bytes), fedmark-model-version, fedmark-model-signature and fedmark-signer (the coordinator\'s detached OpenPGP signature, base64, and its key fingerprint). A study\'s model (not a regional one) also carries fedmark-model-statement and fedmark-model-statement-signature: the signed statement (canonical JSON, base64) binding study id, version, round, the model\'s sha256 and the config\'s sha256, and the armored signature over it (base64).';
 
 /**
  * The API reference, one entry per route of the app, keyed `METHOD /express/path` exactly as the

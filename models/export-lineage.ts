@@ -154,8 +154,30 @@ export async function verifyExportFolder(dir: string, trust: ExportTrust = {}, o
     throw new ExportVerificationError(`the signature over ${EXPORT_FILES.signedModel} does not verify with coordinator key ${fingerprint} (lineage.json names ${lineage.coordinator.fingerprint}): wrong key, or the model or signature was changed`);
   }
   const statement = await checkFolderStatement(dir, lineage, armored, fingerprint, options.allowUnsignedLineage === true);
+  if (statement) checkConfigCopies(lineage);
   await checkDerivedFiles(dir, lineage, bytes);
   return { lineage, fingerprint, pinned: trust.publicKey !== undefined || trust.fingerprint !== undefined, statement };
+}
+
+/**
+ * lineage.json repeats parts of the configuration for readers (study name, task, model, strategy,
+ * privacy mechanisms) and verify prints them as signed: they must be what the signed
+ * configuration says.
+ */
+function checkConfigCopies(lineage: Lineage): void {
+  const c = lineage.config;
+  const copies: Array<[string, unknown, unknown]> = [
+    ['study.name', lineage.study.name, c.name],
+    ['task', lineage.task, c.task],
+    ['model', lineage.model, c.model],
+    ['strategy', lineage.strategy, c.strategy],
+    ['privacy.mechanisms', lineage.privacy.mechanisms, privacyMechanisms(c)],
+  ];
+  for (const [field, copy, signed] of copies) {
+    if (!isDeepStrictEqual(JSON.parse(JSON.stringify(copy ?? null)), JSON.parse(JSON.stringify(signed ?? null)))) {
+      throw new ExportVerificationError(`${EXPORT_FILES.lineage}: field ${field} is ${JSON.stringify(copy)}, but the signed configuration says ${JSON.stringify(signed)}`);
+    }
+  }
 }
 
 /** The folder's signed statement, checked against lineage.json (the model's hash there was checked against model.fmw already). */

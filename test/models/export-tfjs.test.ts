@@ -232,6 +232,10 @@ describe('TensorFlow.js export of every model kind', () => {
     await expect(verifyExportFolder(study)).rejects.toThrow(/says studyId "study_x", but the lineage says "study_forged"/);
     const version = await forged('version', (l) => ((l.modelVersion = 9), (l.round = 9)));
     await expect(verifyExportFolder(version)).rejects.toThrow(/says modelVersion 2, but the lineage says 9/);
+    const name = await forged('name', (l) => (l.study.name = 'approved model'));
+    await expect(verifyExportFolder(name)).rejects.toThrow(/lineage\.json: field study\.name is "approved model", but the signed configuration says "lineage"/);
+    const mechanisms = await forged('mechanisms', (l) => (l.privacy.mechanisms = ['central DP (client-level): noise multiplier 8']));
+    await expect(verifyExportFolder(mechanisms)).rejects.toThrow(/field privacy\.mechanisms/);
     const round = await forged('round', (l) => (l.round = 1));
     await expect(verifyExportFolder(round)).rejects.toThrow(/says round 2, but the lineage says 1/);
 

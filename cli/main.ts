@@ -288,6 +288,8 @@ function exitWithParent(stop: () => void): void {
   };
   process.stdin.on('end', once).on('close', once).on('error', once);
   process.stdin.resume();
+  // Watching must not keep the process alive: a node that finished its study exits as before.
+  (process.stdin as unknown as { unref?: () => void }).unref?.();
 }
 
 export async function main(argv: string[]) {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { NodePrivacySpend, Task } from '../protocols/messages.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
-import { getWeights, setWeights } from '../models/index.ts';
+import { loadKindWeights, readKindWeights } from '../models/kinds/index.ts';
 import type * as tf from '../models/tf.ts';
 import type { NodeModelKind } from '../models/kinds/kind.ts';
 import type { LoadedData } from './data.ts';
@@ -37,7 +37,7 @@ export async function train(
 ): Promise<Trained> {
   const study = task.config;
   const dpSgd = study.privacy?.dpSgd;
-  setWeights(model, global);
+  loadKindWeights(kind, model, global);
   const args = { study, instructions: instructionsOf(task), global, seed: study.training.seed + task.round };
   const started = performance.now();
   let spent: NodePrivacySpend | undefined;
@@ -57,7 +57,7 @@ export async function train(
     result = await kind.train(model, data.train, args);
   }
   const trainSeconds = (performance.now() - started) / 1000;
-  const weights = getWeights(model);
+  const weights = readKindWeights(kind, model);
   checkTrainingOutcome(task.round, result.loss, weights);
   return {
     // Every tensor: the release step keeps the ones the model kind shares.
@@ -88,7 +88,7 @@ function checkTrainingOutcome(round: number, loss: number, weights: WeightSet): 
  * A loss that is not finite is left out (the report's loss is optional), never reported as 0.
  */
 export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, global: WeightSet, privacy?: EvaluationPrivacy, log?: Logger): EvaluatedFacts {
-  setWeights(model, global);
+  loadKindWeights(kind, model, global);
   const dp = evaluationDp(privacy?.task.config.privacy);
   if (!dp) {
     const { loss, stats } = kind.evaluate(model, data.validation);

@@ -13,8 +13,19 @@ import type { EncodedData } from '../encode.ts';
  */
 export interface NodeModelKind {
   readonly name: KindName;
-  /** The study's model with its round-0 weights (the coordinator's, for the same seed). */
+  /**
+   * The study's model with its round-0 weights (the coordinator's, for the same seed): a
+   * TensorFlow.js model for dense kinds, or the kind's own object (recommendation's factors) that
+   * then comes with getWeights / setWeights below.
+   */
   createModel(study: StudyConfig, inputWidth: number): tf.LayersModel;
+  /** The model's weights in protocol order (default: models/model-factory.ts getWeights, for a tf.LayersModel). */
+  getWeights?(model: tf.LayersModel): WeightSet;
+  /**
+   * Loads weights into the model (default: setWeights for a tf.LayersModel). A kind with node-local
+   * tensors (recommendation's user factors) takes only the shared ones and keeps its local ones.
+   */
+  setWeights?(model: tf.LayersModel, weights: WeightSet): void;
   /**
    * Local training from `global` (already loaded into `model`) under the strategy's instructions:
    * plain (Adam/SGD) or DP-SGD when `dpSgd` is given; FedProx's proximal term

@@ -6,6 +6,7 @@ import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { bceLoss, type OutputLoss } from './losses.ts';
 import { modelSpecsOf } from './model-factory.ts';
+import { fusedTrainerWanted, trainLocalFused } from './fused-mlp-train.ts';
 
 export interface TrainResult {
   /**
@@ -188,6 +189,12 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
   if (n === 0) throw new RangeError('trainLocal: no rows to train on');
   const batchSize = Math.max(1, Math.min(config.batchSize, n));
   const objective = options.loss ?? bceLoss;
+  // FEDMARK_TRAINER=fused: the hand-written dense trainer (models/fused-mlp-train.ts), same
+  // semantics; null for a model it does not cover, which TensorFlow.js then trains.
+  if (fusedTrainerWanted()) {
+    const fused = await trainLocalFused(model, data, config, objective, options);
+    if (fused !== null) return fused;
+  }
   const optimizer = prepare(model, config, objective);
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const dataLoss = lossFunction(model, objective);

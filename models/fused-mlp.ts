@@ -1,0 +1,229 @@
+/**
+ * A fused trainer for the dense stacks fedmark trains (models/model-factory.ts): forward pass,
+ * backward pass and the loss's gradient in plain JavaScript over contiguous Float32Arrays, one
+ * pass per layer, no allocation per step.
+ *
+ * Why by hand: at these sizes (an MLP 40-64-32-1 is 4,737 parameters) TensorFlow.js spends its
+ * time dispatching kernels (a step is ~40 of them, each with bookkeeping), not multiplying; a
+ * loop over the few hundred kilobytes a step touches runs at memory/L1 speed instead (issue 13,
+ * "Local training"). TensorFlow.js stays the model format, evaluation and every other model.
+ *
+ * Layout: `params` holds the weights in protocol order (protocols/model-spec.ts modelTensorSpecs:
+ * dense_0/kernel [in, out] row-major, dense_0/bias [out], dense_1/kernel, ...); `grads` the
+ * gradient of the batch's mean loss in the same layout, so an optimizer is one loop over both.
+ *
+ * Loops are ordered i-k-j (row, input unit, output unit): the inner loop walks one kernel row and
+ * one activation row, both contiguous. The backward pass of a layer is a single pass that
+ * accumulates the kernel gradient and, in the same inner loop, the gradient flowing to the layer
+ * below (dA = dZ W^T: a dot product over the same kernel row). Zero inputs (ReLU's dead units,
+ * one-hot zeros) are skipped: they contribute nothing to Z nor to the kernel gradient.
+ */
+import type { OutputLoss } from './losses.ts';
+
+/** A hidden layer's activation: ReLU, tanh (models/activations.ts), or none. */
+export type FusedActivation = 'relu' | 'tanh' | 'linear';
+
+export interface FusedLayout {
+  /** Layer widths, input first, output (1) last: [40, 64, 32, 1]. */
+  widths: number[];
+  /** One activation per hidden layer (widths.length - 2 of them). */
+  hidden: FusedActivation[];
+}
+
+export class FusedMlp {
+  readonly widths: readonly number[];
+  readonly hidden: readonly FusedActivation[];
+  /** Weights, protocol order. */
+  readonly params: Float32Array;
+  /** d (mean batch loss) / d params after lossAndGradient, same layout. */
+  readonly grads: Float32Array;
+  /** Offsets of each layer's kernel and bias in params / grads. */
+  readonly kernelOffsets: readonly number[];
+  readonly biasOffsets: readonly number[];
+  readonly maxRows: number;
+  /** outs[l]: layer l's output for each row (activated for hidden layers, z for the last). */
+  private readonly outs: Float32Array[];
+  /** deltas[l]: d loss / d z of layer l, row by row. */
+  private readonly deltas: Float32Array[];
+
+  constructor(layout: FusedLayout, maxRows: number) {
+    const { widths, hidden } = layout;
+    if (widths.length < 2 || widths.some((w) => !Number.isInteger(w) || w <= 0)) throw new RangeError(`FusedMlp: widths must be >= 2 positive integers, got [${widths.join(', ')}]`);
+    if (widths[widths.length - 1] !== 1) throw new RangeError(`FusedMlp: the output layer must have 1 unit, got ${widths[widths.length - 1]}`);
+    if (hidden.length !== widths.length - 2) throw new RangeError(`FusedMlp: ${widths.length - 2} hidden layers but ${hidden.length} activations`);
+    if (!Number.isInteger(maxRows) || maxRows <= 0) throw new RangeError(`FusedMlp: maxRows must be a positive integer, got ${maxRows}`);
+    this.widths = [...widths];
+    this.hidden = [...hidden];
+    this.maxRows = maxRows;
+    const kernelOffsets: number[] = [];
+    const biasOffsets: number[] = [];
+    let size = 0;
+    for (let l = 0; l < widths.length - 1; l++) {
+      kernelOffsets.push(size);
+      size += widths[l] * widths[l + 1];
+      biasOffsets.push(size);
+      size += widths[l + 1];
+    }
+    this.kernelOffsets = kernelOffsets;
+    this.biasOffsets = biasOffsets;
+    this.params = new Float32Array(size);
+    this.grads = new Float32Array(size);
+    this.outs = widths.slice(1).map((w) => new Float32Array(maxRows * w));
+    this.deltas = widths.slice(1).map((w) => new Float32Array(maxRows * w));
+  }
+
+  get layers(): number {
+    return this.widths.length - 1;
+  }
+
+  /**
+   * The output unit's pre-activation z for `rows` rows of `x` (row-major, widths[0] wide), into
+   * a buffer owned by this object (valid until the next call).
+   */
+  forward(x: Float32Array, rows: number): Float32Array {
+    this.checkRows(x, rows);
+    const p = this.params;
+    let input = x;
+    for (let l = 0; l < this.layers; l++) {
+      const k = this.widths[l];
+      const n = this.widths[l + 1];
+      const out = this.outs[l];
+      if (n === 1) denseForward1(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k);
+      else denseForward(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k, n);
+      if (l < this.layers - 1) activateInPlace(this.hidden[l], out, rows * n);
+      input = out;
+    }
+    return this.outs[this.layers - 1].subarray(0, rows);
+  }
+
+  /**
+   * Forward and backward pass on one batch: fills `grads` with the gradient of the mean loss over
+   * the rows (as autodiff of tf.mean(loss) would), returns the SUM of the rows' losses (float64).
+   */
+  lossAndGradient(x: Float32Array, targets: Float32Array, rows: number, loss: OutputLoss): number {
+    const z = this.forward(x, rows);
+    const last = this.layers - 1;
+    const dz = this.deltas[last];
+    let sum = 0;
+    for (let i = 0; i < rows; i++) {
+      sum += loss.value(z[i], targets[i]);
+      dz[i] = loss.derivative(z[i], targets[i]) / rows;
+    }
+    this.grads.fill(0);
+    for (let l = last; l >= 0; l--) this.backwardLayer(l, l === 0 ? x : this.outs[l - 1], rows);
+    return sum;
+  }
+
+  /** One layer's kernel and bias gradients, and (above layer 0) the delta of the layer below. */
+  private backwardLayer(l: number, input: Float32Array, rows: number): void {
+    const k = this.widths[l];
+    const n = this.widths[l + 1];
+    const below = l > 0 ? this.deltas[l - 1] : null;
+    const act = l > 0 ? this.hidden[l - 1] : 'linear';
+    const dz = this.deltas[l];
+    if (n === 1) denseBackward1(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k);
+    else denseBackward(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k, n);
+  }
+
+  private checkRows(x: Float32Array, rows: number): void {
+    if (!Number.isInteger(rows) || rows <= 0 || rows > this.maxRows) throw new RangeError(`FusedMlp: rows must be in 1..${this.maxRows}, got ${rows}`);
+    if (x.length < rows * this.widths[0]) throw new RangeError(`FusedMlp: x holds ${x.length} values, expected ${rows} x ${this.widths[0]}`);
+  }
+}
+
+/** Z = A W + b for a layer of n > 1 units, i-k-j. */
+function denseForward(a: Float32Array, p: Float32Array, ko: number, bo: number, z: Float32Array, rows: number, k: number, n: number): void {
+  for (let i = 0; i < rows; i++) {
+    const ao = i * k;
+    const zo = i * n;
+    for (let j = 0; j < n; j++) z[zo + j] = p[bo + j];
+    for (let c = 0; c < k; c++) {
+      const v = a[ao + c];
+      if (v === 0) continue;
+      const wo = ko + c * n;
+      for (let j = 0; j < n; j++) z[zo + j] += v * p[wo + j];
+    }
+  }
+}
+
+/** z = A w + b for a 1-unit layer: one dot product per row. */
+function denseForward1(a: Float32Array, p: Float32Array, ko: number, bo: number, z: Float32Array, rows: number, k: number): void {
+  const b = p[bo];
+  for (let i = 0; i < rows; i++) {
+    const ao = i * k;
+    let s = 0;
+    for (let c = 0; c < k; c++) s += a[ao + c] * p[ko + c];
+    z[i] = s + b;
+  }
+}
+
+function activateInPlace(act: FusedActivation, h: Float32Array, count: number): void {
+  if (act === 'relu') {
+    for (let i = 0; i < count; i++) if (!(h[i] > 0)) h[i] = 0;
+  } else if (act === 'tanh') {
+    for (let i = 0; i < count; i++) h[i] = Math.tanh(h[i]);
+  }
+}
+
+/**
+ * f'(z) times the incoming gradient s, from the layer's output h = f(z): ReLU's step (h > 0 iff
+ * z > 0; 0 at z = 0, as tfjs's relu gradient), tanh's 1 - h^2, 1 for no activation.
+ */
+function throughActivation(act: FusedActivation, h: number, s: number): number {
+  return act === 'relu' ? (h > 0 ? s : 0) : act === 'tanh' ? s * (1 - h * h) : s;
+}
+
+/**
+ * Backward of a layer of n > 1 units: dW += A^T dZ, db += column sums of dZ, and (when `below`)
+ * below = f'(.) * (dZ W^T), all in one pass over the rows.
+ */
+function denseBackward(
+  a: Float32Array, dz: Float32Array, p: Float32Array, g: Float32Array, ko: number, bo: number,
+  below: Float32Array | null, act: FusedActivation, rows: number, k: number, n: number,
+): void {
+  for (let i = 0; i < rows; i++) {
+    const ao = i * k;
+    const zo = i * n;
+    for (let j = 0; j < n; j++) g[bo + j] += dz[zo + j];
+    for (let c = 0; c < k; c++) {
+      const v = a[ao + c];
+      const wo = ko + c * n;
+      if (v === 0) {
+        // No kernel gradient from a zero input; below it, ReLU's gradient is 0 too.
+        if (below !== null) {
+          let s = 0;
+          if (act !== 'relu') for (let j = 0; j < n; j++) s += dz[zo + j] * p[wo + j];
+          below[ao + c] = act === 'relu' ? 0 : s;
+        }
+        continue;
+      }
+      if (below === null) {
+        for (let j = 0; j < n; j++) g[wo + j] += v * dz[zo + j];
+        continue;
+      }
+      let s = 0;
+      for (let j = 0; j < n; j++) {
+        const d = dz[zo + j];
+        s += d * p[wo + j];
+        g[wo + j] += v * d;
+      }
+      below[ao + c] = throughActivation(act, v, s);
+    }
+  }
+}
+
+/** denseBackward for a 1-unit layer (the output): dZ is one number per row. */
+function denseBackward1(
+  a: Float32Array, dz: Float32Array, p: Float32Array, g: Float32Array, ko: number, bo: number,
+  below: Float32Array | null, act: FusedActivation, rows: number, k: number,
+): void {
+  let bias = 0;
+  for (let i = 0; i < rows; i++) {
+    const d = dz[i];
+    const ao = i * k;
+    bias += d;
+    for (let c = 0; c < k; c++) g[ko + c] += a[ao + c] * d;
+    if (below !== null) for (let c = 0; c < k; c++) below[ao + c] = throughActivation(act, a[ao + c], d * p[ko + c]);
+  }
+  g[bo] += bias;
+}

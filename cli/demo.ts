@@ -1,17 +1,13 @@
 import { DP_SGD_PRESETS, dpSgdPlanWithEvaluation, dpSgdPresetFor, dpSgdPresetModel } from '../protocols/privacy/dp-presets.ts';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
-import { createInterface } from 'node:readline';
 import { encodedWidth, isNumericTarget, type FeatureSpec } from '../protocols/feature-spec.ts';
-import { StudyConfig, StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
+import { StudyConfig, type StudyConfigInput } from '../protocols/messages.ts';
 import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from '../protocols/strategies/config.ts';
 import { poolStudyEvaluation, TaskSpec, type PooledMetrics } from '../protocols/model-kinds/kind.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
-import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
 import { ModelSpec } from '../protocols/model-spec.ts';
 import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
@@ -20,10 +16,12 @@ import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, s
 import type { CsvDelimiter } from '../models/csv-table.ts';
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
-import { childLauncher } from './launcher.ts';
+import { auditLine, fmt, fmtValue, prepareDemoOut, runFederation } from './demo-federation.ts';
 import type { AttackName } from '../client-node/attack.ts';
 
-const DEMO_MARKER = '.fedmark-demo';
+/** The demo's output folder, emptied (in cli/demo-federation.ts, shared by every kind's demo). */
+export { prepareDemoOut };
+
 const SHIPPED_DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
 /** The shipped regression data: 12-month spend by customer, with a region column. */
 const SHIPPED_REGRESSION_DATA = fileURLToPath(new URL('../data/customer_value.csv', import.meta.url));
@@ -228,249 +226,129 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   say(`  split ${partitionLabel}; ${testIdx.length} rows held out for the test; output in ${outDir}`);
   for (const warning of warnings) say(`  WARNING: ${warning}`);
 
-  // 2. The coordinator and the nodes, as separate processes.
-  const adminToken = randomBytes(24).toString('base64url');
-  const children: ChildProcess[] = [];
-  const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
-  const stopAll = () => {
-    for (const c of children) if (!exited(c)) c.kill('SIGTERM');
+  // 2. The coordinator and the nodes, as separate processes, run the study (cli/demo-federation.ts).
+  const intro: string[] = [];
+  if (privacy?.central) intro.push(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
+  if (privacy?.dpSgd) intro.push(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
+  intro.push(`  ${rounds} rounds of ${describeStrategy(strategy)}, ${regression ? `regression of ${target} (${task.kind === 'regression' ? task.loss : ''} loss)` : `binary ${target}`}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
+  const federation = await runFederation({
+    studyConfig,
+    outDir,
+    say,
+    intro,
+    nodes: partitions.map((p) => ({
+      name: p.name,
+      dataFile: join(outDir, 'nodes', p.name, 'data.csv'),
+      rows: p.rows.length,
+      values: p.values,
+      ...(attackers.has(p.name) ? { flags: ['--attack', options.attackers!.attack], note: `ATTACKER: ${options.attackers!.attack}` } : {}),
+    })),
+    // 3. A line per finished round: the kind's pooled metrics of the global model on the nodes' held-out rows.
+    roundMetrics: (metrics, r) =>
+      regression
+        ? { text: `federated val R2 ${fmt(metrics?.r2)}  RMSE ${fmtValue(metrics?.rmse)}`, fields: { validationR2: metrics?.r2 ?? null, validationRmse: metrics?.rmse ?? null } }
+        : { text: `federated val AUC ${fmt(r.validationAuc)}` },
+  });
+  const { weights, modelPath, privacyReport: report } = federation;
+  const federationSeconds = (federation.endedAt - started) / 1000;
+
+  // 4. The global model on the held-out test split, against local-only models.
+  await initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined);
+  // Evaluated and trained through the study's model kind, as a node would: the same output
+  // unit, loss, target transform and sufficient statistics as the federation.
+  const studyParsed = StudyConfig.parse(studyConfig);
+  const kind = nodeKindFor(studyParsed);
+  const width = encodedWidth(spec);
+  // What the mean-only baseline predicts (shown in the table; poolStudyEvaluation uses the same).
+  const center = isNumericTarget(spec.target) ? spec.target.center : 0;
+  const test = subset(encoded, testIdx);
+  const evaluate = (w: WeightSet) => {
+    const m = kind.createModel(studyParsed, width);
+    try {
+      setWeights(m, w);
+      return poolStudyEvaluation(studyParsed, [kind.evaluate(m, test).stats]);
+    } finally {
+      m.dispose();
+    }
   };
-  // However the demo ends (Ctrl-C, kill, a crash, a closed pipe), its children end with it.
-  process.once('exit', stopAll);
-  const onSignal = () => {
-    stopAll();
-    process.exit(130);
-  };
-  const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  for (const signal of SIGNALS) process.once(signal, onSignal);
-  const launcher = await childLauncher();
-  const spawnLogged = (args: string[], logFile: string, env: Record<string, string>) => spawnChild(launcher, args, logFile, env);
-  // A demo that is killed outright (SIGKILL, its terminal closed) cannot stop its children, so each
-  // child also watches its stdin, a pipe from this process, and shuts down when it closes
-  // (FEDMARK_EXIT_WITH_PARENT, cli/main.ts). A closed stdout (`npm start | head`) ends the demo.
-  const onBrokenPipe = (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-    stopAll();
-    process.exit(141);
-  };
-  process.stdout.on('error', onBrokenPipe);
-  try {
-    say('  starting the coordinator (embedded PostgreSQL: its first start can take a minute on a busy machine) ...');
-    const coordinator = spawnLogged(['coordinator', '--port', '0', '--data-dir', join(outDir, 'coordinator-db')], join(outDir, 'logs', 'coordinator.log'), {
-      FEDMARK_ADMIN_TOKEN: adminToken,
-      // The demo's secrets are made up for this run; a real deployment keeps them in a secret store.
-      FEDMARK_KEY_PASSPHRASE: randomBytes(24).toString('base64url'),
-      FEDMARK_KEY_DIR: join(outDir, 'coordinator-keys'),
-      DATABASE_URL: '',
-    });
-    children.push(coordinator.child);
-    // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
-    const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
-    say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
-    const api = adminApi(url, adminToken);
-    const study = (await api.post('/v1/studies', studyConfig)) as { id: string; warnings?: string[] };
-    // The coordinator's warnings at creation (e.g. client-level DP noise that will swamp 10 nodes).
-    for (const warning of study.warnings ?? []) say(`  WARNING: ${warning}`);
+  const globalTest = evaluate(weights);
+
+  const localOnly: DemoResult['localOnly'] = [];
+  if (options.localBaseline !== false) {
+    say(`  training local-only baselines (each region alone, ${rounds * training.localEpochs} epochs: the same compute) ...`);
     for (const p of partitions) {
-      // The operator names each node's jurisdiction on its token; the node states the same law.
-      // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
-      const { token } = (await api.post('/v1/enrollment-tokens', { studyId: study.id, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
-      const node = spawnLogged(
-        ['node', '--coordinator', url, '--token', token, '--data', join(outDir, 'nodes', p.name, 'data.csv'), '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--ledger-dir', join(outDir, 'ledgers'), '--jurisdiction', 'US-CA-CCPA', ...(attackers.has(p.name) ? ['--attack', options.attackers!.attack] : [])],
-        join(outDir, 'logs', `node-${p.name}.log`),
-        { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') },
-      );
-      children.push(node.child);
+      const trained = await trainAlone(kind, studyParsed, width, subset(encoded, p.rows), rounds * training.localEpochs);
+      const m = evaluate(trained);
+      localOnly.push(regression ? { node: p.name, trainRows: p.rows.length, testAuc: null, testR2: m.r2, testRmse: m.rmse, testMae: m.mae } : { node: p.name, trainRows: p.rows.length, testAuc: m.auc });
     }
-    say(`  ${partitions.length} node processes started: ${partitions.map((p) => `${p.name} (${p.rows.length} rows${attackers.has(p.name) ? `, ATTACKER: ${options.attackers!.attack}` : ''})`).join(', ')}`);
-    if (privacy?.central) say(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
-    if (privacy?.dpSgd) say(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
-    say(`  ${rounds} rounds of ${describeStrategy(strategy)}, ${regression ? `regression of ${target} (${task.kind === 'regression' ? task.loss : ''} loss)` : `binary ${target}`}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
-
-    // 3. Follow the study, one line per finished round.
-    const roundLines: DemoResult['rounds'] = [];
-    let lastReported = 0;
-    let roundClock = performance.now();
-    let status: StudyStatus | undefined;
-    let report: PrivacyReportBody | undefined;
-    let startup = '';
-    for (;;) {
-      // Long-polls: the coordinator answers as soon as the study changes.
-      status = StudyStatus.parse(await api.get(`/v1/studies/${study.id}${status! ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`));
-      // Until round 1 starts, say how far the nodes are (each loads TensorFlow.js and its data first).
-      if (status.rounds.length === 0) {
-        const line = `  ${status.nodes.length}/${partitions.length} nodes enrolled, ${status.nodes.filter((n) => n.state === 'ready').length}/${partitions.length} ready`;
-        if (line !== startup) say((startup = line));
-      }
-      if (privacy && status.rounds.some((r) => r.round > lastReported && (r.phase === 'completed' || r.phase === 'failed'))) report = (await api.get(`/v1/studies/${study.id}/privacy`)) as PrivacyReportBody;
-      for (const r of status.rounds) {
-        if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
-        const seconds = (performance.now() - roundClock) / 1000;
-        roundClock = performance.now();
-        lastReported = r.round;
-        // Nodes that took part: updates the round aggregated, not nodes it invited.
-        const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;
-        const spent = privacyLine(report, r.round);
-        // The kind's pooled metrics of the global model on the nodes' held-out rows.
-        const metrics = r.validationMetrics;
-        const validation = regression ? { validationR2: metrics?.r2 ?? null, validationRmse: metrics?.rmse ?? null } : {};
-        roundLines.push({ round: r.round, phase: r.phase, nodes: nodesIn, invited: r.participants.length, meanLoss: r.meanLoss, validationAuc: r.validationAuc, ...validation, seconds, durationSeconds: roundDuration(r), failureReason: r.failureReason, ...(spent.fields ?? {}) });
-        const validationText = regression ? `federated val R2 ${fmt(metrics?.r2)}  RMSE ${fmtValue(metrics?.rmse)}` : `federated val AUC ${fmt(r.validationAuc)}`;
-        say(
-          r.phase === 'failed'
-            ? `round ${String(r.round).padStart(3)}/${rounds}  FAILED: ${r.failureReason}`
-            : `round ${String(r.round).padStart(3)}/${rounds}  nodes ${nodesIn}/${partitions.length}  mean local loss ${fmt(r.meanLoss)}  ${validationText}  ${seconds.toFixed(2)}s${spent.text}`,
-        );
-      }
-      // `stopped` (its budget, a policy, an operator) ends the federation too: said with its reason.
-      if (status.state === 'stopped') say(`study stopped: ${status.stopReason ?? '(no reason recorded)'}`);
-      if (status.state !== 'running') break;
-      for (const c of children) if (exited(c) && c.exitCode !== 0) throw new Error(`a demo process exited (${c.exitCode ?? c.signalCode}); see ${join(outDir, 'logs')}`);
-    }
-    const federationSeconds = (performance.now() - started) / 1000;
-
-    // 4. The global model on the held-out test split, against local-only models.
-    const weights = decodeWeights(await api.getBytes(`/v1/studies/${study.id}/model`));
-    const modelPath = join(outDir, 'global-model.fmw');
-    writeFileSync(modelPath, encodeWeights(weights));
-    writeFileSync(join(outDir, 'global-model.json'), JSON.stringify({ studyId: study.id, version: status.latestModelVersion, model, features: spec, format: 'fedmark weights codec FMW1 (protocols/weights-codec.ts)' }, null, 2));
-    await initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined);
-    // Evaluated and trained through the study's model kind, as a node would: the same output
-    // unit, loss, target transform and sufficient statistics as the federation.
-    const studyParsed = StudyConfig.parse(studyConfig);
-    const kind = nodeKindFor(studyParsed);
-    const width = encodedWidth(spec);
-    // What the mean-only baseline predicts (shown in the table; poolStudyEvaluation uses the same).
-    const center = isNumericTarget(spec.target) ? spec.target.center : 0;
-    const test = subset(encoded, testIdx);
-    const evaluate = (w: WeightSet) => {
-      const m = kind.createModel(studyParsed, width);
-      try {
-        setWeights(m, w);
-        return poolStudyEvaluation(studyParsed, [kind.evaluate(m, test).stats]);
-      } finally {
-        m.dispose();
-      }
-    };
-    const globalTest = evaluate(weights);
-
-    const localOnly: DemoResult['localOnly'] = [];
-    if (options.localBaseline !== false) {
-      say(`  training local-only baselines (each region alone, ${rounds * training.localEpochs} epochs: the same compute) ...`);
-      for (const p of partitions) {
-        const trained = await trainAlone(kind, studyParsed, width, subset(encoded, p.rows), rounds * training.localEpochs);
-        const m = evaluate(trained);
-        localOnly.push(regression ? { node: p.name, trainRows: p.rows.length, testAuc: null, testR2: m.r2, testRmse: m.rmse, testMae: m.mae } : { node: p.name, trainRows: p.rows.length, testAuc: m.auc });
-      }
-    }
-    const meanOf = (xs: Array<number | null | undefined>) => {
-      const finite = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
-      return finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
-    };
-    const meanLocalOnlyAuc = regression ? null : meanOf(localOnly.map((l) => l.testAuc));
-    const meanLocalOnlyR2 = regression ? meanOf(localOnly.map((l) => l.testR2)) : undefined;
-    const meanLocalOnlyRmse = regression ? meanOf(localOnly.map((l) => l.testRmse)) : undefined;
-
-    say('');
-    const label = (l: DemoResult['localOnly'][number]) => {
-      const p = partitions.find((x) => x.name === l.node)!;
-      return `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
-    };
-    if (regression) {
-      say(`test R2 and RMSE of ${target} on ${testIdx.length} held-out rows (mean-only baseline: predict ${fmtValue(center)} for every row)`);
-      say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test R2'.padStart(8)}  ${'test RMSE'.padStart(10)}`);
-      say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.r2).padStart(8)}  ${fmtValue(globalTest.rmse).padStart(10)}`);
-      for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testR2).padStart(8)}  ${fmtValue(l.testRmse).padStart(10)}`);
-      if (meanLocalOnlyR2 !== null && meanLocalOnlyR2 !== undefined) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyR2).padStart(8)}  ${fmtValue(meanLocalOnlyRmse).padStart(10)}`);
-      say(`  ${'mean-only baseline'.padEnd(44)} ${''.padStart(10)}  ${''.padStart(8)}  ${fmtValue(globalTest.baselineRmse).padStart(10)}`);
-    } else {
-      say(`test AUC on ${testIdx.length} held-out rows`);
-      say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
-      say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.auc).padStart(8)}`);
-      for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
-      if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
-    }
-    say('');
-    say(`global model written to ${modelPath} (with ${join(outDir, 'global-model.json')}); federation took ${federationSeconds.toFixed(1)}s`);
-
-    const result: DemoResult = {
-      studyId: study.id,
-      task: task.kind,
-      ...(task.kind === 'regression' ? { loss: task.loss } : {}),
-      strategy,
-      rounds: roundLines,
-      globalTest,
-      globalTestAuc: regression ? null : (globalTest.auc ?? null),
-      ...(regression ? { globalR2: globalTest.r2, globalRmse: globalTest.rmse, globalMae: globalTest.mae, baselineRmse: globalTest.baselineRmse, baselineMae: globalTest.baselineMae, meanLocalOnlyR2, meanLocalOnlyRmse } : {}),
-      localOnly,
-      meanLocalOnlyAuc,
-      modelPath,
-      outDir,
-      wallSeconds: (performance.now() - started) / 1000,
-      nodes: partitions.length,
-      partition: partitionLabel,
-      privacy: privacy
-        ? {
-            accountant: privacy.accountant,
-            delta: privacy.delta,
-            central: privacy.central ? { epsilonBudget: privacy.budgetEpsilon!, noiseMultiplier: privacy.central.noiseMultiplier, clipNorm: options.clip ?? DEFAULT_CLIP, epsilonSpent: report?.spentEpsilon ?? 0 } : null,
-            dpSgd: privacy.dpSgd ? { targetEpsilon: options.dpSgdEpsilon ?? 3, noiseMultiplier: privacy.dpSgd.noiseMultiplier, samplingRate: privacy.dpSgd.samplingRate, epsilonSpentMax: Math.max(0, ...(report?.nodes ?? []).map((n) => n.dpSgd?.epsilonTotal ?? 0)) } : null,
-          }
-        : null,
-    };
-    if (options.attackers) result.attack = { name: options.attackers.attack, nodes: [...attackers] };
-    if (privacy) {
-      say(`privacy spent: ${privacy.central ? `client-level epsilon ${fmt(report?.spentEpsilon ?? 0)} of ${privacy.budgetEpsilon} (delta ${privacy.delta})` : 'no central DP'}${privacy.dpSgd ? `; DP-SGD record-level epsilon per node up to ${fmt(result.privacy!.dpSgd!.epsilonSpentMax)} (delta ${privacy.delta})` : ''}`);
-    }
-    // The auditor's side: export the log through the API with an auditor token, verify it offline.
-    const auditor = (await api.post('/v1/tokens', { role: 'auditor', name: 'demo auditor' })) as { token: string };
-    const auditDir = join(outDir, 'audit');
-    const { exportFromCoordinator } = await import('../coordinator/audit/audit-export-sources.ts');
-    await exportFromCoordinator({ coordinator: url, token: auditor.token, out: auditDir });
-    const { verifyAuditExport } = await import('../protocols/audit/audit-export.ts');
-    const verified = await verifyAuditExport(auditDir);
-    result.audit = { dir: auditDir, ok: verified.ok, entries: verified.ok ? verified.entries : null };
-    say(`audit log exported to ${auditDir} (${verified.ok ? `${verified.entries} entries, ${verified.checkpoints} signed checkpoints, verified OK` : `verification FAILED: ${verified.message}`}); check it yourself: npx fedmark audit verify ${auditDir}`);
-    writeFileSync(join(outDir, 'summary.json'), JSON.stringify(result, null, 2));
-    if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
-    return result;
-  } finally {
-    stopAll();
-    await Promise.all(children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r)))));
-    // A process running several demos (the attack comparison, the bench) must not pile up listeners.
-    process.off('exit', stopAll);
-    process.stdout.off('error', onBrokenPipe);
-    for (const signal of SIGNALS) process.off(signal, onSignal);
   }
-}
+  const meanOf = (xs: Array<number | null | undefined>) => {
+    const finite = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+    return finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+  };
+  const meanLocalOnlyAuc = regression ? null : meanOf(localOnly.map((l) => l.testAuc));
+  const meanLocalOnlyR2 = regression ? meanOf(localOnly.map((l) => l.testR2)) : undefined;
+  const meanLocalOnlyRmse = regression ? meanOf(localOnly.map((l) => l.testRmse)) : undefined;
 
-/**
- * The demo's output folder, emptied: each run starts clean (a stale database would resume an old
- * study), but only a folder an earlier demo made is ever deleted: `--out .` must not wipe a repository.
- */
-export function prepareDemoOut(out: string | undefined): string {
-  const outDir = resolve(out ?? join('.fedmark', 'demo'));
-  if (existsSync(outDir) && readdirSync(outDir).length > 0) {
-    if (!existsSync(join(outDir, DEMO_MARKER)) && outDir !== resolve(join('.fedmark', 'demo'))) throw new Error(`--out ${outDir} exists and was not made by fedmark demo; give an empty or new folder`);
-    rmSync(outDir, { recursive: true, force: true });
+  say('');
+  const label = (l: DemoResult['localOnly'][number]) => {
+    const p = partitions.find((x) => x.name === l.node)!;
+    return `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
+  };
+  if (regression) {
+    say(`test R2 and RMSE of ${target} on ${testIdx.length} held-out rows (mean-only baseline: predict ${fmtValue(center)} for every row)`);
+    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test R2'.padStart(8)}  ${'test RMSE'.padStart(10)}`);
+    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.r2).padStart(8)}  ${fmtValue(globalTest.rmse).padStart(10)}`);
+    for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testR2).padStart(8)}  ${fmtValue(l.testRmse).padStart(10)}`);
+    if (meanLocalOnlyR2 !== null && meanLocalOnlyR2 !== undefined) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyR2).padStart(8)}  ${fmtValue(meanLocalOnlyRmse).padStart(10)}`);
+    say(`  ${'mean-only baseline'.padEnd(44)} ${''.padStart(10)}  ${''.padStart(8)}  ${fmtValue(globalTest.baselineRmse).padStart(10)}`);
+  } else {
+    say(`test AUC on ${testIdx.length} held-out rows`);
+    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
+    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.auc).padStart(8)}`);
+    for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
+    if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
   }
-  mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, DEMO_MARKER), 'made by fedmark demo; deleted and rewritten by the next run\n');
-  return outDir;
+  say('');
+  say(`global model written to ${modelPath} (with ${join(outDir, 'global-model.json')}); federation took ${federationSeconds.toFixed(1)}s`);
+
+  const result: DemoResult = {
+    studyId: federation.studyId,
+    task: regression ? 'regression' : 'binary',
+    ...(task.kind === 'regression' ? { loss: task.loss } : {}),
+    strategy,
+    rounds: federation.rounds,
+    globalTest,
+    globalTestAuc: regression ? null : (globalTest.auc ?? null),
+    ...(regression ? { globalR2: globalTest.r2, globalRmse: globalTest.rmse, globalMae: globalTest.mae, baselineRmse: globalTest.baselineRmse, baselineMae: globalTest.baselineMae, meanLocalOnlyR2, meanLocalOnlyRmse } : {}),
+    localOnly,
+    meanLocalOnlyAuc,
+    modelPath,
+    outDir,
+    wallSeconds: (performance.now() - started) / 1000,
+    nodes: partitions.length,
+    partition: partitionLabel,
+    privacy: privacy
+      ? {
+          accountant: privacy.accountant,
+          delta: privacy.delta,
+          central: privacy.central ? { epsilonBudget: privacy.budgetEpsilon!, noiseMultiplier: privacy.central.noiseMultiplier, clipNorm: options.clip ?? DEFAULT_CLIP, epsilonSpent: report?.spentEpsilon ?? 0 } : null,
+          dpSgd: privacy.dpSgd ? { targetEpsilon: options.dpSgdEpsilon ?? 3, noiseMultiplier: privacy.dpSgd.noiseMultiplier, samplingRate: privacy.dpSgd.samplingRate, epsilonSpentMax: Math.max(0, ...(report?.nodes ?? []).map((n) => n.dpSgd?.epsilonTotal ?? 0)) } : null,
+        }
+      : null,
+  };
+  if (options.attackers) result.attack = { name: options.attackers.attack, nodes: [...attackers] };
+  if (privacy) {
+    say(`privacy spent: ${privacy.central ? `client-level epsilon ${fmt(report?.spentEpsilon ?? 0)} of ${privacy.budgetEpsilon} (delta ${privacy.delta})` : 'no central DP'}${privacy.dpSgd ? `; DP-SGD record-level epsilon per node up to ${fmt(result.privacy!.dpSgd!.epsilonSpentMax)} (delta ${privacy.delta})` : ''}`);
+  }
+  result.audit = { dir: federation.audit.dir, ok: federation.audit.ok, entries: federation.audit.entries };
+  say(auditLine(federation.audit));
+  writeFileSync(join(outDir, 'summary.json'), JSON.stringify(result, null, 2));
+  if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
+  return result;
 }
 
 const DEFAULT_CLIP = 0.5;
-
-/** Seconds from the round's start to its close, as the coordinator recorded them (no process start-up in it, unlike `seconds`). */
-function roundDuration(r: { startedAt: string; closedAt: string | null }): number | null {
-  return r.closedAt === null ? null : (Date.parse(r.closedAt) - Date.parse(r.startedAt)) / 1000;
-}
-
-interface PrivacyReportBody {
-  spentEpsilon: number;
-  rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number }>;
-  nodes: Array<{ name: string; dpSgd: { epsilonTotal: number; rounds: Array<{ round: number; epsilonRound: number; epsilonTotal: number }> } | null }>;
-}
 
 /** The study's privacy section from the demo flags: noise calibrated to the requested epsilon. */
 function demoPrivacy(options: DemoOptions, rounds: number, nodeRows: number[]): StudyPrivacy | undefined {
@@ -500,34 +378,6 @@ function demoPrivacy(options: DemoOptions, rounds: number, nodeRows: number[]): 
   return StudyPrivacy.parse(privacy);
 }
 
-function privacyLine(report: PrivacyReportBody | undefined, round: number): { text: string; fields?: Record<string, number> } {
-  if (!report) return { text: '' };
-  const central = report.rounds.find((r) => r.round === round);
-  const node = Math.max(0, ...report.nodes.map((n) => n.dpSgd?.rounds.find((r) => r.round === round)?.epsilonTotal ?? 0));
-  const parts: string[] = [];
-  const fields: Record<string, number> = {};
-  if (central) {
-    parts.push(`eps +${central.epsilonRound.toFixed(3)} = ${central.epsilonTotal.toFixed(3)}`);
-    fields.epsilonRound = central.epsilonRound;
-    fields.epsilonTotal = central.epsilonTotal;
-  }
-  if (node > 0) {
-    parts.push(`DP-SGD eps ${node.toFixed(3)}/node`);
-    fields.dpSgdEpsilonTotal = node;
-  }
-  return { text: parts.length ? `  ${parts.join('  ')}` : '', fields };
-}
-
-function fmt(v: number | null | undefined): string {
-  return v === null || v === undefined || !Number.isFinite(v) ? '   -  ' : v.toFixed(4);
-}
-
-/** A value on the target's own scale (dollars...): 4 significant digits, at least 2 decimals below 100. */
-function fmtValue(v: number | null | undefined): string {
-  if (v === null || v === undefined || !Number.isFinite(v)) return '   -  ';
-  return Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
-}
-
 function describeStrategy(strategy: StrategyConfig): string {
   const params = Object.entries(strategy).filter(([k]) => k !== 'name');
   return params.length ? `${strategy.name} (${params.map(([k, v]) => `${k} ${v}`).join(', ')})` : strategy.name;
@@ -552,62 +402,3 @@ async function trainAlone(kind: NodeModelKind, study: StudyConfig, width: number
 function abbreviate(values: string[]): string {
   return values.length <= 6 ? values.join(' ') : `${values.slice(0, 5).join(' ')} +${values.length - 5}`;
 }
-
-/** Starts `fedmark <args>` with its output going to a log file, and lets the caller wait for a log line. */
-function spawnChild(launcher: { command: string; prefix: string[] }, args: string[], logFile: string, env: Record<string, string>) {
-  // stdin is a pipe the child watches (FEDMARK_EXIT_WITH_PARENT): when this process dies, however, it closes.
-  const child = spawn(launcher.command, [...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
-  const log = createWriteStream(logFile);
-  child.stderr!.pipe(log, { end: false });
-  const lines = createInterface({ input: child.stdout! });
-  const watchers = new Set<(line: Record<string, unknown>) => void>();
-  lines.on('line', (line) => {
-    log.write(line + '\n');
-    let parsed: Record<string, unknown> | undefined;
-    try {
-      parsed = JSON.parse(line);
-    } catch {
-      return;
-    }
-    for (const w of watchers) w(parsed!);
-  });
-  child.once('exit', () => log.end());
-  return {
-    child,
-    waitFor<T>(match: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${args[0]} to start; see ${logFile}`)), timeoutMs);
-        const watcher = (line: Record<string, unknown>) => {
-          const v = match(line);
-          if (v !== undefined) {
-            clearTimeout(timer);
-            watchers.delete(watcher);
-            resolve(v);
-          }
-        };
-        watchers.add(watcher);
-        child.once('exit', (code) => reject(new Error(`${args[0]} exited with code ${code} before it was ready; see ${logFile}`)));
-      });
-    },
-  };
-}
-
-function adminApi(url: string, token: string) {
-  const headers = { authorization: `Bearer ${token}` };
-  const check = async (res: Response) => {
-    if (!res.ok) throw new Error(`coordinator answered ${res.status}: ${await res.text()}`);
-    return res;
-  };
-  return {
-    async post(path: string, body: unknown) {
-      return (await check(await fetch(url + path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) }))).json();
-    },
-    async get(path: string) {
-      return (await check(await fetch(url + path, { headers }))).json();
-    },
-    async getBytes(path: string) {
-      return new Uint8Array(await (await check(await fetch(url + path, { headers }))).arrayBuffer());
-    },
-  };
-}
-

@@ -6,6 +6,8 @@ import { DataError, encodeTable, readCsvTable, subset, type CsvTable, type Encod
 import type { DataErrorKind } from '../models/errors.ts';
 import type { StatusFacts } from './release.ts';
 import { csvSource, type TableSource } from '../models/table-sources.ts';
+import { loadRecommendTable } from './data-recommend.ts';
+import { loadForecastTable } from './data-forecast.ts';
 
 /**
  * The data stage: the node's CSV, read for the study under its policy, reread when the file
@@ -45,6 +47,10 @@ export function loadTable(source: CsvTable, path: string, study: StudyConfig, mt
     const lines = keep.map((i) => table.lineOf(i));
     table = { header: table.header, rows, lineOf: (i: number) => lines[i] };
   }
+  // Recommend (issue 9): interactions and a leave-last-out split per user, not encoded rows.
+  if (study.task.kind === 'recommend') return loadRecommendTable(table, path, study, mtimeMs, droppedNoConsent !== undefined ? { droppedNoConsent } : {});
+  // Forecast (issue 9): derived lag/calendar rows and a time split (last horizon periods), not validationSplit.
+  if (study.task.kind === 'forecast') return loadForecastTable(table, path, study, mtimeMs, policy, droppedNoConsent);
   const all = encodeTable(table, study.features);
   const forbidden = policy ? study.features.features.filter((f) => f.category && policy.forbiddenFeatureCategories.includes(f.category)).map((f) => f.name) : [];
   if (forbidden.length > 0) {

@@ -8,6 +8,7 @@ import { targetMap } from './kinds/regression.ts';
 import { encodedWidth, FeatureSpec, isNumericTarget, MISSING_BUCKET, OTHER_BUCKET } from '../protocols/feature-spec.ts';
 import type { StudyConfig } from '../protocols/messages.ts';
 import { modelTensorSpecs, outputActivation } from '../protocols/model-spec.ts';
+import { forecastRegressionTask } from '../protocols/model-kinds/forecast.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights } from '../protocols/weights-codec.ts';
 
@@ -71,7 +72,7 @@ export const Preprocessing = z.object({
   version: z.literal(1),
   /** The study's feature spec as the nodes encode with it (models/encode.ts). */
   featureSpec: FeatureSpec,
-  task: z.object({ kind: z.enum(['binary', 'regression']) }).passthrough(),
+  task: z.object({ kind: z.enum(['binary', 'regression', 'forecast']) }).passthrough(),
   inputWidth: z.number().int().positive(),
   /** Input columns in model order, with their slots of the input vector. */
   columns: z.array(z.discriminatedUnion('kind', [NumericColumn, CategoricalColumn])),
@@ -117,14 +118,16 @@ function outputFor(config: StudyConfig): Preprocessing['output'] {
     return { kind: 'binary', activation: 'sigmoid', positive: target.positive, formula: `score = model output = P(${target.column} = ${JSON.stringify(target.positive)})` };
   }
   if (!isNumericTarget(target)) throw new Error('a regression study needs a numeric target (features.target.kind "numeric")');
-  const map = targetMap(config.task, target);
+  // A forecast model's output is a regression output (issue 9): same loss, link and formula.
+  const task = config.task.kind === 'forecast' ? forecastRegressionTask(config.task) : config.task;
+  const map = targetMap(task, target);
   const { center: c, scale: s } = target;
   const formula = {
     identity: `score = z * ${s} + ${c}`,
     log1p: `score = expm1(z + log1p(${c}))`,
     log: `score = ${c} * exp(z)`,
   }[map.transform];
-  return { kind: 'regression', activation: 'linear', loss: config.task.loss, link: map.transform, center: c, scale: s, formula: `${formula}, z the model output` };
+  return { kind: 'regression', activation: 'linear', loss: task.loss, link: map.transform, center: c, scale: s, formula: `${formula}, z the model output` };
 }
 
 /** The model's tensors as the coordinator signed them, checked against the study's shapes. */

@@ -8,6 +8,7 @@ import { EVERY_UPDATE_STRATEGIES, minimumUpdates, StrategyConfig } from './strat
 import { FitInstructions } from './strategies/strategy.ts';
 import { Checkpoint } from './audit/audit-chain.ts';
 import { EvaluationStats, regressionTargetProblem, TaskSpec } from './model-kinds/kind.ts';
+import { forecastStudyProblems } from './model-kinds/forecast.ts';
 
 /**
  * Every message between coordinator, nodes and operators. Both sides parse with these schemas,
@@ -229,13 +230,15 @@ export const StudyConfig = z.object({
   }
   const target = study.features.target;
   const numericTarget = isNumericTarget(target);
-  if ((study.task.kind === 'regression') !== numericTarget) {
+  if ((study.task.kind === 'regression' || study.task.kind === 'forecast') !== numericTarget) {
     ctx.addIssue({
       code: 'custom',
       path: ['features', 'target'],
-      message: study.task.kind === 'regression' ? 'a regression study needs a numeric target ({ column, kind: "numeric", center, scale })' : 'a binary study needs a target with a positive class ({ column, positive })',
+      message: study.task.kind === 'regression' || study.task.kind === 'forecast' ? `a ${study.task.kind} study needs a numeric target ({ column, kind: "numeric", center, scale })` : 'a binary study needs a target with a positive class ({ column, positive })',
     });
   }
+  // Forecast (issue 9): no noised evaluation yet (refused under DP), target and columns checked.
+  for (const issue of forecastStudyProblems(study)) ctx.addIssue({ code: 'custom', ...issue });
   const targetProblem = isNumericTarget(target) ? regressionTargetProblem(study.task, target) : undefined;
   if (targetProblem) ctx.addIssue({ code: 'custom', ...targetProblem });
 }).transform((study) => ({

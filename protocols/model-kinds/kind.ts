@@ -4,8 +4,12 @@ import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
 import { isNumericTarget, type Target } from '../feature-spec.ts';
 import type { TensorSpec } from '../tensors.ts';
 import { NoisedRegressionStats, noisedRegressionRows, poolNoisedRegression } from '../privacy/noised-regression.ts';
+import { ForecastStats, ForecastTask, poolForecast } from './forecast.ts';
 
 export { NoisedRegressionStats } from '../privacy/noised-regression.ts';
+export { ForecastStats, ForecastTask } from './forecast.ts';
+import { poolRecommend, RecommendStats, RecommendTask, recommendSharedTensors, recommendTensorSpecs, RECOMMEND_NODE_LOCAL_TENSORS } from './recommend.ts';
+export { RecommendStats, RecommendTask } from './recommend.ts';
 
 /**
  * Model kinds, the pure half (the coordinator's view; the node's half with TensorFlow lives in
@@ -28,6 +32,8 @@ export const TaskSpec = z.discriminatedUnion('kind', [
     huberDelta: z.number().positive().finite().default(1),
     tweediePower: z.number().gt(1).lt(2).default(1.5),
   }),
+  ForecastTask,
+  RecommendTask,
 ]);
 export type TaskSpec = z.infer<typeof TaskSpec>;
 export type KindName = TaskSpec['kind'];
@@ -100,18 +106,20 @@ export const NoisedBinaryStats = z.strictObject({
 });
 export type NoisedBinaryStats = z.infer<typeof NoisedBinaryStats>;
 
-export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats, NoisedRegressionStats]);
+export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats, NoisedRegressionStats, ForecastStats, RecommendStats]);
 export type EvaluationStats = z.infer<typeof EvaluationStats>;
 
 /** Pooled metrics of a round's evaluation; null where undefined (one class only, no rows). */
 export type PooledMetrics = Record<string, number | null>;
 
 /** The metric each kind reports first (the demo's table, the bench's column). */
-export const PRIMARY_METRIC: Record<KindName, string> = { binary: 'auc', regression: 'r2' };
+export const PRIMARY_METRIC: Record<KindName, string> = { binary: 'auc', regression: 'r2', forecast: 'wape', recommend: 'recallAtK' };
 
 /** Rows a report's statistics cover, for checking them against the report's numExamples. */
 export function statsRows(stats: EvaluationStats): number {
   if (stats.kind === 'regression') return isNoised(stats) ? noisedRegressionRows(stats) : stats.n;
+  if (stats.kind === 'forecast') return stats.n;
+  if (stats.kind === 'recommend') return stats.users;
   let n = 0;
   for (let b = 0; b < stats.histogram.bins; b++) n += stats.histogram.positives[b] + stats.histogram.negatives[b];
   // Noised counts may sum below 0; the report's count is the clamped sum (post-processing).
@@ -230,12 +238,14 @@ export function poolRegression(all: Array<RegressionStats | NoisedRegressionStat
 export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
   readonly name: KindName;
   /** Every tensor of the model, in protocol order. */
-  tensorSpecs(model: ModelSpec, inputWidth: number): TensorSpec[];
+  tensorSpecs(model: ModelSpec, inputWidth: number, task?: TaskSpec): TensorSpec[];
   /**
    * The tensors a node sends and the coordinator aggregates. Binary and regression share all of
    * them; a kind with per-user factors (recommendation) keeps those on the node.
    */
   sharedTensors(specs: TensorSpec[]): TensorSpec[];
+  /** Tensors trained and kept on the node, never sent (recommendation's user_factors); none for dense kinds. */
+  readonly nodeLocalTensors?: readonly string[];
   /** The sufficient statistics an evaluation reports. */
   readonly stats: z.ZodType<S>;
   /** Pooled metrics of one round's reports; `baselineCenter` is the regression mean-only baseline. */
@@ -245,9 +255,13 @@ export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
 
 const allShared = (specs: TensorSpec[]) => specs;
 
-export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats | NoisedRegressionStats> } = {
+export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats | NoisedRegressionStats>; readonly forecast: ModelKind<ForecastStats>; readonly recommend: ModelKind<RecommendStats> } = {
   binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([BinaryStats, NoisedBinaryStats]), pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
   regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([RegressionStats, NoisedRegressionStats]), pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
+  // Forecast: the dense model of regression; exact statistics only (a study under DP is refused: messages.ts).
+  forecast: { name: 'forecast', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: ForecastStats, pool: (reports) => poolForecast(reports), primaryMetric: PRIMARY_METRIC.forecast },
+  // Recommend: matrix factorization; item factors and biases shared, user factors node-local (recommend.ts).
+  recommend: { name: 'recommend', tensorSpecs: (_m, _w, task) => recommendTensorSpecs(task as RecommendTask), sharedTensors: recommendSharedTensors, nodeLocalTensors: RECOMMEND_NODE_LOCAL_TENSORS, stats: RecommendStats, pool: (reports) => poolRecommend(reports), primaryMetric: PRIMARY_METRIC.recommend },
 };
 
 export function modelKind(name: KindName): ModelKind {

@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '../models/tf.ts';
 import { benchAggregation } from './aggregation-bench.ts';
 import { benchCoordinatorPath } from './coordinator-path-bench.ts';
+import { trainBench, trainBenchRatios } from './train-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
 import { noiseBench } from './noise-bench.ts';
 import { strategiesBench, strategiesBenchSettings, STRATEGIES_TABLE_HEADER, strategiesTableRows } from './strategies-bench.ts';
@@ -24,7 +25,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'dpsgd', 'accountant', 'noise', 'demo', 'privacy', 'strategies', 'attacks'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'privacy', 'strategies', 'attacks'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' } }, allowPositionals: true });
 const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
@@ -85,6 +86,16 @@ if (wanted.has('training')) {
   }
   results.training = rows;
   table('Local training throughput (shipped churn data, MLP, batch 32, median of 3)', ['backend', 'samples/s', 'note'], rows.map((r) => [String(r.backend), r.available ? Math.round(r.samplesPerSecond as number) : '-', r.available ? '' : String(r.reason).slice(0, 60)]));
+  await initBackend('wasm');
+}
+
+if (wanted.has('trainers')) {
+  // Issue 13, local training: fused trainer vs TensorFlow.js wasm vs PyTorch CPU (bench/train-bench.ts).
+  const rows = await trainBench();
+  const ratios = trainBenchRatios(rows);
+  results.localTraining = { model: 'mlp 40-64-32-1, adam, synthetic rows', rows, ratios };
+  table('Local training, MLP 40-64-32-1 + Adam, samples/s (fused = FEDMARK_TRAINER=fused; PyTorch 2 threads, skipped without torch)', ['trainer', 'batch', 'samples/s', 'threads', 'note'], rows.map((r) => [r.trainer, r.batch, r.samplesPerSecond === null ? '-' : Math.round(r.samplesPerSecond), r.threads, r.note ?? '']));
+  table('Local training ratios (> 1: fused faster)', ['batch', 'fused / tfjs-wasm', 'fused / pytorch'], ratios.map((q) => [q.batch, q.fusedOverTfjs ?? '-', q.fusedOverPytorch ?? '-']));
   await initBackend('wasm');
 }
 

@@ -89,6 +89,9 @@ describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
         expect(layout).toEqual({ widths: [width, 16, 8, 1], hidden: [activation, activation] });
         for (const rows of [1, 7, 64]) {
           const data = syntheticData(rows, width, loss, rows);
+          // An all-zero row: with zero initial biases its hidden outputs are exactly 0, where
+          // tanh still passes gradient down (tanh'(0) = 1) and ReLU does not.
+          if (rows > 1) data.x.fill(0, width, 2 * width);
           const net = new FusedMlp(layout!, rows);
           readParams(model, net);
           const sum = net.lossAndGradient(data.x, data.y, rows, loss);

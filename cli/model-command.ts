@@ -151,6 +151,7 @@ function printLineage(lineage: Lineage, statement: ModelStatement | null, trustN
   else out('UNVERIFIED LINEAGE: this export predates signed model statements; only the weights are checked, the study id, version, round and configuration below are as written in lineage.json');
   out(`round ${lineage.round}; strategy ${(lineage.strategy as { name?: string }).name ?? '?'}; ${(lineage.task as { kind?: string }).kind ?? '?'} task, ${(lineage.model as { kind?: string }).kind ?? '?'} model`);
   out(`privacy: ${lineage.privacy.mechanisms.join('; ')}`);
+  if (lineage.initializedFrom) out(lineage.initializedFrom);
   out("not signed: as reported by the coordinator's API at export time");
   const names = lineage.participants.map((p) => (p.name ? `${p.name}${p.region ? ` (${p.region})` : ''}` : p.id));
   out(`  participants (${names.length}): ${names.join(', ') || 'none'}`);
@@ -226,7 +227,7 @@ async function fetchedStatement(headers: Headers, m: { studyId: string; version:
 
 /** lineage.json of a verified model: its round, the rounds before, participants, privacy. */
 async function lineageOf(api: CoordinatorClient, m: FetchedModel): Promise<Lineage> {
-  const { privacyMechanisms } = await import('../models/export-lineage.ts');
+  const { initialModelLine, privacyMechanisms } = await import('../models/export-lineage.ts');
   const { StudyConfig } = await import('../protocols/messages.ts');
   const config = StudyConfig.parse(m.status.config);
   const rounds = m.status.rounds.filter((r) => r.round >= 1 && r.round <= m.version).sort((a, b) => a.round - b.round);
@@ -249,6 +250,7 @@ async function lineageOf(api: CoordinatorClient, m: FetchedModel): Promise<Linea
     rounds: rounds.map((r) => ({ round: r.round, participants: r.participants, updatesReceived: r.updatesReceived, validationMetrics: r.validationMetrics ?? null })),
     exportedAt: new Date().toISOString(),
     config,
+    initializedFrom: initialModelLine(config),
   };
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { isMap, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import { StudyConfig, type RoundSummary, type StudyStatus } from '../protocols/messages.ts';
+import { describeInitFrom, Id, StudyConfig, type InitFrom, type RoundSummary, type StudyStatus } from '../protocols/messages.ts';
 import { addCoordinatorOptions, coordinatorClient, CoordinatorRefusal, type CoordinatorClient, type CoordinatorOptions } from './api-client.ts';
 import { registerStudyInit } from './study-init.ts';
 
@@ -119,10 +119,11 @@ function registerCreate(study: Command) {
       .command('create')
       .description('create a study from a YAML or JSON file (validated here first); --dry-run prints the plan (policies of the planned jurisdictions, privacy) and creates nothing')
       .requiredOption('--config <file>', 'the study file, YAML or JSON (fields of the API\'s study config; `fedmark study init` writes one)')
-      .option('--dry-run', 'print what creation would do (POST /v1/studies/plan) and create nothing; exits 3 when the study breaks a planned jurisdiction\'s policy'),
+      .option('--dry-run', 'print what creation would do (POST /v1/studies/plan) and create nothing; exits 3 when the study breaks a planned jurisdiction\'s policy')
+      .option('--init-from <STUDY[:VERSION]>', "warm start (quarterly recalibration): round 0 is that study's global model, its latest version unless :VERSION is given; the same task kind, model and features are required; replaces initFrom in the file", parseInitFrom),
   ).action(
-    action(async (opts: CoordinatorOptions & { config: string; dryRun?: boolean }) => {
-      const file = readStudyFile(opts.config);
+    action(async (opts: CoordinatorOptions & { config: string; dryRun?: boolean; initFrom?: InitFrom }) => {
+      const file = withInitFrom(readStudyFile(opts.config), opts.initFrom);
       const api = coordinatorClient(opts);
       try {
         if (opts.dryRun) {
@@ -131,14 +132,35 @@ function registerCreate(study: Command) {
           else print(formatPlan(plan, file));
           return plan.wouldCreate ? 0 : EXIT_STOPPED;
         }
-        const created = await api.post<{ id: string; modelSha256: string; warnings?: string[] }>('/v1/studies', file.raw);
+        const created = await api.post<{ id: string; modelSha256: string; initializedFrom?: Required<InitFrom>; warnings?: string[] }>('/v1/studies', file.raw);
         if (opts.json) printJson(created);
-        else print([`created study ${created.id} from ${file.path} (round-0 model ${created.modelSha256.slice(0, 12)})`, ...(created.warnings ?? []).map((w) => `warning: ${w}`)].join('\n'));
+        else print([`created study ${created.id} from ${file.path} (round-0 model ${created.modelSha256.slice(0, 12)}${created.initializedFrom ? `, ${describeInitFrom(created.initializedFrom)}` : ''})`, ...(created.warnings ?? []).map((w) => `warning: ${w}`)].join('\n'));
       } catch (err) {
+        // A refusal of the flag's source names the flag, not a line the file does not have.
+        if (opts.initFrom && err instanceof CoordinatorRefusal && err.field?.startsWith('body.initFrom')) throw new CoordinatorRefusal(err.status, err.code, `--init-from ${opts.initFrom.study}${opts.initFrom.version === undefined ? '' : `:${opts.initFrom.version}`}: ${err.message}`, err.field);
         throw withFileLine(err, file);
       }
     }),
   );
+}
+
+/**
+ * `--init-from STUDY[:VERSION]`: a study id, and a version after the last ':' when that part is
+ * digits (ids may contain ':' themselves: `a:b` is study `a`, version... only if `b` is digits).
+ */
+export function parseInitFrom(value: string): InitFrom {
+  const m = /^(.*):(\d+)$/.exec(value);
+  const study = m ? m[1] : value;
+  if (!Id.safeParse(study).success) throw new InvalidArgumentError(`"${study}" is not a study id (letters, digits and . _ : ~ -); expected STUDY or STUDY:VERSION`);
+  const version = m ? Number(m[2]) : undefined;
+  if (version !== undefined && !Number.isSafeInteger(version)) throw new InvalidArgumentError(`version ${m![2]} is not an integer`);
+  return { study, ...(version === undefined ? {} : { version }) };
+}
+
+/** The study file with --init-from in place of its initFrom field (the file's other fields as written). */
+function withInitFrom(file: StudyFile, initFrom: InitFrom | undefined): StudyFile {
+  if (!initFrom) return file;
+  return { ...file, raw: { ...(file.raw as Record<string, unknown>), initFrom } };
 }
 
 /** A coordinator refusal naming a body field: the same message with the file's line for that field. */
@@ -176,6 +198,8 @@ interface Plan {
   };
   warnings: string[];
   wouldCreate: boolean;
+  /** The round-0 model creation would publish: the seeded one, or a warm start's source (initFrom). */
+  initialModel?: { from: 'seed'; seed: number; sha256: string } | { from: 'study'; study: string; version: number; sha256: string };
 }
 
 const eps = (e: number | null) => (e === null ? 'unbounded' : e.toFixed(4));
@@ -201,6 +225,8 @@ function formatPlan(plan: Plan, file: StudyFile): string {
     if (d) out.push(`  DP-SGD on each node: noise multiplier ${d.noiseMultiplier}, sampling ${d.samplingRate}, ${d.stepsPerRound} steps a round; record-level epsilon per round ${eps(d.epsilonPerRound)}, total ${eps(d.epsilonTotal)} (training only)`);
     if (p.evaluation) out.push(`  evaluation: ${p.evaluation.bins}-bin histograms, noise multiplier ${p.evaluation.noiseMultiplier}, epsilon ${eps(p.evaluation.epsilonPerEvaluation)} per evaluation on each node's ledger`);
   }
+  const m = plan.initialModel;
+  if (m) out.push(m.from === 'study' ? `round-0 model: ${describeInitFrom(m)}` : `round-0 model: seeded (seed ${m.seed}, sha256 ${m.sha256})`);
   for (const w of plan.warnings) out.push(`warning: ${w}`);
   return out.join('\n');
 }

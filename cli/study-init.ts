@@ -68,6 +68,7 @@ const FIELD_DOCS: Record<string, string> = {
   'bounds.onOversizedUpdate': 'clip (scale down, audited) or refuse (400) an update over maxUpdateNorm.',
   'bounds.maxAbsWeight': 'A global model with any |weight| above this is never published (> 0).',
   jurisdictions: "The partners' jurisdictions (policy profiles); creation is refused if the study breaks one. Optional.",
+  initFrom: "Warm start (quarterly recalibration): round 0 is that study's model (latest version unless version: N); same task, model and features. Or: study create --init-from STUDY[:VERSION]. Optional.",
 };
 
 type Path = readonly string[];
@@ -157,10 +158,11 @@ function optionalExamples(plan: SpecPlan, config: Record<string, unknown>): Reco
     consent: { purpose: 'basic', column: consentColumn },
     privacy: centralDpFor([], INIT_ROUNDS),
     jurisdictions: ['EU-GDPR'],
+    initFrom: { study: 'study_LAST_QUARTER', version: 12 },
   };
 }
 
-const SCHEMA_ORDER = ['name', 'task', 'model', 'strategy', 'release', 'features', 'training', 'rounds', 'minNodesPerRound', 'minNodesToStart', 'roundDeadlineSeconds', 'evaluationDeadlineSeconds', 'seed', 'autoAdvance', 'consent', 'privacy', 'bounds', 'jurisdictions'];
+const SCHEMA_ORDER = ['name', 'task', 'model', 'strategy', 'release', 'features', 'training', 'rounds', 'minNodesPerRound', 'minNodesToStart', 'roundDeadlineSeconds', 'evaluationDeadlineSeconds', 'seed', 'autoAdvance', 'consent', 'privacy', 'bounds', 'jurisdictions', 'initFrom'];
 // idColumn (a commented example) before seed: comments after a nested map's last key belong to the map, not to the next field.
 const TRAINING_ORDER = ['localEpochs', 'batchSize', 'learningRate', 'optimizer', 'validationFraction', 'idColumn', 'seed'];
 

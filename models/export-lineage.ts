@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { loadPublicKey, verifyArtifact } from '../protocols/crypto/index.ts';
-import { StudyConfig } from '../protocols/messages.ts';
+import { describeInitFrom, StudyConfig } from '../protocols/messages.ts';
 import { sha256Hex } from '../protocols/weights-codec.ts';
 import { buildTfjsExport, EXPORT_FILES } from './export-tfjs.ts';
 import { checkStatement, type ModelStatement } from './export-statement.ts';
@@ -62,6 +62,8 @@ export const Lineage = z.object({
   exportedAt: z.string(),
   /** The study's configuration as the coordinator holds it: preprocessing.json and the network are rebuilt from it. */
   config: StudyConfig,
+  /** initialModelLine(config): where round 0 came from (a warm start's source study, version, sha256). Absent in older exports. */
+  initializedFrom: z.string().optional(),
 });
 export type Lineage = z.infer<typeof Lineage>;
 
@@ -73,6 +75,15 @@ export function privacyMechanisms(config: StudyConfig): string[] {
   if (p?.dpSgd) out.push(`DP-SGD (record-level, on every node): noise multiplier ${p.dpSgd.noiseMultiplier}, clip norm ${p.dpSgd.clipNorm}, sampling rate ${p.dpSgd.samplingRate}`);
   if (out.length === 0) out.push('none (no differential privacy)');
   return out;
+}
+
+/**
+ * Where the model's round 0 came from, from the (signed) configuration: a warm start names its
+ * source study, version and weights' sha256 (initFrom, issue 9), so an auditor can follow the
+ * lineage back through `fedmark model verify --study SOURCE --version V`.
+ */
+export function initialModelLine(config: StudyConfig): string {
+  return `round-0 model: ${config.initFrom ? describeInitFrom(config.initFrom) : `seeded (seed ${config.seed})`}`;
 }
 
 /** Why an export folder does not check out, in one sentence naming the file. */
@@ -172,6 +183,7 @@ function checkConfigCopies(lineage: Lineage): void {
     ['model', lineage.model, c.model],
     ['strategy', lineage.strategy, c.strategy],
     ['privacy.mechanisms', lineage.privacy.mechanisms, privacyMechanisms(c)],
+    ...(lineage.initializedFrom === undefined ? [] : [['initializedFrom', lineage.initializedFrom, initialModelLine(c)] as [string, unknown, unknown]]),
   ];
   for (const [field, copy, signed] of copies) {
     if (!isDeepStrictEqual(JSON.parse(JSON.stringify(copy ?? null)), JSON.parse(JSON.stringify(signed ?? null)))) {

@@ -153,6 +153,25 @@ export type StudyBounds = z.infer<typeof StudyBounds>;
 export const StudyConfig = z.object({
   name: z.string().min(1).max(200),
   /** The model kind: binary classification (default) or regression, with its loss. */
+/**
+ * A warm start: the new study's round-0 model is `version` (default: the latest) of `study`,
+ * copied byte for byte and signed again by the coordinator (coordinator/studies/init-from.ts).
+ * The coordinator stores the version and the weights' sha256 it used, so the config (whose hash
+ * the signed model statement carries) and the audit log name the source; a `sha256` given at
+ * creation pins it (refused when the source's weights hash to anything else).
+ */
+export const InitFrom = z.strictObject({
+  study: Id,
+  version: z.number().int().nonnegative().max(1_000_000).optional(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (the source model sha256)').optional(),
+});
+export type InitFrom = z.infer<typeof InitFrom>;
+
+/** "initialized from study X version V (sha256 ...)": how reports and lineages name a warm start's source. */
+export function describeInitFrom(source: { study: string; version?: number; sha256?: string }): string {
+  return `initialized from study ${source.study} version ${source.version ?? 'latest'}${source.sha256 ? ` (sha256 ${source.sha256})` : ''}`;
+}
+
   task: TaskSpec.default({ kind: 'binary' }),
   model: ModelSpec,
   /** How the coordinator aggregates: `{ name, ...params }` (README, "Strategies"). */
@@ -193,6 +212,8 @@ export const StudyConfig = z.object({
 }).superRefine((study, ctx) => {
   const strategy = study.strategy;
   if (study.privacy?.central && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
+  /** Warm start (issue 9, quarterly recalibration): round 0 is this study's model, not the seeded one (InitFrom). */
+  initFrom: InitFrom.optional(),
     ctx.addIssue({
       code: 'custom',
       path: ['strategy', 'name'],

@@ -36,14 +36,14 @@ export interface StudyRouterDeps {
 export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
   const { guard, studies, rounds } = deps;
   app.post('/v1/studies', json, route(async (req, res) => {
-    await guard.requireAdmin(req);
+    const caller = await guard.requireAdmin(req);
     const config = parse(StudyConfig, req.body, 'body');
-    res.status(201).json(await studies.createStudy(config, res.locals.actor));
+    res.status(201).json(await studies.createStudy(config, res.locals.actor, caller));
   }));
   // The same schema and checks as creation, and the same policies, so the CLI's --dry-run and the API agree; writes nothing.
   app.post('/v1/studies/plan', json, route(async (req, res) => {
-    await guard.requireAdmin(req);
-    res.json(await studies.planStudy(parse(StudyConfig, req.body, 'body')));
+    const caller = await guard.requireAdmin(req);
+    res.json(await studies.planStudy(parse(StudyConfig, req.body, 'body'), caller));
   }));
   app.post('/v1/studies/:studyId/stop', json, route(async (req, res) => {
     await guard.requireAdmin(req);

@@ -20,6 +20,7 @@ import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '..
 import { closedRoundCounts, findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
 import { policyViolationsFor, studyPlan, violationField } from './study-plan.ts';
 import { stopStudy } from './stop-study.ts';
+import { loadWarmStart, recordedInitFrom } from './init-from.ts';
 
 export interface StoredModel {
   version: number;
@@ -81,11 +82,14 @@ export function createStudyService(deps: StudyDeps) {
   return {
     ...models,
     ...reads,
-    createStudy: (config: StudyConfig, actor = 'admin') => createStudy(deps, config, actor),
+    /** `caller`: who asks (a warm start's source must be readable by them: init-from.ts); default the bootstrap admin. */
+    createStudy: (config: StudyConfig, actor = 'admin', caller: Principal = { role: 'admin', id: actor }) => createStudy(deps, config, actor, caller),
     /** What creating `config` would do (POST /v1/studies/plan): policies, privacy plan, warnings; writes nothing. */
-    async planStudy(config: StudyConfig) {
+    async planStudy(config: StudyConfig, caller: Principal = { role: 'admin', id: 'admin' }) {
       checkStudyConfig(config);
-      return studyPlan(deps.db, config, creationWarnings(config));
+      const { sha256, warm } = await initialModel(deps.db, config, caller);
+      const initialModelPlan = warm ? { from: 'study' as const, ...warm.source } : { from: 'seed' as const, seed: config.seed, sha256 };
+      return { ...(await studyPlan(deps.db, config, [...creationWarnings(config), ...(warm?.warnings ?? [])])), initialModel: initialModelPlan };
     },
     /** An operator's stop (POST /v1/studies/:studyId/stop): idempotent, audited (stop-study.ts). */
     stopStudy: async (studyId: string, actor: string, reason?: string) => stopStudy({ ...deps, now: () => new Date() }, studyId, actor, reason, await models.getConfig(studyId)),
@@ -98,30 +102,38 @@ export function createStudyService(deps: StudyDeps) {
 export type StudyService = ReturnType<typeof createStudyService>;
 
 /** Creates a study and its round-0 model (seeded, so the configuration alone reproduces it). */
-async function createStudy(deps: StudyDeps, config: StudyConfig, actor: string) {
-  checkStudyConfig(config);
+async function createStudy(deps: StudyDeps, requested: StudyConfig, actor: string, caller: Principal) {
+  checkStudyConfig(requested);
   // A study that breaks the policy of a jurisdiction it plans is refused now, not stopped at round 1.
-  const violations = await policyViolationsFor(deps.db, config, config.jurisdictions ?? []);
+  const violations = await policyViolationsFor(deps.db, requested, requested.jurisdictions ?? []);
   if (violations.length > 0) {
     // Short enough for the error body's 300 characters: every rule by name, the first in full.
     const rules = violations.map((v) => `${v.jurisdiction}${v.version ? ` v${v.version}` : ''} ${v.rule}`).join(', ');
-    throw new PolicyViolationError(`the study breaks ${rules}; first: ${violations[0].message}; POST /v1/studies/plan (fedmark study create --dry-run) lists every rule`, `body.${violationField(config, violations[0])}`);
+    throw new PolicyViolationError(`the study breaks ${rules}; first: ${violations[0].message}; POST /v1/studies/plan (fedmark study create --dry-run) lists every rule`, `body.${violationField(requested, violations[0])}`);
   }
   const id = newId('study');
-  const weights = initialWeights(studyTensorSpecs(config), config.seed);
-  const bytes = encodeWeights(weights);
-  const sha256 = sha256Hex(bytes);
+  // Seeded, or a warm start's source model byte for byte (init-from.ts); the config records the source.
+  const { bytes, sha256, warm } = await initialModel(deps.db, requested, caller);
+  const config = recordedInitFrom(requested, warm);
   const { signature, fingerprint } = await deps.keyring.sign(bytes);
   await deps.db.transaction().execute(async (tx) => {
     await insertStudy(tx, { id, name: config.name, config: JSON.stringify(config), state: 'running', current_round: 0, latest_model_version: 0 });
     await insertModel(tx, { study_id: id, version: 0, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint });
-    await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256 } });
+    await appendAudit(tx, { actor, kind: 'study.created', studyId: id, data: { config, initialModelSha256: sha256, ...(warm ? { initializedFrom: warm.source } : {}) } });
   });
   deps.log.info({ studyId: id, name: config.name, model: config.model, rounds: config.rounds }, 'study created');
-  const warnings = creationWarnings(config);
+  const warnings = [...creationWarnings(config), ...(warm?.warnings ?? [])];
   for (const warning of warnings) deps.log.warn({ studyId: id }, warning);
   deps.onStudyCreated(id);
-  return { id, modelSha256: sha256, ...(warnings.length ? { warnings } : {}) };
+  return { id, modelSha256: sha256, ...(warm ? { initializedFrom: warm.source } : {}), ...(warnings.length ? { warnings } : {}) };
+}
+
+/** A study's round-0 model: its warm start's source (init-from.ts), else the seeded one (the configuration alone reproduces it). */
+async function initialModel(db: Db, config: StudyConfig, caller: Principal) {
+  const specs = studyTensorSpecs(config);
+  const warm = await loadWarmStart(db, config, caller, specs);
+  const bytes = warm?.bytes ?? encodeWeights(initialWeights(specs, config.seed));
+  return { bytes, sha256: sha256Hex(bytes), warm };
 }
 
 /** What creating the study warns about (the POST response's `warnings`, and the plan's). */

@@ -13,6 +13,7 @@
  *   process.stdout.write(renderAuditReportMarkdown(report));
  */
 import type { AuditEntry } from './audit-chain.ts';
+import { describeInitFrom } from '../messages.ts';
 
 export interface ReportNode {
   nodeId: string;
@@ -78,6 +79,10 @@ export interface AuditReport {
   excludedEvaluations: Array<{ round: number | null; nodeId: string; reason: string }>;
   /** Versions asked for with --version that the log does not hold. */
   missingVersions: number[];
+  /** The round-0 model's sha256, as study.created recorded it. */
+  initialModelSha256: string | null;
+  /** A warm start's source (issue 9, initFrom): the study, version and weights' sha256 round 0 was copied from; null: seeded. */
+  initializedFrom: { study: string; version: number; sha256: string } | null;
 }
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
@@ -194,7 +199,22 @@ export function buildAuditReport(entries: AuditEntry[], options: { studyId: stri
     refusals,
     excludedEvaluations: byRound('evaluation.excluded').map((e) => ({ round: e.round, nodeId: str(obj(e.data).nodeId) ?? '?', reason: str(obj(e.data).reason) ?? '?' })),
     missingVersions,
+    initialModelSha256: str(obj(created?.data).initialModelSha256),
+    initializedFrom: initSourceOf(obj(obj(created?.data).initializedFrom)),
   };
+}
+
+/** study.created's initializedFrom, read strictly: a lineage claim is all there or not shown. */
+function initSourceOf(d: Record<string, unknown>): AuditReport['initializedFrom'] {
+  const study = str(d.study);
+  const version = num(d.version);
+  const sha256 = str(d.sha256);
+  return study !== null && version !== null && sha256 !== null ? { study, version, sha256 } : null;
+}
+
+/** "initialized from study X version V (sha256 ...)", or the seeded model's hash. */
+export function initialModelSummary(r: Pick<AuditReport, 'initializedFrom' | 'initialModelSha256'>): string {
+  return r.initializedFrom ? describeInitFrom(r.initializedFrom) : `seeded${r.initialModelSha256 ? ` (sha256 ${r.initialModelSha256})` : ''}`;
 }
 
 const fmtDelta = (d: number) => (d > 0 && d < 1e-3 ? d.toExponential() : String(d));
@@ -233,6 +253,7 @@ export function renderAuditReportMarkdown(r: AuditReport, header: { verification
   out.push(`# Audit report: study ${md(r.studyId)}`, '');
   out.push(`- Verification: ${header.verification}`);
   out.push(`- Study: ${md(r.task ?? '?')} task, model ${md(r.model ?? '?')}, created ${md(r.createdAt ?? '(not in this export)')}; state ${r.state}${r.stopReason ? `: ${md(r.stopReason)}` : ''}`);
+  out.push(`- Round-0 model: ${md(initialModelSummary(r))}`);
   out.push(`- Log: ${r.entriesRead} entries read, up to seq ${r.lastSeq ?? '-'}; ${r.versions.length} model version(s) reported`, '');
   if (r.missingVersions.length) out.push(`**Not in this export:** version(s) ${r.missingVersions.join(', ')}`, '');
   for (const v of r.versions) {
@@ -284,6 +305,7 @@ ${rows(v)}
 <style>body{font:14px/1.45 system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}table{border-collapse:collapse;width:100%}th,td{border:1px solid #bbb;padding:.3rem .5rem;text-align:left}code{font-size:12px}</style></head>
 <body><h1>Audit report: study ${esc(r.studyId)}</h1>
 <ul><li>Verification: ${esc(header.verification)}</li><li>Study: ${esc(r.task ?? '?')} task, model ${esc(r.model ?? '?')}, created ${esc(r.createdAt ?? '(not in this export)')}; state ${esc(r.state)}${r.stopReason ? `: ${esc(r.stopReason)}` : ''}</li>
+<li>Round-0 model: ${esc(initialModelSummary(r))}</li>
 <li>Log: ${r.entriesRead} entries read, up to seq ${r.lastSeq ?? '-'}</li></ul>
 ${r.missingVersions.length ? `<p><strong>Not in this export:</strong> version(s) ${r.missingVersions.join(', ')}</p>` : ''}
 ${versions}

@@ -208,6 +208,9 @@ export function buildProgram(): Command {
     .option('--policy <file>', 'a local policy profile (JSON) instead of the built-in one for the jurisdiction')
     .addOption(delimiterOption())
     .option('--coordinator-key <file>', 'the coordinator\'s public key to pin at enrollment (otherwise trusted on first use)')
+    .option('--personalize', "regional personalization: at the final round, fine-tune a copy of the global model on this node's data, keep it locally (path logged, never sent) and report global vs personalized metrics on its held-out rows")
+    .option('--personalize-epochs <n>', 'local epochs of that fine-tuning (default 3; env FEDMARK_NODE_PERSONALIZE_EPOCHS)', process.env.FEDMARK_NODE_PERSONALIZE_EPOCHS)
+    .option('--personalize-out <file>', 'where to keep the personalized weights (default <state-dir>/personalized/<study>-v<version>.fmw; env FEDMARK_NODE_PERSONALIZE_OUT)', process.env.FEDMARK_NODE_PERSONALIZE_OUT)
     .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
     .addHelpText('after', `\n${NODE_EXIT_CODES_HELP}`)
     .action(async (opts) => {
@@ -235,6 +238,9 @@ export function buildProgram(): Command {
         ledgerDir: opts.ledgerDir, dataSourceId: process.env.FEDMARK_NODE_DATA_SOURCE_ID || undefined,
         attack: opts.attack,
         delimiter: opts.delimiter,
+        personalize: opts.personalize === true,
+        personalizeEpochs: opts.personalizeEpochs,
+        personalizeOut: opts.personalizeOut,
       });
       if (!parsed.success) {
         program.error(`invalid node configuration: ${describeNodeConfigError(parsed.error)}`, { exitCode: 2 });

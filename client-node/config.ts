@@ -58,6 +58,14 @@ export const NodeConfig = z
     dataSourceId: z.string().min(1).max(200).optional(),
     /** Delta at which the ceiling is measured. */
     maxEpsilonDelta: z.number().gt(0).lt(1).default(1e-5),
+    /**
+     * Regional personalization (client-node/personalize.ts): at the final round's evaluation, fine-tune
+     * a copy of the global model on this node's rows for personalizeEpochs local epochs and keep it
+     * in personalizeOut (default <stateDir>/personalized/<study>-v<version>.fmw); never sent.
+     */
+    personalize: z.boolean().default(false),
+    personalizeEpochs: z.coerce.number().int().min(1).max(1000).default(3),
+    personalizeOut: z.string().min(1).optional(),
     /** FOR DEMOS AND TESTS ONLY: the node attacks the study after honest training (client-node/attack.ts). */
     attack: z.enum(ATTACK_NAMES).optional(),
   })
@@ -132,6 +140,8 @@ export const NODE_CONFIG_SOURCES: Partial<Record<keyof z.input<typeof NodeConfig
   jurisdiction: { flag: '--jurisdiction', env: 'FEDMARK_NODE_JURISDICTION' },
   ledgerDir: { flag: '--ledger-dir', env: 'FEDMARK_NODE_LEDGER_DIR' },
   dataSourceId: { env: 'FEDMARK_NODE_DATA_SOURCE_ID' },
+  personalizeEpochs: { flag: '--personalize-epochs', env: 'FEDMARK_NODE_PERSONALIZE_EPOCHS' },
+  personalizeOut: { flag: '--personalize-out', env: 'FEDMARK_NODE_PERSONALIZE_OUT' },
 };
 
 /** Every issue of a failed NodeConfig parse, each named by its flag and variable (`--data (or FEDMARK_NODE_DATA): required, not set`). */

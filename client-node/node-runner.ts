@@ -22,6 +22,7 @@ import { BackOff, describeNetworkError, pause, pollTask, refuseForBudget } from 
 import { witnessCheckpoint } from './witness.ts';
 import { LedgerCeilingError, NodePrivacyLedger } from './privacy-ledger.ts';
 import { evaluate, train, TrainingFailedError } from './train.ts';
+import { personalize, personalizesAt, withPersonalized } from './personalize.ts';
 
 /**
  * The client node. Each task goes through the same stages, each in its own module:
@@ -156,6 +157,11 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
         // Under DP the evaluation is noised and charged to this data source's ledger first.
         const ledger = release.dp ? NodePrivacyLedger.for(config, task.config.privacy?.accountant ?? 'rdp', config.maxEpsilonDelta, config.maxEpsilon) : undefined;
         let evaluation = evaluate(kind, model, loaded, await globals.fetch(task), ledger ? { ledger, task } : undefined, log);
+        // --personalize, final round: a fine-tuned copy kept here; its statistics join the report (personalize.ts).
+        if (personalizesAt(config, task)) {
+          const global = await globals.fetch(task);
+          evaluation = await withPersonalized(evaluation, () => personalize(kind, task, loaded, global, config, release, ledger, log), task, log);
+        }
         if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
         await sendEvaluation(client, task, release.evaluation(evaluation));
         summary.evaluations++;

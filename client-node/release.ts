@@ -36,6 +36,7 @@ import { specsOf, type WeightSet } from '../protocols/tensors.ts';
  *   EvaluationReport.numExamples  evaluation.numExamples  (required)
  *   EvaluationReport.stats        evaluation.stats        (required)
  *   EvaluationReport.loss         evaluation.loss
+ *   EvaluationReport.personalized evaluation.personalized (--personalize, final round; personalize.ts)
  *   NodeStatusReport.data         status.data
  *   NodeStatusReport.state/message: the node's state and why, in words with no value from its
  *   data (describeDataError, policy and ceiling refusals): protocol, not a release.
@@ -73,6 +74,8 @@ export interface EvaluatedFacts {
   /** Absent when it was not finite. */
   loss?: number;
   stats: EvaluationStats;
+  /** `--personalize`: the node's fine-tuned copy on the same rows (its weights stay on the node: personalize.ts). */
+  personalized?: Omit<EvaluatedFacts, 'loss' | 'personalized'>;
 }
 
 /** A status the node wants to report, with the counts of its data when it has them. */
@@ -133,9 +136,13 @@ export class Release {
   evaluation(facts: EvaluatedFacts): Released<EvaluationReport> {
     if (this.dp && !isNoised(facts.stats)) throw new Error('under DP an evaluation leaves only as noised statistics (client-node/train.ts evaluate with the ledger)');
     if (this.dp && facts.numExamples !== statsRows(facts.stats)) throw new Error('under DP the evaluation count is the sum of the noised counts');
+    const p = facts.personalized;
+    if (p && this.dp && (!isNoised(p.stats) || p.numExamples !== statsRows(p.stats))) throw new Error('under DP a personalized evaluation leaves only as noised statistics, counted as their sum');
     const report: Record<string, unknown> = {};
     for (const [key, field] of Object.entries(EVALUATION_RELEASE) as Array<[keyof EvaluationReport, ReleaseField]>) {
-      if (this.allows(field) && facts[key] !== undefined) report[key] = facts[key];
+      // The personalized part: its count and statistics only (what it cost stays in the node's log).
+      const value = key === 'personalized' && p ? { numExamples: p.numExamples, stats: p.stats } : facts[key];
+      if (this.allows(field) && value !== undefined) report[key] = value;
     }
     return EvaluationReport.parse(report) as Released<EvaluationReport>;
   }

@@ -40,6 +40,7 @@ export const RELEASE_FIELDS = [
   'update.dpSgd',
   'evaluation.loss',
   'status.data',
+  'evaluation.personalized',
 ] as const;
 export const ReleaseField = z.enum(RELEASE_FIELDS);
 export type ReleaseField = z.infer<typeof ReleaseField>;
@@ -71,6 +72,7 @@ export const RELEASE_UNDER_DP: Readonly<Record<ReleaseField, { mechanism: Releas
   'update.data': { mechanism: 'exact', how: 'data-quality counts (rows, fills, unseen categories, consent drops), not noised' },
   'evaluation.loss': { mechanism: 'exact', how: 'mean validation loss, not noised' },
   'status.data': { mechanism: 'exact', how: 'data-quality counts in status reports, not noised' },
+  'evaluation.personalized': { mechanism: 'noised-gaussian', how: "the statistics of the node's locally fine-tuned copy of the final global model (fedmark node --personalize) on the same validation rows, noised exactly like evaluation.stats and charged to the node's ledger as one more evaluation; the personalized weights never leave the node" },
 };
 
 /** update.numExamples under DP: a public constant (RELEASE_UNDER_DP), never the node's rows. */
@@ -391,6 +393,11 @@ export const EvaluationReport = z.strictObject({
   numExamples: z.number().int().nonnegative().max(MAX_EXAMPLE_COUNT),
   loss: z.number().finite().nonnegative().optional(),
   stats: EvaluationStats,
+  /**
+   * `fedmark node --personalize`, final round only: the same statistics for the node's locally
+   * fine-tuned copy of this global model, on the same validation rows (its weights never leave).
+   */
+  personalized: z.strictObject({ numExamples: z.number().int().nonnegative().max(MAX_EXAMPLE_COUNT), stats: EvaluationStats }).optional(),
 });
 export type EvaluationReport = z.infer<typeof EvaluationReport>;
 
@@ -422,6 +429,14 @@ export const RoundSummary = z.object({
   validationLoss: z.number().nullable(),
   /** The model kind's pooled metrics (binary: auc, logLoss, brier; regression: rmse, mae, r2, bias, baselineRmse, baselineMae), with n. */
   validationMetrics: z.record(z.string(), z.number().nullable()).nullable().default(null),
+  /**
+   * Regional personalization (fedmark node --personalize, final round): the kind's pooled metrics
+   * of the nodes' locally fine-tuned models, how many nodes sent them, and the global model's
+   * metrics pooled over those same nodes (the fair comparison).
+   */
+  personalizedMetrics: z.record(z.string(), z.number().nullable()).nullable().default(null),
+  personalizedNodes: z.number().int().nonnegative().default(0),
+  globalOnPersonalizedMetrics: z.record(z.string(), z.number().nullable()).nullable().default(null),
   failureReason: z.string().nullable(),
   startedAt: z.string(),
   closedAt: z.string().nullable(),
@@ -476,6 +491,7 @@ export const EVALUATION_RELEASE = {
   numExamples: 'evaluation.numExamples',
   loss: 'evaluation.loss',
   stats: 'evaluation.stats',
+  personalized: 'evaluation.personalized',
 } as const satisfies Record<keyof EvaluationReport, ReleaseField>;
 export const STATUS_RELEASE = { data: 'status.data' } as const satisfies Partial<Record<keyof NodeStatusReport, ReleaseField>>;
 

@@ -97,6 +97,10 @@ export interface RoundsTable {
   instructions: Json<Record<string, unknown>> | null;
   /** The model kind's pooled validation metrics. */
   validation_metrics: Json<Record<string, number | null>> | null;
+  /** Regional personalization (migration 0019): the pooled personalized metrics, their node count, the global model over the same nodes. */
+  personalized_metrics: ColumnType<Record<string, number | null> | null, string | null | undefined, string | null>;
+  personalized_nodes: ColumnType<number, number | undefined, number>;
+  global_on_personalized_metrics: ColumnType<Record<string, number | null> | null, string | null | undefined, string | null>;
 }
 
 /** Every accepted update of a round, for strategies that need them all (median, Krum...). */
@@ -145,6 +149,9 @@ export interface EvaluationsTable {
   histogram: Json<unknown> | null;
   /** The model kind's sufficient statistics (EvaluationStats). */
   stats: Json<unknown> | null;
+  /** `--personalize` (migration 0019): the fine-tuned copy's statistics and count; null when not sent. bigint read as a number. */
+  personalized_stats: ColumnType<unknown, string | null | undefined, string | null>;
+  personalized_num_examples: ColumnType<number | null, number | null | undefined, number | null>;
   received_at: DefaultedTimestamp;
 }
 

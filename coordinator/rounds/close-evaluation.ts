@@ -8,6 +8,7 @@ import { poolStudyEvaluation, poolWhatPools, screenEvaluations, type ExcludedEva
 import { listRoundEvaluations, listUpdaterIds, updateRound, type RoundRow } from './round-repository.ts';
 import { hasDp } from '../../protocols/privacy/study-privacy.ts';
 import { cannotTrain, EVALUATION_STATES } from './round-state.ts';
+import { poolPersonalized } from './personalized-evaluation.ts';
 
 export type EvaluationClosing = { kind: 'completed'; auc: number; evaluations: number; excluded: ExcludedEvaluation[]; refused: string[] };
 
@@ -66,13 +67,17 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const metrics = pooling.metrics ?? {};
   const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
   const loss = meanLossOf(pooling.pooled);
-  await updateRound(tx, studyId, round, { phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t });
+  // fedmark node --personalize: the fine-tuned copies' metrics, and the global model's over the same nodes.
+  const personal = poolPersonalized(config, pooling.pooled, evaluations);
+  const personalized = personal.personalizedNodes > 0 ? { personalizedMetrics: personal.personalizedMetrics, personalizedNodes: personal.personalizedNodes, globalOnPersonalizedMetrics: personal.globalOnPersonalizedMetrics } : {};
+  const personalizedExcluded = personal.excluded.length > 0 ? { personalizedExcluded: personal.excluded } : {};
+  await updateRound(tx, studyId, round, { phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t, personalized_metrics: personal.personalizedMetrics ? JSON.stringify(personal.personalizedMetrics) : null, personalized_nodes: personal.personalizedNodes, global_on_personalized_metrics: personal.globalOnPersonalizedMetrics ? JSON.stringify(personal.globalOnPersonalizedMetrics) : null });
   await appendAudit(tx, {
     actor: 'coordinator',
     kind: 'round.completed',
     studyId,
     round,
-    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}), ...(refused.length ? { refused: refused.length } : {}), closedBy: allIn ? 'all-in' : 'deadline' },
+    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}), ...(refused.length ? { refused: refused.length } : {}), ...personalized, ...personalizedExcluded, closedBy: allIn ? 'all-in' : 'deadline' },
   });
   return { kind: 'completed', auc, evaluations: pooling.pooled.length, excluded, refused };
 }

@@ -31,6 +31,7 @@ import {
 } from './round-repository.ts';
 import { aggregationOf, cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
 import { evaluationStates } from './close-evaluation.ts';
+import { checkPersonalizedCount, checkPersonalizedReport, personalizedColumns } from './personalized-evaluation.ts';
 
 /**
  * What nodes send into a round: their trained model (fit phase) and their evaluation report
@@ -161,6 +162,7 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
   if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
   const config = await deps.studies.getConfig(studyId);
   checkEvaluationReport(config, report);
+  checkPersonalizedReport(config, report, checkEvaluationReport); // fedmark node --personalize (personalized-evaluation.ts)
   return deps.db.transaction().execute(async (tx) => {
     const row = await lockRound(tx, studyId, round);
     if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
@@ -168,7 +170,7 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     const previous = await findEvaluation(tx, studyId, round, node.id);
     if (previous) {
       // jsonb reorders keys: compare canonical forms, not the serialization.
-      const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss;
+      const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss && canonicalJson(previous.personalized_stats ?? null) === canonicalJson(report.personalized?.stats ?? null);
       if (same) return false;
       throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
     }
@@ -179,8 +181,9 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     const update = await findUpdate(tx, studyId, round, node.id);
     const declared = await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined);
     checkEvaluationCount(config, report, declared);
-    await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats) });
-    await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}) } });
+    checkPersonalizedCount(config, report, declared);
+    await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
+    await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
     const evaluated = await listEvaluatorIds(tx, studyId, round);
     const updaters = await listUpdaterIds(tx, studyId, round);
     // All in: every node that trained has evaluated, or can no longer (see advanceRound).

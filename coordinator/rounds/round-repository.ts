@@ -138,7 +138,7 @@ export async function insertUpdate(tx: Db, row: Insertable<Database['updates']>)
 
 /** A node's evaluation report for a round (a retry is compared with it), if any. */
 export async function findEvaluation(db: Db, studyId: string, round: number, nodeId: string) {
-  return db.selectFrom('evaluations').select(['histogram', 'stats', 'num_examples', 'loss']).where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
+  return db.selectFrom('evaluations').select(['histogram', 'stats', 'num_examples', 'loss', 'personalized_stats']).where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
 }
 
 /** Whether the node reported its evaluation for the round. */
@@ -154,7 +154,7 @@ export async function listEvaluatorIds(db: Db, studyId: string, round: number): 
 
 /** The round's evaluation reports, for pooling. */
 export async function listRoundEvaluations(db: Db, studyId: string, round: number) {
-  return db.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram', 'stats']).where('study_id', '=', studyId).where('round', '=', round).execute();
+  return db.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram', 'stats', 'personalized_stats', 'personalized_num_examples']).where('study_id', '=', studyId).where('round', '=', round).execute();
 }
 
 export async function insertEvaluation(tx: Db, row: Insertable<Database['evaluations']>): Promise<void> {

@@ -237,6 +237,10 @@ async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
     validationAuc: r.validation_auc,
     validationLoss: r.validation_loss,
     validationMetrics: r.validation_metrics ?? null,
+    // Regional personalization (fedmark node --personalize; close-evaluation.ts).
+    personalizedMetrics: r.personalized_metrics ?? null,
+    personalizedNodes: r.personalized_nodes ?? 0,
+    globalOnPersonalizedMetrics: r.global_on_personalized_metrics ?? null,
     failureReason: r.failure_reason,
     startedAt: new Date(r.started_at).toISOString(),
     closedAt: r.closed_at ? new Date(r.closed_at).toISOString() : null,

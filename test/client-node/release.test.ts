@@ -14,7 +14,13 @@ const trained: TrainedFacts = {
   dpSgd,
   data: { rows: 150, droppedNoConsent: 3, droppedFeatures: ['age'], missingFilled: { a: 2 }, unseenCategories: { c: 1 }, positives: 31 } as TrainedFacts['data'],
 };
-const evaluated = { numExamples: 30, loss: 0.5, stats: { kind: 'binary' as const, histogram: { bins: 2, positives: [1, 5], negatives: [20, 4] }, brierSum: 3.1, logLossSum: 15 } };
+const evaluated = {
+  numExamples: 30,
+  loss: 0.5,
+  stats: { kind: 'binary' as const, histogram: { bins: 2, positives: [1, 5], negatives: [20, 4] }, brierSum: 3.1, logLossSum: 15 },
+  // fedmark node --personalize (final round): the fine-tuned copy's statistics on the same rows.
+  personalized: { numExamples: 30, stats: { kind: 'binary' as const, histogram: { bins: 2, positives: [0, 6], negatives: [22, 2] }, brierSum: 2.1, logLossSum: 11 } },
+};
 
 describe('the release step', () => {
   it('maps every field of what a node sends to exactly one release name, and every name to a field', () => {

@@ -117,7 +117,7 @@ describe('release accounting under DP', () => {
   it('a DP study releases by default only the noised and public fields, with 20 bins and z 5', () => {
     const study = StudyConfig.parse({ ...base, privacy: { dpSgd } });
     expect(study.evaluation).toBe('noised');
-    expect([...study.release].sort()).toEqual(['evaluation.numExamples', 'evaluation.stats', 'update.dpSgd', 'update.numExamples', 'update.weights']);
+    expect([...study.release].sort()).toEqual(['evaluation.numExamples', 'evaluation.personalized', 'evaluation.stats', 'update.dpSgd', 'update.numExamples', 'update.weights']);
     for (const f of study.release) expect(releaseMechanism(study.privacy, f)).not.toBe('exact');
     expect(expectedEvaluation(study.privacy)).toEqual({ noised: true, bins: 20, noiseStd: 5 });
   });

@@ -21,6 +21,7 @@ import {
   type WeightSet,
 } from '../tensors.ts';
 import { decodeWeights, encodeWeights } from '../weights-codec.ts';
+import { axpyF32Scalar, axpyF64, firstNonFinite, maxAbsF32, maxAbsF64, SimdSums } from './kernels.ts';
 
 export class AggregationError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -84,75 +85,81 @@ function alignToSpecs(specs: TensorSpec[], update: WeightSet, what: string): (Fl
   });
 }
 
-/*
- * Largest |x| in v; NaN if v holds a NaN, Infinity if it holds an infinity. Math.max propagates
- * NaN, so one branch-free pass validates and measures; two accumulators let the CPU overlap them.
- * One copy per array type on purpose: a function that sees both Float32Array and Float64Array
- * turns polymorphic in V8 and its loop slows down on the aggregation hot path.
- */
-function maxAbsF32(v: Float32Array): number {
-  let m0 = 0;
-  let m1 = 0;
-  const n = v.length;
-  const even = n - (n % 2);
-  let i = 0;
-  for (; i < even; i += 2) {
-    m0 = Math.max(m0, Math.abs(v[i]));
-    m1 = Math.max(m1, Math.abs(v[i + 1]));
-  }
-  if (i < n) m0 = Math.max(m0, Math.abs(v[i]));
-  return Math.max(m0, m1);
-}
-
-function maxAbsF64(v: Float64Array): number {
-  let m0 = 0;
-  let m1 = 0;
-  const n = v.length;
-  const even = n - (n % 2);
-  let i = 0;
-  for (; i < even; i += 2) {
-    m0 = Math.max(m0, Math.abs(v[i]));
-    m1 = Math.max(m1, Math.abs(v[i + 1]));
-  }
-  if (i < n) m0 = Math.max(m0, Math.abs(v[i]));
-  return Math.max(m0, m1);
-}
-
 function maxAbs(v: Float32Array | Float64Array): number {
   return v instanceof Float32Array ? maxAbsF32(v) : maxAbsF64(v);
 }
 
-function firstNonFinite(v: Float32Array | Float64Array): number {
-  for (let i = 0; i < v.length; i++) if (v[i] - v[i] !== 0) return i;
-  return -1;
+/**
+ * Which loops fold float32 updates in: 'simd' (WebAssembly SIMD, sums in a WebAssembly memory of
+ * the accumulator's own), 'scalar' (JavaScript), or 'auto' (the default): SIMD for models of at
+ * least SIMD_MIN_PARAMETERS values when the host has it. Both give bit-identical sums.
+ *
+ * fromState's 'auto' starts scalar and moves the sums into WebAssembly memory at the second
+ * update folded into it: the coordinator resumes a round's accumulator to fold ONE update and
+ * drops it, and a second memory's page faults (one per 4 KB on first touch) would cost more than
+ * SIMD saves on one update. A new accumulator is the streaming case: its memory is touched once,
+ * when it is built (preallocated), and every update folds with SIMD.
+ */
+export type FoldKernel = 'auto' | 'simd' | 'scalar';
+
+export interface AccumulatorOptions {
+  kernel?: FoldKernel;
 }
 
-// Separate monomorphic loops for each input type keep the hot path free of type checks.
-function axpyF32(s: Float64Array, v: Float32Array, w: number): void {
-  const n = s.length;
-  for (let i = 0; i < n; i++) s[i] += w * v[i];
-}
-
-function axpyF64(s: Float64Array, v: Float64Array, w: number): void {
-  const n = s.length;
-  for (let i = 0; i < n; i++) s[i] += w * v[i];
-}
+/**
+ * Below this, scalar loops are as fast, and a small model should not cost a WebAssembly memory
+ * (each one reserves guard pages of address space for the accumulator's life).
+ */
+export const SIMD_MIN_PARAMETERS = 65536;
 
 export class WeightedMeanAccumulator {
   private readonly specList: TensorSpec[];
-  private readonly sums: Float64Array[];
+  private sums: Float64Array[];
+  /** Set when the sums live in WebAssembly memory and float32 updates fold in with SIMD. */
+  private simd: SimdSums | null = null;
+  /** 'auto' until the sums moved to SIMD (or could not): then what they are. */
+  private kernelChoice: FoldKernel;
   private total = 0;
   private n = 0;
+  /** Updates added to this object (a restored one starts at 0 whatever its count). */
+  private foldedHere = 0;
   /** Upper bound on max |sums[k][i]|, used to refuse an add that could overflow float64. */
   private magnitudeBound = 0;
 
-  constructor(specs: TensorSpec[]) {
+  /** `resumed` (@internal, fromState): with 'auto', start scalar and move at the second add. */
+  constructor(specs: TensorSpec[], options: AccumulatorOptions = {}, resumed = false) {
     this.specList = validateSpecs(specs);
-    this.sums = this.specList.map((s) => new Float64Array(tensorSize(s.shape)));
+    const sizes = this.specList.map((s) => tensorSize(s.shape));
+    const kernel = options.kernel ?? 'auto';
+    if (kernel !== 'auto' && kernel !== 'simd' && kernel !== 'scalar') throw new AggregationError(`kernel must be 'auto', 'simd' or 'scalar', got ${String(kernel)}`);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    this.kernelChoice = kernel === 'auto' && total < SIMD_MIN_PARAMETERS ? 'scalar' : kernel;
+    if (this.kernelChoice === 'simd' || (this.kernelChoice === 'auto' && !resumed)) {
+      this.simd = SimdSums.create(sizes);
+      if (this.simd === null && kernel === 'simd') throw new AggregationError("kernel 'simd' asked for, but this host has no WebAssembly SIMD (or the model is over 4 GiB of sums)");
+      this.kernelChoice = this.simd ? 'simd' : 'scalar';
+    }
+    this.sums = this.simd ? this.simd.sums : sizes.map((n) => new Float64Array(n));
+  }
+
+  /** Moves the sums into WebAssembly memory ('auto', second update on); stays scalar if it cannot. */
+  private moveToSimd(): void {
+    this.kernelChoice = 'scalar';
+    const simd = SimdSums.create(this.sums.map((s) => s.length));
+    if (simd === null) return;
+    this.sums.forEach((s, k) => simd.sums[k].set(s));
+    this.sums = simd.sums;
+    this.simd = simd;
+    this.kernelChoice = 'simd';
+  }
+
+  /** 'simd' when float32 updates fold in through WebAssembly SIMD, else 'scalar'. */
+  get kernel(): 'simd' | 'scalar' {
+    return this.simd ? 'simd' : 'scalar';
   }
 
   /** Rebuilds an accumulator from toState() output (validated; the arrays are copied). */
-  static fromState(state: AccumulatorState): WeightedMeanAccumulator {
+  static fromState(state: AccumulatorState, options: AccumulatorOptions = {}): WeightedMeanAccumulator {
     if (state === null || typeof state !== 'object') throw new AggregationError('accumulator state must be an object');
     const { count, totalWeight } = state;
     if (!Number.isSafeInteger(count) || count < 0) throw new AggregationError(`accumulator state: count must be a non-negative integer, got ${String(count)}`);
@@ -162,7 +169,7 @@ export class WeightedMeanAccumulator {
     if ((count === 0) !== (totalWeight === 0)) {
       throw new AggregationError(`accumulator state: count ${count} and totalWeight ${totalWeight} are inconsistent (both must be zero or both positive)`);
     }
-    const acc = new WeightedMeanAccumulator(state.specs);
+    const acc = new WeightedMeanAccumulator(state.specs, options, true);
     const values = alignToSpecs(acc.specList, state.sums, 'accumulator state sums');
     let bound = 0;
     values.forEach((v, k) => {
@@ -216,14 +223,19 @@ export class WeightedMeanAccumulator {
     if (!(newBound <= MAX_SUM_MAGNITUDE) || !Number.isFinite(newTotal)) {
       throw new AggregationError(`update with weight ${weight} and max |value| ${updateMax} could overflow the float64 running sum`);
     }
+    // Only now, every value checked, does any sum change: one pass per tensor, no allocation
+    // (but once per accumulator, the move of the sums into WebAssembly memory).
+    if (this.kernelChoice === 'auto' && this.foldedHere >= 1 && values.some((v) => v instanceof Float32Array)) this.moveToSimd();
     for (let k = 0; k < values.length; k++) {
       const v = values[k];
-      if (v instanceof Float32Array) axpyF32(this.sums[k], v, weight);
-      else axpyF64(this.sums[k], v, weight);
+      if (!(v instanceof Float32Array)) axpyF64(this.sums[k], v, weight);
+      else if (this.simd) this.simd.axpy32(k, v, weight);
+      else axpyF32Scalar(this.sums[k], v, weight);
     }
     this.magnitudeBound = newBound;
     this.total = newTotal;
     this.n += 1;
+    this.foldedHere += 1;
   }
 
   /** The weighted mean sum / totalWeight, rounded once to float32. Throws when nothing was added. */

@@ -5,8 +5,8 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { encodedWidth, FeatureSpec } from '../protocols/feature-spec.ts';
 import type { StudyConfig } from '../protocols/messages.ts';
-import { initBackend, modelSpecsOf, readFeatureSpecFile } from '../models/index.ts';
-import { nodeKindFor } from '../models/kinds/index.ts';
+import { initBackend, readFeatureSpecFile } from '../models/index.ts';
+import { nodeKindFor, sharedKindSpecs } from '../models/kinds/index.ts';
 import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
 import type { NodeConfig } from './config.ts';
 import { DataSource } from './data.ts';
@@ -80,7 +80,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
 
   const kind = nodeKindFor(study);
   const model = kind.createModel(study, encodedWidth(study.features));
-  const globals = new GlobalModels(client, trust, modelSpecsOf(model));
+  const globals = new GlobalModels(client, trust, sharedKindSpecs(study, kind, model));
   const data = new DataSource(openTableSource({ data: config.data, table: config.dataTable, query: config.dataQuery, batchRows: config.dataBatchRows, refreshSeconds: config.dataRefreshSeconds, delimiter: config.delimiter }), study, report, log, credentials.studyId);
   const backOff = new BackOff(config.idleBackoffMaxSeconds, log, signal);
 

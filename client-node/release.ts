@@ -112,8 +112,11 @@ export class Release {
 
   /** An update's weights: the tensors the study's model kind shares, and no other. */
   weights(trained: WeightSet): Released<WeightSet> {
-    const shared = new Set(modelKind(this.kind).sharedTensors(specsOf(trained)).map((s) => s.name));
-    return trained.filter((t) => shared.has(t.name)) as Released<WeightSet>;
+    const kind = modelKind(this.kind);
+    const shared = new Set(kind.sharedTensors(specsOf(trained)).map((s) => s.name));
+    // Node-local tensors (recommendation's user_factors) never leave, whatever sharedTensors says.
+    const local = new Set(kind.nodeLocalTensors ?? []);
+    return trained.filter((t) => shared.has(t.name) && !local.has(t.name)) as Released<WeightSet>;
   }
 
   allows(field: ReleaseField): boolean {

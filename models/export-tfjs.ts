@@ -72,7 +72,7 @@ export const Preprocessing = z.object({
   version: z.literal(1),
   /** The study's feature spec as the nodes encode with it (models/encode.ts). */
   featureSpec: FeatureSpec,
-  task: z.object({ kind: z.enum(['binary', 'regression', 'forecast']) }).passthrough(),
+  task: z.object({ kind: z.enum(['binary', 'regression', 'forecast', 'recommend']) }).passthrough(),
   inputWidth: z.number().int().positive(),
   /** Input columns in model order, with their slots of the input vector. */
   columns: z.array(z.discriminatedUnion('kind', [NumericColumn, CategoricalColumn])),
@@ -117,6 +117,8 @@ function outputFor(config: StudyConfig): Preprocessing['output'] {
     if (isNumericTarget(target)) throw new Error('a binary study needs a binary target (features.target.positive)');
     return { kind: 'binary', activation: 'sigmoid', positive: target.positive, formula: `score = model output = P(${target.column} = ${JSON.stringify(target.positive)})` };
   }
+  // Recommend (issue 9): factors, not a network; `fedmark recommend --model` reads the demo's OUT/model (model.fmw + study.json).
+  if (config.task.kind === 'recommend') throw new Error('a recommend study has no TensorFlow.js export (its model is item factors): use `fedmark recommend --model DIR` with the study\'s model.fmw and study.json');
   if (!isNumericTarget(target)) throw new Error('a regression study needs a numeric target (features.target.kind "numeric")');
   // A forecast model's output is a regression output (issue 9): same loss, link and formula.
   const task = config.task.kind === 'forecast' ? forecastRegressionTask(config.task) : config.task;
@@ -176,6 +178,7 @@ export async function tfjsArtifacts(net: tf.LayersModel): Promise<TfjsArtifacts>
 
 /** Everything an export folder holds but the lineage, from the study and its signed model bytes. */
 export async function buildTfjsExport(config: StudyConfig, signedBytes: Uint8Array): Promise<TfjsArtifacts & { preprocessing: Preprocessing }> {
+  if (config.task.kind === 'recommend') outputFor(config); // throws: a recommend study has no network to export (says what to use)
   const net = await studyNetwork(config, decodeStudyModel(config, signedBytes));
   try {
     return { ...(await tfjsArtifacts(net)), preprocessing: preprocessingFor(config) };

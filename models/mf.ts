@@ -182,23 +182,43 @@ export function trainBpr(m: MfModel, data: Interactions, o: BprOptions): { loss:
   return { loss, steps };
 }
 
-/** One SGD step on one triple; returns its loss before the step. */
+/**
+ * One SGD step on one triple (the gradient of bprTripleGradient, computed in place: no allocation
+ * in the hot loop); returns the triple's loss before the step.
+ */
 function sgdStep(m: MfModel, u: number, i: number, j: number, c: number, o: BprOptions): number {
   const d = m.factors;
-  const grad = bprTripleGradient(m, u, i, j, c, o.regularization);
+  const U = m.userFactors;
+  const Q = m.itemFactors;
+  const lambda = o.regularization;
   const lr = o.learningRate;
-  for (let f = 0; f < d; f++) m.userFactors[u * d + f] -= lr * grad.user[f];
-  if (o.usersOnly) return grad.loss;
-  const mu = o.proximal?.mu ?? 0;
+  const pu = u * d;
+  const qi = i * d;
+  const qj = j * d;
+  let x = m.itemBias[i] - m.itemBias[j];
+  let reg = m.itemBias[i] ** 2 + m.itemBias[j] ** 2;
   for (let f = 0; f < d; f++) {
-    const pi = mu > 0 ? mu * (m.itemFactors[i * d + f] - o.proximal!.itemFactors[i * d + f]) : 0;
-    const pj = mu > 0 ? mu * (m.itemFactors[j * d + f] - o.proximal!.itemFactors[j * d + f]) : 0;
-    m.itemFactors[i * d + f] -= lr * (grad.itemI[f] + pi);
-    m.itemFactors[j * d + f] -= lr * (grad.itemJ[f] + pj);
+    x += U[pu + f] * (Q[qi + f] - Q[qj + f]);
+    reg += U[pu + f] ** 2 + Q[qi + f] ** 2 + Q[qj + f] ** 2;
   }
-  m.itemBias[i] -= lr * (grad.biasI + (mu > 0 ? mu * (m.itemBias[i] - o.proximal!.itemBias[i]) : 0));
-  m.itemBias[j] -= lr * (grad.biasJ + (mu > 0 ? mu * (m.itemBias[j] - o.proximal!.itemBias[j]) : 0));
-  return grad.loss;
+  const loss = c * softplus(-x) + (lambda / 2) * reg;
+  const g = -c * sigmoid(-x);
+  const mu = o.usersOnly ? 0 : (o.proximal?.mu ?? 0);
+  for (let f = 0; f < d; f++) {
+    const p = U[pu + f];
+    const a = Q[qi + f];
+    const b = Q[qj + f];
+    U[pu + f] = p - lr * (g * (a - b) + lambda * p);
+    if (o.usersOnly) continue;
+    Q[qi + f] = a - lr * (g * p + lambda * a + (mu > 0 ? mu * (a - o.proximal!.itemFactors[qi + f]) : 0));
+    Q[qj + f] = b - lr * (-g * p + lambda * b + (mu > 0 ? mu * (b - o.proximal!.itemFactors[qj + f]) : 0));
+  }
+  if (o.usersOnly) return loss;
+  const bi = m.itemBias[i];
+  const bj = m.itemBias[j];
+  m.itemBias[i] = bi - lr * (g + lambda * bi + (mu > 0 ? mu * (bi - o.proximal!.itemBias[i]) : 0));
+  m.itemBias[j] = bj - lr * (-g + lambda * bj + (mu > 0 ? mu * (bj - o.proximal!.itemBias[j]) : 0));
+  return loss;
 }
 
 /**

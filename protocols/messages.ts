@@ -9,6 +9,7 @@ import { FitInstructions } from './strategies/strategy.ts';
 import { Checkpoint } from './audit/audit-chain.ts';
 import { EvaluationStats, regressionTargetProblem, TaskSpec } from './model-kinds/kind.ts';
 import { forecastStudyProblems } from './model-kinds/forecast.ts';
+import { recommendStudyProblems } from './model-kinds/recommend.ts';
 
 /**
  * Every message between coordinator, nodes and operators. Both sides parse with these schemas,
@@ -262,6 +263,8 @@ export function describeInitFrom(source: { study: string; version?: number; sha2
   }
   // Forecast (issue 9): no noised evaluation yet (refused under DP), target and columns checked.
   for (const issue of forecastStudyProblems(study)) ctx.addIssue({ code: 'custom', ...issue });
+  // Recommend (issue 9): model, feature spec and privacy checked against the task (recommend.ts).
+  for (const issue of recommendStudyProblems(study)) ctx.addIssue({ code: 'custom', ...issue });
   const targetProblem = isNumericTarget(target) ? regressionTargetProblem(study.task, target) : undefined;
   if (targetProblem) ctx.addIssue({ code: 'custom', ...targetProblem });
 }).transform((study) => ({

@@ -35,7 +35,7 @@ export interface StoredModel {
 /** The tensors nodes send and the coordinator aggregates: the study's model kind's shared ones. */
 export function studyTensorSpecs(config: StudyConfig): TensorSpec[] {
   const kind = modelKind(config.task.kind);
-  return kind.sharedTensors(kind.tensorSpecs(config.model, encodedWidth(config.features)));
+  return kind.sharedTensors(kind.tensorSpecs(config.model, encodedWidth(config.features), config.task));
 }
 
 /** The largest sealed update a study accepts: its model's float32 values plus a generous header. */

@@ -81,7 +81,7 @@ export async function trainLocalFused(model: tf.LayersModel, data: EncodedData, 
   const yieldEveryMs = options.yieldEveryMs ?? 50;
   const order = new Int32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
-  const xb = new Float32Array(batchSize * width);
+  const xb = net.input; // gathered in place: no copy into the network
   const yb = new Float32Array(batchSize);
   let steps = 0;
   let lastLoss = Number.NaN;

@@ -19,6 +19,7 @@
  * one-hot zeros) are skipped: they contribute nothing to Z nor to the kernel gradient.
  */
 import type { OutputLoss } from './losses.ts';
+import { instantiateKernels, type WasmKernels } from './fused-mlp-wasm.ts';
 
 /** A hidden layer's activation: ReLU, tanh (models/activations.ts), or none. */
 export type FusedActivation = 'relu' | 'tanh' | 'linear';
@@ -28,6 +29,25 @@ export interface FusedLayout {
   widths: number[];
   /** One activation per hidden layer (widths.length - 2 of them). */
   hidden: FusedActivation[];
+}
+
+export interface FusedMlpOptions {
+  /**
+   * Use the WASM SIMD kernels (models/fused-mlp-kernels.wat) for layers whose width is a multiple
+   * of 4 (default true; the JavaScript kernels where WASM is unavailable and for other layers).
+   */
+  simd?: boolean;
+}
+
+const ACT_CODE = { linear: 1, relu: 2, tanh: 3 } as const;
+
+/** Byte offsets of the buffers in the WASM memory. */
+interface Pointers {
+  params: number;
+  grads: number;
+  input: number;
+  outs: number[];
+  deltas: number[];
 }
 
 export class FusedMlp {
@@ -41,12 +61,17 @@ export class FusedMlp {
   readonly kernelOffsets: readonly number[];
   readonly biasOffsets: readonly number[];
   readonly maxRows: number;
+  /** A batch's inputs, maxRows x widths[0]: gather rows here and no copy is made. */
+  readonly input: Float32Array;
+  /** The SIMD kernels, null for plain JavaScript. */
+  readonly kernels: WasmKernels | null;
+  private readonly ptr: Pointers;
   /** outs[l]: layer l's output for each row (activated for hidden layers, z for the last). */
   private readonly outs: Float32Array[];
   /** deltas[l]: d loss / d z of layer l, row by row. */
   private readonly deltas: Float32Array[];
 
-  constructor(layout: FusedLayout, maxRows: number) {
+  constructor(layout: FusedLayout, maxRows: number, options: FusedMlpOptions = {}) {
     const { widths, hidden } = layout;
     if (widths.length < 2 || widths.some((w) => !Number.isInteger(w) || w <= 0)) throw new RangeError(`FusedMlp: widths must be >= 2 positive integers, got [${widths.join(', ')}]`);
     if (widths[widths.length - 1] !== 1) throw new RangeError(`FusedMlp: the output layer must have 1 unit, got ${widths[widths.length - 1]}`);
@@ -66,10 +91,28 @@ export class FusedMlp {
     }
     this.kernelOffsets = kernelOffsets;
     this.biasOffsets = biasOffsets;
-    this.params = new Float32Array(size);
-    this.grads = new Float32Array(size);
-    this.outs = widths.slice(1).map((w) => new Float32Array(maxRows * w));
-    this.deltas = widths.slice(1).map((w) => new Float32Array(maxRows * w));
+    // One block of memory (the WASM instance's when SIMD is on), each buffer 16-byte aligned.
+    let at = 0;
+    const place = (floats: number) => {
+      const start = at;
+      at = (at + floats + 3) & ~3;
+      return start;
+    };
+    const paramsAt = place(size);
+    const gradsAt = place(size);
+    const inputAt = place(maxRows * widths[0]);
+    const outsAt = widths.slice(1).map((w) => place(maxRows * w));
+    const deltasAt = widths.slice(1).map((w) => place(maxRows * w));
+    const wantSimd = options.simd !== false && widths.slice(1).some((n) => simdWidth(n));
+    this.kernels = wantSimd ? instantiateKernels(at * 4) : null;
+    const buffer = this.kernels?.memory.buffer ?? new ArrayBuffer(at * 4);
+    const view = (from: number, count: number) => new Float32Array(buffer, from * 4, count);
+    this.params = view(paramsAt, size);
+    this.grads = view(gradsAt, size);
+    this.input = view(inputAt, maxRows * widths[0]);
+    this.outs = widths.slice(1).map((w, l) => view(outsAt[l], maxRows * w));
+    this.deltas = widths.slice(1).map((w, l) => view(deltasAt[l], maxRows * w));
+    this.ptr = { params: paramsAt * 4, grads: gradsAt * 4, input: inputAt * 4, outs: outsAt.map((f) => f * 4), deltas: deltasAt.map((f) => f * 4) };
   }
 
   get layers(): number {
@@ -82,13 +125,21 @@ export class FusedMlp {
    */
   forward(x: Float32Array, rows: number): Float32Array {
     this.checkRows(x, rows);
+    if (x !== this.input) {
+      const count = rows * this.widths[0];
+      for (let i = 0; i < count; i++) this.input[i] = x[i];
+    }
     const p = this.params;
-    let input = x;
+    const kernels = this.kernels;
+    let input = this.input;
     for (let l = 0; l < this.layers; l++) {
       const k = this.widths[l];
       const n = this.widths[l + 1];
       const out = this.outs[l];
-      if (n === 1) denseForward1(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k);
+      if (kernels !== null && simdWidth(n)) {
+        const from = l === 0 ? this.ptr.input : this.ptr.outs[l - 1];
+        kernels.fwd(from, this.ptr.params + 4 * this.kernelOffsets[l], this.ptr.params + 4 * this.biasOffsets[l], this.ptr.outs[l], rows, k, n);
+      } else if (n === 1) denseForward1(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k);
       else denseForward(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k, n);
       if (l < this.layers - 1) activateInPlace(this.hidden[l], out, rows * n);
       input = out;
@@ -110,7 +161,7 @@ export class FusedMlp {
       dz[i] = loss.derivative(z[i], targets[i]) / rows;
     }
     this.grads.fill(0);
-    for (let l = last; l >= 0; l--) this.backwardLayer(l, l === 0 ? x : this.outs[l - 1], rows);
+    for (let l = last; l >= 0; l--) this.backwardLayer(l, l === 0 ? this.input : this.outs[l - 1], rows);
     return sum;
   }
 
@@ -121,7 +172,12 @@ export class FusedMlp {
     const below = l > 0 ? this.deltas[l - 1] : null;
     const act = l > 0 ? this.hidden[l - 1] : 'linear';
     const dz = this.deltas[l];
-    if (n === 1) denseBackward1(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k);
+    if (this.kernels !== null && simdWidth(n)) {
+      const { ptr } = this;
+      const from = l === 0 ? ptr.input : ptr.outs[l - 1];
+      const code = l === 0 ? 0 : ACT_CODE[act];
+      this.kernels.bwd(from, ptr.deltas[l], ptr.params + 4 * this.kernelOffsets[l], ptr.grads + 4 * this.kernelOffsets[l], ptr.grads + 4 * this.biasOffsets[l], l > 0 ? ptr.deltas[l - 1] : 0, rows, k, n, code);
+    } else if (n === 1) denseBackward1(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k);
     else denseBackward(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k, n);
   }
 
@@ -129,6 +185,11 @@ export class FusedMlp {
     if (!Number.isInteger(rows) || rows <= 0 || rows > this.maxRows) throw new RangeError(`FusedMlp: rows must be in 1..${this.maxRows}, got ${rows}`);
     if (x.length < rows * this.widths[0]) throw new RangeError(`FusedMlp: x holds ${x.length} values, expected ${rows} x ${this.widths[0]}`);
   }
+}
+
+/** Layers the SIMD kernels take: f32x4 lanes over the units, so a multiple of 4. */
+function simdWidth(n: number): boolean {
+  return n > 1 && n % 4 === 0;
 }
 
 /** Z = A W + b for a layer of n > 1 units, i-k-j. */

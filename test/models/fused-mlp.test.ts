@@ -82,7 +82,7 @@ function modelFor(spec: ModelSpec, width: number, loss: OutputLoss, seed = 3): t
 describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
   for (const activation of ['relu', 'tanh'] as const) {
     for (const [name, loss] of LOSSES) {
-      it(`${activation} hidden layers, ${name} loss, batches of 1, 7 and 64: every tensor to 1e-5`, () => {
+      it(`${activation} hidden layers, ${name} loss, batches of 1, 7 and 64, WASM SIMD and JavaScript kernels: every tensor to 1e-5`, () => {
         const width = 12;
         const model = modelFor({ kind: 'mlp', hidden: [16, 8], activation }, width, loss);
         const layout = fusedLayoutOf(model, loss);
@@ -92,16 +92,19 @@ describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
           // An all-zero row: with zero initial biases its hidden outputs are exactly 0, where
           // tanh still passes gradient down (tanh'(0) = 1) and ReLU does not.
           if (rows > 1) data.x.fill(0, width, 2 * width);
-          const net = new FusedMlp(layout!, rows);
-          readParams(model, net);
-          const sum = net.lossAndGradient(data.x, data.y, rows, loss);
           const expected = tfGradients(model, loss, data);
-          expect(maxError(net.grads, expected.grads)).toBeLessThan(1e-5);
-          expect(Math.abs(sum / rows - expected.loss)).toBeLessThan(1e-5 * Math.max(1, expected.loss));
-          // Not vacuous: every tensor has a non-zero gradient somewhere.
-          for (let l = 0; l < net.layers; l++) {
-            expect(net.grads.subarray(net.kernelOffsets[l], net.biasOffsets[l]).some((g) => g !== 0)).toBe(true);
-            expect(net.grads.subarray(net.biasOffsets[l], net.biasOffsets[l] + net.widths[l + 1]).some((g) => g !== 0)).toBe(true);
+          for (const simd of [true, false]) {
+            const net = new FusedMlp(layout!, rows, { simd });
+            expect(net.kernels !== null).toBe(simd);
+            readParams(model, net);
+            const sum = net.lossAndGradient(data.x, data.y, rows, loss);
+            expect(maxError(net.grads, expected.grads)).toBeLessThan(1e-5);
+            expect(Math.abs(sum / rows - expected.loss)).toBeLessThan(1e-5 * Math.max(1, expected.loss));
+            // Not vacuous: every tensor has a non-zero gradient somewhere.
+            for (let l = 0; l < net.layers; l++) {
+              expect(net.grads.subarray(net.kernelOffsets[l], net.biasOffsets[l]).some((g) => g !== 0)).toBe(true);
+              expect(net.grads.subarray(net.biasOffsets[l], net.biasOffsets[l] + net.widths[l + 1]).some((g) => g !== 0)).toBe(true);
+            }
           }
         }
         model.dispose();
@@ -109,8 +112,8 @@ describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
     }
   }
 
-  it('the 40-64-32-1 MLP of the benchmark and a logistic regression, batch 64', () => {
-    for (const spec of [{ kind: 'mlp', hidden: [64, 32] }, { kind: 'logreg' }] as ModelSpec[]) {
+  it('the 40-64-32-1 MLP of the benchmark, widths SIMD cannot take (6, 5: JavaScript kernels) and a logistic regression, batch 64', () => {
+    for (const spec of [{ kind: 'mlp', hidden: [64, 32] }, { kind: 'mlp', hidden: [8, 6, 5], activation: 'tanh' }, { kind: 'logreg' }] as ModelSpec[]) {
       const model = modelFor(spec, 40, bceLoss, 11);
       const data = syntheticData(64, 40, bceLoss, 5);
       const net = new FusedMlp(fusedLayoutOf(model, bceLoss)!, 64);

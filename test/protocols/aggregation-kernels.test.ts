@@ -1,0 +1,144 @@
+/**
+ * The FedAvg fold's kernels (protocols/aggregation/kernels.ts, simd-module.ts): the WebAssembly
+ * SIMD fold against a naive reference (random shapes, weights and values; 1e-6 relative) and
+ * bit for bit against the scalar loop; the SIMD max-magnitude check against Math.max; the
+ * accumulator's kernel choice ('auto' new = SIMD, 'auto' resumed = scalar until its second add).
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import type { TensorSpec, WeightSet } from '../../protocols/tensors.ts';
+import { decodeAccumulatorState, encodeAccumulatorState, SIMD_MIN_PARAMETERS, WeightedMeanAccumulator, type FoldKernel } from '../../protocols/aggregation/fedavg.ts';
+import { maxAbsF32, maxAbsF32Scalar, simdAvailable, SimdSums } from '../../protocols/aggregation/kernels.ts';
+
+/** float32 values: mostly moderate, some tiny, huge, subnormal or signed zeros. */
+const f32Value = fc.oneof(
+  { weight: 8, arbitrary: fc.float({ min: -10, max: 10, noNaN: true, noDefaultInfinity: true }) },
+  { weight: 1, arbitrary: fc.float({ noNaN: true, noDefaultInfinity: true }) },
+  { weight: 1, arbitrary: fc.constantFrom(0, -0, 1.4e-45, -1.4e-45, 3.4028234663852886e38, -3.4028234663852886e38) },
+);
+
+/** 1-3 tensors of 0..300 values each (so every tail length mod 8 and mod 16 occurs). */
+const specsArb = fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 3 }).map((sizes): TensorSpec[] => sizes.map((n, k) => ({ name: `t${k}`, shape: [n] })));
+
+function updateArb(specs: TensorSpec[]) {
+  return fc.tuple(...specs.map((s) => fc.array(f32Value, { minLength: s.shape[0], maxLength: s.shape[0] }))).map((arrays): WeightSet => specs.map((s, k) => ({ name: s.name, shape: s.shape, values: Float32Array.from(arrays[k]) })));
+}
+
+const roundArb = specsArb.chain((specs) =>
+  fc.tuple(fc.constant(specs), fc.array(fc.tuple(updateArb(specs), fc.oneof(fc.integer({ min: 1, max: 5000 }), fc.double({ min: 1e-3, max: 1e4, noNaN: true }))), { minLength: 1, maxLength: 6 })),
+);
+
+function foldWith(kernel: FoldKernel, specs: TensorSpec[], updates: Array<[WeightSet, number]>): WeightedMeanAccumulator {
+  const acc = new WeightedMeanAccumulator(specs, { kernel });
+  for (const [u, w] of updates) acc.add(u, w);
+  return acc;
+}
+
+describe.skipIf(!simdAvailable())('SIMD fold against references', () => {
+  it('the mean equals the naive example-weighted mean to 1e-6 relative (random shapes, weights, values)', () => {
+    fc.assert(
+      fc.property(roundArb, ([specs, updates]) => {
+        const acc = foldWith('simd', specs, updates);
+        expect(acc.kernel).toBe('simd');
+        const mean = acc.mean();
+        const total = updates.reduce((a, [, w]) => a + w, 0);
+        specs.forEach((s, k) => {
+          for (let i = 0; i < s.shape[0]; i++) {
+            // The reference: sum_k n_k x_k / sum_k n_k, one value at a time, rounded once to float32.
+            let ref = 0;
+            for (const [u, w] of updates) ref += w * u[k].values[i];
+            const expected = Math.fround(ref / total);
+            const got = mean[k].values[i];
+            const scale = Math.max(...updates.map(([u]) => Math.abs(u[k].values[i])), Number.MIN_VALUE);
+            expect(Math.abs(got - expected)).toBeLessThanOrEqual(1e-6 * scale);
+          }
+        });
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('the float64 sums are bit for bit the scalar loop\'s (so persisted FMA1 states are too)', () => {
+    fc.assert(
+      fc.property(roundArb, ([specs, updates]) => {
+        const simd = foldWith('simd', specs, updates);
+        const scalar = foldWith('scalar', specs, updates);
+        expect(scalar.kernel).toBe('scalar');
+        const a = simd.sum();
+        const b = scalar.sum();
+        a.forEach((t, k) => expect(Buffer.from(t.values.buffer).equals(Buffer.from(b[k].values.buffer))).toBe(true));
+        expect(Buffer.from(encodeAccumulatorState(simd.toState())).equals(Buffer.from(encodeAccumulatorState(scalar.toState())))).toBe(true);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('SimdSums.axpy32 adds w * v into the right tensor only, every tail length', () => {
+    for (let n = 0; n < 40; n++) {
+      const sums = SimdSums.create([n, 5, n + 3])!;
+      const v = Float32Array.from({ length: n }, (_, i) => i + 0.5);
+      sums.axpy32(0, v, 2);
+      expect(Array.from(sums.sums[0])).toEqual(Array.from(v, (x) => 2 * x));
+      expect(Array.from(sums.sums[1])).toEqual([0, 0, 0, 0, 0]);
+      expect(sums.sums[2].every((x) => x === 0)).toBe(true);
+    }
+  });
+
+  it('maxAbsF32 is Math.max of |x| with NaN and Infinity semantics, at every position and length', () => {
+    fc.assert(
+      fc.property(fc.array(f32Value, { minLength: 0, maxLength: 40_000 }), fc.nat(), fc.constantFrom(undefined, NaN, Infinity, -Infinity), (values, at, bad) => {
+        const v = Float32Array.from(values);
+        if (bad !== undefined && v.length > 0) v[at % v.length] = bad;
+        expect(Object.is(maxAbsF32(v), maxAbsF32Scalar(v))).toBe(true);
+      }),
+      { numRuns: 120 },
+    );
+    // Large enough to cross SIMD chunks, with the bad value in the zero-padded tail block.
+    const v = new Float32Array(16384 * 2 + 7).fill(-0.5);
+    expect(maxAbsF32(v)).toBe(0.5);
+    v[v.length - 1] = -Infinity;
+    expect(maxAbsF32(v)).toBe(Infinity);
+    v[16384] = NaN;
+    expect(maxAbsF32(v)).toBeNaN();
+  });
+});
+
+describe('kernel choice', () => {
+  const big: TensorSpec[] = [{ name: 'w', shape: [SIMD_MIN_PARAMETERS] }];
+  const update = (x: number): WeightSet => [{ name: 'w', shape: [SIMD_MIN_PARAMETERS], values: new Float32Array(SIMD_MIN_PARAMETERS).fill(x) }];
+
+  it("'auto' is scalar below SIMD_MIN_PARAMETERS and SIMD from it on (new accumulators)", () => {
+    expect(new WeightedMeanAccumulator([{ name: 'w', shape: [SIMD_MIN_PARAMETERS - 1] }]).kernel).toBe('scalar');
+    expect(new WeightedMeanAccumulator(big).kernel).toBe(simdAvailable() ? 'simd' : 'scalar');
+    expect(() => new WeightedMeanAccumulator(big, { kernel: 'fast' as FoldKernel })).toThrow(/kernel must be/);
+  });
+
+  it.skipIf(!simdAvailable())('a resumed accumulator folds its first update scalar, then moves to SIMD, with the same sums', () => {
+    const first = new WeightedMeanAccumulator(big, { kernel: 'scalar' });
+    first.add(update(0.25), 3);
+    const resumed = WeightedMeanAccumulator.fromState(decodeAccumulatorState(encodeAccumulatorState(first.toState())));
+    expect(resumed.kernel).toBe('scalar');
+    resumed.add(update(0.5), 2);
+    expect(resumed.kernel).toBe('scalar');
+    resumed.add(update(1), 5);
+    expect(resumed.kernel).toBe('simd');
+    const reference = new WeightedMeanAccumulator(big, { kernel: 'scalar' });
+    for (const [x, w] of [[0.25, 3], [0.5, 2], [1, 5]]) reference.add(update(x), w);
+    const got = resumed.sum()[0].values;
+    const want = reference.sum()[0].values;
+    expect(got[0]).toBe(0.25 * 3 + 0.5 * 2 + 5);
+    expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+    expect(resumed.count).toBe(3);
+  });
+
+  it.skipIf(!simdAvailable())('a SIMD add that is refused changes nothing (atomic)', () => {
+    const acc = new WeightedMeanAccumulator(big, { kernel: 'simd' });
+    acc.add(update(1), 1);
+    const before = acc.sum()[0].values.slice();
+    const bad = update(2);
+    bad[0].values[SIMD_MIN_PARAMETERS - 1] = NaN;
+    expect(() => acc.add(bad, 1)).toThrow(/non-finite value \(NaN\) at flat index 65535/);
+    expect(acc.sum()[0].values).toEqual(before);
+    expect(acc.count).toBe(1);
+  });
+});

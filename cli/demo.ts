@@ -41,11 +41,58 @@ const SHIPPED_REGRESSION_DATA = fileURLToPath(new URL('../data/customer_value.cs
 export const DEFAULT_REGRESSION_LOSS = 'tweedie' as const;
 export type RegressionLoss = 'mse' | 'huber' | 'tweedie' | 'log1p';
 
+export type DemoTask = 'binary' | 'regression' | 'forecast' | 'recommend';
+
+/**
+ * The demo flags that belong to some tasks only: given with another task, each is refused naming
+ * itself (before any file is touched), not silently ignored.
+ */
+const TASK_FLAGS: ReadonlyArray<{ flag: string; option: keyof AnyDemoOptions; tasks: readonly DemoTask[] }> = [
+  { flag: '--date', option: 'date', tasks: ['forecast'] },
+  { flag: '--series', option: 'series', tasks: ['forecast'] },
+  { flag: '--horizon', option: 'horizon', tasks: ['forecast'] },
+  { flag: '--user', option: 'user', tasks: ['recommend'] },
+  { flag: '--item', option: 'item', tasks: ['recommend'] },
+  { flag: '--positive', option: 'positive', tasks: ['binary'] },
+  { flag: '--loss', option: 'loss', tasks: ['regression'] },
+  { flag: '--dirichlet', option: 'dirichlet', tasks: ['binary'] },
+];
+
+/** Throws, naming the flag, when a task-specific demo flag is given with another task. */
+export function checkTaskFlags(options: AnyDemoOptions): void {
+  const task = options.task ?? 'binary';
+  for (const { flag, option, tasks } of TASK_FLAGS) {
+    if (options[option] === undefined || tasks.includes(task)) continue;
+    // The messages cli/main.ts and the tests already know, kept word for word.
+    if (flag === '--loss') throw new Error(`--loss ${options.loss} is a regression loss: add --task regression`);
+    if (flag === '--positive' && task === 'regression') throw new Error('--positive names the positive class of a binary target: a regression target has none');
+    if (flag === '--dirichlet' && task === 'regression') throw new Error('--dirichlet skews the split by class: a regression target has none; use --partition-by <column>');
+    throw new Error(`${flag} applies to --task ${tasks.join(' or ')} only, not --task ${task}`);
+  }
+}
+
+/** The demo's options for any task: forecast (cli/demo-forecast.ts) and recommend (cli/demo-recommend.ts) read the same fields. */
+export interface AnyDemoOptions extends Omit<DemoOptions, 'task'> {
+  task?: DemoTask;
+}
+
 export interface DemoOptions {
   data?: string;
   target?: string;
-  /** binary (default) or regression of a numeric target. */
+  /** binary (default) or regression of a numeric target (AnyDemoOptions: also forecast and recommend). */
   task?: 'binary' | 'regression';
+  /** forecast: the date column (daily or weekly). */
+  date?: string;
+  /** forecast: the series id column (store, product, store x product). */
+  series?: string;
+  /** forecast: periods held out and forecast at the end of every series. */
+  horizon?: number;
+  /** recommend: the user column. */
+  user?: string;
+  /** recommend: the item column. */
+  item?: string;
+  /** Nodes run `fedmark node --personalize` (default true; false with --no-personalize). */
+  personalize?: boolean;
   /** Regression loss (default DEFAULT_REGRESSION_LOSS). */
   loss?: RegressionLoss;
   /** The study's aggregation strategy `{ name, ...params }` (default fedavg). */
@@ -123,12 +170,16 @@ export interface DemoResult {
  * region on loopback, a study run to the end, then the global model compared with models each
  * region could have trained alone. The demo process itself plays the operator.
  */
-export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+export async function runDemo(options: DemoOptions): Promise<DemoResult>;
+export async function runDemo(options: AnyDemoOptions): Promise<DemoResult | KindDemoResult>;
+export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | KindDemoResult> {
+  checkTaskFlags(anyOptions);
+  if (anyOptions.task === 'forecast' || anyOptions.task === 'recommend') return runKindDemo(anyOptions.task, anyOptions);
+  const options = anyOptions as DemoOptions;
   const started = performance.now();
   const progress = options.progress ?? (options.json ? process.stderr : process.stdout);
   const say = (line: string) => progress.write(line + '\n');
   const regression = options.task === 'regression';
-  if (options.loss !== undefined && !regression) throw new Error(`--loss ${options.loss} is a regression loss: add --task regression`);
   const task = TaskSpec.parse(regression ? { kind: 'regression', loss: options.loss ?? DEFAULT_REGRESSION_LOSS } : { kind: 'binary' });
   const strategy = StrategyConfig.parse(options.strategy ?? { name: 'fedavg' });
   if (options.epsilon !== undefined && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
@@ -143,7 +194,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const rounds = options.rounds ?? 20;
   const nodeCount = options.nodes ?? 10;
   const partitionBy = options.dirichlet !== undefined ? undefined : (options.partitionBy ?? (shipped ? (regression ? 'region' : 'state') : undefined));
-  if (options.dirichlet !== undefined && regression) throw new Error('--dirichlet skews the split by class: a regression target has none; use --partition-by <column>');
   if (options.dirichlet !== undefined && options.partitionBy) throw new Error('give --partition-by or --dirichlet, not both');
   if (nodeCount < 2) throw new Error('--nodes must be at least 2: a federation of one is just local training');
   // 1. The data, its spec, a held-out test split, and one CSV per region.
@@ -346,6 +396,22 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   writeFileSync(join(outDir, 'summary.json'), JSON.stringify(result, null, 2));
   if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
   return result;
+}
+
+/** What the forecast and recommend demos return (their own result types, in their files). */
+export type KindDemoResult = { studyId: string; task: 'forecast' | 'recommend' } & Record<string, unknown>;
+
+/**
+ * `--task forecast` and `--task recommend`: their own demos (cli/demo-forecast.ts, cli/demo-recommend.ts)
+ * on the same federation runner (cli/demo-federation.ts), loaded only when asked for.
+ */
+async function runKindDemo(task: 'forecast' | 'recommend', options: AnyDemoOptions): Promise<KindDemoResult> {
+  // A computed specifier: the module is typed by its own file, not required to type-check this one.
+  const file = new URL(`./demo-${task}.ts`, import.meta.url).href;
+  const module = (await import(file)) as Record<string, (options: AnyDemoOptions) => Promise<KindDemoResult>>;
+  const run = module[task === 'forecast' ? 'runForecastDemo' : 'runRecommendDemo'];
+  if (typeof run !== 'function') throw new Error(`--task ${task}: its demo is not available in this build (${file})`);
+  return run(options);
 }
 
 const DEFAULT_CLIP = 0.5;

@@ -28,7 +28,7 @@ const DOW_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 
 /** The derived feature columns of a task, in the FeatureSpec's order. */
 export function forecastFeatureNames(task: ForecastTask): string[] {
-  const names = [...task.lags.map((l) => `lag_${l}`), ...task.windows.map((w) => `roll_${w}_mean`)];
+  const names = [...(task.level !== undefined ? ['level'] : []), ...task.lags.map((l) => `lag_${l}`), ...task.windows.map((w) => `roll_${w}_mean`)];
   if (task.calendar.includes('dow')) names.push(...DOW_NAMES.map((d) => `dow_${d}`));
   if (task.calendar.includes('year')) names.push('year_sin', 'year_cos');
   if (task.calendar.includes('holiday')) names.push('holiday');
@@ -169,27 +169,37 @@ function covariateAt(s: Series, c: number, t: number, carryForward: boolean): nu
 export function featureRow(s: Series, t: number, task: ForecastTask, grid: Grid, carryForward = false): number[] | undefined {
   const f = lagScale(task);
   const out: number[] = [];
+  // The level (when the task has one) is subtracted from every lag and window.
+  const level = task.level !== undefined ? windowMean(s, t - task.horizon, task.level, f) : 0;
+  if (Number.isNaN(level)) return undefined;
+  if (task.level !== undefined) out.push(level);
   for (const lag of task.lags) {
     const v = valueAt(s, t - lag);
     if (Number.isNaN(v)) return undefined;
-    out.push(f(v));
+    out.push(f(v) - level);
   }
   for (const w of task.windows) {
-    let sum = 0;
-    let n = 0;
-    for (let p = t - task.horizon - w + 1; p <= t - task.horizon; p++) {
-      const v = valueAt(s, p);
-      if (!Number.isNaN(v)) {
-        sum += f(v);
-        n++;
-      }
-    }
-    if (n === 0) return undefined;
-    out.push(sum / n);
+    const mean = windowMean(s, t - task.horizon, w, f);
+    if (Number.isNaN(mean)) return undefined;
+    out.push(mean - level);
   }
   out.push(...calendarRow(dayOf(grid, t), task, grid));
   task.covariates.forEach((_, c) => out.push(covariateAt(s, c, t, carryForward)));
   return out;
+}
+
+/** Mean of f(y) over the w periods ending at `end` that have a value; NaN when none has. */
+function windowMean(s: Series, end: number, w: number, f: (y: number) => number): number {
+  let sum = 0;
+  let n = 0;
+  for (let p = end - w + 1; p <= end; p++) {
+    const v = valueAt(s, p);
+    if (!Number.isNaN(v)) {
+      sum += f(v);
+      n++;
+    }
+  }
+  return n > 0 ? sum / n : Number.NaN;
 }
 
 /** Calendar features of the period starting on `day`. */

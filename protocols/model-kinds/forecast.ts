@@ -30,6 +30,14 @@ export const ForecastTask = z
     calendar: z.array(z.enum(CALENDAR_FEATURES)).max(3).default(['dow', 'year', 'holiday']),
     /** Numeric columns known in advance (price, promotion, weather): their value at the row's date. */
     covariates: z.array(z.string().min(1)).max(500).default([]),
+    /**
+     * Per-series level (loss log1p only): the mean of log(1 + y) over the `level` periods ending
+     * `horizon` periods before the row. With it, the lags, the windows AND the target are
+     * differences from that level (the model forecasts log(1 + y) - level), so one global model
+     * serves series of any size (stations of 0.9k and 13.6k riders) without learning to copy a
+     * level through collinear lags; the forecast is expm1(output + level).
+     */
+    level: z.number().int().min(1).max(2000).optional(),
     /** log1p: mse on log(1 + y), lags and windows on the same scale; tweedie (log link); mse. */
     loss: z.enum(['log1p', 'tweedie', 'mse']).default('log1p'),
     tweediePower: z.number().gt(1).lt(2).default(1.5),
@@ -42,6 +50,7 @@ export const ForecastTask = z
     if (new Set(task.windows).size !== task.windows.length) ctx.addIssue({ code: 'custom', path: ['windows'], message: 'windows lists a window twice' });
     if (new Set(task.calendar).size !== task.calendar.length) ctx.addIssue({ code: 'custom', path: ['calendar'], message: 'calendar lists a feature twice' });
     if (task.calendar.includes('dow') && task.frequency !== 'day') ctx.addIssue({ code: 'custom', path: ['calendar'], message: '"dow" (day of week) needs frequency "day"' });
+    if (task.level !== undefined && task.loss !== 'log1p') ctx.addIssue({ code: 'custom', path: ['level'], message: `level normalizes on the log1p scale: it needs loss "log1p" (got "${task.loss}")` });
     if (task.date === task.series) ctx.addIssue({ code: 'custom', path: ['series'], message: 'series and date name the same column' });
     const clash = task.covariates.find((c) => c === task.date || c === task.series);
     if (clash) ctx.addIssue({ code: 'custom', path: ['covariates'], message: `covariate "${clash}" is the date or series column` });

@@ -32,7 +32,7 @@ describe('forecast features: direct strategy, no look-ahead', () => {
         fc.array(fc.double({ min: 0, max: 1000, noNaN: true }), { minLength: 90, maxLength: 90 }),
         (horizon, extra, windows, values, tSeed, noise) => {
           const lags = [...new Set(extra.map((e) => e + horizon))];
-          const t0 = task({ horizon, lags, windows: [...new Set(windows)], calendar: ['dow', 'year', 'holiday'] });
+          const t0 = task({ horizon, lags, windows: [...new Set(windows)], calendar: ['dow', 'year', 'holiday'], ...(tSeed % 2 ? { level: 1 + (tSeed % 13) } : {}) });
           const series: Series = { id: 'a', start: 0, values: Float64Array.from(values), covariates: [], last: values.length - 1 };
           const t = 35 + (tSeed % (values.length - 35));
           const perturbed = Float64Array.from(values, (v, i) => (i > t - horizon ? noise[i] : v));

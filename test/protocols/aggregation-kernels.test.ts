@@ -86,12 +86,19 @@ describe.skipIf(!simdAvailable())('SIMD fold against references', () => {
 
   it('maxAbsF32 is Math.max of |x| with NaN and Infinity semantics, at every position and length', () => {
     fc.assert(
-      fc.property(fc.array(f32Value, { minLength: 0, maxLength: 40_000 }), fc.nat(), fc.constantFrom(undefined, NaN, Infinity, -Infinity), (values, at, bad) => {
-        const v = Float32Array.from(values);
-        if (bad !== undefined && v.length > 0) v[at % v.length] = bad;
-        expect(Object.is(maxAbsF32(v), maxAbsF32Scalar(v))).toBe(true);
-      }),
-      { numRuns: 120 },
+      fc.property(
+        fc.integer({ min: 0, max: 40_000 }), // mostly past the 512-value SIMD threshold
+        fc.array(fc.tuple(fc.nat(), f32Value), { maxLength: 20 }),
+        fc.constantFrom(undefined, NaN, Infinity, -Infinity),
+        fc.nat(),
+        (n, placed, bad, at) => {
+          const v = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.01);
+          for (const [i, x] of placed) if (n > 0) v[i % n] = x;
+          if (bad !== undefined && n > 0) v[at % n] = bad;
+          expect(Object.is(maxAbsF32(v), maxAbsF32Scalar(v))).toBe(true);
+        },
+      ),
+      { numRuns: 200 },
     );
     // Large enough to cross SIMD chunks, with the bad value in the zero-padded tail block.
     const v = new Float32Array(16384 * 2 + 7).fill(-0.5);
@@ -100,6 +107,13 @@ describe.skipIf(!simdAvailable())('SIMD fold against references', () => {
     expect(maxAbsF32(v)).toBe(Infinity);
     v[16384] = NaN;
     expect(maxAbsF32(v)).toBeNaN();
+  });
+
+  it('the zero padding of a short last block never lets an earlier call\'s values through', () => {
+    const earlier = new Float32Array(1024).fill(1);
+    earlier[1020] = NaN;
+    expect(maxAbsF32(earlier)).toBeNaN();
+    expect(maxAbsF32(new Float32Array(1009).fill(0.5))).toBe(0.5); // its last block is padded to 1024
   });
 });
 

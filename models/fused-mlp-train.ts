@@ -15,7 +15,7 @@ import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
 import type { EncodedData } from './encode.ts';
 import type { OutputLoss } from './losses.ts';
 import { FusedMlp, type FusedActivation, type FusedLayout } from './fused-mlp.ts';
-import { FusedAdam, FusedSgd, type FusedOptimizer } from './fused-mlp-optim.ts';
+import { FusedAdam, FusedSgd, type FusedOptimizer, type FusedProximal } from './fused-mlp-optim.ts';
 import { globalsFlat, readParams, writeParams } from './fused-mlp-weights.ts';
 import type { TrainOptions, TrainResult } from './train.ts';
 
@@ -55,9 +55,9 @@ export function fusedLayoutOf(model: tf.LayersModel, loss: OutputLoss): FusedLay
 }
 
 /** A fresh optimizer as trainLocal's `makeOptimizer`, with tfjs's backend epsilon for Adam. */
-function makeOptimizer(config: TrainingConfig, size: number, proximal: { mu: number; global: Float32Array } | undefined): FusedOptimizer {
-  if (config.optimizer === 'sgd') return new FusedSgd(config.learningRate, proximal);
-  return new FusedAdam(size, config.learningRate, proximal, 0.9, 0.999, tf.backend().epsilon());
+function makeOptimizer(config: TrainingConfig, net: FusedMlp, proximal: FusedProximal | undefined): FusedOptimizer {
+  if (config.optimizer === 'sgd') return new FusedSgd(net, config.learningRate, proximal);
+  return new FusedAdam(net, config.learningRate, proximal, { epsilon: tf.backend().epsilon() });
 }
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -76,7 +76,7 @@ export async function trainLocalFused(model: tf.LayersModel, data: EncodedData, 
   const net = new FusedMlp(layout, batchSize);
   readParams(model, net);
   const proximal = mu > 0 ? { mu, global: globalsFlat(model, net, options.proximal!.global) } : undefined;
-  const optimizer = makeOptimizer(config, net.params.length, proximal);
+  const optimizer = makeOptimizer(config, net, proximal);
   const random = mulberry32(options.seed ?? config.seed);
   const yieldEveryMs = options.yieldEveryMs ?? 50;
   const order = new Int32Array(n);
@@ -99,7 +99,7 @@ export async function trainLocalFused(model: tf.LayersModel, data: EncodedData, 
         yb[r] = y[row];
       }
       lossSum += net.lossAndGradient(xb, yb, size, loss);
-      optimizer.step(net.params, net.grads);
+      optimizer.step();
       steps++;
       if (performance.now() - lastYield >= yieldEveryMs) {
         await nextTick();

@@ -42,9 +42,12 @@ export interface FusedMlpOptions {
 const ACT_CODE = { linear: 1, relu: 2, tanh: 3 } as const;
 
 /** Byte offsets of the buffers in the WASM memory. */
-interface Pointers {
+export interface Pointers {
   params: number;
   grads: number;
+  moment1: number;
+  moment2: number;
+  global: number;
   input: number;
   outs: number[];
   deltas: number[];
@@ -61,11 +64,17 @@ export class FusedMlp {
   readonly kernelOffsets: readonly number[];
   readonly biasOffsets: readonly number[];
   readonly maxRows: number;
+  /** params.length rounded up to a multiple of 4 (the padding stays 0 in every buffer). */
+  readonly paddedSize: number;
+  /** Optimizer state next to the weights (fused-mlp-optim.ts): Adam's moments, FedProx's global model. */
+  readonly moment1: Float32Array;
+  readonly moment2: Float32Array;
+  readonly globalParams: Float32Array;
   /** A batch's inputs, maxRows x widths[0]: gather rows here and no copy is made. */
   readonly input: Float32Array;
   /** The SIMD kernels, null for plain JavaScript. */
   readonly kernels: WasmKernels | null;
-  private readonly ptr: Pointers;
+  readonly ptr: Pointers;
   /** outs[l]: layer l's output for each row (activated for hidden layers, z for the last). */
   private readonly outs: Float32Array[];
   /** deltas[l]: d loss / d z of layer l, row by row. */
@@ -100,6 +109,10 @@ export class FusedMlp {
     };
     const paramsAt = place(size);
     const gradsAt = place(size);
+    const moment1At = place(size);
+    const moment2At = place(size);
+    const globalAt = place(size);
+    this.paddedSize = (size + 3) & ~3;
     const inputAt = place(maxRows * widths[0]);
     const outsAt = widths.slice(1).map((w) => place(maxRows * w));
     const deltasAt = widths.slice(1).map((w) => place(maxRows * w));
@@ -109,10 +122,13 @@ export class FusedMlp {
     const view = (from: number, count: number) => new Float32Array(buffer, from * 4, count);
     this.params = view(paramsAt, size);
     this.grads = view(gradsAt, size);
+    this.moment1 = view(moment1At, size);
+    this.moment2 = view(moment2At, size);
+    this.globalParams = view(globalAt, size);
     this.input = view(inputAt, maxRows * widths[0]);
     this.outs = widths.slice(1).map((w, l) => view(outsAt[l], maxRows * w));
     this.deltas = widths.slice(1).map((w, l) => view(deltasAt[l], maxRows * w));
-    this.ptr = { params: paramsAt * 4, grads: gradsAt * 4, input: inputAt * 4, outs: outsAt.map((f) => f * 4), deltas: deltasAt.map((f) => f * 4) };
+    this.ptr = { params: paramsAt * 4, grads: gradsAt * 4, moment1: moment1At * 4, moment2: moment2At * 4, global: globalAt * 4, input: inputAt * 4, outs: outsAt.map((f) => f * 4), deltas: deltasAt.map((f) => f * 4) };
   }
 
   get layers(): number {
@@ -136,12 +152,18 @@ export class FusedMlp {
       const k = this.widths[l];
       const n = this.widths[l + 1];
       const out = this.outs[l];
+      const act = l < this.layers - 1 ? this.hidden[l] : 'linear';
+      const { ptr } = this;
+      const from = l === 0 ? ptr.input : ptr.outs[l - 1];
       if (kernels !== null && simdWidth(n)) {
-        const from = l === 0 ? this.ptr.input : this.ptr.outs[l - 1];
-        kernels.fwd(from, this.ptr.params + 4 * this.kernelOffsets[l], this.ptr.params + 4 * this.biasOffsets[l], this.ptr.outs[l], rows, k, n);
-      } else if (n === 1) denseForward1(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k);
-      else denseForward(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k, n);
-      if (l < this.layers - 1) activateInPlace(this.hidden[l], out, rows * n);
+        kernels.fwd(from, ptr.params + 4 * this.kernelOffsets[l], ptr.params + 4 * this.biasOffsets[l], ptr.outs[l], rows, k, n, act === 'relu' ? 1 : 0);
+        if (act === 'tanh') activateInPlace(act, out, rows * n);
+      } else {
+        if (kernels !== null && n === 1) kernels.fwd1(from, ptr.params + 4 * this.kernelOffsets[l], ptr.params + 4 * this.biasOffsets[l], ptr.outs[l], rows, k);
+        else if (n === 1) denseForward1(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k);
+        else denseForward(input, p, this.kernelOffsets[l], this.biasOffsets[l], out, rows, k, n);
+        activateInPlace(act, out, rows * n);
+      }
       input = out;
     }
     return this.outs[this.layers - 1].subarray(0, rows);
@@ -172,12 +194,16 @@ export class FusedMlp {
     const below = l > 0 ? this.deltas[l - 1] : null;
     const act = l > 0 ? this.hidden[l - 1] : 'linear';
     const dz = this.deltas[l];
-    if (this.kernels !== null && simdWidth(n)) {
-      const { ptr } = this;
-      const from = l === 0 ? ptr.input : ptr.outs[l - 1];
-      const code = l === 0 ? 0 : ACT_CODE[act];
-      this.kernels.bwd(from, ptr.deltas[l], ptr.params + 4 * this.kernelOffsets[l], ptr.grads + 4 * this.kernelOffsets[l], ptr.grads + 4 * this.biasOffsets[l], l > 0 ? ptr.deltas[l - 1] : 0, rows, k, n, code);
-    } else if (n === 1) denseBackward1(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k);
+    const { ptr, kernels } = this;
+    const from = l === 0 ? ptr.input : ptr.outs[l - 1];
+    const code = l === 0 ? 0 : ACT_CODE[act];
+    const w = ptr.params + 4 * this.kernelOffsets[l];
+    const gw = ptr.grads + 4 * this.kernelOffsets[l];
+    const gb = ptr.grads + 4 * this.biasOffsets[l];
+    const under = l > 0 ? ptr.deltas[l - 1] : 0;
+    if (kernels !== null && simdWidth(n)) kernels.bwd(from, ptr.deltas[l], w, gw, gb, under, rows, k, n, code);
+    else if (kernels !== null && n === 1) kernels.bwd1(from, ptr.deltas[l], w, gw, gb, under, rows, k, code);
+    else if (n === 1) denseBackward1(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k);
     else denseBackward(input, dz, this.params, this.grads, this.kernelOffsets[l], this.biasOffsets[l], below, act, rows, k, n);
   }
 

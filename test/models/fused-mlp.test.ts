@@ -126,35 +126,44 @@ describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
 });
 
 describe('fused optimizers vs TensorFlow.js', () => {
-  /** Three steps of a tfjs optimizer and of ours on the same weights and gradients. */
-  function compareSteps(makeTf: () => tf.Optimizer, makeOurs: (size: number) => FusedAdam | FusedSgd): number {
+  /**
+   * Three steps of a tfjs optimizer and of ours on the same weights and gradients: the flat
+   * parameters of a [12, 4, 1] network (57 values, not a multiple of 4), WASM or JavaScript.
+   */
+  function compareSteps(makeTf: () => tf.Optimizer, makeOurs: (net: FusedMlp) => FusedAdam | FusedSgd, simd: boolean): number {
     const r = mulberry32(9);
-    const size = 50;
+    const net = new FusedMlp({ widths: [12, 4, 1], hidden: ['relu'] }, 1, { simd });
+    expect(net.kernels !== null).toBe(simd);
+    const size = net.params.length;
     const start = Float32Array.from({ length: size }, () => r() * 2 - 1);
     const variable = tf.variable(tf.tensor1d(start));
-    const params = Float32Array.from(start);
+    net.params.set(start);
     const tfOptimizer = makeTf();
-    const ours = makeOurs(size);
+    const ours = makeOurs(net);
     for (let step = 0; step < 3; step++) {
       // Gradients of mixed scales, one of them exactly 0 (Adam's epsilon matters there).
       const g = Float32Array.from({ length: size }, (_, i) => (i === 0 ? 0 : (r() * 2 - 1) * 10 ** ((i % 5) - 3)));
       tf.tidy(() => tfOptimizer.applyGradients([{ name: variable.name, tensor: tf.tensor1d(g) }]));
-      ours.step(params, Float32Array.from(g));
+      net.grads.set(g);
+      ours.step();
     }
-    const error = maxError(params, variable.dataSync());
+    const error = maxError(net.params, variable.dataSync());
     tfOptimizer.dispose();
     variable.dispose();
     return error;
   }
 
-  it('Adam: three steps match tf.train.adam to 1e-5 (bias correction, epsilon after the square root)', () => {
-    expect(compareSteps(() => tf.train.adam(0.01), (size) => new FusedAdam(size, 0.01))).toBeLessThan(1e-5);
-    expect(compareSteps(() => tf.train.adam(0.3), (size) => new FusedAdam(size, 0.3))).toBeLessThan(1e-5);
-  });
+  for (const simd of [true, false]) {
+    const kernels = simd ? 'WASM' : 'JavaScript';
+    it(`Adam (${kernels}): three steps match tf.train.adam to 1e-5 (bias correction, epsilon after the square root)`, () => {
+      expect(compareSteps(() => tf.train.adam(0.01), (net) => new FusedAdam(net, 0.01), simd)).toBeLessThan(1e-5);
+      expect(compareSteps(() => tf.train.adam(0.3), (net) => new FusedAdam(net, 0.3), simd)).toBeLessThan(1e-5);
+    });
 
-  it('SGD: three steps match tf.train.sgd to 1e-6', () => {
-    expect(compareSteps(() => tf.train.sgd(0.1), () => new FusedSgd(0.1))).toBeLessThan(1e-6);
-  });
+    it(`SGD (${kernels}): three steps match tf.train.sgd to 1e-6`, () => {
+      expect(compareSteps(() => tf.train.sgd(0.1), (net) => new FusedSgd(net, 0.1), simd)).toBeLessThan(1e-6);
+    });
+  }
 });
 
 describe('trainLocal on the fused trainer', () => {
@@ -181,7 +190,8 @@ describe('trainLocal on the fused trainer', () => {
   const cases: Array<[string, ModelSpec, OutputLoss, Partial<TrainingConfig>, number]> = [
     ['ReLU MLP, bce, Adam', { kind: 'mlp', hidden: [16, 8] }, bceLoss, {}, 0],
     ['tanh MLP, huber, Adam', { kind: 'mlp', hidden: [16, 8], activation: 'tanh' }, huberLoss(1), {}, 0],
-    ['ReLU MLP, tweedie, SGD', { kind: 'mlp', hidden: [8] }, tweedieLoss(1.3), { optimizer: 'sgd', learningRate: 0.05 }, 0],
+    // Width 6: no SIMD layer, so the JavaScript kernels and optimizer run.
+    ['ReLU MLP of width 6, tweedie, SGD, FedProx mu 0.2', { kind: 'mlp', hidden: [6] }, tweedieLoss(1.3), { optimizer: 'sgd', learningRate: 0.05 }, 0.2],
     ['ReLU MLP, mse, Adam, FedProx mu 0.5', { kind: 'mlp', hidden: [16, 8] }, mseLoss, {}, 0.5],
     ['logreg, bce, batch larger than the data', { kind: 'logreg' }, bceLoss, { batchSize: 1000 }, 0],
   ];

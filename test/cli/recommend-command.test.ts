@@ -53,6 +53,14 @@ describe('fedmark recommend', () => {
       // The top slots are the best-scored items, in order.
       expect(mine.filter((r) => !r.explore).map((r) => r.item)).toEqual(top.slice(0, 7));
     }
+    // Over many seeds, no exploration slot ever takes an item of the top k (ranks 8 to 10 included).
+    for (let seed = 1; seed <= 40; seed++) {
+      const exploitOnly = run(0, seed);
+      for (const user of Object.keys(history)) {
+        const top = exploitOnly.filter((r) => r.user === user).map((r) => r.item);
+        for (const r of run(0.3, seed).filter((x) => x.user === user && x.explore)) expect(top).not.toContain(r.item);
+      }
+    }
   });
 
   it('is reproducible with --seed (a real CLI process), and another seed explores differently', () => {

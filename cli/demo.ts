@@ -17,6 +17,7 @@ import type { CsvDelimiter } from '../models/csv-table.ts';
 import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
 import { auditLine, fmt, fmtValue, prepareDemoOut, runFederation } from './demo-federation.ts';
+import { personalizedFields, personalizedLines, personalizedSummary, tableHeader, tableRow } from './demo-table.ts';
 import type { AttackName } from '../client-node/attack.ts';
 
 /** The demo's output folder, emptied (in cli/demo-federation.ts, shared by every kind's demo). */
@@ -154,6 +155,18 @@ export interface DemoResult {
   meanLocalOnlyAuc: number | null;
   meanLocalOnlyR2?: number | null;
   meanLocalOnlyRmse?: number | null;
+  /**
+   * Regional personalization (nodes run `fedmark node --personalize` unless --no-personalize): the
+   * global model and the nodes' fine-tuned copies pooled over the same nodes' held-out rows at the
+   * last round (null when no node personalized), and how many nodes sent personalized statistics.
+   */
+  globalValidationAuc?: number | null;
+  personalizedAuc?: number | null;
+  globalValidationR2?: number | null;
+  personalizedR2?: number | null;
+  globalValidationRmse?: number | null;
+  personalizedRmse?: number | null;
+  personalizedNodes?: number;
   modelPath: string;
   outDir: string;
   wallSeconds: number;
@@ -286,6 +299,9 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     outDir,
     say,
     intro,
+    // Each node fine-tunes the final global model on its own rows (the table's "personalized" row);
+    // not in the attack comparison, which measures what the attackers do to the global model.
+    nodeFlags: options.personalize === false || options.attackers ? [] : ['--personalize'],
     nodes: partitions.map((p) => ({
       name: p.name,
       dataFile: join(outDir, 'nodes', p.name, 'data.csv'),
@@ -345,19 +361,24 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     const p = partitions.find((x) => x.name === l.node)!;
     return `local-only ${l.node}${p.values.length ? ` (${abbreviate(p.values)})` : ''}`;
   };
+  const personalized = personalizedSummary(federation.status);
   if (regression) {
+    const columns = [{ header: 'train rows', width: 10 }, { header: 'test R2', width: 8 }, { header: 'test RMSE', width: 10 }];
     say(`test R2 and RMSE of ${target} on ${testIdx.length} held-out rows (mean-only baseline: predict ${fmtValue(center)} for every row)`);
-    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test R2'.padStart(8)}  ${'test RMSE'.padStart(10)}`);
-    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.r2).padStart(8)}  ${fmtValue(globalTest.rmse).padStart(10)}`);
-    for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testR2).padStart(8)}  ${fmtValue(l.testRmse).padStart(10)}`);
-    if (meanLocalOnlyR2 !== null && meanLocalOnlyR2 !== undefined) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyR2).padStart(8)}  ${fmtValue(meanLocalOnlyRmse).padStart(10)}`);
-    say(`  ${'mean-only baseline'.padEnd(44)} ${''.padStart(10)}  ${''.padStart(8)}  ${fmtValue(globalTest.baselineRmse).padStart(10)}`);
+    say(tableHeader(columns));
+    say(tableRow(columns, 'federated global model', [String(trainIdx.length), fmt(globalTest.r2), fmtValue(globalTest.rmse)]));
+    for (const l of localOnly) say(tableRow(columns, label(l), [String(l.trainRows), fmt(l.testR2), fmtValue(l.testRmse)]));
+    if (meanLocalOnlyR2 !== null && meanLocalOnlyR2 !== undefined) say(tableRow(columns, 'mean of local-only models', ['', fmt(meanLocalOnlyR2), fmtValue(meanLocalOnlyRmse)]));
+    say(tableRow(columns, 'mean-only baseline', ['', '', fmtValue(globalTest.baselineRmse)]));
+    for (const line of personalizedLines(personalized, columns, (m) => ['', fmt(m?.r2), fmtValue(m?.rmse)])) say(line);
   } else {
+    const columns = [{ header: 'train rows', width: 10 }, { header: 'test AUC', width: 8 }];
     say(`test AUC on ${testIdx.length} held-out rows`);
-    say(`  ${'model'.padEnd(44)} ${'train rows'.padStart(10)}  ${'test AUC'.padStart(8)}`);
-    say(`  ${'federated global model'.padEnd(44)} ${String(trainIdx.length).padStart(10)}  ${fmt(globalTest.auc).padStart(8)}`);
-    for (const l of localOnly) say(`  ${label(l).padEnd(44)} ${String(l.trainRows).padStart(10)}  ${fmt(l.testAuc).padStart(8)}`);
-    if (meanLocalOnlyAuc !== null) say(`  ${'mean of local-only models'.padEnd(44)} ${''.padStart(10)}  ${fmt(meanLocalOnlyAuc).padStart(8)}`);
+    say(tableHeader(columns));
+    say(tableRow(columns, 'federated global model', [String(trainIdx.length), fmt(globalTest.auc)]));
+    for (const l of localOnly) say(tableRow(columns, label(l), [String(l.trainRows), fmt(l.testAuc)]));
+    if (meanLocalOnlyAuc !== null) say(tableRow(columns, 'mean of local-only models', ['', fmt(meanLocalOnlyAuc)]));
+    for (const line of personalizedLines(personalized, columns, (m) => ['', fmt(m?.auc)])) say(line);
   }
   say('');
   say(`global model written to ${modelPath} (with ${join(outDir, 'global-model.json')}); federation took ${federationSeconds.toFixed(1)}s`);
@@ -373,6 +394,8 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     ...(regression ? { globalR2: globalTest.r2, globalRmse: globalTest.rmse, globalMae: globalTest.mae, baselineRmse: globalTest.baselineRmse, baselineMae: globalTest.baselineMae, meanLocalOnlyR2, meanLocalOnlyRmse } : {}),
     localOnly,
     meanLocalOnlyAuc,
+    // Regional personalization: the global and the personalized models on the nodes' own held-out rows.
+    ...(regression ? { ...personalizedFields(personalized, 'r2', 'R2'), ...personalizedFields(personalized, 'rmse', 'Rmse') } : personalizedFields(personalized, 'auc', 'Auc')),
     modelPath,
     outDir,
     wallSeconds: (performance.now() - started) / 1000,

@@ -11,6 +11,7 @@ import { registerTokenCommands } from './token-command.ts';
 import { delimiterOption, registerSpecCommands } from './spec-command.ts';
 import { registerModelCommands } from './model-command.ts';
 import { registerRecommendCommand } from './recommend-command.ts';
+import { registerForecastCommand } from './forecast-command.ts';
 import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/strategies/config.ts';
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
@@ -280,6 +281,7 @@ export function buildProgram(): Command {
   registerSpecCommands(program);
   registerModelCommands(program);
   registerRecommendCommand(program);
+  registerForecastCommand(program);
   registerAuditCommands(program, {
     exportFromCoordinator: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromCoordinator(opts),
     exportFromDatabase: async (opts) => (await import('../coordinator/audit/audit-export-sources.ts')).exportFromDatabase(opts),

@@ -129,7 +129,9 @@ function outputFor(config: StudyConfig): Preprocessing['output'] {
     log1p: `score = expm1(z + log1p(${c}))`,
     log: `score = ${c} * exp(z)`,
   }[map.transform];
-  return { kind: 'regression', activation: 'linear', loss: task.loss, link: map.transform, center: c, scale: s, formula: `${formula}, z the model output` };
+  // A forecast with a per-series level forecasts expm1(z + level): `fedmark forecast` applies it.
+  const levelFormula = config.task.kind === 'forecast' && config.task.level !== undefined ? 'forecast = expm1(z + level), level the "level" input before standardization (fedmark forecast applies it)' : undefined;
+  return { kind: 'regression', activation: 'linear', loss: task.loss, link: map.transform, center: c, scale: s, formula: levelFormula ?? `${formula}, z the model output` };
 }
 
 /** The model's tensors as the coordinator signed them, checked against the study's shapes. */

@@ -68,7 +68,7 @@ describe('forecast study between real processes, then fedmark forecast on the ex
     }
     for (;;) {
       status = StudyStatus.parse(await (await coordinator.api(`/v1/studies/${studyId}?wait=30&seen=0`)).json());
-      if (status.state === 'completed' || status.state === 'failed') break;
+      if (status.state === 'completed' || status.state === 'stopped') break;
       await new Promise((r) => setTimeout(r, 500));
     }
     await Promise.all(processes.map((p) => p.stop()));

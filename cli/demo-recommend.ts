@@ -37,6 +37,22 @@ export interface RecommendDemoOptions {
   /** false: nodes run without --personalize (no personalized row). */
   personalize?: boolean;
   delimiter?: CsvDelimiter;
+  /** false: no local-only models (--no-local-baseline). */
+  localBaseline?: boolean;
+  /** Flags of the other demos, refused here (recommendDemoFlagProblem). */
+  epsilon?: number;
+  dpSgd?: boolean;
+  model?: string;
+  target?: string;
+  strategy?: unknown;
+}
+
+/** A demo flag that does not apply to --task recommend, with why (checked before anything runs). */
+export function recommendDemoFlagProblem(options: RecommendDemoOptions): string | undefined {
+  if (options.epsilon !== undefined || options.dpSgd) return `${options.dpSgd ? '--dp-sgd' : '--epsilon'}: a recommend study cannot run under DP yet (its ranking counts have no noised form at the coordinator)`;
+  if (options.model !== undefined) return `--model: a recommend study's model is matrix factorization (16 factors); --model does not apply to --task recommend`;
+  if (options.target !== undefined) return `--target: --task recommend reads --user and --item (the item is what is predicted); --target does not apply`;
+  return undefined;
 }
 
 export interface RecommendDemoResult {
@@ -114,6 +130,7 @@ export function recommendStudyConfig(plan: ReturnType<typeof planRecommendDemo>,
     name: 'recommend-demo',
     task,
     model: { kind: 'linear' },
+    ...(options.strategy !== undefined ? { strategy: options.strategy as StudyConfigInput['strategy'] } : {}),
     features: recommendStudyFeatures(task),
     rounds: options.rounds ?? DEFAULTS.rounds,
     minNodesPerRound: plan.parts.length,
@@ -154,6 +171,8 @@ export function localOnlyStats(config: StudyConfig, data: RecommendData): Recomm
 export async function runRecommendDemo(options: RecommendDemoOptions = {}): Promise<RecommendDemoResult> {
   const started = performance.now();
   const say = (line: string) => (options.progress ?? (options.json ? process.stderr : process.stdout)).write(`${line}\n`);
+  const problem = recommendDemoFlagProblem(options);
+  if (problem) throw new Error(problem);
   const plan = planRecommendDemo(options);
   const input = recommendStudyConfig(plan, options);
   const config = StudyConfig.parse(input);
@@ -179,8 +198,8 @@ export async function runRecommendDemo(options: RecommendDemoOptions = {}): Prom
   const parts = nodeData(plan, config);
   const numItems = createRecommendModel(config).numItems;
   const popularity = poolRecommend([popularityStats(parts, numItems, k)]);
-  const localOnly = plan.parts.map((p, i) => ({ node: p.name, ...pick(poolRecommend([localOnlyStats(config, parts[i])])) }));
-  const mean = (f: (l: (typeof localOnly)[number]) => number | null) => (localOnly.every((l) => f(l) !== null) ? localOnly.reduce((s, l) => s + f(l)!, 0) / localOnly.length : null);
+  const localOnly = options.localBaseline === false ? [] : plan.parts.map((p, i) => ({ node: p.name, ...pick(poolRecommend([localOnlyStats(config, parts[i])])) }));
+  const mean = (f: (l: (typeof localOnly)[number]) => number | null) => (localOnly.length > 0 && localOnly.every((l) => f(l) !== null) ? localOnly.reduce((s, l) => s + f(l)!, 0) / localOnly.length : null);
   const modelDir = join(outDir, 'model');
   mkdirSync(modelDir, { recursive: true });
   writeFileSync(join(modelDir, 'model.fmw'), encodeWeights(fed.weights));

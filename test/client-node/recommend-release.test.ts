@@ -7,6 +7,7 @@ import { readKindWeights } from '../../models/kinds/index.ts';
 import { loadRecommendTable } from '../../client-node/data-recommend.ts';
 import { sharedKindSpecs } from '../../models/kinds/index.ts';
 import { readCsvTable } from '../../models/csv-table.ts';
+import { DataError } from '../../models/errors.ts';
 
 const task = { kind: 'recommend' as const, user: 'customer', item: 'sku', timestamp: 'ts', items: { vocabulary: ['a', 'b', 'c', 'd'] }, factors: 3 };
 const study = StudyConfig.parse({ name: 'rec', task, model: { kind: 'linear' }, features: recommendStudyFeatures(task), rounds: 2 });
@@ -36,5 +37,23 @@ describe('recommend on the node', () => {
     expect(data.validation.n).toBe(2);
     expect(data.report.unseenCategories).toEqual({ sku: 1 });
     expect(data.report.rows).toBe(6);
+  });
+
+  it('hashes items into the study\'s buckets, sums weights, and names a bad cell by line and column', () => {
+    const hashed = StudyConfig.parse({ ...study, task: { ...task, weight: 'qty', items: { hashBuckets: 16 } }, features: { ...recommendStudyFeatures(task), features: [{ name: 'customer', kind: 'categorical', categories: ['*'] }, { name: 'qty', kind: 'numeric', mean: 0, std: 1, fill: 1 }] } });
+    const text = ['customer,sku,ts,qty', 'u1,a,1,2', 'u1,a,2,3', 'u1,b,3,1'].join('\n');
+    const data = loadRecommendTable(readCsvTable({ text }), 'test', hashed, 0);
+    const r = (data.train as unknown as { recommend: { interactions: { items: Int32Array; weights: Float32Array; numItems: number } } }).recommend;
+    expect(r.interactions.numItems).toBe(16);
+    expect(Array.from(r.interactions.weights)).toEqual([5]);
+    let thrown: unknown;
+    try {
+      loadRecommendTable(readCsvTable({ text: ['customer,sku,ts,qty', 'u1,a,1,2', 'u1,b,2,lots'].join('\n') }), 'test', hashed, 0);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(DataError);
+    expect((thrown as DataError).line).toBe(3);
+    expect((thrown as DataError).column).toBe('qty');
   });
 });

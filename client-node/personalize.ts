@@ -8,7 +8,8 @@ import { dpSgdStepsPerRound, hasDp, stepDenominator } from '../protocols/privacy
 import type { WeightSet } from '../protocols/tensors.ts';
 import { encodeWeights } from '../protocols/weights-codec.ts';
 import { loadKindWeights, readKindWeights } from '../models/kinds/index.ts';
-import type { NodeModelKind } from '../models/kinds/kind.ts';
+import type { NodeModelKind, TrainArgs } from '../models/kinds/kind.ts';
+import { splitRows, subset, type EncodedData } from '../models/encode.ts';
 import type * as tf from '../models/tf.ts';
 import type { LoadedData } from './data.ts';
 import { LedgerCeilingError, type NodePrivacyLedger } from './privacy-ledger.ts';
@@ -104,7 +105,7 @@ export async function personalize(kind: NodeModelKind, task: Task, data: LoadedD
       }
     }
     if (dpSgd && charged) await kind.train(model, data.train, { ...args, dpSgd: { ...dpSgd, expectedBatchSize: stepDenominator(dpSgd, study.training.batchSize) } });
-    else await kind.train(model, data.train, args);
+    else await fineTune(kind, model, data.train, args);
     const weights = readKindWeights(kind, model);
     const path = savePersonalized(personalizedPath(settings, task), weights);
     const globalMetrics = localMetrics(kind, model, data, global, task);
@@ -124,6 +125,39 @@ export async function personalize(kind: NodeModelKind, task: Task, data: LoadedD
     (model as { dispose?: () => void }).dispose?.();
   }
 }
+
+/**
+ * Plain fine-tuning at a tenth of the study's learning rate (the usual practice when adapting a
+ * trained model: a fresh optimizer's first steps at the full rate undo what the federation
+ * learned), one local epoch at a time, keeping the epoch (1 to --personalize-epochs) with the
+ * lowest loss on a fifth of the TRAINING rows held out for it (never the validation rows the
+ * report is measured on): early stopping, so local adaptation does little harm where the node's
+ * market is much like the federation's (Yu et al. 2020: fine-tuning can also lose accuracy).
+ * Measured (scripts/measure-personalization.ts, churn in 10 state groups, nearly IID): at the
+ * full rate without early stopping 3 epochs cost 0.021 AUC; this way 0.000-0.001. A kind whose
+ * data is not plain rows (recommendation's interactions, forecasting's series) cannot be split
+ * that way: it fine-tunes for all the epochs at its own rate.
+ */
+export async function fineTune(kind: NodeModelKind, model: tf.LayersModel, train: EncodedData, args: TrainArgs): Promise<void> {
+  const epochs = args.instructions.localEpochs;
+  const plainRows = Object.keys(train).every((k) => PLAIN_ROW_KEYS.has(k));
+  if (!plainRows || train.n < 10) {
+    await kind.train(model, train, args);
+    return;
+  }
+  const [fitRows, checkRows] = splitRows(train.n, [0.8, 0.2], args.seed, args.study.task.kind === 'binary' ? train.y : undefined);
+  const [fit, check] = [subset(train, fitRows), subset(train, checkRows)];
+  const instructions = { ...args.instructions, localEpochs: 1, learningRate: args.instructions.learningRate * FINE_TUNE_RATE };
+  let best: { loss: number; weights: WeightSet } | undefined;
+  for (let e = 1; e <= epochs; e++) {
+    await kind.train(model, fit, { ...args, instructions, seed: args.seed + e });
+    const loss = kind.evaluate(model, check).loss;
+    if (!best || loss < best.loss || !Number.isFinite(best.loss)) best = { loss, weights: readKindWeights(kind, model) };
+  }
+  if (best) loadKindWeights(kind, model, best.weights);
+}
+const PLAIN_ROW_KEYS = new Set(['x', 'y', 'n', 'width', 'report', 'filled']);
+const FINE_TUNE_RATE = 0.1;
 
 /** Both models' exact metrics on this node's validation rows, for its own log only. */
 function localMetrics(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, weights: WeightSet, task: Task): PooledMetrics {

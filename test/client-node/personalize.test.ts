@@ -14,7 +14,7 @@ import { mulberry32 } from '../../protocols/random.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeights } from '../../protocols/weights-codec.ts';
 import type { LoadedData } from '../../client-node/data.ts';
-import { personalize, personalizedPath, personalizesAt, withPersonalized } from '../../client-node/personalize.ts';
+import { fineTune, personalize, personalizedPath, personalizesAt, withPersonalized } from '../../client-node/personalize.ts';
 import { NodePrivacyLedger } from '../../client-node/privacy-ledger.ts';
 import { Release } from '../../client-node/release.ts';
 import { evaluate } from '../../client-node/train.ts';
@@ -30,7 +30,7 @@ const FEATURES = {
 const DP_SGD = { noiseMultiplier: 1.1, clipNorm: 1, samplingRate: 0.1 };
 
 function task(overrides: Partial<StudyConfigInput> = {}, round = 3): Task {
-  const config = StudyConfig.parse({ name: 'p', model: { kind: 'logreg' }, features: FEATURES, rounds: 3, training: { localEpochs: 1, learningRate: 0.05, batchSize: 16 }, ...overrides });
+  const config = StudyConfig.parse({ name: 'p', model: { kind: 'logreg' }, features: FEATURES, rounds: 3, training: { localEpochs: 1, learningRate: 0.5, batchSize: 16 }, ...overrides });
   return { kind: 'evaluate', studyId: 'study_p', round, modelVersion: round, modelSha256: 'a'.repeat(64), deadline: new Date().toISOString(), config };
 }
 
@@ -146,5 +146,41 @@ describe('regional personalization on the node (fedmark node --personalize)', ()
     const t = task();
     const evaluation = { numExamples: 3, stats: { kind: 'binary' as const, histogram: { bins: 2, positives: [1, 1], negatives: [1, 0] }, brierSum: 1, logLossSum: 1 } };
     expect(await withPersonalized(evaluation, async () => Promise.reject(new Error('disk full')), t, log)).toBe(evaluation);
+  });
+});
+
+describe('fine-tuning with early stopping (fineTune)', () => {
+  /** A kind whose "model" is one number, the epoch it reached; its loss on the check rows is scripted per epoch. */
+  function scripted(losses: number[]) {
+    const seen: Array<{ rows: number; learningRate: number; epochs: number }> = [];
+    const state = { epoch: 0 };
+    const kind = {
+      name: 'binary' as const,
+      createModel: () => state as never,
+      getWeights: () => [{ name: 'epoch', shape: [1], values: Float32Array.of(state.epoch) }],
+      setWeights: (_m: unknown, w: WeightSet) => void (state.epoch = w[0].values[0]),
+      train: async (_m: unknown, d: { n: number }, a: { instructions: { learningRate: number; localEpochs: number } }) => {
+        seen.push({ rows: d.n, learningRate: a.instructions.learningRate, epochs: a.instructions.localEpochs });
+        state.epoch++;
+        return { loss: 0, numExamples: d.n, steps: 1 };
+      },
+      evaluate: () => ({ loss: losses[state.epoch], stats: { kind: 'binary' as const, histogram: { bins: 2, positives: [0, 0], negatives: [0, 0] }, brierSum: 0, logLossSum: 0 } }),
+    };
+    return { kind, state, seen };
+  }
+  const args = (epochs: number) => ({ study: task().config, instructions: { localEpochs: epochs, learningRate: 0.5, batchSize: 16, proximalMu: 0 }, global: [], seed: 1 });
+
+  it('keeps the epoch with the lowest loss on a fifth of the training rows, at a tenth of the learning rate', async () => {
+    const { kind, state, seen } = scripted([0.9, 0.5, 0.3, 0.4, 0.6]);
+    await fineTune(kind, state as never, data.train, args(4));
+    expect(state.epoch).toBe(2);
+    expect(seen).toEqual(Array.from({ length: 4 }, () => ({ rows: 320, learningRate: 0.05, epochs: 1 })));
+  });
+
+  it('data that is not plain rows (another kind layout) trains for every epoch at the study rate', async () => {
+    const { kind, state, seen } = scripted([0.9, 0.1, 0.2, 0.3]);
+    await fineTune(kind, state as never, { ...data.train, recommend: {} } as never, args(3));
+    expect(state.epoch).toBe(1);
+    expect(seen).toEqual([{ rows: 400, learningRate: 0.5, epochs: 3 }]);
   });
 });

@@ -134,7 +134,11 @@ export function recommendStudyConfig(plan: ReturnType<typeof planRecommendDemo>,
     features: recommendStudyFeatures(task),
     rounds: options.rounds ?? DEFAULTS.rounds,
     minNodesPerRound: plan.parts.length,
-    training: { localEpochs: options.localEpochs ?? DEFAULTS.localEpochs, learningRate: DEFAULTS.learningRate, seed: options.seed ?? 42 },
+    // validationFraction is not a split here (leave-last-out is), but the coordinator bounds a node's
+    // evaluated count by that share of its declared rows: every evaluated user has >= 2 rows, so
+    // users <= rows / 2, within the bound at 0.5 whatever the CSV (at 0.2, users with 2-4 rows each
+    // would be refused).
+    training: { localEpochs: options.localEpochs ?? DEFAULTS.localEpochs, learningRate: DEFAULTS.learningRate, seed: options.seed ?? 42, validationFraction: 0.5 },
     // The default bounds hold: the shipped demo's largest item-factor delta is 16.1 (audit
     // update.received deltaNorm, 10 rounds x 4 nodes), under DEFAULT_MAX_UPDATE_NORM (20).
     seed: options.seed ?? 42,

@@ -17,11 +17,17 @@
  * timed in the same sitting (python3 + numpy; skipped with a reason when missing).
  *
  *   node bin/run-ts.js bench/aggregation-bench.ts [--runs 5] [--updates 100] [--parameters 1000000]
+ *       [--no-copy] [--before DIR]
+ *
+ * --before DIR adds the 'before' path: another checkout's decodeWeights + accumulator, runs
+ * interleaved with the others (git archive c4a4f22 protocols | tar -x -C DIR for the pre-SIMD code).
  *
  * prints one JSON line per figure ({"figure": ..., ...}) and then the whole result as one line.
  */
 import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { TensorSpec, WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, decodeWeightsView, encodeWeights } from '../protocols/weights-codec.ts';
@@ -30,12 +36,16 @@ import { WeightedMeanAccumulator } from '../protocols/aggregation/fedavg.ts';
 /** Flower 1.4's own aggregate() on 100 x 1M float32, measured on this machine (issue 13). */
 export const FLOWER_AGGREGATE_SECONDS = 1.47;
 /**
- * The code before the zero-copy decode and the SIMD fold (commit c4a4f22), 100 x 1M, median of 5,
- * measured side by side with this file's 'view' path and numpy on the shared 2-core machine.
+ * The code before the zero-copy decode and the SIMD fold (commit c4a4f22: decodeWeights + the
+ * scalar accumulator), 100 x 1M, median of 5, measured side by side (interleaved runs of the same
+ * loop) with the 'view' path and numpy on the shared 2-core machine (load average ~49), 2026-12-02:
+ *   before 4.24 s wall / 1.08 s CPU; after 0.64 s / 0.161 s CPU; numpy floor 0.197 s / 0.043 s CPU.
+ * The issue's quieter sitting measured the before at 0.72 s (decode 0.44 s), the floor at 0.017-0.024 s.
  */
-export const RECORDED_BEFORE = { commit: 'c4a4f22', seconds: NaN, decodeSeconds: NaN, numpyFloorSeconds: NaN };
+export const RECORDED_BEFORE = { commit: 'c4a4f22', seconds: 4.24, cpuSeconds: 1.08, afterSeconds: 0.64, afterCpuSeconds: 0.161, numpyFloorSeconds: 0.197, numpyFloorCpuSeconds: 0.043 };
 
-export type AggregationPath = 'view' | 'copy';
+/** 'before': the code of another checkout (--before DIR), for a side-by-side before/after. */
+export type AggregationPath = 'view' | 'copy' | 'before';
 
 export interface AggregationRun {
   /** Wall time of decode + add over all updates (frame mutation and RSS sampling excluded). */
@@ -96,13 +106,32 @@ function makeFrame(specs: TensorSpec[], parameters: number): { frame: Uint8Array
   return { frame, body };
 }
 
-async function oneRun(path: AggregationPath, specs: TensorSpec[], updates: number, parameters: number, rss: { peak: number }): Promise<AggregationRun & { kernel: string }> {
+/** The decode and the accumulator a path times. */
+interface FoldCode {
+  decode(bytes: Uint8Array, options: { expected: TensorSpec[]; dtype: 'float32' }): WeightSet;
+  accumulator(specs: TensorSpec[]): { add(update: WeightSet, weight: number): void; mean(): WeightSet; count: number; kernel?: string };
+}
+
+function foldCode(path: 'view' | 'copy'): FoldCode {
+  return path === 'view'
+    ? { decode: decodeWeightsView, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'auto' }) }
+    : { decode: decodeWeights, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'scalar' }) };
+}
+
+/** The same two modules of another checkout, e.g. `git archive c4a4f22 protocols | tar -x -C DIR`. */
+async function beforeCode(dir: string): Promise<FoldCode> {
+  const codec = await import(pathToFileURL(join(dir, 'protocols/weights-codec.ts')).href);
+  const fedavg = await import(pathToFileURL(join(dir, 'protocols/aggregation/fedavg.ts')).href);
+  return { decode: codec.decodeWeights, accumulator: (specs) => new fedavg.WeightedMeanAccumulator(specs) };
+}
+
+async function oneRun(code: FoldCode, specs: TensorSpec[], updates: number, parameters: number, rss: { peak: number }): Promise<AggregationRun & { kernel: string }> {
   const { frame, body } = makeFrame(specs, parameters);
   const STRIDE = 1009; // rewrite ~0.1% of the values per update
   const s0 = performance.now();
-  const acc = new WeightedMeanAccumulator(specs, { kernel: path === 'view' ? 'auto' : 'scalar' });
+  const acc = code.accumulator(specs);
   const setupSeconds = (performance.now() - s0) / 1000;
-  const decode = path === 'view' ? decodeWeightsView : decodeWeights;
+  const decode = code.decode;
   let seconds = 0;
   let decodeSeconds = 0;
   let cpuMicros = 0;
@@ -130,42 +159,58 @@ async function oneRun(path: AggregationPath, specs: TensorSpec[], updates: numbe
   if (acc.count !== updates || mean.some((t) => t.values.some((x) => !Number.isFinite(x)))) {
     throw new Error('aggregation bench produced an invalid mean');
   }
-  return { seconds, decodeSeconds, setupSeconds, cpuSeconds: cpuMicros / 1e6, kernel: acc.kernel };
+  return { seconds, decodeSeconds, setupSeconds, cpuSeconds: cpuMicros / 1e6, kernel: acc.kernel ?? 'scalar' };
 }
 
-export async function benchAggregation(opts: { updates: number; parameters: number; runs?: number; path?: AggregationPath }): Promise<AggregationBenchResult> {
+/** Runs `runs` x `updates` updates through each path, the paths' runs interleaved (side by side). */
+export async function benchAggregationPaths(opts: { updates: number; parameters: number; runs?: number; paths: AggregationPath[]; beforeDir?: string }): Promise<AggregationBenchResult[]> {
   const { updates, parameters } = opts;
   const runs = opts.runs ?? 5;
-  const path = opts.path ?? 'view';
   if (!Number.isSafeInteger(updates) || updates < 1) throw new RangeError(`updates must be a positive integer, got ${updates}`);
   if (!Number.isSafeInteger(parameters) || parameters < 1) throw new RangeError(`parameters must be a positive integer, got ${parameters}`);
   if (!Number.isSafeInteger(runs) || runs < 1) throw new RangeError(`runs must be a positive integer, got ${runs}`);
+  const codes: FoldCode[] = [];
+  for (const path of opts.paths) {
+    if (path !== 'before') codes.push(foldCode(path));
+    else if (opts.beforeDir) codes.push(await beforeCode(opts.beforeDir));
+    else throw new RangeError("path 'before' needs beforeDir");
+  }
 
   const specs = benchSpecs(parameters);
   const startRss = process.memoryUsage.rss();
-  const rss = { peak: startRss };
-  const all: AggregationRun[] = [];
-  let kernel = '';
+  const rss = opts.paths.map(() => ({ peak: startRss }));
+  const all: AggregationRun[][] = opts.paths.map(() => []);
+  const kernels: string[] = [];
   for (let r = 0; r < runs; r++) {
-    const run = await oneRun(path, specs, updates, parameters, rss);
-    kernel = run.kernel;
-    all.push({ seconds: run.seconds, decodeSeconds: run.decodeSeconds, setupSeconds: run.setupSeconds, cpuSeconds: run.cpuSeconds });
+    for (let p = 0; p < codes.length; p++) {
+      const run = await oneRun(codes[p], specs, updates, parameters, rss[p]);
+      kernels[p] = run.kernel;
+      all[p].push({ seconds: run.seconds, decodeSeconds: run.decodeSeconds, setupSeconds: run.setupSeconds, cpuSeconds: run.cpuSeconds });
+    }
   }
-  const mid = [...all].sort((a, b) => a.seconds - b.seconds)[Math.floor(all.length / 2)];
-  return {
-    updates,
-    parameters,
-    path,
-    kernel,
-    seconds: mid.seconds,
-    decodeSeconds: mid.decodeSeconds,
-    cpuSeconds: [...all].sort((a, b) => a.cpuSeconds - b.cpuSeconds)[Math.floor(all.length / 2)].cpuSeconds,
-    setupSeconds: [...all].sort((a, b) => a.setupSeconds - b.setupSeconds)[Math.floor(all.length / 2)].setupSeconds,
-    runs: all,
-    gbPerSecond: (updates * parameters * 4) / mid.seconds / 1e9,
-    peakRssMb: rss.peak / (1024 * 1024),
-    startRssMb: startRss / (1024 * 1024),
-  };
+  const medianOf = (xs: AggregationRun[], key: keyof AggregationRun) => [...xs].sort((a, b) => a[key] - b[key])[Math.floor(xs.length / 2)];
+  return opts.paths.map((path, p) => {
+    const mid = medianOf(all[p], 'seconds');
+    return {
+      updates,
+      parameters,
+      path,
+      kernel: kernels[p],
+      seconds: mid.seconds,
+      decodeSeconds: mid.decodeSeconds,
+      cpuSeconds: medianOf(all[p], 'cpuSeconds').cpuSeconds,
+      setupSeconds: medianOf(all[p], 'setupSeconds').setupSeconds,
+      runs: all[p],
+      gbPerSecond: (updates * parameters * 4) / mid.seconds / 1e9,
+      peakRssMb: rss[p].peak / (1024 * 1024),
+      startRssMb: startRss / (1024 * 1024),
+    };
+  });
+}
+
+export async function benchAggregation(opts: { updates: number; parameters: number; runs?: number; path?: 'view' | 'copy' }): Promise<AggregationBenchResult> {
+  const [result] = await benchAggregationPaths({ ...opts, paths: [opts.path ?? 'view'] });
+  return result;
 }
 
 export interface NumpyFloor {
@@ -195,7 +240,7 @@ export function numpyFloor(updates: number, parameters: number, runs = 5): Numpy
 }
 
 /** The figures as machine-readable lines: one JSON object per line, each naming its figure. */
-export function aggregationFigureLines(view: AggregationBenchResult, copy: AggregationBenchResult | null, floor: NumpyFloor): string[] {
+export function aggregationFigureLines(view: AggregationBenchResult, others: AggregationBenchResult[], floor: NumpyFloor): string[] {
   const lines: object[] = [
     { figure: 'fedavg_decode_fold_seconds', path: 'view', kernel: view.kernel, updates: view.updates, parameters: view.parameters, seconds: view.seconds, decodeSeconds: view.decodeSeconds, cpuSeconds: view.cpuSeconds, setupSeconds: view.setupSeconds, runs: view.runs.length, goalSeconds: 0.075 },
     { figure: 'fedavg_peak_rss_mb', path: 'view', peakRssMb: view.peakRssMb, startRssMb: view.startRssMb },
@@ -203,17 +248,19 @@ export function aggregationFigureLines(view: AggregationBenchResult, copy: Aggre
     { figure: 'fedavg_ratio_to_floor', ratio: floor.seconds ? view.seconds / floor.seconds : null, cpuRatio: floor.cpuSeconds ? view.cpuSeconds / floor.cpuSeconds : null },
     { figure: 'fedavg_speedup_vs_flower_aggregate', flowerSeconds: FLOWER_AGGREGATE_SECONDS, speedup: FLOWER_AGGREGATE_SECONDS / view.seconds },
   ];
-  if (copy) lines.push({ figure: 'fedavg_decode_fold_seconds', path: 'copy', kernel: copy.kernel, seconds: copy.seconds, decodeSeconds: copy.decodeSeconds, peakRssMb: copy.peakRssMb, speedupOfView: copy.seconds / view.seconds });
-  if (Number.isFinite(RECORDED_BEFORE.seconds)) lines.push({ figure: 'fedavg_recorded_before', ...RECORDED_BEFORE, speedupOfView: RECORDED_BEFORE.seconds / view.seconds });
+  for (const o of others) {
+    lines.push({ figure: 'fedavg_decode_fold_seconds', path: o.path, kernel: o.kernel, seconds: o.seconds, decodeSeconds: o.decodeSeconds, cpuSeconds: o.cpuSeconds, peakRssMb: o.peakRssMb, speedupOfView: o.seconds / view.seconds, cpuSpeedupOfView: o.cpuSeconds / view.cpuSeconds });
+  }
+  lines.push({ figure: 'fedavg_recorded_side_by_side', ...RECORDED_BEFORE, speedup: RECORDED_BEFORE.seconds / RECORDED_BEFORE.afterSeconds, cpuSpeedup: RECORDED_BEFORE.cpuSeconds / RECORDED_BEFORE.afterCpuSeconds });
   return lines.map((l) => JSON.stringify(l));
 }
 
 if (process.argv[1]?.endsWith('aggregation-bench.ts')) {
-  const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, updates: { type: 'string', default: '100' }, parameters: { type: 'string', default: '1000000' }, 'no-copy': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, updates: { type: 'string', default: '100' }, parameters: { type: 'string', default: '1000000' }, 'no-copy': { type: 'boolean' }, before: { type: 'string' } } });
   const opts = { updates: Number(values.updates), parameters: Number(values.parameters), runs: Number(values.runs) };
-  const view = await benchAggregation({ ...opts, path: 'view' });
-  const copy = values['no-copy'] ? null : await benchAggregation({ ...opts, path: 'copy' });
+  const paths: AggregationPath[] = ['view', ...(values['no-copy'] ? [] : (['copy'] as const)), ...(values.before ? (['before'] as const) : [])];
+  const [view, ...others] = await benchAggregationPaths({ ...opts, paths, beforeDir: values.before });
   const floor = numpyFloor(opts.updates, opts.parameters, opts.runs);
-  for (const line of aggregationFigureLines(view, copy, floor)) console.log(line);
-  console.log(JSON.stringify({ view, copy, numpyFloor: floor }));
+  for (const line of aggregationFigureLines(view, others, floor)) console.log(line);
+  console.log(JSON.stringify({ results: [view, ...others], numpyFloor: floor }));
 }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { itemIndexer, poolRecommend, rankContribution, recommendStats, recommendStudyProblems, recommendStudyFeatures } from '../../protocols/model-kinds/recommend.ts';
 import { poolEvaluation, statsRows } from '../../protocols/model-kinds/kind.ts';
 import { StudyConfig } from '../../protocols/messages.ts';
@@ -27,6 +28,24 @@ describe('recall@k and NDCG@k from counts', () => {
     // hand: hits at ranks 1, 3, 2, 1 of 7 users; DCG 1 + 0.5 + 1/log2(3) + 1
     expect(pooled.recallAtK).toBeCloseTo(4 / 7, 12);
     expect(pooled.ndcgAtK).toBeCloseTo((2.5 + 1 / Math.log2(3)) / 7, 12);
+  });
+
+  it('pools any split of users across nodes exactly as one node holding them all (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 50 }), { maxLength: 60 }), fc.array(fc.nat(), { maxLength: 60 }), fc.integer({ min: 1, max: 20 }), (ranks, cuts, k) => {
+        const nodes: number[][] = [[], [], []];
+        ranks.forEach((r, i) => nodes[(cuts[i] ?? 0) % 3].push(r));
+        const pooled = poolEvaluation('recommend', nodes.map((n) => recommendStats(n, k)));
+        const single = poolEvaluation('recommend', [recommendStats(ranks, k)]);
+        expect(pooled.users).toBe(single.users);
+        if (ranks.length === 0) {
+          expect(pooled.recallAtK).toBeNull();
+        } else {
+          expect(pooled.recallAtK).toBeCloseTo(single.recallAtK!, 12);
+          expect(pooled.ndcgAtK).toBeCloseTo(single.ndcgAtK!, 12);
+        }
+      }),
+    );
   });
 
   it('ranks only the items the user did not train on; ties count against the target', () => {

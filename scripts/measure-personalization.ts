@@ -6,7 +6,10 @@
  * pooled held-out AUC / log loss of the personalized models is compared with the global model's
  * on the same rows. Reproduce:
  *
- *   node bin/run-ts.js scripts/measure-personalization.ts [--rounds 10] [--model mlp]
+ *   node bin/run-ts.js scripts/measure-personalization.ts [--rounds 10] [--model mlp] [--partition-by state]
+ *
+ * --partition-by COL: the nodes are the values of COL (at most 10 groups, values dealt in sorted
+ * order); the column is then left out of the features.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +34,7 @@ const arg = (name: string, fallback: string) => {
 };
 const ROUNDS = Number(arg('rounds', '10'));
 const MODEL = arg('model', 'mlp');
+const PARTITION = arg('partition-by', 'state');
 const NODES = 10;
 
 function mean(sets: Array<{ weights: WeightSet; n: number }>): WeightSet {
@@ -41,14 +45,16 @@ function mean(sets: Array<{ weights: WeightSet; n: number }>): WeightSet {
 async function main() {
   await initBackend('wasm');
   const table = readCsvTable({ path: 'data/mlc_churn.csv' });
-  const features = inferFeatureSpec(table, { target: 'churn', exclude: ['area_code', 'state'] });
+  const features = inferFeatureSpec(table, { target: 'churn', exclude: [...new Set(['area_code', 'state', PARTITION])] });
   const study = StudyConfig.parse({ name: 'measure', model: MODEL === 'mlp' ? { kind: 'mlp', hidden: [32, 16] } : { kind: 'logreg' }, features, rounds: ROUNDS, training: { localEpochs: 1, learningRate: 0.01, batchSize: 32 } });
-  const states = [...new Set(table.rows.map((r) => r[table.header.indexOf('state')]))].sort();
+  const column = table.header.indexOf(PARTITION);
+  const states = [...new Set(table.rows.map((r) => r[column]))].sort();
+  const groups = Math.min(NODES, states.length);
   const kind = nodeKindFor(study);
   const nodes: LoadedData[] = [];
-  for (let g = 0; g < NODES; g++) {
-    const mine = new Set(states.filter((_, i) => i % NODES === g));
-    const rows = table.rows.filter((r) => mine.has(r[table.header.indexOf('state')]));
+  for (let g = 0; g < groups; g++) {
+    const mine = new Set(states.filter((_, i) => i % groups === g));
+    const rows = table.rows.filter((r) => mine.has(r[column]));
     const all = encodeTable({ ...table, rows }, features);
     const [train, validation] = splitRows(all.n, [0.8, 0.2], 7 + g, all.y).map((ix) => subset(all, ix));
     nodes.push({ mtimeMs: 0, train, validation, report: all.report });
@@ -72,7 +78,7 @@ async function main() {
     return kind.evaluate(model, d.validation).stats;
   });
   const g = poolStudyEvaluation(study, globalStats);
-  console.log(`churn, ${NODES} state-group nodes, ${MODEL}, ${ROUNDS} FedAvg rounds; held-out rows pooled (n ${g.n})`);
+  console.log(`churn, ${groups} nodes by ${PARTITION}, ${MODEL}, ${ROUNDS} FedAvg rounds; held-out rows pooled (n ${g.n})`);
   console.log(`global        AUC ${g.auc!.toFixed(4)}  logLoss ${g.logLoss!.toFixed(4)}`);
   for (const epochs of [1, 3, 5, 10]) {
     const stats = [];

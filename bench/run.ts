@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '../models/tf.ts';
-import { benchAggregation } from './aggregation-bench.ts';
+import { benchAggregation, FLOWER_AGGREGATE_SECONDS, numpyFloor } from './aggregation-bench.ts';
 import { benchCoordinatorPath } from './coordinator-path-bench.ts';
 import { trainBench, trainBenchRatios } from './train-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
@@ -46,8 +46,11 @@ function median(xs: number[]) {
 
 if (wanted.has('aggregation')) {
   const agg = await benchAggregation({ updates: 100, parameters: 1_000_000 });
-  results.aggregation = agg;
-  table('FedAvg aggregation (decode + accumulate, streaming, float64 sums)', ['updates', 'parameters', 'seconds', 'GB/s', 'decode s', 'peak RSS MB'], [[agg.updates, agg.parameters, agg.seconds, agg.gbPerSecond, agg.decodeSeconds, agg.peakRssMb]]);
+  // The floor (numpy's mean over the stacked updates, memory bandwidth) in the same sitting, and Flower's aggregate() as recorded.
+  const floor = numpyFloor(100, 1_000_000);
+  const vsFloor = floor.seconds ? agg.seconds / floor.seconds : null;
+  results.aggregation = { ...agg, numpyFloor: floor, ratioToFloor: vsFloor, flowerAggregateSeconds: FLOWER_AGGREGATE_SECONDS, speedupVsFlower: FLOWER_AGGREGATE_SECONDS / agg.seconds };
+  table(`FedAvg aggregation (zero-copy decode + ${agg.kernel} fold, float64 sums; median of ${agg.runs.length})`, ['updates', 'parameters', 'seconds', 'CPU s', 'GB/s', 'decode s', 'peak RSS MB', 'numpy floor s', 'x floor', 'x faster than Flower'], [[agg.updates, agg.parameters, agg.seconds, agg.cpuSeconds, agg.gbPerSecond, agg.decodeSeconds, agg.peakRssMb, floor.seconds ?? `- (${floor.skipped})`, vsFloor ?? '-', FLOWER_AGGREGATE_SECONDS / agg.seconds]]);
   // The coordinator's real path also resumes the round from the database and persists the running
   // sum after every update (crash safety); priced here on PGlite, before and after our bytea conversion.
   const paths = [await benchCoordinatorPath({ updates: 10, parameters: 1_000_000 }), await benchCoordinatorPath({ updates: 3, parameters: 1_000_000, byteaConversion: 'pglite-builtin' })];

@@ -199,6 +199,70 @@
         (br $rows_loop)))
   )
 
+  ;; bwda for k and n multiples of 4: 4 inputs c at a time, 4 independent dot products over the
+  ;; units (a single one is a chain of dependent adds), the activation's derivative on 4 lanes.
+  ;; Same sums as bwda.
+  (func (export "bwda4") (param $a i32) (param $dz i32) (param $w i32) (param $below i32) (param $rows i32) (param $k i32) (param $n i32) (param $act i32)
+    (local $nb i32) (local $aend i32) (local $wp i32) (local $j i32) (local $dzend i32) (local $d v128)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $h v128) (local $a4 v128)
+    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $dzend (i32.add (local.get $dz) (i32.mul (local.get $rows) (local.get $nb))))
+    (block $rows_done
+      (loop $rows_loop
+        (br_if $rows_done (i32.ge_u (local.get $dz) (local.get $dzend)))
+        (local.set $aend (i32.add (local.get $a) (i32.shl (local.get $k) (i32.const 2))))
+        (local.set $wp (local.get $w))
+        (block $k_done
+          (loop $k_loop
+            (br_if $k_done (i32.ge_u (local.get $a) (local.get $aend)))
+            (local.set $s0 (v128.const f32x4 0 0 0 0))
+            (local.set $s1 (v128.const f32x4 0 0 0 0))
+            (local.set $s2 (v128.const f32x4 0 0 0 0))
+            (local.set $s3 (v128.const f32x4 0 0 0 0))
+            (local.set $j (i32.const 0))
+            (block $j_done
+              (loop $j_loop
+                (br_if $j_done (i32.ge_u (local.get $j) (local.get $nb)))
+                (local.set $d (v128.load (i32.add (local.get $dz) (local.get $j))))
+                (local.set $s0 (f32x4.add (local.get $s0) (f32x4.mul (local.get $d) (v128.load (i32.add (local.get $wp) (local.get $j))))))
+                (local.set $s1 (f32x4.add (local.get $s1) (f32x4.mul (local.get $d)
+                  (v128.load (i32.add (i32.add (local.get $wp) (local.get $nb)) (local.get $j))))))
+                (local.set $s2 (f32x4.add (local.get $s2) (f32x4.mul (local.get $d)
+                  (v128.load (i32.add (i32.add (local.get $wp) (i32.shl (local.get $nb) (i32.const 1))) (local.get $j))))))
+                (local.set $s3 (f32x4.add (local.get $s3) (f32x4.mul (local.get $d)
+                  (v128.load (i32.add (i32.add (local.get $wp) (i32.mul (local.get $nb) (i32.const 3))) (local.get $j))))))
+                (local.set $j (i32.add (local.get $j) (i32.const 16)))
+                (br $j_loop)))
+            (local.set $h (f32x4.splat
+              (f32.add
+                (f32.add (f32x4.extract_lane 0 (local.get $s0)) (f32x4.extract_lane 1 (local.get $s0)))
+                (f32.add (f32x4.extract_lane 2 (local.get $s0)) (f32x4.extract_lane 3 (local.get $s0))))))
+            (local.set $h (f32x4.replace_lane 1 (local.get $h)
+              (f32.add
+                (f32.add (f32x4.extract_lane 0 (local.get $s1)) (f32x4.extract_lane 1 (local.get $s1)))
+                (f32.add (f32x4.extract_lane 2 (local.get $s1)) (f32x4.extract_lane 3 (local.get $s1))))))
+            (local.set $h (f32x4.replace_lane 2 (local.get $h)
+              (f32.add
+                (f32.add (f32x4.extract_lane 0 (local.get $s2)) (f32x4.extract_lane 1 (local.get $s2)))
+                (f32.add (f32x4.extract_lane 2 (local.get $s2)) (f32x4.extract_lane 3 (local.get $s2))))))
+            (local.set $h (f32x4.replace_lane 3 (local.get $h)
+              (f32.add
+                (f32.add (f32x4.extract_lane 0 (local.get $s3)) (f32x4.extract_lane 1 (local.get $s3)))
+                (f32.add (f32x4.extract_lane 2 (local.get $s3)) (f32x4.extract_lane 3 (local.get $s3))))))
+            (local.set $a4 (v128.load (local.get $a)))
+            (if (i32.eq (local.get $act) (i32.const 2))
+              (then (local.set $h (v128.and (local.get $h) (f32x4.gt (local.get $a4) (v128.const f32x4 0 0 0 0))))))
+            (if (i32.eq (local.get $act) (i32.const 3))
+              (then (local.set $h (f32x4.mul (local.get $h) (f32x4.sub (v128.const f32x4 1 1 1 1) (f32x4.mul (local.get $a4) (local.get $a4)))))))
+            (v128.store (local.get $below) (local.get $h))
+            (local.set $below (i32.add (local.get $below) (i32.const 16)))
+            (local.set $a (i32.add (local.get $a) (i32.const 16)))
+            (local.set $wp (i32.add (local.get $wp) (i32.shl (local.get $nb) (i32.const 2))))
+            (br $k_loop)))
+        (local.set $dz (i32.add (local.get $dz) (local.get $nb)))
+        (br $rows_loop)))
+  )
+
   ;; fwd for n a multiple of 16, register-blocked: 16 units at a time held in 4 f32x4
   ;; accumulators while the inputs go by (one load of w per 4 multiply-adds instead of a load and a
   ;; store of z too). Same order of additions as fwd, so the same numbers.
@@ -372,75 +436,4 @@
         (br $loop)))
   )
 
-  ;; Backward of one layer: gw += a^T dz, gb += column sums of dz, and (act > 0)
-  ;; below[i, c] = f'(a[i, c]) * sum_j dz[i, j] w[c, j], where a is the activated output of the
-  ;; layer below. act: 0 = no layer below (layer 0), 1 = linear, 2 = ReLU, 3 = tanh.
-  (func (export "bwd") (param $a i32) (param $dz i32) (param $w i32) (param $gw i32) (param $gb i32) (param $below i32)
-        (param $rows i32) (param $k i32) (param $n i32) (param $act i32)
-    (local $nb i32) (local $kb i32) (local $aend i32) (local $dzend i32) (local $wp i32) (local $gwp i32) (local $j i32)
-    (local $v f32) (local $vv v128) (local $d v128) (local $s4 v128) (local $s f32)
-    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))
-    (local.set $kb (i32.shl (local.get $k) (i32.const 2)))
-    (local.set $dzend (i32.add (local.get $dz) (i32.mul (local.get $rows) (local.get $nb))))
-    (block $rows_done
-      (loop $rows_loop
-        (br_if $rows_done (i32.ge_u (local.get $dz) (local.get $dzend)))
-        ;; bias gradient
-        (local.set $j (i32.const 0))
-        (block $bias_done
-          (loop $bias_loop
-            (br_if $bias_done (i32.ge_u (local.get $j) (local.get $nb)))
-            (v128.store (i32.add (local.get $gb) (local.get $j))
-              (f32x4.add (v128.load (i32.add (local.get $gb) (local.get $j))) (v128.load (i32.add (local.get $dz) (local.get $j)))))
-            (local.set $j (i32.add (local.get $j) (i32.const 16)))
-            (br $bias_loop)))
-        (local.set $aend (i32.add (local.get $a) (local.get $kb)))
-        (local.set $wp (local.get $w))
-        (local.set $gwp (local.get $gw))
-        (block $k_done
-          (loop $k_loop
-            (br_if $k_done (i32.ge_u (local.get $a) (local.get $aend)))
-            (local.set $v (f32.load (local.get $a)))
-            (local.set $vv (f32x4.splat (local.get $v)))
-            (local.set $s4 (v128.const f32x4 0 0 0 0))
-            (local.set $j (i32.const 0))
-            ;; layer 0: the kernel gradient only
-            (if (i32.eqz (local.get $act))
-              (then
-                (block $j0_done
-                  (loop $j0_loop
-                    (br_if $j0_done (i32.ge_u (local.get $j) (local.get $nb)))
-                    (v128.store (i32.add (local.get $gwp) (local.get $j))
-                      (f32x4.add (v128.load (i32.add (local.get $gwp) (local.get $j)))
-                        (f32x4.mul (local.get $vv) (v128.load (i32.add (local.get $dz) (local.get $j))))))
-                    (local.set $j (i32.add (local.get $j) (i32.const 16)))
-                    (br $j0_loop)))))
-            (block $j_done
-              (loop $j_loop
-                (br_if $j_done (i32.ge_u (local.get $j) (local.get $nb)))
-                (local.set $d (v128.load (i32.add (local.get $dz) (local.get $j))))
-                (local.set $s4 (f32x4.add (local.get $s4) (f32x4.mul (local.get $d) (v128.load (i32.add (local.get $wp) (local.get $j))))))
-                (v128.store (i32.add (local.get $gwp) (local.get $j))
-                  (f32x4.add (v128.load (i32.add (local.get $gwp) (local.get $j))) (f32x4.mul (local.get $vv) (local.get $d))))
-                (local.set $j (i32.add (local.get $j) (i32.const 16)))
-                (br $j_loop)))
-            (if (local.get $act)
-              (then
-                (local.set $s
-                  (f32.add
-                    (f32.add (f32x4.extract_lane 0 (local.get $s4)) (f32x4.extract_lane 1 (local.get $s4)))
-                    (f32.add (f32x4.extract_lane 2 (local.get $s4)) (f32x4.extract_lane 3 (local.get $s4)))))
-                (if (i32.eq (local.get $act) (i32.const 2))
-                  (then (local.set $s (select (local.get $s) (f32.const 0) (f32.gt (local.get $v) (f32.const 0))))))
-                (if (i32.eq (local.get $act) (i32.const 3))
-                  (then (local.set $s (f32.mul (local.get $s) (f32.sub (f32.const 1) (f32.mul (local.get $v) (local.get $v)))))))
-                (f32.store (local.get $below) (local.get $s))
-                (local.set $below (i32.add (local.get $below) (i32.const 4)))))
-            (local.set $a (i32.add (local.get $a) (i32.const 4)))
-            (local.set $wp (i32.add (local.get $wp) (local.get $nb)))
-            (local.set $gwp (i32.add (local.get $gwp) (local.get $nb)))
-            (br $k_loop)))
-        (local.set $dz (i32.add (local.get $dz) (local.get $nb)))
-        (br $rows_loop)))
-  )
 )

@@ -244,7 +244,7 @@ export class FusedMlp {
         kernels.bwdw(from, ptr.deltas[l], gw, gb, rows, 0, n); // k = 0: the bias only
         kernels.bwdw16(from, ptr.deltas[l], gw, rows, k, n);
       } else kernels.bwdw(from, ptr.deltas[l], gw, gb, rows, k, n);
-      if (l > 0) kernels.bwda(from, ptr.deltas[l], w, under, rows, k, n, code);
+      if (l > 0) (k % 4 === 0 ? kernels.bwda4 : kernels.bwda)(from, ptr.deltas[l], w, under, rows, k, n, code);
       return;
     }
     if (kernels !== null && n === 1) return kernels.bwd1(from, ptr.deltas[l], w, gw, gb, under, rows, k, code);

@@ -112,8 +112,9 @@ describe('fused MLP gradients vs TensorFlow.js autodiff', () => {
     }
   }
 
-  it('the 40-64-32-1 MLP of the benchmark, widths SIMD cannot take (6, 5: JavaScript kernels) and a logistic regression, batch 64', () => {
-    for (const spec of [{ kind: 'mlp', hidden: [64, 32] }, { kind: 'mlp', hidden: [8, 6, 5], activation: 'tanh' }, { kind: 'logreg' }] as ModelSpec[]) {
+  it('the 40-64-32-1 MLP of the benchmark, widths SIMD cannot take (6, 5: JavaScript kernels), a SIMD layer over 6 inputs, and a logistic regression, batch 64', () => {
+    const specs = [{ kind: 'mlp', hidden: [64, 32] }, { kind: 'mlp', hidden: [8, 6, 5], activation: 'tanh' }, { kind: 'mlp', hidden: [6, 8] }, { kind: 'mlp', hidden: [6, 8], activation: 'tanh' }, { kind: 'logreg' }];
+    for (const spec of specs as ModelSpec[]) {
       const model = modelFor(spec, 40, bceLoss, 11);
       const data = syntheticData(64, 40, bceLoss, 5);
       const net = new FusedMlp(fusedLayoutOf(model, bceLoss)!, 64);

@@ -146,14 +146,16 @@ export function maxAbsF32(v: Float32Array): number {
  */
 const idleMemories = new Map<number, WebAssembly.Memory[]>();
 let idleBytes = 0;
-const MAX_IDLE_BYTES = 256 * 1024 * 1024;
+/** Idle memories are resident: few and small, so a coordinator's RSS stays O(model). */
+const MAX_IDLE_BYTES = 64 * 1024 * 1024;
+const MAX_IDLE_PER_SIZE = 2;
 const reclaim = new FinalizationRegistry<WebAssembly.Memory>((memory) => {
   const bytes = memory.buffer.byteLength;
-  if (idleBytes + bytes > MAX_IDLE_BYTES) return; // let it go: the pool is full
   const pages = bytes / PAGE;
-  const list = idleMemories.get(pages);
-  if (list) list.push(memory);
-  else idleMemories.set(pages, [memory]);
+  const list = idleMemories.get(pages) ?? [];
+  if (idleBytes + bytes > MAX_IDLE_BYTES || list.length >= MAX_IDLE_PER_SIZE) return; // let it go
+  list.push(memory);
+  idleMemories.set(pages, list);
   idleBytes += bytes;
 });
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -96,7 +96,22 @@ describe('fedmark study create --init-from (real CLI processes, coordinator in p
     expect(verify.code).toBe(0);
     expect(verify.stdout).toContain(`round-0 model: initialized from study ${source} version 0 (sha256 ${sourceSha})`);
     expect(verify.stdout.indexOf('round-0 model:')).toBeLessThan(verify.stdout.indexOf('not signed:'));
-  }, 120_000);
+
+    // An export's lineage.json says it too, and offline verify holds it to the signed configuration.
+    const out = join(dir, 'export-q4');
+    const exported = await cli(['model', 'export', '--study', id, '--version', '0', '--format', 'tfjs', '--out', out]);
+    expect(exported.code, exported.stderr).toBe(0);
+    const lineagePath = join(out, 'lineage.json');
+    const lineage = JSON.parse(readFileSync(lineagePath, 'utf8'));
+    expect(lineage.initializedFrom).toBe(`round-0 model: initialized from study ${source} version 0 (sha256 ${sourceSha})`);
+    const offline = await cli(['model', 'verify', '--model', out]);
+    expect(offline.code, offline.stderr).toBe(0);
+    expect(offline.stdout).toContain(lineage.initializedFrom);
+    writeFileSync(lineagePath, JSON.stringify({ ...lineage, initializedFrom: 'round-0 model: seeded (seed 7)' }));
+    const forged = await cli(['model', 'verify', '--model', out]);
+    expect(forged.code).toBe(1);
+    expect(forged.stderr).toMatch(/lineage\.json: field initializedFrom is "round-0 model: seeded \(seed 7\)", but the signed configuration says "round-0 model: initialized from study/);
+  }, 240_000);
 
   it('refusals name the flag: a malformed value (before anything is sent), an unknown study, a model that does not fit', async (ctx) => {
     if (!h) return ctx.skip();

@@ -14,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../models/backend.ts';
@@ -41,7 +41,8 @@ export interface TrainBenchOptions {
   /** Each timed run trains whole epochs until at least this long. */
   minSeconds?: number;
   repeats?: number;
-  torchThreads?: number;
+  /** PyTorch thread counts to run, the first one the comparison (default [2, 1]: 2 as the issue's figure). */
+  torchThreads?: number[];
 }
 
 /** Rows as the brief's MLP sees them: N(0, 1)-ish inputs, 0/1 labels from a noisy linear rule. */
@@ -114,7 +115,7 @@ function timeTorch(python: string, dir: string, data: EncodedData, widths: numbe
 
 /** The three trainers at each batch size, interleaved per batch size so load changes hit all alike. */
 export async function trainBench(options: TrainBenchOptions = {}): Promise<TrainBenchRow[]> {
-  const { rows = 8192, hidden = [64, 32], width = 40, batches = [64, 1024], minSeconds = 1.5, repeats = 3, torchThreads = 2 } = options;
+  const { rows = 8192, hidden = [64, 32], width = 40, batches = [64, 1024], minSeconds = 1.5, repeats = 3, torchThreads = [2, 1] } = options;
   const data = syntheticRows(rows, width);
   await initBackend('wasm');
   const python = findTorchPython();
@@ -126,11 +127,13 @@ export async function trainBench(options: TrainBenchOptions = {}): Promise<Train
     for (const batch of batches) {
       out.push({ trainer: 'fused', batch, samplesPerSecond: await timeTrainLocal('fused', data, hidden, batch, minSeconds, repeats), threads: 1 });
       out.push({ trainer: 'tfjs-wasm', batch, samplesPerSecond: await timeTrainLocal('tfjs', data, hidden, batch, minSeconds, repeats), threads: 1 });
-      out.push(
-        python === null
-          ? { trainer: 'pytorch', batch, samplesPerSecond: null, threads: torchThreads, note: "skipped: no python3 that can 'import torch' (apt-get install python3-torch python3-numpy)" }
-          : timeTorch(python, dir, data, [width, ...hidden, 1], batch, torchThreads, minSeconds, repeats),
-      );
+      for (const threads of torchThreads) {
+        out.push(
+          python === null
+            ? { trainer: 'pytorch', batch, samplesPerSecond: null, threads, note: "skipped: no python3 that can 'import torch' (apt-get install python3-torch python3-numpy)" }
+            : timeTorch(python, dir, data, [width, ...hidden, 1], batch, threads, minSeconds, repeats),
+        );
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -138,7 +141,7 @@ export async function trainBench(options: TrainBenchOptions = {}): Promise<Train
   return out;
 }
 
-/** Ratios fused / other per batch size (> 1: the fused trainer is faster). */
+/** Ratios fused / other per batch size (> 1: the fused trainer is faster); PyTorch's first thread count. */
 export function trainBenchRatios(rows: TrainBenchRow[]): Array<{ batch: number; fusedOverTfjs: number | null; fusedOverPytorch: number | null }> {
   const batches = [...new Set(rows.map((r) => r.batch))];
   const rate = (trainer: TrainBenchRow['trainer'], batch: number) => rows.find((r) => r.trainer === trainer && r.batch === batch)?.samplesPerSecond ?? null;
@@ -152,7 +155,7 @@ export function trainBenchRatios(rows: TrainBenchRow[]): Array<{ batch: number; 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const rows = await trainBench();
   const say = (line: string) => process.stderr.write(line + '\n');
-  say('\nLocal training, MLP 40-64-32-1, Adam, 8192 synthetic rows (samples/s, median of 3)');
+  say(`\nLocal training, MLP 40-64-32-1, Adam, 8192 synthetic rows (samples/s, median of 3; load average ${loadavg()[0].toFixed(1)} on ${cpus().length} CPUs)`);
   for (const r of rows) say(`  ${r.trainer.padEnd(10)} batch ${String(r.batch).padStart(5)}  ${r.samplesPerSecond === null ? '-' : Math.round(r.samplesPerSecond).toString().padStart(8)}  threads ${r.threads}  ${r.note ?? ''}`);
   for (const q of trainBenchRatios(rows)) say(`  batch ${q.batch}: fused / tfjs-wasm ${q.fusedOverTfjs?.toFixed(2) ?? '-'}, fused / pytorch ${q.fusedOverPytorch?.toFixed(2) ?? '-'}`);
   for (const r of rows) process.stdout.write(JSON.stringify({ bench: 'train', ...r }) + '\n');

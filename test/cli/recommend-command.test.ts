@@ -69,7 +69,7 @@ describe('fedmark recommend', () => {
     expect(a.split('\n')[0]).toBe('user,rank,item,score,explore');
     expect(cli(5)).toBe(a);
     expect(cli(6)).not.toBe(a);
-  }, 60_000);
+  }, 240_000);
 
   it('refuses a bad flag or folder with a message naming it', () => {
     const bad = spawnSync(process.execPath, ['bin/fedmark.js', 'recommend', '--model', dir, '--user-history', join(dir, 'history.csv'), '--explore', '1.5'], { encoding: 'utf8' });
@@ -79,5 +79,5 @@ describe('fedmark recommend', () => {
     expect(noModel.status).not.toBe(0);
     expect(noModel.stderr).toContain('--model');
     expect(noModel.stderr).not.toContain('    at ');
-  }, 60_000);
+  }, 240_000);
 });

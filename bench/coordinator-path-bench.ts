@@ -6,7 +6,12 @@
  * on every arrival is what lets a coordinator restart mid-round lose nothing; this bench prices
  * that choice against the pure accumulate figure of aggregation-bench.ts.
  *
- *   npx tsx bench/coordinator-path-bench.ts [--pglite-builtin]   # 10 updates x 1,000,000 parameters on PGlite, JSON
+ *   npx tsx bench/coordinator-path-bench.ts --standalone [--pglite-builtin]   # 10 updates x 1,000,000 parameters on PGlite, JSON
+ *
+ * and, below, the REAL service path (issue 13): the round service's submitUpdate on a 1M-parameter
+ * study, on PGlite or PostgreSQL (TEST_DATABASE_URL), one JSON line:
+ *
+ *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -94,7 +99,106 @@ export async function benchCoordinatorPath(opts: { updates: number; parameters: 
   }
 }
 
-if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
-  const byteaConversion = process.argv.includes('--pglite-builtin') ? 'pglite-builtin' : 'fedmark';
-  console.log(JSON.stringify(await benchCoordinatorPath({ updates: 10, parameters: 1_000_000, byteaConversion }), null, 2));
+// ---- the real service path (issue 13) ------------------------------------------------------------
+
+export interface ServicePathResult {
+  database: 'pglite' | 'postgres';
+  updates: number;
+  parameters: number;
+  /** Size of one update's FMW1 body (float32). */
+  updateBytes: number;
+  /** Wall time of the round service's submitUpdate (what the HTTP route calls after the OpenPGP checks): decode, lock, fold, store, audit, commit. */
+  secondsPerUpdate: number;
+  medianSecondsPerUpdate: number;
+  maxSecondsPerUpdate: number;
+  /** Write-ahead log written per update (PostgreSQL: cluster-wide, so other sessions' writes count too). */
+  walBytesPerUpdate: number;
+  /** Growth of the database's files per update (new row versions, TOAST, indexes; dead versions included). */
+  databaseGrowthBytesPerUpdate: number;
+  /** The fit phase's close after the updates: finish from the fold, sign, publish. */
+  closeSeconds: number;
+  /** Peak resident set size of this process (coordinator in process), from process.resourceUsage(). */
+  peakRssMb: number;
 }
+
+/** hidden [1000, 990] on the harness's 7 inputs: 7*1000+1000 + 1000*990+990 + 990+1 = 999,981 parameters. */
+const MILLION_HIDDEN = [1000, 990];
+
+/**
+ * Runs the coordinator's own update path (round service -> intake -> fold -> database) on a fresh
+ * database: a study of a 1M-parameter MLP, updates+1 ready nodes (so the round stays open through
+ * the timed updates), each update timed around `rounds.submitUpdate`. Then the deadline passes and
+ * the close is timed. The test harness builds the coordinator exactly as `fedmark coordinator` does.
+ */
+export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; updates: number }): Promise<ServicePathResult> {
+  const { inProcessCoordinator, tinyStudy, defaultMeta } = await import('../test/coordinator/harness.ts');
+  const { backendOrSkip } = await import('../test/helpers/databases.ts');
+  const { sql } = await import('kysely');
+  const backend = await backendOrSkip(opts.database);
+  if (!backend) throw new Error(`${opts.database} is not reachable (TEST_DATABASE_URL)`);
+  const h = await inProcessCoordinator(backend);
+  try {
+    const n = opts.updates;
+    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: 1, minNodesPerRound: n + 1, roundDeadlineSeconds: 3600 }));
+    const nodes = [];
+    for (let i = 0; i <= n; i++) nodes.push(await h.enroll(studyId, `node-${i}`));
+    await h.until(async () => ((await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirst())?.phase === 'fit' ? true : undefined), 120_000);
+    const global = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/0`).buffer(true).parse((await import('../test/coordinator/harness.ts')).bytesOrJson)).body));
+    const parameters = global.reduce((s, t) => s + t.values.length, 0);
+    const frames = [0, 1, 2].map((k) => encodeWeights(global.map((t) => ({ ...t, values: t.values.map((v, i) => v + (k + 1) * 1e-3 * Math.sin(i)) })), 'float32'));
+    const probe = async () => {
+      const r = await sql<{ lsn: string; size: string }>`select pg_current_wal_lsn()::text as lsn, pg_database_size(current_database())::text as size`.execute(h.built.db);
+      return r.rows[0];
+    };
+    const walDiff = async (a: string, b: string) => Number((await sql<{ d: string }>`select pg_wal_lsn_diff(${b}::pg_lsn, ${a}::pg_lsn)::text as d`.execute(h.built.db)).rows[0].d);
+    const times: number[] = [];
+    let wal = 0;
+    let growth = 0;
+    for (let u = 0; u < n; u++) {
+      const node = await h.built.nodes.authenticate(nodes[u].apiKey);
+      const before = await probe();
+      const t0 = performance.now();
+      await h.built.rounds.submitUpdate(node, studyId, 1, defaultMeta(100 + u), frames[u % frames.length]);
+      times.push((performance.now() - t0) / 1000);
+      const after = await probe();
+      wal += await walDiff(before.lsn, after.lsn);
+      growth += Number(after.size) - Number(before.size);
+    }
+    h.advanceClock(3601_000);
+    const t0 = performance.now();
+    await h.built.rounds.advanceRound(studyId, 1);
+    const closeSeconds = (performance.now() - t0) / 1000;
+    const phase = (await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirstOrThrow()).phase;
+    if (phase !== 'evaluate') throw new Error(`the round did not aggregate (phase ${phase})`);
+    const sorted = [...times].sort((a, b) => a - b);
+    return {
+      database: opts.database,
+      updates: n,
+      parameters,
+      updateBytes: frames[0].byteLength,
+      secondsPerUpdate: times.reduce((s, x) => s + x, 0) / n,
+      medianSecondsPerUpdate: sorted[Math.floor(n / 2)],
+      maxSecondsPerUpdate: sorted[n - 1],
+      walBytesPerUpdate: wal / n,
+      databaseGrowthBytesPerUpdate: growth / n,
+      closeSeconds,
+      peakRssMb: process.resourceUsage().maxRSS / 1024,
+    };
+  } finally {
+    await h.close();
+  }
+}
+
+if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
+  if (process.argv.includes('--standalone')) {
+    const byteaConversion = process.argv.includes('--pglite-builtin') ? 'pglite-builtin' : 'fedmark';
+    console.log(JSON.stringify(await benchCoordinatorPath({ updates: 10, parameters: 1_000_000, byteaConversion }), null, 2));
+  } else {
+    // One database per process, so each peak RSS is that database's own.
+    const database = process.argv.includes('--postgres') ? 'postgres' : 'pglite';
+    const label = process.argv.find((a) => a.startsWith('--label='))?.slice('--label='.length);
+    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates: 10 })) }));
+  }
+  process.exit(0);
+}
+

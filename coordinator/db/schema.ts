@@ -110,6 +110,8 @@ export interface RoundKeptUpdatesTable {
   seq: number;
   node_id: string;
   weights: Uint8Array;
+  /** The weight the update was folded with (migration 0020); null on rows written before. */
+  weight: number | null;
 }
 
 export interface PrivacyLedgerTable {

@@ -9,7 +9,8 @@ import type { Database } from '../db/schema.ts';
 import { meanLossOf, publishRegionalModels } from '../regions/regional-models.ts';
 import { dropRegionalAccumulators } from '../regions/repository.ts';
 import { dropKeptUpdates, getModel, insertModel, listUpdateContributions, updateRound, updateStudy, type RoundRow } from './round-repository.ts';
-import { aggregationOf, cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { forgetFold, persistsRunningState, roundFold } from './fold-cache.ts';
 
 /** How a fit phase closed: aggregated (the evaluation phase begins) or failed. */
 export type FitClosing =
@@ -58,6 +59,7 @@ export async function failFit(
   await updateRound(tx, studyId, round, { phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null, next_server_state: row.server_state });
   await dropRegionalAccumulators(tx, studyId, round);
   await dropKeptUpdates(tx, studyId, round);
+  forgetFold(deps.db, studyId, round);
   // "No new parameters" means "keep the global model": version `round` is version
   // round-1, so the next round has a model to start from.
   const kept = await getModel(tx, studyId, round - 1);
@@ -76,13 +78,15 @@ async function aggregateFit(tx: Transaction<Database>, deps: RoundDeps, input: {
   const previous = await getModel(tx, studyId, round - 1);
   const global = decodeWeights(new Uint8Array(previous.weights));
   const strategy = deps.strategyFor(config);
-  const aggregation = await aggregationOf(tx, strategy, global, row);
+  // The in-memory fold (rebuilt from the stored updates if it is not in step: fold-cache.ts).
+  const aggregation = (await roundFold(tx, deps.db, strategy, global, row, persistsRunningState(config))).aggregation;
   // Flower's aggregate_fit(results, failures): who could not train, and who was late.
   const fitFailures: FitFailure[] = [
     ...failures.map((f) => ({ nodeId: f.nodeId, reason: f.state })),
     ...participants.filter((id) => !updates.some((u) => u.node_id === id) && !failures.some((f) => f.nodeId === id)).map((nodeId) => ({ nodeId, reason: 'late' })),
   ];
   const outcome = aggregation.finish(fitFailures);
+  forgetFold(deps.db, studyId, round); // finished: a retried close rebuilds it
   // "No new weights" (e.g. Krum with too few updates) keeps the global model.
   const next = outcome.weights ?? global;
   // Never published: a model with a non-finite or out-of-range weight. The round fails, the

@@ -21,7 +21,6 @@ import {
   hasUpdate,
   insertEvaluation,
   insertUpdate,
-  keepUpdate,
   listEvaluatorIds,
   listUpdaterIds,
   lockRound,
@@ -29,7 +28,8 @@ import {
   updateRound,
   type RoundRow,
 } from './round-repository.ts';
-import { aggregationOf, cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { forgetFold, persistsRunningState, roundFold, storeFolded } from './fold-cache.ts';
 import { evaluationStates } from './close-evaluation.ts';
 import { checkPersonalizedCount, checkPersonalizedReport, personalizedColumns } from './personalized-evaluation.ts';
 
@@ -89,6 +89,10 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
     }
     if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
     return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t });
+  }).catch((err: unknown) => {
+    // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
+    forgetFold(deps.db, studyId, round);
+    throw err;
   });
 }
 
@@ -122,12 +126,15 @@ async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: Update
   const bounded = boundUpdate(s.config, s.global, s.weights);
   const weight = aggregationWeight(s.config, meta.numExamples);
   const strategy = deps.strategyFor(s.config);
-  const aggregation = await aggregationOf(tx, strategy, s.global, row);
+  // The round's fold in memory, checked against (or rebuilt from) the stored updates (fold-cache.ts).
+  const persisted = persistsRunningState(s.config);
+  const fold = await roundFold(tx, deps.db, strategy, s.global, row, persisted);
   // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
-  const { deltaNorm, clipped, kept } = aggregation.accept(bounded.weights, weight);
-  await updateRound(tx, studyId, round, { accumulator: aggregation.state() });
-  // Strategies that need every update (median, Krum...) get each one stored once.
-  if (kept) await keepUpdate(tx, { studyId, round, nodeId: node.id, bytes: kept });
+  const { deltaNorm, clipped, kept } = fold.aggregation.accept(bounded.weights, weight);
+  // Each update stored once, as folded: O(update) written; the round row is not rewritten (issue 13).
+  // Under central DP only the noised running state is stored, as before.
+  if (persisted) await updateRound(tx, studyId, round, { accumulator: fold.aggregation.state() });
+  else await storeFolded(tx, fold, { studyId, round, nodeId: node.id, weight, kept, body, received: s.weights, folded: bounded.weights });
   if (makesRegionalModels(s.config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global: s.global, update: bounded.weights, numExamples: weight });
   const normBound = normBoundRecord(s.config, bounded);
   await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t });

@@ -94,14 +94,14 @@ export async function keptUpdates(tx: Db, studyId: string, round: number): Promi
 }
 
 /** Stores one kept update (once: the node's row is unique per round). */
-export async function keepUpdate(tx: Db, input: { studyId: string; round: number; nodeId: string; bytes: Uint8Array }): Promise<void> {
+export async function keepUpdate(tx: Db, input: { studyId: string; round: number; nodeId: string; bytes: Uint8Array; weight?: number }): Promise<void> {
   const { count } = await tx
     .selectFrom('round_kept_updates')
     .select((eb) => eb.fn.countAll<string>().as('count'))
     .where('study_id', '=', input.studyId)
     .where('round', '=', input.round)
     .executeTakeFirstOrThrow();
-  await tx.insertInto('round_kept_updates').values({ study_id: input.studyId, round: input.round, seq: Number(count), node_id: input.nodeId, weights: input.bytes }).execute();
+  await tx.insertInto('round_kept_updates').values({ study_id: input.studyId, round: input.round, seq: Number(count), node_id: input.nodeId, weights: input.bytes, weight: input.weight ?? null }).execute();
 }
 
 /** A closed round keeps no update: only published models persist. */

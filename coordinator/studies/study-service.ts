@@ -132,7 +132,8 @@ async function createStudy(deps: StudyDeps, requested: StudyConfig, actor: strin
 async function initialModel(db: Db, config: StudyConfig, caller: Principal) {
   const specs = studyTensorSpecs(config);
   const warm = await loadWarmStart(db, config, caller, specs);
-  const bytes = warm?.bytes ?? encodeWeights(initialWeights(specs, config.seed));
+  // A kind may start elsewhere than seeded Glorot (forecast: a zero output layer, the level forecast).
+  const bytes = warm?.bytes ?? encodeWeights((modelKind(config.task.kind).initialWeights ?? initialWeights)(specs, config.seed));
   return { bytes, sha256: sha256Hex(bytes), warm };
 }
 

@@ -1,10 +1,12 @@
 import type * as tf from '../tf.ts';
 import { isNumericTarget, type FeatureSpec } from '../../protocols/feature-spec.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
-import { forecastRegressionTask, forecastStats, type ForecastRow, type ForecastStats, type ForecastTask } from '../../protocols/model-kinds/forecast.ts';
+import { forecastInitialWeights, forecastRegressionTask, forecastStats, type ForecastRow, type ForecastStats, type ForecastTask } from '../../protocols/model-kinds/forecast.ts';
 import type { EncodedData } from '../encode.ts';
 import type { ForecastEncoded } from '../forecast-features.ts';
 import { mseLoss } from '../losses.ts';
+import { setWeights } from '../model-factory.ts';
+import { modelTensorSpecs } from '../../protocols/model-spec.ts';
 import { predictScores } from '../train.ts';
 import { trainWith } from './binary.ts';
 import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
@@ -59,7 +61,12 @@ export function forecastKind(study: StudyConfig): NodeModelKind {
   const trainingTargets = (data: EncodedData) => Float32Array.from(data.y, (y, i) => map.toTraining(y, i, data));
   return {
     name: 'forecast',
-    createModel: (s: StudyConfig, inputWidth: number): tf.LayersModel => regression.createModel(s, inputWidth),
+    createModel(s: StudyConfig, inputWidth: number): tf.LayersModel {
+      // The coordinator's round-0 weights for the same seed (forecastInitialWeights: output layer zeroed).
+      const model = regression.createModel(s, inputWidth);
+      setWeights(model, forecastInitialWeights(modelTensorSpecs(s.model, inputWidth), s.seed));
+      return model;
+    },
     train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
       if (task.level === undefined) return regression.train(model, data, args);
       return trainWith(model, { ...data, y: trainingTargets(data) }, args, loss);

@@ -2,9 +2,9 @@ import { z } from 'zod';
 import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts';
 import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
 import { isNumericTarget, type Target } from '../feature-spec.ts';
-import type { TensorSpec } from '../tensors.ts';
+import type { TensorSpec, WeightSet } from '../tensors.ts';
 import { NoisedRegressionStats, noisedRegressionRows, poolNoisedRegression } from '../privacy/noised-regression.ts';
-import { ForecastStats, ForecastTask, poolForecast } from './forecast.ts';
+import { ForecastStats, ForecastTask, forecastInitialWeights, poolForecast } from './forecast.ts';
 
 export { NoisedRegressionStats } from '../privacy/noised-regression.ts';
 export { ForecastStats, ForecastTask } from './forecast.ts';
@@ -246,6 +246,8 @@ export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
   sharedTensors(specs: TensorSpec[]): TensorSpec[];
   /** Tensors trained and kept on the node, never sent (recommendation's user_factors); none for dense kinds. */
   readonly nodeLocalTensors?: readonly string[];
+  /** The round-0 weights (default: protocols/model-spec.ts initialWeights, seeded Glorot). */
+  initialWeights?(specs: TensorSpec[], seed: number): WeightSet;
   /** The sufficient statistics an evaluation reports. */
   readonly stats: z.ZodType<S>;
   /** Pooled metrics of one round's reports; `baselineCenter` is the regression mean-only baseline. */
@@ -259,7 +261,7 @@ export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinar
   binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([BinaryStats, NoisedBinaryStats]), pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
   regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([RegressionStats, NoisedRegressionStats]), pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
   // Forecast: the dense model of regression; exact statistics only (a study under DP is refused: messages.ts).
-  forecast: { name: 'forecast', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: ForecastStats, pool: (reports) => poolForecast(reports), primaryMetric: PRIMARY_METRIC.forecast },
+  forecast: { name: 'forecast', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, initialWeights: forecastInitialWeights, stats: ForecastStats, pool: (reports) => poolForecast(reports), primaryMetric: PRIMARY_METRIC.forecast },
   // Recommend: matrix factorization; item factors and biases shared, user factors node-local (recommend.ts).
   recommend: { name: 'recommend', tensorSpecs: (_m, _w, task) => recommendTensorSpecs(task as RecommendTask), sharedTensors: recommendSharedTensors, nodeLocalTensors: RECOMMEND_NODE_LOCAL_TENSORS, stats: RecommendStats, pool: (reports) => poolRecommend(reports), primaryMetric: PRIMARY_METRIC.recommend },
 };

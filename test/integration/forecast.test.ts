@@ -96,6 +96,9 @@ describe('forecast study between real processes, then fedmark forecast on the ex
     const stats = parts.map((t) => kind.evaluate(model, loadTable(t, 'part', config, 0).validation).stats as ForecastStats);
     const central = poolForecast(stats);
     for (const k of ['wape', 'naiveWape', 'mase', 'naiveMase', 'bias']) expect(last[k], k).toBeCloseTo(central[k]!, 6);
+    // The round-0 model the coordinator published starts from the level forecast: output kernel zero.
+    const round0 = decodeWeights(new Uint8Array(await (await coordinator.api(`/v1/studies/${studyId}/models/0`)).arrayBuffer()));
+    expect(Array.from(round0[0].values).every((v) => v === 0)).toBe(true);
     // Training moved the model: the round-1 and round-3 WAPEs differ.
     expect(status.rounds[0].validationMetrics!.wape).not.toBe(last.wape);
   });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { forecastStats, poolForecast, ForecastStats, forecastStudyProblems } from '../../protocols/model-kinds/forecast.ts';
+import { forecastInitialWeights, forecastStats, poolForecast, ForecastStats, forecastStudyProblems } from '../../protocols/model-kinds/forecast.ts';
+import { initialWeights, modelTensorSpecs } from '../../protocols/model-spec.ts';
+import { MODEL_KINDS } from '../../protocols/model-kinds/kind.ts';
 import { EvaluationStats, poolEvaluation, PRIMARY_METRIC, statsRows } from '../../protocols/model-kinds/kind.ts';
 import { StudyConfig } from '../../protocols/messages.ts';
 
@@ -70,5 +72,17 @@ describe('forecast study configuration', () => {
     const binary = StudyConfig.safeParse({ ...base, features: { ...base.features, target: { column: 'riders', positive: '1' } } });
     expect(binary.error!.issues.map((i) => i.message).join()).toMatch(/a forecast study needs a numeric target/);
     expect(forecastStudyProblems({ task: { ...base.task, loss: 'tweedie' } as never, features: { target: { column: 'riders', center: 0 }, features: [] } })[0].message).toMatch(/center > 0/);
+  });
+});
+
+describe('forecast round-0 model', () => {
+  it('is the seeded Glorot model with the output kernel zeroed (the level forecast), hidden layers untouched', () => {
+    const specs = modelTensorSpecs({ kind: 'mlp', hidden: [4] }, 3);
+    const seeded = initialWeights(specs, 7);
+    const start = MODEL_KINDS.forecast.initialWeights!(specs, 7);
+    expect(start).toEqual(forecastInitialWeights(specs, 7));
+    expect(Array.from(start[2].values).every((v) => v === 0)).toBe(true);
+    expect(start[0].values).toEqual(seeded[0].values);
+    expect(Array.from(seeded[2].values).some((v) => v !== 0)).toBe(true);
   });
 });

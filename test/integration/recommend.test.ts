@@ -128,7 +128,7 @@ describe('recommend study between real processes, user factors never sent', () =
     } finally {
       await opened.db.destroy();
     }
-  }, 600_000);
+  }, 900_000);
 
   afterAll(async () => {
     await Promise.all([...processes, ...(coordinator?.all ?? [])].map((p) => p.stop()));

@@ -20,7 +20,7 @@ import {
   type TensorSpec,
   type WeightSet,
 } from '../tensors.ts';
-import { decodeWeights, encodeWeights } from '../weights-codec.ts';
+import { decodeWeightsView, encodeWeights } from '../weights-codec.ts';
 import { axpyF32Scalar, axpyF64, firstNonFinite, maxAbsF32, maxAbsF64, SimdSums } from './kernels.ts';
 
 export class AggregationError extends Error {
@@ -112,6 +112,39 @@ export interface AccumulatorOptions {
  */
 export const SIMD_MIN_PARAMETERS = 65536;
 
+/** A validated state: specs checked, the sums in spec order (the caller's arrays, not copies). */
+interface CheckedState {
+  specs: TensorSpec[];
+  values: (Float32Array | Float64Array)[];
+  totalWeight: number;
+  count: number;
+  /** max |sum|, the accumulator's starting magnitude bound. */
+  bound: number;
+}
+
+/** Every check of fromState, without building an accumulator (decode and encode validate with it). */
+function checkState(state: AccumulatorState): CheckedState {
+  if (state === null || typeof state !== 'object') throw new AggregationError('accumulator state must be an object');
+  const { count, totalWeight } = state;
+  if (!Number.isSafeInteger(count) || count < 0) throw new AggregationError(`accumulator state: count must be a non-negative integer, got ${String(count)}`);
+  if (typeof totalWeight !== 'number' || !Number.isFinite(totalWeight) || totalWeight < 0) {
+    throw new AggregationError(`accumulator state: totalWeight must be a finite number >= 0, got ${String(totalWeight)}`);
+  }
+  if ((count === 0) !== (totalWeight === 0)) {
+    throw new AggregationError(`accumulator state: count ${count} and totalWeight ${totalWeight} are inconsistent (both must be zero or both positive)`);
+  }
+  const specs = validateSpecs(state.specs);
+  const values = alignToSpecs(specs, state.sums, 'accumulator state sums');
+  let bound = 0;
+  values.forEach((v, k) => {
+    const bad = firstNonFinite(v);
+    if (bad >= 0) throw new AggregationError(`accumulator state: tensor "${specs[k].name}" sum is not finite at flat index ${bad}`);
+    bound = Math.max(bound, maxAbs(v));
+  });
+  if (count === 0 && bound !== 0) throw new AggregationError('accumulator state: count is 0 but the sums are not all zero');
+  return { specs, values, totalWeight, count, bound };
+}
+
 export class WeightedMeanAccumulator {
   private readonly specList: TensorSpec[];
   private sums: Float64Array[];
@@ -160,29 +193,18 @@ export class WeightedMeanAccumulator {
 
   /** Rebuilds an accumulator from toState() output (validated; the arrays are copied). */
   static fromState(state: AccumulatorState, options: AccumulatorOptions = {}): WeightedMeanAccumulator {
-    if (state === null || typeof state !== 'object') throw new AggregationError('accumulator state must be an object');
-    const { count, totalWeight } = state;
-    if (!Number.isSafeInteger(count) || count < 0) throw new AggregationError(`accumulator state: count must be a non-negative integer, got ${String(count)}`);
-    if (typeof totalWeight !== 'number' || !Number.isFinite(totalWeight) || totalWeight < 0) {
-      throw new AggregationError(`accumulator state: totalWeight must be a finite number >= 0, got ${String(totalWeight)}`);
-    }
-    if ((count === 0) !== (totalWeight === 0)) {
-      throw new AggregationError(`accumulator state: count ${count} and totalWeight ${totalWeight} are inconsistent (both must be zero or both positive)`);
-    }
-    const acc = new WeightedMeanAccumulator(state.specs, options, true);
-    const values = alignToSpecs(acc.specList, state.sums, 'accumulator state sums');
-    let bound = 0;
-    values.forEach((v, k) => {
-      const bad = firstNonFinite(v);
-      if (bad >= 0) throw new AggregationError(`accumulator state: tensor "${acc.specList[k].name}" sum is not finite at flat index ${bad}`);
-      acc.sums[k].set(v);
-      bound = Math.max(bound, maxAbs(v));
-    });
-    if (count === 0 && bound !== 0) throw new AggregationError('accumulator state: count is 0 but the sums are not all zero');
-    acc.total = totalWeight;
-    acc.n = count;
-    acc.magnitudeBound = bound;
+    const checked = checkState(state);
+    const acc = new WeightedMeanAccumulator(checked.specs, options, true);
+    checked.values.forEach((v, k) => acc.sums[k].set(v));
+    acc.total = checked.totalWeight;
+    acc.n = checked.count;
+    acc.magnitudeBound = checked.bound;
     return acc;
+  }
+
+  /** encodeAccumulatorState(this.toState()) without the copies: the FMA1 bytes straight from the sums. */
+  encodeState(): Uint8Array {
+    return encodeCheckedState({ specs: this.specList, values: this.sums, totalWeight: this.total, count: this.n, bound: this.magnitudeBound });
   }
 
   get specs(): TensorSpec[] {
@@ -276,19 +298,27 @@ const STATE_MAGIC = [0x46, 0x4d, 0x41, 0x31] as const; // "FMA1"
 const STATE_PREFIX_BYTES = 16;
 
 export function encodeAccumulatorState(state: AccumulatorState): Uint8Array {
-  const acc = WeightedMeanAccumulator.fromState(state); // validates and orders the sums by spec
-  if (acc.count > 0xffffffff) throw new AggregationError(`accumulator state: count ${acc.count} does not fit in uint32`);
-  const frame = encodeWeights(acc.sum(), 'float64');
+  return encodeCheckedState(checkState(state)); // validates and orders the sums by spec
+}
+
+function encodeCheckedState(state: CheckedState): Uint8Array {
+  if (state.count > 0xffffffff) throw new AggregationError(`accumulator state: count ${state.count} does not fit in uint32`);
+  // encodeWeights reads the sums (float64 stays float64): no copy of them on the way.
+  const frame = encodeWeights(state.specs.map((s, k) => ({ name: s.name, shape: s.shape, values: state.values[k] })), 'float64');
   const out = new Uint8Array(STATE_PREFIX_BYTES + frame.length);
   out.set(STATE_MAGIC, 0);
   const dv = new DataView(out.buffer);
-  dv.setUint32(4, acc.count, true);
-  dv.setFloat64(8, acc.totalWeight, true);
+  dv.setUint32(4, state.count, true);
+  dv.setFloat64(8, state.totalWeight, true);
   out.set(frame, STATE_PREFIX_BYTES);
   return out;
 }
 
-/** Inverse of encodeAccumulatorState. Throws AggregationError (with the codec error as cause) on malformed input. */
+/**
+ * Inverse of encodeAccumulatorState. Throws AggregationError (with the codec error as cause) on
+ * malformed input. The sums are views over `bytes` when aligned (do not change `bytes` while the
+ * state is used; fromState copies them).
+ */
 export function decodeAccumulatorState(bytes: Uint8Array): AccumulatorState {
   if (!(bytes instanceof Uint8Array)) throw new AggregationError('accumulator state must be a Uint8Array');
   if (bytes.length < STATE_PREFIX_BYTES) {
@@ -302,11 +332,12 @@ export function decodeAccumulatorState(bytes: Uint8Array): AccumulatorState {
   const totalWeight = dv.getFloat64(8, true);
   let sums: WeightSet;
   try {
-    sums = decodeWeights(bytes.subarray(STATE_PREFIX_BYTES), { dtype: 'float64' });
+    // Views over `bytes` (one copy if misaligned): every caller restores with fromState, which copies.
+    sums = decodeWeightsView(bytes.subarray(STATE_PREFIX_BYTES), { dtype: 'float64' });
   } catch (err) {
     throw new AggregationError(`accumulator state: ${(err as Error).message}`, { cause: err });
   }
   const state: AccumulatorState = { specs: specsOf(sums), sums, totalWeight, count };
-  WeightedMeanAccumulator.fromState(state); // same validation as restoring
+  checkState(state); // same validation as restoring
   return state;
 }

@@ -1,4 +1,4 @@
-import { AggregationError, decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
+import { AggregationError, decodeAccumulatorState, WeightedMeanAccumulator } from '../aggregation/fedavg.ts';
 import { describeSpecMismatch, distanceNorm, specsOf, type TensorSpec, type WeightSet } from '../tensors.ts';
 import type { TrainingConfig } from '../training-config.ts';
 import { allUpdaters, poolReports, uniformFitInstructions } from './base.ts';
@@ -17,7 +17,7 @@ import type { AcceptedUpdate, EvaluateResult, FitAggregation, FitFailure, FitIns
  * and hands it to the strategy's applyMeanDelta. Since sum_k n_k (w_k - g) / N = (sum_k n_k w_k)/N - g
  * exactly in real arithmetic, this is the example-weighted mean of the deltas.
  *
- * state() is the accumulator's FMA1 bytes (fedavg.ts), so a resumed round continues from the
+ * state() is the accumulator's FMA1 bytes (fedavg.ts, encodeState), so a resumed round continues from the
  * same float64 sums bit for bit.
  */
 export class MeanDeltaFit implements FitAggregation {
@@ -50,7 +50,7 @@ export class MeanDeltaFit implements FitAggregation {
   }
 
   state(): Uint8Array {
-    return encodeAccumulatorState(this.accumulator.toState());
+    return this.accumulator.encodeState(); // the FMA1 bytes, without copying the sums first
   }
 
   finish(failures: FitFailure[]): FitOutcome {

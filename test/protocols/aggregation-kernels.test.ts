@@ -156,3 +156,35 @@ describe('kernel choice', () => {
     expect(acc.count).toBe(1);
   });
 });
+
+describe('state without copies', () => {
+  it('encodeState() is encodeAccumulatorState(toState()) byte for byte, and restores bit for bit', () => {
+    fc.assert(
+      fc.property(roundArb, fc.constantFrom<FoldKernel>('scalar', 'auto'), ([specs, updates], kernel) => {
+        const acc = foldWith(kernel, specs, updates);
+        const bytes = acc.encodeState();
+        expect(Buffer.from(bytes).equals(Buffer.from(encodeAccumulatorState(acc.toState())))).toBe(true);
+        const restored = WeightedMeanAccumulator.fromState(decodeAccumulatorState(bytes));
+        expect(Buffer.from(restored.encodeState()).equals(Buffer.from(bytes))).toBe(true);
+        expect(restored.count).toBe(updates.length);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('decodeAccumulatorState views aligned bytes and copies misaligned ones; fromState never aliases them', () => {
+    const acc = new WeightedMeanAccumulator([{ name: 'w', shape: [5] }]);
+    acc.add([{ name: 'w', shape: [5], values: Float32Array.from([1, 2, 3, 4, 5]) }], 2);
+    const bytes = acc.encodeState();
+    const aligned = decodeAccumulatorState(bytes);
+    expect(aligned.sums[0].values.buffer).toBe(bytes.buffer);
+    const shifted = new Uint8Array(bytes.length + 3);
+    shifted.set(bytes, 3);
+    const misaligned = decodeAccumulatorState(shifted.subarray(3));
+    expect(misaligned.sums[0].values.buffer).not.toBe(shifted.buffer);
+    expect(Array.from(misaligned.sums[0].values)).toEqual([2, 4, 6, 8, 10]);
+    const restored = WeightedMeanAccumulator.fromState(aligned);
+    bytes.fill(0, bytes.length - 40); // the sums' bytes
+    expect(Array.from(restored.sum()[0].values)).toEqual([2, 4, 6, 8, 10]);
+  });
+});

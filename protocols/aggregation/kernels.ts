@@ -3,7 +3,8 @@
  *
  * - scalar JavaScript (any size, any host), one monomorphic copy per array type: a function that
  *   sees both Float32Array and Float64Array turns polymorphic in V8 and its loop slows down;
- * - WebAssembly SIMD (simd-module.ts) for float32 inputs: ~3x faster on 1M values. WebAssembly
+ * - WebAssembly SIMD (simd-module.ts) for float32 inputs: on 1M values the fold ~2x and the
+ *   finiteness/magnitude check ~5x the best (unrolled) scalar loop, CPU time. WebAssembly
  *   can only read its own linear memory, so the float32 values are copied into it in 64 KB chunks
  *   (a native memcpy, cache-resident) and the float64 sums live in it for the accumulator's life.
  *

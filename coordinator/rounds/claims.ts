@@ -1,5 +1,6 @@
 import { expectedEvaluation, type EvaluationReport, type StudyConfig, type UpdateMeta } from '../../protocols/messages.ts';
 import { REGRESSION_EVALUATION_SENSITIVITY } from '../../protocols/privacy/noised-regression.ts';
+import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
 import { clipToNorm, distanceNorm, subtract, type WeightSet } from '../../protocols/tensors.ts';
 import type { Db } from '../db/database.ts';
 import { BadRequestError } from '../errors.ts';
@@ -98,6 +99,10 @@ export function boundUpdate(config: StudyConfig, global: WeightSet, update: Weig
  * fabricated report can claim at most that many rows.
  */
 export function maxValidationRows(config: StudyConfig, rows: number): number {
+  // Recommendation evaluates leave-last-out: one report row per user with at least two
+  // interactions (client-node/data-recommend.ts), so never more than half the declared rows,
+  // whatever validationFraction says (it does not apply to that split).
+  if (config.task.kind === 'recommend') return Math.floor(rows / 2);
   const f = config.training.validationFraction;
   return Math.min(rows, Math.ceil(f * rows + 6 * Math.sqrt(rows * f * (1 - f))) + 2);
 }
@@ -107,6 +112,8 @@ export function noisedCountSlack(config: StudyConfig): number {
   const expected = expectedEvaluation(config.privacy);
   if (!expected.noised) return 0;
   // Regression: one noised count of std z x sensitivity 2 (protocols/privacy/noised-regression.ts).
+  // Recommend: one noised user count of std z sqrt(3) (protocols/privacy/noised-recommend.ts).
+  if (config.task.kind === 'recommend') return 10 * recommendEvaluationNoiseStd(expected.noiseStd);
   return config.task.kind === 'regression' ? 10 * REGRESSION_EVALUATION_SENSITIVITY * expected.noiseStd : 10 * expected.noiseStd * Math.sqrt(2 * expected.bins);
 }
 

@@ -258,4 +258,10 @@ describe('the validation share bound', () => {
     const config = StudyConfig.parse({ ...tinyStudy(), training: { validationFraction: 0.2 } });
     expect(maxValidationRows(config, 400)).toBe(130);
   });
+
+  it('a recommend study (leave-last-out, one report row per user of >= 2 interactions) may report half its rows, whatever validationFraction says', () => {
+    const config = { ...StudyConfig.parse({ ...tinyStudy(), training: { validationFraction: 0.2 } }), task: { kind: 'recommend' } } as unknown as StudyConfig;
+    expect(maxValidationRows(config, 401)).toBe(200);
+    expect(maxValidationRows(config, 400)).toBe(200);
+  });
 });

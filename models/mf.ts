@@ -183,6 +183,43 @@ export function trainBpr(m: MfModel, data: Interactions, o: BprOptions): { loss:
 }
 
 /**
+ * Fold-in, one user at a time: `epochs` passes over user u's own items (seeded shuffle, one
+ * uniformly sampled negative each) updating user u's row only, the items fixed. Each user has
+ * their own random stream, seeded by seedOf(u) (the kind seeds it from the user's id), so a
+ * user's row is a function of their own interactions and the items alone: adding or removing
+ * one user changes no other user's row, which the user-level DP evaluation relies on
+ * (protocols/privacy/noised-recommend.ts). trainBpr with usersOnly shares one stream and one
+ * shuffle across users, so one user's presence would shift every other user's draws.
+ */
+export function foldInUsers(m: MfModel, data: Interactions, o: { epochs: number; learningRate: number; regularization: number }, seedOf: (u: number) => number): { loss: number; steps: number } {
+  const step: BprOptions = { ...o, seed: 0, usersOnly: true };
+  let loss = 0;
+  let steps = 0;
+  const order: number[] = [];
+  for (let u = 0; u < data.numUsers; u++) {
+    const random = mulberry32(seedOf(u));
+    const start = data.offsets[u];
+    const count = data.offsets[u + 1] - start;
+    for (let epoch = 0; epoch < o.epochs; epoch++) {
+      order.length = 0;
+      for (let k = 0; k < count; k++) order.push(start + k);
+      for (let k = count - 1; k > 0; k--) {
+        const r = Math.floor(random() * (k + 1));
+        [order[k], order[r]] = [order[r], order[k]];
+      }
+      for (const pair of order) {
+        const j = sampleNegative(data, u, random);
+        if (j < 0) continue;
+        const l = sgdStep(m, u, data.items[pair], j, confidence(data.weights[pair]), step);
+        if (epoch === o.epochs - 1) loss += l;
+        steps++;
+      }
+    }
+  }
+  return { loss: data.items.length > 0 ? loss / data.items.length : 0, steps };
+}
+
+/**
  * One SGD step on one triple (the gradient of bprTripleGradient, computed in place: no allocation
  * in the hot loop); returns the triple's loss before the step.
  */

@@ -14,6 +14,7 @@ import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-mod
 import { studyTensorSpecs } from '../studies/study-service.ts';
 import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
+import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
 import {
   findEvaluation,
   findUpdate,
@@ -240,6 +241,11 @@ function checkNoisedEvaluation(config: StudyConfig, report: EvaluationReport): v
     const clip = expectedResidualClip(config);
     if (stats.noise.noiseMultiplier !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseMultiplier must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseMultiplier}`, 'stats.noise.noiseMultiplier', 'INVALID_EVALUATION');
     if (stats.noise.residualClip !== clip) throw new BadRequestError(`evaluation refused: stats.noise.residualClip must be ${clip} (privacy.evaluation.residualClip, default 2 x features.target.scale), got ${stats.noise.residualClip}`, 'stats.noise.residualClip', 'INVALID_EVALUATION');
+  } else if (stats.kind === 'recommend') {
+    // Noised user-level ranking sums (protocols/privacy/noised-recommend.ts): std z sqrt(3), the study's k.
+    const std = recommendEvaluationNoiseStd(expected.noiseStd);
+    if (stats.noise.noiseStd !== std) throw new BadRequestError(`evaluation refused: stats.noise.noiseStd must be ${std} (privacy.evaluation.noiseMultiplier x sqrt(3)), got ${stats.noise.noiseStd}`, 'stats.noise.noiseStd', 'INVALID_EVALUATION');
+    if (config.task.kind === 'recommend' && stats.k !== config.task.k) throw new BadRequestError(`evaluation refused: stats.k must be the study's task.k ${config.task.k}, got ${stats.k}`, 'stats.k', 'INVALID_EVALUATION');
   } else if (stats.histogram.bins !== expected.bins) throw new BadRequestError(`evaluation refused: stats.histogram.bins must be ${expected.bins} (privacy.evaluation.bins), got ${stats.histogram.bins}`, 'stats.histogram.bins', 'INVALID_EVALUATION');
   else if (stats.noise.noiseStd !== expected.noiseStd) throw new BadRequestError(`evaluation refused: stats.noise.noiseStd must be ${expected.noiseStd} (privacy.evaluation.noiseMultiplier), got ${stats.noise.noiseStd}`, 'stats.noise.noiseStd', 'INVALID_EVALUATION');
   const rows = statsRows(stats);

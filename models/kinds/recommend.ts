@@ -5,9 +5,10 @@ import { initialWeights } from '../../protocols/model-spec.ts';
 import { ITEM_BIAS, ITEM_FACTORS, numItems, recommendStats, recommendTensorSpecs, USER_FACTORS, type RecommendStats, type RecommendTask } from '../../protocols/model-kinds/recommend.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import type { EncodedData } from '../encode.ts';
-import { heldOutRanks, initialUserFactors, trainBpr, trainBprUserDp, type Interactions, type MfModel } from '../mf.ts';
+import { foldInUsers, heldOutRanks, initialUserFactors, trainBpr, trainBprUserDp, type Interactions, type MfModel } from '../mf.ts';
 import { dpSgdStepsPerRound } from '../../protocols/privacy/study-privacy.ts';
-import type { KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
+import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
+import { noisedRecommendEvaluation, type NoisedRecommendStats } from '../../protocols/privacy/noised-recommend.ts';
 
 /**
  * The recommend kind, the node's half: matrix factorization trained with BPR (models/mf.ts). The
@@ -78,10 +79,14 @@ export function alignUsers(m: RecommendModel, users: string[]): void {
   m.userIds = [...users];
 }
 
-/** Fold-in: BPR epochs on the user rows only, the (global) items fixed. */
+/**
+ * Fold-in: BPR epochs on the user rows only, the (global) items fixed, each user with a random
+ * stream of their own (seeded by `seed` and their id: models/mf.ts foldInUsers), so no user's row
+ * depends on another user's data (user-level DP, protocols/privacy/noised-recommend.ts).
+ */
 export function foldIn(m: RecommendModel, data: RecommendData, learningRate: number, seed: number, epochs = m.task.foldInEpochs): void {
   alignUsers(m, data.users);
-  if (epochs > 0) trainBpr(m, data.interactions, { epochs, learningRate, regularization: m.task.regularization, seed, usersOnly: true });
+  if (epochs > 0) foldInUsers(m, data.interactions, { epochs, learningRate, regularization: m.task.regularization }, (u) => userSeed(seed, data.users[u]));
 }
 
 /** The model's tensors: the shared ones in protocol order, then the node-local user factors. */
@@ -124,10 +129,15 @@ export function trainRecommend(m: RecommendModel, data: RecommendData, args: Tra
   return { loss: r.loss, numExamples: Math.max(1, rows), steps: r.steps };
 }
 
-/** recall@k / NDCG@k counts of the model on the held-out items, after fold-in of the users. */
-export function evaluateRecommend(m: RecommendModel, data: RecommendData, learningRate: number): RecommendStats {
+/**
+ * recall@k / NDCG@k counts of the model on the held-out items, after fold-in of the users; under
+ * DP (`dp`: the study's privacy.evaluation) the user-level noised sums (noised-recommend.ts),
+ * the node's ledger charged by the caller (client-node/train.ts evaluate).
+ */
+export function evaluateRecommend(m: RecommendModel, data: RecommendData, learningRate: number, dp?: EvaluationNoise): RecommendStats | NoisedRecommendStats {
   foldIn(m, data, learningRate, m.seed ^ 0x51ed);
-  return recommendStats(heldOutRanks(m, data.interactions, data.heldOut), m.task.k);
+  const ranks = heldOutRanks(m, data.interactions, data.heldOut);
+  return dp ? noisedRecommendEvaluation(ranks, m.task.k, dp) : recommendStats(ranks, m.task.k);
 }
 
 /** The node half of `recommend` (registered in models/kinds/index.ts). */
@@ -140,9 +150,7 @@ export function recommendKind(study: StudyConfig): NodeModelKind {
     setWeights: (model, weights) => loadRecommendWeights(asModel(model), weights),
     train: async (model, data, args) => trainRecommend(asModel(model), recommendDataOf(data), args),
     evaluate(model, data, dp) {
-      // Refused at creation (a recommend study under DP), so never reached with `dp`.
-      if (dp) throw new Error('the recommend kind has no noised evaluation; a recommend study cannot run under DP');
-      return { loss: Number.NaN, stats: evaluateRecommend(asModel(model), recommendDataOf(data), study.training.learningRate) };
+      return { loss: Number.NaN, stats: evaluateRecommend(asModel(model), recommendDataOf(data), study.training.learningRate, dp) };
     },
   };
 }

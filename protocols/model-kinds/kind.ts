@@ -10,6 +10,8 @@ export { NoisedRegressionStats } from '../privacy/noised-regression.ts';
 export { ForecastStats, ForecastTask } from './forecast.ts';
 import { poolRecommend, RecommendStats, RecommendTask, recommendSharedTensors, recommendTensorSpecs, RECOMMEND_NODE_LOCAL_TENSORS } from './recommend.ts';
 export { RecommendStats, RecommendTask } from './recommend.ts';
+import { NoisedRecommendStats, noisedRecommendUsers, poolNoisedRecommend } from '../privacy/noised-recommend.ts';
+export { NoisedRecommendStats } from '../privacy/noised-recommend.ts';
 
 /**
  * Model kinds, the pure half (the coordinator's view; the node's half with TensorFlow lives in
@@ -106,7 +108,7 @@ export const NoisedBinaryStats = z.strictObject({
 });
 export type NoisedBinaryStats = z.infer<typeof NoisedBinaryStats>;
 
-export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats, NoisedRegressionStats, ForecastStats, RecommendStats]);
+export const EvaluationStats = z.union([BinaryStats, NoisedBinaryStats, RegressionStats, NoisedRegressionStats, ForecastStats, RecommendStats, NoisedRecommendStats]);
 export type EvaluationStats = z.infer<typeof EvaluationStats>;
 
 /** Pooled metrics of a round's evaluation; null where undefined (one class only, no rows). */
@@ -119,7 +121,7 @@ export const PRIMARY_METRIC: Record<KindName, string> = { binary: 'auc', regress
 export function statsRows(stats: EvaluationStats): number {
   if (stats.kind === 'regression') return isNoised(stats) ? noisedRegressionRows(stats) : stats.n;
   if (stats.kind === 'forecast') return stats.n;
-  if (stats.kind === 'recommend') return stats.users;
+  if (stats.kind === 'recommend') return isNoised(stats) ? noisedRecommendUsers(stats) : stats.users;
   let n = 0;
   for (let b = 0; b < stats.histogram.bins; b++) n += stats.histogram.positives[b] + stats.histogram.negatives[b];
   // Noised counts may sum below 0; the report's count is the clamped sum (post-processing).
@@ -127,7 +129,7 @@ export function statsRows(stats: EvaluationStats): number {
 }
 
 /** Statistics released under DP (noised), rather than exact ones. */
-export function isNoised(stats: EvaluationStats): stats is NoisedBinaryStats | NoisedRegressionStats {
+export function isNoised(stats: EvaluationStats): stats is NoisedBinaryStats | NoisedRegressionStats | NoisedRecommendStats {
   return 'noise' in stats;
 }
 
@@ -257,14 +259,22 @@ export interface ModelKind<S extends EvaluationStats = EvaluationStats> {
 
 const allShared = (specs: TensorSpec[]) => specs;
 
-export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats | NoisedRegressionStats>; readonly forecast: ModelKind<ForecastStats>; readonly recommend: ModelKind<RecommendStats> } = {
+export const MODEL_KINDS: { readonly binary: ModelKind<BinaryStats | NoisedBinaryStats>; readonly regression: ModelKind<RegressionStats | NoisedRegressionStats>; readonly forecast: ModelKind<ForecastStats>; readonly recommend: ModelKind<RecommendStats | NoisedRecommendStats> } = {
   binary: { name: 'binary', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([BinaryStats, NoisedBinaryStats]), pool: (reports) => poolBinary(reports), primaryMetric: PRIMARY_METRIC.binary },
   regression: { name: 'regression', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, stats: z.union([RegressionStats, NoisedRegressionStats]), pool: poolRegression, primaryMetric: PRIMARY_METRIC.regression },
   // Forecast: the dense model of regression; exact statistics only (a study under DP is refused: messages.ts).
   forecast: { name: 'forecast', tensorSpecs: modelTensorSpecs, sharedTensors: allShared, initialWeights: forecastInitialWeights, stats: ForecastStats, pool: (reports) => poolForecast(reports), primaryMetric: PRIMARY_METRIC.forecast },
   // Recommend: matrix factorization; item factors and biases shared, user factors node-local (recommend.ts).
-  recommend: { name: 'recommend', tensorSpecs: (_m, _w, task) => recommendTensorSpecs(task as RecommendTask), sharedTensors: recommendSharedTensors, nodeLocalTensors: RECOMMEND_NODE_LOCAL_TENSORS, stats: RecommendStats, pool: (reports) => poolRecommend(reports), primaryMetric: PRIMARY_METRIC.recommend },
+  recommend: { name: 'recommend', tensorSpecs: (_m, _w, task) => recommendTensorSpecs(task as RecommendTask), sharedTensors: recommendSharedTensors, nodeLocalTensors: RECOMMEND_NODE_LOCAL_TENSORS, stats: z.union([RecommendStats, NoisedRecommendStats]), pool: (reports) => poolRecommendReports(reports), primaryMetric: PRIMARY_METRIC.recommend },
 };
+
+/** Recommend: noised reports (a study under DP, user-level) pool as noised-recommend.ts says; never mixed with exact ones. */
+export function poolRecommendReports(all: Array<RecommendStats | NoisedRecommendStats>): PooledMetrics {
+  const noised = all.filter(isNoised) as NoisedRecommendStats[];
+  if (noised.length === 0) return poolRecommend(all as RecommendStats[]);
+  if (noised.length !== all.length) throw new Error('a round mixes noised and exact evaluation reports');
+  return poolNoisedRecommend(noised);
+}
 
 export function modelKind(name: KindName): ModelKind {
   return MODEL_KINDS[name] as ModelKind;

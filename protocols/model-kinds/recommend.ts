@@ -142,7 +142,6 @@ export function recommendStudyProblems(study: {
   task: { kind: string };
   model: { kind: string };
   features: { target: { column: string }; features: Array<{ name: string }> };
-  privacy?: unknown;
 }): Array<{ path: Array<string | number>; message: string }> {
   if (study.task.kind !== 'recommend') return [];
   const task = study.task as RecommendTask;
@@ -154,11 +153,10 @@ export function recommendStudyProblems(study: {
     if (!allowed.has(f.name)) problems.push({ path: ['features', 'features', i, 'name'], message: `a recommend study reads only its user, weight and timestamp columns (${[...allowed].join(', ')}); feature "${f.name}" is none of them` });
   });
   if (!study.features.features.some((f) => f.name === task.user)) problems.push({ path: ['features', 'features'], message: `a recommend study's features must name its user column task.user "${task.user}"` });
-  if (study.privacy !== undefined) {
-    // User-level DP-SGD exists on the node (models/mf.ts), but the coordinator has no noised form
-    // of the ranking counts yet, and a DP study's evaluations must be noised: refused, not half-run.
-    problems.push({ path: ['privacy'], message: 'a recommend study cannot run under DP yet: its evaluation (recall@k / NDCG@k counts) has no noised form at the coordinator; remove privacy' });
-  }
+  // Under DP (privacy.dpSgd and/or privacy.central) a recommend study runs: DP-SGD is USER-level
+  // (models/mf.ts trainBprUserDp: samplingRate samples users, a user's whole gradient is clipped),
+  // central DP clips and noises each node's shared item tensors, and evaluations are the noised
+  // user-level sums of protocols/privacy/noised-recommend.ts.
   return problems;
 }
 

@@ -72,12 +72,17 @@ describe('a recommend study', () => {
     expect(StudyConfig.safeParse(base).success).toBe(true);
   });
 
-  it('is refused with the field named for a wrong model, target, feature or DP', () => {
+  it('is refused with the field named for a wrong model, target or feature', () => {
     const issues = (input: object) => (StudyConfig.safeParse(input).error?.issues ?? []).map((i) => i.path.join('.'));
     expect(issues({ ...base, model: { kind: 'mlp' } })).toContain('model.kind');
     expect(issues({ ...base, features: { ...base.features, target: { column: 'other', positive: '*' } } })).toContain('features.target.column');
     expect(issues({ ...base, features: { ...base.features, features: [{ name: 'age', kind: 'categorical', categories: ['*'] }] } })).toContain('features.features.0.name');
-    expect(issues({ ...base, privacy: { dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 }, budget: { epsilon: 10 } } })).toContain('privacy');
     expect(recommendStudyProblems({ task: { kind: 'binary' }, model: { kind: 'mlp' }, features: { target: { column: 'x' }, features: [] } })).toEqual([]);
+  });
+
+  it('may run under DP: user-level DP-SGD and/or central DP (issue 9 section 2)', () => {
+    const parse = (privacy: object) => StudyConfig.safeParse({ ...base, privacy });
+    expect(parse({ dpSgd: { noiseMultiplier: 1, clipNorm: 1, samplingRate: 0.1 } }).error?.issues ?? []).toEqual([]);
+    expect(parse({ central: { noiseMultiplier: 2, clipping: { kind: 'fixed', norm: 1 }, nodeSamplingRate: 1 } }).error?.issues ?? []).toEqual([]);
   });
 });

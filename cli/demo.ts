@@ -300,8 +300,10 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     say,
     intro,
     // Each node fine-tunes the final global model on its own rows (the table's "personalized" row);
-    // not in the attack comparison, which measures what the attackers do to the global model.
-    nodeFlags: options.personalize === false || options.attackers ? [] : ['--personalize'],
+    // not in the attack comparison, which measures what the attackers do to the global model, nor
+    // under DP: the fine-tuning and its noised evaluation would be charged on top of the epsilon
+    // the flags asked for (and under central DP alone the node withholds them anyway).
+    nodeFlags: personalizes(options) ? ['--personalize'] : [],
     nodes: partitions.map((p) => ({
       name: p.name,
       dataFile: join(outDir, 'nodes', p.name, 'data.csv'),
@@ -419,6 +421,11 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
   writeFileSync(join(outDir, 'summary.json'), JSON.stringify(result, null, 2));
   if (options.json) process.stdout.write(JSON.stringify(result) + '\n');
   return result;
+}
+
+/** Do the demo's nodes run `fedmark node --personalize`: unless --no-personalize, --attack or DP. */
+export function personalizes(options: Pick<AnyDemoOptions, 'personalize' | 'attackers' | 'epsilon' | 'dpSgd'>): boolean {
+  return options.personalize !== false && !options.attackers && options.epsilon === undefined && !options.dpSgd;
 }
 
 /** What the forecast and recommend demos return (their own result types, in their files). */

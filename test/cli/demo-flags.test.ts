@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkTaskFlags } from '../../cli/demo.ts';
+import { checkTaskFlags, personalizes } from '../../cli/demo.ts';
 import { BIN } from '../helpers/processes.ts';
 
 const run = promisify(execFile);
@@ -45,6 +45,15 @@ describe('demo flags that belong to one task', () => {
     expect(() => checkTaskFlags({ task: 'recommend', user: 'customer', item: 'sku', personalize: false })).not.toThrow();
     expect(() => checkTaskFlags({ task: 'regression', loss: 'tweedie', personalize: true })).not.toThrow();
     expect(() => checkTaskFlags({ positive: 'yes', dirichlet: 0.3 })).not.toThrow();
+  });
+
+  it('nodes personalize by default; not with --no-personalize, an attack comparison, or DP (it would spend past the asked epsilon)', () => {
+    expect(personalizes({})).toBe(true);
+    expect(personalizes({ personalize: true })).toBe(true);
+    expect(personalizes({ personalize: false })).toBe(false);
+    expect(personalizes({ attackers: { attack: 'scale', count: 1 } })).toBe(false);
+    expect(personalizes({ epsilon: 8 })).toBe(false);
+    expect(personalizes({ dpSgd: true })).toBe(false);
   });
 
   it('--help lists the new tasks and their flags', async () => {

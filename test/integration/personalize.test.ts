@@ -7,7 +7,7 @@ import { RELEASE_FIELDS, StudyStatus, type StudyConfigInput } from '../../protoc
 import { decodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { backendOrSkip } from '../helpers/databases.ts';
-import { churnStudy, coordinatorProcess, type CoordinatorProcess } from '../helpers/federation.ts';
+import { churnStudy, freePort } from '../helpers/federation.ts';
 import { runFedmark, type RunningProcess } from '../helpers/processes.ts';
 
 /** A TCP proxy that passes everything through and records every byte a node sends. */
@@ -54,6 +54,21 @@ function evaluationBodies(stream: Buffer): Array<{ round: number; body: Record<s
   return found;
 }
 
+/** A coordinator process on a PGlite folder, waited for longer than the fault helper's 180 s (a loaded CI machine). */
+async function startCoordinator(dir: string, dataDir: string) {
+  const port = await freePort();
+  const admin = 'personalize-tests-admin-token-0123456789';
+  const process = runFedmark(['coordinator', '--port', String(port), '--data-dir', dataDir], { FEDMARK_ADMIN_TOKEN: admin, FEDMARK_KEY_DIR: join(dir, 'coordinator-keys') });
+  await process.waitForLog((l) => l.msg === 'coordinator listening', 480_000);
+  const url = `http://127.0.0.1:${port}`;
+  const api = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(url + path, { ...init, headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', ...init.headers } });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res;
+  };
+  return { url, port, process, api };
+}
+
 const maxAbsDiff = (a: WeightSet, b: WeightSet) => Math.max(...a.flatMap((t, i) => Array.from(t.values, (v, j) => Math.abs(v - b[i].values[j]))));
 
 /**
@@ -67,7 +82,7 @@ const maxAbsDiff = (a: WeightSet, b: WeightSet) => Math.max(...a.flatMap((t, i) 
 describe('fedmark node --personalize between real processes', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fedmark-personalize-'));
   const nodes: Array<{ study: 'A' | 'B'; region: string; process: RunningProcess; stateDir: string }> = [];
-  let coordinator: CoordinatorProcess | undefined;
+  let coordinator: Awaited<ReturnType<typeof startCoordinator>> | undefined;
   let proxy: Awaited<ReturnType<typeof recordingProxy>> | undefined;
   let database: { drop(): Promise<void> } | undefined;
   const status: Partial<Record<'A' | 'B', StudyStatus>> = {};
@@ -82,8 +97,7 @@ describe('fedmark node --personalize between real processes', () => {
     }
     const db = await backend.create();
     database = db;
-    coordinator = await coordinatorProcess(dir, db);
-    await coordinator.start();
+    coordinator = await startCoordinator(dir, db.dataDir ?? join(dir, 'db'));
     proxy = await recordingProxy({ port: coordinator.port });
     const { config, regions } = churnStudy(dir);
     const base: StudyConfigInput = { ...config, training: { localEpochs: 1, learningRate: 0.05 }, rounds: 3, minNodesPerRound: 2, minNodesToStart: 2 };
@@ -103,15 +117,19 @@ describe('fedmark node --personalize between real processes', () => {
         nodes.push({ study: name, region, process, stateDir });
       }
     }
-    await Promise.all(nodes.map((n) => n.process.exited));
+    const codes = await Promise.all(nodes.map((n) => n.process.exited));
+    if (codes.some((c) => c !== 0)) {
+      const why = nodes.map((n, i) => `${n.study}/${n.region} exit ${codes[i]}: ${n.process.stderr.slice(-3).join(' | ')} ${JSON.stringify(n.process.logs.filter((l) => Number(l.level) >= 40).slice(-3))}`);
+      throw new Error(`a node failed:\n${why.join('\n')}`);
+    }
     for (const name of ['A', 'B'] as const) status[name] = StudyStatus.parse(await (await coordinator.api(`/v1/studies/${ids[name]}`)).json());
     finalGlobal = decodeWeights(new Uint8Array(await (await coordinator.api(`/v1/studies/${ids.A}/models/3`)).arrayBuffer()));
-  }, 600_000);
+  }, 1_200_000);
 
   afterAll(async () => {
     await Promise.all(nodes.map((n) => n.process.stop()));
     await proxy?.close();
-    await Promise.all((coordinator?.all ?? []).map((p) => p.stop()));
+    await coordinator?.process.stop();
     await database?.drop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -97,8 +97,9 @@ if (wanted.has('trainers')) {
   const rows = await trainBench();
   const ratios = trainBenchRatios(rows);
   results.localTraining = { model: 'mlp 40-64-32-1, adam, synthetic rows', rows, ratios };
-  table('Local training, MLP 40-64-32-1 + Adam, samples/s (fused = FEDMARK_TRAINER=fused; PyTorch 2 threads, skipped without torch)', ['trainer', 'batch', 'samples/s', 'threads', 'note'], rows.map((r) => [r.trainer, r.batch, r.samplesPerSecond === null ? '-' : Math.round(r.samplesPerSecond), r.threads, r.note ?? '']));
-  table('Local training ratios (> 1: fused faster)', ['batch', 'fused / tfjs-wasm', 'fused / pytorch'], ratios.map((q) => [q.batch, q.fusedOverTfjs ?? '-', q.fusedOverPytorch ?? '-']));
+  const round = (x: number | null | undefined) => (x == null ? '-' : Math.round(x));
+  table('Local training, MLP 40-64-32-1 + Adam (fused = FEDMARK_TRAINER=fused; PyTorch skipped without torch)', ['trainer', 'batch', 'samples/s', 'samples/CPU-s', 'threads', 'note'], rows.map((r) => [r.trainer, r.batch, round(r.samplesPerSecond), round(r.samplesPerCpuSecond), r.threads, r.note ?? '']));
+  table('Local training ratios (> 1: fused faster; PyTorch at 2 threads)', ['batch', 'fused / tfjs-wasm', 'fused / pytorch', 'per CPU-second'], ratios.map((q) => [q.batch, q.fusedOverTfjs ?? '-', q.fusedOverPytorch ?? '-', q.fusedOverPytorchCpu ?? '-']));
   await initBackend('wasm');
 }
 

@@ -59,10 +59,12 @@ def main() -> None:
 
     epoch()  # warm-up
     rates = []
+    cpu_rates = []
     loss = float("nan")
     for _ in range(args.repeats):
         epochs = 0
         started = time.perf_counter()
+        cpu_started = time.process_time()  # CPU time of all this process's threads
         while True:
             loss = epoch()
             epochs += 1
@@ -70,7 +72,9 @@ def main() -> None:
             if seconds >= args.min_seconds:
                 break
         rates.append(n * epochs / seconds)
+        cpu_rates.append(n * epochs / (time.process_time() - cpu_started))
     rates.sort()
+    cpu_rates.sort()
     print(json.dumps({
         "trainer": "pytorch",
         "torch": torch.__version__,
@@ -78,6 +82,7 @@ def main() -> None:
         "batch": batch,
         "widths": widths,
         "samplesPerSecond": rates[len(rates) // 2],
+        "samplesPerCpuSecond": cpu_rates[len(cpu_rates) // 2],
         "lastLoss": loss,
     }))
 

@@ -27,8 +27,14 @@ import { mulberry32 } from '../protocols/random.ts';
 export interface TrainBenchRow {
   trainer: 'fused' | 'tfjs-wasm' | 'pytorch';
   batch: number;
-  /** Median of `repeats` timed runs; null when the trainer could not run. */
+  /** Median of `repeats` timed runs (wall clock); null when the trainer could not run. */
   samplesPerSecond: number | null;
+  /**
+   * Samples per second of CPU time (all the process's threads): less sensitive to other load on
+   * the machine than wall time, which a busy shared machine makes meaningless for multi-threaded
+   * PyTorch.
+   */
+  samplesPerCpuSecond?: number | null;
   threads: number;
   note?: string;
 }
@@ -66,7 +72,7 @@ function median(xs: number[]): number {
 }
 
 /** samples/s of trainLocal with FEDMARK_TRAINER set to `trainer` (median of repeats). */
-async function timeTrainLocal(trainer: 'fused' | 'tfjs', data: EncodedData, hidden: number[], batch: number, minSeconds: number, repeats: number): Promise<number> {
+async function timeTrainLocal(trainer: 'fused' | 'tfjs', data: EncodedData, hidden: number[], batch: number, minSeconds: number, repeats: number): Promise<{ wall: number; cpu: number }> {
   const saved = process.env.FEDMARK_TRAINER;
   process.env.FEDMARK_TRAINER = trainer;
   try {
@@ -74,9 +80,11 @@ async function timeTrainLocal(trainer: 'fused' | 'tfjs', data: EncodedData, hidd
     const config = TrainingConfig.parse({ localEpochs: 1, batchSize: batch, learningRate: 0.001 });
     await trainLocal(model, data, config, { yieldEveryMs: 1e9 }); // warm-up: JIT, kernels, allocations
     const rates: number[] = [];
+    const cpuRates: number[] = [];
     for (let r = 0; r < repeats; r++) {
       let epochs = 0;
       const started = performance.now();
+      const cpuStarted = process.cpuUsage();
       let seconds = 0;
       do {
         await trainLocal(model, data, config, { seed: r * 1000 + epochs, yieldEveryMs: 1e9 });
@@ -84,9 +92,11 @@ async function timeTrainLocal(trainer: 'fused' | 'tfjs', data: EncodedData, hidd
         seconds = (performance.now() - started) / 1000;
       } while (seconds < minSeconds);
       rates.push((data.n * epochs) / seconds);
+      const cpu = process.cpuUsage(cpuStarted);
+      cpuRates.push((data.n * epochs) / ((cpu.user + cpu.system) / 1e6));
     }
     model.dispose();
-    return median(rates);
+    return { wall: median(rates), cpu: median(cpuRates) };
   } finally {
     if (saved === undefined) delete process.env.FEDMARK_TRAINER;
     else process.env.FEDMARK_TRAINER = saved;
@@ -109,8 +119,8 @@ function timeTorch(python: string, dir: string, data: EncodedData, widths: numbe
   const run = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000 });
   const line = run.stdout?.trim().split('\n').pop();
   if (run.status !== 0 || !line) return { trainer: 'pytorch', batch, samplesPerSecond: null, threads, note: `torch_mlp.py failed: ${(run.stderr || String(run.error)).trim().split('\n').pop()}` };
-  const out = JSON.parse(line) as { samplesPerSecond: number; torch: string; threads: number };
-  return { trainer: 'pytorch', batch, samplesPerSecond: out.samplesPerSecond, threads: out.threads, note: `torch ${out.torch}` };
+  const out = JSON.parse(line) as { samplesPerSecond: number; samplesPerCpuSecond: number; torch: string; threads: number };
+  return { trainer: 'pytorch', batch, samplesPerSecond: out.samplesPerSecond, samplesPerCpuSecond: out.samplesPerCpuSecond, threads: out.threads, note: `torch ${out.torch}` };
 }
 
 /** The three trainers at each batch size, interleaved per batch size so load changes hit all alike. */
@@ -125,8 +135,10 @@ export async function trainBench(options: TrainBenchOptions = {}): Promise<Train
   const out: TrainBenchRow[] = [];
   try {
     for (const batch of batches) {
-      out.push({ trainer: 'fused', batch, samplesPerSecond: await timeTrainLocal('fused', data, hidden, batch, minSeconds, repeats), threads: 1 });
-      out.push({ trainer: 'tfjs-wasm', batch, samplesPerSecond: await timeTrainLocal('tfjs', data, hidden, batch, minSeconds, repeats), threads: 1 });
+      for (const [trainer, name] of [['fused', 'fused'], ['tfjs', 'tfjs-wasm']] as const) {
+        const { wall, cpu } = await timeTrainLocal(trainer, data, hidden, batch, minSeconds, repeats);
+        out.push({ trainer: name, batch, samplesPerSecond: wall, samplesPerCpuSecond: cpu, threads: 1 });
+      }
       for (const threads of torchThreads) {
         out.push(
           python === null
@@ -142,13 +154,19 @@ export async function trainBench(options: TrainBenchOptions = {}): Promise<Train
 }
 
 /** Ratios fused / other per batch size (> 1: the fused trainer is faster); PyTorch's first thread count. */
-export function trainBenchRatios(rows: TrainBenchRow[]): Array<{ batch: number; fusedOverTfjs: number | null; fusedOverPytorch: number | null }> {
+export function trainBenchRatios(rows: TrainBenchRow[]): Array<{ batch: number; fusedOverTfjs: number | null; fusedOverPytorch: number | null; fusedOverPytorchCpu: number | null }> {
   const batches = [...new Set(rows.map((r) => r.batch))];
-  const rate = (trainer: TrainBenchRow['trainer'], batch: number) => rows.find((r) => r.trainer === trainer && r.batch === batch)?.samplesPerSecond ?? null;
+  const find = (trainer: TrainBenchRow['trainer'], batch: number) => rows.find((r) => r.trainer === trainer && r.batch === batch);
+  const ratio = (a: number | null | undefined, b: number | null | undefined) => (a != null && b != null ? a / b : null);
   return batches.map((batch) => {
-    const fused = rate('fused', batch);
-    const ratio = (other: number | null) => (fused !== null && other !== null ? fused / other : null);
-    return { batch, fusedOverTfjs: ratio(rate('tfjs-wasm', batch)), fusedOverPytorch: ratio(rate('pytorch', batch)) };
+    const fused = find('fused', batch);
+    const torch = find('pytorch', batch);
+    return {
+      batch,
+      fusedOverTfjs: ratio(fused?.samplesPerSecond, find('tfjs-wasm', batch)?.samplesPerSecond),
+      fusedOverPytorch: ratio(fused?.samplesPerSecond, torch?.samplesPerSecond),
+      fusedOverPytorchCpu: ratio(fused?.samplesPerCpuSecond, torch?.samplesPerCpuSecond),
+    };
   });
 }
 
@@ -156,8 +174,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const rows = await trainBench();
   const say = (line: string) => process.stderr.write(line + '\n');
   say(`\nLocal training, MLP 40-64-32-1, Adam, 8192 synthetic rows (samples/s, median of 3; load average ${loadavg()[0].toFixed(1)} on ${cpus().length} CPUs)`);
-  for (const r of rows) say(`  ${r.trainer.padEnd(10)} batch ${String(r.batch).padStart(5)}  ${r.samplesPerSecond === null ? '-' : Math.round(r.samplesPerSecond).toString().padStart(8)}  threads ${r.threads}  ${r.note ?? ''}`);
-  for (const q of trainBenchRatios(rows)) say(`  batch ${q.batch}: fused / tfjs-wasm ${q.fusedOverTfjs?.toFixed(2) ?? '-'}, fused / pytorch ${q.fusedOverPytorch?.toFixed(2) ?? '-'}`);
+  const n = (x: number | null | undefined) => (x == null ? '-' : Math.round(x).toString()).padStart(8);
+  for (const r of rows) say(`  ${r.trainer.padEnd(10)} batch ${String(r.batch).padStart(5)}  ${n(r.samplesPerSecond)} /s  ${n(r.samplesPerCpuSecond)} /CPU-s  threads ${r.threads}  ${r.note ?? ''}`);
+  for (const q of trainBenchRatios(rows)) say(`  batch ${q.batch}: fused / tfjs-wasm ${q.fusedOverTfjs?.toFixed(2) ?? '-'}, fused / pytorch ${q.fusedOverPytorch?.toFixed(2) ?? '-'} (per CPU-second ${q.fusedOverPytorchCpu?.toFixed(2) ?? '-'})`);
   for (const r of rows) process.stdout.write(JSON.stringify({ bench: 'train', ...r }) + '\n');
   for (const q of trainBenchRatios(rows)) process.stdout.write(JSON.stringify({ bench: 'train-ratio', ...q }) + '\n');
 }

@@ -139,7 +139,7 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
   const h = await inProcessCoordinator(backend);
   try {
     const n = opts.updates;
-    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: 1, minNodesPerRound: n + 1, roundDeadlineSeconds: 3600 }));
+    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: 1, minNodesPerRound: n, minNodesToStart: n + 1, roundDeadlineSeconds: 3600 }));
     const nodes = [];
     for (let i = 0; i <= n; i++) nodes.push(await h.enroll(studyId, `node-${i}`));
     await h.until(async () => ((await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirst())?.phase === 'fit' ? true : undefined), 120_000);
@@ -163,6 +163,7 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       const after = await probe();
       wal += await walDiff(before.lsn, after.lsn);
       growth += Number(after.size) - Number(before.size);
+      process.stderr.write(`update ${u + 1}: ${times[u].toFixed(3)} s, WAL ${await walDiff(before.lsn, after.lsn)} bytes\n`);
     }
     h.advanceClock(3601_000);
     const t0 = performance.now();

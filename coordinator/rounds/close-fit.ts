@@ -79,7 +79,7 @@ async function aggregateFit(tx: Transaction<Database>, deps: RoundDeps, input: {
   const global = decodeWeights(new Uint8Array(previous.weights));
   const strategy = deps.strategyFor(config);
   // The in-memory fold (rebuilt from the stored updates if it is not in step: fold-cache.ts).
-  const aggregation = (await roundFold(tx, deps.db, strategy, global, row, persistsRunningState(config))).aggregation;
+  const aggregation = (await roundFold(tx, deps.db, strategy, global, row, persistsRunningState(config), 'finish')).aggregation;
   // Flower's aggregate_fit(results, failures): who could not train, and who was late.
   const fitFailures: FitFailure[] = [
     ...failures.map((f) => ({ nodeId: f.nodeId, reason: f.state })),

@@ -68,11 +68,17 @@ export function persistsRunningState(config: StudyConfig): boolean {
  * what the database stored, else rebuilt. The caller's transaction must hold the round row's lock.
  * With `persisted` (central DP) it is always resumed from the round row, never cached.
  */
-export async function roundFold(tx: Db, db: object, strategy: Strategy, global: WeightSet, row: RoundRow, persisted = false): Promise<CachedFold> {
+export async function roundFold(tx: Db, db: object, strategy: Strategy, global: WeightSet, row: RoundRow, persisted = false, purpose: 'accept' | 'finish' = 'accept'): Promise<CachedFold> {
   if (persisted) return rebuildFold(tx, strategy, global, row, []);
+  const stored = await storedNodeIds(tx, row.study_id, row.round);
+  if (strategy.input === 'every-update') {
+    // Their fold is only the list of updates, read at finish: accepting one needs an empty
+    // aggregation and no earlier update, so nothing is cached (no k x model held between updates).
+    if (purpose === 'finish') return rebuildFold(tx, strategy, global, row, stored);
+    return { aggregation: initialAggregation(strategy, global, row), count: stored.length, nodeIds: [...stored] };
+  }
   const cache = foldCacheOf(db);
   const key = keyOf(row.study_id, row.round);
-  const stored = await storedNodeIds(tx, row.study_id, row.round);
   const cached = cache.get(key);
   if (cached && inStep(cached, stored)) return cached;
   const rebuilt = await rebuildFold(tx, strategy, global, row, stored);

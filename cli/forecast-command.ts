@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 
 interface ForecastOptions {
@@ -42,6 +44,9 @@ async function runForecast(opts: ForecastOptions): Promise<void> {
   const { predictScores } = await import('../models/train.ts');
   const { forecastMap, forecastValue } = await import('../models/kinds/forecast.ts');
   const { formatDay } = await import('../models/calendar.ts');
+  // The study's kind first (a cheap read): a binary or regression export is refused before TensorFlow loads.
+  const kindOf = exportedTaskKind(opts.model);
+  if (kindOf !== undefined && kindOf !== 'forecast') throw new Error(`--model ${opts.model}: its study is a ${kindOf} study, not a forecast study (task.kind "forecast"); score it with fedmark predict`);
   const loaded = await loadExport(opts.model);
   const prep = loaded.preprocessing;
   const parsed = ForecastTask.safeParse(prep.task);
@@ -74,4 +79,14 @@ async function runForecast(opts: ForecastOptions): Promise<void> {
   const series = new Set(future.seriesIds).size;
   if (opts.json) process.stdout.write(JSON.stringify({ out: opts.out, rows: rows.length, series, horizon: steps, skipped: future.skipped }) + '\n');
   else process.stdout.write(`forecast ${steps} periods of ${series} series into ${opts.out}\n`);
+}
+
+/** task.kind of an export folder's preprocessing.json, or undefined when it cannot be read (loadExport then says why). */
+function exportedTaskKind(dir: string): string | undefined {
+  try {
+    const kind = (JSON.parse(readFileSync(join(dir, 'preprocessing.json'), 'utf8')) as { task?: { kind?: unknown } }).task?.kind;
+    return typeof kind === 'string' ? kind : undefined;
+  } catch {
+    return undefined;
+  }
 }

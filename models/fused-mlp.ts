@@ -1,7 +1,8 @@
 /**
  * A fused trainer for the dense stacks fedmark trains (models/model-factory.ts): forward pass,
- * backward pass and the loss's gradient in plain JavaScript over contiguous Float32Arrays, one
- * pass per layer, no allocation per step.
+ * backward pass and the loss's gradient over one contiguous block of memory, no allocation per
+ * step: the WASM SIMD kernels of models/fused-mlp-kernels.wat (a WebAssembly memory) for layers
+ * whose width is a multiple of 4, else the JavaScript kernels below (a plain ArrayBuffer).
  *
  * Why by hand: at these sizes (an MLP 40-64-32-1 is 4,737 parameters) TensorFlow.js spends its
  * time dispatching kernels (a step is ~40 of them, each with bookkeeping), not multiplying; a
@@ -12,11 +13,13 @@
  * dense_0/kernel [in, out] row-major, dense_0/bias [out], dense_1/kernel, ...); `grads` the
  * gradient of the batch's mean loss in the same layout, so an optimizer is one loop over both.
  *
- * Loops are ordered i-k-j (row, input unit, output unit): the inner loop walks one kernel row and
- * one activation row, both contiguous. The backward pass of a layer is a single pass that
- * accumulates the kernel gradient and, in the same inner loop, the gradient flowing to the layer
- * below (dA = dZ W^T: a dot product over the same kernel row). Zero inputs (ReLU's dead units,
- * one-hot zeros) are skipped: they contribute nothing to Z nor to the kernel gradient.
+ * JavaScript kernels: loops ordered i-k-j (row, input unit, output unit), the inner loop over one
+ * kernel row and one activation row, both contiguous; a layer's backward pass is a single pass
+ * that accumulates the kernel gradient and, in the same inner loop, the gradient flowing to the
+ * layer below (dA = dZ W^T: a dot product over the same kernel row); zero inputs (ReLU's dead
+ * units, one-hot zeros) are skipped. The WASM kernels differ where measurement said so (no zero
+ * skipping, register blocking, the backward pass in two sweeps): see the .wat. Either way a
+ * batch goes through in chunks of CHUNK_ROWS rows whose activations stay in cache.
  */
 import type { OutputLoss } from './losses.ts';
 import { instantiateKernels, type WasmKernels } from './fused-mlp-wasm.ts';

@@ -2,6 +2,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StudyConfig, type StudyConfigInput } from '../protocols/messages.ts';
+import { dpSgdPlanWithEvaluation } from '../protocols/privacy/dp-presets.ts';
+import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { poolRecommend, recommendStats, recommendStudyFeatures, type ItemVocabulary, type RecommendStats } from '../protocols/model-kinds/recommend.ts';
 import { encodeWeights } from '../protocols/weights-codec.ts';
 import { readCsvTable, writeCsvTable, type CsvTable } from '../models/csv-table.ts';
@@ -39,9 +41,13 @@ export interface RecommendDemoOptions {
   delimiter?: CsvDelimiter;
   /** false: no local-only models (--no-local-baseline). */
   localBaseline?: boolean;
+  /** User-level DP-SGD on every node (recommendDemoPrivacy), with noised per-user evaluation. */
+  dpSgd?: boolean;
+  /** Target user-level epsilon per node over the study, training and evaluations (default 3). */
+  dpSgdEpsilon?: number;
+  delta?: number;
   /** Flags of the other demos, refused here (recommendDemoFlagProblem). */
   epsilon?: number;
-  dpSgd?: boolean;
   model?: string;
   target?: string;
   strategy?: unknown;
@@ -49,7 +55,7 @@ export interface RecommendDemoOptions {
 
 /** A demo flag that does not apply to --task recommend, with why (checked before anything runs). */
 export function recommendDemoFlagProblem(options: RecommendDemoOptions): string | undefined {
-  if (options.epsilon !== undefined || options.dpSgd) return `${options.dpSgd ? '--dp-sgd' : '--epsilon'}: a recommend study cannot run under DP yet (its ranking counts have no noised form at the coordinator)`;
+  if (options.epsilon !== undefined) return `--epsilon: the recommend demo runs user-level DP with --dp-sgd (a study with privacy.central runs through \`fedmark study create\`); --epsilon does not apply to --task recommend`;
   if (options.model !== undefined) return `--model: a recommend study's model is matrix factorization (16 factors); --model does not apply to --task recommend`;
   if (options.target !== undefined) return `--target: --task recommend reads --user and --item (the item is what is predicted); --target does not apply`;
   return undefined;
@@ -70,6 +76,8 @@ export interface RecommendDemoResult {
   localOnly: Array<{ node: string; users: number; recallAtK: number | null; ndcgAtK: number | null }>;
   personalizedRecallAtK: number | null;
   personalizedNdcgAtK: number | null;
+  /** --dp-sgd: user-level epsilon per node (training and noised evaluations), planned and spent (DP-SGD part, the nodes' reports). */
+  privacy: { unit: 'user'; targetEpsilon: number; plannedEpsilon: number; delta: number; noiseMultiplier: number; samplingRate: number; evaluationNoiseMultiplier: number; dpSgdEpsilonSpentMax: number | null } | null;
   modelDir: string;
   seconds: number;
   auditVerified: boolean;
@@ -145,6 +153,31 @@ export function recommendStudyConfig(plan: ReturnType<typeof planRecommendDemo>,
   };
 }
 
+/**
+ * --dp-sgd: user-level DP-SGD (models/mf.ts trainBprUserDp) on every node and noised per-user
+ * evaluations (protocols/privacy/noised-recommend.ts), calibrated together to the target epsilon
+ * per node as the node's ledger composes them (dpSgdPlanWithEvaluation: a quarter to the
+ * evaluations). The preset: half of a node's USERS sampled a step, 2 expected epochs a round, a
+ * user's whole gradient clipped to 1, the smallest node's expected batch as the public denominator.
+ */
+export function recommendDemoPrivacy(options: RecommendDemoOptions, rounds: number, nodeUsers: number[]): { privacy: StudyPrivacy; plannedEpsilon: number } | undefined {
+  if (!options.dpSgd) return undefined;
+  const delta = options.delta ?? 1e-5;
+  const epsilon = options.dpSgdEpsilon ?? 3;
+  const plan = dpSgdPlanWithEvaluation({ rounds, samplingRate: 0.5, epochsPerRound: 2, clipNorm: 1, learningRate: DP_LEARNING_RATE, accountant: 'rdp' }, { epsilon, delta, rounds, nodeRows: nodeUsers });
+  const privacy = StudyPrivacy.parse({ accountant: 'rdp', delta, dpSgd: plan.dpSgd, evaluation: { bins: 20, noiseMultiplier: plan.evaluation.noiseMultiplier } });
+  return { privacy, plannedEpsilon: plan.epsilonSpent };
+}
+
+/** DP-SGD's step on the mean clipped user gradient (each user's whole BPR loss): larger than plain BPR's per-triple 0.05. */
+const DP_LEARNING_RATE = 2;
+
+/** Distinct users of each part (the unit of user-level DP). */
+function usersPerPart(plan: ReturnType<typeof planRecommendDemo>): number[] {
+  const col = plan.table.header.indexOf(plan.user);
+  return plan.parts.map((p) => new Set(p.rows.map((r) => r[col])).size);
+}
+
 /** Each node's interactions, split exactly as the node splits them (the node's own loader). */
 function nodeData(plan: ReturnType<typeof planRecommendDemo>, config: StudyConfig): RecommendData[] {
   return plan.parts.map((p) => recommendDataOf(loadRecommendTable({ header: plan.table.header, rows: p.rows, lineOf: (i) => i + 2 }, p.name, config, 0).train));
@@ -177,7 +210,8 @@ export async function runRecommendDemo(options: RecommendDemoOptions = {}): Prom
   const problem = recommendDemoFlagProblem(options);
   if (problem) throw new Error(problem);
   const plan = planRecommendDemo(options);
-  const input = recommendStudyConfig(plan, options);
+  const dp = recommendDemoPrivacy(options, options.rounds ?? DEFAULTS.rounds, usersPerPart(plan));
+  const input: StudyConfigInput = { ...recommendStudyConfig(plan, options), ...(dp ? { privacy: dp.privacy } : {}) };
   const config = StudyConfig.parse(input);
   if (config.task.kind !== 'recommend') throw new Error('not a recommend study');
   const k = config.task.k;
@@ -192,9 +226,13 @@ export async function runRecommendDemo(options: RecommendDemoOptions = {}): Prom
     studyConfig: input,
     outDir,
     say,
-    nodeFlags: options.personalize === false ? [] : ['--personalize'],
+    // Under DP the personalized evaluation would be one more noised release on the ledger: off.
+    nodeFlags: options.personalize === false || dp ? [] : ['--personalize'],
     nodes: plan.parts.map((p) => ({ name: p.name, dataFile: join(outDir, 'nodes', p.name, 'data.csv'), rows: p.rows.length, values: [p.name] })),
-    intro: [`  ${config.rounds} rounds of BPR matrix factorization (${config.task.factors} factors, ${'vocabulary' in config.task.items ? `${config.task.items.vocabulary.length} items` : `${config.task.items.hashBuckets} item buckets`}); user factors stay on each node`],
+    intro: [
+      `  ${config.rounds} rounds of BPR matrix factorization (${config.task.factors} factors, ${'vocabulary' in config.task.items ? `${config.task.items.vocabulary.length} items` : `${config.task.items.hashBuckets} item buckets`}); user factors stay on each node`,
+      ...(dp ? [`  user-level DP-SGD on every node: noise multiplier ${dp.privacy.dpSgd!.noiseMultiplier.toFixed(3)}, users sampled at ${dp.privacy.dpSgd!.samplingRate}, clip ${dp.privacy.dpSgd!.clipNorm}; noised evaluation z ${dp.privacy.evaluation!.noiseMultiplier.toFixed(2)}; epsilon ${dp.plannedEpsilon.toFixed(2)} per node (delta ${dp.privacy.delta})`] : []),
+    ],
     roundMetrics: (m) => ({ text: `federated val recall@${k} ${fmt(m?.recallAtK)}  NDCG@${k} ${fmt(m?.ndcgAtK)}`, fields: { validationRecallAtK: m?.recallAtK ?? null } }),
   });
   const last = (fed.lastRound ?? {}) as { validationMetrics?: Record<string, number | null> | null; personalizedMetrics?: Record<string, number | null> | null };
@@ -222,6 +260,18 @@ export async function runRecommendDemo(options: RecommendDemoOptions = {}): Prom
     localOnly,
     personalizedRecallAtK: last.personalizedMetrics?.recallAtK ?? null,
     personalizedNdcgAtK: last.personalizedMetrics?.ndcgAtK ?? null,
+    privacy: dp
+      ? {
+          unit: 'user',
+          targetEpsilon: options.dpSgdEpsilon ?? 3,
+          plannedEpsilon: dp.plannedEpsilon,
+          delta: dp.privacy.delta,
+          noiseMultiplier: dp.privacy.dpSgd!.noiseMultiplier,
+          samplingRate: dp.privacy.dpSgd!.samplingRate,
+          evaluationNoiseMultiplier: dp.privacy.evaluation!.noiseMultiplier,
+          dpSgdEpsilonSpentMax: fed.privacyReport ? Math.max(0, ...fed.privacyReport.nodes.map((n) => n.dpSgd?.epsilonTotal ?? 0)) : null,
+        }
+      : null,
     modelDir: resolve(modelDir),
     seconds: Math.round((performance.now() - started) / 100) / 10,
     auditVerified: fed.audit.ok,
@@ -240,7 +290,7 @@ function printTable(r: RecommendDemoResult, say: (line: string) => void): void {
   const row = (name: string, recall: number | null, ndcg: number | null, note = '') => say(`  ${name.padEnd(28)} ${fmt(recall).padStart(10)} ${fmt(ndcg).padStart(10)}  ${note}`);
   say('');
   say(`  ${'model'.padEnd(28)} ${`recall@${r.k}`.padStart(10)} ${`NDCG@${r.k}`.padStart(10)}`);
-  row('global (federated)', r.globalRecallAtK, r.globalNdcgAtK, "every node's held-out items");
+  row(r.privacy ? 'global (federated, DP)' : 'global (federated)', r.globalRecallAtK, r.globalNdcgAtK, r.privacy ? `noised per-user counts; user-level epsilon ${r.privacy.plannedEpsilon.toFixed(2)} per node` : "every node's held-out items");
   row('popularity baseline', r.popularityRecallAtK, r.popularityNdcgAtK, 'item counts of all training interactions');
   for (const l of r.localOnly) row(`local-only ${l.node}`, l.recallAtK, l.ndcgAtK, `trained and evaluated on ${l.node}'s ${l.users} users only`);
   row('mean local-only', r.meanLocalOnlyRecallAtK, r.meanLocalOnlyNdcgAtK);

@@ -290,6 +290,8 @@ export interface StudyStatusSummary {
   participants: number;
   lastMetrics: { round: number; meanLoss: number | null; validationAuc: number | null; metrics: Record<string, number | null> | null } | null;
   privacy: { dp: boolean; accountant: string | null; delta: number | null; spentEpsilon: number; budgetEpsilon: number | null } | null;
+  /** A warm start's source (initFrom: study, version, weights' sha256), or null for a seeded round 0. */
+  initializedFrom: InitFrom | null;
 }
 
 /** Summarizes a study's status (and its privacy report, when the token may read it). */
@@ -313,6 +315,7 @@ export function summarize(status: StudyStatus, privacy: PrivacyBody | null): Stu
     participants: latest?.participants.length ?? 0,
     lastMetrics: lastCompleted ? { round: lastCompleted.round, meanLoss: lastCompleted.meanLoss, validationAuc: lastCompleted.validationAuc, metrics: lastCompleted.validationMetrics ?? null } : null,
     privacy: privacy ? { dp: privacy.dp, accountant: privacy.accountant, delta: privacy.delta, spentEpsilon: privacy.spentEpsilon, budgetEpsilon: privacy.budgetEpsilon } : null,
+    initializedFrom: status.config.initFrom ?? null,
   };
 }
 
@@ -329,6 +332,7 @@ function formatSummary(s: StudyStatusSummary): string {
   const out = [`study ${s.id} "${s.name}": ${s.state}${s.openPhase ? ` (round ${s.currentRound} in ${s.openPhase})` : ''}`];
   if (s.state === 'stopped') out.push(`stopped${s.stoppedBy ? ` by ${s.stoppedBy}` : ''}${s.stoppedAt ? ` at ${s.stoppedAt}` : ''}: ${s.stopReason ?? '(no reason recorded)'}`);
   out.push(`rounds: ${s.roundsDone}/${s.roundsPlanned} done${s.roundsFailed ? ` (${s.roundsFailed} failed)` : ''}`);
+  if (s.initializedFrom) out.push(`round-0 model: ${describeInitFrom(s.initializedFrom)}`);
   out.push(`nodes: ${s.nodes} enrolled, ${s.participants} in the latest round`);
   const m = s.lastMetrics;
   if (m) {

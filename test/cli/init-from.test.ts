@@ -89,6 +89,8 @@ describe('fedmark study create --init-from (real CLI processes, coordinator in p
     const id = /^created study (\S+)/.exec(created.stdout)![1];
     const status = (await h.admin('get', `/v1/studies/${id}`)).body;
     expect(status.config.initFrom).toEqual({ study: source, version: 0, sha256: sourceSha });
+    const shown = await cli(['study', 'status', '--study', id]);
+    expect(shown.stdout).toContain(`round-0 model: initialized from study ${source} version 0 (sha256 ${sourceSha})`);
 
     // The signed configuration carries the source: verify prints it with what the statement covers.
     const verify = await cli(['model', 'verify', '--study', id, '--version', '0']);

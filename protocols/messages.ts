@@ -153,9 +153,6 @@ export const StudyBounds = z.strictObject({
 });
 export type StudyBounds = z.infer<typeof StudyBounds>;
 
-export const StudyConfig = z.object({
-  name: z.string().min(1).max(200),
-  /** The model kind: binary classification (default) or regression, with its loss. */
 /**
  * A warm start: the new study's round-0 model is `version` (default: the latest) of `study`,
  * copied byte for byte and signed again by the coordinator (coordinator/studies/init-from.ts).
@@ -175,6 +172,9 @@ export function describeInitFrom(source: { study: string; version?: number; sha2
   return `initialized from study ${source.study} version ${source.version ?? 'latest'}${source.sha256 ? ` (sha256 ${source.sha256})` : ''}`;
 }
 
+export const StudyConfig = z.object({
+  name: z.string().min(1).max(200),
+  /** The model kind: binary classification (default) or regression, with its loss. */
   task: TaskSpec.default({ kind: 'binary' }),
   model: ModelSpec,
   /** How the coordinator aggregates: `{ name, ...params }` (README, "Strategies"). */
@@ -212,11 +212,11 @@ export function describeInitFrom(source: { study: string; version?: number; sha2
    * creation is refused when the study breaks the current policy of any of them (issue 12).
    */
   jurisdictions: z.array(z.string().min(1).max(50)).max(100).refine((list) => new Set(list).size === list.length, { message: 'jurisdictions lists a jurisdiction twice' }).optional(),
+  /** Warm start (issue 9, quarterly recalibration): round 0 is this study's model, not the seeded one (InitFrom). */
+  initFrom: InitFrom.optional(),
 }).superRefine((study, ctx) => {
   const strategy = study.strategy;
   if (study.privacy?.central && EVERY_UPDATE_STRATEGIES.has(strategy.name)) {
-  /** Warm start (issue 9, quarterly recalibration): round 0 is this study's model, not the seeded one (InitFrom). */
-  initFrom: InitFrom.optional(),
     ctx.addIssue({
       code: 'custom',
       path: ['strategy', 'name'],

@@ -60,8 +60,12 @@ for (const backendName of BACKEND_NAMES) {
 
     run('a restart mid-round publishes the same model, bit for bit, as no restart (FedAvg with a clipped update)', async (hh) => {
       const plain = await oneRound(hh, BOUNDED);
-      const restarted = await oneRound(hh, BOUNDED, async (k) => {
-        if (k === 2) await hh.restart();
+      const restarted = await oneRound(hh, BOUNDED, async (k, studyId) => {
+        if (k !== 2) return;
+        // The second update was clipped: what is stored is the bounded form (float64), not the received frame.
+        const stored = await hh.built.db.selectFrom('round_kept_updates').select('weights').where('study_id', '=', studyId).orderBy('seq').execute();
+        expect(stored[1].weights.byteLength).toBeGreaterThan(encodeWeights(updates[1]).byteLength);
+        await hh.restart();
       });
       expect(sha256Hex(restarted.model)).toBe(sha256Hex(plain.model));
       // The clipped update did enter (the mean is not the unclipped one).

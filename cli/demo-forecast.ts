@@ -67,7 +67,7 @@ export interface ForecastDemoResult {
 }
 
 /** The forecast demo's plan: the data, its task and spec, and the node partitions (all checked before anything is written). */
-interface Plan {
+export interface Plan {
   table: CsvTable;
   task: ForecastTask;
   target: string;
@@ -208,7 +208,7 @@ export async function runForecastDemo(options: AnyDemoOptions): Promise<Forecast
  * happens before anything is written. Shipped data: date, station, riders, the last two years.
  * Covariates: every other numeric column (not --exclude'd, not the partition column).
  */
-function planForecast(options: AnyDemoOptions): Plan {
+export function planForecast(options: AnyDemoOptions): Plan {
   const dataPath = resolve(options.data ?? SHIPPED);
   const shipped = dataPath === SHIPPED;
   const date = options.date ?? (shipped ? 'date' : undefined);

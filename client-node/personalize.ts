@@ -140,7 +140,9 @@ export async function personalize(kind: NodeModelKind, task: Task, data: LoadedD
  */
 export async function fineTune(kind: NodeModelKind, model: tf.LayersModel, train: EncodedData, args: TrainArgs): Promise<void> {
   const epochs = args.instructions.localEpochs;
-  const plainRows = Object.keys(train).every((k) => PLAIN_ROW_KEYS.has(k));
+  // A forecast kind's training rows look plain, but it scores only rows that carry their series'
+  // seasonal-naive values and scales (the validation rows): it fine-tunes without the split.
+  const plainRows = Object.keys(train).every((k) => PLAIN_ROW_KEYS.has(k)) && args.study.task.kind !== 'forecast';
   if (!plainRows || train.n < 10) {
     await kind.train(model, train, args);
     return;

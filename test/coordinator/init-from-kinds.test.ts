@@ -23,7 +23,7 @@ function forecastStudy(): StudyConfigInput {
   }
   const task = ForecastTask.parse({ kind: 'forecast', date: 'date', series: 'store', frequency: 'day', horizon: 7, lags: [7, 14], windows: [7], covariates: ['price'] });
   const features = inferForecastSpec({ header, rows, lineOf: (i) => i + 2 }, task, 'units');
-  return { name: 'forecast', task, model: { kind: 'linear' }, features, rounds: 2, minNodesPerRound: 2 };
+  return { name: 'forecast', task, model: { kind: 'mlp', hidden: [3] }, features, rounds: 2, minNodesPerRound: 2 };
 }
 
 function recommendStudy(): StudyConfigInput {

@@ -333,10 +333,10 @@ for (const backendName of BACKEND_NAMES) {
       expect(await rounds.findEvaluation(db, 'study_u', 1, 'node_u1')).toBeUndefined();
       expect(await rounds.hasEvaluation(db, 'study_u', 1, 'node_u1')).toBe(false);
       await rounds.insertEvaluation(db, { study_id: 'study_u', round: 1, node_id: 'node_u1', num_examples: 7, loss: 0.3, histogram: null, stats: JSON.stringify(stats) });
-      expect(await rounds.findEvaluation(db, 'study_u', 1, 'node_u1')).toEqual({ histogram: null, stats, num_examples: 7, loss: 0.3 });
+      expect(await rounds.findEvaluation(db, 'study_u', 1, 'node_u1')).toEqual({ histogram: null, stats, num_examples: 7, loss: 0.3, personalized_stats: null });
       expect(await rounds.hasEvaluation(db, 'study_u', 1, 'node_u1')).toBe(true);
       expect(await rounds.listEvaluatorIds(db, 'study_u', 1)).toEqual(['node_u1']);
-      expect(await rounds.listRoundEvaluations(db, 'study_u', 1)).toEqual([{ node_id: 'node_u1', num_examples: 7, loss: 0.3, histogram: null, stats }]);
+      expect(await rounds.listRoundEvaluations(db, 'study_u', 1)).toEqual([{ node_id: 'node_u1', num_examples: 7, loss: 0.3, histogram: null, stats, personalized_num_examples: null, personalized_stats: null }]);
       // One update and one evaluation per node and round.
       await expect(rounds.insertEvaluation(db, { study_id: 'study_u', round: 1, node_id: 'node_u1', num_examples: 7, loss: null, histogram: null, stats: JSON.stringify(stats) })).rejects.toThrow();
       await expect(rounds.insertUpdate(db, { study_id: 'study_u', round: 1, node_id: 'node_u1', sha256: 'other', bytes: 1, num_examples: 1, loss: null, meta: '{}', accepted_at: at })).rejects.toThrow();

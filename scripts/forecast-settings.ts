@@ -21,7 +21,7 @@ import type { EncodedData } from '../models/encode.ts';
 import { loadForecastTable } from '../client-node/data-forecast.ts';
 import { planForecast } from '../cli/demo-forecast.ts';
 
-interface Setting { rounds: number; localEpochs: number; lr: number; batch?: number; hidden?: number[]; strategy?: Record<string, unknown>; localLr?: number; localEpochsTotal?: number; skipLocal?: boolean }
+interface Setting { rounds: number; localEpochs: number; lr: number; batch?: number; hidden?: number[]; strategy?: Record<string, unknown>; localLr?: number; localEpochsTotal?: number; skipLocal?: boolean; skipFed?: boolean }
 
 const settings: Setting[] = JSON.parse(process.argv[2] ?? '[{"rounds":20,"localEpochs":1,"lr":0.001}]');
 await initBackend('wasm');
@@ -46,7 +46,7 @@ for (const s of settings) {
   let global: WeightSet = getWeights(model);
   let serverState = strategy.initialServerState(global);
   const byRound: string[] = [];
-  for (let round = 1; round <= study.rounds; round++) {
+  for (let round = 1; round <= (s.skipFed ? 0 : study.rounds); round++) {
     const instructions = strategy.configureFit(round, serverState, ids, study.training);
     const fit = strategy.aggregateFit(global, serverState, { round, participants: ids.length });
     for (let i = 0; i < nodes.length; i++) {

@@ -21,7 +21,7 @@ import type { EncodedData } from '../models/encode.ts';
 import { loadForecastTable } from '../client-node/data-forecast.ts';
 import { planForecast } from '../cli/demo-forecast.ts';
 
-interface Setting { rounds: number; localEpochs: number; lr: number; batch?: number; hidden?: number[]; strategy?: Record<string, unknown>; localLr?: number; localEpochsTotal?: number; skipLocal?: boolean; skipFed?: boolean }
+interface Setting { rounds: number; localEpochs: number; lr: number; batch?: number; hidden?: number[]; strategy?: Record<string, unknown>; localLr?: number; localEpochsTotal?: number; skipLocal?: boolean; skipFed?: boolean; personalizeLrs?: number[] }
 
 const settings: Setting[] = JSON.parse(process.argv[2] ?? '[{"rounds":20,"localEpochs":1,"lr":0.001}]');
 await initBackend('wasm');
@@ -60,6 +60,17 @@ for (const s of settings) {
     byRound.push(poolForecast(evalAll(global)).wape!.toFixed(4));
   }
   const g = poolForecast(evalAll(global));
+  // Personalization as fedmark node --personalize does it for a forecast study: 3 epochs from the global model.
+  const personalized: Record<string, number | null> = {};
+  for (const lr of s.personalizeLrs ?? []) {
+    const stats: ForecastStats[] = [];
+    for (const [i, n] of nodes.entries()) {
+      setWeights(model, global);
+      await kind.train(model, n.train, { study, instructions: { localEpochs: 3, learningRate: lr, batchSize: s.batch ?? 64, proximalMu: 0 }, global, seed: 42 + s.rounds + 1 + i });
+      stats.push(kind.evaluate(model, n.validation).stats as ForecastStats);
+    }
+    personalized[String(lr)] = poolForecast(stats).wape;
+  }
   let meanLocal: number | null = null;
   if (!s.skipLocal) {
     const wapes: number[] = [];
@@ -73,5 +84,5 @@ for (const s of settings) {
     meanLocal = wapes.reduce((a, b) => a + b, 0) / wapes.length;
   }
   model.dispose();
-  process.stdout.write(JSON.stringify({ setting: s, globalWape: g.wape, naiveWape: g.naiveWape, meanLocalOnlyWape: meanLocal, byRound: byRound.join(' '), seconds: Math.round((performance.now() - t0) / 1000) }) + '\n');
+  process.stdout.write(JSON.stringify({ setting: s, globalWape: g.wape, naiveWape: g.naiveWape, meanLocalOnlyWape: meanLocal, personalized, byRound: byRound.join(' '), seconds: Math.round((performance.now() - t0) / 1000) }) + '\n');
 }

@@ -11,12 +11,12 @@ import { parseDay, weekday, formatDay } from '../models/calendar.ts';
 import { readCsvTable, writeCsvTable, type CsvTable } from '../models/csv-table.ts';
 import { inferForecastSpec } from '../models/forecast-features.ts';
 import { initBackend } from '../models/backend.ts';
-import { getWeights, setWeights } from '../models/model-factory.ts';
+import { setWeights } from '../models/model-factory.ts';
 import { forecastKind } from '../models/kinds/forecast.ts';
-import type { NodeModelKind } from '../models/kinds/kind.ts';
 import type { EncodedData } from '../models/encode.ts';
 import { loadForecastTable } from '../client-node/data-forecast.ts';
 import { partitionByColumn } from './partition.ts';
+import { trainAlone } from './demo-local-only.ts';
 import { auditLine, fmt, prepareDemoOut, runFederation } from './demo-federation.ts';
 import { personalizedFields, personalizedLines, personalizedSummary, tableHeader, tableRow, type TableColumn } from './demo-table.ts';
 import type { AnyDemoOptions } from './demo.ts';
@@ -156,7 +156,7 @@ export async function runForecastDemo(options: AnyDemoOptions): Promise<Forecast
   if (options.localBaseline !== false) {
     say(`  training local-only baselines (each node's series alone, ${rounds * localEpochs} epochs at Adam ${LOCAL_ONLY_LEARNING_RATE}: the same compute, the local models' best rate) ...`);
     for (const [i, n] of nodes.entries()) {
-      const stats = evaluate(await trainAlone(kind, study, width, n.data.train, rounds * localEpochs), n.data.validation);
+      const stats = evaluate(await trainAlone(kind, study, width, n.data.train, rounds * localEpochs, LOCAL_ONLY_LEARNING_RATE), n.data.validation);
       localStats.push(stats);
       const m = poolForecast([stats]);
       localOnly.push({ node: n.part.name, series: n.part.values, trainRows: n.data.train.n, testWape: m.wape, testMase: m.mase, globalWape: poolForecast([globalStats[i]]).wape });
@@ -292,18 +292,6 @@ function numericColumns(table: CsvTable): string[] {
   });
 }
 
-/** A node's local-only model: the kind trained on its rows alone for `epochs` epochs from the round-0 weights, at LOCAL_ONLY_LEARNING_RATE. */
-async function trainAlone(kind: NodeModelKind, study: StudyConfig, width: number, data: EncodedData, epochs: number): Promise<WeightSet> {
-  const model = kind.createModel(study, width);
-  try {
-    const global = getWeights(model);
-    const { batchSize } = study.training;
-    await kind.train(model, data, { study, instructions: { localEpochs: epochs, learningRate: LOCAL_ONLY_LEARNING_RATE, batchSize, proximalMu: 0 }, global, seed: study.training.seed });
-    return getWeights(model);
-  } finally {
-    model.dispose();
-  }
-}
 
 function abbreviate(values: string[]): string {
   const text = values.length <= 1 ? values.join('') : `${values[0]} +${values.length - 1}`;

@@ -12,10 +12,11 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { ModelSpec } from '../protocols/model-spec.ts';
 import { StudyPrivacy } from '../protocols/privacy/study-privacy.ts';
 import { calibrateSigma } from '../protocols/privacy/index.ts';
-import { encodeTable, getWeights, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type CsvTable, type EncodedData } from '../models/index.ts';
+import { encodeTable, inferFeatureSpec, initBackend, readCsvTable, setWeights, splitRows, subset, writeCsvTable, writeFeatureSpecFile, type CsvTable } from '../models/index.ts';
 import type { CsvDelimiter } from '../models/csv-table.ts';
-import { nodeKindFor, type NodeModelKind } from '../models/kinds/index.ts';
+import { nodeKindFor } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
+import { trainAlone } from './demo-local-only.ts';
 import { auditLine, fmt, fmtValue, prepareDemoOut, runFederation } from './demo-federation.ts';
 import { personalizedFields, personalizedLines, personalizedSummary, tableHeader, tableRow } from './demo-table.ts';
 import type { AttackName } from '../client-node/attack.ts';
@@ -479,21 +480,6 @@ function describeStrategy(strategy: StrategyConfig): string {
   return params.length ? `${strategy.name} (${params.map(([k, v]) => `${k} ${v}`).join(', ')})` : strategy.name;
 }
 
-/**
- * A region's local-only model: the study's kind trained on the region's rows alone for `epochs`
- * epochs from the study's round-0 weights (what each round's node training does, run once).
- */
-async function trainAlone(kind: NodeModelKind, study: StudyConfig, width: number, data: EncodedData, epochs: number): Promise<WeightSet> {
-  const model = kind.createModel(study, width);
-  try {
-    const global = getWeights(model);
-    const { learningRate, batchSize } = study.training;
-    await kind.train(model, data, { study, instructions: { localEpochs: epochs, learningRate, batchSize, proximalMu: 0 }, global, seed: study.training.seed });
-    return getWeights(model);
-  } finally {
-    model.dispose();
-  }
-}
 
 function abbreviate(values: string[]): string {
   return values.length <= 6 ? values.join(' ') : `${values.slice(0, 5).join(' ')} +${values.length - 5}`;

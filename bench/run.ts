@@ -25,7 +25,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'privacy', 'strategies', 'attacks'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' } }, allowPositionals: true });
 const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
@@ -175,6 +175,32 @@ if (wanted.has('demo')) {
     [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc ?? '-'],
   ]);
   rmSync(out, { recursive: true, force: true });
+}
+
+// Issue 9's model kinds on their shipped data, as `npm start -- --task forecast|recommend --json`
+// prints them: the global model against its baseline and the mean local-only model (and the
+// nodes' personalized models), with the demo's wall time.
+if (wanted.has('kinds')) {
+  const { runDemo } = await import('../cli/demo.ts');
+  const pick = (r: object, keys: string[]) => Object.fromEntries(keys.map((k) => [k, (r as Record<string, unknown>)[k] ?? null]));
+  const kinds: Record<string, Record<string, unknown>> = {};
+  for (const [task, keys] of [
+    ['forecast', ['globalWape', 'naiveWape', 'meanLocalOnlyWape', 'personalizedWape', 'globalMase', 'naiveMase', 'meanLocalOnlyMase', 'nodes', 'wallSeconds']],
+    ['recommend', ['globalRecallAtK', 'popularityRecallAtK', 'meanLocalOnlyRecallAtK', 'personalizedRecallAtK', 'globalNdcgAtK', 'popularityNdcgAtK', 'meanLocalOnlyNdcgAtK', 'personalizedNdcgAtK', 'nodes', 'wallSeconds']],
+  ] as const) {
+    const out = mkdtempSync(join(tmpdir(), `fedmark-bench-${task}-`));
+    try {
+      kinds[task] = pick(await runDemo({ task, out, progress: process.stderr }), [...keys]);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }
+  results.kinds = kinds;
+  const f = kinds.forecast;
+  const r = kinds.recommend;
+  const n = (v: unknown) => (typeof v === 'number' ? v : '-');
+  table('Demand forecasting (npm start -- --task forecast): test WAPE, lower is better', ['global', 'seasonal naive', 'mean local-only', 'personalized', 'nodes', 'wall s'], [[n(f.globalWape), n(f.naiveWape), n(f.meanLocalOnlyWape), n(f.personalizedWape), n(f.nodes), n(f.wallSeconds)]]);
+  table('Recommendation (npm start -- --task recommend): recall@10, higher is better', ['global', 'popularity', 'mean local-only', 'personalized', 'nodes', 'wall s'], [[n(r.globalRecallAtK), n(r.popularityRecallAtK), n(r.meanLocalOnlyRecallAtK), n(r.personalizedRecallAtK), n(r.nodes), n(r.wallSeconds)]]);
 }
 
 if (wanted.has('privacy')) {

@@ -185,12 +185,15 @@ if (wanted.has('kinds')) {
   const pick = (r: object, keys: string[]) => Object.fromEntries(keys.map((k) => [k, (r as Record<string, unknown>)[k] ?? null]));
   const kinds: Record<string, Record<string, unknown>> = {};
   for (const [task, keys] of [
-    ['forecast', ['globalWape', 'naiveWape', 'meanLocalOnlyWape', 'personalizedWape', 'globalMase', 'naiveMase', 'meanLocalOnlyMase', 'nodes', 'wallSeconds']],
-    ['recommend', ['globalRecallAtK', 'popularityRecallAtK', 'meanLocalOnlyRecallAtK', 'personalizedRecallAtK', 'globalNdcgAtK', 'popularityNdcgAtK', 'meanLocalOnlyNdcgAtK', 'personalizedNdcgAtK', 'nodes', 'wallSeconds']],
+    ['forecast', ['globalWape', 'naiveWape', 'meanLocalOnlyWape', 'personalizedWape', 'globalMase', 'naiveMase', 'meanLocalOnlyMase', 'nodes']],
+    ['recommend', ['globalRecallAtK', 'popularityRecallAtK', 'meanLocalOnlyRecallAtK', 'personalizedRecallAtK', 'globalNdcgAtK', 'popularityNdcgAtK', 'meanLocalOnlyNdcgAtK', 'personalizedNdcgAtK', 'nodes']],
   ] as const) {
     const out = mkdtempSync(join(tmpdir(), `fedmark-bench-${task}-`));
     try {
-      kinds[task] = pick(await runDemo({ task, out, progress: process.stderr }), [...keys]);
+      const started = performance.now();
+      const result = await runDemo({ task, out, progress: process.stderr });
+      // Wall time of the whole demo as a user runs it (data, processes, federation, baselines, audit).
+      kinds[task] = { ...pick(result, [...keys]), wallSeconds: (performance.now() - started) / 1000 };
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

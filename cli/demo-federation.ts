@@ -333,7 +333,8 @@ function exited(c: ChildProcess): boolean {
 
 function spawnChild(launcher: Launcher, args: string[], logFile: string, env: Record<string, string>) {
   // stdin is a pipe the child watches (FEDMARK_EXIT_WITH_PARENT): when this process dies, however, it closes.
-  const child = spawn(launcher.command, [...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const profile = process.env.FEDMARK_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FEDMARK_CPU_PROF_DIR}`] : [];
+  const child = spawn(launcher.command, [...profile, ...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
   const log = createWriteStream(logFile);
   child.stderr!.pipe(log, { end: false });
   const lines = createInterface({ input: child.stdout! });

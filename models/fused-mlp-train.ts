@@ -7,7 +7,8 @@
  * consecutive slices of it (the last one smaller), the mean loss of a batch, a fresh optimizer
  * state per call, the reported loss the mean data loss over the last epoch.
  *
- * Chosen with FEDMARK_TRAINER=fused (default: tfjs); `fusedTrainerWanted` reads it.
+ * The default (issue 13: at these sizes TensorFlow.js's per-op overhead, not arithmetic, is what a
+ * step costs); FEDMARK_TRAINER=tfjs forces TensorFlow.js. `fusedTrainerWanted` reads it.
  */
 import * as tf from './tf.ts';
 import type { TrainingConfig } from '../protocols/training-config.ts';
@@ -21,16 +22,27 @@ import type { TrainOptions, TrainResult } from './train.ts';
 
 export const TRAINERS = ['tfjs', 'fused'] as const;
 
-/** True when FEDMARK_TRAINER asks for the fused trainer; a clear error for an unknown value. */
+/**
+ * True unless FEDMARK_TRAINER=tfjs: the fused trainer (and its forward pass for predictions) is
+ * the default wherever it covers the model; a clear error for an unknown value.
+ */
 export function fusedTrainerWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   const value = env.FEDMARK_TRAINER;
-  if (value === undefined || value === '' || value === 'tfjs') return false;
-  if (value === 'fused') return true;
+  if (value === undefined || value === '' || value === 'fused') return true;
+  if (value === 'tfjs') return false;
   throw new RangeError(`FEDMARK_TRAINER must be one of ${TRAINERS.join(', ')}, got ${JSON.stringify(value)}`);
 }
 
 /** The model's layout if the fused trainer can train it with this loss, else null. */
 export function fusedLayoutOf(model: tf.LayersModel, loss: OutputLoss): FusedLayout | null {
+  return denseLayoutOf(model, loss.output);
+}
+
+/**
+ * The layout of a stack of Dense layers with biases, ReLU / tanh / linear hidden layers and one
+ * output unit whose activation is `output` (any of sigmoid / linear when undefined), else null.
+ */
+export function denseLayoutOf(model: tf.LayersModel, output?: 'sigmoid' | 'linear'): FusedLayout | null {
   const widths: number[] = [];
   const hidden: FusedActivation[] = [];
   const layers = model.layers;
@@ -44,7 +56,8 @@ export function fusedLayoutOf(model: tf.LayersModel, loss: OutputLoss): FusedLay
     widths.push(outWidth);
     const activation = config.activation;
     if (i === layers.length - 1) {
-      if (activation !== loss.output || outWidth !== 1) return null;
+      const wanted = output ?? (activation === 'sigmoid' ? 'sigmoid' : 'linear');
+      if (activation !== wanted || outWidth !== 1) return null;
     } else if (activation === 'relu' || activation === 'tanh' || activation === 'linear') {
       hidden.push(activation);
     } else {

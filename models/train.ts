@@ -7,6 +7,7 @@ import type { WeightSet } from '../protocols/tensors.ts';
 import { bceLoss, type OutputLoss } from './losses.ts';
 import { modelSpecsOf } from './model-factory.ts';
 import { fusedTrainerWanted, trainLocalFused } from './fused-mlp-train.ts';
+import { predictScoresFused } from './fused-mlp-predict.ts';
 
 export interface TrainResult {
   /**
@@ -189,8 +190,8 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
   if (n === 0) throw new RangeError('trainLocal: no rows to train on');
   const batchSize = Math.max(1, Math.min(config.batchSize, n));
   const objective = options.loss ?? bceLoss;
-  // FEDMARK_TRAINER=fused: the hand-written dense trainer (models/fused-mlp-train.ts), same
-  // semantics; null for a model it does not cover, which TensorFlow.js then trains.
+  // The hand-written dense trainer (models/fused-mlp-train.ts) by default, same semantics; null
+  // for a model it does not cover, which TensorFlow.js then trains (and FEDMARK_TRAINER=tfjs).
   if (fusedTrainerWanted()) {
     const fused = await trainLocalFused(model, data, config, objective, options);
     if (fused !== null) return fused;
@@ -276,6 +277,9 @@ export function predictScores(model: tf.LayersModel, x: Float32Array, n: number,
   if (x.length !== n * width) throw new RangeError(`predictScores: x has ${x.length} values, expected ${n} x ${width}`);
   const expected = inputWidthOf(model);
   if (width !== expected) throw new RangeError(`predictScores: the data are ${width} wide but the model takes ${expected} inputs`);
+  // The fused forward pass for a dense stack it covers (unless FEDMARK_TRAINER=tfjs).
+  const fused = fusedTrainerWanted() ? predictScoresFused(model, x, n, width, PREDICT_BATCH_ROWS) : null;
+  if (fused !== null) return fused;
   const scores = new Float32Array(n);
   for (let start = 0; start < n; start += PREDICT_BATCH_ROWS) {
     const rows = Math.min(PREDICT_BATCH_ROWS, n - start);

@@ -219,8 +219,9 @@ describe('trainLocal on the fused trainer', () => {
     model.dispose();
   });
 
-  it('FEDMARK_TRAINER: tfjs by default, fused on request, a clear error otherwise', () => {
-    expect(fusedTrainerWanted({})).toBe(false);
+  it('FEDMARK_TRAINER: fused by default, tfjs on request, a clear error otherwise', () => {
+    expect(fusedTrainerWanted({})).toBe(true);
+    expect(fusedTrainerWanted({ FEDMARK_TRAINER: '' })).toBe(true);
     expect(fusedTrainerWanted({ FEDMARK_TRAINER: 'tfjs' })).toBe(false);
     expect(fusedTrainerWanted({ FEDMARK_TRAINER: 'fused' })).toBe(true);
     expect(() => fusedTrainerWanted({ FEDMARK_TRAINER: 'torch' })).toThrow(/FEDMARK_TRAINER must be one of tfjs, fused, got "torch"/);

@@ -1,0 +1,69 @@
+/**
+ * Bytes on the wire between the simulated nodes and the coordinator: HTTP bodies, counted by
+ * wrapping this process's global fetch (the one CoordinatorClient calls), attributed to a round
+ * from the request path: an update or an evaluation names its round; a model download is charged
+ * to the round it serves (version v is evaluated in round v and trained from in round v + 1, and
+ * each node downloads it once: version 0 is charged to round 1). Everything else (task polls,
+ * status reports, enrollment) is `other`. Headers are not counted.
+ */
+
+export interface RoundTraffic {
+  uploadedBytes: number;
+  downloadedBytes: number;
+  updates: number;
+  modelDownloads: number;
+}
+
+export interface TrafficCounter {
+  rounds: Map<number, RoundTraffic>;
+  other: { uploadedBytes: number; downloadedBytes: number; requests: number };
+  uninstall(): void;
+}
+
+function bodyBytes(body: unknown): number {
+  if (body === undefined || body === null) return 0;
+  if (typeof body === 'string') return Buffer.byteLength(body);
+  if (body instanceof Uint8Array || body instanceof ArrayBuffer) return body.byteLength;
+  return 0;
+}
+
+function roundOf(path: string): { round: number; what: 'update' | 'model' | 'evaluation' } | undefined {
+  const update = /\/rounds\/(\d+)\/(updates|evaluations)$/.exec(path);
+  if (update) return { round: Number(update[1]), what: update[2] === 'updates' ? 'update' : 'evaluation' };
+  const model = /\/models\/(\d+)$/.exec(path);
+  if (model) return { round: Math.max(1, Number(model[1])), what: 'model' };
+  return undefined;
+}
+
+export function installTrafficCounter(): TrafficCounter {
+  const original = globalThis.fetch;
+  const counter: TrafficCounter = {
+    rounds: new Map(),
+    other: { uploadedBytes: 0, downloadedBytes: 0, requests: 0 },
+    uninstall: () => {
+      globalThis.fetch = original;
+    },
+  };
+  globalThis.fetch = async (input: string | URL | Request, init?: RequestInit) => {
+    const res = await original(input, init);
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const up = bodyBytes(init?.body);
+    // The coordinator sends a Content-Length for models and JSON; a chunked answer is counted as 0.
+    const down = Number(res.headers.get('content-length') ?? 0);
+    const where = roundOf(url.pathname);
+    if (!where) {
+      counter.other.uploadedBytes += up;
+      counter.other.downloadedBytes += down;
+      counter.other.requests++;
+      return res;
+    }
+    let r = counter.rounds.get(where.round);
+    if (!r) counter.rounds.set(where.round, (r = { uploadedBytes: 0, downloadedBytes: 0, updates: 0, modelDownloads: 0 }));
+    r.uploadedBytes += up;
+    r.downloadedBytes += down;
+    if (where.what === 'update' && res.ok) r.updates++;
+    if (where.what === 'model' && res.ok) r.modelDownloads++;
+    return res;
+  };
+  return counter;
+}

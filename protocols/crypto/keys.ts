@@ -155,9 +155,70 @@ export async function loadPublicKey(armored: string): Promise<PublicKey> {
   return key;
 }
 
-/** `PublicKeyInput` to a parsed key (objects pass through, private ones included). */
+/**
+ * `PublicKeyInput` to a parsed key (objects pass through, private ones included). Armored text is
+ * parsed once and then served from a bounded cache (see `cachedPublicKey`): treat the returned
+ * key as read-only.
+ */
 export async function toPublicKey(input: PublicKeyInput): Promise<PublicKey> {
-  return typeof input === 'string' ? loadPublicKey(input) : input;
+  return typeof input === 'string' ? cachedPublicKey(input) : input;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsed-key cache (issue 13). The coordinator gets a node's key from the database as armored
+// text on every request; parsing it (packets, fingerprint) and checking its self-signature cost
+// ~2 ms of CPU, more than the request signature itself. The cache is keyed by the ARMORED TEXT,
+// not by fingerprint: a rotated key, or a key with a revocation certificate merged in, is other
+// text, so it is a cache miss and gets parsed and judged afresh; a stale verdict cannot outlive
+// the text it was computed from. Expiry is time-dependent, so it is never cached as a verdict:
+// the key's expiration TIME is (it does not depend on the time of asking, see `keyStatus`).
+// ---------------------------------------------------------------------------------------------
+
+/** Distinct armored keys kept parsed (one per enrolled node and coordinator key; ~10 KB each). */
+export const PUBLIC_KEY_CACHE_SIZE = 1024;
+
+// A Map iterates in insertion order, so re-inserting on a hit and evicting the first key is an
+// LRU in a few lines; no dependency needed for that. Values are promises, so concurrent requests
+// for one key share one parse.
+const parsedKeys = new Map<string, Promise<PublicKey>>();
+
+/** Facts about a cached key that do not depend on the time of asking (see `keyStatus`). */
+interface KeyFacts {
+  /** Any primary-key revocation signature at all (then revocation is judged in full each time). */
+  hasRevocations: boolean;
+  /** `getExpirationTime()`: computed with no reference date by OpenPGP.js, so time-independent. */
+  expiry: Date | number | null;
+}
+const keyFacts = new WeakMap<PublicKey, KeyFacts>();
+
+async function parseAndJudge(armored: string): Promise<PublicKey> {
+  const key = await loadPublicKey(armored);
+  keyFacts.set(key, { hasRevocations: key.revocationSignatures.length > 0, expiry: await key.getExpirationTime() });
+  return key;
+}
+
+/** The parsed key for armored text, parsed once (bounded LRU, `PUBLIC_KEY_CACHE_SIZE`). */
+export function cachedPublicKey(armored: string): Promise<PublicKey> {
+  let entry = parsedKeys.get(armored);
+  if (entry !== undefined) {
+    parsedKeys.delete(armored); // most recently used goes last
+  } else {
+    entry = parseAndJudge(armored);
+    entry.catch(() => parsedKeys.delete(armored)); // a bad key is not cached: the error is re-raised each time
+    if (parsedKeys.size >= PUBLIC_KEY_CACHE_SIZE) parsedKeys.delete(parsedKeys.keys().next().value!);
+  }
+  parsedKeys.set(armored, entry);
+  return entry;
+}
+
+/** Empties the parsed-key cache (tests; an operator tool that wants a cold start). */
+export function clearPublicKeyCache(): void {
+  parsedKeys.clear();
+}
+
+/** How many armored keys are parsed and cached now. */
+export function publicKeyCacheSize(): number {
+  return parsedKeys.size;
 }
 
 /** Lower-case hex fingerprint of an armored public or private key. */
@@ -191,8 +252,14 @@ export type KeyStatus = 'valid' | 'revoked' | 'expired' | 'not-yet-valid' | 'inv
 /** One verdict for "may this key be trusted at `at`?", revocation first. */
 export async function keyStatus(key: PublicKeyInput, at: Date = new Date()): Promise<KeyStatus> {
   const k = await toPublicKey(key);
-  if (await k.isRevoked(undefined, undefined, at)) return 'revoked';
-  const expiry = await k.getExpirationTime();
+  // A cached key (parsed from armored text by `cachedPublicKey`) brings its time-independent
+  // facts: with no revocation signature it cannot be revoked at any time, and its expiration
+  // time is fixed; expiry itself is still compared with `at` on every call below.
+  const facts = keyFacts.get(k);
+  if (facts === undefined || facts.hasRevocations) {
+    if (await k.isRevoked(undefined, undefined, at)) return 'revoked';
+  }
+  const expiry = facts !== undefined ? facts.expiry : await k.getExpirationTime();
   if (expiry === null) return 'invalid';
   if (expiry instanceof Date && expiry.getTime() <= at.getTime()) return 'expired';
   // OpenPGP times have one-second resolution.

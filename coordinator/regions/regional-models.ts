@@ -1,11 +1,11 @@
 import type { Transaction } from 'kysely';
-import { decodeAccumulatorState, encodeAccumulatorState, WeightedMeanAccumulator } from '../../protocols/aggregation/fedavg.ts';
+import { AggregationError, decodeAccumulatorState, WeightedMeanAccumulator } from '../../protocols/aggregation/fedavg.ts';
 import { StudyConfig } from '../../protocols/messages.ts';
 import { evaluationStatsOf, poolStudyEvaluation } from '../rounds/evaluation-pooling.ts';
 import { modelOutOfRange } from '../../protocols/model-bounds.ts';
 import { specsOf } from '../../protocols/tensors.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
-import { encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
+import { decodeWeightsView, encodeWeights, sha256Hex } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 import { NotFoundError } from '../errors.ts';
@@ -15,17 +15,16 @@ import {
   dropRegionalAccumulators,
   findRegionalModel,
   findStudyConfigRow,
-  insertRegionalAccumulator,
   insertRegionalModel,
+  listKeptUpdateRefs,
   listNodeEvaluations,
   listNodeUpdates,
   listRegionalAccumulators,
   listRegionalModelSummaries,
   listRegionMembers,
   listRoundPhases,
-  lockRegionalAccumulator,
   nodeRegionsAndJurisdictions,
-  updateRegionalAccumulator,
+  readKeptUpdate,
 } from './repository.ts';
 
 /**
@@ -42,7 +41,11 @@ import {
  *  - under central (client-level) DP no regional model is made at all: only the noised global
  *    aggregate may ever be stored or returned, and a second, separately noised release per region
  *    would need its own accounting;
- *  - regional running sums live only while the round is open and are deleted when it closes.
+ *  - no regional running sum is stored at all (issue 13: an update writes O(update), not an 8-byte-a-
+ *    parameter sum per region): at close, each region's mean is folded from the round's stored
+ *    updates (`round_kept_updates`: node, weight and the form the global fold took, in arrival
+ *    order), one region and one update in memory at a time, and the stored updates are dropped
+ *    with the round's close. A restart changes nothing: the stored updates are the only input.
  */
 const FLOOR_NODES_PER_REGIONAL_MODEL = 2;
 
@@ -50,23 +53,6 @@ const FLOOR_NODES_PER_REGIONAL_MODEL = 2;
 /** Whether this study produces regional models (never under central DP: see above). */
 export function makesRegionalModels(config: StudyConfig): boolean {
   return config.privacy?.central === undefined;
-}
-
-/** Folds one accepted update into its region's running sum, in the caller's transaction. */
-export async function foldRegionalUpdate(
-  tx: Transaction<Database>,
-  input: { studyId: string; round: number; region: string; global: WeightSet; update: WeightSet; numExamples: number },
-): Promise<void> {
-  const { studyId, round, region } = input;
-  const row = await lockRegionalAccumulator(tx, studyId, round, region);
-  // The plain weighted mean of the region's local models, whatever the study's strategy: it is
-  // the region's adaptation of the global model, not a server step. `numExamples` is the weight
-  // the global aggregate used (claims/aggregationWeight: capped, or 1 under DP-SGD).
-  const accumulator = row ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state))) : new WeightedMeanAccumulator(specsOf(input.global));
-  accumulator.add(input.update, input.numExamples);
-  const state = encodeAccumulatorState(accumulator.toState());
-  if (row) await updateRegionalAccumulator(tx, studyId, round, region, state);
-  else await insertRegionalAccumulator(tx, studyId, round, region, state);
 }
 
 export interface RegionalOutcome {
@@ -81,45 +67,80 @@ export interface RegionalOutcome {
 }
 
 /**
- * At aggregation: publishes (signed) the model of every region with enough contributors,
- * withholds the rest, and deletes the round's regional running sums either way.
+ * At aggregation: folds the model of every region with enough contributors from the round's
+ * stored updates, publishes it (signed), withholds the rest, and deletes any legacy running sum.
  */
 export async function publishRegionalModels(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }>; maxAbsWeight?: number },
+  input: { studyId: string; round: number; config: StudyConfig; global: WeightSet; keyring: CoordinatorKeyring; contributors: Array<{ node_id: string; num_examples: number }> },
 ): Promise<RegionalOutcome[]> {
   const { studyId, round } = input;
-  const rows = await listRegionalAccumulators(tx, studyId, round);
-  if (rows.length === 0) return [];
-  const nodeIds = input.contributors.map((c) => c.node_id);
-  const nodes = await nodeRegionsAndJurisdictions(tx, nodeIds);
+  if (!makesRegionalModels(input.config) || input.contributors.length === 0) return [];
+  const nodes = await nodeRegionsAndJurisdictions(tx, input.contributors.map((c) => c.node_id));
   const policies = await latestPolicies(tx);
+  const folding = await regionalFolding(tx, studyId, round);
   const outcomes: RegionalOutcome[] = [];
-  for (const row of rows) {
-    const members = nodes.filter((n) => n.region === row.region);
+  for (const region of [...new Set(nodes.map((n) => n.region))].sort()) {
+    const members = nodes.filter((n) => n.region === region);
     const required = Math.max(FLOOR_NODES_PER_REGIONAL_MODEL, ...members.map((n) => (n.jurisdiction ? (policies.get(n.jurisdiction)?.minNodesPerAggregate ?? 0) : 0)));
     if (members.length < required) {
-      outcomes.push({ region: row.region, nodes: members.length, required, published: false, reason: `only ${members.length} node(s) of region ${row.region} reported; a regional model needs at least ${required}` });
+      outcomes.push({ region, nodes: members.length, required, published: false, reason: `only ${members.length} node(s) of region ${region} reported; a regional model needs at least ${required}` });
       continue;
     }
-    const accumulator = WeightedMeanAccumulator.fromState(decodeAccumulatorState(new Uint8Array(row.state)));
-    if (accumulator.count === 0) continue;
-    const weights = accumulator.mean();
+    const weights = (await foldRegion(tx, folding, input.global, region, new Set(members.map((m) => m.id)))).mean();
     // The global model's guard holds for a region's model too: never published out of range.
-    const outOfRange = input.maxAbsWeight === undefined ? undefined : modelOutOfRange(weights, input.maxAbsWeight);
+    const outOfRange = input.config.bounds ? modelOutOfRange(weights, input.config.bounds.maxAbsWeight) : undefined;
     if (outOfRange) {
-      outcomes.push({ region: row.region, nodes: members.length, required, published: false, reason: `model-out-of-range: the regional model's ${outOfRange}` });
+      outcomes.push({ region, nodes: members.length, required, published: false, reason: `model-out-of-range: the regional model's ${outOfRange}` });
       continue;
     }
     const bytes = encodeWeights(weights);
     const sha256 = sha256Hex(bytes);
     const { signature, fingerprint } = await input.keyring.sign(bytes);
     const numExamples = input.contributors.filter((c) => members.some((m) => m.id === c.node_id)).reduce((s, c) => s + c.num_examples, 0);
-    await insertRegionalModel(tx, { study_id: studyId, version: round, region: row.region, weights: bytes, sha256, bytes: bytes.length, nodes: members.length, num_examples: numExamples, signature, signer_fingerprint: fingerprint });
-    outcomes.push({ region: row.region, nodes: members.length, required, published: true, sha256 });
+    await insertRegionalModel(tx, { study_id: studyId, version: round, region, weights: bytes, sha256, bytes: bytes.length, nodes: members.length, num_examples: numExamples, signature, signer_fingerprint: fingerprint });
+    outcomes.push({ region, nodes: members.length, required, published: true, sha256 });
   }
   await dropRegionalAccumulators(tx, studyId, round);
   return outcomes;
+}
+
+/** What a region's model is folded from: the round's stored updates, and any legacy running sums. */
+interface RegionalFolding {
+  studyId: string;
+  round: number;
+  /** The round's stored updates in arrival order (no weights: read one at a time when folded). */
+  stored: Array<{ seq: number; node_id: string; weight: number | null }>;
+  /** Running sums a coordinator before issue 13 wrote for this round, by region (an upgrade mid-round). */
+  legacy: Map<string, Uint8Array>;
+}
+
+async function regionalFolding(tx: Transaction<Database>, studyId: string, round: number): Promise<RegionalFolding> {
+  const legacy = new Map((await listRegionalAccumulators(tx, studyId, round)).map((r) => [r.region, new Uint8Array(r.state)]));
+  return { studyId, round, stored: await listKeptUpdateRefs(tx, studyId, round), legacy };
+}
+
+/**
+ * The plain weighted mean of the region's local models, whatever the study's strategy: it is the
+ * region's adaptation of the global model, not a server step. Each stored update enters as the
+ * global fold took it (norm-bounded) with the weight the global fold used (claims.ts
+ * aggregationWeight: capped, or 1 under DP-SGD), in arrival order: the same float64 sums as the
+ * running sum before issue 13. A legacy running sum already holds the region's first `count`
+ * updates; only the region's updates after it (the last ones stored) are folded on top.
+ */
+async function foldRegion(tx: Transaction<Database>, f: RegionalFolding, global: WeightSet, region: string, members: Set<string>): Promise<WeightedMeanAccumulator> {
+  const legacy = f.legacy.get(region);
+  const accumulator = legacy ? WeightedMeanAccumulator.fromState(decodeAccumulatorState(legacy)) : new WeightedMeanAccumulator(specsOf(global));
+  const stored = f.stored.filter((r) => members.has(r.node_id));
+  const missing = members.size - accumulator.count - stored.length;
+  if (missing > 0) throw new AggregationError(`round ${f.round}: region ${region} has ${members.size} accepted updates but only ${accumulator.count + stored.length} are stored or summed; kept updates are missing`);
+  const specs = specsOf(global);
+  for (const ref of stored.slice(stored.length - (members.size - accumulator.count))) {
+    if (ref.weight === null) throw new AggregationError(`round ${f.round}: the stored update of node ${ref.node_id} has no weight; its region's model cannot be folded`);
+    const bytes = await readKeptUpdate(tx, f.studyId, f.round, ref.seq);
+    accumulator.add(decodeWeightsView(bytes, { expected: specs }), ref.weight);
+  }
+  return accumulator;
 }
 
 export interface StoredRegionalModel {

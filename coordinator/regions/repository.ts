@@ -3,32 +3,30 @@ import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 
 /**
- * SQL of regional models and the regional running sums of an open round. Plain functions taking
- * `db` or a transaction; `.forUpdate()` where a row is locked for the rest of the transaction.
+ * SQL of regional models, and what a region's model is folded from at close: the round's stored
+ * updates (and legacy running sums). Plain functions taking `db` or a transaction.
  *
  * @example
- *   const sum = await lockRegionalAccumulator(tx, studyId, round, 'eu'); // undefined before the region's first update
+ *   const refs = await listKeptUpdateRefs(tx, studyId, round); // [{ seq, node_id, weight }] in arrival order
  */
 
-/** A region's running sum for the round, locked (undefined before the region's first update). */
-export async function lockRegionalAccumulator(tx: Transaction<Database>, studyId: string, round: number, region: string) {
-  return tx.selectFrom('regional_accumulators').select('state').where('study_id', '=', studyId).where('round', '=', round).where('region', '=', region).forUpdate().executeTakeFirst();
+/** The round's stored updates in arrival order: node and weight, not the weights (migration 0020). */
+export async function listKeptUpdateRefs(tx: Db, studyId: string, round: number) {
+  return tx.selectFrom('round_kept_updates').select(['seq', 'node_id', 'weight']).where('study_id', '=', studyId).where('round', '=', round).orderBy('seq').execute();
 }
 
-export async function updateRegionalAccumulator(tx: Db, studyId: string, round: number, region: string, state: Uint8Array): Promise<void> {
-  await tx.updateTable('regional_accumulators').set({ state }).where('study_id', '=', studyId).where('round', '=', round).where('region', '=', region).execute();
+/** One stored update's bytes (a weights frame, as the global fold took it). */
+export async function readKeptUpdate(tx: Db, studyId: string, round: number, seq: number): Promise<Uint8Array> {
+  const row = await tx.selectFrom('round_kept_updates').select('weights').where('study_id', '=', studyId).where('round', '=', round).where('seq', '=', seq).executeTakeFirstOrThrow();
+  return new Uint8Array(row.weights);
 }
 
-export async function insertRegionalAccumulator(tx: Db, studyId: string, round: number, region: string, state: Uint8Array): Promise<void> {
-  await tx.insertInto('regional_accumulators').values({ study_id: studyId, round, region, state }).execute();
-}
-
-/** Every region's running sum for the round, by region. */
+/** Running sums a coordinator before issue 13 wrote for the round (an upgrade mid-round), by region. */
 export async function listRegionalAccumulators(tx: Db, studyId: string, round: number) {
   return tx.selectFrom('regional_accumulators').select(['region', 'state']).where('study_id', '=', studyId).where('round', '=', round).orderBy('region').execute();
 }
 
-/** A failed round publishes nothing: its regional sums go with it (and a published one's, once published). */
+/** A closed round's legacy running sums go with it (published or failed). */
 export async function dropRegionalAccumulators(tx: Db, studyId: string, round: number): Promise<void> {
   await tx.deleteFrom('regional_accumulators').where('study_id', '=', studyId).where('round', '=', round).execute();
 }

@@ -101,7 +101,8 @@ async function aggregateFit(tx: Transaction<Database>, deps: RoundDeps, input: {
   const { signature, fingerprint } = await deps.keyring.sign(bytes);
   const numExamples = updates.reduce((s, u) => s + u.num_examples, 0);
   const meanLoss = meanLossOf(updates);
-  const regionalModels = await publishRegionalModels(tx, { studyId, round, global, keyring: deps.keyring, contributors: updates, maxAbsWeight: config.bounds?.maxAbsWeight });
+  // Folded from the stored updates, before they are dropped below (regional-models.ts).
+  const regionalModels = await publishRegionalModels(tx, { studyId, round, config, global, keyring: deps.keyring, contributors: updates });
   await insertModel(tx, { study_id: studyId, version: round, weights: bytes, sha256, bytes: bytes.length, signature, signer_fingerprint: fingerprint });
   await updateStudy(tx, studyId, { latest_model_version: round });
   await appendAudit(tx, { actor: 'coordinator', kind: 'aggregate.published', studyId, round, data: { modelVersion: round, modelSha256: sha256, bytes: bytes.length, signerFingerprint: fingerprint, nodes: updates.map((u) => u.node_id), failures, numExamples, mechanism: outcome.details, regionalModels } });

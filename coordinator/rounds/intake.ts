@@ -10,7 +10,6 @@ import type { Database } from '../db/schema.ts';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import { NORMS_WITHHELD_REASON, perNodeNormsWithheld } from '../privacy/readers.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
-import { foldRegionalUpdate, makesRegionalModels } from '../regions/regional-models.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
 import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
@@ -136,7 +135,6 @@ async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: Update
   // Under central DP only the noised running state is stored, as before.
   if (persisted) await updateRound(tx, studyId, round, { accumulator: fold.aggregation.state() });
   else await storeFolded(tx, fold, { studyId, round, nodeId: node.id, weight, kept, body, received: s.weights, folded: bounded.weights });
-  if (makesRegionalModels(s.config)) await foldRegionalUpdate(tx, { studyId, round, region: node.region, global: s.global, update: bounded.weights, numExamples: weight });
   const normBound = normBoundRecord(s.config, bounded);
   await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t });
   await markNodeSeen(tx, node.id, t);

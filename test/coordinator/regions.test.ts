@@ -50,8 +50,9 @@ for (const backendName of BACKEND_NAMES) {
       us1 = await h.enroll(studyId, 'us-1', true, 'us');
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'fit' ? true : undefined));
       expect((await h.submit(eu1, studyId, 1, weights(0.2), rowsDeclared(defaultMeta(10), 40))).status).toBe(201);
-      // Mid-round, the region's running sum exists (crash safety) ...
-      expect(await h.built.db.selectFrom('regional_accumulators').select('region').where('study_id', '=', studyId).execute()).toEqual([{ region: 'eu' }]);
+      // Mid-round, no running sum is written: the update is stored once, and the region's model is folded from it at close (issue 13).
+      expect(await h.built.db.selectFrom('regional_accumulators').select('region').where('study_id', '=', studyId).execute()).toEqual([]);
+      expect((await h.built.db.selectFrom('round_kept_updates').select('node_id').where('study_id', '=', studyId).execute()).map((r) => r.node_id)).toEqual([eu1.nodeId]);
       expect((await h.submit(eu2, studyId, 1, weights(0.5), rowsDeclared(defaultMeta(30), 40))).status).toBe(201);
       expect((await h.submit(us1, studyId, 1, weights(0.9), rowsDeclared(defaultMeta(5), 20))).status).toBe(201);
       await h.until(async () => ((await phaseOf(h!, studyId, 1)) === 'evaluate' ? true : undefined));

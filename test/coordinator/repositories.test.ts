@@ -375,21 +375,22 @@ for (const backendName of BACKEND_NAMES) {
       expect({ ...model, weights: Array.from(model.weights) }).toEqual({ weights: [4, 5, 6], sha256: 'hm0', bytes: 3 });
     });
 
-    test('regions: running sums per region, published regional models, the region report reads', async (db) => {
+    test('regions: stored updates and legacy sums per region, published regional models, the region report reads', async (db) => {
       await seedStudy(db, 'study_g');
       await seedNode(db, 'study_g', 'node_g2', { name: 'g2', region: 'eu', jurisdiction: null });
       await seedNode(db, 'study_g', 'node_g1', { name: 'g1', region: 'eu' });
       await seedNode(db, 'study_g', 'node_g3', { name: 'g3', region: 'us' });
       await seedRound(db, 'study_g', 1, ['node_g1', 'node_g2', 'node_g3']);
-      const sums = await db.transaction().execute(async (tx) => {
-        expect(await regions.lockRegionalAccumulator(tx, 'study_g', 1, 'eu')).toBeUndefined();
-        await regions.insertRegionalAccumulator(tx, 'study_g', 1, 'us', new Uint8Array([3]));
-        await regions.insertRegionalAccumulator(tx, 'study_g', 1, 'eu', new Uint8Array([1]));
-        await regions.updateRegionalAccumulator(tx, 'study_g', 1, 'eu', new Uint8Array([1, 2]));
-        return { eu: await regions.lockRegionalAccumulator(tx, 'study_g', 1, 'eu'), all: await regions.listRegionalAccumulators(tx, 'study_g', 1) };
-      });
-      expect(Array.from(sums.eu!.state)).toEqual([1, 2]);
-      expect(sums.all.map((r) => [r.region, Array.from(r.state)])).toEqual([['eu', [1, 2]], ['us', [3]]]);
+      // Legacy running sums (written before issue 13) are only read and dropped now.
+      await db.insertInto('regional_accumulators').values([{ study_id: 'study_g', round: 1, region: 'us', state: new Uint8Array([3]) }, { study_id: 'study_g', round: 1, region: 'eu', state: new Uint8Array([1, 2]) }]).execute();
+      const all = await regions.listRegionalAccumulators(db, 'study_g', 1);
+      expect(all.map((r) => [r.region, Array.from(r.state)])).toEqual([['eu', [1, 2]], ['us', [3]]]);
+      // What a region's model is folded from at close: the stored updates, in arrival order.
+      await rounds.keepUpdate(db, { studyId: 'study_g', round: 1, nodeId: 'node_g3', bytes: new Uint8Array([7, 7]), weight: 2.5 });
+      await rounds.keepUpdate(db, { studyId: 'study_g', round: 1, nodeId: 'node_g1', bytes: new Uint8Array([8]), weight: 4 });
+      expect(await regions.listKeptUpdateRefs(db, 'study_g', 1)).toEqual([{ seq: 0, node_id: 'node_g3', weight: 2.5 }, { seq: 1, node_id: 'node_g1', weight: 4 }]);
+      expect(Array.from(await regions.readKeptUpdate(db, 'study_g', 1, 1))).toEqual([8]);
+      await rounds.dropKeptUpdates(db, 'study_g', 1);
       await regions.dropRegionalAccumulators(db, 'study_g', 1);
       expect(await regions.listRegionalAccumulators(db, 'study_g', 1)).toEqual([]);
       expect(await regions.nodeRegionsAndJurisdictions(db, [])).toEqual([]);

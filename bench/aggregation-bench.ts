@@ -10,6 +10,8 @@
  * Two paths, each run `runs` times (the figure is the median run):
  *   'view'  decodeWeightsView (zero-copy views over the frame) + the accumulator's 'auto' kernel
  *           (WebAssembly SIMD at this size): what the coordinator's intake does;
+ *   'view-scalar'  the same zero-copy decode + the plain typed-array loop (kernel 'scalar'): the
+ *           WebAssembly SIMD kernel against the best JavaScript loop, everything else equal;
  *   'copy'  decodeWeights (a fresh array per tensor) + the scalar JavaScript kernel: the loops
  *           the coordinator used before (the finiteness check inside decodeWeights is the SIMD
  *           one in both, so this understates the old cost; RECORDED_BEFORE has the old code's).
@@ -23,9 +25,11 @@
  * interleaved with the others (git archive c4a4f22 protocols | tar -x -C DIR for the pre-SIMD code).
  *
  * prints one JSON line per figure ({"figure": ..., ...}) and then the whole result as one line.
+ * bench/run.ts calls fedavgFigures() for the same figures as one object.
  */
 import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -45,7 +49,7 @@ export const FLOWER_AGGREGATE_SECONDS = 1.47;
 export const RECORDED_BEFORE = { commit: 'c4a4f22', seconds: 4.24, cpuSeconds: 1.08, afterSeconds: 0.64, afterCpuSeconds: 0.161, numpyFloorSeconds: 0.197, numpyFloorCpuSeconds: 0.043 };
 
 /** 'before': the code of another checkout (--before DIR), for a side-by-side before/after. */
-export type AggregationPath = 'view' | 'copy' | 'before';
+export type AggregationPath = 'view' | 'view-scalar' | 'copy' | 'before';
 
 export interface AggregationRun {
   /** Wall time of decode + add over all updates (frame mutation and RSS sampling excluded). */
@@ -59,6 +63,8 @@ export interface AggregationRun {
    * time also counts the time other processes held the CPU; this does not.
    */
   cpuSeconds: number;
+  /** Typed-array (ArrayBuffer) bytes allocated per decode + add, mean over the updates (0: no per-update allocation). */
+  arrayBufferBytesPerUpdate: number;
 }
 
 export interface AggregationBenchResult {
@@ -112,10 +118,10 @@ interface FoldCode {
   accumulator(specs: TensorSpec[]): { add(update: WeightSet, weight: number): void; mean(): WeightSet; count: number; kernel?: string };
 }
 
-function foldCode(path: 'view' | 'copy'): FoldCode {
-  return path === 'view'
-    ? { decode: decodeWeightsView, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'auto' }) }
-    : { decode: decodeWeights, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'scalar' }) };
+function foldCode(path: 'view' | 'view-scalar' | 'copy'): FoldCode {
+  if (path === 'view') return { decode: decodeWeightsView, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'auto' }) };
+  if (path === 'view-scalar') return { decode: decodeWeightsView, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'scalar' }) };
+  return { decode: decodeWeights, accumulator: (specs) => new WeightedMeanAccumulator(specs, { kernel: 'scalar' }) };
 }
 
 /** The same two modules of another checkout, e.g. `git archive c4a4f22 protocols | tar -x -C DIR`. */
@@ -135,11 +141,13 @@ async function oneRun(code: FoldCode, specs: TensorSpec[], updates: number, para
   let seconds = 0;
   let decodeSeconds = 0;
   let cpuMicros = 0;
+  let allocated = 0;
   for (let u = 0; u < updates; u++) {
     // Vary this update: shift a sparse, update-dependent subset of values (not timed).
     const delta = (u + 1) * 1e-4;
     for (let i = u % STRIDE; i < parameters; i += STRIDE) body[i] = Math.sin(i * 0.001) * 0.05 + delta;
 
+    const a0 = process.memoryUsage().arrayBuffers;
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     const update = decode(frame, { expected: specs, dtype: 'float32' });
@@ -147,6 +155,7 @@ async function oneRun(code: FoldCode, specs: TensorSpec[], updates: number, para
     acc.add(update, 100 + (u % 50)); // example counts
     const t2 = performance.now();
     const c = process.cpuUsage(c0);
+    allocated += Math.max(0, process.memoryUsage().arrayBuffers - a0);
     cpuMicros += c.user + c.system;
     decodeSeconds += (t1 - t0) / 1000;
     seconds += (t2 - t0) / 1000;
@@ -159,7 +168,7 @@ async function oneRun(code: FoldCode, specs: TensorSpec[], updates: number, para
   if (acc.count !== updates || mean.some((t) => t.values.some((x) => !Number.isFinite(x)))) {
     throw new Error('aggregation bench produced an invalid mean');
   }
-  return { seconds, decodeSeconds, setupSeconds, cpuSeconds: cpuMicros / 1e6, kernel: acc.kernel ?? 'scalar' };
+  return { seconds, decodeSeconds, setupSeconds, cpuSeconds: cpuMicros / 1e6, arrayBufferBytesPerUpdate: allocated / updates, kernel: acc.kernel ?? 'scalar' };
 }
 
 /** Runs `runs` x `updates` updates through each path, the paths' runs interleaved (side by side). */
@@ -185,7 +194,7 @@ export async function benchAggregationPaths(opts: { updates: number; parameters:
     for (let p = 0; p < codes.length; p++) {
       const run = await oneRun(codes[p], specs, updates, parameters, rss[p]);
       kernels[p] = run.kernel;
-      all[p].push({ seconds: run.seconds, decodeSeconds: run.decodeSeconds, setupSeconds: run.setupSeconds, cpuSeconds: run.cpuSeconds });
+      all[p].push({ seconds: run.seconds, decodeSeconds: run.decodeSeconds, setupSeconds: run.setupSeconds, cpuSeconds: run.cpuSeconds, arrayBufferBytesPerUpdate: run.arrayBufferBytesPerUpdate });
     }
   }
   const medianOf = (xs: AggregationRun[], key: keyof AggregationRun) => [...xs].sort((a, b) => a[key] - b[key])[Math.floor(xs.length / 2)];
@@ -208,7 +217,7 @@ export async function benchAggregationPaths(opts: { updates: number; parameters:
   });
 }
 
-export async function benchAggregation(opts: { updates: number; parameters: number; runs?: number; path?: 'view' | 'copy' }): Promise<AggregationBenchResult> {
+export async function benchAggregation(opts: { updates: number; parameters: number; runs?: number; path?: 'view' | 'view-scalar' | 'copy' }): Promise<AggregationBenchResult> {
   const [result] = await benchAggregationPaths({ ...opts, paths: [opts.path ?? 'view'] });
   return result;
 }
@@ -239,6 +248,64 @@ export function numpyFloor(updates: number, parameters: number, runs = 5): Numpy
   return { seconds, cpuSeconds };
 }
 
+export interface FedavgFigures {
+  updates: number;
+  parameters: number;
+  /** The coordinator's fold (zero-copy decode + 'auto' kernel), median run: wall and CPU seconds. */
+  seconds: number;
+  cpuSeconds: number;
+  decodeSeconds: number;
+  kernel: string;
+  /** Process peak RSS during the runs (MiB) and before them: O(model) means peak - start ~ the 8 MB sums + one frame. */
+  peakRssMb: number;
+  startRssMb: number;
+  arrayBufferBytesPerUpdate: number;
+  /** The plain typed-array loop on the same zero-copy decode (kernel 'scalar'), for the kernel choice. */
+  scalarKernel: { seconds: number; cpuSeconds: number };
+  numpyFloor: NumpyFloor;
+  /** seconds / numpy floor seconds (and CPU / CPU): the issue's "within 3-4x of the bandwidth floor". */
+  ratioToFloor: number | null;
+  cpuRatioToFloor: number | null;
+  /** seconds / Flower 1.4's aggregate() (1.47 s recorded): below 1 is faster; the goal is 0.075 s (~0.05). */
+  flowerSeconds: number;
+  ratioToFlower: number;
+  goalSeconds: number;
+  /** os.loadavg() at the start and the end: wall times on a loaded machine are inflated, CPU times less so. */
+  loadAverage: { start: number[]; end: number[] };
+}
+
+/**
+ * Every FedAvg figure of issue 13's table in one call (bench/run.ts): the fold of `updates` x
+ * `parameters` float32 updates, the scalar kernel beside it, numpy's floor, the ratios.
+ */
+export async function fedavgFigures(opts: { updates?: number; parameters?: number; runs?: number } = {}): Promise<FedavgFigures> {
+  const updates = opts.updates ?? 100;
+  const parameters = opts.parameters ?? 1_000_000;
+  const runs = opts.runs ?? 5;
+  const start = loadavg();
+  const [view, scalar] = await benchAggregationPaths({ updates, parameters, runs, paths: ['view', 'view-scalar'] });
+  const floor = numpyFloor(updates, parameters, runs);
+  return {
+    updates,
+    parameters,
+    seconds: view.seconds,
+    cpuSeconds: view.cpuSeconds,
+    decodeSeconds: view.decodeSeconds,
+    kernel: view.kernel,
+    peakRssMb: view.peakRssMb,
+    startRssMb: view.startRssMb,
+    arrayBufferBytesPerUpdate: [...view.runs].sort((a, b) => a.arrayBufferBytesPerUpdate - b.arrayBufferBytesPerUpdate)[Math.floor(view.runs.length / 2)].arrayBufferBytesPerUpdate,
+    scalarKernel: { seconds: scalar.seconds, cpuSeconds: scalar.cpuSeconds },
+    numpyFloor: floor,
+    ratioToFloor: floor.seconds ? view.seconds / floor.seconds : null,
+    cpuRatioToFloor: floor.cpuSeconds ? view.cpuSeconds / floor.cpuSeconds : null,
+    flowerSeconds: FLOWER_AGGREGATE_SECONDS,
+    ratioToFlower: view.seconds / FLOWER_AGGREGATE_SECONDS,
+    goalSeconds: 0.075,
+    loadAverage: { start, end: loadavg() },
+  };
+}
+
 /** The figures as machine-readable lines: one JSON object per line, each naming its figure. */
 export function aggregationFigureLines(view: AggregationBenchResult, others: AggregationBenchResult[], floor: NumpyFloor): string[] {
   const lines: object[] = [
@@ -258,9 +325,9 @@ export function aggregationFigureLines(view: AggregationBenchResult, others: Agg
 if (process.argv[1]?.endsWith('aggregation-bench.ts')) {
   const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, updates: { type: 'string', default: '100' }, parameters: { type: 'string', default: '1000000' }, 'no-copy': { type: 'boolean' }, before: { type: 'string' } } });
   const opts = { updates: Number(values.updates), parameters: Number(values.parameters), runs: Number(values.runs) };
-  const paths: AggregationPath[] = ['view', ...(values['no-copy'] ? [] : (['copy'] as const)), ...(values.before ? (['before'] as const) : [])];
+  const paths: AggregationPath[] = ['view', 'view-scalar', ...(values['no-copy'] ? [] : (['copy'] as const)), ...(values.before ? (['before'] as const) : [])];
   const [view, ...others] = await benchAggregationPaths({ ...opts, paths, beforeDir: values.before });
   const floor = numpyFloor(opts.updates, opts.parameters, opts.runs);
   for (const line of aggregationFigureLines(view, others, floor)) console.log(line);
-  console.log(JSON.stringify({ results: [view, ...others], numpyFloor: floor }));
+  console.log(JSON.stringify({ results: [view, ...others], numpyFloor: floor, loadAverage: loadavg() }));
 }

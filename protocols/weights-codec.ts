@@ -33,7 +33,7 @@ import {
   type TensorSpec,
   type WeightSet,
 } from './tensors.ts';
-import { firstNonFinite, maxAbsF32 } from './aggregation/kernels.ts';
+import { firstNonFinite, maxAbsF32, maxAbsF32Remembered } from './aggregation/kernels.ts';
 
 export const WEIGHTS_MAGIC = 'FMW1';
 const MAGIC_BYTES = [0x46, 0x4d, 0x57, 0x31] as const;
@@ -297,8 +297,9 @@ function checkFrame(bytes: Uint8Array, options: DecodeOptions): CheckedFrame {
  * Refuses a tensor holding NaN or +-Infinity. Large float32 tensors are measured with the SIMD
  * kernel (one pass, ~5x the scalar loop); only a refused tensor pays the scalar search for the index.
  */
-function checkFinite(name: string, values: Float32Array | Float64Array): void {
-  const ok = values instanceof Float32Array ? maxAbsF32(values) < Infinity : firstNonFinite(values) < 0;
+function checkFinite(name: string, values: Float32Array | Float64Array, view = false): void {
+  // A view (decodeWeightsView) is read-only by contract: its max |x| is remembered for the fold (kernels.ts).
+  const ok = values instanceof Float32Array ? (view ? maxAbsF32Remembered(values) : maxAbsF32(values)) < Infinity : firstNonFinite(values) < 0;
   if (ok) return;
   const bad = firstNonFinite(values);
   throw new WeightsCodecError(nonFiniteMessage('decode', name, bad, values[bad]));
@@ -341,8 +342,9 @@ export function decodeWeights(bytes: Uint8Array, options: DecodeOptions = {}): W
 /**
  * Decodes an FMW1 frame without copying it: each returned tensor's values are a Float32Array or
  * Float64Array VIEW over `bytes`, so the caller must not change `bytes` while it uses them (and
- * the tensors keep `bytes` alive). When the body does not start at a multiple of the element size
- * in `bytes.buffer` (a typed array cannot view unaligned memory), the body is copied once, and on a
+ * the tensors keep `bytes` alive), nor write into the views: they are read-only, and the
+ * accumulator trusts the max |x| their check measured (aggregation/kernels.ts maxAbsF32Known).
+ * When the body does not start at a multiple of the element size in `bytes.buffer` (a typed array cannot view unaligned memory), the body is copied once, and on a
  * big-endian host the tensors are decoded as decodeWeights does. Every check of decodeWeights
  * runs: the same frames are refused with the same messages.
  *
@@ -366,7 +368,7 @@ export function decodeWeightsView(bytes: Uint8Array, options: DecodeOptions = {}
     const t = header.tensors[index];
     const n = sizes[index];
     const values = header.dtype === 'float32' ? new Float32Array(buffer, offset, n) : new Float64Array(buffer, offset, n);
-    checkFinite(t.name, values);
+    checkFinite(t.name, values, true);
     out[index] = { name: t.name, shape: t.shape, values };
     offset += n * bpe;
   }

@@ -21,7 +21,7 @@ import {
   type WeightSet,
 } from '../tensors.ts';
 import { decodeWeightsView, encodeWeights } from '../weights-codec.ts';
-import { axpyF32Scalar, axpyF64, firstNonFinite, maxAbsF32, maxAbsF64, SimdSums } from './kernels.ts';
+import { axpyF32Scalar, axpyF64, firstNonFinite, maxAbsF32Known, maxAbsF64, SimdSums } from './kernels.ts';
 
 export class AggregationError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -86,7 +86,7 @@ function alignToSpecs(specs: TensorSpec[], update: WeightSet, what: string): (Fl
 }
 
 function maxAbs(v: Float32Array | Float64Array): number {
-  return v instanceof Float32Array ? maxAbsF32(v) : maxAbsF64(v);
+  return v instanceof Float32Array ? maxAbsF32Known(v) : maxAbsF64(v);
 }
 
 /**

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { TensorSpec, WeightSet } from '../../protocols/tensors.ts';
 import { decodeAccumulatorState, encodeAccumulatorState, SIMD_MIN_PARAMETERS, WeightedMeanAccumulator, type FoldKernel } from '../../protocols/aggregation/fedavg.ts';
-import { maxAbsF32, maxAbsF32Scalar, simdAvailable, SimdSums } from '../../protocols/aggregation/kernels.ts';
+import { maxAbsF32, maxAbsF32Known, maxAbsF32Scalar, simdAvailable, SimdSums } from '../../protocols/aggregation/kernels.ts';
+import { decodeWeights, decodeWeightsView, encodeWeights } from '../../protocols/weights-codec.ts';
 
 /** float32 values: mostly moderate, some tiny, huge, subnormal or signed zeros. */
 const f32Value = fc.oneof(
@@ -186,5 +187,27 @@ describe('state without copies', () => {
     const restored = WeightedMeanAccumulator.fromState(aligned);
     bytes.fill(0, bytes.length - 40); // the sums' bytes
     expect(Array.from(restored.sum()[0].values)).toEqual([2, 4, 6, 8, 10]);
+  });
+});
+
+describe("the decode's max |x| reused by the fold (issue 13: one check pass per update, not two)", () => {
+  const frame = () => encodeWeights([{ name: 'w', shape: [1000], values: Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i)) }], 'float32');
+
+  it('a zero-copy view carries the max its finiteness check measured: the fold makes no second pass', () => {
+    const [view] = decodeWeightsView(frame());
+    const measured = maxAbsF32(view.values as Float32Array);
+    // Written into against the view's read-only contract: the remembered max is what is used.
+    (view.values as Float32Array)[3] = 1e30;
+    expect(maxAbsF32Known(view.values as Float32Array)).toBe(measured);
+    expect(maxAbsF32(view.values as Float32Array)).toBeGreaterThan(1e29);
+  });
+
+  it('copies (decodeWeights), which callers may write into, are measured again: a NaN written later is refused', () => {
+    const [copy] = decodeWeights(frame());
+    (copy.values as Float32Array)[3] = Number.NaN;
+    expect(Number.isNaN(maxAbsF32Known(copy.values as Float32Array))).toBe(true);
+    const acc = new WeightedMeanAccumulator([{ name: 'w', shape: [1000] }]);
+    expect(() => acc.add([copy], 1)).toThrow(/non-finite/);
+    expect(acc.count).toBe(0);
   });
 });

@@ -50,7 +50,7 @@ const HASHES = new Map<number, string>([
 ]);
 
 /** What the native path needs from a key, established once per key object. */
-interface NativeKey {
+export interface NativeKey {
   keyObject: KeyObject;
   /** Key creation and the window in which OpenPGP.js lets the primary key sign, in ms. */
   createdMs: number;
@@ -61,7 +61,7 @@ interface NativeKey {
 const nativeKeys = new WeakMap<PublicKey, Promise<NativeKey | null>>();
 
 /** The structure for which OpenPGP.js's signing-key verdict is constant in time (see header). */
-function hasSimpleShape(key: PublicKey): boolean {
+export function hasSimpleShape(key: PublicKey): boolean {
   const packet = key.keyPacket as unknown as { version: number; algorithm: number; publicParams: { oid?: { getName(): string }; Q?: Uint8Array } };
   const q = packet.publicParams.Q;
   const user = key.users.length === 1 ? key.users[0] : undefined;
@@ -100,7 +100,7 @@ async function establishNativeKey(key: PublicKey): Promise<NativeKey | null> {
   };
 }
 
-function nativeKeyOf(key: PublicKey): Promise<NativeKey | null> {
+export function nativeKeyOf(key: PublicKey): Promise<NativeKey | null> {
   let entry = nativeKeys.get(key);
   if (entry === undefined) {
     entry = establishNativeKey(key);
@@ -147,7 +147,7 @@ function isPlainBinarySignature(p: SignaturePacketFields, key: PublicKey): boole
 }
 
 /** Time rules, as OpenPGP.js applies them (dates compared to the second). */
-function timesOk(created: Date, date: Date, nk: NativeKey): boolean {
+export function timesOk(created: Date, date: Date, nk: NativeKey): boolean {
   const t = created.getTime();
   const dateSeconds = Math.floor(date.getTime() / 1000) * 1000;
   return t <= dateSeconds && nk.createdMs <= t && nk.signingFromMs <= t && t < nk.signingUntilMs;

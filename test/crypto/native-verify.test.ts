@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 
 async function sign(data: Uint8Array, key: PrivateKey, date?: Date, extra: Partial<Parameters<typeof openpgp.sign>[0]> = {}): Promise<Uint8Array> {
-  return openpgp.sign({ message: await openpgp.createMessage({ binary: data }), signingKeys: key, detached: true, format: 'binary', date, ...extra } as Parameters<typeof openpgp.sign>[0]) as Promise<Uint8Array>;
+  return openpgp.sign({ message: await openpgp.createMessage({ binary: data }), signingKeys: key, detached: true, format: "binary", date, ...extra } as Parameters<typeof openpgp.sign>[0]) as unknown as Promise<Uint8Array>;
 }
 
 /** OpenPGP.js's verdict, the reference. */

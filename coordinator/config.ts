@@ -50,6 +50,8 @@ export const CoordinatorConfig = z
      * another replica). 0 turns the sweep off.
      */
     deadlineSweepSeconds: z.coerce.number().min(0).max(3600).default(5),
+    /** Debug: write per-statement query and transaction counts here as JSON at exit (db/query-stats.ts). */
+    queryStatsFile: z.string().optional(),
   })
   .refine((c) => !c.migrationDatabaseUrl || c.databaseUrl, { message: 'FEDMARK_MIGRATION_DATABASE_URL needs DATABASE_URL (the embedded database has a single role)', path: ['migrationDatabaseUrl'] })
   .refine((c) => !c.tlsCert === !c.tlsKey, { message: 'set both FEDMARK_TLS_CERT and FEDMARK_TLS_KEY, or neither', path: ['tlsCert'] })
@@ -84,6 +86,7 @@ export const COORDINATOR_CONFIG_SOURCES: Record<keyof z.input<typeof Coordinator
   tlsKey: { env: 'FEDMARK_TLS_KEY' },
   maxClockSkewSeconds: { env: 'FEDMARK_MAX_CLOCK_SKEW_SECONDS' },
   deadlineSweepSeconds: { env: 'FEDMARK_DEADLINE_SWEEP_SECONDS' },
+  queryStatsFile: { env: 'FEDMARK_QUERY_STATS_FILE' },
 };
 
 /** A configuration the coordinator cannot start with; `variables` names what to fix. */
@@ -127,6 +130,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     tlsKey: env.FEDMARK_TLS_KEY,
     maxClockSkewSeconds: env.FEDMARK_MAX_CLOCK_SKEW_SECONDS,
     deadlineSweepSeconds: env.FEDMARK_DEADLINE_SWEEP_SECONDS,
+    queryStatsFile: env.FEDMARK_QUERY_STATS_FILE || undefined,
   };
   const merged: Record<string, unknown> = { ...fromEnv };
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;

@@ -15,6 +15,8 @@ import { checkpointAudit } from './audit/audit-log.ts';
 import { createPolicyService } from './policies/policy-service.ts';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
+import type { LogEvent } from 'kysely';
+import { createQueryStats } from './db/query-stats.ts';
 import { createRoundService } from './rounds/round-service.ts';
 import { createStudyService } from './studies/study-service.ts';
 
@@ -34,7 +36,9 @@ export function strategyFor(config: StudyConfig): Strategy {
 export async function buildCoordinator(config: CoordinatorConfig, log: Logger = pino({ level: config.logLevel }), options: { now?: () => Date } = {}) {
   // Made first, so query durations are observed from the migrations on (http/metrics.ts).
   const metrics = createCoordinatorMetrics();
-  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir, log: metrics.onQuery });
+  const stats = createQueryStats(config.queryStatsFile);
+  const onQuery = stats ? (e: LogEvent) => (metrics.onQuery(e), stats.onQuery(e)) : metrics.onQuery;
+  const { db, kind, location } = await openDatabase({ databaseUrl: config.databaseUrl, migrationDatabaseUrl: config.migrationDatabaseUrl, dataDir: config.dataDir, log: onQuery, onTransaction: stats?.onTransaction });
   log.info({ database: kind, location, migratedBy: config.migrationDatabaseUrl ? 'FEDMARK_MIGRATION_DATABASE_URL' : 'DATABASE_URL' }, 'database ready');
   // The append-only audit log is only as strong as the role the app connects as: say so loudly.
   for (const problem of await checkAppRole(db)) log.warn({ database: kind }, `WARNING: ${problem}`);
@@ -42,7 +46,7 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
   log.info({ fingerprint: keyring.current.fingerprint, keyDir: config.keyDir, created: keyring.current.created }, 'coordinator identity');
   let rounds: ReturnType<typeof createRoundService> | undefined;
   const studies = createStudyService({ db, log, keyring, onStudyCreated: (id) => rounds?.onNodeChanged(id) });
-  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now, deadlineSweepSeconds: config.deadlineSweepSeconds, observe: metrics.onRound });
+  rounds = createRoundService({ db, log, studies, strategyFor, keyring, now: options.now, deadlineSweepSeconds: config.deadlineSweepSeconds, observe: stats ? (o) => (metrics.onRound(o), o.kind === 'opened' && stats.onRoundOpened(o.round)) : metrics.onRound });
   const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
   const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
   const policies = createPolicyService(db);

@@ -54,6 +54,8 @@ export interface DatabaseTarget {
   mode?: 'migrate' | 'read-only';
   /** kysely's log hook, given every query and its duration (the coordinator's metrics: http/metrics.ts). */
   log?: (event: LogEvent) => void;
+  /** Told of every PGlite transaction (the debug query counter, query-stats.ts; PostgreSQL's `begin` reaches `log`). */
+  onTransaction?: () => void;
 }
 
 export interface OpenedDatabase {
@@ -147,6 +149,11 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
     }
     const { PGlite } = await import('@electric-sql/pglite');
     const pglite = new PGlite(dataDir, pgliteByteaOptions);
+    if (target.onTransaction) {
+      const transaction = pglite.transaction.bind(pglite);
+      const told = target.onTransaction;
+      pglite.transaction = ((fn: Parameters<typeof transaction>[0]) => (told(), transaction(fn))) as typeof pglite.transaction;
+    }
     db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }), log: target.log });
     if (readOnly) {
       // One embedded session: this makes every later transaction on it read-only.

@@ -1,4 +1,5 @@
 import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
+import { jsonObjectFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
 
@@ -45,6 +46,39 @@ export async function findOpenRoundNumber(db: Db, studyId: string): Promise<numb
 export async function findLatestOpenRound(db: Db, studyId: string): Promise<RoundRow | undefined> {
   return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round', 'desc').executeTakeFirst();
 }
+
+/**
+ * Everything a node's task request needs, in one statement (issue 13: each woken long-poll used to
+ * cost six): the study's state, its latest open round (without the large state columns), the
+ * node's state now, whether it already sent its update and its evaluation for that round, and the
+ * latest signed audit checkpoint (handed to the node as a witness). Undefined: no such study.
+ */
+export async function findTaskView(db: Db, studyId: string, nodeId: string) {
+  return db
+    .selectFrom('studies as s')
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('rounds')
+          .select(['round', 'phase', 'participants', 'instructions', 'fit_deadline', 'evaluation_deadline'])
+          .whereRef('rounds.study_id', '=', 's.id')
+          .where('phase', 'in', OPEN_PHASES)
+          .orderBy('round', 'desc')
+          .limit(1)
+          .as('r'),
+      (join) => join.onTrue(),
+    )
+    .select(['s.state as study_state', 'r.round', 'r.phase', 'r.participants', 'r.instructions', 'r.fit_deadline', 'r.evaluation_deadline'])
+    .select((eb) => [
+      eb.selectFrom('nodes').select('nodes.state').where('nodes.id', '=', nodeId).as('node_state'),
+      eb.exists(eb.selectFrom('updates as u').select('u.node_id').whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId)).as('submitted'),
+      eb.exists(eb.selectFrom('evaluations as e').select('e.node_id').whereRef('e.study_id', '=', 's.id').whereRef('e.round', '=', 'r.round').where('e.node_id', '=', nodeId)).as('evaluated'),
+      jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
+    ])
+    .where('s.id', '=', studyId)
+    .executeTakeFirst();
+}
+export type TaskView = NonNullable<Awaited<ReturnType<typeof findTaskView>>>;
 
 /** Every open round of every study, with the deadline of its phase (for re-arming timers). */
 export async function listOpenRounds(db: Db) {

@@ -14,7 +14,6 @@ import { openRound, type OpenMode } from './open-round.ts';
 import { createRoundEvents, type RetryPolicy } from './round-events.ts';
 import {
   findOpenRoundNumber,
-  findStudyState,
   listOpenRounds,
   listOverdueRounds,
   listRunningStudiesWithoutOpenRound,
@@ -247,10 +246,10 @@ export function createRoundService(deps: {
         // Subscribe before looking, so a change between the look and the wait is not missed.
         const subscription = events.subscribe(node.studyId);
         try {
-          const task = await findTask(machine, node);
+          const { task, running } = await findTask(machine, node);
           const left = until - Date.now();
           if (task || left <= 0 || signal?.aborted || events.stopped) return task;
-          if ((await findStudyState(db, node.studyId)) !== 'running') return undefined;
+          if (!running) return undefined;
           let timer: NodeJS.Timeout | undefined;
           await Promise.race([subscription.changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
           clearTimeout(timer);

@@ -1,37 +1,44 @@
 import type { Task } from '../../protocols/messages.ts';
 import { toCheckpoint } from '../audit/audit-log.ts';
-import { latestCheckpoint } from '../audit/repository.ts';
 import { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
-import { findLatestOpenRound, findNodeState, hasEvaluation, hasUpdate } from './round-repository.ts';
+import { findTaskView, type TaskView } from './round-repository.ts';
 import { EVALUATION_STATES, TRAINING_STATES, type RoundDeps } from './round-state.ts';
 
-/** The task waiting for this node, if any: fit in the fit phase, evaluate in the evaluation phase. */
-export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<Task | undefined> {
-  const { db, studies } = deps;
-  const row = await findLatestOpenRound(db, node.studyId);
-  if (!row || !row.participants.includes(node.id)) return undefined;
-  // The state now, not the one at authentication: a node that reported it cannot train gets no
-  // fit task (it would only skip it and ask again), until it reports `ready` again.
-  const current = await findNodeState(db, node.id);
-  if (!current || !(row.phase === 'fit' ? TRAINING_STATES : EVALUATION_STATES).has(current)) return undefined;
-  const config = await studies.getConfig(node.studyId);
-  if (row.phase === 'fit') {
-    const done = await hasUpdate(db, node.studyId, row.round, node.id);
-    if (done) return undefined;
-    const model = await studies.getModel(node.studyId, row.round - 1);
-    const mine = (row.instructions as Record<string, unknown> | null)?.[node.id];
-    const instructions = mine ? FitInstructions.parse(mine) : undefined;
-    return { kind: 'fit', studyId: node.studyId, round: row.round, modelVersion: row.round - 1, modelSha256: model.sha256, deadline: new Date(row.fit_deadline).toISOString(), config, ...(instructions ? { instructions } : {}), ...(await witnessed(db)) };
-  }
-  const [submitted, evaluated] = await Promise.all([hasUpdate(db, node.studyId, row.round, node.id), hasEvaluation(db, node.studyId, row.round, node.id)]);
-  if (!submitted || evaluated) return undefined;
-  const model = await studies.getModel(node.studyId, row.round);
-  return { kind: 'evaluate', studyId: node.studyId, round: row.round, modelVersion: row.round, modelSha256: model.sha256, deadline: new Date(row.evaluation_deadline!).toISOString(), config, ...(await witnessed(db)) };
+/** A node's next task (if any), and whether its study still runs (a long-poll stops waiting when not). */
+export interface TaskLookup {
+  task?: Task;
+  running: boolean;
 }
 
-/** The latest signed audit checkpoint, handed to every node with its task: each keeps a copy as a witness. */
-async function witnessed(db: RoundDeps['db']): Promise<Pick<Task, 'auditCheckpoint'>> {
-  const row = await latestCheckpoint(db);
-  return row ? { auditCheckpoint: toCheckpoint(row) } : {};
+/**
+ * The task waiting for this node, if any: fit in the fit phase, evaluate in the evaluation phase.
+ * One query (findTaskView); the study's configuration and its published models come from the
+ * study service's cache (they never change once written).
+ */
+export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<TaskLookup> {
+  const view = await findTaskView(deps.db, node.studyId, node.id);
+  if (!view) return { running: false };
+  return { task: await taskFrom(deps, node, view), running: view.study_state === 'running' };
+}
+
+async function taskFrom(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, view: TaskView): Promise<Task | undefined> {
+  const { studies } = deps;
+  if (view.round === null || view.phase === null || !view.participants?.includes(node.id)) return undefined;
+  // The state now, not the one at authentication: a node that reported it cannot train gets no
+  // fit task (it would only skip it and ask again), until it reports `ready` again.
+  const current = view.node_state;
+  if (!current || !(view.phase === 'fit' ? TRAINING_STATES : EVALUATION_STATES).has(current)) return undefined;
+  const config = await studies.getConfig(node.studyId);
+  const witness = view.checkpoint ? { auditCheckpoint: toCheckpoint(view.checkpoint) } : {};
+  if (view.phase === 'fit') {
+    if (view.submitted) return undefined;
+    const model = await studies.getModel(node.studyId, view.round - 1);
+    const mine = (view.instructions as Record<string, unknown> | null)?.[node.id];
+    const instructions = mine ? FitInstructions.parse(mine) : undefined;
+    return { kind: 'fit', studyId: node.studyId, round: view.round, modelVersion: view.round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...witness };
+  }
+  if (!view.submitted || view.evaluated) return undefined;
+  const model = await studies.getModel(node.studyId, view.round);
+  return { kind: 'evaluate', studyId: node.studyId, round: view.round, modelVersion: view.round, modelSha256: model.sha256, deadline: new Date(view.evaluation_deadline!).toISOString(), config, ...witness };
 }

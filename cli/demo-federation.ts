@@ -7,6 +7,7 @@ import { RoundSummary, StudyStatus, type StudyConfigInput } from '../protocols/m
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { childLauncher } from './launcher.ts';
+import { parseResourcesLine, REPORT_RESOURCES_ENV, type ProcessResources } from './process-resources.ts';
 
 /**
  * The demo's federation, shared by every model kind's demo (cli/demo.ts for binary and regression,
@@ -97,6 +98,26 @@ export interface FederationResult<F extends object = Record<string, never>> {
   /** performance.now() when the study ended, for a caller that times from its own start. */
   endedAt: number;
   audit: FederationAudit;
+  /** Seconds from the start of runFederation to the end of round 1 (process start-up, enrollment and round 1: everything before round 2). */
+  roundOneSeconds: number | null;
+  /** What the child processes reported as they exited (cli/process-resources.ts): null for one that did not report. */
+  resources: { coordinator: ProcessResources | null; nodes: Array<ProcessResources | null> };
+  /** Seconds from the start of runFederation to each step, for a start-up breakdown. */
+  timeline: FederationTimeline;
+}
+
+/** Seconds since runFederation started (null: the step was not reached). */
+export interface FederationTimeline {
+  coordinatorListening: number | null;
+  studyCreated: number | null;
+  nodesStarted: number | null;
+  /** When the coordinator started round 1 (its own clock, the same machine's). */
+  roundOneStarted: number | null;
+  roundOneCompleted: number | null;
+  studyEnded: number | null;
+  modelDownloaded: number | null;
+  auditVerified: number | null;
+  childrenStopped: number | null;
 }
 
 /**
@@ -106,6 +127,9 @@ export interface FederationResult<F extends object = Record<string, never>> {
  */
 export async function runFederation<F extends object = Record<string, never>>(plan: FederationPlan<F>): Promise<FederationResult<F>> {
   const started = performance.now();
+  const startedAtMs = Date.now();
+  const since = () => (performance.now() - started) / 1000;
+  const timeline: FederationTimeline = { coordinatorListening: null, studyCreated: null, nodesStarted: null, roundOneStarted: null, roundOneCompleted: null, studyEnded: null, modelDownloaded: null, auditVerified: null, childrenStopped: null };
   const { outDir, say } = plan;
   mkdirSync(join(outDir, 'logs'), { recursive: true });
   const children = new ChildSet();
@@ -122,34 +146,50 @@ export async function runFederation<F extends object = Record<string, never>>(pl
     });
     // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
     const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
+    timeline.coordinatorListening = since();
     say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
     const api = adminApi(url, adminToken);
     const study = (await api.post('/v1/studies', plan.studyConfig)) as { id: string; warnings?: string[] };
     // The coordinator's warnings at creation (e.g. client-level DP noise that will swamp 10 nodes).
     for (const warning of study.warnings ?? []) say(`  WARNING: ${warning}`);
-    await startNodes(plan, children, launcher, api, url, study.id);
+    timeline.studyCreated = since();
+    const nodes = await startNodes(plan, children, launcher, api, url, study.id);
+    timeline.nodesStarted = since();
     for (const line of plan.intro ?? []) say(line);
     const followed = await followStudy(plan, children, api, study.id);
     const endedAt = performance.now();
+    timeline.studyEnded = since();
+    const firstRound = followed.status.rounds.find((r) => r.round === 1);
+    if (firstRound) timeline.roundOneStarted = (Date.parse(firstRound.startedAt) - startedAtMs) / 1000;
+    timeline.roundOneCompleted = followed.roundOneCompleted === null ? null : (followed.roundOneCompleted - started) / 1000;
     const downloaded = await downloadModel(plan, api, study.id, followed.status.latestModelVersion);
+    timeline.modelDownloaded = since();
     const audit = await exportAudit(api, url, outDir);
-    return { studyId: study.id, url, ...followed, ...downloaded, seconds: (endedAt - started) / 1000, endedAt, audit };
+    timeline.auditVerified = since();
+    // Stopped here (not only in finally) so their exit reports are in: nodes exit by themselves at the study's end.
+    await children.stopAll();
+    timeline.childrenStopped = since();
+    const resources = { coordinator: children.resourcesOf(coordinator.child), nodes: nodes.map((n) => children.resourcesOf(n)) };
+    const { roundOneCompleted: _, ...rest } = followed;
+    return { studyId: study.id, url, ...rest, ...downloaded, seconds: (endedAt - started) / 1000, endedAt, audit, roundOneSeconds: timeline.roundOneCompleted, resources, timeline };
   } finally {
     await children.stopAll();
   }
 }
 
 /** Enrolls and starts one node process per plan node. */
-async function startNodes<F extends object>(plan: FederationPlan<F>, children: ChildSet, launcher: Launcher, api: AdminApi, url: string, studyId: string): Promise<void> {
+async function startNodes<F extends object>(plan: FederationPlan<F>, children: ChildSet, launcher: Launcher, api: AdminApi, url: string, studyId: string): Promise<ChildProcess[]> {
   const { outDir, nodes } = plan;
+  const started: ChildProcess[] = [];
   for (const p of nodes) {
     // The operator names each node's jurisdiction on its token; the node states the same law.
     // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
     const { token } = (await api.post('/v1/enrollment-tokens', { studyId, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
     const args = ['node', '--coordinator', url, '--token', token, '--data', p.dataFile, '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--ledger-dir', join(outDir, 'ledgers'), '--jurisdiction', 'US-CA-CCPA', ...(plan.nodeFlags ?? []), ...(p.flags ?? [])];
-    children.spawn(launcher, args, join(outDir, 'logs', `node-${p.name}.log`), { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url') });
+    started.push(children.spawn(launcher, args, join(outDir, 'logs', `node-${p.name}.log`), { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url'), FEDMARK_NODE_KEY_PASSPHRASE_RANDOM: '1' }).child);
   }
   plan.say(`  ${nodes.length} node processes started: ${nodes.map((p) => `${p.name} (${p.rows} rows${p.note ? `, ${p.note}` : ''})`).join(', ')}`);
+  return started;
 }
 
 /** Long-polls the study until it ends, saying a line per finished round (and the nodes' start-up before round 1). */
@@ -164,6 +204,7 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
   let raw: { rounds?: Array<Record<string, unknown>> } = {};
   let privacyReport: PrivacyReportBody | undefined;
   let startup = '';
+  let roundOneCompleted: number | null = null;
   for (;;) {
     // Long-polls: the coordinator answers as soon as the study changes.
     raw = (await api.get(`/v1/studies/${studyId}${status ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`)) as typeof raw;
@@ -178,6 +219,7 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
       if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
       const seconds = (performance.now() - roundClock) / 1000;
       roundClock = performance.now();
+      if (r.round === 1) roundOneCompleted = roundClock;
       lastReported = r.round;
       // Nodes that took part: updates the round aggregated, not nodes it invited.
       const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;
@@ -197,7 +239,7 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
     children.throwIfOneFailed(join(plan.outDir, 'logs'));
   }
   const lastRound = [...(raw.rounds ?? [])].reverse().find((r) => r.phase === 'completed') ?? null;
-  return { rounds, status, lastRound, ...(privacyReport ? { privacyReport } : {}) };
+  return { rounds, status, lastRound, roundOneCompleted, ...(privacyReport ? { privacyReport } : {}) };
 }
 
 /** The final global weights, written to OUT/global-model.fmw with a JSON note of what they are. */
@@ -218,6 +260,44 @@ async function exportAudit(api: AdminApi, url: string, outDir: string): Promise<
   const { verifyAuditExport } = await import('../protocols/audit/audit-export.ts');
   const verified = await verifyAuditExport(dir);
   return verified.ok ? { dir, ok: true, entries: verified.entries, checkpoints: verified.checkpoints, message: null } : { dir, ok: false, entries: null, checkpoints: null, message: verified.message };
+}
+
+/** Issue 13's figures for fedmark, as the demos' JSON reports them (their names are kept by the bench). */
+export interface SpeedFigures {
+  /** Median of the round lines' seconds over rounds 2 onwards (round 1 carries the start-up); null with fewer than 2 rounds. */
+  medianRoundSeconds: number | null;
+  /** Seconds from the federation's start (coordinator and node processes starting) to round 1's end. */
+  roundOneSeconds: number | null;
+  /** Peak RSS of the coordinator process (VmHWM), MB; null if it did not report. */
+  coordinatorPeakRssMb: number | null;
+  /** The largest peak RSS over the node processes (VmHWM), MB; null if none reported. */
+  nodePeakRssMb: number | null;
+  /** CPU seconds of the coordinator, and of all nodes together, over their lives. */
+  coordinatorCpuSeconds: number | null;
+  nodeCpuSeconds: number | null;
+  /** Seconds from the federation's start to each step (cli/demo-federation.ts FederationTimeline). */
+  timeline: FederationTimeline;
+}
+
+export function speedFigures(federation: Pick<FederationResult, 'roundOneSeconds' | 'resources' | 'timeline'> & { rounds: Array<{ round: number; phase: string; seconds: number }> }): SpeedFigures {
+  const later = federation.rounds.filter((r) => r.round >= 2 && r.phase === 'completed').map((r) => r.seconds);
+  const nodes = federation.resources.nodes.filter((r): r is ProcessResources => r !== null);
+  return {
+    medianRoundSeconds: median(later),
+    roundOneSeconds: federation.roundOneSeconds,
+    coordinatorPeakRssMb: federation.resources.coordinator?.peakRssMb ?? null,
+    nodePeakRssMb: nodes.length ? Math.max(...nodes.map((n) => n.peakRssMb)) : null,
+    coordinatorCpuSeconds: federation.resources.coordinator?.cpuSeconds ?? null,
+    nodeCpuSeconds: nodes.length ? nodes.reduce((a, n) => a + n.cpuSeconds, 0) : null,
+    timeline: federation.timeline,
+  };
+}
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** The progress line of an exported audit log (the demos print it last). */
@@ -286,6 +366,9 @@ type AdminApi = ReturnType<typeof adminApi>;
  */
 class ChildSet {
   private readonly children: ChildProcess[] = [];
+  /** Resolves once the child has exited AND its stdout is read to the end (its exit report included). */
+  private readonly closed = new Map<ChildProcess, Promise<void>>();
+  private readonly resources = new Map<ChildProcess, ProcessResources>();
   private static readonly SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   private readonly kill = () => {
     for (const c of this.children) if (!exited(c)) c.kill('SIGTERM');
@@ -308,9 +391,19 @@ class ChildSet {
 
   /** Starts `fedmark <args>` with its output going to a log file, and lets the caller wait for a log line. */
   spawn(launcher: Launcher, args: string[], logFile: string, env: Record<string, string>) {
-    const started = spawnChild(launcher, args, logFile, env);
+    const started = spawnChild(launcher, args, logFile, { ...env, [REPORT_RESOURCES_ENV]: '1' });
     this.children.push(started.child);
+    this.closed.set(started.child, new Promise((r) => started.child.once('close', () => r())));
+    started.onLine((line) => {
+      const resources = parseResourcesLine(line);
+      if (resources) this.resources.set(started.child, resources);
+    });
     return started;
+  }
+
+  /** What the child reported as it exited (cli/process-resources.ts), once stopAll has returned. */
+  resourcesOf(child: ChildProcess): ProcessResources | null {
+    return this.resources.get(child) ?? null;
   }
 
   throwIfOneFailed(logs: string): void {
@@ -320,7 +413,7 @@ class ChildSet {
   /** SIGTERM to every live child, then waits for them all; unhooks the process listeners (a process running several demos must not pile them up). */
   async stopAll(): Promise<void> {
     this.kill();
-    await Promise.all(this.children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r)))));
+    await Promise.all(this.children.map((c) => this.closed.get(c)));
     process.off('exit', this.kill);
     process.stdout.off('error', this.onBrokenPipe);
     for (const signal of ChildSet.SIGNALS) process.off(signal, this.onSignal);
@@ -352,6 +445,10 @@ function spawnChild(launcher: Launcher, args: string[], logFile: string, env: Re
   child.once('exit', () => log.end());
   return {
     child,
+    /** Calls `watch` with every JSON line the child logs from now on. */
+    onLine(watch: (line: Record<string, unknown>) => void): void {
+      watchers.add(watch);
+    },
     waitFor<T>(match: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`timed out waiting for ${args[0]} to start; see ${logFile}`)), timeoutMs);

@@ -17,7 +17,7 @@ import type { CsvDelimiter } from '../models/csv-table.ts';
 import { nodeKindFor } from '../models/kinds/index.ts';
 import { partitionByColumn, partitionDirichlet, partitionRandom, partitionWarnings, type Partition } from './partition.ts';
 import { trainAlone } from './demo-local-only.ts';
-import { auditLine, fmt, fmtValue, prepareDemoOut, runFederation } from './demo-federation.ts';
+import { auditLine, fmt, fmtValue, prepareDemoOut, runFederation, speedFigures, type SpeedFigures } from './demo-federation.ts';
 import { personalizedFields, personalizedLines, personalizedSummary, tableHeader, tableRow } from './demo-table.ts';
 import type { AttackName } from '../client-node/attack.ts';
 
@@ -134,7 +134,7 @@ export interface DemoOptions {
   bounds?: null;
 }
 
-export interface DemoResult {
+export interface DemoResult extends SpeedFigures {
   studyId: string;
   task: 'binary' | 'regression';
   /** Regression only: the loss the model was fit with. */
@@ -402,6 +402,8 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     modelPath,
     outDir,
     wallSeconds: (performance.now() - started) / 1000,
+    // Issue 13's figures: median round, round 1 with the start-up, peak RSS of coordinator and nodes.
+    ...speedFigures(federation),
     nodes: partitions.length,
     partition: partitionLabel,
     privacy: privacy

@@ -16,6 +16,7 @@ import { STRATEGY_NAMES, StrategyConfig, type StrategyName } from '../protocols/
 import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
+import { reportResourcesAtExit, resourceLogFields } from './process-resources.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -177,7 +178,8 @@ export function buildProgram(): Command {
     .option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL)')
     .action(async (opts) => {
       const config = loadCoordinatorConfig(process.env, { host: opts.host, port: opts.port, dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
-      const log = pino({ level: config.logLevel });
+      const log = pino({ level: config.logLevel, mixin: resourceLogFields() });
+      reportResourcesAtExit(); // the demo's JSON reports the coordinator's peak RSS (cli/process-resources.ts)
       const { startCoordinator } = await import('../coordinator/main.ts');
       const running = await startCoordinator(config, log);
       const shutdown = async (signal: string) => {
@@ -239,6 +241,7 @@ export function buildProgram(): Command {
         allowInsecureRemote: process.env.FEDMARK_ALLOW_INSECURE_REMOTE === '1',
         maxEpsilon: opts.maxEpsilon === undefined ? undefined : Number(opts.maxEpsilon),
         keyPassphrase: opts.keyPassphraseFile ? readFileSync(opts.keyPassphraseFile, 'utf8').trim() : process.env.FEDMARK_NODE_KEY_PASSPHRASE,
+        keyPassphraseRandom: process.env.FEDMARK_NODE_KEY_PASSPHRASE_RANDOM === '1',
         coordinatorKey: opts.coordinatorKey,
         jurisdiction: opts.jurisdiction,
         policy: opts.policy,
@@ -254,7 +257,8 @@ export function buildProgram(): Command {
         program.error(`invalid node configuration: ${describeNodeConfigError(parsed.error)}`, { exitCode: 2 });
         return;
       }
-      const log = pino({ level: parsed.data.logLevel });
+      const log = pino({ level: parsed.data.logLevel, mixin: resourceLogFields() });
+      reportResourcesAtExit(); // the demo's JSON reports the nodes' peak RSS (cli/process-resources.ts)
       if (parsed.data.attack) log.warn({ attack: parsed.data.attack }, 'this node is an ATTACKER (--attack: for demos and tests only)');
       const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');
       if (opts.withdraw) return withdrawNode(Object.freeze(parsed.data), opts.reason, log);

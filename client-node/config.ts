@@ -4,6 +4,9 @@ import { describeConfigIssue } from '../protocols/config-issues.ts';
 import { CSV_DELIMITERS } from '../models/csv-table.ts';
 
 /** A node's configuration, parsed once from CLI flags and FEDMARK_NODE_* variables. */
+/** 22 base64url characters carry 132 bits: a random passphrase at least this long needs no stretching. */
+export const RANDOM_PASSPHRASE_MIN_LENGTH = 22;
+
 export const NodeConfig = z
   .object({
     coordinator: z.string().url(),
@@ -38,6 +41,13 @@ export const NodeConfig = z
     maxEpsilon: z.number().positive().finite().optional(),
     /** Passphrase of the node's OpenPGP private key (encrypted at rest in stateDir). */
     keyPassphrase: z.string().min(12, 'the node key passphrase (FEDMARK_NODE_KEY_PASSPHRASE or --key-passphrase-file) must be at least 12 characters'),
+    /**
+     * The passphrase is a machine-generated random string (env FEDMARK_NODE_KEY_PASSPHRASE_RANDOM=1;
+     * the demo sets it for the passphrases it makes up): the key is still encrypted at rest, with a
+     * cheap S2K (client-node/identity.ts). Such a passphrase must have at least 128 bits' worth of
+     * characters (22 of base64url).
+     */
+    keyPassphraseRandom: z.boolean().default(false),
     /** Optional: the coordinator's public key file to pin (otherwise it is pinned at enrollment). */
     coordinatorKey: z.string().optional(),
     /**
@@ -69,11 +79,16 @@ export const NodeConfig = z
     /** FOR DEMOS AND TESTS ONLY: the node attacks the study after honest training (client-node/attack.ts). */
     attack: z.enum(ATTACK_NAMES).optional(),
   })
+  .refine((c) => !c.keyPassphraseRandom || c.keyPassphrase.length >= RANDOM_PASSPHRASE_MIN_LENGTH, {
+    message: `a passphrase declared random (FEDMARK_NODE_KEY_PASSPHRASE_RANDOM=1) must be at least ${RANDOM_PASSPHRASE_MIN_LENGTH} characters (128 bits of base64url); unset the variable for a chosen passphrase`,
+    path: ['keyPassphrase'],
+  })
   .refine((c) => !c.coordinator.startsWith('http://') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|\/|$)/.test(c.coordinator) || c.allowInsecureRemote, {
     message: 'plain http:// is only allowed to a loopback coordinator; use https:// (or FEDMARK_ALLOW_INSECURE_REMOTE=1)',
     path: ['coordinator'],
   });
 export type NodeConfig = Readonly<z.infer<typeof NodeConfig>>;
+
 
 /**
  * Why a node stops without its study having run to the end with it, each with its own exit code
@@ -137,6 +152,7 @@ export const NODE_CONFIG_SOURCES: Partial<Record<keyof z.input<typeof NodeConfig
   allowInsecureRemote: { env: 'FEDMARK_ALLOW_INSECURE_REMOTE' },
   maxEpsilon: { flag: '--max-epsilon', env: 'FEDMARK_NODE_MAX_EPSILON' },
   keyPassphrase: { flag: '--key-passphrase-file', env: 'FEDMARK_NODE_KEY_PASSPHRASE' },
+  keyPassphraseRandom: { env: 'FEDMARK_NODE_KEY_PASSPHRASE_RANDOM' },
   jurisdiction: { flag: '--jurisdiction', env: 'FEDMARK_NODE_JURISDICTION' },
   ledgerDir: { flag: '--ledger-dir', env: 'FEDMARK_NODE_LEDGER_DIR' },
   dataSourceId: { env: 'FEDMARK_NODE_DATA_SOURCE_ID' },

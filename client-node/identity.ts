@@ -32,8 +32,25 @@ export interface Credentials {
 /** Node keys expire after a year; rotate with CoordinatorClient.rotateKey (a request signed by the old key). */
 export const NODE_KEY_LIFETIME_SECONDS = 365 * 24 * 3600;
 
-export function loadIdentity(config: Pick<NodeConfig, 'stateDir' | 'keyPassphrase'>, dir = 'identity') {
-  return loadOrCreateIdentity(join(config.stateDir, dir), { name: 'fedmark node', passphrase: config.keyPassphrase, expiresInSeconds: NODE_KEY_LIFETIME_SECONDS });
+/**
+ * The S2K octet count protecting a new node key at rest. An iterated S2K's count only makes each
+ * passphrase GUESS cost more: it is key stretching for passphrases people choose. RFC 9580
+ * section 3.7.3 (String-to-Key Usage) allows even an unstretched Salted S2K when "the
+ * implementation knows that the input string is high-entropy (for example, it generated the string
+ * itself using a known-good source of randomness)". A passphrase declared random
+ * (keyPassphraseRandom: the demo's, 24 random bytes, 192 bits) cannot be guessed whatever the
+ * count, so it gets the smallest count of the Iterated and Salted S2K (coded count 0: 1,024
+ * octets, section 3.7.1.3) instead of OpenPGP.js's default 224 (16 M octets: two derivations at
+ * generation, two at every load, ~0.1 s of CPU each and a 16 MB buffer, per node). The key stays
+ * AES-256 encrypted at rest and readable by GnuPG; a chosen passphrase keeps the default.
+ */
+export function s2kCountByteFor(config: Pick<NodeConfig, 'keyPassphraseRandom'>): number | undefined {
+  return config.keyPassphraseRandom ? 0 : undefined;
+}
+
+export function loadIdentity(config: Pick<NodeConfig, 'stateDir' | 'keyPassphrase' | 'keyPassphraseRandom'>, dir = 'identity') {
+  const s2kIterationCountByte = s2kCountByteFor(config);
+  return loadOrCreateIdentity(join(config.stateDir, dir), { name: 'fedmark node', passphrase: config.keyPassphrase, expiresInSeconds: NODE_KEY_LIFETIME_SECONDS, ...(s2kIterationCountByte === undefined ? {} : { s2kIterationCountByte }) });
 }
 
 export function saveCredentials(stateDir: string, credentials: Credentials) {

@@ -45,6 +45,8 @@ export interface GenerateIdentityOptions {
   passphrase: string;
   /** Key lifetime from its creation, in seconds; absent = never expires. */
   expiresInSeconds?: number;
+  /** S2K octet-count byte protecting the key at rest (default OpenPGP.js's 224); lower only for a machine-generated passphrase (client-node/identity.ts, RFC 9580 section 3.7.3). */
+  s2kIterationCountByte?: number;
 }
 
 export interface GeneratedIdentity {
@@ -75,6 +77,7 @@ const GenerateIdentityInput = z.object({
     .positive('expiresInSeconds must be positive')
     .max(0xffffffff, 'expiresInSeconds does not fit in an OpenPGP key expiration time')
     .optional(),
+  s2kIterationCountByte: z.number().int().min(0).max(255, 's2kIterationCountByte is one octet (0-255)').optional(),
 });
 
 function validationMessage(error: z.ZodError): string {
@@ -87,7 +90,7 @@ function validationMessage(error: z.ZodError): string {
 export async function generateIdentity(options: GenerateIdentityOptions): Promise<GeneratedIdentity> {
   const parsed = GenerateIdentityInput.safeParse(options);
   if (!parsed.success) throw new CryptoKeyError(`generateIdentity: ${validationMessage(parsed.error)}`);
-  const { name, email, passphrase, expiresInSeconds } = parsed.data;
+  const { name, email, passphrase, expiresInSeconds, s2kIterationCountByte } = parsed.data;
   let generated;
   try {
     generated = await openpgp.generateKey({
@@ -97,6 +100,7 @@ export async function generateIdentity(options: GenerateIdentityOptions): Promis
       passphrase,
       keyExpirationTime: expiresInSeconds ?? 0,
       format: 'armored',
+      ...(s2kIterationCountByte === undefined ? {} : { config: { s2kIterationCountByte } }),
     });
   } catch (err) {
     throw new CryptoKeyError(`key generation failed: ${errorMessage(err)}`, { cause: err });
@@ -312,6 +316,8 @@ export interface LoadOrCreateOptions {
   passphrase: string;
   /** Only used when a new identity is generated. */
   expiresInSeconds?: number;
+  /** Only used when a new identity is generated (GenerateIdentityOptions). */
+  s2kIterationCountByte?: number;
 }
 
 async function readIfExists(path: string): Promise<string | null> {

@@ -29,6 +29,20 @@ describe('fedmark demo', () => {
       expect(result.globalTestAuc).toBeGreaterThanOrEqual(result.meanLocalOnlyAuc);
       expect(existsSync(result.modelPath)).toBe(true);
       expect(decodeWeights(new Uint8Array(readFileSync(result.modelPath))).map((w) => w.name)).toEqual(['dense_0/kernel', 'dense_0/bias']);
+      // Issue 13's figures, measured (cli/demo-federation.ts speedFigures): numbers, not placeholders.
+      const seconds = result.rounds.map((r: { seconds: number }) => r.seconds);
+      expect(result.medianRoundSeconds).toBeGreaterThan(0);
+      expect(result.medianRoundSeconds).toBeLessThanOrEqual(Math.max(...seconds.slice(1)));
+      expect(result.roundOneSeconds).toBeGreaterThanOrEqual(seconds[0]);
+      expect(result.roundOneSeconds).toBeLessThan(result.wallSeconds);
+      // A Node.js process with its dependencies loaded is resident in well over 30 MB; the coordinator (PGlite) more.
+      expect(result.coordinatorPeakRssMb).toBeGreaterThan(30);
+      expect(result.nodePeakRssMb).toBeGreaterThan(30);
+      expect(result.coordinatorCpuSeconds).toBeGreaterThan(0);
+      expect(result.nodeCpuSeconds).toBeGreaterThan(0);
+      const t = result.timeline;
+      expect(t.coordinatorListening).toBeGreaterThan(0);
+      expect([t.coordinatorListening, t.studyCreated, t.nodesStarted, t.roundOneCompleted, t.studyEnded, t.modelDownloaded, t.auditVerified, t.childrenStopped]).toEqual([...[t.coordinatorListening, t.studyCreated, t.nodesStarted, t.roundOneCompleted, t.studyEnded, t.modelDownloaded, t.auditVerified, t.childrenStopped]].sort((x, y) => x - y));
       expect(stderr).toMatch(/round\s+4\/4\s+nodes 10\/10/);
       expect(stderr).toMatch(/federated global model/);
       // Raw rows of a region exist only in that node's own folder.

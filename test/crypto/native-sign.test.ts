@@ -2,6 +2,10 @@
  * Native request signatures (native-sign.ts) against OpenPGP.js: every signature made natively
  * verifies with OpenPGP.js itself, and an expired key or another key shape is left to OpenPGP.js.
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import * as openpgp from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -66,5 +70,25 @@ describe('native request signatures', () => {
     const headers = await signRequest({ privateKey: key, method: 'GET', path: '/x', body: new Uint8Array(), now });
     const result = await verifyRequest({ publicKey, method: 'GET', path: '/x', body: new Uint8Array(), headers, now, seenNonce: () => false });
     expect(result.ok).toBe(true);
+  });
+
+  const hasGpg = spawnSync('gpg', ['--version']).status === 0;
+  it.skipIf(!hasGpg)('are read and verified by GnuPG (and a changed byte is a BAD signature)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fedmark-native-sign-'));
+    try {
+      const data = new TextEncoder().encode('FEDMARK-SIG-V1\nGET\n/v1/tasks/next\n');
+      writeFileSync(join(dir, 'key.asc'), alice.publicKeyArmored);
+      writeFileSync(join(dir, 'data'), data);
+      writeFileSync(join(dir, 'data.sig'), (await signNatively(data, alice.privateKey, new Date()))!);
+      const gpg = (...args: string[]) => spawnSync('gpg', ['--batch', '--homedir', join(dir, 'gnupg'), ...args], { cwd: dir, encoding: 'utf8' });
+      spawnSync('mkdir', ['-m', '700', join(dir, 'gnupg')]);
+      expect(gpg('--import', 'key.asc').status).toBe(0);
+      const good = gpg('--status-fd', '1', '--verify', 'data.sig', 'data');
+      expect(good.stdout).toMatch(/GOODSIG/);
+      writeFileSync(join(dir, 'data'), Buffer.concat([Buffer.from(data), Buffer.from('x')]));
+      expect(gpg('--status-fd', '1', '--verify', 'data.sig', 'data').stdout).toMatch(/BADSIG/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -194,7 +194,8 @@ async function waitForEnd(coordinator: CoordinatorChild, studyId: string, rounds
     const status = await coordinator.api<StudyView>('GET', `/v1/studies/${studyId}?wait=20${seen >= 0 ? `&seen=${seen}` : ''}`);
     seen = status.changeCount;
     for (const r of status.rounds.filter((x) => x.closedAt && x.round > logged).sort((a, b) => a.round - b.round)) {
-      log(`scale: round ${r.round}/${rounds} ${r.phase} in ${((Date.parse(r.closedAt!) - Date.parse(r.startedAt)) / 1000).toFixed(2)} s, ${r.updatesReceived} updates, coordinator RSS ${readProc(coordinator.child.pid!)?.rssMb.toFixed(0) ?? '?'} MB`);
+      const p = readProc(coordinator.pid);
+      log(`scale: round ${r.round}/${rounds} ${r.phase} in ${((Date.parse(r.closedAt!) - Date.parse(r.startedAt)) / 1000).toFixed(2)} s, ${r.updatesReceived} updates; coordinator RSS ${p?.rssMb.toFixed(0) ?? '?'} MB, VmHWM ${p?.hwmMb.toFixed(0) ?? '?'} MB, CPU ${p?.cpuSeconds.toFixed(1) ?? '?'} s so far`);
       logged = r.round;
     }
     if (status.state !== 'running') return status;

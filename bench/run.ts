@@ -11,8 +11,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '../models/tf.ts';
-import { benchAggregation, FLOWER_AGGREGATE_SECONDS, numpyFloor } from './aggregation-bench.ts';
-import { benchCoordinatorPath } from './coordinator-path-bench.ts';
+import { fedavgFigures } from './aggregation-bench.ts';
+import { benchServicePath, type ServicePathResult } from './coordinator-path-bench.ts';
+import { speedRows, speedTableCells, SPEED_TABLE_HEADER } from './speed-table.ts';
+import { benchScale } from './scale-bench.ts';
+import { benchDemo } from './sim/demo-run.ts';
+import { compareFlower } from './compare-flower.ts';
 import { trainBench, trainBenchRatios } from './train-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
 import { noiseBench } from './noise-bench.ts';
@@ -25,10 +29,17 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed'] as const;
 
-const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' } }, allowPositionals: true });
-const wanted = new Set(values.only ? values.only.split(',') : SECTIONS);
+const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' } }, allowPositionals: true });
+const wanted = new Set<string>(values.only ? values.only.split(',') : SECTIONS);
+const unknown = [...wanted].filter((s) => !(SECTIONS as readonly string[]).includes(s));
+if (unknown.length) {
+  process.stderr.write(`npm run bench: unknown section ${unknown.join(', ')} (sections: ${SECTIONS.join(', ')})\n`);
+  process.exit(2);
+}
+// Issue 13's table (`speed`) is built from the sections that measure its figures.
+if (wanted.has('speed')) for (const s of ['aggregation', 'trainers', 'demo', 'scale']) wanted.add(s);
 const say = (line = '') => process.stderr.write(line + '\n');
 const results: Record<string, unknown> = { machine: { cpus: (await import('node:os')).cpus().length, node: process.version, at: new Date().toISOString() } };
 
@@ -45,17 +56,21 @@ function median(xs: number[]) {
 }
 
 if (wanted.has('aggregation')) {
-  const agg = await benchAggregation({ updates: 100, parameters: 1_000_000 });
-  // The floor (numpy's mean over the stacked updates, memory bandwidth) in the same sitting, and Flower's aggregate() as recorded.
-  const floor = numpyFloor(100, 1_000_000);
-  const vsFloor = floor.seconds ? agg.seconds / floor.seconds : null;
-  results.aggregation = { ...agg, numpyFloor: floor, ratioToFloor: vsFloor, flowerAggregateSeconds: FLOWER_AGGREGATE_SECONDS, speedupVsFlower: FLOWER_AGGREGATE_SECONDS / agg.seconds };
-  table(`FedAvg aggregation (zero-copy decode + ${agg.kernel} fold, float64 sums; median of ${agg.runs.length})`, ['updates', 'parameters', 'seconds', 'CPU s', 'GB/s', 'decode s', 'peak RSS MB', 'numpy floor s', 'x floor', 'x faster than Flower'], [[agg.updates, agg.parameters, agg.seconds, agg.cpuSeconds, agg.gbPerSecond, agg.decodeSeconds, agg.peakRssMb, floor.seconds ?? `- (${floor.skipped})`, vsFloor ?? '-', FLOWER_AGGREGATE_SECONDS / agg.seconds]]);
-  // The coordinator's real path also resumes the round from the database and persists the running
-  // sum after every update (crash safety); priced here on PGlite, before and after our bytea conversion.
-  const paths = [await benchCoordinatorPath({ updates: 10, parameters: 1_000_000 }), await benchCoordinatorPath({ updates: 3, parameters: 1_000_000, byteaConversion: 'pglite-builtin' })];
+  // Issue 13: FedAvg of 100 x 1M (zero-copy decode + fold), the plain loop beside it, numpy's floor, Flower's aggregate().
+  const agg = await fedavgFigures({ updates: 100, parameters: 1_000_000 });
+  results.aggregation = agg;
+  const floor = agg.numpyFloor;
+  table(`FedAvg aggregation (zero-copy decode + ${agg.kernel} fold, float64 sums; median of 5)`, ['updates', 'parameters', 'seconds', 'CPU s', 'plain loop s', 'decode s', 'peak RSS MB', 'numpy floor s', 'x floor', 'x Flower aggregate()', 'goal s'], [[agg.updates, agg.parameters, agg.seconds, agg.cpuSeconds, agg.scalarKernel.seconds, agg.decodeSeconds, agg.peakRssMb, floor.seconds ?? `- (${floor.skipped})`, agg.ratioToFloor ?? '-', agg.ratioToFlower, agg.goalSeconds]]);
+  // The coordinator's real path for one 1M-parameter update (the round service's submitUpdate:
+  // decode, lock, fold, store once, audit, commit), on PGlite and on PostgreSQL when reachable.
+  const paths: ServicePathResult[] = [await benchServicePath({ database: 'pglite', updates: 10 })];
+  try {
+    paths.push(await benchServicePath({ database: 'postgres', updates: 10 }));
+  } catch (err) {
+    say(`coordinator path on PostgreSQL skipped: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
   results.coordinatorPath = paths;
-  table('Coordinator path per update (decode, resume, fold, persist 8 MB float64 state in a transaction; PGlite)', ['bytea conversion', 'updates', 'parameters', 's/update', 'fold s/update', 'db s/update', 'GB/s'], paths.map((p) => [p.byteaConversion, p.updates, p.parameters, p.seconds / p.updates, p.foldSeconds / p.updates, p.databaseSeconds / p.updates, p.gbPerSecond]));
+  table('Coordinator path per 1M-parameter update (submitUpdate: decode, lock, fold, store once, audit, commit)', ['database', 'updates', 's/update', 'median s', 'CPU s/update', 'WAL bytes/update', 'decode s', 'fold s', 'persist s', 'close s'], paths.map((p) => [p.database, p.updates, p.secondsPerUpdate, p.medianSecondsPerUpdate, p.cpuSecondsPerUpdate, Math.round(p.walBytesPerUpdate), p.components.decodeSeconds, p.components.foldSeconds, p.components.persistSeconds, p.closeSeconds]));
 }
 
 const churn = (() => {
@@ -170,10 +185,15 @@ if (wanted.has('demo')) {
     perRound.push({ round: r, seconds: (completed - started) / 1000, fitSeconds, trainSeconds: train, aggregateSeconds, transferAndWaitSeconds: fitSeconds - train - aggregateSeconds, evaluationSeconds: (completed - (aggregated?.time as number)) / 1000 });
   }
   const med = (k: keyof (typeof perRound)[number]) => median(perRound.map((p) => p[k] as number));
-  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound };
+  // The demo's own figures (cli/demo-federation.ts speedFigures): round 2.. median from the
+  // coordinator's round lines, each process's peak RSS (VmHWM) and CPU as it reported them on exit.
+  const own = { medianRoundSeconds: demo.medianRoundSeconds, roundOneSeconds: demo.roundOneSeconds, coordinatorPeakRssMb: demo.coordinatorPeakRssMb, nodePeakRssMb: demo.nodePeakRssMb, coordinatorCpuSeconds: demo.coordinatorCpuSeconds, nodeCpuSeconds: demo.nodeCpuSeconds };
+  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, ...own, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound };
   table(`Demo federation: ${demo.nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s (residual)', 'evaluation s', 'wall s', 'test AUC'], [
     [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc ?? '-'],
   ]);
+  const mb = (x: number | null) => x ?? '-';
+  table('Demo federation: processes (peak RSS from each process\'s VmHWM, CPU over its life)', ['round 1 s', 'coordinator peak MB', 'node peak MB (max)', 'coordinator CPU s', 'nodes CPU s (sum)'], [[mb(own.roundOneSeconds), mb(own.coordinatorPeakRssMb), mb(own.nodePeakRssMb), mb(own.coordinatorCpuSeconds), mb(own.nodeCpuSeconds)]]);
   rmSync(out, { recursive: true, force: true });
 }
 
@@ -245,6 +265,63 @@ if (wanted.has('attacks')) {
     ATTACKS_TABLE_HEADER,
     attacksTableRows(rows),
   );
+}
+
+if (wanted.has('scale')) {
+  // Issue 13, scale: the real demo with 51 nodes (one per state), and 100 simulated nodes x 1M
+  // parameters speaking the real protocol to a real coordinator process (bench/scale-bench.ts).
+  const demo51 = await benchDemo({ nodes: 51, rounds: 20 });
+  const sim = await benchScale({ nodes: 100, parameters: 1_000_000, rounds: values.quick ? 3 : 5 });
+  results.scale = { demo51, simulation: sim };
+  const d = demo51.demo as { medianRoundSeconds?: number | null; globalTestAuc?: number | null } | null;
+  table('51 node processes (one per state), 20 rounds: `fedmark demo --partition-by state --nodes 51`', ['wall s', 'median round s', 'test AUC', 'coordinator peak MB', 'exit'], [[demo51.wallSeconds, d?.medianRoundSeconds ?? '-', d?.globalTestAuc ?? '-', demo51.coordinator?.peakRssMb ?? '-', String(demo51.exitCode)]]);
+  table(`Simulated federation: ${sim.nodes} nodes x ${sim.parameters} parameters, ${sim.database} (real HTTP, signed requests, sealed updates)`, ['round', 'seconds', 'coordinator RSS MB after', 'uploaded MB', 'downloaded MB'], sim.rounds.map((r) => [r.round, r.seconds, r.rssMbAfter, r.uploadedBytes / 1e6, r.downloadedBytes / 1e6]));
+  say(`  memory slope ${sim.memory.slopeMbPerRound.toFixed(2)} MB/round over rounds 2..; coordinator peak ${sim.memory.coordinatorPeakRssMb} MB; every model = FedAvg of the updates sent: ${sim.aggregationExact}`);
+}
+
+if (values['compare-flower']) {
+  // Optional: Flower 1.4 + PyTorch on the same federation, back to back with the demo (bench/compare-flower.ts).
+  const compared = await compareFlower();
+  results.compareFlower = compared;
+  if (compared.skipped) say(`\n${compared.reason}`);
+  else {
+    const f = compared.flower;
+    const m = compared.fedmark;
+    const q = compared.ratios;
+    const v = (x: number | null | undefined) => (x === null || x === undefined ? '-' : x);
+    table(`Side by side: Flower ${f.flowerVersion} + PyTorch vs fedmark, same split, model and rounds (ratio fedmark / Flower)`, ['figure', 'Flower', 'fedmark', 'ratio'], [
+      ['test AUC', f.testAuc, v(m?.testAuc), v(q?.testAuc)],
+      ['median round s', v(f.medianRoundSeconds), v(m?.medianRoundSeconds), v(q?.medianRound)],
+      ['round 1 s', v(f.roundOneSeconds), v(m?.roundOneSeconds), v(q?.roundOne)],
+      ['wall s', f.wallSeconds, v(m?.wallSeconds), v(q?.wall)],
+      ['server / coordinator peak RSS MB', f.serverPeakRssMb, v(m?.coordinatorPeakRssMb), v(q?.serverPeakRss)],
+      ['client / node peak RSS MB', f.clientPeakRssMbMax, v(m?.nodePeakRssMb), v(q?.nodePeakRss)],
+    ]);
+  }
+}
+
+if (wanted.has('speed')) {
+  type Demo = { globalTestAuc?: number | null; medianRoundSeconds?: number | null; wallSeconds?: number; coordinatorPeakRssMb?: number | null; nodePeakRssMb?: number | null };
+  const demo = results.demo as Demo | undefined;
+  const agg = results.aggregation as { seconds: number } | undefined;
+  const paths = (results.coordinatorPath as ServicePathResult[] | undefined) ?? [];
+  const scale = results.scale as { demo51: { wallSeconds: number; demo: { medianRoundSeconds?: number | null } | null } } | undefined;
+  const training = results.localTraining as { rows: Array<{ trainer: string; batch: number; samplesPerSecond: number | null }> } | undefined;
+  const fused = (batch: number) => training?.rows.find((r) => r.trainer === 'fused' && r.batch === batch)?.samplesPerSecond ?? null;
+  const rows = speedRows({
+    testAuc: demo?.globalTestAuc,
+    medianRoundSeconds: demo?.medianRoundSeconds,
+    wallSeconds: demo?.wallSeconds,
+    coordinatorPeakRssMb: demo?.coordinatorPeakRssMb,
+    nodePeakRssMb: demo?.nodePeakRssMb,
+    aggregateSeconds: agg?.seconds,
+    coordinatorPathSeconds: { pglite: paths.find((p) => p.database === 'pglite')?.secondsPerUpdate, postgres: paths.find((p) => p.database === 'postgres')?.secondsPerUpdate },
+    scale51WallSeconds: scale?.demo51.wallSeconds,
+    scale51RoundSeconds: scale?.demo51.demo?.medianRoundSeconds,
+    fusedSamplesPerSecond: { 64: fused(64), 1024: fused(1024) },
+  });
+  results.speed = rows;
+  table("Issue 13's table: fedmark against Flower 1.4 + PyTorch as recorded on this machine (ratio fedmark / Flower; `--compare-flower` measures Flower again side by side)", SPEED_TABLE_HEADER, speedTableCells(rows));
 }
 
 mkdirSync(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });

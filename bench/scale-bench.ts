@@ -75,6 +75,8 @@ export interface ScaleResult {
   aggregationExact: boolean;
   /** Enrollment of every node (key generation, token, enroll, ready) and the wait for round 1. */
   setupSeconds: number;
+  /** Task polls the coordinator did not answer in time (the node waited 5 s and asked again, as a real node does). */
+  unreachablePolls: number;
   /** First round opened to the last closed. */
   roundsWallSeconds: number;
   medianRoundSeconds: number;
@@ -141,10 +143,10 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     log(`scale: coordinator ${coordinator.url} (${coordinator.database}, pid ${coordinator.pid}), study ${studyId}: ${options.nodes} nodes x ${parameters} parameters x ${options.rounds} rounds`);
     const idle = readProc(coordinator.pid);
     const started = Date.now();
-    const { rounds, setupSeconds } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log);
+    const { rounds, setupSeconds, unreachablePolls } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log);
     const samples = sampler.stop();
     const perRound = roundResults(rounds, samples, traffic);
-    return summarize({ options, coordinator, parameters, study, perRound, setupSeconds, samples, traffic, idle, loadStart, started, cpuStart, simPeakRss });
+    return summarize({ options, coordinator, parameters, study, perRound, setupSeconds, unreachablePolls, samples, traffic, idle, loadStart, started, cpuStart, simPeakRss });
   } finally {
     clearInterval(simRss);
     sampler.stop();
@@ -157,7 +159,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
 /** Enrolls the nodes, runs them until the study ends, and returns the coordinator's round summaries with node 0's checks. */
 async function runSimulation(coordinator: CoordinatorChild, studyId: string, study: StudyConfig, parameters: number, dir: string, options: ScaleOptions, log: (l: string) => void) {
   const abort = new AbortController();
-  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), signal: abort.signal };
+  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, signal: abort.signal };
   const t0 = Date.now();
   const nodes: SimNode[] = [];
   for (let i = 0; i < options.nodes; i++) {
@@ -176,7 +178,7 @@ async function runSimulation(coordinator: CoordinatorChild, studyId: string, stu
   // Nodes in a long poll return when it ends (the study's end wakes them, or the poll times out).
   await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, ((options.pollSeconds ?? 20) + 5) * 1000))]);
   if (status.state !== 'completed') throw new Error(`study ended ${status.state}: ${status.stopReason ?? 'no reason'}`);
-  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null })), setupSeconds };
+  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null })), setupSeconds, unreachablePolls: sim.unreachable };
 }
 
 interface StudyView {
@@ -247,7 +249,7 @@ const median = (xs: number[]) => {
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; parameters: number; study: StudyConfig; perRound: RoundResult[]; setupSeconds: number; samples: ProcSample[]; traffic: TrafficCounter; idle: ProcSample | undefined; loadStart: number[]; started: number; cpuStart: NodeJS.CpuUsage; simPeakRss: number }): ScaleResult {
+function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; parameters: number; study: StudyConfig; perRound: RoundResult[]; setupSeconds: number; unreachablePolls: number; samples: ProcSample[]; traffic: TrafficCounter; idle: ProcSample | undefined; loadStart: number[]; started: number; cpuStart: NodeJS.CpuUsage; simPeakRss: number }): ScaleResult {
   const { perRound, samples } = x;
   const cpu = process.cpuUsage(x.cpuStart);
   const first = perRound[0];
@@ -261,6 +263,7 @@ function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; pa
     rounds: perRound,
     aggregationExact: perRound.length > 0 && perRound.every((r) => r.aggregation !== null && r.aggregation.violations === 0 && r.aggregation.updates === x.options.nodes),
     setupSeconds: x.setupSeconds,
+    unreachablePolls: x.unreachablePolls,
     roundsWallSeconds: perRound.reduce((s, r, i) => s + (i < perRound.length - 1 && r.cycleSeconds !== null ? r.cycleSeconds : r.seconds), 0),
     medianRoundSeconds: median(perRound.map((r) => r.seconds)),
     memory: {
@@ -294,6 +297,7 @@ async function main(args: string[]) {
   if (args.includes('--demo')) {
     const result = await benchDemo({ nodes: positiveInt(args, '--nodes', 51), rounds: positiveInt(args, '--rounds', 20) });
     process.stdout.write(JSON.stringify(result) + '\n');
+    if (result.exitCode !== 0) process.exitCode = 1;
     return;
   }
   const result = await benchScale({

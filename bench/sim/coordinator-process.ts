@@ -62,8 +62,8 @@ export async function startCoordinator(dir: string, options: { postgres?: boolea
   // The log is drained to a file: a full pipe would stall the coordinator.
   const log = createWriteStream(join(dir, 'coordinator.log'));
   child.stderr!.pipe(log);
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`coordinator did not listen within 180 s (log: ${join(dir, 'coordinator.log')})`)), 180_000);
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`coordinator did not listen within 600 s (log: ${join(dir, 'coordinator.log')})`)), 600_000);
     child.once('exit', (code) => reject(new Error(`coordinator exited (${code}) before listening (log: ${join(dir, 'coordinator.log')})`)));
     createInterface({ input: child.stdout! }).on('line', (line) => {
       log.write(line + '\n');
@@ -72,6 +72,16 @@ export async function startCoordinator(dir: string, options: { postgres?: boolea
       resolve(String((JSON.parse(line) as { url: string }).url));
     });
   });
+  let url: string;
+  try {
+    url = await listening;
+  } catch (err) {
+    // Never leave a coordinator behind: one that did not start in time is stopped here.
+    child.kill('SIGKILL');
+    log.end();
+    await database?.drop().catch(() => {});
+    throw err;
+  }
   const exited = new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
   return {
     url,
@@ -117,6 +127,8 @@ export function readProc(pid: number): ProcSample | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat(5))
+    // A process that has exited but not been reaped (a zombie) has no memory fields.
+    if (!Number.isFinite(kb('VmRSS'))) return undefined;
     return { t: Date.now(), rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024, cpuSeconds: ticks / CLOCK_TICKS };
   } catch {
     return undefined;

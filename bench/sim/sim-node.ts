@@ -7,6 +7,7 @@ import { GlobalModels } from '../../client-node/global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll } from '../../client-node/identity.ts';
 import { Release } from '../../client-node/release.ts';
 import { seal, sendEvaluation, sendUpdate } from '../../client-node/send.ts';
+import { pause, pollTask } from '../../client-node/task.ts';
 import { encodedWidth } from '../../protocols/feature-spec.ts';
 import type { StudyConfig, Task } from '../../protocols/messages.ts';
 import { DEFAULT_HISTOGRAM_BINS } from '../../protocols/metrics.ts';
@@ -36,6 +37,8 @@ export interface Simulation {
   events: Map<number, { firstTask: number; lastEvaluation: number }>;
   /** At most this many nodes build, seal and send an update at once (the process's memory). */
   fitSlots: Semaphore;
+  /** Task polls that got no answer (timeouts, refused connections): the node waited 5 s and asked again. */
+  unreachable: number;
   signal: AbortSignal;
 }
 
@@ -89,14 +92,16 @@ export class SimNode {
   /** Polls tasks and answers them until the simulation is aborted; any failure ends the run. */
   async run(pollSeconds: number): Promise<void> {
     while (!this.sim.signal.aborted) {
-      let task: Task | undefined;
-      try {
-        task = await this.client.nextTask(pollSeconds);
-      } catch (err) {
-        if (this.sim.signal.aborted) return;
-        throw err;
+      // As a real node: a coordinator that does not answer (busy, restarting) is asked again in 5 s (client-node/task.ts).
+      const next = await pollTask(this.client, pollSeconds, SIM_LOG);
+      if (this.sim.signal.aborted) return;
+      if ('unreachable' in next) {
+        this.sim.unreachable++;
+        await pause(5000, this.sim.signal);
+        continue;
       }
-      if (!task || this.sim.signal.aborted) continue;
+      if ('none' in next) continue;
+      const { task } = next;
       const seen = this.sim.events.get(task.round) ?? { firstTask: Date.now(), lastEvaluation: 0 };
       this.sim.events.set(task.round, seen);
       if (task.kind === 'fit') await this.sim.fitSlots.run(() => this.fit(task));

@@ -6,6 +6,9 @@
  *
  * Prints samples/s (training rows x epochs / seconds, after one warm-up epoch) and the test AUC
  * reached, so that a faster configuration is not mistaken for a better one.
+ *
+ * Per TensorFlow.js backend means TensorFlow.js's trainer: FEDMARK_TRAINER defaults to tfjs here
+ * (the fused trainer, trainLocal's default, takes no backend); FEDMARK_TRAINER=fused to compare.
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,6 +20,8 @@ import { encodeTable, splitRows, subset } from './encode.ts';
 import { inferFeatureSpec } from './infer-spec.ts';
 import { createModel } from './model-factory.ts';
 import { evaluateModel, trainLocal } from './train.ts';
+
+process.env.FEDMARK_TRAINER ||= 'tfjs';
 
 const { values } = parseArgs({
   options: {

@@ -11,9 +11,10 @@
  * and, below, the REAL service path (issue 13): the round service's submitUpdate on a 1M-parameter
  * study, on PGlite or PostgreSQL (TEST_DATABASE_URL), one JSON line:
  *
- *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after]
+ *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after] [--updates=10]
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -22,7 +23,8 @@ import { pgliteByteaOptions } from '../coordinator/db/pglite-bytea.ts';
 import { FedAvg } from '../protocols/strategies/fedavg.ts';
 import { emptyServerState } from '../protocols/strategies/server-state.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
-import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
+import { decodeWeights, decodeWeightsView, encodeWeights } from '../protocols/weights-codec.ts';
+import { WeightedMeanAccumulator } from '../protocols/aggregation/fedavg.ts';
 
 export interface CoordinatorPathBenchResult {
   updates: number;
@@ -119,7 +121,45 @@ export interface ServicePathResult {
   closeSeconds: number;
   /** Peak resident set size of this process (coordinator in process), from process.resourceUsage(). */
   peakRssMb: number;
+  /**
+   * CPU seconds per update (user + system): this process (the coordinator, and PGlite, which runs
+   * in it) and, on PostgreSQL, the server's backends serving this database (/proc/<pid>/stat).
+   * On a loaded machine the wall figures include waiting for a CPU; these do not.
+   */
+  cpuSecondsPerUpdate: number;
+  serverCpuSecondsPerUpdate: number | null;
+  /**
+   * The issue's "decode, fold, persist" of one update, each timed alone on the same database
+   * (median of the updates): zero-copy decode with its finiteness check, the FedAvg fold into a
+   * float64 accumulator, and one transaction inserting the update's bytes as a bytea row, committed.
+   */
+  components: { decodeSeconds: number; foldSeconds: number; persistSeconds: number; totalSeconds: number; persistCpuSeconds: number };
+  /** os.loadavg() at start and end. */
+  loadAverage: { start: number[]; end: number[] };
 }
+
+const CLOCK_TICKS = 100; // USER_HZ on Linux: /proc/<pid>/stat's utime and stime unit
+
+/** CPU seconds (user + system) of the given processes so far; 0 for one that is gone or unreadable. */
+function processCpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    } catch {
+      // exited, or not this machine's process
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+const selfCpuSeconds = () => {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1e6;
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** hidden [1000, 990] on the harness's 7 inputs: 7*1000+1000 + 1000*990+990 + 990+1 = 999,981 parameters. */
 const MILLION_HIDDEN = [1000, 990];
@@ -137,6 +177,7 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
   const backend = await backendOrSkip(opts.database);
   if (!backend) throw new Error(`${opts.database} is not reachable (TEST_DATABASE_URL)`);
   const h = await inProcessCoordinator(backend);
+  const start = loadavg();
   try {
     const n = opts.updates;
     const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: 1, minNodesPerRound: n, minNodesToStart: n + 1, roundDeadlineSeconds: 3600 }));
@@ -151,20 +192,30 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       return r.rows[0];
     };
     const walDiff = async (a: string, b: string) => Number((await sql<{ d: string }>`select pg_wal_lsn_diff(${b}::pg_lsn, ${a}::pg_lsn)::text as d`.execute(h.built.db)).rows[0].d);
+    const serverPids = async () =>
+      opts.database === 'postgres' ? (await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database()`.execute(h.built.db)).rows.map((r) => Number(r.pid)) : [];
     const times: number[] = [];
+    let cpu = 0;
+    let serverCpu = 0;
     let wal = 0;
     let growth = 0;
     for (let u = 0; u < n; u++) {
       const node = await h.built.nodes.authenticate(nodes[u].apiKey);
       const before = await probe();
+      const pids = await serverPids();
+      const s0 = processCpuSeconds(pids);
+      const c0 = selfCpuSeconds();
       const t0 = performance.now();
       await h.built.rounds.submitUpdate(node, studyId, 1, defaultMeta(100 + u), frames[u % frames.length]);
       times.push((performance.now() - t0) / 1000);
+      cpu += selfCpuSeconds() - c0;
+      serverCpu += processCpuSeconds(pids) - s0;
       const after = await probe();
       wal += await walDiff(before.lsn, after.lsn);
       growth += Number(after.size) - Number(before.size);
       process.stderr.write(`update ${u + 1}: ${times[u].toFixed(3)} s, WAL ${await walDiff(before.lsn, after.lsn)} bytes\n`);
     }
+    const components = await componentTimes(h.built.db, global, frames, serverPids);
     h.advanceClock(3601_000);
     const t0 = performance.now();
     await h.built.rounds.advanceRound(studyId, 1);
@@ -184,10 +235,50 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       databaseGrowthBytesPerUpdate: growth / n,
       closeSeconds,
       peakRssMb: process.resourceUsage().maxRSS / 1024,
+      cpuSecondsPerUpdate: cpu / n,
+      serverCpuSecondsPerUpdate: opts.database === 'postgres' ? serverCpu / n : null,
+      components,
+      loadAverage: { start, end: loadavg() },
     };
   } finally {
     await h.close();
   }
+}
+
+/**
+ * Decode, fold and persist of the same 1M-parameter frames, each timed alone (median of 10), on
+ * the bench's database: what the coordinator path costs without the round's bookkeeping (auth,
+ * claims, audit chain), which bench figures `secondsPerUpdate` include.
+ */
+async function componentTimes(db: import('kysely').Kysely<import('../coordinator/db/schema.ts').Database>, global: WeightSet, frames: Uint8Array[], serverPids: () => Promise<number[]>): Promise<ServicePathResult['components']> {
+  const { sql } = await import('kysely');
+  const specs = global.map(({ name, shape }) => ({ name, shape }));
+  const accumulator = new WeightedMeanAccumulator(specs);
+  await sql`create table bench_kept (seq int primary key, weights bytea not null)`.execute(db);
+  const decode: number[] = [];
+  const fold: number[] = [];
+  const persist: number[] = [];
+  const persistCpu: number[] = [];
+  for (let u = 0; u < 10; u++) {
+    const frame = frames[u % frames.length];
+    const t0 = performance.now();
+    const update = decodeWeightsView(frame, { expected: specs, dtype: 'float32' });
+    const t1 = performance.now();
+    accumulator.add(update, 100 + u);
+    const t2 = performance.now();
+    const pids = await serverPids();
+    const s0 = processCpuSeconds(pids);
+    const c0 = selfCpuSeconds();
+    const t3 = performance.now();
+    await db.transaction().execute((tx) => sql`insert into bench_kept (seq, weights) values (${u}, ${frame})`.execute(tx));
+    persist.push((performance.now() - t3) / 1000);
+    persistCpu.push(selfCpuSeconds() - c0 + processCpuSeconds(pids) - s0);
+    decode.push((t1 - t0) / 1000);
+    fold.push((t2 - t1) / 1000);
+  }
+  await sql`drop table bench_kept`.execute(db);
+  const components = { decodeSeconds: median(decode), foldSeconds: median(fold), persistSeconds: median(persist), persistCpuSeconds: median(persistCpu) };
+  return { ...components, totalSeconds: components.decodeSeconds + components.foldSeconds + components.persistSeconds };
 }
 
 if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
@@ -198,7 +289,8 @@ if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
     // One database per process, so each peak RSS is that database's own.
     const database = process.argv.includes('--postgres') ? 'postgres' : 'pglite';
     const label = process.argv.find((a) => a.startsWith('--label='))?.slice('--label='.length);
-    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates: 10 })) }));
+    const updates = Number(process.argv.find((a) => a.startsWith('--updates='))?.slice('--updates='.length) ?? 10);
+    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates })) }));
   }
   process.exit(0);
 }

@@ -108,7 +108,8 @@ async function timeTrainLocal(trainer: 'fused' | 'tfjs', data: EncodedData, hidd
 export function findTorchPython(): string | null {
   for (const python of [process.env.PYTHON, 'python3', '/usr/bin/python3']) {
     if (!python) continue;
-    const probe = spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore', timeout: 60_000 });
+    // Importing torch takes ~3 CPU-s: over a minute of wall time on a loaded 2-core machine.
+    const probe = spawnSync(python, ['-c', 'import torch, numpy'], { stdio: 'ignore', timeout: 300_000 });
     if (probe.status === 0) return python;
   }
   return null;

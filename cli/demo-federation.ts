@@ -7,6 +7,7 @@ import { RoundSummary, StudyStatus, type StudyConfigInput } from '../protocols/m
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { childLauncher } from './launcher.ts';
+import { seedPgliteDir } from './pglite-template.ts';
 import { parseResourcesLine, REPORT_RESOURCES_ENV, type ProcessResources } from './process-resources.ts';
 
 /**
@@ -136,7 +137,8 @@ export async function runFederation<F extends object = Record<string, never>>(pl
   try {
     say('  starting the coordinator (embedded PostgreSQL: its first start can take a minute on a busy machine) ...');
     const adminToken = randomBytes(24).toString('base64url');
-    const launcher = await childLauncher();
+    // The bundle and the embedded database's initialized cluster (a cached copy: cli/pglite-template.ts) side by side.
+    const [launcher] = await Promise.all([childLauncher(), seedPgliteDir(join(outDir, 'coordinator-db'))]);
     const coordinator = children.spawn(launcher, ['coordinator', '--port', '0', '--data-dir', join(outDir, 'coordinator-db')], join(outDir, 'logs', 'coordinator.log'), {
       FEDMARK_ADMIN_TOKEN: adminToken,
       // The demo's secrets are made up for this run; a real deployment keeps them in a secret store.

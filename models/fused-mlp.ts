@@ -7,7 +7,8 @@
  * Why by hand: at these sizes (an MLP 40-64-32-1 is 4,737 parameters) TensorFlow.js spends its
  * time dispatching kernels (a step is ~40 of them, each with bookkeeping), not multiplying; a
  * loop over the few hundred kilobytes a step touches runs at memory/L1 speed instead (issue 13,
- * "Local training"). TensorFlow.js stays the model format, evaluation and every other model.
+ * "Local training"). TensorFlow.js stays the model format and every other model (and DP-SGD);
+ * the node's evaluation uses this forward pass too (models/fused-mlp-predict.ts).
  *
  * Layout: `params` holds the weights in protocol order (protocols/model-spec.ts modelTensorSpecs:
  * dense_0/kernel [in, out] row-major, dense_0/bias [out], dense_1/kernel, ...); `grads` the

@@ -3,7 +3,7 @@
  * the coordinator's memory, CPU and traffic round by round.
  *
  *   node bin/run-ts.js bench/scale-bench.ts --nodes 100 --parameters 1000000 --rounds 5 [--postgres]
- *       [--fit-concurrency 8] [--poll-seconds 20]
+ *       [--regions R] [--fit-concurrency 8] [--poll-seconds 20]
  *   node bin/run-ts.js bench/scale-bench.ts --demo [--nodes 51] [--rounds 20]
  *       # the real demo (`fedmark demo --partition-by state --nodes 51 --json --no-local-baseline`),
  *       # its wall time and its coordinator's RSS sampled from /proc
@@ -36,6 +36,12 @@ export interface ScaleOptions {
   postgres?: boolean;
   /** Nodes building, sealing and sending an update at once (default 8). */
   fitConcurrency?: number;
+  /**
+   * How many regions the nodes are spread over (node i in region i mod regions). Default: one per
+   * node, as the demo's partners: no region reaches the 2 nodes a regional model needs. With fewer
+   * regions the coordinator also folds, signs and stores one regional model per region a round.
+   */
+  regions?: number;
   /** The nodes' long-poll wait, seconds (default 20, as a real node). */
   pollSeconds?: number;
   /** Progress lines (stderr by default). */
@@ -68,6 +74,7 @@ export interface ScaleResult {
   bench: 'scale';
   database: 'pglite' | 'postgres';
   nodes: number;
+  regions: number;
   parameters: number;
   hidden: number[];
   rounds: RoundResult[];
@@ -163,7 +170,7 @@ async function runSimulation(coordinator: CoordinatorChild, studyId: string, stu
   const t0 = Date.now();
   const nodes: SimNode[] = [];
   for (let i = 0; i < options.nodes; i++) {
-    const { token } = await coordinator.api<{ token: string }>('POST', '/v1/enrollment-tokens', { studyId, nodeName: `sim-${i}`, region: `region-${i % 10}`, jurisdiction: SIM_JURISDICTION });
+    const { token } = await coordinator.api<{ token: string }>('POST', '/v1/enrollment-tokens', { studyId, nodeName: `sim-${i}`, region: `region-${i % (options.regions ?? options.nodes)}`, jurisdiction: SIM_JURISDICTION });
     nodes.push(await SimNode.enroll(sim, coordinator.url, nodeStateDir(dir, i), i, token, study));
   }
   const setupSeconds = (Date.now() - t0) / 1000;
@@ -258,6 +265,7 @@ function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; pa
     bench: 'scale',
     database: x.coordinator.database,
     nodes: x.options.nodes,
+    regions: x.options.regions ?? x.options.nodes,
     parameters: x.parameters,
     hidden: x.study.model.kind === 'mlp' ? x.study.model.hidden : [],
     rounds: perRound,
@@ -306,6 +314,7 @@ async function main(args: string[]) {
     rounds: positiveInt(args, '--rounds', 5),
     postgres: args.includes('--postgres'),
     fitConcurrency: positiveInt(args, '--fit-concurrency', 8),
+    regions: flag(args, '--regions') === undefined ? undefined : positiveInt(args, '--regions', 1),
     pollSeconds: positiveInt(args, '--poll-seconds', 20),
   });
   process.stdout.write(JSON.stringify(result) + '\n');

@@ -51,6 +51,8 @@ export interface FederationPlan<F extends object = Record<string, never>> {
   say: (line: string) => void;
   /** Lines said once the nodes are started (model, privacy settings...). */
   intro?: string[];
+  /** Called once round 1 has completed (the demo warms up what it needs afterwards while the rounds run). */
+  afterRoundOne?: () => void;
   /** The round line's text (and the round's JSON fields) from the round's pooled validation metrics. */
   roundMetrics: RoundMetricsText<F>;
 }
@@ -164,10 +166,11 @@ export async function runFederation<F extends object = Record<string, never>>(pl
     const firstRound = followed.status.rounds.find((r) => r.round === 1);
     if (firstRound) timeline.roundOneStarted = (Date.parse(firstRound.startedAt) - startedAtMs) / 1000;
     timeline.roundOneCompleted = followed.roundOneCompleted === null ? null : (followed.roundOneCompleted - started) / 1000;
-    const downloaded = await downloadModel(plan, api, study.id, followed.status.latestModelVersion);
-    timeline.modelDownloaded = since();
-    const audit = await exportAudit(api, url, outDir);
-    timeline.auditVerified = since();
+    // The model download and the audit export ask the coordinator side by side.
+    const [downloaded, audit] = await Promise.all([
+      downloadModel(plan, api, study.id, followed.status.latestModelVersion).finally(() => (timeline.modelDownloaded = since())),
+      exportAudit(api, url, outDir).finally(() => (timeline.auditVerified = since())),
+    ]);
     // Stopped here (not only in finally) so their exit reports are in: nodes exit by themselves at the study's end.
     await children.stopAll();
     timeline.childrenStopped = since();
@@ -182,14 +185,17 @@ export async function runFederation<F extends object = Record<string, never>>(pl
 /** Enrolls and starts one node process per plan node. */
 async function startNodes<F extends object>(plan: FederationPlan<F>, children: ChildSet, launcher: Launcher, api: AdminApi, url: string, studyId: string): Promise<ChildProcess[]> {
   const { outDir, nodes } = plan;
-  const started: ChildProcess[] = [];
-  for (const p of nodes) {
-    // The operator names each node's jurisdiction on its token; the node states the same law.
-    // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
-    const { token } = (await api.post('/v1/enrollment-tokens', { studyId, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
-    const args = ['node', '--coordinator', url, '--token', token, '--data', p.dataFile, '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--ledger-dir', join(outDir, 'ledgers'), '--jurisdiction', 'US-CA-CCPA', ...(plan.nodeFlags ?? []), ...(p.flags ?? [])];
-    started.push(children.spawn(launcher, args, join(outDir, 'logs', `node-${p.name}.log`), { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url'), FEDMARK_NODE_KEY_PASSPHRASE_RANDOM: '1' }).child);
-  }
+  // All tokens asked for at once, each node started as soon as its token is in (not one round trip after another).
+  const started = await Promise.all(
+    nodes.map(async (p) => {
+      // The operator names each node's jurisdiction on its token; the node states the same law.
+      // The demo's partners are all under CCPA (US data; no DP required, aggregates of 2 or more).
+      const { token } = (await api.post('/v1/enrollment-tokens', { studyId, nodeName: p.name, region: p.values.length ? p.values.join('+') : p.name, jurisdiction: 'US-CA-CCPA' })) as { token: string };
+      const args = ['node', '--coordinator', url, '--token', token, '--data', p.dataFile, '--state-dir', join(outDir, 'nodes', p.name, 'state'), '--ledger-dir', join(outDir, 'ledgers'), '--jurisdiction', 'US-CA-CCPA', ...(plan.nodeFlags ?? []), ...(p.flags ?? [])];
+      // The passphrase is made up here from 24 random bytes: declared random, its S2K needs no stretching (client-node/identity.ts).
+      return children.spawn(launcher, args, join(outDir, 'logs', `node-${p.name}.log`), { FEDMARK_NODE_KEY_PASSPHRASE: randomBytes(24).toString('base64url'), FEDMARK_NODE_KEY_PASSPHRASE_RANDOM: '1' }).child;
+    }),
+  );
   plan.say(`  ${nodes.length} node processes started: ${nodes.map((p) => `${p.name} (${p.rows} rows${p.note ? `, ${p.note}` : ''})`).join(', ')}`);
   return started;
 }
@@ -221,7 +227,10 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
       if (r.round <= lastReported || (r.phase !== 'completed' && r.phase !== 'failed')) continue;
       const seconds = (performance.now() - roundClock) / 1000;
       roundClock = performance.now();
-      if (r.round === 1) roundOneCompleted = roundClock;
+      if (r.round === 1) {
+        roundOneCompleted = roundClock;
+        plan.afterRoundOne?.();
+      }
       lastReported = r.round;
       // Nodes that took part: updates the round aggregated, not nodes it invited.
       const nodesIn = r.phase === 'completed' ? r.updatesReceived : 0;

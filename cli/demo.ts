@@ -295,9 +295,13 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
   if (privacy?.central) intro.push(`  central DP: budget epsilon ${privacy.budgetEpsilon} at delta ${privacy.delta} -> noise multiplier ${privacy.central.noiseMultiplier.toFixed(3)}, clip ${options.clip ?? DEFAULT_CLIP} (${privacy.accountant} accountant)`);
   if (privacy?.dpSgd) intro.push(`  DP-SGD on every node: noise multiplier ${privacy.dpSgd.noiseMultiplier.toFixed(3)}, sampling rate ${privacy.dpSgd.samplingRate}, clip ${privacy.dpSgd.clipNorm}, target epsilon ${options.dpSgdEpsilon ?? 3} per node`);
   intro.push(`  ${rounds} rounds of ${describeStrategy(strategy)}, ${regression ? `regression of ${target} (${task.kind === 'regression' ? task.loss : ''} loss)` : `binary ${target}`}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-${model.hidden.join('-')}-1` : ''}`);
+  // TensorFlow.js for the test-set scoring, loaded while rounds 2+ run (not at start-up, where the nodes need the cores).
+  let backend: Promise<unknown> | undefined;
+  const warmBackend = () => (backend ??= initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined));
   const federation = await runFederation({
     studyConfig,
     outDir,
+    afterRoundOne: () => void warmBackend().catch(() => undefined), // an error surfaces at the await below
     say,
     intro,
     // Each node fine-tunes the final global model on its own rows (the table's "personalized" row);
@@ -322,7 +326,7 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
   const federationSeconds = (federation.endedAt - started) / 1000;
 
   // 4. The global model on the held-out test split, against local-only models.
-  await initBackend(process.env.FEDMARK_TF_BACKEND as 'wasm' | undefined);
+  await warmBackend();
   // Evaluated and trained through the study's model kind, as a node would: the same output
   // unit, loss, target transform and sufficient statistics as the federation.
   const studyParsed = StudyConfig.parse(studyConfig);

@@ -78,8 +78,10 @@ export type CompareFlowerResult =
       skipped: false;
       flower: FlowerFigures;
       fedmark: FedmarkFigures | null;
+      /** Why fedmark's demo gave no figures (it failed: Flower's figures are kept). */
+      fedmarkError?: string;
       /** fedmark / Flower: below 1 is fedmark faster or smaller (for the AUC, above 1 is better). */
-      ratios: Record<'testAuc' | 'medianRound' | 'roundOne' | 'wall' | 'serverPeakRss' | 'nodePeakRss', number | null> | null;
+      ratios: Record<'testAuc' | 'medianRound' | 'roundOne' | 'wall' | 'serverPeakRss' | 'nodePeakRss' | 'cpu', number | null> | null;
       /** 1-minute load averages when each side started and ended (the machine may be shared). */
       loadAverage: { flowerStart: number; flowerEnd: number; fedmarkStart: number | null; fedmarkEnd: number | null };
       exportSeconds: number;
@@ -142,15 +144,20 @@ export async function compareFlower(options: CompareFlowerOptions = {}): Promise
     let fedmark: FedmarkFigures | null = null;
     let fedmarkStart: number | null = null;
     let fedmarkEnd: number | null = null;
+    let fedmarkError: string | undefined;
     if (!options.flowerOnly) {
       fedmarkStart = loadavg()[0];
-      fedmark = await runFedmarkDemo(demoDir);
+      fedmark = await runFedmarkDemo(demoDir).catch((err: Error) => {
+        fedmarkError = err.message;
+        return null;
+      });
       fedmarkEnd = loadavg()[0];
     }
     return {
       skipped: false,
       flower,
       fedmark,
+      ...(fedmarkError ? { fedmarkError } : {}),
       ratios: fedmark ? ratiosOf(fedmark, flower) : null,
       loadAverage: { flowerStart, flowerEnd, fedmarkStart, fedmarkEnd },
       exportSeconds,
@@ -171,6 +178,8 @@ export function ratiosOf(fedmark: FedmarkFigures, flower: FlowerFigures): NonNul
     wall: ratio(fedmark.wallSeconds, flower.wallSeconds),
     serverPeakRss: ratio(fedmark.coordinatorPeakRssMb, flower.serverPeakRssMb),
     nodePeakRss: ratio(fedmark.nodePeakRssMb, flower.clientPeakRssMbMax),
+    // CPU seconds of every process (coordinator + nodes against server + clients): what the load average distorts least.
+    cpu: ratio(fedmark.coordinatorCpuSeconds !== null && fedmark.nodeCpuSeconds !== null ? fedmark.coordinatorCpuSeconds + fedmark.nodeCpuSeconds : null, flower.cpuSeconds.server + flower.cpuSeconds.clients),
   };
 }
 

@@ -113,7 +113,9 @@ describe('compare-flower: skips and figures', () => {
     const figures = fedmarkFigures(demo);
     expect(figures).toMatchObject({ medianRoundSeconds: 3, medianFrom: 'rounds', coordinatorPeakRssMb: null, testAuc: 0.9 });
     expect(fedmarkFigures({ ...demo, medianRoundSeconds: 0.5 })).toMatchObject({ medianRoundSeconds: 0.5, medianFrom: 'medianRoundSeconds' });
-    const flower = { testAuc: 0.8, medianRoundSeconds: 1.5, roundOneSeconds: null, wallSeconds: 20, serverPeakRssMb: 250, clientPeakRssMbMax: 260 } as unknown as FlowerFigures;
-    expect(ratiosOf(figures, flower)).toEqual({ testAuc: 0.9 / 0.8, medianRound: 2, roundOne: null, wall: 2, serverPeakRss: null, nodePeakRss: null });
+    const flower = { testAuc: 0.8, medianRoundSeconds: 1.5, roundOneSeconds: null, wallSeconds: 20, serverPeakRssMb: 250, clientPeakRssMbMax: 260, cpuSeconds: { server: 4, clients: 36 } } as unknown as FlowerFigures;
+    expect(ratiosOf(figures, flower)).toEqual({ testAuc: 0.9 / 0.8, medianRound: 2, roundOne: null, wall: 2, serverPeakRss: null, nodePeakRss: null, cpu: null });
+    const measured = fedmarkFigures({ ...demo, coordinatorPeakRssMb: 500, nodePeakRssMb: 130, coordinatorCpuSeconds: 20, nodeCpuSeconds: 60 });
+    expect(ratiosOf(measured, flower)).toMatchObject({ serverPeakRss: 2, nodePeakRss: 0.5, cpu: 2 });
   });
 });

@@ -49,7 +49,10 @@ export interface CompareFlowerOptions {
 export interface FlowerFigures {
   framework: 'flower';
   flowerVersion: string;
+  /** Exact (Mann-Whitney) test AUC of Flower's final model. */
   testAuc: number;
+  /** The same, as fedmark computes it (1000-bin score histogram): the ratio uses this one. */
+  testAucBinned?: number;
   medianRoundSeconds: number | null;
   roundOneSeconds: number | null;
   roundSeconds: number[];
@@ -172,7 +175,7 @@ export async function compareFlower(options: CompareFlowerOptions = {}): Promise
 export function ratiosOf(fedmark: FedmarkFigures, flower: FlowerFigures): NonNullable<Extract<CompareFlowerResult, { skipped: false }>['ratios']> {
   const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? a / b : null);
   return {
-    testAuc: ratio(fedmark.testAuc, flower.testAuc),
+    testAuc: ratio(fedmark.testAuc, flower.testAucBinned ?? flower.testAuc),
     medianRound: ratio(fedmark.medianRoundSeconds, flower.medianRoundSeconds),
     roundOne: ratio(fedmark.roundOneSeconds, flower.roundOneSeconds),
     wall: ratio(fedmark.wallSeconds, flower.wallSeconds),

@@ -154,6 +154,17 @@ def auc(scores, labels) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auc_binned(scores, labels, bins: int = 1000) -> float:
+    """fedmark's AUC (protocols/metrics.ts aucFromHistogram): 1000 score bins, ties within a bin count half."""
+    import numpy as np
+
+    index = np.clip(np.floor(scores * bins).astype(np.int64), 0, bins - 1)
+    positives = np.bincount(index[labels > 0.5], minlength=bins).astype(np.float64)
+    negatives = np.bincount(index[labels <= 0.5], minlength=bins).astype(np.float64)
+    below = np.concatenate([[0.0], np.cumsum(negatives)[:-1]])
+    return float((positives * (below + negatives / 2)).sum() / (positives.sum() * negatives.sum()))
+
+
 def run_server(args) -> None:
     import numpy as np
     import torch
@@ -199,7 +210,7 @@ def run_server(args) -> None:
         scores = torch.sigmoid(model(torch.from_numpy(matrix(meta["test"]["x"], meta["test"]["rows"], meta["width"])))).numpy().ravel()
     labels = matrix(meta["test"]["y"], meta["test"]["rows"], 1).ravel()
     rounds = [times[r][1] - times[r][0] for r in sorted(times) if times[r][1] is not None]
-    print(json.dumps({"testAuc": auc(scores.astype(np.float64), labels), "testRows": int(len(labels)), "roundSeconds": rounds, "peakRssMb": peak_rss_mb(), "cpuSeconds": cpu_seconds()}), flush=True)
+    print(json.dumps({"testAuc": auc(scores.astype(np.float64), labels), "testAucBinned": auc_binned(scores.astype(np.float64), labels), "testRows": int(len(labels)), "roundSeconds": rounds, "peakRssMb": peak_rss_mb(), "cpuSeconds": cpu_seconds()}), flush=True)
 
 
 def free_port() -> int:
@@ -257,6 +268,8 @@ def run_federation(args) -> None:
         # A source tree has no package metadata (flwr.__version__ is "unknown"): the launcher passes its pyproject's version.
         "flowerVersion": flwr.__version__ if getattr(flwr, "__version__", "unknown") != "unknown" else args.flower_version,
         "testAuc": s["testAuc"],
+        # The same figure as fedmark reports it (a 1000-bin score histogram), for a like-for-like ratio.
+        "testAucBinned": s["testAucBinned"],
         "testRows": s["testRows"],
         "rounds": len(s["roundSeconds"]),
         "nodes": len(cs),

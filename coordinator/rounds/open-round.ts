@@ -132,7 +132,8 @@ async function startFitRound(
   // The aggregation begins now, not at the first arrival: a privacy wrapper draws its noise in
   // aggregateFit(), so the state persisted after any update is already noised (issue 3: only
   // noised aggregates are ever stored).
-  const accumulator = strategy.aggregateFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state();
+  // Only central DP's (noised) opening state is stored: any other round opens with an empty fold, built in memory (fold-cache.ts), not 8 bytes a parameter of zeros read back with the locked round row on every update (issue 13).
+  const accumulator = central ? strategy.aggregateFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state() : null;
   await insertRound(tx, { study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: deps.now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism), server_state: encodeServerState(serverState), next_server_state: null, instructions: JSON.stringify(instructions), validation_metrics: null });
   await updateStudy(tx, studyId, { current_round: round });
   await appendAudit(tx, { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, policies: await policiesInForce(tx, participants), fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });

@@ -42,7 +42,11 @@ describe('fedmark demo', () => {
       expect(result.nodeCpuSeconds).toBeGreaterThan(0);
       const t = result.timeline;
       expect(t.coordinatorListening).toBeGreaterThan(0);
-      expect([t.coordinatorListening, t.studyCreated, t.nodesStarted, t.roundOneCompleted, t.studyEnded, t.modelDownloaded, t.auditVerified, t.childrenStopped]).toEqual([...[t.coordinatorListening, t.studyCreated, t.nodesStarted, t.roundOneCompleted, t.studyEnded, t.modelDownloaded, t.auditVerified, t.childrenStopped]].sort((x, y) => x - y));
+      const steps = [t.coordinatorListening, t.studyCreated, t.nodesStarted, t.roundOneCompleted, t.studyEnded, t.auditVerified, t.childrenStopped];
+      expect(steps).toEqual([...steps].sort((x, y) => x - y));
+      // Downloaded side by side with the audit export: after the study, before the children stop.
+      expect(t.modelDownloaded).toBeGreaterThanOrEqual(t.studyEnded);
+      expect(t.modelDownloaded).toBeLessThanOrEqual(t.childrenStopped);
       expect(stderr).toMatch(/round\s+4\/4\s+nodes 10\/10/);
       expect(stderr).toMatch(/federated global model/);
       // Raw rows of a region exist only in that node's own folder.

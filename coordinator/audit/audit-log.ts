@@ -4,7 +4,7 @@ import { signAuditExport } from '../../protocols/audit/audit-export.ts';
 import type { Database } from '../db/schema.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { AuditHeadRefusedError, readSignedHead, requireExtendsSignedHead, writeSignedHead, type SignedHead } from './audit-head.ts';
-import { countCheckpoints, findAuditEntry, findCheckpoint, firstCoordinatorPublicKey, insertAuditEntry, insertCheckpoint, latestCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, setAuditHead, type AuditCheckpointRow } from './repository.ts';
+import { countCheckpoints, findAuditEntry, findCheckpoint, firstCoordinatorPublicKey, insertAuditEntriesAndSetHead, insertCheckpoint, latestCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, type AuditCheckpointRow } from './repository.ts';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
@@ -27,24 +27,38 @@ function toEntry(row: Database['audit_log'] extends infer R ? { [K in keyof R]: 
  * appends across connections.
  */
 export async function appendAudit(db: Executor, fields: AuditFields): Promise<AuditEntry> {
+  return (await appendAudits(db, [fields]))[0];
+}
+
+/**
+ * Appends entries in order, each chained to the one before (the first to the head), with one
+ * lock of the head and one insert (a transition that records several facts: issue 13).
+ */
+export async function appendAudits(db: Executor, all: AuditFields[]): Promise<AuditEntry[]> {
+  if (all.length === 0) return [];
   const run = async (tx: Transaction<Database>) => {
     // The head row holds the last entry's seq and hash: locking it serializes appends, and the
     // new entry chains to it without reading the previous entry back.
     const head = await lockAuditHead(tx);
-    const body: AuditEntryBody = {
-      seq: head.seq + 1,
-      at: new Date().toISOString(),
-      actor: fields.actor,
-      kind: fields.kind,
-      studyId: fields.studyId ?? null,
-      round: fields.round ?? null,
-      data: JSON.parse(canonicalJson(fields.data ?? {})) as Record<string, unknown>,
-      prevHash: head.seq === 0 ? GENESIS_HASH : head.hash!,
-    };
-    const entry: AuditEntry = { ...body, hash: entryHash(body) };
-    await insertAuditEntry(tx, { seq: entry.seq, at: entry.at, actor: entry.actor, kind: entry.kind, study_id: entry.studyId, round: entry.round, data: JSON.stringify(entry.data), prev_hash: entry.prevHash, hash: entry.hash });
-    await setAuditHead(tx, entry.seq, entry.hash);
-    return entry;
+    const entries: AuditEntry[] = [];
+    let prev = { seq: head.seq, hash: head.seq === 0 ? GENESIS_HASH : head.hash! };
+    for (const fields of all) {
+      const body: AuditEntryBody = {
+        seq: prev.seq + 1,
+        at: new Date().toISOString(),
+        actor: fields.actor,
+        kind: fields.kind,
+        studyId: fields.studyId ?? null,
+        round: fields.round ?? null,
+        data: JSON.parse(canonicalJson(fields.data ?? {})) as Record<string, unknown>,
+        prevHash: prev.hash,
+      };
+      const entry: AuditEntry = { ...body, hash: entryHash(body) };
+      entries.push(entry);
+      prev = entry;
+    }
+    await insertAuditEntriesAndSetHead(tx, entries.map((e) => ({ seq: e.seq, at: e.at, actor: e.actor, kind: e.kind, study_id: e.studyId, round: e.round, data: JSON.stringify(e.data), prev_hash: e.prevHash, hash: e.hash })));
+    return entries;
   };
   return 'isTransaction' in db && db.isTransaction ? run(db as Transaction<Database>) : (db as Kysely<Database>).transaction().execute(run);
 }

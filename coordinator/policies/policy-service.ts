@@ -6,8 +6,8 @@ import type { StudyConfig } from '../../protocols/messages.ts';
 import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 import { appendAudit } from '../audit/audit-log.ts';
-import { nodeJurisdiction, nodesWithJurisdiction } from '../nodes/repository.ts';
-import { insertPolicy, latestPolicyVersion, listPolicies, listPolicyVersionsLatestFirst } from './repository.ts';
+import { nodesWithJurisdiction } from '../nodes/repository.ts';
+import { findNodePolicy, insertPolicy, latestPolicyVersion, listPolicies, listPolicyVersionsLatestFirst } from './repository.ts';
 
 /** The latest version of each jurisdiction's profile. */
 export async function latestPolicies(db: Db | Transaction<Database>): Promise<Map<string, PolicyProfile>> {
@@ -92,9 +92,9 @@ export function createPolicyService(db: Db) {
     },
     /** The profile in force for a node's jurisdiction, as the node itself may read it. */
     async forNode(nodeId: string) {
-      const jurisdiction = await nodeJurisdiction(db, nodeId);
-      const policy = jurisdiction ? (await latestPolicies(db)).get(jurisdiction) : undefined;
-      return { jurisdiction, policy: policy ?? null };
+      // One query per request (nodes ask every round): its jurisdiction's latest profile only.
+      const { jurisdiction, profile } = await findNodePolicy(db, nodeId);
+      return { jurisdiction, policy: jurisdiction && profile ? PolicyProfile.parse(profile) : null };
     },
     /** A change is a new version; old versions stay, so past rounds remain explainable. */
     async publish(profile: Omit<PolicyProfile, 'version'>, actor: string) {

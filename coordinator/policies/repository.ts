@@ -31,3 +31,12 @@ export async function latestPolicyVersion(db: Db, jurisdiction: string): Promise
 export async function insertPolicy(db: Db, jurisdiction: string, version: number, profileJson: string) {
   await db.insertInto('policies').values({ jurisdiction, version, profile: profileJson }).execute();
 }
+
+/** A node's jurisdiction and that jurisdiction's latest profile, in one query; throws (NoResultError) when there is no such node. */
+export async function findNodePolicy(db: Db, nodeId: string) {
+  return db
+    .selectFrom('nodes as n')
+    .select((eb) => ['n.jurisdiction', eb.selectFrom('policies as p').select('p.profile').whereRef('p.jurisdiction', '=', 'n.jurisdiction').orderBy('p.version', 'desc').limit(1).as('profile')])
+    .where('n.id', '=', nodeId)
+    .executeTakeFirstOrThrow();
+}

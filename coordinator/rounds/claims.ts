@@ -41,7 +41,11 @@ export function aggregationWeight(config: StudyConfig, numExamples: number): num
  * the study releases neither.
  */
 export async function declaredRows(db: Db, nodeId: string, meta?: UpdateMeta): Promise<number | undefined> {
-  const fromStatus = await findDeclaredRows(db, nodeId);
+  return declaredRowsOf(await findDeclaredRows(db, nodeId), meta);
+}
+
+/** declaredRows, given the status report's row count already read (with the node's state: getNodeStateAndRows). */
+export function declaredRowsOf(fromStatus: number | undefined, meta?: UpdateMeta): number | undefined {
   const declared = [fromStatus, meta?.data?.rows].filter((r): r is number => typeof r === 'number' && Number.isFinite(r));
   return declared.length ? Math.min(...declared) : undefined;
 }

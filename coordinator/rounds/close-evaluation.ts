@@ -1,7 +1,7 @@
 import type { StudyConfig } from '../../protocols/messages.ts';
 import type { PooledMetrics } from '../../protocols/model-kinds/kind.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
-import { appendAudit } from '../audit/audit-log.ts';
+import { appendAudits } from '../audit/audit-log.ts';
 import type { Db } from '../db/database.ts';
 import { meanLossOf } from '../regions/regional-models.ts';
 import { poolStudyEvaluation, poolWhatPools, screenEvaluations, type ExcludedEvaluation, type PoolableEvaluation } from './evaluation-pooling.ts';
@@ -60,10 +60,8 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
     );
   const pooling = poolWhatPools(screened.usable, aggregate);
   const excluded = [...screened.excluded, ...pooling.excluded];
-  for (const e of excluded) await appendAudit(tx, { actor: 'coordinator', kind: 'evaluation.excluded', studyId, round, data: { nodeId: e.nodeId, reason: e.reason } });
   // Nodes whose privacy budget could not pay for the evaluation (their node.status entry has the ledger's words).
   const refused = unable.filter((u) => u.state === 'privacy-ceiling').map((u) => u.nodeId);
-  for (const nodeId of refused) await appendAudit(tx, { actor: 'coordinator', kind: 'evaluation.refused', studyId, round, data: { nodeId, reason: REFUSED_FOR_BUDGET } });
   const metrics = pooling.metrics ?? {};
   const auc = typeof metrics.auc === 'number' ? metrics.auc : Number.NaN;
   const loss = meanLossOf(pooling.pooled);
@@ -72,12 +70,17 @@ export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig
   const personalized = personal.personalizedNodes > 0 ? { personalizedMetrics: personal.personalizedMetrics, personalizedNodes: personal.personalizedNodes, globalOnPersonalizedMetrics: personal.globalOnPersonalizedMetrics } : {};
   const personalizedExcluded = personal.excluded.length > 0 ? { personalizedExcluded: personal.excluded } : {};
   await updateRound(tx, studyId, round, { phase: 'completed', validation_auc: Number.isFinite(auc) ? auc : null, validation_loss: loss, validation_metrics: JSON.stringify(metrics), closed_at: t, personalized_metrics: personal.personalizedMetrics ? JSON.stringify(personal.personalizedMetrics) : null, personalized_nodes: personal.personalizedNodes, global_on_personalized_metrics: personal.globalOnPersonalizedMetrics ? JSON.stringify(personal.globalOnPersonalizedMetrics) : null });
-  await appendAudit(tx, {
-    actor: 'coordinator',
-    kind: 'round.completed',
-    studyId,
-    round,
-    data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}), ...(refused.length ? { refused: refused.length } : {}), ...personalized, ...personalizedExcluded, closedBy: allIn ? 'all-in' : 'deadline' },
-  });
+  // The transition's entries in one append (issue 13): exclusions, refusals, then the completion.
+  await appendAudits(tx, [
+    ...excluded.map((e) => ({ actor: 'coordinator', kind: 'evaluation.excluded', studyId, round, data: { nodeId: e.nodeId, reason: e.reason } })),
+    ...refused.map((nodeId) => ({ actor: 'coordinator', kind: 'evaluation.refused', studyId, round, data: { nodeId, reason: REFUSED_FOR_BUDGET } })),
+    {
+      actor: 'coordinator',
+      kind: 'round.completed',
+      studyId,
+      round,
+      data: { validationAuc: Number.isFinite(auc) ? auc : null, validationLoss: loss, validationMetrics: metrics, evaluations: pooling.pooled.length, ...(excluded.length ? { excluded: excluded.length } : {}), ...(refused.length ? { refused: refused.length } : {}), ...personalized, ...personalizedExcluded, closedBy: allIn ? 'all-in' : 'deadline' },
+    },
+  ]);
   return { kind: 'completed', auc, evaluations: pooling.pooled.length, excluded, refused };
 }

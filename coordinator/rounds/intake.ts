@@ -11,24 +11,23 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import { NORMS_WITHHELD_REASON, perNodeNormsWithheld } from '../privacy/readers.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
-import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, type BoundedUpdate } from './claims.ts';
+import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, declaredRowsOf, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
 import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
 import {
   findEvaluation,
   findUpdate,
-  getNodeState,
-  hasUpdate,
+  countAwaitedEvaluations,
+  countAwaitedUpdates,
+  getNodeStateAndRows,
   insertEvaluation,
   insertUpdate,
-  listEvaluatorIds,
-  listUpdaterIds,
   lockRound,
   markNodeSeen,
   updateRound,
   type RoundRow,
 } from './round-repository.ts';
-import { cannotTrain, TRAINING_STATES, type RoundDeps } from './round-state.ts';
+import { TRAINING_STATES, type RoundDeps } from './round-state.ts';
 import { forgetFold, persistsRunningState, roundFold, storeFolded } from './fold-cache.ts';
 import { evaluationStates } from './close-evaluation.ts';
 import { checkPersonalizedCount, checkPersonalizedReport, personalizedColumns } from './personalized-evaluation.ts';
@@ -79,7 +78,8 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
     const row = await lockRound(tx, studyId, round);
     if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
     if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
-    const current = await getNodeState(tx, node.id);
+    // Its state and the rows it declared, in one query.
+    const { state: current, rows: statusRows } = await getNodeStateAndRows(tx, node.id);
     if (current === 'withdrawn' || current === 'revoked') throw new ForbiddenError(`node ${node.id} is ${current}; its updates are no longer accepted`);
     const replay = await replayOf(tx, submission);
     if (replay) return replay;
@@ -88,7 +88,7 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
       throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
     }
     if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
-    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t });
+    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t, statusRows });
   }).catch((err: unknown) => {
     // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
     forgetFold(deps.db, studyId, round);
@@ -119,10 +119,10 @@ async function replayOf(tx: Transaction<Database>, s: UpdateSubmission): Promise
 }
 
 /** Folds a new update into the round's persisted aggregation and records it (never its values). */
-async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: RoundRow; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date }) {
+async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: RoundRow; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date; statusRows: number | undefined }) {
   const { node, studyId, round, meta, body, sha256, row, t } = s;
   // The node's claims first (README, "Node claims are bounded"): nothing is stored when one fails.
-  checkUpdateCount(s.config, meta, await declaredRows(tx, node.id, meta));
+  checkUpdateCount(s.config, meta, declaredRowsOf(s.statusRows, meta));
   const bounded = boundUpdate(s.config, s.global, s.weights);
   const weight = aggregationWeight(s.config, meta.numExamples);
   const strategy = deps.strategyFor(s.config);
@@ -143,10 +143,8 @@ async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: Update
   // the hash and size still bind the entry to the stored update.
   const norms = perNodeNormsWithheld(s.config.privacy) ? { normsWithheld: NORMS_WITHHELD_REASON } : { deltaNorm, clipped: clipped ?? false, ...normBound };
   await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, ...norms, dpSgd: meta.dpSgd ?? null } });
-  const received = await listUpdaterIds(tx, studyId, round);
   // All in: every participant either sent its update or said it cannot train.
-  const waitingFor = row.participants.filter((id) => !received.includes(id));
-  const allIn = waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, TRAINING_STATES)).length === waitingFor.length;
+  const allIn = (await countAwaitedUpdates(tx, studyId, round, row.participants, TRAINING_STATES)) === 0;
   return { replay: false as const, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
 }
 
@@ -173,7 +171,8 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
   return deps.db.transaction().execute(async (tx) => {
     const row = await lockRound(tx, studyId, round);
     if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
-    if (!(await hasUpdate(tx, studyId, round, node.id))) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
+    const update = await findUpdate(tx, studyId, round, node.id);
+    if (!update) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
     const previous = await findEvaluation(tx, studyId, round, node.id);
     if (previous) {
       // jsonb reorders keys: compare canonical forms, not the serialization.
@@ -185,17 +184,13 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
       throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
     }
     // Its validation share of the rows it declared (its status report, its update of this round).
-    const update = await findUpdate(tx, studyId, round, node.id);
     const declared = await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined);
     checkEvaluationCount(config, report, declared);
     checkPersonalizedCount(config, report, declared);
     await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
-    const evaluated = await listEvaluatorIds(tx, studyId, round);
-    const updaters = await listUpdaterIds(tx, studyId, round);
     // All in: every node that trained has evaluated, or can no longer (see advanceRound).
-    const waitingFor = updaters.filter((id) => !evaluated.includes(id));
-    return waitingFor.length === 0 || (await cannotTrain(tx, waitingFor, evaluationStates(config))).length === waitingFor.length ? 'all-in' : true;
+    return (await countAwaitedEvaluations(tx, studyId, round, evaluationStates(config))) === 0 ? 'all-in' : true;
   });
 }
 

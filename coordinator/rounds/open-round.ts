@@ -3,7 +3,7 @@ import type { Transaction } from 'kysely';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { encodeServerState } from '../../protocols/strategies/server-state.ts';
 import { decodeWeights } from '../../protocols/weights-codec.ts';
-import { appendAudit } from '../audit/audit-log.ts';
+import { appendAudit, appendAudits } from '../audit/audit-log.ts';
 import type { Database } from '../db/schema.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import { checkParticipants } from '../policies/policy-service.ts';
@@ -136,7 +136,7 @@ async function startFitRound(
   const accumulator = central ? strategy.aggregateFit(global, serverState, { round, participants: Math.max(1, q * ready.length) }).state() : null;
   await insertRound(tx, { study_id: studyId, round, phase: 'fit', participants: JSON.stringify(participants), fit_deadline: fitDeadline, evaluation_deadline: null, accumulator, num_examples: 0, mean_loss: null, validation_auc: null, validation_loss: null, failure_reason: null, closed_at: null, started_at: deps.now(), clip_norm: clipNorm, mechanism: JSON.stringify(mechanism), server_state: encodeServerState(serverState), next_server_state: null, instructions: JSON.stringify(instructions), validation_metrics: null });
   await updateStudy(tx, studyId, { current_round: round });
-  await appendAudit(tx, { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, policies: await policiesInForce(tx, participants), fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } });
-  if (charge) await appendAudit(tx, { actor: 'coordinator', kind: 'privacy.charged', studyId, round, data: { ...charge } });
+  const started = { actor: input.mode === 'manual' ? 'admin' : 'coordinator', kind: 'round.started', studyId, round, data: { participants, policies: await policiesInForce(tx, participants), fitDeadline: fitDeadline.toISOString(), clipNorm, mechanism, instructions, config } };
+  await appendAudits(tx, charge ? [started, { actor: 'coordinator', kind: 'privacy.charged', studyId, round, data: { ...charge } }] : [started]);
   return { round, fitDeadline, participants, charge };
 }

@@ -1,4 +1,5 @@
 import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
+import { sql } from 'kysely';
 import { jsonObjectFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
@@ -153,6 +154,42 @@ export async function findUpdate(db: Db, studyId: string, round: number, nodeId:
 /** Whether the node's update for the round was accepted. */
 export async function hasUpdate(db: Db, studyId: string, round: number, nodeId: string): Promise<boolean> {
   return (await db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst()) !== undefined;
+}
+
+/**
+ * Of the round's participants, how many the fit phase still waits for: no update yet, and a node
+ * state that still allows training (or no node row at all). 0: all in. One query where it was
+ * two (issue 13).
+ */
+export async function countAwaitedUpdates(db: Db, studyId: string, round: number, participants: string[], allowed: ReadonlySet<string>): Promise<number> {
+  if (participants.length === 0) return 0;
+  const { rows } = await sql<{ n: number | string }>`
+    select count(*) as n from unnest(${sql.val(participants)}::text[]) as p(id)
+    left join nodes on nodes.id = p.id
+    where not exists (select from updates u where u.study_id = ${studyId} and u.round = ${round} and u.node_id = p.id)
+      and (nodes.state is null or nodes.state = any(${sql.val([...allowed])}::text[]))`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Of the nodes that sent an update for the round, how many the evaluation phase still waits for:
+ * no evaluation yet, and a node state that still allows evaluating (or no node row). 0: all in.
+ */
+export async function countAwaitedEvaluations(db: Db, studyId: string, round: number, allowed: ReadonlySet<string>): Promise<number> {
+  const { rows } = await sql<{ n: number | string }>`
+    select count(*) as n from updates u
+    left join nodes on nodes.id = u.node_id
+    where u.study_id = ${studyId} and u.round = ${round}
+      and not exists (select from evaluations e where e.study_id = u.study_id and e.round = u.round and e.node_id = u.node_id)
+      and (nodes.state is null or nodes.state = any(${sql.val([...allowed])}::text[]))`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** The node's state and the row count of its latest status report (`data.rows`), in one query; throws (NoResultError) when there is no such node. */
+export async function getNodeStateAndRows(db: Db, nodeId: string): Promise<{ state: string; rows: number | undefined }> {
+  const row = await db.selectFrom('nodes').select(['state', 'data_report']).where('id', '=', nodeId).executeTakeFirstOrThrow();
+  const rows = (row.data_report as { rows?: unknown } | null | undefined)?.rows;
+  return { state: row.state, rows: typeof rows === 'number' ? rows : undefined };
 }
 
 /** The nodes whose update for the round was accepted. */

@@ -1,0 +1,33 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { childLauncher } from '../../cli/launcher.ts';
+
+// Inside the package (the bundle resolves its external dependencies from node_modules).
+const cache = mkdtempSync(fileURLToPath(new URL('../../node_modules/.cache/fedmark-launcher-test-', import.meta.url)));
+afterAll(() => rmSync(cache, { recursive: true, force: true }));
+
+/** The demo's children start on a bundle of the CLI (cli/launcher.ts): built once per set of sources, not on every demo. */
+describe('demo child launcher', () => {
+  it('reuses the bundle while no source changed, and rebuilds when one did', async () => {
+    const first = await childLauncher(cache);
+    expect(first.bundled).toBe(true);
+    expect(first.reused).toBeUndefined();
+    const second = await childLauncher(cache);
+    expect(second).toEqual({ ...first, reused: true });
+
+    // A source file the bundle was built from, as if edited since: its stamp no longer matches.
+    const [build] = readdirSync(cache).filter((n) => n.startsWith('cli-'));
+    const manifest = join(cache, build, 'inputs.json');
+    const stamps = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, { size: number; mtimeMs: number }>;
+    const entry = Object.keys(stamps).find((p) => p.endsWith('cli/main.ts'))!;
+    expect(entry).toBeDefined();
+    writeFileSync(manifest, JSON.stringify({ ...stamps, [entry]: { ...stamps[entry], mtimeMs: stamps[entry].mtimeMs - 1000 } }));
+    const rebuilt = await childLauncher(cache);
+    expect(rebuilt.reused).toBeUndefined();
+    // The same output (the source did not really change): the build in place gets fresh stamps and is reused again.
+    expect(rebuilt.prefix).toEqual(first.prefix);
+    expect((await childLauncher(cache)).reused).toBe(true);
+  }, 120_000);
+});

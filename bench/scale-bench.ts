@@ -15,6 +15,7 @@
  * coordinator is `fedmark coordinator` as a child process (PGlite, or a fresh PostgreSQL database
  * with --postgres). One line of JSON on stdout; progress on stderr.
  */
+import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -166,6 +167,8 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
 /** Enrolls the nodes, runs them until the study ends, and returns the coordinator's round summaries with node 0's checks. */
 async function runSimulation(coordinator: CoordinatorChild, studyId: string, study: StudyConfig, parameters: number, dir: string, options: ScaleOptions, log: (l: string) => void) {
   const abort = new AbortController();
+  // Every node waiting out an unanswered poll listens on it (no leak: they return when it aborts).
+  setMaxListeners(0, abort.signal);
   const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, signal: abort.signal };
   const t0 = Date.now();
   const nodes: SimNode[] = [];

@@ -59,6 +59,10 @@ export async function startCoordinator(dir: string, options: { postgres?: boolea
     ...options.env,
   };
   const child = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--data-dir', join(dir, 'coordinator-db')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A bench process that dies or is killed (a test runner's timeout) takes its coordinator with it.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
   // The log is drained to a file: a full pipe would stall the coordinator.
   const log = createWriteStream(join(dir, 'coordinator.log'));
   child.stderr!.pipe(log);

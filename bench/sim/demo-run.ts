@@ -85,6 +85,8 @@ export async function benchDemo(options: { nodes: number; rounds: number; extraA
     return { bench: 'scale-demo', nodes: options.nodes, rounds: options.rounds, wallSeconds, demo, coordinator, loadAverage: { start: loadStart, end: loadavg() }, exitCode };
   } finally {
     if (child.exitCode === null) child.kill('SIGTERM');
-    rmSync(out, { recursive: true, force: true });
+    // A failed demo's logs are kept (logs/ of the demo folder): they say which process failed and why.
+    if (child.exitCode === 0) rmSync(out, { recursive: true, force: true });
+    else process.stderr.write(`scale demo: the demo failed; its output and logs are kept in ${out}\n`);
   }
 }

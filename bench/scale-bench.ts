@@ -85,6 +85,8 @@ export interface ScaleResult {
   setupSeconds: number;
   /** Task polls the coordinator did not answer in time (the node waited 5 s and asked again, as a real node does). */
   unreachablePolls: number;
+  /** Tasks that failed without a refusal (a transfer cut by its timeout) and were taken again, as a real node does. */
+  taskErrors: string[];
   /** First round opened to the last closed. */
   roundsWallSeconds: number;
   medianRoundSeconds: number;
@@ -151,10 +153,10 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     log(`scale: coordinator ${coordinator.url} (${coordinator.database}, pid ${coordinator.pid}), study ${studyId}: ${options.nodes} nodes x ${parameters} parameters x ${options.rounds} rounds`);
     const idle = readProc(coordinator.pid);
     const started = Date.now();
-    const { rounds, setupSeconds, unreachablePolls } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log);
+    const { rounds, setupSeconds, unreachablePolls, taskErrors } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log);
     const samples = sampler.stop();
     const perRound = roundResults(rounds, samples, traffic);
-    return summarize({ options, coordinator, parameters, study, perRound, setupSeconds, unreachablePolls, samples, traffic, idle, loadStart, started, cpuStart, simPeakRss });
+    return summarize({ options, coordinator, parameters, study, perRound, setupSeconds, unreachablePolls, taskErrors, samples, traffic, idle, loadStart, started, cpuStart, simPeakRss });
   } finally {
     clearInterval(simRss);
     sampler.stop();
@@ -169,7 +171,7 @@ async function runSimulation(coordinator: CoordinatorChild, studyId: string, stu
   const abort = new AbortController();
   // Every node waiting out an unanswered poll listens on it (no leak: they return when it aborts).
   setMaxListeners(0, abort.signal);
-  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, signal: abort.signal };
+  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, taskErrors: [], signal: abort.signal };
   const t0 = Date.now();
   const nodes: SimNode[] = [];
   for (let i = 0; i < options.nodes; i++) {
@@ -188,7 +190,7 @@ async function runSimulation(coordinator: CoordinatorChild, studyId: string, stu
   // Nodes in a long poll return when it ends (the study's end wakes them, or the poll times out).
   await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, ((options.pollSeconds ?? 20) + 5) * 1000))]);
   if (status.state !== 'completed') throw new Error(`study ended ${status.state}: ${status.stopReason ?? 'no reason'}`);
-  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null })), setupSeconds, unreachablePolls: sim.unreachable };
+  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null })), setupSeconds, unreachablePolls: sim.unreachable, taskErrors: sim.taskErrors };
 }
 
 interface StudyView {
@@ -259,7 +261,7 @@ const median = (xs: number[]) => {
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; parameters: number; study: StudyConfig; perRound: RoundResult[]; setupSeconds: number; unreachablePolls: number; samples: ProcSample[]; traffic: TrafficCounter; idle: ProcSample | undefined; loadStart: number[]; started: number; cpuStart: NodeJS.CpuUsage; simPeakRss: number }): ScaleResult {
+function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; parameters: number; study: StudyConfig; perRound: RoundResult[]; setupSeconds: number; unreachablePolls: number; taskErrors: string[]; samples: ProcSample[]; traffic: TrafficCounter; idle: ProcSample | undefined; loadStart: number[]; started: number; cpuStart: NodeJS.CpuUsage; simPeakRss: number }): ScaleResult {
   const { perRound, samples } = x;
   const cpu = process.cpuUsage(x.cpuStart);
   const first = perRound[0];
@@ -275,6 +277,7 @@ function summarize(x: { options: ScaleOptions; coordinator: CoordinatorChild; pa
     aggregationExact: perRound.length > 0 && perRound.every((r) => r.aggregation !== null && r.aggregation.violations === 0 && r.aggregation.updates === x.options.nodes),
     setupSeconds: x.setupSeconds,
     unreachablePolls: x.unreachablePolls,
+    taskErrors: x.taskErrors,
     roundsWallSeconds: perRound.reduce((s, r, i) => s + (i < perRound.length - 1 && r.cycleSeconds !== null ? r.cycleSeconds : r.seconds), 0),
     medianRoundSeconds: median(perRound.map((r) => r.seconds)),
     memory: {

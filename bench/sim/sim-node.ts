@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { CoordinatorClient } from '../../client-node/coordinator-client.ts';
+import { CoordinatorClient, CoordinatorRefusal } from '../../client-node/coordinator-client.ts';
 import type { NodeConfig } from '../../client-node/config.ts';
 import { GlobalModels } from '../../client-node/global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll } from '../../client-node/identity.ts';
@@ -39,6 +39,8 @@ export interface Simulation {
   fitSlots: Semaphore;
   /** Task polls that got no answer (timeouts, refused connections): the node waited 5 s and asked again. */
   unreachable: number;
+  /** Tasks that failed without a refusal (timeouts) and were taken again. */
+  taskErrors: string[];
   signal: AbortSignal;
 }
 
@@ -61,6 +63,9 @@ export class Semaphore {
 const dataReport = (rows: number) => ({ rows, missingFilled: {}, unseenCategories: {} });
 
 export class SimNode {
+  /** Rounds whose update this node added to the expected mean. */
+  private readonly counted = new Set<number>();
+
   private constructor(
     readonly index: number,
     private readonly client: CoordinatorClient,
@@ -104,10 +109,19 @@ export class SimNode {
       const { task } = next;
       const seen = this.sim.events.get(task.round) ?? { firstTask: Date.now(), lastEvaluation: 0 };
       this.sim.events.set(task.round, seen);
-      if (task.kind === 'fit') await this.sim.fitSlots.run(() => this.fit(task));
-      else {
-        await this.evaluate(task);
-        seen.lastEvaluation = Math.max(seen.lastEvaluation, Date.now());
+      try {
+        if (task.kind === 'fit') await this.sim.fitSlots.run(() => this.fit(task));
+        else {
+          await this.evaluate(task);
+          seen.lastEvaluation = Math.max(seen.lastEvaluation, Date.now());
+        }
+      } catch (err) {
+        // A refusal is a broken protocol or a wrong update: the run fails. Anything else (a
+        // download or upload cut by its timeout on a saturated machine) is what a real node
+        // survives: it waits and takes the task again (client-node/node-runner.ts).
+        if (err instanceof CoordinatorRefusal || this.sim.signal.aborted) throw err;
+        this.sim.taskErrors.push(`${task.kind} round ${task.round}: ${err instanceof Error ? err.message : String(err)}`);
+        await pause(2000, this.sim.signal);
       }
     }
   }
@@ -119,10 +133,13 @@ export class SimNode {
     const numExamples = examplesOf(this.index);
     let expected = this.sim.expected.get(task.round);
     if (!expected) this.sim.expected.set(task.round, (expected = new ExpectedMean(this.sim.parameters)));
-    expected.add(update, numExamples);
     const release = Release.of(task.config);
     const meta = release.update({ numExamples, loss: 0.5, steps: 1, trainSeconds: 0, data: dataReport(this.rows) });
     const sealed = await seal(this.client, release.weights(update), this.trust);
+    // Counted before it is sent (node 0 may check the model before this send's answer arrives),
+    // once per round: a send cut by a timeout is retried with the same deterministic update.
+    if (!this.counted.has(task.round)) expected.add(update, numExamples);
+    this.counted.add(task.round);
     await sendUpdate(this.client, task, meta, sealed);
   }
 

@@ -246,7 +246,7 @@ export type Harness = Awaited<ReturnType<typeof inProcessCoordinator>>;
  * One suite per database backend, each on its own in-process coordinator: `run(name, fn)` is a
  * test that gets the harness (and skips when the backend is not reachable).
  */
-export function describeOnEachBackend(title: string, body: (run: (name: string, fn: (h: Harness) => Promise<void>) => void) => void) {
+export function describeOnEachBackend(title: string, body: (run: (name: string, fn: (h: Harness) => Promise<void>) => void) => void, timeoutMs?: number) {
   for (const backendName of BACKEND_NAMES) {
     describe(`${title} on ${backendName}`, () => {
       let h: Harness | undefined;
@@ -261,7 +261,7 @@ export function describeOnEachBackend(title: string, body: (run: (name: string, 
         it(name, async (ctx) => {
           if (!h) return ctx.skip();
           await fn(h);
-        }),
+        }, timeoutMs),
       );
     });
   }

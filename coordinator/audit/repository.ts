@@ -17,10 +17,6 @@ export async function lockAuditHead(tx: Transaction<Database>) {
   return tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
 }
 
-export async function insertAuditEntry(tx: Db, row: AuditLogRow) {
-  await tx.insertInto('audit_log').values(row).execute();
-}
-
 /**
  * Inserts entries (in seq order, the last one the new head) and moves the head row to the last,
  * in one statement (a data-modifying CTE): an append costs two round trips, the head's lock and
@@ -34,10 +30,6 @@ export async function insertAuditEntriesAndSetHead(tx: Db, rows: AuditLogRow[]) 
     .set({ seq: last.seq, hash: last.hash })
     .where('id', '=', 1)
     .execute();
-}
-
-export async function setAuditHead(tx: Db, seq: number, hash: string) {
-  await tx.updateTable('audit_head').set({ seq, hash }).where('id', '=', 1).execute();
 }
 
 export async function findAuditEntry(db: Db, seq: number) {

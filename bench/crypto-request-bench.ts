@@ -12,6 +12,8 @@
  * Prints one JSON line per figure, then {"figure":"summary",...}.
  */
 import { performance } from 'node:perf_hooks';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as openpgp from 'openpgp';
 import {
@@ -19,9 +21,9 @@ import {
   signArtifact, signRequest, verifyArtifact, verifyRequest,
 } from '../protocols/crypto/index.ts';
 
-interface Figure { figure: string; side: 'coordinator' | 'node'; cpuMsPerOp: number; wallMsPerOp: number; n: number }
+export interface Figure { figure: string; side: 'coordinator' | 'node'; cpuMsPerOp: number; wallMsPerOp: number; n: number }
 
-async function measure(figure: string, side: Figure['side'], n: number, op: () => Promise<unknown>): Promise<Figure> {
+async function measure(figure: string, side: Figure['side'], n: number, op: () => Promise<unknown>, print: boolean): Promise<Figure> {
   for (let i = 0; i < Math.min(20, n); i++) await op(); // warm-up (JIT, caches)
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -29,7 +31,7 @@ async function measure(figure: string, side: Figure['side'], n: number, op: () =
   const cpu = process.cpuUsage(cpu0);
   const wall = performance.now() - t0;
   const result = { figure, side, cpuMsPerOp: +((cpu.user + cpu.system) / 1000 / n).toFixed(4), wallMsPerOp: +(wall / n).toFixed(4), n };
-  console.log(JSON.stringify(result));
+  if (print) console.log(JSON.stringify(result));
   return result;
 }
 
@@ -48,9 +50,8 @@ async function openpgpReference(armoredKey: string, headers: Record<string, stri
   await signatures[0].verified;
 }
 
-async function main() {
-  const { values } = parseArgs({ options: { n: { type: 'string', default: '300' } } });
-  const n = Number(values.n);
+/** Every figure, measured `n` times each (fewer for the slow ones); `print` writes one JSON line per figure as it is measured. */
+export async function cryptoRequestBench(n = 300, print = false): Promise<Figure[]> {
   const node = await generateIdentity({ name: 'bench node', passphrase: 'p' });
   const coordinator = await generateIdentity({ name: 'bench coordinator', passphrase: 'p' });
   const nodeKey = await loadPrivateKey(node.privateKeyArmored, 'p');
@@ -61,15 +62,21 @@ async function main() {
   const sealed = await sealUpdate({ bytes: update, coordinatorPublicKey: coordinator.publicKeyArmored, nodePrivateKey: nodeKey });
   const modelSignature = await signArtifact(update, coordinatorKey);
   const figures: Figure[] = [];
+  const m = (figure: string, side: Figure['side'], count: number, op: () => Promise<unknown>) => measure(figure, side, count, op, print);
   const verify = () => verifyRequest({ publicKey: node.publicKeyArmored, method: 'POST', path: '/v1/x', roundId: 'r1', body, headers, seenNonce: () => false });
-  figures.push(await measure('verifyRequest (armored key from the database)', 'coordinator', n, verify));
-  figures.push(await measure('verifyRequest, cold key cache (first request after a key change)', 'coordinator', Math.min(n, 100), () => { clearPublicKeyCache(); return verify(); }));
-  figures.push(await measure('openpgp-reference (before: parse key + keyStatus + openpgp.verify)', 'coordinator', n, () => openpgpReference(node.publicKeyArmored, headers, body)));
-  figures.push(await measure('openUpdate 13 KB (armored node key)', 'coordinator', Math.min(n, 100), () => openUpdate({ sealed, coordinatorPrivateKey: coordinatorKey, nodePublicKey: node.publicKeyArmored })));
-  figures.push(await measure('signRequest', 'node', n, () => signRequest({ privateKey: nodeKey, method: 'POST', path: '/v1/x', roundId: 'r1', body })));
-  figures.push(await measure('sealUpdate 13 KB (armored coordinator key)', 'node', Math.min(n, 100), () => sealUpdate({ bytes: update, coordinatorPublicKey: coordinator.publicKeyArmored, nodePrivateKey: nodeKey })));
-  figures.push(await measure('verifyArtifact 13 KB model (armored coordinator key)', 'node', n, () => verifyArtifact(update, modelSignature, coordinator.publicKeyArmored)));
-  console.log(JSON.stringify({ figure: 'summary', loadavg: (await import('node:os')).loadavg(), figures }));
+  figures.push(await m('verifyRequest (armored key from the database)', 'coordinator', n, verify));
+  figures.push(await m('verifyRequest, cold key cache (first request after a key change)', 'coordinator', Math.min(n, 100), () => { clearPublicKeyCache(); return verify(); }));
+  figures.push(await m('openpgp-reference (before: parse key + keyStatus + openpgp.verify)', 'coordinator', n, () => openpgpReference(node.publicKeyArmored, headers, body)));
+  figures.push(await m('openUpdate 13 KB (armored node key)', 'coordinator', Math.min(n, 100), () => openUpdate({ sealed, coordinatorPrivateKey: coordinatorKey, nodePublicKey: node.publicKeyArmored })));
+  figures.push(await m('signRequest', 'node', n, () => signRequest({ privateKey: nodeKey, method: 'POST', path: '/v1/x', roundId: 'r1', body })));
+  figures.push(await m('sealUpdate 13 KB (armored coordinator key)', 'node', Math.min(n, 100), () => sealUpdate({ bytes: update, coordinatorPublicKey: coordinator.publicKeyArmored, nodePrivateKey: nodeKey })));
+  figures.push(await m('verifyArtifact 13 KB model (armored coordinator key)', 'node', n, () => verifyArtifact(update, modelSignature, coordinator.publicKeyArmored)));
+  return figures;
 }
 
-await main();
+// Run directly: one JSON line per figure, then the summary (`npm run bench -- --only crypto` runs it too).
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({ options: { n: { type: 'string', default: '300' } } });
+  const figures = await cryptoRequestBench(Number(values.n), true);
+  console.log(JSON.stringify({ figure: 'summary', loadavg: (await import('node:os')).loadavg(), figures }));
+}

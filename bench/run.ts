@@ -18,6 +18,7 @@ import { benchScale } from './scale-bench.ts';
 import { benchDemo } from './sim/demo-run.ts';
 import { compareFlower } from './compare-flower.ts';
 import { trainBench, trainBenchRatios } from './train-bench.ts';
+import { cryptoRequestBench } from './crypto-request-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
 import { noiseBench } from './noise-bench.ts';
 import { strategiesBench, strategiesBenchSettings, STRATEGIES_TABLE_HEADER, strategiesTableRows } from './strategies-bench.ts';
@@ -29,7 +30,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set<string>(values.only ? values.only.split(',') : SECTIONS);
@@ -303,6 +304,13 @@ if (values['compare-flower']) {
       ['client / node peak RSS MB', f.clientPeakRssMbMax, v(m?.nodePeakRssMb), v(q?.nodePeakRss)],
     ]);
   }
+}
+
+if (wanted.has('crypto')) {
+  // Issue 13's per-request costs: CPU ms of each OpenPGP operation on the coordinator's and a node's hot path.
+  const figures = await cryptoRequestBench(values.quick ? 100 : 300);
+  results.crypto = figures;
+  table('Per-request crypto, CPU ms per operation (process.cpuUsage; wall beside it)', ['operation', 'side', 'CPU ms', 'wall ms', 'n'], figures.map((f) => [f.figure, f.side, f.cpuMsPerOp, f.wallMsPerOp, f.n]));
 }
 
 if (wanted.has('speed')) {

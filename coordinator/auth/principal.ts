@@ -55,6 +55,11 @@ export function createAuthService(deps: { db: Db; nodes: NodeService; bootstrapA
       return { role: 'node', id: node.id, node };
     },
 
+    /** A node's signed request, verified with `fingerprint`: records the nonce and reads the node now (NodeService.confirmSignedRequest). */
+    confirmNodeRequest: deps.nodes.confirmSignedRequest,
+    /** A node as the database has it now (not as remembered); 401 when revoked or gone. */
+    reloadNode: deps.nodes.reload,
+
     createToken,
     revokeToken,
 

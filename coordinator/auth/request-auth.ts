@@ -3,9 +3,9 @@ import { verifyRequest } from '../../protocols/crypto/index.ts';
 import type { Db } from '../db/database.ts';
 import { SignatureRefusedError, UnauthenticatedError } from '../errors.ts';
 import { rawBodyOf } from '../http/middleware.ts';
-import type { AuthenticatedNode } from '../nodes/node-service.ts';
+import type { AuthenticatedNode, SignedRequestCheck } from '../nodes/node-service.ts';
 import { requireRole, type AuthService, type Principal } from './principal.ts';
-import { forgetNoncesBefore, recordNonce } from './repository.ts';
+import { forgetNoncesBefore } from './repository.ts';
 
 /** The bearer token of a request, or 401. */
 export function bearer(req: Request): string {
@@ -32,7 +32,7 @@ export interface SignedParts {
  *   const guard = createRequestGuard({ auth, db, maxClockSkewSeconds: 300 });
  *   const node = await guard.requireNode(req); // 401/403 unless a node's signed request
  */
-export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate'>; db: Db; maxClockSkewSeconds: number }) {
+export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate' | 'confirmNodeRequest' | 'reloadNode'>; db: Db; maxClockSkewSeconds: number }) {
   const verified = new WeakMap<Request, Promise<Principal>>();
   const claims = new WeakMap<Request, Promise<Principal>>();
   let nonceInserts = 0;
@@ -68,7 +68,9 @@ export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate
         // Until its signature verifies, a node is only who the request claims to be.
         if (principal.role === 'node') {
           req.res!.locals.actor = `claimed-node:${principal.id}`;
-          await verifyNodeSignature(req, principal.node, signed.body ?? rawBodyOf(req), signed.roundId ?? req.get('fedmark-round') ?? '');
+          const node = await verifyNodeSignature(req, principal.node, signed.body ?? rawBodyOf(req), signed.roundId ?? req.get('fedmark-round') ?? '');
+          req.res!.locals.actor = `node:${principal.id}`;
+          return { ...principal, node };
         }
         req.res!.locals.actor = `${principal.role}:${principal.id}`;
         return principal;
@@ -78,17 +80,30 @@ export function createRequestGuard(deps: { auth: Pick<AuthService, 'authenticate
     return p;
   };
 
-  /** A nonce is good once: each is recorded, and nonces older than twice the allowed skew are forgotten now and then. */
-  async function seenNonce(nonce: string, ctx: { fingerprint: string }): Promise<boolean> {
-    // Nonces older than twice the allowed skew can never be replayed (their timestamp is stale).
-    if (++nonceInserts % 500 === 0) await forgetNoncesBefore(deps.db, new Date(Date.now() - 2 * deps.maxClockSkewSeconds * 1000));
-    return !(await recordNonce(deps.db, ctx.fingerprint, nonce));
-  }
-
-  async function verifyNodeSignature(req: Request, node: AuthenticatedNode, body: Uint8Array, roundId: string) {
+  /**
+   * A node's signed request: the signature checked against the key its API key claims, then the
+   * nonce recorded in the same statement that reads the node again (revoked: 401 at once). A key
+   * rotated since the claim is checked once more against the key now on record. The node as read
+   * by that statement is returned.
+   */
+  async function verifyNodeSignature(req: Request, node: AuthenticatedNode, body: Uint8Array, roundId: string, retried = false): Promise<AuthenticatedNode> {
     if (!node.publicKey) throw new UnauthenticatedError(`node ${node.id} has no key on record`);
+    let check: SignedRequestCheck | undefined;
+    // A nonce is good once. It is recorded only for a request whose signature verified, so
+    // unsigned traffic cannot fill the store or burn a node's nonces.
+    const seenNonce = async (nonce: string, ctx: { fingerprint: string }): Promise<boolean> => {
+      // Nonces older than twice the allowed skew can never be replayed (their timestamp is stale).
+      if (++nonceInserts % 500 === 0) await forgetNoncesBefore(deps.db, new Date(Date.now() - 2 * deps.maxClockSkewSeconds * 1000));
+      check = await deps.auth.confirmNodeRequest(node.id, ctx.fingerprint, nonce);
+      return check.outcome !== 'recorded';
+    };
     const result = await verifyRequest({ publicKey: node.publicKey, method: req.method, path: req.originalUrl, roundId, body, headers: req.headers, maxSkewSeconds: deps.maxClockSkewSeconds, seenNonce });
+    if (check?.outcome === 'key-rotated' && !retried) return verifyNodeSignature(req, check.node, body, roundId, true);
+    if (check?.outcome === 'key-rotated') throw new SignatureRefusedError('key-mismatch', `node ${node.id}'s key changed while its request was checked`);
+    // Signed by another key than the one remembered: the key may have been rotated elsewhere (another replica); read it again once.
+    if (!result.ok && result.reason === 'key-mismatch' && !retried) return verifyNodeSignature(req, await deps.auth.reloadNode(node.id), body, roundId, true);
     if (!result.ok) throw new SignatureRefusedError(result.reason, result.message);
+    return check!.node;
   }
 
   return {

@@ -12,8 +12,9 @@ import type { Logger } from 'pino';
 import { keyStatus, loadPublicKey } from '../../protocols/crypto/index.ts';
 import { listJurisdictions } from '../policies/repository.ts';
 import { findStudyRow } from '../studies/repository.ts';
-import { findNodeByApiKeyHash, findNodeForRevocation, findNodeIdByName, insertEnrollmentToken, insertNode, listEnrollmentTokens, listNodesWithRounds, lockEnrollmentToken, markEnrollmentTokenUsed, updateActiveNode, updateNode } from './repository.ts';
+import { findNodeByApiKeyHash, findNodeForAuth, findNodeForRevocation, findNodeIdByName, insertEnrollmentToken, insertNode, listEnrollmentTokens, listNodesWithRounds, lockEnrollmentToken, markEnrollmentTokenUsed, updateActiveNode, updateNode } from './repository.ts';
 import { refuseTokenBreakingPolicy } from './token-policy.ts';
+import { recordNonceForActiveNode, type NodeAtNonce } from '../auth/repository.ts';
 
 /** A jurisdiction a node may enroll under: one with a policy profile on this coordinator. */
 async function requireKnownJurisdiction(db: Db | Transaction<Database>, jurisdiction: string, field: string) {
@@ -164,16 +165,108 @@ function createEnrollment(deps: NodeDeps) {
   };
 }
 
+type NodeAuthRow = Pick<NodeAtNonce, 'id' | 'study_id' | 'name' | 'region' | 'state' | 'public_key' | 'key_fingerprint' | 'revoked_at'>;
+
+const revokedError = (node: NodeAuthRow) => new UnauthenticatedError(`node ${node.id} was revoked at ${new Date(node.revoked_at!).toISOString()}`);
+const toAuthenticated = (node: NodeAuthRow): AuthenticatedNode => ({ id: node.id, studyId: node.study_id, name: node.name, region: node.region, state: node.state, publicKey: node.public_key, keyFingerprint: node.key_fingerprint });
+
+/** Bound on the remembered API keys (one per node; the scale bench runs 1000 nodes). */
+const MAX_REMEMBERED_KEYS = 10_000;
+
+/**
+ * What a node's API key claims, remembered so a signed request costs one statement, not two
+ * (issue 13: 2 x 1280 auth queries in the demo). NOT an authority: it only supplies the key the
+ * signature is checked against; the request's last step (`confirmSignedRequest`) reads the row
+ * again in the statement that records the nonce, and refuses a revoked node or a rotated key. So
+ * a second coordinator replica revoking or rotating is still obeyed; this process's own changes
+ * also forget the entry at once. `api_key_hash` -> node id never changes (no path updates it).
+ */
+function createClaimCache() {
+  const byKeyHash = new Map<string, AuthenticatedNode>();
+  const keyHashOf = new Map<string, string>();
+  return {
+    get: (keyHash: string) => byKeyHash.get(keyHash),
+    remember(keyHash: string, node: AuthenticatedNode) {
+      if (byKeyHash.size >= MAX_REMEMBERED_KEYS) (byKeyHash.clear(), keyHashOf.clear());
+      byKeyHash.set(keyHash, node);
+      keyHashOf.set(node.id, keyHash);
+    },
+    /** Refreshes a node's entry from a row just read (no-op when it is not remembered). */
+    refresh(node: AuthenticatedNode) {
+      const keyHash = keyHashOf.get(node.id);
+      if (keyHash !== undefined) byKeyHash.set(keyHash, node);
+    },
+    forget(nodeId: string) {
+      const keyHash = keyHashOf.get(nodeId);
+      if (keyHash !== undefined) byKeyHash.delete(keyHash);
+      keyHashOf.delete(nodeId);
+    },
+  };
+}
+
+/** What a signed request's last step found: the node now, or why it is refused. */
+export type SignedRequestCheck =
+  | { outcome: 'recorded'; node: AuthenticatedNode }
+  | { outcome: 'replayed'; node: AuthenticatedNode }
+  | { outcome: 'key-rotated'; node: AuthenticatedNode };
+
 /** Authentication and a node's changes of state. */
 function createNodeLifecycle(deps: NodeDeps) {
   const { db, log } = deps;
+  const claims = createClaimCache();
 
   return {
+    /** Who a node API key belongs to, before its signature is checked (see createClaimCache). */
     async authenticate(apiKey: string): Promise<AuthenticatedNode> {
-      const node = await findNodeByApiKeyHash(db, hashSecret(apiKey));
+      const keyHash = hashSecret(apiKey);
+      const remembered = claims.get(keyHash);
+      if (remembered) return remembered;
+      const node = await findNodeByApiKeyHash(db, keyHash);
       if (!node) throw new UnauthenticatedError('unknown node API key');
-      if (node.revoked_at) throw new UnauthenticatedError(`node ${node.id} was revoked at ${new Date(node.revoked_at).toISOString()}`);
-      return { id: node.id, studyId: node.study_id, name: node.name, region: node.region, state: node.state, publicKey: node.public_key, keyFingerprint: node.key_fingerprint };
+      if (node.revoked_at) throw revokedError(node);
+      const authenticated = toAuthenticated(node);
+      claims.remember(keyHash, authenticated);
+      return authenticated;
+    },
+
+    /** A node as the database has it now, remembered afresh; 401 when it is revoked or gone. */
+    async reload(nodeId: string): Promise<AuthenticatedNode> {
+      const node = await findNodeForAuth(db, nodeId);
+      if (!node) {
+        claims.forget(nodeId);
+        throw new UnauthenticatedError('unknown node API key');
+      }
+      if (node.revoked_at) {
+        claims.forget(nodeId);
+        throw revokedError(node);
+      }
+      const authenticated = toAuthenticated(node);
+      claims.refresh(authenticated);
+      return authenticated;
+    },
+
+    /**
+     * The last step of a node's signed request, after its signature verified with `fingerprint`:
+     * records the nonce and reads the node's row in one statement. A revoked or unknown node is
+     * refused here (401), whatever `authenticate` remembered.
+     */
+    async confirmSignedRequest(nodeId: string, fingerprint: string, nonce: string): Promise<SignedRequestCheck> {
+      const row = await recordNonceForActiveNode(db, nodeId, fingerprint, nonce);
+      if (!row) {
+        claims.forget(nodeId);
+        throw new UnauthenticatedError('unknown node API key');
+      }
+      if (row.revoked_at) {
+        claims.forget(nodeId);
+        throw revokedError(row);
+      }
+      const node = toAuthenticated(row);
+      if (row.key_fingerprint !== fingerprint) {
+        claims.forget(nodeId);
+        return { outcome: 'key-rotated', node };
+      }
+      claims.refresh(node);
+      return { outcome: row.recorded ? 'recorded' : 'replayed', node };
     },
 
     /** Pins a new key; the request carrying it was signed by the old one (checked by the caller). */
@@ -184,6 +277,7 @@ function createNodeLifecycle(deps: NodeDeps) {
         await updateNode(tx, node.id, { public_key: publicKeyArmored, key_fingerprint: key.fingerprint });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.key-rotated', studyId: node.studyId, data: { nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint } });
       });
+      claims.forget(node.id);
       log.info({ nodeId: node.id, oldFingerprint: node.keyFingerprint, newFingerprint: key.fingerprint }, 'node key rotated');
       return { nodeId: node.id, fingerprint: key.fingerprint, previousFingerprint: node.keyFingerprint };
     },
@@ -198,6 +292,7 @@ function createNodeLifecycle(deps: NodeDeps) {
           await appendAudit(tx, { actor, kind: 'node.revoked', studyId: node.study_id, data: { nodeId, reason } });
         });
       }
+      claims.forget(nodeId);
       log.warn({ nodeId, reason }, 'node revoked');
       deps.onNodeChanged(node.study_id);
       return { nodeId, revokedAt: (node.revoked_at ? new Date(node.revoked_at) : now).toISOString() };
@@ -209,6 +304,7 @@ function createNodeLifecycle(deps: NodeDeps) {
         await updateNode(tx, node.id, { state: 'withdrawn', withdrawn_at: now, state_message: reason ?? 'withdrawn by the node' });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.withdrawn', studyId: node.studyId, data: { nodeId: node.id, reason: reason ?? null } });
       });
+      claims.forget(node.id);
       log.info({ nodeId: node.id, studyId: node.studyId }, 'node withdrew');
       deps.onNodeChanged(node.studyId);
       return { nodeId: node.id, withdrawnAt: now.toISOString() };
@@ -226,6 +322,7 @@ function createNodeLifecycle(deps: NodeDeps) {
         await updateActiveNode(tx, node.id, { state: report.state, state_message: report.message ?? null, data_report: report.data ? JSON.stringify(report.data) : null, last_seen_at: now });
         await appendAudit(tx, { actor: `node:${node.id}`, kind: 'node.status', studyId: node.studyId, data: { nodeId: node.id, state: report.state, message: report.message ?? null, data: report.data ?? null } });
       });
+      claims.forget(node.id);
       (report.state === 'data-error' ? log.warn : log.info).call(log, { nodeId: node.id, state: report.state, message: report.message }, 'node status');
       deps.onNodeChanged(node.studyId);
     },

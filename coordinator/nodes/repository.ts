@@ -36,6 +36,11 @@ export async function findNodeByApiKeyHash(db: Db, apiKeyHash: string) {
   return db.selectFrom('nodes').select(['id', 'study_id', 'name', 'region', 'state', 'public_key', 'key_fingerprint', 'revoked_at']).where('api_key_hash', '=', apiKeyHash).executeTakeFirst();
 }
 
+/** The same columns as findNodeByApiKeyHash, by node id. */
+export async function findNodeForAuth(db: Db, nodeId: string) {
+  return db.selectFrom('nodes').select(['id', 'study_id', 'name', 'region', 'state', 'public_key', 'key_fingerprint', 'revoked_at']).where('id', '=', nodeId).executeTakeFirst();
+}
+
 export async function findNodeForRevocation(db: Db, nodeId: string) {
   return db.selectFrom('nodes').select(['id', 'study_id', 'revoked_at']).where('id', '=', nodeId).executeTakeFirst();
 }

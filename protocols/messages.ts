@@ -198,6 +198,15 @@ export const StudyConfig = z.object({
   seed: z.number().int().nonnegative().default(42),
   /** Open the next round as soon as the last one ends (otherwise an operator starts each round). */
   autoAdvance: z.boolean().default(true),
+  /**
+   * When nodes evaluate round r's new model (issue 13). 'own-phase' (absent: stored studies keep
+   * it): an evaluation phase of its own, the next round opens once it closes. 'with-next-fit': the
+   * next round opens as soon as round r aggregates, and each node evaluates model r at the start of
+   * its fit task of round r+1 (the model it trains from: one download, one task poll); round r
+   * completes when those evaluations are in or its evaluation deadline passes. A node not in round
+   * r+1, and the last round, get a standalone evaluation task as before.
+   */
+  evaluationSchedule: z.enum(['own-phase', 'with-next-fit']).optional(),
   /** Layered consent: the purpose of the model and the column holding each row's consent level. */
   consent: z.object({ purpose: z.enum(['basic', 'personalization']), column: z.string().min(1) }).optional(),
   /** Differential privacy: central (client-level) at the coordinator, DP-SGD on the nodes, budget. */
@@ -277,6 +286,11 @@ export const StudyConfig = z.object({
   evaluation: (evaluationDp(study.privacy) ? 'noised' : 'exact') as 'noised' | 'exact',
 }));
 export type StudyConfig = z.infer<typeof StudyConfig>;
+
+/** The study's evaluation schedule ('own-phase' when the config does not say). */
+export function evaluationScheduleOf(config: Pick<StudyConfig, 'evaluationSchedule'>): 'own-phase' | 'with-next-fit' {
+  return config.evaluationSchedule ?? 'own-phase';
+}
 export type StudyConfigInput = z.input<typeof StudyConfig>;
 
 export const CreateEnrollmentToken = z.object({
@@ -319,6 +333,12 @@ export const Task = z.object({
   config: StudyConfig,
   /** This node's instructions for a fit task (the strategy's configureFit). */
   instructions: FitInstructions.optional(),
+  /**
+   * A fit task of a study with evaluationSchedule 'with-next-fit': first evaluate this task's
+   * starting model (version `round`, the same download) for that earlier round, by its deadline,
+   * and report it as an evaluation of that round; then train.
+   */
+  evaluate: z.object({ round: z.number().int().positive(), deadline: z.string() }).optional(),
   /**
    * The coordinator's latest signed audit checkpoint: the node checks its signature with the
    * pinned key and keeps it (client-node/witness.ts), so a rewritten log is caught against its copy.

@@ -1,6 +1,6 @@
 import { randomInt } from 'node:crypto';
 import type { Transaction } from 'kysely';
-import type { StudyConfig } from '../../protocols/messages.ts';
+import { evaluationScheduleOf, type StudyConfig } from '../../protocols/messages.ts';
 import { encodeServerState } from '../../protocols/strategies/server-state.ts';
 import { decodeWeights } from '../../protocols/weights-codec.ts';
 import { appendAudit, appendAudits } from '../audit/audit-log.ts';
@@ -9,7 +9,7 @@ import { ConflictError, NotFoundError } from '../errors.ts';
 import { checkParticipants } from '../policies/policy-service.ts';
 import { chargeRound, type Charge } from '../privacy/privacy-ledger.ts';
 import { policiesInForce } from '../policies/policy-service.ts';
-import { findOpenRoundNumber, getModel, insertRound, listReadyNodeIds, lockStudy, nodeRegions, updateStudy } from './round-repository.ts';
+import { getModel, listStudyOpenRounds, insertRound, listReadyNodeIds, lockStudy, nodeRegions, updateStudy } from './round-repository.ts';
 import { clipNormIn, startingServerState, type RoundDeps } from './round-state.ts';
 
 export type OpenMode = 'auto' | 'manual';
@@ -48,9 +48,14 @@ export async function openRound(tx: Transaction<Database>, deps: RoundDeps, stud
     if (!check.ok) throw new ConflictError('BUDGET_EXCEEDED', check.reason);
   }
   if (study.state !== 'running') return refuse('STUDY_ENDED', `study ${studyId} has ended${study.stop_reason ? `: ${study.stop_reason}` : ''}`);
-  const open = await findOpenRoundNumber(tx, studyId);
-  if (open !== undefined) return refuse('ROUND_OPEN', `round ${open} of study ${studyId} is still open`);
+  const open = await listStudyOpenRounds(tx, studyId);
+  const blocking = roundInTheWay(open, study.current_round, config);
+  if (blocking !== undefined) return refuse('ROUND_OPEN', `round ${blocking} of study ${studyId} is still open`);
+  // Only 'with-next-fit' gets here with a round open: the latest one, still evaluating.
+  const evaluating = open.length > 0;
   if (study.current_round >= config.rounds) {
+    // The study ends when its last round has closed, evaluation included.
+    if (evaluating) return refuse('ROUND_OPEN', `round ${study.current_round} of study ${studyId} is still open`);
     await updateStudy(tx, studyId, { state: 'completed' });
     await appendAudit(tx, { actor: 'coordinator', kind: 'study.completed', studyId, data: { rounds: study.current_round } });
     return { completed: true, rounds: study.current_round, reason: undefined };
@@ -60,24 +65,40 @@ export async function openRound(tx: Transaction<Database>, deps: RoundDeps, stud
   const needed = study.current_round === 0 ? (config.minNodesToStart ?? config.minNodesPerRound) : config.minNodesPerRound;
   if (ready.length < needed) return refuse('NOT_ENOUGH_NODES', `${ready.length} nodes are ready; study ${studyId} needs ${needed} to start a round`);
   const round = study.current_round + 1;
-  const refused = await refuseByPolicy(tx, { studyId, round, config, mode, ready, completedRounds: study.current_round, now: deps.now() });
-  if (refused) return refused;
-  const budget = await chargeBudget(tx, { studyId, round, config, mode, completedRounds: study.current_round, now: deps.now() });
+  const refused = await refuseByPolicy(tx, { studyId, round, config, mode, ready, completedRounds: study.current_round, now: deps.now(), evaluating });
+  if (refused) return 'wait' in refused ? undefined : refused;
+  const budget = await chargeBudget(tx, { studyId, round, config, mode, completedRounds: study.current_round, now: deps.now(), evaluating });
+  if (budget.wait) return undefined;
   if (budget.stopped) return budget.stopped;
   return startFitRound(tx, deps, { studyId, round, config, mode, ready, charge: budget.charge });
+}
+
+/**
+ * The open round that keeps the next one from opening, if any. 'own-phase': any open round.
+ * 'with-next-fit': the next round may open while the latest round evaluates (its model is
+ * published), but not beside a fit phase, nor beside an older round still evaluating: at most
+ * one round evaluates beside one fit (nodes evaluate model r at the start of fit r+1).
+ */
+function roundInTheWay(open: Array<{ round: number; phase: string }>, currentRound: number, config: StudyConfig): number | undefined {
+  if (open.length === 0) return undefined;
+  const lone = open.length === 1 && open[0].phase === 'evaluate' && open[0].round === currentRound;
+  return evaluationScheduleOf(config) === 'with-next-fit' && lone ? undefined : open[open.length - 1].round;
 }
 
 /** Every candidate's jurisdiction policy, checked before any privacy is charged or any node trains. */
 async function refuseByPolicy(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; ready: string[]; completedRounds: number; now: Date },
-): Promise<RoundOpening | undefined> {
+  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; ready: string[]; completedRounds: number; now: Date; evaluating: boolean },
+): Promise<RoundOpening | { wait: true } | undefined> {
   const { studyId, round, mode } = input;
   const violations = await checkParticipants(tx, input.config, input.ready);
   if (violations.length === 0) return undefined;
   const first = violations[0];
   const reason = `round ${round} refused by policy: ${violations.map((v) => v.message).join('; ')}`;
   if (mode === 'manual') throw new ConflictError('POLICY_VIOLATION', `${reason} (rule ${first.rule} of ${first.jurisdiction} v${first.version})`);
+  // The study is stopped only once the round still evaluating has closed (its reports count):
+  // the automatic path asks again then, and stops it as 'own-phase' would have.
+  if (input.evaluating) return { wait: true };
   await appendAudit(tx, { actor: 'coordinator', kind: 'round.refused', studyId, round, data: { violations } });
   await markStudyStopped(tx, studyId, { reason, by: 'coordinator', at: input.now });
   return { completed: true, rounds: input.completedRounds, reason };
@@ -89,10 +110,13 @@ async function refuseByPolicy(
  */
 async function chargeBudget(
   tx: Transaction<Database>,
-  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; completedRounds: number; now: Date },
-): Promise<{ charge: Charge | undefined; stopped?: undefined } | { stopped: RoundOpening }> {
+  input: { studyId: string; round: number; config: StudyConfig; mode: OpenMode; completedRounds: number; now: Date; evaluating: boolean },
+): Promise<{ charge: Charge | undefined; stopped?: undefined; wait?: undefined } | { stopped: RoundOpening; wait?: undefined } | { wait: true }> {
   const { studyId, round, config } = input;
   if (!config.privacy?.central) return { charge: undefined };
+  // Beside a round still evaluating, a budget that cannot pay stops the study only once that
+  // round closed (as refuseByPolicy): asked first without charging.
+  if (input.evaluating && input.mode === 'auto' && !(await chargeRound(tx, studyId, round, config, { dryRun: true })).ok) return { wait: true };
   const result = await chargeRound(tx, studyId, round, config);
   if (result.ok) return { charge: result.charge };
   if (input.mode === 'manual') throw new ConflictError('BUDGET_EXCEEDED', result.reason);

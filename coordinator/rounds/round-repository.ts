@@ -38,9 +38,17 @@ export async function previousRound(tx: Db, studyId: string, round: number): Pro
     .executeTakeFirst();
 }
 
-/** The number of the study's open round (fit or evaluate), if any. */
+/**
+ * The number of the study's latest open round (fit or evaluate), if any. Under evaluationSchedule
+ * 'with-next-fit' round r may still be evaluating while round r+1 is in its fit phase: r+1 then.
+ */
 export async function findOpenRoundNumber(db: Db, studyId: string): Promise<number | undefined> {
-  return (await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).executeTakeFirst())?.round;
+  return (await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round', 'desc').limit(1).executeTakeFirst())?.round;
+}
+
+/** The study's open rounds (at most two: see findOpenRoundNumber) with their phase, oldest first. */
+export async function listStudyOpenRounds(db: Db, studyId: string): Promise<Array<{ round: number; phase: string }>> {
+  return db.selectFrom('rounds').select(['round', 'phase']).where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round').execute();
 }
 
 /** The study's latest open round, whole (not locked: a node's task is only read from it). */
@@ -51,7 +59,9 @@ export async function findLatestOpenRound(db: Db, studyId: string): Promise<Roun
 /**
  * Everything a node's task request needs, in one statement (issue 13: each woken long-poll used to
  * cost six): the study's state, its latest open round (without the large state columns), the
- * node's state now, whether it already sent its update and its evaluation for that round, and the
+ * node's state now, whether it already sent its update for that round, the oldest round in its
+ * evaluation phase that this node trained in and has not evaluated yet (`owed_round`: with
+ * evaluationSchedule 'with-next-fit' it may be the round before the open fit round), and the
  * latest signed audit checkpoint (handed to the node as a witness). Undefined: no such study.
  */
 export async function findTaskView(db: Db, studyId: string, nodeId: string) {
@@ -69,11 +79,24 @@ export async function findTaskView(db: Db, studyId: string, nodeId: string) {
           .as('r'),
       (join) => join.onTrue(),
     )
-    .select(['s.state as study_state', 'r.round', 'r.phase', 'r.participants', 'r.instructions', 'r.fit_deadline', 'r.evaluation_deadline'])
+    .leftJoinLateral(
+      (eb) =>
+        eb
+          .selectFrom('rounds as o')
+          .select(['o.round as owed_round', 'o.evaluation_deadline as owed_deadline'])
+          .whereRef('o.study_id', '=', 's.id')
+          .where('o.phase', '=', 'evaluate')
+          .where(({ exists, selectFrom }) => exists(selectFrom('updates as ou').select('ou.node_id').whereRef('ou.study_id', '=', 'o.study_id').whereRef('ou.round', '=', 'o.round').where('ou.node_id', '=', nodeId)))
+          .where(({ not, exists, selectFrom }) => not(exists(selectFrom('evaluations as oe').select('oe.node_id').whereRef('oe.study_id', '=', 'o.study_id').whereRef('oe.round', '=', 'o.round').where('oe.node_id', '=', nodeId))))
+          .orderBy('o.round')
+          .limit(1)
+          .as('owed'),
+      (join) => join.onTrue(),
+    )
+    .select(['s.state as study_state', 'r.round', 'r.phase', 'r.participants', 'r.instructions', 'r.fit_deadline', 'owed.owed_round', 'owed.owed_deadline'])
     .select((eb) => [
       eb.selectFrom('nodes').select('nodes.state').where('nodes.id', '=', nodeId).as('node_state'),
       eb.exists(eb.selectFrom('updates as u').select('u.node_id').whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId)).as('submitted'),
-      eb.exists(eb.selectFrom('evaluations as e').select('e.node_id').whereRef('e.study_id', '=', 's.id').whereRef('e.round', '=', 'r.round').where('e.node_id', '=', nodeId)).as('evaluated'),
       jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
     ])
     .where('s.id', '=', studyId)

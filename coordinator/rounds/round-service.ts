@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import type { EvaluationReport, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../../protocols/messages.ts';
+import { evaluationScheduleOf, type EvaluationReport, type StudyConfig, type Task, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
 import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
@@ -13,11 +13,11 @@ import { acceptEvaluation, acceptUpdate } from './intake.ts';
 import { openRound, type OpenMode } from './open-round.ts';
 import { createRoundEvents, type RetryPolicy } from './round-events.ts';
 import {
-  findOpenRoundNumber,
   listOpenRounds,
   listOverdueRounds,
   listRunningStudiesWithoutOpenRound,
   listRunningStudyIds,
+  listStudyOpenRounds,
   listUpdateContributions,
   lockRound,
   type RoundRow,
@@ -37,7 +37,9 @@ export type RoundObservation = { studyId: string; round: number } & (
 );
 
 /**
- * The round state machine: fit -> evaluate -> completed, or fit -> failed. Every transition is a
+ * The round state machine: fit -> evaluate -> completed, or fit -> failed. With the study's
+ * evaluationSchedule 'with-next-fit', round r+1 opens as soon as round r aggregates, so one round
+ * may evaluate while the next is in its fit phase (tasks.ts hands both out as one task). Every transition is a
  * database transaction that locks the round row, so concurrent submissions, deadline timers and a
  * coordinator restart all see one consistent history. Timers are only a way to be on time: on
  * start-up `resume()` re-arms them from the deadlines stored in the database.
@@ -130,10 +132,13 @@ export function createRoundService(deps: {
       if (!row) return undefined;
       const t = now();
       if (row.phase === 'fit') return closeFitOrFail(tx, row, config, t);
-      if (row.phase === 'evaluate') return closeEvaluation(tx, row, config, deps.strategyFor(config), t);
+      if (row.phase === 'evaluate') return (await closeEvaluation(tx, row, config, deps.strategyFor(config), t)) ?? { kind: 'evaluating' as const };
       return { kind: 'closed' as const };
     });
     if (!outcome) return;
+    // Still waiting for evaluations: under 'with-next-fit' the next round may already be due (an
+    // opening after the aggregation that failed and was retried from here, a restart).
+    if (outcome.kind === 'evaluating') return pipelined(config) ? maybeStartNextRound(studyId) : undefined;
     // Closed already (by another trigger, or by an earlier attempt of this one whose opening of
     // the next round failed after the close committed): the next round may still be due.
     if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
@@ -143,6 +148,9 @@ export function createRoundService(deps: {
       observe({ kind: 'aggregated', studyId, round, aggregateMs });
       schedule(studyId, round, outcome.evaluationDeadline);
       notify(studyId);
+      // 'with-next-fit': round r+1 opens now, beside round r's evaluation; its fit tasks carry
+      // the evaluation of model r (tasks.ts), so a round costs one task poll per node, not two.
+      if (pipelined(config)) await maybeStartNextRound(studyId);
       return;
     }
     observe({ kind: outcome.kind, studyId, round });
@@ -233,9 +241,10 @@ export function createRoundService(deps: {
     onNodeChanged(studyId: string) {
       notify(studyId);
       spawn('node-changed', async () => {
-        const open = await findOpenRoundNumber(db, studyId);
-        if (open !== undefined) await advanceRound(studyId, open);
-        else await maybeStartNextRound(studyId);
+        // Two may be open under 'with-next-fit' (one evaluating, one in its fit phase): oldest first.
+        const open = await listStudyOpenRounds(db, studyId);
+        for (const r of open) await advanceRound(studyId, r.round);
+        if (open.length === 0) await maybeStartNextRound(studyId);
       });
     },
 
@@ -286,6 +295,11 @@ export function createRoundService(deps: {
   };
 }
 export type RoundService = ReturnType<typeof createRoundService>;
+
+/** Whether the study evaluates each round with the next round's fit tasks (StudyConfig.evaluationSchedule). */
+function pipelined(config: StudyConfig): boolean {
+  return evaluationScheduleOf(config) === 'with-next-fit';
+}
 
 /**
  * An error the database raised (it carries a SQLSTATE and a severity, as pg's and PGlite's do) or

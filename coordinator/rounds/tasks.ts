@@ -1,4 +1,4 @@
-import type { Task } from '../../protocols/messages.ts';
+import type { StudyConfig, Task } from '../../protocols/messages.ts';
 import { toCheckpoint } from '../audit/audit-log.ts';
 import { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
@@ -15,6 +15,11 @@ export interface TaskLookup {
  * The task waiting for this node, if any: fit in the fit phase, evaluate in the evaluation phase.
  * One query (findTaskView); the study's configuration and its published models come from the
  * study service's cache (they never change once written).
+ *
+ * With evaluationSchedule 'with-next-fit', round r may still wait for this node's evaluation
+ * while round r+1 is in its fit phase: a participant of r+1 then gets ONE fit task carrying
+ * `evaluate: { round: r, deadline }` (r+1 trains from model r, the model to evaluate: one
+ * download, one poll); a node not in r+1 gets a standalone evaluate task for r.
  */
 export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<TaskLookup> {
   const view = await findTaskView(deps.db, node.studyId, node.id);
@@ -22,23 +27,33 @@ export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: Au
   return { task: await taskFrom(deps, node, view), running: view.study_state === 'running' };
 }
 
+type Owed = { round: number; deadline: string };
+
 async function taskFrom(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, view: TaskView): Promise<Task | undefined> {
-  const { studies } = deps;
-  if (view.round === null || view.phase === null || !view.participants?.includes(node.id)) return undefined;
   // The state now, not the one at authentication: a node that reported it cannot train gets no
   // fit task (it would only skip it and ask again), until it reports `ready` again.
   const current = view.node_state;
-  if (!current || !(view.phase === 'fit' ? TRAINING_STATES : EVALUATION_STATES).has(current)) return undefined;
-  const config = await studies.getConfig(node.studyId);
+  if (!current) return undefined;
+  const owed: Owed | undefined = view.owed_round !== null && view.owed_deadline !== null && EVALUATION_STATES.has(current) ? { round: view.owed_round, deadline: new Date(view.owed_deadline).toISOString() } : undefined;
+  const fitDue = view.round !== null && view.phase === 'fit' && !view.submitted && TRAINING_STATES.has(current) && view.participants?.includes(node.id) === true;
+  if (!fitDue && !owed) return undefined;
+  const config = await deps.studies.getConfig(node.studyId);
   const witness = view.checkpoint ? { auditCheckpoint: toCheckpoint(view.checkpoint) } : {};
-  if (view.phase === 'fit') {
-    if (view.submitted) return undefined;
-    const model = await studies.getModel(node.studyId, view.round - 1);
-    const mine = (view.instructions as Record<string, unknown> | null)?.[node.id];
-    const instructions = mine ? FitInstructions.parse(mine) : undefined;
-    return { kind: 'fit', studyId: node.studyId, round: view.round, modelVersion: view.round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...witness };
-  }
-  if (!view.submitted || view.evaluated) return undefined;
-  const model = await studies.getModel(node.studyId, view.round);
-  return { kind: 'evaluate', studyId: node.studyId, round: view.round, modelVersion: view.round, modelSha256: model.sha256, deadline: new Date(view.evaluation_deadline!).toISOString(), config, ...witness };
+  // An evaluation owed for an older round than the one before the fit round: that model is not
+  // the fit's starting model, so it comes first, on its own.
+  if (fitDue && (!owed || owed.round === view.round! - 1)) return fitTask(deps, node, view, config, witness, owed);
+  return evaluateTask(deps, node, owed!, config, witness);
+}
+
+async function fitTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, view: TaskView, config: StudyConfig, witness: Pick<Task, 'auditCheckpoint'>, owed: Owed | undefined): Promise<Task> {
+  const round = view.round!;
+  const model = await deps.studies.getModel(node.studyId, round - 1);
+  const mine = (view.instructions as Record<string, unknown> | null)?.[node.id];
+  const instructions = mine ? FitInstructions.parse(mine) : undefined;
+  return { kind: 'fit', studyId: node.studyId, round, modelVersion: round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...(owed ? { evaluate: owed } : {}), ...witness };
+}
+
+async function evaluateTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, owed: Owed, config: StudyConfig, witness: Pick<Task, 'auditCheckpoint'>): Promise<Task> {
+  const model = await deps.studies.getModel(node.studyId, owed.round);
+  return { kind: 'evaluate', studyId: node.studyId, round: owed.round, modelVersion: owed.round, modelSha256: model.sha256, deadline: owed.deadline, config, ...witness };
 }

@@ -43,27 +43,35 @@ export interface NodeAtNonce {
   public_key: string | null;
   key_fingerprint: string | null;
   revoked_at: Date | string | null;
+  jurisdiction: string | null;
+  /** The latest version of its jurisdiction's policy profile (null: none), read in the same statement. */
+  policy_version: number | null;
   recorded: boolean;
 }
 
 /**
  * One statement for a node's verified request (issue 13: auth was two PGlite round trips per
  * request, 1280 + 1280 of the demo's 8821 queries, 2.3 of 9.4 s): reads the node's row and records
- * the nonce, only while the node is not revoked and `fingerprint` is still its key. `recorded` is
+ * the nonce, only while the node is not revoked and `fingerprint` is still its key; with the
+ * latest version of its jurisdiction's policy (so a node's GET of its policy needs no query of its
+ * own when that version's profile is known: 210 queries in the demo). `recorded` is
  * false for a replay, a revoked node, or a key rotated meanwhile; the row says which. Undefined
  * when there is no such node.
  */
 export async function recordNonceForActiveNode(db: Db, nodeId: string, fingerprint: string, nonce: string): Promise<NodeAtNonce | undefined> {
   const { rows } = await sql<NodeAtNonce>`
     with n as (
-      select id, study_id, name, region, state, public_key, key_fingerprint, revoked_at from nodes where id = ${nodeId}
+      select id, study_id, name, region, state, public_key, key_fingerprint, revoked_at, jurisdiction from nodes where id = ${nodeId}
     ), ins as (
       insert into request_nonces (fingerprint, nonce)
       select ${fingerprint}, ${nonce} from n where n.revoked_at is null and n.key_fingerprint = ${fingerprint}
       on conflict do nothing
       returning nonce
     )
-    select n.*, exists (select 1 from ins) as recorded from n`.execute(db);
+    select n.*,
+      (select max(p.version) from policies p where p.jurisdiction = n.jurisdiction) as policy_version,
+      exists (select 1 from ins) as recorded
+    from n`.execute(db);
   return rows[0];
 }
 

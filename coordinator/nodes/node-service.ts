@@ -46,6 +46,11 @@ export interface AuthenticatedNode {
   /** The node's pinned OpenPGP public key (armored). */
   publicKey: string | null;
   keyFingerprint: string | null;
+  /**
+   * Its jurisdiction and that jurisdiction's latest policy version (null: none), as read by the
+   * statement that confirmed its signed request; absent when the node was not read that way.
+   */
+  policyInForce?: { jurisdiction: string | null; version: number | null };
 }
 
 type NodeDeps = { db: Db; log: Logger; onNodeChanged: (studyId: string) => void };
@@ -260,12 +265,12 @@ function createNodeLifecycle(deps: NodeDeps) {
         claims.forget(nodeId);
         throw revokedError(row);
       }
-      const node = toAuthenticated(row);
+      const node: AuthenticatedNode = { ...toAuthenticated(row), policyInForce: { jurisdiction: row.jurisdiction, version: row.policy_version === null ? null : Number(row.policy_version) } };
       if (row.key_fingerprint !== fingerprint) {
         claims.forget(nodeId);
         return { outcome: 'key-rotated', node };
       }
-      claims.refresh(node);
+      claims.refresh(toAuthenticated(row));
       return { outcome: row.recorded ? 'recorded' : 'replayed', node };
     },
 

@@ -104,6 +104,6 @@ function registerNodeSelfRoutes(app: IRouter, deps: NodeRouterDeps) {
   // The profile in force for the node's own jurisdiction: the node applies the stricter of it and its own.
   app.get('/v1/nodes/me/policy', route(async (req, res) => {
     const node = await guard.requireNode(req);
-    res.json(await deps.policies.forNode(node.id));
+    res.json(await deps.policies.forNode(node));
   }));
 }

@@ -7,7 +7,8 @@ import type { Db } from '../db/database.ts';
 import type { Database } from '../db/schema.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import { nodesWithJurisdiction } from '../nodes/repository.ts';
-import { findNodePolicy, insertPolicy, latestPolicyVersion, listPolicies, listPolicyVersionsLatestFirst } from './repository.ts';
+import type { AuthenticatedNode } from '../nodes/node-service.ts';
+import { findNodePolicy, findPolicyVersion, insertPolicy, latestPolicyVersion, listPolicies, listPolicyVersionsLatestFirst } from './repository.ts';
 
 /** The latest version of each jurisdiction's profile. */
 export async function latestPolicies(db: Db | Transaction<Database>): Promise<Map<string, PolicyProfile>> {
@@ -80,7 +81,26 @@ export async function policiesInForce(tx: Transaction<Database>, nodeIds: string
   return [...byJurisdiction.values()].sort((a, b) => a.jurisdiction.localeCompare(b.jurisdiction));
 }
 
+/** Bound on the remembered profile versions (a handful of jurisdictions, a few versions each). */
+const MAX_REMEMBERED_PROFILES = 1000;
+
 export function createPolicyService(db: Db) {
+  // Profiles by jurisdiction and version. A version is never changed once written (policies are
+  // append-only; a change is a new version), so a remembered one is never stale, on any replica:
+  // which version is in force is read fresh with each node request (AuthenticatedNode.policyInForce).
+  const profiles = new Map<string, PolicyProfile>();
+  async function profileVersion(jurisdiction: string, version: number): Promise<PolicyProfile | null> {
+    const key = `${version}@${jurisdiction}`;
+    const remembered = profiles.get(key);
+    if (remembered) return remembered;
+    const stored = await findPolicyVersion(db, jurisdiction, version);
+    if (stored === undefined) return null;
+    const profile = PolicyProfile.parse(stored);
+    if (profiles.size >= MAX_REMEMBERED_PROFILES) profiles.clear();
+    profiles.set(key, profile);
+    return profile;
+  }
+
   return {
     async list() {
       const rows = await listPolicies(db);
@@ -90,10 +110,18 @@ export function createPolicyService(db: Db) {
     async current(jurisdiction: string) {
       return (await latestPolicies(db)).get(jurisdiction);
     },
-    /** The profile in force for a node's jurisdiction, as the node itself may read it. */
-    async forNode(nodeId: string) {
-      // One query per request (nodes ask every round): its jurisdiction's latest profile only.
-      const { jurisdiction, profile } = await findNodePolicy(db, nodeId);
+    /**
+     * The profile in force for a node's jurisdiction, as the node itself may read it. Nodes ask
+     * every round (210 queries in the demo): when its signed request already read which version
+     * is in force, the profile comes from memory, so no query at all; else one query.
+     */
+    async forNode(node: Pick<AuthenticatedNode, 'id' | 'policyInForce'>) {
+      const inForce = node.policyInForce;
+      if (inForce) {
+        const { jurisdiction, version } = inForce;
+        return { jurisdiction, policy: jurisdiction && version !== null ? await profileVersion(jurisdiction, version) : null };
+      }
+      const { jurisdiction, profile } = await findNodePolicy(db, node.id);
       return { jurisdiction, policy: jurisdiction && profile ? PolicyProfile.parse(profile) : null };
     },
     /** A change is a new version; old versions stay, so past rounds remain explainable. */

@@ -40,3 +40,8 @@ export async function findNodePolicy(db: Db, nodeId: string) {
     .where('n.id', '=', nodeId)
     .executeTakeFirstOrThrow();
 }
+
+/** One version of a jurisdiction's profile (undefined when there is none). */
+export async function findPolicyVersion(db: Db, jurisdiction: string, version: number) {
+  return (await db.selectFrom('policies').select('profile').where('jurisdiction', '=', jurisdiction).where('version', '=', version).executeTakeFirst())?.profile;
+}

@@ -106,4 +106,25 @@ describe('node request authentication in one statement', () => {
     expect(await h.built.db.selectFrom('request_nonces').select('nonce').where('nonce', '=', headers['fedmark-nonce']).execute()).toEqual([]);
     expect((await h.nodeGet({ ...e, ...next }, '/v1/nodes/me')).status).toBe(200);
   });
+
+  it('a node\'s policy: no statement of its own once known, and a new version (here or on another replica) is read at the next request', async () => {
+    const f = await h.enroll(studyId, 'f', false, 'eu', 'US-CA-CCPA');
+    const first = await h.nodeGet(f, '/v1/nodes/me/policy');
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ jurisdiction: 'US-CA-CCPA', policy: { jurisdiction: 'US-CA-CCPA' } });
+    const before = await statements();
+    const again = await h.nodeGet(f, '/v1/nodes/me/policy');
+    expect(again.body).toEqual(first.body);
+    expect((await statements()) - before).toBe(1); // the signed request's own statement only
+
+    const published = await h.admin('post', '/v1/policies').send({ jurisdiction: 'US-CA-CCPA', minNodesPerAggregate: 3 });
+    expect(published.status).toBe(201);
+    const afterPublish = await h.nodeGet(f, '/v1/nodes/me/policy');
+    expect(afterPublish.body.policy).toEqual(published.body);
+
+    // Another replica publishes (straight SQL: this process is not told).
+    const elsewhere = { ...published.body, version: published.body.version + 1, minNodesPerAggregate: 4 };
+    await h.built.db.insertInto('policies').values({ jurisdiction: 'US-CA-CCPA', version: elsewhere.version, profile: JSON.stringify(elsewhere) }).execute();
+    expect((await h.nodeGet(f, '/v1/nodes/me/policy')).body.policy).toEqual(elsewhere);
+  });
 });

@@ -23,6 +23,14 @@ export class CoordinatorRefusal extends Error {
   }
 }
 
+interface RequestInit {
+  body?: Uint8Array | string;
+  headers?: Record<string, string>;
+  attempts?: number;
+  timeoutMs?: number;
+  roundId?: string;
+}
+
 /**
  * The node's only way out: outbound HTTPS calls to the coordinator (partner data centers allow
  * egress, not ingress). Network errors and 5xx are retried with backoff; every write is idempotent
@@ -43,7 +51,14 @@ export class CoordinatorClient {
     this.signingKey = signingKey;
   }
 
-  private async request(method: string, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string>; attempts?: number; timeoutMs?: number; roundId?: string } = {}): Promise<Response> {
+  /**
+   * A request, retried on network errors and 5xx. `read` consumes the answer's body inside the
+   * retry loop, so a connection cut mid-body is retried too (the body arrives after the headers:
+   * a model is megabytes).
+   */
+  private async request(method: string, path: string, init?: RequestInit): Promise<Response>;
+  private async request<T>(method: string, path: string, init: RequestInit, read: (res: Response) => Promise<T>): Promise<T>;
+  private async request<T>(method: string, path: string, init: RequestInit = {}, read?: (res: Response) => Promise<T>): Promise<T | Response> {
     const attempts = init.attempts ?? 6;
     const bytes = typeof init.body === 'string' ? new TextEncoder().encode(init.body) : (init.body ?? new Uint8Array(0));
     for (let attempt = 1; ; attempt++) {
@@ -61,7 +76,7 @@ export class CoordinatorClient {
           const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
           throw new CoordinatorRefusal(res.status, body.error?.code ?? 'HTTP_' + res.status, body.error?.message ?? `HTTP ${res.status}`);
         }
-        return res;
+        return read ? await read(res) : res;
       } catch (err) {
         if (err instanceof CoordinatorRefusal || attempt >= attempts) throw err;
         this.onRetry(`${method} ${path}`, attempt, err);
@@ -115,9 +130,10 @@ export class CoordinatorClient {
   }
 
   async downloadModel(studyId: string, version: number): Promise<{ bytes: Uint8Array; sha256: string | null; signature: string | null }> {
-    const res = await this.request('GET', `/v1/studies/${encodeURIComponent(studyId)}/models/${version}`);
-    const signature = res.headers.get('fedmark-model-signature');
-    return { bytes: new Uint8Array(await res.arrayBuffer()), sha256: res.headers.get('fedmark-sha256'), signature: signature ? Buffer.from(signature, 'base64').toString('utf8') : null };
+    return this.request('GET', `/v1/studies/${encodeURIComponent(studyId)}/models/${version}`, {}, async (res) => {
+      const signature = res.headers.get('fedmark-model-signature');
+      return { bytes: new Uint8Array(await res.arrayBuffer()), sha256: res.headers.get('fedmark-sha256'), signature: signature ? Buffer.from(signature, 'base64').toString('utf8') : null };
+    });
   }
 
   /** The coordinator's current key and its rotation announcements (public, unauthenticated). */

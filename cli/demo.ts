@@ -132,6 +132,8 @@ export interface DemoOptions {
   deadlines?: { round: number; evaluation: number };
   /** null: the study is created with `bounds: null`, no bounds on the nodes' claims (legacy, undefended); default: the study defaults. */
   bounds?: null;
+  /** The study's evaluationSchedule (default 'with-next-fit'; 'own-phase' for comparison runs and tests). */
+  evaluationSchedule?: 'own-phase' | 'with-next-fit';
 }
 
 export interface DemoResult extends SpeedFigures {
@@ -269,6 +271,8 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
     roundDeadlineSeconds: options.deadlines?.round ?? Math.max(120, 6 * partitions.length),
     evaluationDeadlineSeconds: options.deadlines?.evaluation ?? Math.max(60, 3 * partitions.length),
     seed,
+    // Each round's federated evaluation rides on the next round's fit tasks (issue 13; README "Study config").
+    evaluationSchedule: options.evaluationSchedule ?? 'with-next-fit',
     ...(privacy ? { privacy } : {}),
     // Spread, not a field: the study schema strips a key it does not know (before claim bounds existed).
     ...(options.bounds === null ? { bounds: null } : {}),

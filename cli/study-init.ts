@@ -51,6 +51,7 @@ const FIELD_DOCS: Record<string, string> = {
   evaluationDeadlineSeconds: 'Seconds nodes have to report their evaluation of a new model (at most 604800).',
   seed: 'Seed of the round-0 model (integer >= 0).',
   autoAdvance: 'true: the next round opens when one ends; false: an operator starts each round.',
+  evaluationSchedule: "with-next-fit: nodes evaluate round r's model at the start of round r+1's fit task, which opens as soon as round r aggregates; own-phase (when absent): an evaluation phase of its own before the next round opens.",
   consent: 'Layered consent: the model\'s purpose (basic or personalization) and the column holding each row\'s consent. Optional.',
   privacy: 'Differential privacy: central (client-level) at the coordinator, DP-SGD on nodes, the study budget. Optional.',
   'privacy.accountant': 'Privacy accountant: rdp or pld.',
@@ -134,6 +135,8 @@ export function initialConfig(plan: SpecPlan, options: StudyInitOptions): Record
     features: plan.spec,
     rounds: INIT_ROUNDS,
     minNodesPerRound: minNodes,
+    // Federated evaluation rides on the next round's fit tasks (issue 13): one task poll per node a round.
+    evaluationSchedule: 'with-next-fit' as const,
     ...(privacy ? { privacy } : {}),
     ...(profiles.length > 0 ? { jurisdictions: profiles.map((p) => p.jurisdiction) } : {}),
   };
@@ -162,7 +165,7 @@ function optionalExamples(plan: SpecPlan, config: Record<string, unknown>): Reco
   };
 }
 
-const SCHEMA_ORDER = ['name', 'task', 'model', 'strategy', 'release', 'features', 'training', 'rounds', 'minNodesPerRound', 'minNodesToStart', 'roundDeadlineSeconds', 'evaluationDeadlineSeconds', 'seed', 'autoAdvance', 'consent', 'privacy', 'bounds', 'jurisdictions', 'initFrom'];
+const SCHEMA_ORDER = ['name', 'task', 'model', 'strategy', 'release', 'features', 'training', 'rounds', 'minNodesPerRound', 'minNodesToStart', 'roundDeadlineSeconds', 'evaluationDeadlineSeconds', 'seed', 'autoAdvance', 'evaluationSchedule', 'consent', 'privacy', 'bounds', 'jurisdictions', 'initFrom'];
 // idColumn (a commented example) before seed: comments after a nested map's last key belong to the map, not to the next field.
 const TRAINING_ORDER = ['localEpochs', 'batchSize', 'learningRate', 'optimizer', 'validationFraction', 'idColumn', 'seed'];
 

@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { encodedWidth, FeatureSpec } from '../protocols/feature-spec.ts';
-import type { StudyConfig } from '../protocols/messages.ts';
+import type { StudyConfig, Task } from '../protocols/messages.ts';
 import { initBackend, readFeatureSpecFile } from '../models/index.ts';
 import { nodeKindFor, sharedKindSpecs } from '../models/kinds/index.ts';
+import type { NodeModelKind } from '../models/kinds/kind.ts';
 import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
 import type { NodeConfig } from './config.ts';
-import { DataSource } from './data.ts';
+import { DataSource, type LoadedData } from './data.ts';
 import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll, savedNode } from './identity.ts';
 import { checkFitTask, effectivePolicy, loadNodePolicy, type FitPermission } from './policy.ts';
@@ -18,7 +19,7 @@ import { checkStudyAgainstPolicy, privacyFacts, type PolicyProfile } from '../pr
 import { attackEvaluation, attackUpdate } from './attack.ts';
 import { Release, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
-import { BackOff, describeNetworkError, pause, pollTask, refuseForBudget } from './task.ts';
+import { BackOff, describeNetworkError, evaluationTaskOf, pause, pollTask, refuseForBudget } from './task.ts';
 import { witnessCheckpoint } from './witness.ts';
 import { LedgerCeilingError, NodePrivacyLedger } from './privacy-ledger.ts';
 import { evaluate, train, TrainingFailedError } from './train.ts';
@@ -129,9 +130,15 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
       continue;
     }
 
-    const release = Release.of(task.config);
+    const work: TaskWork = { config, client, trust, kind, model, globals, loaded, report, summary, log };
     try {
       if (task.kind === 'fit') {
+        // 'with-next-fit': the previous round's evaluation rides on this task (same model, one
+        // download); done first, whatever this node's permission to train says.
+        if (task.evaluate && (await evaluateBeforeFit(work, task)) === 'refused') {
+          await backOff.wait('privacy-ceiling');
+          continue;
+        }
         const permission = checkFitTask(task, policy, config, loaded.report.rows);
         if (!permission.allowed) {
           log.warn({ round: task.round, ...permission.details }, permission.message);
@@ -141,32 +148,8 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
           await backOff.wait(permission.state);
           continue;
         }
-        // 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send.
-        let trained = await train(kind, model, loaded, task, await globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
-        if (config.attack) trained = attackUpdate(config.attack, trained, await globals.fetch(task)); // demos and tests only (attack.ts)
-        const meta = release.update({ ...trained.facts, data: loaded.report });
-        const weights = release.weights(trained.weights);
-        const sealed = await seal(client, weights, trust);
-        const receipt = await sendUpdate(client, task, meta, sealed);
-        summary.roundsTrained++;
-        summary.bytesSent += sealed.plainBytes;
-        // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
-        log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((w) => `${w.name}[${w.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
-      } else {
-        // Evaluate: the global model on this node's validation rows, 5. release, 7. send.
-        // Under DP the evaluation is noised and charged to this data source's ledger first.
-        const ledger = release.dp ? NodePrivacyLedger.for(config, task.config.privacy?.accountant ?? 'rdp', config.maxEpsilonDelta, config.maxEpsilon) : undefined;
-        let evaluation = evaluate(kind, model, loaded, await globals.fetch(task), ledger ? { ledger, task } : undefined, log);
-        // --personalize, final round: a fine-tuned copy kept here; its statistics join the report (personalize.ts).
-        if (personalizesAt(config, task)) {
-          const global = await globals.fetch(task);
-          evaluation = await withPersonalized(evaluation, () => personalize(kind, task, loaded, global, config, release, ledger, log), task, log);
-        }
-        if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
-        await sendEvaluation(client, task, release.evaluation(evaluation));
-        summary.evaluations++;
-        log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind, ...(evaluation.spent ? { noised: true, ...evaluation.spent } : {}) }, 'sent evaluation (sufficient statistics)');
-      }
+        await fitAndSend(work, task, permission);
+      } else await evaluateAndSend(work, task);
       backOff.reset();
     } catch (err) {
       if (err instanceof NodeStoppedError) throw err;
@@ -186,6 +169,77 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     }
   }
   return summary;
+}
+
+/** What a task's work needs: the node's connection, model, verified global models and this task's data. */
+interface TaskWork {
+  config: NodeConfig;
+  client: CoordinatorClient;
+  trust: CoordinatorTrust;
+  kind: NodeModelKind;
+  model: ReturnType<NodeModelKind['createModel']>;
+  globals: GlobalModels;
+  loaded: LoadedData;
+  report: (s: StatusFacts) => Promise<void>;
+  summary: NodeRunSummary;
+  log: Logger;
+}
+
+/** 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send. */
+async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>): Promise<void> {
+  const { config, client, loaded, log } = w;
+  const release = Release.of(task.config);
+  let trained = await train(w.kind, w.model, loaded, task, await w.globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
+  if (config.attack) trained = attackUpdate(config.attack, trained, await w.globals.fetch(task)); // demos and tests only (attack.ts)
+  const meta = release.update({ ...trained.facts, data: loaded.report });
+  const weights = release.weights(trained.weights);
+  const sealed = await seal(client, weights, w.trust);
+  const receipt = await sendUpdate(client, task, meta, sealed);
+  w.summary.roundsTrained++;
+  w.summary.bytesSent += sealed.plainBytes;
+  // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
+  log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((t) => `${t.name}[${t.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
+}
+
+/**
+ * Evaluate: the global model on this node's validation rows, 5. release, 7. send. Under DP the
+ * evaluation is noised and charged to this data source's ledger first.
+ */
+async function evaluateAndSend(w: TaskWork, task: Task): Promise<void> {
+  const { config, loaded, log } = w;
+  const release = Release.of(task.config);
+  const ledger = release.dp ? NodePrivacyLedger.for(config, task.config.privacy?.accountant ?? 'rdp', config.maxEpsilonDelta, config.maxEpsilon) : undefined;
+  let evaluation = evaluate(w.kind, w.model, loaded, await w.globals.fetch(task), ledger ? { ledger, task } : undefined, log);
+  // --personalize, final round: a fine-tuned copy kept here; its statistics join the report (personalize.ts).
+  if (personalizesAt(config, task)) {
+    const global = await w.globals.fetch(task);
+    evaluation = await withPersonalized(evaluation, () => personalize(w.kind, task, loaded, global, config, release, ledger, log), task, log);
+  }
+  if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
+  await sendEvaluation(w.client, task, release.evaluation(evaluation));
+  w.summary.evaluations++;
+  log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind, ...(evaluation.spent ? { noised: true, ...evaluation.spent } : {}) }, 'sent evaluation (sufficient statistics)');
+}
+
+/**
+ * The evaluation a fit task carries (Task.evaluate), done as a standalone evaluate task is. The
+ * coordinator refusing it (its round closed at its deadline meanwhile) does not stop the
+ * training; a privacy ceiling does ('refused': the node said so, and trains no more either).
+ */
+async function evaluateBeforeFit(w: TaskWork, task: Task): Promise<'sent' | 'refused' | 'not-taken'> {
+  const owed = evaluationTaskOf(task);
+  try {
+    await evaluateAndSend(w, owed);
+    return 'sent';
+  } catch (err) {
+    if (err instanceof LedgerCeilingError) {
+      await refuseForBudget(w.report, owed, err, w.log); // nothing was released (task.ts)
+      return 'refused';
+    }
+    if (!(err instanceof CoordinatorRefusal)) throw err;
+    w.log.warn({ round: owed.round, status: err.status, code: err.code, reason: err.message }, 'coordinator refused the evaluation; training goes on');
+    return 'not-taken';
+  }
 }
 
 /** Logs why the node stops, at error level, and returns the error that ends it (its exit code says the class). */

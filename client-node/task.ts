@@ -25,6 +25,16 @@ export async function pollTask(client: CoordinatorClient, pollSeconds: number, l
   }
 }
 
+/**
+ * The evaluate task a fit task carries (Task.evaluate, evaluationSchedule 'with-next-fit'): the
+ * fit's starting model (version r, the same hash) evaluated for round r, by that round's deadline.
+ */
+export function evaluationTaskOf(task: Task): Task {
+  if (task.kind !== 'fit' || !task.evaluate) throw new Error(`task of round ${task.round} carries no evaluation`);
+  const { instructions: _instructions, evaluate, ...rest } = task;
+  return { ...rest, kind: 'evaluate', round: evaluate.round, deadline: evaluate.deadline };
+}
+
 /** The fit task's local-training instructions: the strategy's, or the study's training config. */
 export function instructionsOf(task: Task) {
   if (task.instructions) return task.instructions;

@@ -2,7 +2,10 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { DataReport, StudyConfig } from '../protocols/messages.ts';
 import { consentFilter, featureColumns, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
-import { DataError, encodeTable, readCsvTable, subset, type CsvTable, type EncodedData } from '../models/index.ts';
+// Not models/index.ts: it re-exports TensorFlow.js's side, which the node loads only on first need (issue 13).
+import { DataError } from '../models/errors.ts';
+import { encodeTable, subset, type EncodedData } from '../models/encode.ts';
+import { readCsvTable, type CsvTable } from '../models/csv-table.ts';
 import type { DataErrorKind } from '../models/errors.ts';
 import type { StatusFacts } from './release.ts';
 import { csvSource, type TableSource } from '../models/table-sources.ts';

@@ -10,7 +10,7 @@ import { encodeWeights } from '../protocols/weights-codec.ts';
 import { loadKindWeights, readKindWeights } from '../models/kinds/index.ts';
 import type { NodeModelKind, TrainArgs } from '../models/kinds/kind.ts';
 import { splitRows, subset, type EncodedData } from '../models/encode.ts';
-import type * as tf from '../models/tf.ts';
+import type { KindModel } from '../models/dense-ops.ts';
 import type { LoadedData } from './data.ts';
 import { LedgerCeilingError, type NodePrivacyLedger } from './privacy-ledger.ts';
 import type { EvaluatedFacts, Release } from './release.ts';
@@ -138,7 +138,7 @@ export async function personalize(kind: NodeModelKind, task: Task, data: LoadedD
  * data is not plain rows (recommendation's interactions, forecasting's series) cannot be split
  * that way: it fine-tunes for all the epochs at its own rate.
  */
-export async function fineTune(kind: NodeModelKind, model: tf.LayersModel, train: EncodedData, args: TrainArgs): Promise<void> {
+export async function fineTune(kind: NodeModelKind, model: KindModel, train: EncodedData, args: TrainArgs): Promise<void> {
   const epochs = args.instructions.localEpochs;
   // A forecast kind's training rows look plain, but it scores only rows that carry their series'
   // seasonal-naive values and scales (the validation rows): it fine-tunes without the split.
@@ -162,7 +162,7 @@ const PLAIN_ROW_KEYS = new Set(['x', 'y', 'n', 'width', 'report', 'filled']);
 const FINE_TUNE_RATE = 0.1;
 
 /** Both models' exact metrics on this node's validation rows, for its own log only. */
-function localMetrics(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, weights: WeightSet, task: Task): PooledMetrics {
+function localMetrics(kind: NodeModelKind, model: KindModel, data: LoadedData, weights: WeightSet, task: Task): PooledMetrics {
   loadKindWeights(kind, model, weights);
   return poolStudyEvaluation(task.config, [kind.evaluate(model, data.validation).stats]);
 }

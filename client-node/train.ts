@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { NodePrivacySpend, Task } from '../protocols/messages.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { loadKindWeights, readKindWeights } from '../models/kinds/index.ts';
-import type * as tf from '../models/tf.ts';
+import type { KindModel } from '../models/dense-ops.ts';
 import type { NodeModelKind } from '../models/kinds/kind.ts';
 import type { LoadedData } from './data.ts';
 import type { NodePrivacyLedger } from './privacy-ledger.ts';
@@ -28,7 +28,7 @@ export interface Trained {
 
 export async function train(
   kind: NodeModelKind,
-  model: tf.LayersModel,
+  model: KindModel,
   data: LoadedData,
   task: Task,
   global: WeightSet,
@@ -87,7 +87,7 @@ function checkTrainingOutcome(round: number, loss: number, weights: WeightSet): 
  * Evaluates a global model on the node's validation rows: the kind's statistics and mean loss.
  * A loss that is not finite is left out (the report's loss is optional), never reported as 0.
  */
-export function evaluate(kind: NodeModelKind, model: tf.LayersModel, data: LoadedData, global: WeightSet, privacy?: EvaluationPrivacy, log?: Logger): EvaluatedFacts {
+export function evaluate(kind: NodeModelKind, model: KindModel, data: LoadedData, global: WeightSet, privacy?: EvaluationPrivacy, log?: Logger): EvaluatedFacts {
   loadKindWeights(kind, model, global);
   const dp = evaluationDp(privacy?.task.config.privacy);
   if (!dp) {

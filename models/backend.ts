@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
-import * as tf from './tf.ts';
+import { tensorFlowLoaded } from './tf-loaded.ts';
+import { loadTensorFlow } from './tfjs-side.ts';
+import { fusedTrainerWanted } from './trainer-choice.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -10,6 +12,9 @@ const ORDER: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
 /** Settles, never rejects, with the backend in use after the latest attempt (undefined before any). */
 let chain: Promise<string | undefined> = Promise.resolve(undefined);
 let active: string | undefined;
+
+/** A backend initBackend was asked for before TensorFlow.js was loaded: started by the first loadTensorFlow(). */
+let deferred: { preferred: BackendName | undefined } | undefined;
 
 /**
  * Selects the TensorFlow.js backend, fastest first: `tensorflow` (native, from the optional
@@ -21,19 +26,51 @@ let active: string | undefined;
  * in use) returns the current backend; a call with another `preferred` switches to it. Calls are
  * serialized, so concurrent calls do not race.
  *
+ * Lazy where nothing needs TensorFlow.js yet (issue 13: a node's start-up spent ~0.4 CPU-s
+ * importing it and more starting its wasm backend, for a trainer that does not use it): when no
+ * module has loaded TensorFlow.js (models/tf-loaded.ts) and the fused trainer is the default
+ * (no FEDMARK_TRAINER=tfjs), the choice is only recorded (an unknown name still throws) and the
+ * promise says so, e.g. "wasm (loaded on first use)"; the first loadTensorFlow()
+ * (models/tfjs-side.ts: DP-SGD, a TensorFlow.js model) starts it then, and fails then if it
+ * cannot. Code that uses TensorFlow.js imports it statically, so for it this call starts the backend now.
+ *
  * Models live on the backend that was current when they were created: choose it first.
  */
 export function initBackend(preferred?: BackendName): Promise<string> {
+  if (tensorFlowLoaded()) {
+    deferred = undefined;
+    return selectNow(preferred);
+  }
+  if (preferred !== undefined && !ORDER.includes(preferred)) return Promise.reject(unknownBackend(preferred));
+  deferred = { preferred };
+  // FEDMARK_TRAINER=tfjs: every training and prediction needs it, some synchronously: load it now.
+  if (!fusedTrainerWanted()) return loadTensorFlow().then(() => active ?? 'none');
+  return Promise.resolve(`${preferred ?? `the first of ${ORDER.join(', ')} that starts`} (loaded on first use)`);
+}
+
+/** Starts the backend a deferred initBackend recorded (once); loadTensorFlow calls it. */
+export async function initDeferredBackend(): Promise<string | undefined> {
+  if (deferred === undefined) return active;
+  const { preferred } = deferred;
+  deferred = undefined;
+  return selectNow(preferred);
+}
+
+function selectNow(preferred: BackendName | undefined): Promise<string> {
   const before = chain;
   const attempt = before.then((current) => select(current, preferred));
   chain = attempt.catch(() => before);
   return attempt;
 }
 
+function unknownBackend(name: string): Error {
+  return new Error(`unknown TensorFlow.js backend ${JSON.stringify(name)} (expected one of ${ORDER.join(', ')})`);
+}
+
 async function select(current: string | undefined, preferred: BackendName | undefined): Promise<string> {
   if (current !== undefined && (preferred === undefined || preferred === current)) return current;
   if (preferred !== undefined) {
-    if (!ORDER.includes(preferred)) throw new Error(`unknown TensorFlow.js backend ${JSON.stringify(preferred)} (expected one of ${ORDER.join(', ')})`);
+    if (!ORDER.includes(preferred)) throw unknownBackend(preferred);
     const problem = await tryBackend(preferred);
     if (problem !== null) throw new Error(`cannot use the TensorFlow.js backend "${preferred}": ${problem}`);
     return (active = preferred);
@@ -47,7 +84,7 @@ async function select(current: string | undefined, preferred: BackendName | unde
   throw new Error(`no TensorFlow.js backend could start (${problems.join('; ')})`);
 }
 
-/** The backend initBackend selected, or undefined before it succeeded once. */
+/** The backend initBackend selected, or undefined before it succeeded once (or while deferred). */
 export function currentBackend(): string | undefined {
   return active;
 }
@@ -55,6 +92,7 @@ export function currentBackend(): string | undefined {
 /** Starts one backend; returns null on success or why it failed. */
 async function tryBackend(name: BackendName): Promise<string | null> {
   try {
+    const tf = await import('./tf.ts');
     if (name === 'tensorflow') {
       // Optional dependency, usually absent: import by a computed name so that neither TypeScript
       // nor a bundler insists on resolving it.
@@ -84,7 +122,7 @@ async function tryBackend(name: BackendName): Promise<string | null> {
     if (!(await tf.setBackend(name))) return 'initialization failed (TensorFlow.js logged why above)';
     await tf.ready();
     if (tf.getBackend() !== name) return `TensorFlow.js stayed on "${tf.getBackend()}"`;
-    if (name === 'cpu') silenceCpuBanner();
+    if (name === 'cpu') silenceCpuBanner(tf);
     return null;
   } catch (err) {
     return firstLine(err);
@@ -106,7 +144,7 @@ function wasmDistDirectory(): string | undefined {
  * tfjs-node" banner on its first tensor. Trigger that first write now with tfjs's own warnings
  * switched off (its PROD flag only silences warnings), and switch them back on.
  */
-function silenceCpuBanner(): void {
+function silenceCpuBanner(tf: typeof import('./tf.ts')): void {
   const env = tf.env();
   const prod = env.getBool('PROD');
   env.set('PROD', true);

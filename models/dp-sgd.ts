@@ -7,6 +7,9 @@ import type { EncodedData } from './encode.ts';
 import { bceLoss, type OutputLoss } from './losses.ts';
 import { globalTensors, type Proximal } from './train.ts';
 import { activate, activationDerivative, asHiddenActivation, type HiddenActivation } from './activations.ts';
+import { isDenseModel, type DenseModel } from './dense-model.ts';
+import { trainModelDpSgd } from './dense-ops.ts';
+import { provideTfjs } from './tfjs-side.ts';
 
 /**
  * Record-level DP-SGD on a node (Abadi et al. 2016, "Deep Learning with Differential Privacy"):
@@ -155,7 +158,9 @@ export function clippedGradientSumNaive(layers: Layer[], x: tf.Tensor2D, y: tf.T
  * the public global model, never of a row. Adding it is post-processing of the private gradient,
  * so it costs no privacy, and clipping it would only bias it (it bounds no row's influence).
  */
-export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, config: DpSgdConfig, noise: GaussianNoise = new GaussianNoise(), options: DpSgdOptions = {}): Promise<DpSgdResult> {
+export async function trainDpSgd(model: tf.LayersModel | DenseModel, data: EncodedData, config: DpSgdConfig, noise: GaussianNoise = new GaussianNoise(), options: DpSgdOptions = {}): Promise<DpSgdResult> {
+  // A dense model trains as a TensorFlow.js copy of itself (dense-ops.ts), weights copied back.
+  if (isDenseModel(model)) return trainModelDpSgd(model, data, config, noise, options);
   const lossFn = options.loss ?? bceLoss;
   const layers = denseLayers(model, lossFn.output);
   const mu = options.proximal?.mu ?? 0;
@@ -227,3 +232,6 @@ export async function trainDpSgd(model: tf.LayersModel, data: EncodedData, confi
 }
 
 export { denseLayers as dpSgdLayers };
+
+// The node's dense models reach it through models/tfjs-side.ts without importing TensorFlow.js.
+provideTfjs({ trainDpSgd });

@@ -8,6 +8,7 @@ import type * as tf from './tf.ts';
 import { FusedMlp } from './fused-mlp.ts';
 import { readParams } from './fused-mlp-weights.ts';
 import { denseLayoutOf } from './fused-mlp-train.ts';
+import { forwardScores } from './dense-ops.ts';
 
 /**
  * The model's outputs for `n` rows of `x` (checked by the caller): sigmoid(z) for a sigmoid
@@ -17,15 +18,8 @@ export function predictScoresFused(model: tf.LayersModel, x: Float32Array, n: nu
   const layout = denseLayoutOf(model);
   if (layout === null || layout.widths[0] !== width) return null;
   const sigmoid = model.layers[model.layers.length - 1].getConfig().activation === 'sigmoid';
-  const scores = new Float32Array(n);
-  if (n === 0) return scores;
+  if (n === 0) return new Float32Array(0);
   const net = new FusedMlp(layout, Math.min(n, blockRows));
   readParams(model, net);
-  for (let start = 0; start < n; start += net.maxRows) {
-    const rows = Math.min(net.maxRows, n - start);
-    const z = net.forward(x.subarray(start * width, (start + rows) * width), rows);
-    if (!sigmoid) scores.set(z, start);
-    else for (let i = 0; i < rows; i++) scores[start + i] = 1 / (1 + Math.exp(-z[i]));
-  }
-  return scores;
+  return forwardScores(net, x, n, width, sigmoid);
 }

@@ -12,26 +12,14 @@
  */
 import * as tf from './tf.ts';
 import type { TrainingConfig } from '../protocols/training-config.ts';
-import { mulberry32, shuffleInPlace } from '../protocols/random.ts';
 import type { EncodedData } from './encode.ts';
 import type { OutputLoss } from './losses.ts';
 import { FusedMlp, type FusedActivation, type FusedLayout } from './fused-mlp.ts';
-import { FusedAdam, FusedSgd, type FusedOptimizer, type FusedProximal } from './fused-mlp-optim.ts';
+import { runFusedTraining } from './fused-mlp-loop.ts';
 import { globalsFlat, readParams, writeParams } from './fused-mlp-weights.ts';
 import type { TrainOptions, TrainResult } from './train.ts';
 
-export const TRAINERS = ['tfjs', 'fused'] as const;
-
-/**
- * True unless FEDMARK_TRAINER=tfjs: the fused trainer (and its forward pass for predictions) is
- * the default wherever it covers the model; a clear error for an unknown value.
- */
-export function fusedTrainerWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  const value = env.FEDMARK_TRAINER;
-  if (value === undefined || value === '' || value === 'fused') return true;
-  if (value === 'tfjs') return false;
-  throw new RangeError(`FEDMARK_TRAINER must be one of ${TRAINERS.join(', ')}, got ${JSON.stringify(value)}`);
-}
+export { TRAINERS, fusedTrainerWanted } from './trainer-choice.ts';
 
 /** The model's layout if the fused trainer can train it with this loss, else null. */
 export function fusedLayoutOf(model: tf.LayersModel, loss: OutputLoss): FusedLayout | null {
@@ -67,14 +55,6 @@ export function denseLayoutOf(model: tf.LayersModel, output?: 'sigmoid' | 'linea
   return { widths, hidden };
 }
 
-/** A fresh optimizer as trainLocal's `makeOptimizer`, with tfjs's backend epsilon for Adam. */
-function makeOptimizer(config: TrainingConfig, net: FusedMlp, proximal: FusedProximal | undefined): FusedOptimizer {
-  if (config.optimizer === 'sgd') return new FusedSgd(net, config.learningRate, proximal);
-  return new FusedAdam(net, config.learningRate, proximal, { epsilon: tf.backend().epsilon() });
-}
-
-const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 /**
  * trainLocal on the fused trainer, or null when the model is not one it covers (the caller
  * then trains with TensorFlow.js). The caller has checked the data against the model.
@@ -82,45 +62,11 @@ const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 export async function trainLocalFused(model: tf.LayersModel, data: EncodedData, config: TrainingConfig, loss: OutputLoss, options: TrainOptions = {}): Promise<TrainResult | null> {
   const layout = fusedLayoutOf(model, loss);
   if (layout === null) return null;
-  const { n, width, x, y } = data;
-  const batchSize = Math.max(1, Math.min(config.batchSize, n));
-  const mu = options.proximal?.mu ?? 0;
-  if (!(mu >= 0) || !Number.isFinite(mu)) throw new RangeError(`trainLocal: proximal mu must be finite and >= 0, got ${mu}`);
+  const batchSize = Math.max(1, Math.min(config.batchSize, data.n));
   const net = new FusedMlp(layout, batchSize);
   readParams(model, net);
-  const proximal = mu > 0 ? { mu, global: globalsFlat(model, net, options.proximal!.global) } : undefined;
-  const optimizer = makeOptimizer(config, net, proximal);
-  const random = mulberry32(options.seed ?? config.seed);
-  const yieldEveryMs = options.yieldEveryMs ?? 50;
-  const order = new Int32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  const xb = net.input; // gathered in place: no copy into the network
-  const yb = new Float32Array(batchSize);
-  let steps = 0;
-  let lastLoss = Number.NaN;
-  let lastYield = performance.now();
-  for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-    shuffleInPlace(order, random);
-    let lossSum = 0;
-    for (let start = 0; start < n; start += batchSize) {
-      const size = Math.min(batchSize, n - start);
-      for (let r = 0; r < size; r++) {
-        const row = order[start + r];
-        const from = row * width;
-        const to = r * width;
-        for (let c = 0; c < width; c++) xb[to + c] = x[from + c];
-        yb[r] = y[row];
-      }
-      lossSum += net.lossAndGradient(xb, yb, size, loss);
-      optimizer.step();
-      steps++;
-      if (performance.now() - lastYield >= yieldEveryMs) {
-        await nextTick();
-        lastYield = performance.now();
-      }
-    }
-    if (epoch === config.localEpochs - 1) lastLoss = lossSum / n;
-  }
+  const global = options.proximal ? () => globalsFlat(model, net, options.proximal!.global) : undefined;
+  const result = await runFusedTraining(net, data, config, loss, options, global, tf.backend().epsilon());
   writeParams(net, model);
-  return { loss: lastLoss, numExamples: n, steps };
+  return result;
 }

@@ -5,6 +5,9 @@
 import * as tf from './tf.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import type { FusedMlp } from './fused-mlp.ts';
+import { flattenWeights } from './fused-mlp-loop.ts';
+
+export { flattenWeights };
 
 function checkShapes(model: tf.LayersModel, net: FusedMlp): void {
   if (model.layers.length !== net.layers) throw new RangeError(`fused trainer: the model has ${model.layers.length} layers, the fused network ${net.layers}`);
@@ -41,27 +44,6 @@ export function writeParams(net: FusedMlp, model: tf.LayersModel): void {
       layer.setWeights([tf.tensor2d(kernel, [k, n], 'float32'), tf.tensor1d(bias, 'float32')]);
     });
   });
-}
-
-/** A WeightSet (by name, protocol names) flattened into net's layout; checks names and shapes. */
-export function flattenWeights(net: FusedMlp, weights: WeightSet, what: string): Float32Array {
-  const byName = new Map(weights.map((t) => [t.name, t] as const));
-  const flat = new Float32Array(net.params.length);
-  for (let l = 0; l < net.layers; l++) {
-    const shapes: Array<[string, number[], number]> = [
-      [`dense_${l}/kernel`, [net.widths[l], net.widths[l + 1]], net.kernelOffsets[l]],
-      [`dense_${l}/bias`, [net.widths[l + 1]], net.biasOffsets[l]],
-    ];
-    for (const [name, shape, offset] of shapes) {
-      const t = byName.get(name);
-      if (t === undefined) throw new RangeError(`${what}: the global model has no tensor "${name}"`);
-      if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-        throw new RangeError(`${what}: tensor "${name}" is [${t.shape.join(', ')}] in the global model, [${shape.join(', ')}] in the local one`);
-      }
-      flat.set(t.values, offset);
-    }
-  }
-  return flat;
 }
 
 /** FedProx's global model in net's layout (the messages of train.ts's globalTensors). */

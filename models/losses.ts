@@ -1,4 +1,13 @@
-import * as tf from './tf.ts';
+import type * as Tf from './tf.ts';
+import { loadedTensorFlow } from './tf-loaded.ts';
+
+/**
+ * TensorFlow.js, looked up at call time: the tensor functions below (mean, meanFromOutput,
+ * gradient) only run on TensorFlow.js's side (its trainer, DP-SGD), which has loaded it; the fused
+ * trainer uses value / derivative, so the node's default path imports this module without loading
+ * TensorFlow.js (issue 13).
+ */
+const tf = new Proxy({} as typeof Tf, { get: (_, name) => loadedTensorFlow()[name as keyof typeof Tf] });
 
 /**
  * The loss of a model kind, written against the output unit's pre-activation z (the logit for
@@ -21,11 +30,11 @@ export interface OutputLoss {
   /** The output unit's activation this loss goes with. */
   readonly output: 'sigmoid' | 'linear';
   /** Mean loss of a batch from z ([n, 1]) and targets t ([n, 1]). */
-  mean(z: tf.Tensor, t: tf.Tensor): tf.Scalar;
+  mean(z: Tf.Tensor, t: Tf.Tensor): Tf.Scalar;
   /** Mean loss from the model's output (activation(z)): what model.apply gives. */
-  meanFromOutput(output: tf.Tensor, t: tf.Tensor): tf.Scalar;
+  meanFromOutput(output: Tf.Tensor, t: Tf.Tensor): Tf.Scalar;
   /** d (per-row loss) / d z, row by row ([n, 1]). */
-  gradient(z: tf.Tensor, t: tf.Tensor): tf.Tensor;
+  gradient(z: Tf.Tensor, t: Tf.Tensor): Tf.Tensor;
   /** One row's loss in float64 (evaluation, tests). */
   value(z: number, t: number): number;
   /** One row's d loss / d z in float64. */
@@ -36,8 +45,8 @@ export const bceLoss: OutputLoss = {
   name: 'bce',
   output: 'sigmoid',
   // The same call the binary training loop always made: identical numbers to before.
-  mean: (z, t) => tf.losses.sigmoidCrossEntropy(t, z) as tf.Scalar,
-  meanFromOutput: (p, t) => tf.metrics.binaryCrossentropy(t, p).mean() as tf.Scalar,
+  mean: (z, t) => tf.losses.sigmoidCrossEntropy(t, z) as Tf.Scalar,
+  meanFromOutput: (p, t) => tf.metrics.binaryCrossentropy(t, p).mean() as Tf.Scalar,
   gradient: (z, t) => tf.sub(tf.sigmoid(z), t),
   value: (z, t) => Math.max(z, 0) - z * t + Math.log1p(Math.exp(-Math.abs(z))),
   derivative: (z, t) => 1 / (1 + Math.exp(-z)) - t,
@@ -46,7 +55,7 @@ export const bceLoss: OutputLoss = {
 export const mseLoss: OutputLoss = {
   name: 'mse',
   output: 'linear',
-  mean: (z, t) => tf.mul(tf.mean(tf.square(tf.sub(z, t))), 0.5) as tf.Scalar,
+  mean: (z, t) => tf.mul(tf.mean(tf.square(tf.sub(z, t))), 0.5) as Tf.Scalar,
   meanFromOutput: (o, t) => mseLoss.mean(o, t),
   gradient: (z, t) => tf.sub(z, t),
   value: (z, t) => 0.5 * (z - t) ** 2,
@@ -61,7 +70,7 @@ export function huberLoss(delta: number): OutputLoss {
     mean: (z, t) => {
       const r = tf.abs(tf.sub(z, t));
       const a = tf.minimum(r, delta); // the quadratic part
-      return tf.mean(tf.add(tf.mul(tf.square(a), 0.5), tf.mul(tf.sub(r, a), delta))) as tf.Scalar;
+      return tf.mean(tf.add(tf.mul(tf.square(a), 0.5), tf.mul(tf.sub(r, a), delta))) as Tf.Scalar;
     },
     meanFromOutput: (o, t) => loss.mean(o, t),
     gradient: (z, t) => tf.clipByValue(tf.sub(z, t), -delta, delta),
@@ -86,7 +95,7 @@ export function tweedieLoss(power: number): OutputLoss {
       // t^b / (a b): the term that makes the loss 0 at mu = t (constant in z: no gradient).
       const constant = tf.div(tf.pow(t, b), a * b);
       const fit = tf.add(tf.div(tf.mul(t, tf.exp(tf.mul(z, a))), -a), tf.div(tf.exp(tf.mul(z, b)), b));
-      return tf.mean(tf.add(constant, fit)) as tf.Scalar;
+      return tf.mean(tf.add(constant, fit)) as Tf.Scalar;
     },
     meanFromOutput: (o, t) => loss.mean(o, t),
     gradient: (z, t) => tf.add(tf.neg(tf.mul(t, tf.exp(tf.mul(z, a)))), tf.exp(tf.mul(z, b))),

@@ -9,6 +9,8 @@ import {
   type TensorSpec,
   type WeightSet,
 } from '../protocols/tensors.ts';
+import { isDenseModel, type DenseModel } from './dense-model.ts';
+import { provideTfjs } from './tfjs-side.ts';
 
 /** Seed of the initial weights when createModel is not given one (the StudyConfig default). */
 export const DEFAULT_MODEL_SEED = 42;
@@ -66,7 +68,8 @@ function denseWeights(model: tf.LayersModel): DenseWeights[] {
 }
 
 /** Names and shapes of the model's tensors, as modelTensorSpecs would list them. */
-export function modelSpecsOf(model: tf.LayersModel): TensorSpec[] {
+export function modelSpecsOf(model: tf.LayersModel | DenseModel): TensorSpec[] {
+  if (isDenseModel(model)) return model.specs();
   const specs: TensorSpec[] = [];
   denseWeights(model).forEach(({ kernel, bias }, i) => {
     specs.push({ name: `dense_${i}/kernel`, shape: [...(kernel.shape as number[])] });
@@ -76,7 +79,8 @@ export function modelSpecsOf(model: tf.LayersModel): TensorSpec[] {
 }
 
 /** A copy of the model's weights (float32), named and ordered as modelTensorSpecs. */
-export function getWeights(model: tf.LayersModel): WeightSet {
+export function getWeights(model: tf.LayersModel | DenseModel): WeightSet {
+  if (isDenseModel(model)) return model.getWeights();
   const out: WeightSet = [];
   denseWeights(model).forEach(({ kernel, bias }, i) => {
     for (const [suffix, variable] of [['kernel', kernel], ['bias', bias]] as const) {
@@ -94,7 +98,8 @@ export function getWeights(model: tf.LayersModel): WeightSet {
  * exactly the model's (modelTensorSpecs), with matching shapes and finite values; otherwise a
  * TensorError names the tensor. Float64 values are rounded to float32.
  */
-export function setWeights(model: tf.LayersModel, weights: WeightSet): void {
+export function setWeights(model: tf.LayersModel | DenseModel, weights: WeightSet): void {
+  if (isDenseModel(model)) return model.setWeights(weights);
   const expected = modelSpecsOf(model);
   for (const t of weights) {
     const problem = describeTensorInconsistency(t);
@@ -124,3 +129,6 @@ function toTensor(values: Float32Array | Float64Array, shape: number[]): tf.Tens
   // Always a copy: the cpu backend keeps the array it is given, and the caller may reuse theirs.
   return tf.tensor(Float32Array.from(values), shape, 'float32');
 }
+
+// The node's dense models reach these through models/tfjs-side.ts without importing TensorFlow.js.
+provideTfjs({ createModel, getWeights, setWeights, modelSpecsOf });

@@ -8,6 +8,9 @@ import { bceLoss, type OutputLoss } from './losses.ts';
 import { modelSpecsOf } from './model-factory.ts';
 import { fusedTrainerWanted, trainLocalFused } from './fused-mlp-train.ts';
 import { predictScoresFused } from './fused-mlp-predict.ts';
+import { isDenseModel, type DenseModel } from './dense-model.ts';
+import { PREDICT_BATCH_ROWS, predictModel, trainModel } from './dense-ops.ts';
+import { provideTfjs } from './tfjs-side.ts';
 
 export interface TrainResult {
   /**
@@ -73,7 +76,6 @@ export function globalTensors(model: tf.LayersModel, global: WeightSet): tf.Tens
   });
 }
 
-const PREDICT_BATCH_ROWS = 8192;
 const EPSILON = 1e-7;
 
 interface Compiled {
@@ -116,8 +118,8 @@ function inputWidthOf(model: tf.LayersModel): number {
   return width;
 }
 
-function checkData(model: tf.LayersModel, data: EncodedData, what: string): void {
-  const width = inputWidthOf(model);
+function checkData(model: tf.LayersModel | DenseModel, data: EncodedData, what: string): void {
+  const width = isDenseModel(model) ? model.inputWidth : inputWidthOf(model);
   if (data.width !== width) throw new RangeError(`${what}: the data are ${data.width} wide but the model takes ${width} inputs (another feature spec?)`);
   if (data.x.length !== data.n * data.width || data.y.length !== data.n) {
     throw new RangeError(`${what}: inconsistent data (n=${data.n}, width=${data.width}, x has ${data.x.length} values, y ${data.y.length})`);
@@ -184,7 +186,8 @@ const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
  * Training yields to the event loop now and then: leave the model alone (no setWeights, no
  * dispose) until the promise settles.
  */
-export async function trainLocal(model: tf.LayersModel, data: EncodedData, config: TrainingConfig, options: TrainOptions = {}): Promise<TrainResult> {
+export async function trainLocal(model: tf.LayersModel | DenseModel, data: EncodedData, config: TrainingConfig, options: TrainOptions = {}): Promise<TrainResult> {
+  if (isDenseModel(model)) return trainModel(model, data, config, { ...options, loss: options.loss ?? bceLoss });
   checkData(model, data, 'trainLocal');
   const { n, width } = data;
   if (n === 0) throw new RangeError('trainLocal: no rows to train on');
@@ -273,7 +276,8 @@ export async function trainLocal(model: tf.LayersModel, data: EncodedData, confi
  * The model's outputs for `n` rows of row-major inputs `x` (`width` wide), in batches: predicted
  * probabilities for a sigmoid output, the raw output (a transformed target) for an identity one.
  */
-export function predictScores(model: tf.LayersModel, x: Float32Array, n: number, width: number): Float32Array {
+export function predictScores(model: tf.LayersModel | DenseModel, x: Float32Array, n: number, width: number): Float32Array {
+  if (isDenseModel(model)) return predictModel(model, x, n, width);
   if (x.length !== n * width) throw new RangeError(`predictScores: x has ${x.length} values, expected ${n} x ${width}`);
   const expected = inputWidthOf(model);
   if (width !== expected) throw new RangeError(`predictScores: the data are ${width} wide but the model takes ${expected} inputs`);
@@ -293,7 +297,7 @@ export function predictScores(model: tf.LayersModel, x: Float32Array, n: number,
 }
 
 /** Loss and AUC of the model on `data` (for a node: its held-out rows; for tests: a test split). */
-export function evaluateModel(model: tf.LayersModel, data: EncodedData): EvaluationResult {
+export function evaluateModel(model: tf.LayersModel | DenseModel, data: EncodedData): EvaluationResult {
   checkData(model, data, 'evaluateModel');
   const scores = predictScores(model, data.x, data.n, data.width);
   return { loss: logLoss(scores, data.y), auc: rocAuc(scores, data.y), scores };
@@ -310,3 +314,6 @@ export function logLoss(scores: ArrayLike<number>, labels: ArrayLike<number>): n
   }
   return total / n;
 }
+
+// The node's dense models reach these through models/tfjs-side.ts without importing TensorFlow.js.
+provideTfjs({ trainLocal, predictScores });

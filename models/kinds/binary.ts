@@ -1,12 +1,10 @@
-import type * as tf from '../tf.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { scoreHistogram } from '../../protocols/metrics.ts';
 import { outputActivation } from '../../protocols/model-spec.ts';
 import type { BinaryStats, NoisedBinaryStats } from '../../protocols/model-kinds/kind.ts';
-import { createModel } from '../model-factory.ts';
-import { trainDpSgd } from '../dp-sgd.ts';
+import { createDenseModel } from '../dense-model.ts';
+import { predictModel, trainModel, trainModelDpSgd, type KindModel } from '../dense-ops.ts';
 import { bceLoss, type OutputLoss } from '../losses.ts';
-import { predictScores, trainLocal } from '../train.ts';
 import type { EncodedData } from '../encode.ts';
 import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
 import { GaussianNoise } from '../../protocols/privacy/gaussian-noise.ts';
@@ -19,29 +17,29 @@ const EPSILON = 1e-7;
  * instructions overriding the study's localEpochs, learningRate and batchSize; FedProx's
  * proximal term in both when instructions.proximalMu > 0. `data.y` holds the loss's targets.
  */
-export async function trainWith(model: tf.LayersModel, data: EncodedData, args: TrainArgs, loss: OutputLoss): Promise<KindTrainResult> {
+export async function trainWith(model: KindModel, data: EncodedData, args: TrainArgs, loss: OutputLoss): Promise<KindTrainResult> {
   const mu = args.instructions.proximalMu ?? 0;
   const proximal = mu > 0 ? { mu, global: args.global } : undefined;
   if (args.dpSgd !== undefined) {
-    const dp = await trainDpSgd(model, data, args.dpSgd, undefined, { loss, proximal });
+    const dp = await trainModelDpSgd(model, data, args.dpSgd, undefined, { loss, proximal });
     return { loss: dp.loss, numExamples: data.n, steps: dp.steps, clippedFraction: dp.clippedFraction };
   }
   const { localEpochs, learningRate, batchSize } = args.instructions;
-  const result = await trainLocal(model, data, { ...args.study.training, localEpochs, learningRate, batchSize }, { seed: args.seed, loss, proximal });
+  const result = await trainModel(model, data, { ...args.study.training, localEpochs, learningRate, batchSize }, { seed: args.seed, loss, proximal });
   return { loss: result.loss, numExamples: result.numExamples, steps: result.steps };
 }
 
 /** Binary classification: one sigmoid output unit, binary cross-entropy. */
 export const binaryKind: NodeModelKind = {
   name: 'binary',
-  createModel(study: StudyConfig, inputWidth: number): tf.LayersModel {
-    return createModel(study.model, inputWidth, study.seed, outputActivation(study.task));
+  createModel(study: StudyConfig, inputWidth: number): KindModel {
+    return createDenseModel(study.model, inputWidth, study.seed, outputActivation(study.task));
   },
-  train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
+  train(model: KindModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
     return trainWith(model, data, args, bceLoss);
   },
-  evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: BinaryStats | NoisedBinaryStats } {
-    const scores = predictScores(model, data.x, data.n, data.width);
+  evaluate(model: KindModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: BinaryStats | NoisedBinaryStats } {
+    const scores = predictModel(model, data.x, data.n, data.width);
     if (dp) return { loss: Number.NaN, stats: noisedBinaryEvaluation(scores, data.y, dp) };
     return binaryEvaluation(scores, data.y);
   },

@@ -1,13 +1,11 @@
-import type * as tf from '../tf.ts';
 import { isNumericTarget, type FeatureSpec } from '../../protocols/feature-spec.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { forecastInitialWeights, forecastRegressionTask, forecastStats, type ForecastRow, type ForecastStats, type ForecastTask } from '../../protocols/model-kinds/forecast.ts';
 import type { EncodedData } from '../encode.ts';
 import type { ForecastEncoded } from '../forecast-features.ts';
 import { mseLoss } from '../losses.ts';
-import { setWeights } from '../model-factory.ts';
+import { predictModel, writeWeights, type KindModel } from '../dense-ops.ts';
 import { modelTensorSpecs } from '../../protocols/model-spec.ts';
-import { predictScores } from '../train.ts';
 import { trainWith } from './binary.ts';
 import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
 import { regressionEvaluation, regressionKind, regressionLoss, targetMap } from './regression.ts';
@@ -61,21 +59,21 @@ export function forecastKind(study: StudyConfig): NodeModelKind {
   const trainingTargets = (data: EncodedData) => Float32Array.from(data.y, (y, i) => map.toTraining(y, i, data));
   return {
     name: 'forecast',
-    createModel(s: StudyConfig, inputWidth: number): tf.LayersModel {
+    createModel(s: StudyConfig, inputWidth: number): KindModel {
       // The coordinator's round-0 weights for the same seed (forecastInitialWeights: output layer zeroed).
       const model = regression.createModel(s, inputWidth);
-      setWeights(model, forecastInitialWeights(modelTensorSpecs(s.model, inputWidth), s.seed));
+      writeWeights(model, forecastInitialWeights(modelTensorSpecs(s.model, inputWidth), s.seed));
       return model;
     },
-    train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
+    train(model: KindModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
       if (task.level === undefined) return regression.train(model, data, args);
       return trainWith(model, { ...data, y: trainingTargets(data) }, args, loss);
     },
-    evaluate(model: tf.LayersModel, data: ForecastEncoded, dp?: EvaluationNoise): { loss: number; stats: ForecastStats } {
+    evaluate(model: KindModel, data: ForecastEncoded, dp?: EvaluationNoise): { loss: number; stats: ForecastStats } {
       if (dp) throw new Error('task.kind "forecast" has no noised evaluation (forecast studies under DP are refused at creation)');
       const meta = data.forecast;
       if (!meta) throw new Error('forecast evaluation: the validation rows carry no series, seasonal-naive values or scales (load them with client-node/data-forecast.ts)');
-      const outputs = predictScores(model, data.x, data.n, data.width);
+      const outputs = predictModel(model, data.x, data.n, data.width);
       const identity = { transform: 'identity' as const, toTraining: (t: number) => t, fromOutput: (z: number) => z };
       const { loss: meanLoss } = regressionEvaluation(outputs, trainingTargets(data), trainingTargets(data), identity, loss, 0);
       return { loss: meanLoss, stats: forecastStats(forecastRows(outputs, data, meta, map), meta.scales) };

@@ -1,9 +1,8 @@
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { binaryKind } from './binary.ts';
 import type { NodeModelKind } from './kind.ts';
-import type * as tf from '../tf.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
-import { getWeights, modelSpecsOf, setWeights } from '../model-factory.ts';
+import { modelSpecs, readWeights, writeWeights, type KindModel } from '../dense-ops.ts';
 import { modelKind } from '../../protocols/model-kinds/kind.ts';
 import { specsOf, type TensorSpec } from '../../protocols/tensors.ts';
 import { regressionKind } from './regression.ts';
@@ -19,21 +18,21 @@ export function nodeKindFor(study: StudyConfig): NodeModelKind {
   return study.task.kind === 'binary' ? binaryKind : regressionKind(study);
 }
 
-/** Loads weights through the kind (a kind's own model object, or a tf.LayersModel by default). */
-export function loadKindWeights(kind: NodeModelKind, model: tf.LayersModel, weights: WeightSet): void {
+/** Loads weights through the kind (a kind's own model object, or a dense or TensorFlow.js model by default). */
+export function loadKindWeights(kind: NodeModelKind, model: KindModel, weights: WeightSet): void {
   if (kind.setWeights) kind.setWeights(model, weights);
-  else setWeights(model, weights);
+  else writeWeights(model, weights);
 }
 
 /** The model's weights through the kind, in protocol order. */
-export function readKindWeights(kind: NodeModelKind, model: tf.LayersModel): WeightSet {
-  return kind.getWeights ? kind.getWeights(model) : getWeights(model);
+export function readKindWeights(kind: NodeModelKind, model: KindModel): WeightSet {
+  return kind.getWeights ? kind.getWeights(model) : readWeights(model);
 }
 
 /**
  * The tensors a global model of the study holds: the kind's shared ones (every tensor of a dense
  * kind; recommendation's item factors and biases, never its node-local user factors).
  */
-export function sharedKindSpecs(study: StudyConfig, kind: NodeModelKind, model: tf.LayersModel): TensorSpec[] {
-  return kind.getWeights ? modelKind(study.task.kind).sharedTensors(specsOf(kind.getWeights(model))) : modelSpecsOf(model);
+export function sharedKindSpecs(study: StudyConfig, kind: NodeModelKind, model: KindModel): TensorSpec[] {
+  return kind.getWeights ? modelKind(study.task.kind).sharedTensors(specsOf(kind.getWeights(model))) : modelSpecs(model);
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type * as tf from '../tf.ts';
+import type { KindModel } from '../dense-ops.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { initialWeights } from '../../protocols/model-spec.ts';
 import { ITEM_BIAS, ITEM_FACTORS, numItems, recommendStats, recommendTensorSpecs, USER_FACTORS, type RecommendStats, type RecommendTask } from '../../protocols/model-kinds/recommend.ts';
@@ -111,7 +111,7 @@ export function loadRecommendWeights(m: RecommendModel, weights: WeightSet): voi
   }
 }
 
-const asModel = (model: tf.LayersModel) => model as unknown as RecommendModel;
+const asModel = (model: KindModel) => model as unknown as RecommendModel;
 
 /** Local training: fold-in against the global items, then BPR epochs (or user-level DP-SGD). */
 export function trainRecommend(m: RecommendModel, data: RecommendData, args: TrainArgs): KindTrainResult {
@@ -145,7 +145,7 @@ export function recommendKind(study: StudyConfig): NodeModelKind {
   taskOf(study);
   return {
     name: 'recommend',
-    createModel: (s) => createRecommendModel(s) as unknown as tf.LayersModel,
+    createModel: (s) => createRecommendModel(s) as unknown as KindModel,
     getWeights: (model) => recommendWeights(asModel(model)),
     setWeights: (model, weights) => loadRecommendWeights(asModel(model), weights),
     train: async (model, data, args) => trainRecommend(asModel(model), recommendDataOf(data), args),

@@ -1,14 +1,13 @@
-import type * as tf from '../tf.ts';
 import { isNumericTarget, type NumericTarget } from '../../protocols/feature-spec.ts';
 import type { StudyConfig } from '../../protocols/messages.ts';
 import { outputActivation } from '../../protocols/model-spec.ts';
 import type { NoisedRegressionStats, RegressionStats, TaskSpec } from '../../protocols/model-kinds/kind.ts';
 import { noisedRegressionEvaluation, residualClipOf } from '../../protocols/privacy/noised-regression.ts';
-import { createModel } from '../model-factory.ts';
+import { createDenseModel } from '../dense-model.ts';
+import { predictModel, type KindModel } from '../dense-ops.ts';
 import type { EncodedData } from '../encode.ts';
 import { DataError } from '../errors.ts';
 import { huberLoss, mseLoss, tweedieLoss, type OutputLoss } from '../losses.ts';
-import { predictScores } from '../train.ts';
 import { trainWith } from './binary.ts';
 import type { EvaluationNoise, KindTrainResult, NodeModelKind, TrainArgs } from './kind.ts';
 
@@ -106,14 +105,14 @@ export function regressionKind(study: StudyConfig): NodeModelKind {
   const loss = regressionLoss(task);
   return {
     name: 'regression',
-    createModel(s: StudyConfig, inputWidth: number): tf.LayersModel {
-      return createModel(s.model, inputWidth, s.seed, outputActivation(s.task));
+    createModel(s: StudyConfig, inputWidth: number): KindModel {
+      return createDenseModel(s.model, inputWidth, s.seed, outputActivation(s.task));
     },
-    train(model: tf.LayersModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
+    train(model: KindModel, data: EncodedData, args: TrainArgs): Promise<KindTrainResult> {
       return trainWith(model, withTrainingTargets(data, map, target.column), args, loss);
     },
-    evaluate(model: tf.LayersModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: RegressionStats | NoisedRegressionStats } {
-      const outputs = predictScores(model, data.x, data.n, data.width);
+    evaluate(model: KindModel, data: EncodedData, dp?: EvaluationNoise): { loss: number; stats: RegressionStats | NoisedRegressionStats } {
+      const outputs = predictModel(model, data.x, data.n, data.width);
       if (dp) {
         // Under DP only the noised, clipped residual sums leave (protocols/privacy/noised-regression.ts).
         const residuals = Array.from(outputs, (z, i) => map.fromOutput(z) - data.y[i]);

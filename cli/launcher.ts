@@ -42,7 +42,9 @@ function reusableBuild(cache: string): string | undefined {
         const now = statSync(path, { throwIfNoEntry: false });
         return now !== undefined && now.size === s.size && now.mtimeMs === s.mtimeMs;
       });
-      if (same && Object.keys(stamps).length > 0 && existsSync(join(dir, 'fedmark-cli.mjs'))) return dir;
+      // Built from this checkout's entry: a node_modules shared by two checkouts (a symlink) holds builds of both.
+      const ours = resolve(ENTRY) in stamps;
+      if (same && ours && existsSync(join(dir, 'fedmark-cli.mjs'))) return dir;
     } catch {
       // a damaged manifest: not reused
     }

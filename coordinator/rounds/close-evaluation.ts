@@ -35,7 +35,7 @@ export const REFUSED_FOR_BUDGET = 'privacy-budget';
  * that do not add up, anything that makes pooling throw) is excluded, with an
  * `evaluation.excluded` audit entry naming the node and why, and the round completes without it.
  */
-export async function closeEvaluation(tx: Db, row: RoundRow, config: StudyConfig, strategy: Strategy, t: Date): Promise<EvaluationClosing | undefined> {
+export async function closeEvaluation(tx: Db, row: Pick<RoundRow, 'study_id' | 'round' | 'evaluation_deadline'>, config: StudyConfig, strategy: Strategy, t: Date): Promise<EvaluationClosing | undefined> {
   const { study_id: studyId, round } = row;
   const evaluations = await listRoundEvaluations(tx, studyId, round);
   const updaters = await listUpdaterIds(tx, studyId, round);

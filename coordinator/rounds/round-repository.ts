@@ -26,6 +26,18 @@ export async function lockRound(tx: Db, studyId: string, round: number): Promise
   return tx.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
 }
 
+/** A round's phase, participants and deadlines: what a caller deciding on the phase needs. */
+export type RoundHead = Pick<RoundRow, 'study_id' | 'round' | 'phase' | 'participants' | 'fit_deadline' | 'evaluation_deadline'>;
+
+/**
+ * Locks one round row like lockRound, reading only its head: not the state blobs (accumulator,
+ * server state, next server state: up to 8 bytes a parameter each, e.g. FedAdam's moments), which
+ * only the fit phase's intake and close use.
+ */
+export async function lockRoundHead(tx: Db, studyId: string, round: number): Promise<RoundHead | undefined> {
+  return tx.selectFrom('rounds').select(['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline']).where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+}
+
 /** The round before `round`, for the server state it handed on. */
 export async function previousRound(tx: Db, studyId: string, round: number): Promise<Pick<RoundRow, 'round' | 'phase' | 'server_state' | 'next_server_state' | 'mechanism'> | undefined> {
   return tx

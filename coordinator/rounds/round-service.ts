@@ -20,6 +20,7 @@ import {
   listStudyOpenRounds,
   listUpdateContributions,
   lockRound,
+  lockRoundHead,
   type RoundRow,
 } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
@@ -128,11 +129,13 @@ export function createRoundService(deps: {
     const config = await studies.getConfig(studyId);
     const transitionStarted = performance.now();
     const outcome = await db.transaction().execute(async (tx) => {
-      const row = await lockRound(tx, studyId, round);
-      if (!row) return undefined;
+      // The head first: only closing a fit phase needs the row's state blobs (read again below,
+      // under the lock already held); an evaluation phase's close and a closed round do not.
+      const head = await lockRoundHead(tx, studyId, round);
+      if (!head) return undefined;
       const t = now();
-      if (row.phase === 'fit') return closeFitOrFail(tx, row, config, t);
-      if (row.phase === 'evaluate') return (await closeEvaluation(tx, row, config, deps.strategyFor(config), t)) ?? { kind: 'evaluating' as const };
+      if (head.phase === 'fit') return closeFitOrFail(tx, (await lockRound(tx, studyId, round))!, config, t);
+      if (head.phase === 'evaluate') return (await closeEvaluation(tx, head, config, deps.strategyFor(config), t)) ?? { kind: 'evaluating' as const };
       return { kind: 'closed' as const };
     });
     if (!outcome) return;

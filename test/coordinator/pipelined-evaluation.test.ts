@@ -2,7 +2,8 @@ import { expect } from 'vitest';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import type { StudyConfigInput, Task } from '../../protocols/messages.ts';
-import { defaultMeta, describeOnEachBackend, evaluation, tinyStudy, type Harness, type TestNode } from './harness.ts';
+import { computeEpsilon } from '../../protocols/privacy/index.ts';
+import { defaultMeta, describeOnEachBackend, evaluation, noisedEvaluation, tinyStudy, withPublicMetadata, type Harness, type TestNode } from './harness.ts';
 
 /**
  * evaluationSchedule 'with-next-fit' (issue 13): round r+1 opens as soon as round r aggregates,
@@ -141,5 +142,26 @@ describeOnEachBackend('evaluationSchedule with-next-fit', (run) => {
     await h.built.rounds.advanceRound(studyId, 2);
     expect(await h.until(async () => ((await phaseOf(h, studyId, 3)) === 'fit' ? true : undefined))).toBe(true);
     expect(await phaseOf(h, studyId, 2)).toBe('evaluate');
+  });
+
+  run('a budget that cannot pay for round r+1 stops the study only once round r has closed with its evaluations', async (h) => {
+    const central = { noiseMultiplier: 2, clipping: { kind: 'fixed' as const, norm: 1 }, nodeSamplingRate: 1 };
+    const eps = (r: number) => computeEpsilon({ q: 1, sigma: 2, steps: r, delta: 1e-5 }, 'rdp');
+    const studyId = await h.createStudy(tinyStudy(withPublicMetadata({ rounds: 3, minNodesPerRound: 2, minNodesToStart: 2, evaluationSchedule: 'with-next-fit', privacy: { accountant: 'rdp', delta: 1e-5, budgetEpsilon: (eps(1) + eps(2)) / 2, central } })));
+    const nodes = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await waitTask(h, nodes[0], 1, 'fit');
+    await submitAll(h, studyId, 1, nodes);
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'evaluate' ? true : undefined));
+    // No round 2 (the budget cannot pay for it), and not stopped yet: round 1 still evaluates.
+    for (const node of nodes) expect(await taskOf(h, node)).toMatchObject({ kind: 'evaluate', round: 1 });
+    expect(await studyState(h, studyId)).toBe('running');
+    for (const node of nodes) expect((await h.nodePost(node, `/v1/studies/${studyId}/rounds/1/evaluations`, noisedEvaluation([0, 1], [1, 0]), `${studyId}/1`)).status).toBe(201);
+    const study = await h.until(async () => {
+      const s = await h.built.db.selectFrom('studies').select(['state', 'stop_reason']).where('id', '=', studyId).executeTakeFirstOrThrow();
+      return s.state === 'stopped' ? s : undefined;
+    });
+    expect(study.stop_reason).toMatch(/privacy budget: round 2/);
+    expect((await rounds(h, studyId)).map((r) => r.phase)).toEqual(['completed']);
+    expect(await h.built.db.selectFrom('privacy_ledger').select('round').where('study_id', '=', studyId).execute()).toEqual([{ round: 1 }]);
   });
 }, 120_000);

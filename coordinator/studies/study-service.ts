@@ -15,9 +15,9 @@ import type { CoordinatorKeyring } from '../identity.ts';
 import { appendAudit } from '../audit/audit-log.ts';
 import type { Principal } from '../auth/principal.ts';
 import { authorizeModelRead, visibleRound, visibleStatus, visibleUpdate } from '../auth/visibility.ts';
-import { listStudyNodes, nodeIdsInRegion, regionHasNode } from '../nodes/repository.ts';
-import { findRound, listRoundUpdates, listRounds, updateCountsByRound } from '../rounds/round-repository.ts';
-import { closedRoundCounts, findModel, findStudyConfig, findStudyRow, insertModel, insertStudy, latestModelVersion, listStudyRows, modelHashes } from './repository.ts';
+import { nodeIdsInRegion, regionHasNode } from '../nodes/repository.ts';
+import { findRound, listRoundUpdates } from '../rounds/round-repository.ts';
+import { closedRoundCounts, findModel, findStudyConfig, findStudyRow, findStudyStatusRows, insertModel, insertStudy, latestModelVersion, listStudyRows } from './repository.ts';
 import { policyViolationsFor, studyPlan, violationField } from './study-plan.ts';
 import { stopStudy } from './stop-study.ts';
 import { loadWarmStart, recordedInitFrom } from './init-from.ts';
@@ -222,17 +222,15 @@ function createModelStore(db: Db) {
 
 /** A study's status: state, nodes, and a summary of each round. */
 async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
-  const study = await findStudyRow(db, studyId);
-  if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
-  const nodes = await listStudyNodes(db, studyId);
-  const rounds = await listRounds(db, studyId);
-  const shaByVersion = await modelHashes(db, studyId);
-  const receivedByRound = await updateCountsByRound(db, studyId);
+  const rows = await findStudyStatusRows(db, studyId);
+  if (!rows) throw new NotFoundError(`study ${studyId} does not exist`);
+  const { study, rounds } = rows;
+  const nodes = study.nodes;
   const summaries: RoundSummary[] = rounds.map((r) => ({
     round: r.round,
     phase: r.phase,
     participants: r.participants,
-    updatesReceived: receivedByRound.get(r.round) ?? 0,
+    updatesReceived: Number(r.updates_received ?? 0),
     numExamples: r.num_examples,
     meanLoss: r.mean_loss,
     validationAuc: r.validation_auc,
@@ -245,7 +243,7 @@ async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
     failureReason: r.failure_reason,
     startedAt: new Date(r.started_at).toISOString(),
     closedAt: r.closed_at ? new Date(r.closed_at).toISOString() : null,
-    modelSha256: shaByVersion.get(r.round) ?? null,
+    modelSha256: r.model_sha256 ?? null,
   }));
   return {
     id: study.id,

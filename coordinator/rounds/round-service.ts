@@ -121,6 +121,17 @@ export function createRoundService(deps: {
     await openNextRound(studyId, 'auto');
   }
 
+  /** Opens the next round if it may (which wakes the study's watchers); wakes them anyway if not. */
+  async function openOrNotify(studyId: string): Promise<void> {
+    try {
+      if (await openNextRound(studyId, 'auto')) return;
+    } catch (err) {
+      notify(studyId); // the evaluation tasks of the round that aggregated are due either way
+      throw err;
+    }
+    notify(studyId);
+  }
+
   /**
    * Moves a round forward if it can: closes the fit phase when every participant reported or the
    * deadline passed, closes the evaluation the same way. Idempotent: calling it twice is harmless.
@@ -141,7 +152,7 @@ export function createRoundService(deps: {
     if (!outcome) return;
     // Still waiting for evaluations: under 'with-next-fit' the next round may already be due (an
     // opening after the aggregation that failed and was retried from here, a restart).
-    if (outcome.kind === 'evaluating') return pipelined(config) ? maybeStartNextRound(studyId) : undefined;
+    if (outcome.kind === 'evaluating') return pipelined(config) ? openOrNotify(studyId) : undefined;
     // Closed already (by another trigger, or by an earlier attempt of this one whose opening of
     // the next round failed after the close committed): the next round may still be due.
     if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
@@ -150,10 +161,12 @@ export function createRoundService(deps: {
       log.info({ studyId, round, nodes: outcome.nodes, meanLoss: outcome.meanLoss, modelSha256: outcome.sha256, aggregateMs }, 'round aggregated');
       observe({ kind: 'aggregated', studyId, round, aggregateMs });
       schedule(studyId, round, outcome.evaluationDeadline);
-      notify(studyId);
       // 'with-next-fit': round r+1 opens now, beside round r's evaluation; its fit tasks carry
       // the evaluation of model r (tasks.ts), so a round costs one task poll per node, not two.
-      if (pipelined(config)) await maybeStartNextRound(studyId);
+      // The nodes are woken once, by the opening: woken before it, they would take round r's
+      // evaluation as a task of its own, then round r+1's fit as another.
+      if (pipelined(config)) return openOrNotify(studyId);
+      notify(studyId);
       return;
     }
     observe({ kind: outcome.kind, studyId, round });

@@ -91,6 +91,17 @@ describeOnEachBackend('evaluationSchedule with-next-fit', (run) => {
     expect(status.body.rounds.map((r: { validationAuc: number | null }) => r.validationAuc !== null)).toEqual([true, true, true]);
   });
 
+  run('a node long-polling when the round aggregates is woken by the next round, and gets its fit task with the evaluation', async (h) => {
+    const { studyId, nodes } = await threeNodes(h, { rounds: 2, evaluationSchedule: 'with-next-fit' });
+    const [a, b, c] = nodes;
+    await submitAll(h, studyId, 1, [a, b]);
+    // a and b wait for their next task (long-polls, as nodes do) when c's update closes round 1.
+    const waiting = [a, b].map((n) => h.nodeGet(n, '/v1/tasks/next?wait=2'));
+    await new Promise((r) => setTimeout(r, 300));
+    await submitAll(h, studyId, 1, [c]);
+    for (const res of await Promise.all(waiting)) expect(res.body).toMatchObject({ kind: 'fit', round: 2, evaluate: { round: 1 } });
+  });
+
   run("'own-phase' (the default when absent): the next round opens only after the evaluation phase closed", async (h) => {
     const { studyId, nodes } = await threeNodes(h, { rounds: 2 });
     await submitAll(h, studyId, 1, nodes);

@@ -1,6 +1,11 @@
 /**
  * The data and model layer of a node: CSV in, encoded rows, a TensorFlow.js model, local training
  * and evaluation, weights in and out in the protocol's named-tensor form.
+ *
+ * Importing this module loads TensorFlow.js (model-factory.ts and train.ts import it statically):
+ * tools and tests want that. The node's own code imports the modules it needs
+ * directly (backend.ts, infer-spec.ts, encode.ts, csv-table.ts, errors.ts, kinds/), so that a node
+ * on the fused trainer never loads it (issue 13; test/models/tfjs-lazy.test.ts).
  */
 export { readCsvTable, writeCsvTable, formatCsv, type CsvTable } from './csv-table.ts';
 export { DataError, SpecError } from './errors.ts';

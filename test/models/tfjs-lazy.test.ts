@@ -61,7 +61,7 @@ describe("the node's dense model gives TensorFlow.js's model's numbers", () => {
   const study = StudyConfig.parse({ name: 'd', model: { kind: 'mlp', hidden: [8, 4] }, features: { target: { column: 'y', positive: '1' }, features }, rounds: 1 });
   const n = 64;
   const x = Float32Array.from({ length: 2 * n }, (_, i) => Math.cos(3 * i));
-  const data: EncodedData = { x, y: Float32Array.from({ length: n }, (_, i) => (x[2 * i] + x[2 * i + 1] > 0 ? 1 : 0)), n, width: 2, report: { rows: n, missingFilled: {}, unseenCategories: {} } };
+  const data: EncodedData = { x, y: Float32Array.from({ length: n }, (_, i) => (x[2 * i] + x[2 * i + 1] > 0 ? 1 : 0)), n, width: 2, report: { rows: n, positives: 0, missingFilled: {}, unseenCategories: {} } };
   const training = { ...study.training, localEpochs: 2, batchSize: 16 };
 
   beforeAll(async () => {

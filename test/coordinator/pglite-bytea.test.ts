@@ -57,3 +57,10 @@ describe('PGlite bytea parameters in binary format (issue 13)', () => {
     expect(() => pgliteByteaOptions.serializers[BYTEA_OID]('abc')).toThrow(/must be a Uint8Array/);
   });
 });
+
+describe('PGlite bytea results: invalid hex anywhere is refused (issue 13: no regular expression scan)', () => {
+  it('refuses a non-hex pair at the start, in the middle and at the end', () => {
+    for (const text of ['\\xg0a1b2', '\\xa0g1b2', '\\xa0a1bz', '\\xa0 1b2']) expect(() => parseBytea(text), text).toThrow(/not valid hex/);
+    expect(Array.from(parseBytea('\\xA0ff00'))).toEqual([0xa0, 0xff, 0x00]);
+  });
+});

@@ -42,7 +42,7 @@ export function parseBytea(text: string): Uint8Array {
   const hex = text.slice(2);
   // Buffer's hex decoding stops at the first pair that is not hex, so a short result is the
   // validity check: no separate scan of the text (a regular expression over the 8 MB of hex of a
-  // 4 MB update cost ~85 ms, about half as much again as the decoding; issue 13).
+  // 4 MB update cost ~85 ms, half as much as the decoding itself; issue 13).
   const buffer = Buffer.from(hex, 'hex');
   if (hex.length % 2 !== 0 || buffer.length * 2 !== hex.length) throw new TypeError('bytea value is not valid hex');
   // A plain Uint8Array over exactly these bytes, as PGlite's own parser returns.

@@ -177,7 +177,7 @@ const MAX_CACHED_MODELS = 64;
 /** A study's configuration and its published models never change once written: cached, so the request path skips a query and a parse. */
 function createModelStore(db: Db) {
   const configs = new Map<string, StudyConfig>();
-  const models = new Map<string, StoredModel>();
+  const models = new Map<string, Promise<StoredModel>>();
   const decoded = new Map<string, WeightSet>();
   const remember = <V>(cache: Map<string, V>, key: string, value: V) => {
     if (cache.size >= MAX_CACHED_MODELS) cache.delete(cache.keys().next().value!);
@@ -200,11 +200,19 @@ function createModelStore(db: Db) {
     const key = `${studyId}/${v}`;
     const cached = models.get(key);
     if (cached) return cached;
+    // The read itself is remembered, not only its result: a new model is asked for by every node
+    // at once (a round's long polls wake together), and each missed the cache and read the
+    // weights again (149 reads for 21 versions in the demo, issue 13). A failed read is forgotten.
+    const reading = readModel(studyId, v);
+    remember(models, key, reading);
+    reading.catch(() => models.get(key) === reading && models.delete(key));
+    return reading;
+  }
+
+  async function readModel(studyId: string, v: number): Promise<StoredModel> {
     const row = await findModel(db, studyId, v);
     if (!row) throw new NotFoundError(`study ${studyId} has no model version ${v}`);
-    const model = { version: row.version, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint };
-    remember(models, key, model);
-    return model;
+    return { version: row.version, bytes: new Uint8Array(row.weights), sha256: row.sha256, signature: row.signature, signerFingerprint: row.signer_fingerprint };
   }
 
   /** The decoded model, cached with its bytes (read-only: strategies never mutate the global model). */

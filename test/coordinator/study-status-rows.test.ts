@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Histogram } from 'prom-client';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { backendOrSkip } from '../helpers/databases.ts';
@@ -70,5 +71,18 @@ describe('study status in two statements', () => {
 
   it('a study that does not exist is a 404', async () => {
     expect((await h.admin('get', '/v1/studies/std_none')).status).toBe(404);
+  });
+
+  it('a model asked for by every node at once is read once; a version not yet published is not remembered', async () => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 2 }));
+    const histogram = h.built.metrics.registry.getSingleMetric('fedmark_db_query_duration_seconds') as Histogram;
+    const statements = async () => (await histogram.get()).values.filter((v) => v.metricName === 'fedmark_db_query_duration_seconds_count').reduce((n, v) => n + v.value, 0);
+    const before = await statements();
+    const models = await Promise.all(Array.from({ length: 10 }, () => h.built.studies.getModel(studyId, 0)));
+    expect(await statements()).toBe(before + 1);
+    expect(new Set(models.map((m) => m.sha256)).size).toBe(1);
+    await expect(h.built.studies.getModel(studyId, 1)).rejects.toThrow(/no model version 1/);
+    await expect(h.built.studies.getModel(studyId, 1)).rejects.toThrow(/no model version 1/);
+    expect(await statements()).toBe(before + 3); // each miss of an unpublished version is read again
   });
 });

@@ -17,6 +17,9 @@ export function backoffMs(attempt: number, policy: RetryPolicy, random: () => nu
   return ceiling / 2 + (random() * ceiling) / 2;
 }
 
+/** The event that wakes a study's nodes waiting for a task (study ids never contain NUL). */
+const tasksChannel = (studyId: string) => `${studyId}\u0000tasks`;
+
 /**
  * The round service's clock and bell: deadline timers, background transitions, the deadline
  * sweep, and the change notifications that wake long-polling watchers and nodes. Nothing here
@@ -48,9 +51,16 @@ export function createRoundEvents(deps: {
   let sweepTimer: NodeJS.Timeout | undefined;
   let sweeping = false;
 
-  function notify(studyId: string) {
+  /**
+   * The study changed: its watchers (waitForChange) are woken, and, unless only `watchers` need
+   * to know, the nodes long-polling for a task (subscribe(studyId, 'tasks')). A change that makes
+   * no task (a round completed: issue 13, ~10 empty task lookups a round in the demo) wakes only
+   * the watchers.
+   */
+  function notify(studyId: string, who: 'all' | 'watchers' = 'all') {
     changeCounts.set(studyId, (changeCounts.get(studyId) ?? 0) + 1);
     changes.emit(studyId);
+    if (who === 'all') changes.emit(tasksChannel(studyId));
   }
 
   function sleep(ms: number): Promise<void> {
@@ -137,16 +147,17 @@ export function createRoundEvents(deps: {
    * Resolves `changed` at the study's next change (or at stop). Subscribe before looking, so a
    * change between the look and the wait is not missed; `off()` when done.
    */
-  function subscribe(studyId: string) {
+  function subscribe(studyId: string, channel: 'changes' | 'tasks' = 'changes') {
     let wake!: () => void;
     const changed = new Promise<void>((resolve) => (wake = resolve));
-    changes.once(studyId, wake);
+    const event = channel === 'tasks' ? tasksChannel(studyId) : studyId;
+    changes.once(event, wake);
     changes.once('__stop__', wake);
     return {
       changed,
       wake: () => wake(),
       off() {
-        changes.off(studyId, wake);
+        changes.off(event, wake);
         changes.off('__stop__', wake);
       },
     };

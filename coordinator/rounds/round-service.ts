@@ -179,7 +179,8 @@ export function createRoundService(deps: {
     // The round's end is a checkpoint: the coordinator signs the chain head (a failure is logged;
     // the next checkpoint covers these entries too, and the study must not stall on it).
     await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId, round }, 'audit checkpoint failed'));
-    notify(studyId);
+    // A closed round makes no task: nodes are woken by what opens next (or by the study's end).
+    notify(studyId, 'watchers');
     await maybeStartNextRound(studyId);
   }
 
@@ -269,7 +270,7 @@ export function createRoundService(deps: {
       const until = Date.now() + waitSeconds * 1000;
       for (;;) {
         // Subscribe before looking, so a change between the look and the wait is not missed.
-        const subscription = events.subscribe(node.studyId);
+        const subscription = events.subscribe(node.studyId, 'tasks');
         try {
           const { task, running } = await findTask(machine, node);
           const left = until - Date.now();

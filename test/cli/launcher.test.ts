@@ -1,4 +1,5 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -29,5 +30,23 @@ describe('demo child launcher', () => {
     // The same output (the source did not really change): the build in place gets fresh stamps and is reused again.
     expect(rebuilt.prefix).toEqual(first.prefix);
     expect((await childLauncher(cache)).reused).toBe(true);
+  }, 120_000);
+
+  it("does not reuse a build of another checkout sharing this node_modules (its entry is not this one's)", async () => {
+    const ours = await childLauncher(cache);
+    const [build] = readdirSync(cache).filter((n) => n.startsWith('cli-'));
+    const manifest = join(cache, build, 'inputs.json');
+    const stamps = JSON.parse(readFileSync(manifest, 'utf8')) as Record<string, { size: number; mtimeMs: number }>;
+    // The same build as if made from a copy of the sources in another checkout: its entry there exists, unchanged.
+    const entry = Object.keys(stamps).find((p) => p.endsWith('cli/entry.ts'))!;
+    const other = join(mkdtempSync(join(tmpdir(), 'fedmark-other-checkout-')), 'entry.ts');
+    copyFileSync(entry, other);
+    const { size, mtimeMs } = statSync(other);
+    const { [entry]: _ours, ...rest } = stamps;
+    const elsewhere = { ...rest, [other]: { size, mtimeMs } };
+    writeFileSync(manifest, JSON.stringify(elsewhere));
+    const next = await childLauncher(cache);
+    expect(next.reused).toBeUndefined();
+    expect(next.prefix).toEqual(ours.prefix);
   }, 120_000);
 });

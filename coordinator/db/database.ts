@@ -115,7 +115,6 @@ const PGLITE_SHARED_BUFFERS = '16MB';
  */
 async function openPglite(dataDir: string, create: boolean) {
   compileWasmOnOneThread();
-  keepYoungGenerationSmall();
   const { PGlite } = await import('@electric-sql/pglite');
   if (create && !existsSync(join(dataDir, 'PG_VERSION'))) await initPgliteInChild(dataDir);
   return new PGlite(dataDir, { ...pgliteByteaOptions, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`] });
@@ -133,19 +132,6 @@ async function openPglite(dataDir: string, create: boolean) {
  */
 function compileWasmOnOneThread(): void {
   setFlagsFromString('--wasm-num-compilation-tasks=1');
-}
-
-/**
- * A process that embeds PGlite (the demo's coordinator, a small deployment) keeps V8's young
- * generation at its initial size instead of letting it double up to 2 x 16 MB: the coordinator's
- * many short requests (long-polls, signed status calls) made the new space grow to its maximum
- * within a few rounds and stay there. Measured in the 10-node demo, one after the other under the
- * same load: coordinatorPeakRssMb 305.7 -> 265.7 MB, coordinatorCpuSeconds 22.5 -> 22.1 s (no CPU
- * cost seen). V8 reads this factor each time it would grow the new space, so setting it at run
- * time is safe; a coordinator on PostgreSQL, with more memory to spare, keeps V8's default.
- */
-function keepYoungGenerationSmall(): void {
-  setFlagsFromString('--semi-space-growth-factor=1');
 }
 
 async function initPgliteInChild(dataDir: string): Promise<void> {

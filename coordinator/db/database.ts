@@ -126,8 +126,8 @@ async function openPglite(dataDir: string, create: boolean) {
  * memory comes from its own malloc arena, which keeps it resident afterwards. One compilation task
  * does the same work with one arena: opening the database peaks ~40 MB lower (issue 13, the
  * coordinator's peak RSS; measured on this 2-core machine: open of the demo's database, VmHWM
- * 206 -> 164 MB, 2 runs each; the 10-node demo's coordinatorPeakRssMb 346 -> 289, its RSS at
- * 'listening' 310 -> 250 MB, coordinator CPU 18.2 -> 18.9 s under load 20). The flag only sets how many tasks compile WebAssembly (the
+ * 206 -> 164 MB, 2 runs each; the 10-node demo at load ~5, 2 runs each: coordinatorPeakRssMb
+ * 324.7/335.5 -> 299.9/306.2 MB, coordinator CPU 13.7/13.5 -> 15.3/12.7 s). The flag only sets how many tasks compile WebAssembly (the
  * coordinator runs no other), read when a compilation starts, so setting it at run time is safe.
  */
 function compileWasmOnOneThread(): void {

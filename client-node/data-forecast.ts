@@ -1,6 +1,8 @@
 import type { DataReport, StudyConfig } from '../protocols/messages.ts';
 import { featureColumns, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
-import { DataError, encodeTable, subset, type CsvTable } from '../models/index.ts';
+import { DataError } from '../models/errors.ts';
+import { encodeTable, subset } from '../models/encode.ts';
+import type { CsvTable } from '../models/csv-table.ts';
 import { buildForecastRows, type ForecastEncoded } from '../models/forecast-features.ts';
 import type { LoadedData } from './data.ts';
 

@@ -1,6 +1,7 @@
 import type { DataReport, StudyConfig } from '../protocols/messages.ts';
 import { itemIndexer, numItems, type RecommendTask } from '../protocols/model-kinds/recommend.ts';
-import { DataError, type CsvTable } from '../models/index.ts';
+import { DataError } from '../models/errors.ts';
+import type { CsvTable } from '../models/csv-table.ts';
 import { buildInteractions } from '../models/mf.ts';
 import type { RecommendData, RecommendEncoded } from '../models/kinds/recommend.ts';
 import type { LoadedData } from './data.ts';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
-import { tensorFlowLoaded } from './tf-loaded.ts';
+import { loadedTensorFlow, tensorFlowLoaded } from './tf-loaded.ts';
 import { loadTensorFlow } from './tfjs-side.ts';
 import { fusedTrainerWanted } from './trainer-choice.ts';
 
@@ -92,7 +92,11 @@ export function currentBackend(): string | undefined {
 /** Starts one backend; returns null on success or why it failed. */
 async function tryBackend(name: BackendName): Promise<string | null> {
   try {
-    const tf = await import('./tf.ts');
+    // The namespace tf.ts records, not the dynamic import's own: in the esbuild bundle (the demo,
+    // `fedmark node`) tf.ts's `export * from '@tensorflow/tfjs'` of a CommonJS package re-exports
+    // nothing through a dynamic import, and the nodes failed with "tf.findBackend is not a function".
+    await import('./tf.ts');
+    const tf = loadedTensorFlow();
     if (name === 'tensorflow') {
       // Optional dependency, usually absent: import by a computed name so that neither TypeScript
       // nor a bundler insists on resolving it.

@@ -24,10 +24,10 @@ function probe(args: string[], env: Record<string, string> = {}): Record<string,
 
 describe('TensorFlow.js is loaded only when something needs it', () => {
   it("importing the node's stages does not load it", () => {
-    // client-node/node-runner.ts and data.ts belong here too once they import models/backend.ts,
-    // infer-spec.ts, errors.ts, encode.ts and csv-table.ts directly instead of models/index.ts
-    // (which re-exports TensorFlow.js's side for tools and tests).
-    const modules = ['client-node/train.ts', 'client-node/personalize.ts', 'client-node/global-model.ts', 'client-node/identity.ts', 'client-node/release.ts', 'client-node/config.ts', 'models/kinds/index.ts', 'models/backend.ts', 'models/table-sources.ts', 'models/infer-spec.ts', 'models/encode.ts'];
+    // node-runner.ts and the data stages import models/backend.ts, infer-spec.ts, errors.ts,
+    // encode.ts and csv-table.ts directly, not models/index.ts (which re-exports TensorFlow.js's
+    // side for tools and tests).
+    const modules = ['client-node/node-runner.ts', 'client-node/data.ts', 'client-node/data-forecast.ts', 'client-node/data-recommend.ts', 'client-node/train.ts', 'client-node/personalize.ts', 'client-node/global-model.ts', 'client-node/identity.ts', 'client-node/release.ts', 'client-node/config.ts', 'models/kinds/index.ts', 'models/backend.ts', 'models/table-sources.ts', 'models/infer-spec.ts', 'models/encode.ts'];
     expect(probe(['graph', ...modules])).toEqual({ tfjsLoaded: false });
   }, 60_000);
 

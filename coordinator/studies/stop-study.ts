@@ -10,7 +10,7 @@ import type { CoordinatorKeyring } from '../identity.ts';
 import { dropRegionalAccumulators } from '../regions/repository.ts';
 import { closeEvaluation } from '../rounds/close-evaluation.ts';
 import { markStudyStopped } from '../rounds/open-round.ts';
-import { dropKeptUpdates, findOpenRoundNumber, lockRound, lockStudy, updateRound, type RoundRow } from '../rounds/round-repository.ts';
+import { dropKeptUpdates, listStudyOpenRounds, lockRound, lockStudy, updateRound, type RoundRow } from '../rounds/round-repository.ts';
 
 /** What `POST /v1/studies/:studyId/stop` answers: the study's end as it now stands. */
 export interface StopResult {
@@ -60,8 +60,8 @@ export async function stopStudy(deps: StopDeps, studyId: string, actor: string, 
 
 async function stopInTransaction(tx: Transaction<Database>, deps: StopDeps, input: { studyId: string; actor: string; reason: string; config: StudyConfig }): Promise<StopResult> {
   const { studyId, actor, reason } = input;
-  const seen = await findOpenRoundNumber(tx, studyId);
-  if (seen !== undefined) await lockRound(tx, studyId, seen);
+  // Under evaluationSchedule 'with-next-fit' up to two rounds are open (one evaluating, the next in its fit phase).
+  for (const seen of await listStudyOpenRounds(tx, studyId)) await lockRound(tx, studyId, seen.round);
   const study = await lockStudy(tx, studyId);
   if (!study) throw new NotFoundError(`study ${studyId} does not exist`);
   const view = (s: { state: StudyState; stop_reason: string | null; stopped_by: string | null; stopped_at: Date | string | null }) => ({
@@ -72,13 +72,18 @@ async function stopInTransaction(tx: Transaction<Database>, deps: StopDeps, inpu
     stoppedAt: s.stopped_at ? new Date(s.stopped_at).toISOString() : null,
   });
   if (study.state !== 'running') return { ...view(study), changed: false, closedRound: null };
-  // Under the study lock no round can open: the one open now (if any) is the one to close.
-  const open = await findOpenRoundNumber(tx, studyId);
-  const row = open === undefined ? undefined : await lockRound(tx, studyId, open);
+  // Under the study lock no round can open: the ones open now (oldest first) are the ones to close.
   const at = deps.now();
-  const closedRound = row ? await closeOpenRound(tx, row, input.config, at, reason) : null;
+  const closed: Array<{ round: number; phase: 'failed' | 'completed' }> = [];
+  for (const open of await listStudyOpenRounds(tx, studyId)) {
+    const row = await lockRound(tx, studyId, open.round);
+    if (row) closed.push(await closeOpenRound(tx, row, input.config, at, reason));
+  }
+  // `closedRound`: the latest round closed, as before; `closedRounds` too when two were open.
+  const closedRound = closed.at(-1) ?? null;
+  const more = closed.length > 1 ? { closedRounds: closed } : {};
   await markStudyStopped(tx, studyId, { reason, by: actor, at });
-  await appendAudit(tx, { actor, kind: 'study.stopped', studyId, data: { reason, by: actor, closedRound } });
+  await appendAudit(tx, { actor, kind: 'study.stopped', studyId, data: { reason, by: actor, closedRound, ...more } });
   return { ...view({ state: 'stopped', stop_reason: reason, stopped_by: actor, stopped_at: at }), changed: true, closedRound };
 }
 

@@ -102,6 +102,24 @@ describeOnEachBackend('evaluationSchedule with-next-fit', (run) => {
     for (const res of await Promise.all(waiting)) expect(res.body).toMatchObject({ kind: 'fit', round: 2, evaluate: { round: 1 } });
   });
 
+  run('an operator stop with two rounds open closes both: round r completes with the evaluations that came, round r+1 fails without a model', async (h) => {
+    const { studyId, nodes } = await threeNodes(h, { rounds: 3, evaluationSchedule: 'with-next-fit' });
+    await submitAll(h, studyId, 1, nodes);
+    await waitTask(h, nodes[0], 2, 'fit');
+    expect((await postEvaluation(h, nodes[0], studyId, 1, 0)).status).toBe(201);
+    expect([await phaseOf(h, studyId, 1), await phaseOf(h, studyId, 2)]).toEqual(['evaluate', 'fit']);
+    const stop = await h.admin('post', `/v1/studies/${studyId}/stop`).send({ reason: 'partner withdrew' });
+    expect(stop.status).toBe(200);
+    expect(stop.body).toMatchObject({ state: 'stopped', changed: true, closedRound: { round: 2, phase: 'failed' } });
+    const after = await rounds(h, studyId);
+    expect(after.map((r) => r.phase)).toEqual(['completed', 'failed']);
+    expect(after[0].validation_metrics).not.toBeNull();
+    const stopped = await h.built.db.selectFrom('audit_log').select('data').where('kind', '=', 'study.stopped').where('study_id', '=', studyId).executeTakeFirstOrThrow();
+    expect(JSON.parse(String(stopped.data))).toMatchObject({ closedRounds: [{ round: 1, phase: 'completed' }, { round: 2, phase: 'failed' }] });
+    // Nothing is left open: a late evaluation of round 1 is refused.
+    expect((await postEvaluation(h, nodes[1], studyId, 1, 1)).status).not.toBe(201);
+  });
+
   run("'own-phase' (the default when absent): the next round opens only after the evaluation phase closed", async (h) => {
     const { studyId, nodes } = await threeNodes(h, { rounds: 2 });
     await submitAll(h, studyId, 1, nodes);

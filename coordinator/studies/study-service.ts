@@ -172,17 +172,56 @@ function stopFields(r: { stop_reason: string | null; stopped_by: string | null; 
   return { stopReason: r.stop_reason, stoppedBy: r.stopped_by, stoppedAt: r.stopped_at ? new Date(r.stopped_at).toISOString() : null };
 }
 
-const MAX_CACHED_MODELS = 64;
+export const MAX_CACHED_MODELS = 64;
+/**
+ * And at most this many bytes per cache: a count alone let 64 versions of a 1M-parameter model
+ * (4 MB of bytes + 4 MB decoded each) hold ~512 MB, the growth seen across rounds of the 100 x 1M
+ * simulation (issue 13). The newest entry always stays, whatever its size.
+ */
+export const MAX_CACHED_MODEL_BYTES = 64 * 1024 * 1024;
+
+/** Insertion-ordered, bounded by count and by bytes (a size can be told later, once a read resolves). */
+export class BoundedCache<V> {
+  private readonly entries = new Map<string, { value: V; bytes: number }>();
+  private total = 0;
+
+  get(key: string): V | undefined {
+    return this.entries.get(key)?.value;
+  }
+
+  set(key: string, value: V, bytes = 0): void {
+    this.delete(key);
+    this.entries.set(key, { value, bytes });
+    this.total += bytes;
+    this.evict();
+  }
+
+  /** The size of an entry known only now (the bytes of a read that resolved); ignored if it was evicted or replaced. */
+  sized(key: string, value: V, bytes: number): void {
+    const e = this.entries.get(key);
+    if (!e || e.value !== value) return;
+    this.total += bytes - e.bytes;
+    e.bytes = bytes;
+    this.evict();
+  }
+
+  delete(key: string): void {
+    const e = this.entries.get(key);
+    if (!e) return;
+    this.total -= e.bytes;
+    this.entries.delete(key);
+  }
+
+  private evict(): void {
+    while (this.entries.size > 1 && (this.entries.size > MAX_CACHED_MODELS || this.total > MAX_CACHED_MODEL_BYTES)) this.delete(this.entries.keys().next().value!);
+  }
+}
 
 /** A study's configuration and its published models never change once written: cached, so the request path skips a query and a parse. */
 function createModelStore(db: Db) {
   const configs = new Map<string, StudyConfig>();
-  const models = new Map<string, Promise<StoredModel>>();
-  const decoded = new Map<string, WeightSet>();
-  const remember = <V>(cache: Map<string, V>, key: string, value: V) => {
-    if (cache.size >= MAX_CACHED_MODELS) cache.delete(cache.keys().next().value!);
-    cache.set(key, value);
-  };
+  const models = new BoundedCache<Promise<StoredModel>>();
+  const decoded = new BoundedCache<WeightSet>();
 
   async function getConfig(studyId: string): Promise<StudyConfig> {
     const cached = configs.get(studyId);
@@ -204,8 +243,11 @@ function createModelStore(db: Db) {
     // at once (a round's long polls wake together), and each missed the cache and read the
     // weights again (149 reads for 21 versions in the demo, issue 13). A failed read is forgotten.
     const reading = readModel(studyId, v);
-    remember(models, key, reading);
-    reading.catch(() => models.get(key) === reading && models.delete(key));
+    models.set(key, reading);
+    reading.then(
+      (m) => models.sized(key, reading, m.bytes.byteLength),
+      () => models.get(key) === reading && models.delete(key),
+    );
     return reading;
   }
 
@@ -221,7 +263,7 @@ function createModelStore(db: Db) {
     const cached = decoded.get(key);
     if (cached) return cached;
     const weights = decodeWeights((await getModel(studyId, version)).bytes);
-    remember(decoded, key, weights);
+    decoded.set(key, weights, weights.reduce((n, t) => n + t.values.byteLength, 0));
     return weights;
   }
 

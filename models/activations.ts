@@ -1,4 +1,8 @@
-import * as tf from './tf.ts';
+// TensorFlow.js itself, not tf.ts's `export *` of it: in the demo's code-split esbuild bundle a
+// namespace import of that re-export from another chunk compiled every `tf.x` to undefined. The
+// side-effect import records that TensorFlow.js is loaded (tf-loaded.ts).
+import * as tf from '@tensorflow/tfjs';
+import './tf.ts';
 
 /**
  * Hidden-layer activations of a dense stack, with the derivative DP-SGD's hand-written backward

@@ -1,7 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import * as tf from './tf.ts';
+// TensorFlow.js itself, not tf.ts's `export *` of it: in the demo's code-split esbuild bundle a
+// namespace import of that re-export from another chunk compiled every `tf.x` to undefined. The
+// side-effect import records that TensorFlow.js is loaded (tf-loaded.ts).
+import * as tf from '@tensorflow/tfjs';
+import './tf.ts';
 import { initBackend } from './backend.ts';
 import { createModel, setWeights } from './model-factory.ts';
 import { targetMap } from './kinds/regression.ts';

@@ -2,7 +2,11 @@
  * Moving weights between a TensorFlow.js dense stack and a FusedMlp's flat parameter array
  * (protocol order: dense_0/kernel, dense_0/bias, dense_1/kernel, ...).
  */
-import * as tf from './tf.ts';
+// TensorFlow.js itself, not tf.ts's `export *` of it: in the demo's code-split esbuild bundle a
+// namespace import of that re-export from another chunk compiled every `tf.x` to undefined. The
+// side-effect import records that TensorFlow.js is loaded (tf-loaded.ts).
+import * as tf from '@tensorflow/tfjs';
+import './tf.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import type { FusedMlp } from './fused-mlp.ts';
 import { flattenWeights } from './fused-mlp-loop.ts';

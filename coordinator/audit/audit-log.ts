@@ -4,7 +4,7 @@ import { signAuditExport } from '../../protocols/audit/audit-export.ts';
 import type { Database } from '../db/schema.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { AuditHeadRefusedError, readSignedHead, requireExtendsSignedHead, writeSignedHead, type SignedHead } from './audit-head.ts';
-import { countCheckpoints, findAuditEntry, findCheckpoint, firstCoordinatorPublicKey, insertAuditEntriesAndSetHead, insertCheckpoint, latestCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, type AuditCheckpointRow } from './repository.ts';
+import { appendAuditEntriesIfHead, countCheckpoints, findAuditEntry, findCheckpoint, firstCoordinatorPublicKey, insertAuditEntriesAndSetHead, insertCheckpoint, latestCheckpoint, listAuditEntries, listCheckpoints, lockAuditHead, type AuditCheckpointRow } from './repository.ts';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
@@ -23,45 +23,79 @@ function toEntry(row: Database['audit_log'] extends infer R ? { [K in keyof R]: 
 
 /**
  * Appends one entry, chained to the head, inside the caller's transaction when it has one (so
- * the entry commits or rolls back with the event it records). The head row's lock serializes
- * appends across connections.
+ * the entry commits or rolls back with the event it records). Appends are serialized across
+ * connections and replicas by the head row: a compare-and-swap on it, or its lock (appendAudits).
  */
 export async function appendAudit(db: Executor, fields: AuditFields): Promise<AuditEntry> {
   return (await appendAudits(db, [fields]))[0];
 }
 
 /**
- * Appends entries in order, each chained to the one before (the first to the head), with one
- * lock of the head and one insert (a transition that records several facts: issue 13).
+ * Appends entries in order, each chained to the one before (the first to the head), inside the
+ * caller's transaction when it has one.
+ *
+ * The common case is one statement: a compare-and-swap from the head this process last saw on
+ * this database (`knownHeads`). When the head moved since (another transaction, another replica,
+ * or an append this process made in a transaction that then rolled back), nothing is written and
+ * the append takes the head's lock and chains to what it reads, as before. A remembered head is
+ * only ever a guess: the swap writes nothing unless the database's head row still holds it.
  */
 export async function appendAudits(db: Executor, all: AuditFields[]): Promise<AuditEntry[]> {
   if (all.length === 0) return [];
+  const known = knownHeads.get(handleOf(db));
+  if (known) {
+    const entries = chainEntries(known, all);
+    // Without a transaction the single statement is atomic on its own (no begin/commit needed).
+    if (await appendAuditEntriesIfHead(db, known, entries.map(toRow))) return remember(db, entries);
+  }
   const run = async (tx: Transaction<Database>) => {
     // The head row holds the last entry's seq and hash: locking it serializes appends, and the
     // new entry chains to it without reading the previous entry back.
     const head = await lockAuditHead(tx);
-    const entries: AuditEntry[] = [];
-    let prev = { seq: head.seq, hash: head.seq === 0 ? GENESIS_HASH : head.hash! };
-    for (const fields of all) {
-      const body: AuditEntryBody = {
-        seq: prev.seq + 1,
-        at: new Date().toISOString(),
-        actor: fields.actor,
-        kind: fields.kind,
-        studyId: fields.studyId ?? null,
-        round: fields.round ?? null,
-        data: JSON.parse(canonicalJson(fields.data ?? {})) as Record<string, unknown>,
-        prevHash: prev.hash,
-      };
-      const entry: AuditEntry = { ...body, hash: entryHash(body) };
-      entries.push(entry);
-      prev = entry;
-    }
-    await insertAuditEntriesAndSetHead(tx, entries.map((e) => ({ seq: e.seq, at: e.at, actor: e.actor, kind: e.kind, study_id: e.studyId, round: e.round, data: JSON.stringify(e.data), prev_hash: e.prevHash, hash: e.hash })));
-    return entries;
+    const entries = chainEntries({ seq: head.seq, hash: head.seq === 0 ? GENESIS_HASH : head.hash! }, all);
+    await insertAuditEntriesAndSetHead(tx, entries.map(toRow));
+    return remember(tx, entries);
   };
   return 'isTransaction' in db && db.isTransaction ? run(db as Transaction<Database>) : (db as Kysely<Database>).transaction().execute(run);
 }
+
+/**
+ * The head after this process's last append, per database handle (a transaction shares its
+ * Kysely's dialect adapter, so the adapter names the database the handle talks to). Set after
+ * the append's statement succeeded, before its transaction commits: if it rolls back, the next
+ * append's compare-and-swap finds another head row and falls back to the lock.
+ */
+const knownHeads = new WeakMap<object, { seq: number; hash: string }>();
+const handleOf = (db: Executor): object => db.getExecutor().adapter;
+
+function remember(db: Executor, entries: AuditEntry[]): AuditEntry[] {
+  const last = entries[entries.length - 1];
+  knownHeads.set(handleOf(db), { seq: last.seq, hash: last.hash });
+  return entries;
+}
+
+function chainEntries(head: { seq: number; hash: string }, all: AuditFields[]): AuditEntry[] {
+  const entries: AuditEntry[] = [];
+  let prev = head;
+  for (const fields of all) {
+    const body: AuditEntryBody = {
+      seq: prev.seq + 1,
+      at: new Date().toISOString(),
+      actor: fields.actor,
+      kind: fields.kind,
+      studyId: fields.studyId ?? null,
+      round: fields.round ?? null,
+      data: JSON.parse(canonicalJson(fields.data ?? {})) as Record<string, unknown>,
+      prevHash: prev.hash,
+    };
+    const entry: AuditEntry = { ...body, hash: entryHash(body) };
+    entries.push(entry);
+    prev = entry;
+  }
+  return entries;
+}
+
+const toRow = (e: AuditEntry) => ({ seq: e.seq, at: e.at, actor: e.actor, kind: e.kind, study_id: e.studyId, round: e.round, data: JSON.stringify(e.data), prev_hash: e.prevHash, hash: e.hash });
 
 /**
  * What signing a checkpoint needs: the current key, and where the last signed head is kept
@@ -122,12 +156,13 @@ async function checkpointOnce(db: Kysely<Database>, keyring: CheckpointKeyring):
   const outcome = await db.transaction().execute(async (tx) => {
     const head = await lockAuditHead(tx);
     if (head.seq === 0) return undefined;
-    if (signed) await requireExtendsSignedHead(tx, signed, head);
-    const existing = await findCheckpoint(tx, head.seq);
+    // With a signed head, its check has read the head's entry and the checkpoints already.
+    const checked = signed ? await requireExtendsSignedHead(tx, signed, head) : undefined;
+    const existing = checked ? checked.checkpointAtHead : await findCheckpoint(tx, head.seq);
     if (existing) return { checkpoint: toCheckpoint(existing), isNew: false };
-    const row = await findAuditEntry(tx, head.seq);
+    const row = checked ? checked.headRow : await findAuditEntry(tx, head.seq);
     if (!row) throw new Error(`audit head names entry ${head.seq}, which is not in the log`);
-    const number = (await countCheckpoints(tx)) + 1;
+    const number = (checked ? checked.checkpointCount : await countCheckpoints(tx)) + 1;
     const checkpoint = await signCheckpoint(toEntry(row), keyring.current.privateKey, new Date().toISOString(), number);
     await insertCheckpoint(tx, { seq: checkpoint.seq, head_hash: checkpoint.headHash, at: checkpoint.at, coordinator_fingerprint: checkpoint.coordinatorFingerprint, number, signature: checkpoint.signature });
     return { checkpoint, isNew: true };

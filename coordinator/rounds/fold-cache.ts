@@ -5,7 +5,7 @@ import { decodeServerState } from '../../protocols/strategies/server-state.ts';
 import { specsOf, type WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeightsView, encodeWeights } from '../../protocols/weights-codec.ts';
 import type { Db } from '../db/database.ts';
-import { keepUpdate, type RoundRow } from './round-repository.ts';
+import { loadRoundState, type RoundRow } from './round-repository.ts';
 import { roundContext } from './round-state.ts';
 
 /**
@@ -64,18 +64,27 @@ export function persistsRunningState(config: StudyConfig): boolean {
 }
 
 /**
+ * The round row as the fold needs it: the state blobs may be left out (undefined, not null): they
+ * are then read only when the fold is (re)built from them (intake.ts reads them with the lock only
+ * when every accept needs them: central DP, every-update strategies).
+ */
+export type FoldRound = Pick<RoundRow, 'study_id' | 'round' | 'participants' | 'mechanism'> & Partial<Pick<RoundRow, 'server_state' | 'accumulator'>>;
+
+/**
  * The round's fold, ready to accept the next update or to finish: the cached one when it matches
  * what the database stored, else rebuilt. The caller's transaction must hold the round row's lock.
- * With `persisted` (central DP) it is always resumed from the round row, never cached.
+ * With `persisted` (central DP) it is always resumed from the round row, never cached. `stored`:
+ * the nodes of the stored updates in seq order when the caller already read them under the lock
+ * (intake.ts, in the statement that reads the rest of what an update is checked against).
  */
-export async function roundFold(tx: Db, db: object, strategy: Strategy, global: WeightSet, row: RoundRow, persisted = false, purpose: 'accept' | 'finish' = 'accept'): Promise<CachedFold> {
+export async function roundFold(tx: Db, db: object, strategy: Strategy, global: WeightSet, row: FoldRound, persisted = false, purpose: 'accept' | 'finish' = 'accept', stored?: string[]): Promise<CachedFold> {
   if (persisted) return rebuildFold(tx, strategy, global, row, []);
-  const stored = await storedNodeIds(tx, row.study_id, row.round);
+  stored ??= await storedNodeIds(tx, row.study_id, row.round);
   if (strategy.input === 'every-update') {
     // Their fold is only the list of updates, read at finish: accepting one needs an empty
     // aggregation and no earlier update, so nothing is cached (no k x model held between updates).
     if (purpose === 'finish') return rebuildFold(tx, strategy, global, row, stored);
-    return { aggregation: initialAggregation(strategy, global, row), count: stored.length, nodeIds: [...stored] };
+    return { aggregation: await initialAggregation(tx, strategy, global, row), count: stored.length, nodeIds: [...stored] };
   }
   const cache = foldCacheOf(db);
   const key = keyOf(row.study_id, row.round);
@@ -93,8 +102,8 @@ export async function roundFold(tx: Db, db: object, strategy: Strategy, global: 
  * stored weight: the same inputs in the same order, so the same float64 sums bit for bit.
  * One stored update in memory at a time (O(model), not O(updates x model)).
  */
-export async function rebuildFold(tx: Db, strategy: Strategy, global: WeightSet, row: RoundRow, nodeIds: string[]): Promise<CachedFold> {
-  const aggregation = initialAggregation(strategy, global, row);
+export async function rebuildFold(tx: Db, strategy: Strategy, global: WeightSet, row: FoldRound, nodeIds: string[]): Promise<CachedFold> {
+  const aggregation = await initialAggregation(tx, strategy, global, row);
   const specs = specsOf(global);
   for (const nodeId of nodeIds) {
     const r = await tx.selectFrom('round_kept_updates').select(['weights', 'weight']).where('study_id', '=', row.study_id).where('round', '=', row.round).where('node_id', '=', nodeId).executeTakeFirstOrThrow();
@@ -115,22 +124,26 @@ export async function rebuildFold(tx: Db, strategy: Strategy, global: WeightSet,
  * and all their inputs are the stored updates. A row whose `accumulator` still holds folds written
  * before migration 0020 resumes from them, and only later updates are stored: still exact.
  */
-function initialAggregation(strategy: Strategy, global: WeightSet, row: RoundRow): FitAggregation {
+async function initialAggregation(tx: Db, strategy: Strategy, global: WeightSet, head: FoldRound): Promise<FitAggregation> {
+  const row = head.server_state === undefined || head.accumulator === undefined ? { ...head, ...(await loadRoundState(tx, head.study_id, head.round)) } : head;
   const serverState = row.server_state ? decodeServerState(new Uint8Array(row.server_state)) : strategy.initialServerState(global);
   if (strategy.input === 'every-update' || !row.accumulator) return strategy.aggregateFit(global, serverState, roundContext(row));
   return strategy.aggregateFit(global, serverState, roundContext(row), { state: new Uint8Array(row.accumulator), kept: [] });
 }
 
 /**
- * Stores an update the fold just accepted, once, as it was folded: the strategy's kept frame
- * (every-update strategies), else the received frame itself when the study's norm bound left it
- * unchanged (no re-encoding), else the bounded weights in float64 (claims.ts boundUpdate computes
- * them in float64). Then the cache counts it.
+ * What to store of an update the fold just accepted, once, as it was folded: the strategy's kept
+ * frame (every-update strategies), else the received frame itself when the study's norm bound left
+ * it unchanged (no re-encoding), else the bounded weights in float64 (claims.ts boundUpdate
+ * computes them in float64). The caller stores it (round-repository.ts recordUpdate) at seq
+ * `fold.count`, then counts it with foldStored.
  */
-export async function storeFolded(tx: Db, fold: CachedFold, input: { studyId: string; round: number; nodeId: string; weight: number; kept: Uint8Array | undefined; body: Uint8Array; received: WeightSet; folded: WeightSet }): Promise<number> {
-  const bytes = input.kept ?? (input.folded === input.received ? input.body : encodeWeights(input.folded, 'float64'));
-  await keepUpdate(tx, { studyId: input.studyId, round: input.round, nodeId: input.nodeId, bytes, weight: input.weight });
+export function foldedFrame(input: { kept: Uint8Array | undefined; body: Uint8Array; received: WeightSet; folded: WeightSet }): Uint8Array {
+  return input.kept ?? (input.folded === input.received ? input.body : encodeWeights(input.folded, 'float64'));
+}
+
+/** The cache counts an update stored at seq `fold.count`. */
+export function foldStored(fold: CachedFold, nodeId: string): void {
   fold.count++;
-  fold.nodeIds.push(input.nodeId);
-  return bytes.length;
+  fold.nodeIds.push(nodeId);
 }

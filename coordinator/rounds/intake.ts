@@ -11,24 +11,12 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import { NORMS_WITHHELD_REASON, perNodeNormsWithheld } from '../privacy/readers.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
-import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRows, declaredRowsOf, type BoundedUpdate } from './claims.ts';
+import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRowsOf, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
 import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
-import {
-  findEvaluation,
-  findUpdate,
-  countAwaitedEvaluations,
-  countAwaitedUpdates,
-  getNodeStateAndRows,
-  insertEvaluation,
-  insertUpdate,
-  lockRound,
-  markNodeSeen,
-  updateRound,
-  type RoundRow,
-} from './round-repository.ts';
+import { insertEvaluation, lockIntakeRound, readEvaluationIntake, readUpdateIntake, recordUpdate, type IntakeRound, type PreviousUpdate } from './round-repository.ts';
 import { TRAINING_STATES, type RoundDeps } from './round-state.ts';
-import { forgetFold, persistsRunningState, roundFold, storeFolded } from './fold-cache.ts';
+import { foldedFrame, foldStored, forgetFold, persistsRunningState, roundFold } from './fold-cache.ts';
 import { evaluationStates } from './close-evaluation.ts';
 import { checkPersonalizedCount, checkPersonalizedReport, personalizedColumns } from './personalized-evaluation.ts';
 
@@ -47,6 +35,7 @@ function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
 
+type UpdateIntake = Awaited<ReturnType<typeof readUpdateIntake>>;
 type UpdateSubmission = { node: AuthenticatedNode; studyId: string; round: number; meta: UpdateMeta; body: Uint8Array; sha256: string; metaSha256: string };
 
 /**
@@ -54,6 +43,10 @@ type UpdateSubmission = { node: AuthenticatedNode; studyId: string; round: numbe
  * original receipt; different bytes for the same node and round are refused; nothing of a
  * refused update is stored. `allIn`: every participant has now either sent its update or said it
  * cannot train.
+ *
+ * Three statements besides the audit entry (issue 13: there were nine): the round row locked
+ * (FOR UPDATE orders the arrivals), then everything the update is checked against
+ * (readUpdateIntake), then one write (recordUpdate). Every refusal comes before that write.
  */
 export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array) {
   if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
@@ -74,21 +67,23 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
   // Fetched before the transaction (cached, immutable): on PGlite the transaction holds the only connection.
   const global = await deps.studies.getModelWeights(studyId, round - 1).catch(() => undefined);
   const submission: UpdateSubmission = { node, studyId, round, meta, body, sha256, metaSha256 };
+  const strategy = deps.strategyFor(config);
+  // The state blobs only when every accept starts from them (fold-cache.ts initialAggregation).
+  const withState = persistsRunningState(config) || strategy.input === 'every-update';
   return deps.db.transaction().execute(async (tx) => {
-    const row = await lockRound(tx, studyId, round);
+    const row = await lockIntakeRound(tx, studyId, round, withState);
     if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
     if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
-    // Its state and the rows it declared, in one query.
-    const { state: current, rows: statusRows } = await getNodeStateAndRows(tx, node.id);
-    if (current === 'withdrawn' || current === 'revoked') throw new ForbiddenError(`node ${node.id} is ${current}; its updates are no longer accepted`);
-    const replay = await replayOf(tx, submission);
+    const intake = await readUpdateIntake(tx, { studyId, round, nodeId: node.id, participants: row.participants, allowed: TRAINING_STATES });
+    if (intake.state === 'withdrawn' || intake.state === 'revoked') throw new ForbiddenError(`node ${node.id} is ${intake.state}; its updates are no longer accepted`);
+    const replay = replayOf(intake.previous, submission);
     if (replay) return replay;
     const t = deps.now();
     if (row.phase !== 'fit' || t > new Date(row.fit_deadline)) {
       throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
     }
     if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
-    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t, statusRows });
+    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t, intake });
   }).catch((err: unknown) => {
     // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
     forgetFold(deps.db, studyId, round);
@@ -100,9 +95,8 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
  * The node's earlier update for this round, if any: the same weights and header are a retry
  * (the original receipt); anything else is refused.
  */
-async function replayOf(tx: Transaction<Database>, s: UpdateSubmission): Promise<{ replay: true; receipt: UpdateReceipt } | undefined> {
+function replayOf(previous: PreviousUpdate | undefined, s: UpdateSubmission): { replay: true; receipt: UpdateReceipt } | undefined {
   const { node, studyId, round, sha256 } = s;
-  const previous = await findUpdate(tx, studyId, round, node.id);
   if (!previous) return undefined;
   const previousMeta = previous.meta as Record<string, unknown> & { metaSha256?: string };
   if (previous.sha256 === sha256 && previousMeta.metaSha256 === s.metaSha256) {
@@ -119,32 +113,34 @@ async function replayOf(tx: Transaction<Database>, s: UpdateSubmission): Promise
 }
 
 /** Folds a new update into the round's persisted aggregation and records it (never its values). */
-async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: RoundRow; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date; statusRows: number | undefined }) {
+async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: IntakeRound; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date; intake: UpdateIntake }) {
   const { node, studyId, round, meta, body, sha256, row, t } = s;
   // The node's claims first (README, "Node claims are bounded"): nothing is stored when one fails.
-  checkUpdateCount(s.config, meta, declaredRowsOf(s.statusRows, meta));
+  checkUpdateCount(s.config, meta, declaredRowsOf(s.intake.statusRows, meta));
   const bounded = boundUpdate(s.config, s.global, s.weights);
   const weight = aggregationWeight(s.config, meta.numExamples);
   const strategy = deps.strategyFor(s.config);
   // The round's fold in memory, checked against (or rebuilt from) the stored updates (fold-cache.ts).
   const persisted = persistsRunningState(s.config);
-  const fold = await roundFold(tx, deps.db, strategy, s.global, row, persisted);
+  const fold = await roundFold(tx, deps.db, strategy, s.global, row, persisted, 'accept', s.intake.keptNodeIds);
   // deltaNorm: the norm of what entered the aggregate (after clipping, under central DP).
   const { deltaNorm, clipped, kept } = fold.aggregation.accept(bounded.weights, weight);
   // Each update stored once, as folded: O(update) written; the round row is not rewritten (issue 13).
   // Under central DP only the noised running state is stored, as before.
-  if (persisted) await updateRound(tx, studyId, round, { accumulator: fold.aggregation.state() });
-  else await storeFolded(tx, fold, { studyId, round, nodeId: node.id, weight, kept, body, received: s.weights, folded: bounded.weights });
   const normBound = normBoundRecord(s.config, bounded);
-  await insertUpdate(tx, { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t });
-  await markNodeSeen(tx, node.id, t);
+  await recordUpdate(tx, {
+    update: { study_id: studyId, round, node_id: node.id, sha256, bytes: body.length, num_examples: meta.numExamples, loss: meta.loss ?? null, meta: JSON.stringify({ ...meta, deltaNorm, clipped: clipped ?? false, weight, ...normBound, metaSha256: s.metaSha256 }), accepted_at: t },
+    at: t,
+    ...(persisted ? { accumulator: fold.aggregation.state() } : { kept: { seq: s.intake.keptNodeIds.length, bytes: foldedFrame({ kept, body, received: s.weights, folded: bounded.weights }), weight } }),
+  });
+  if (!persisted) foldStored(fold, node.id);
   // Size, hash, clipped norm, counts and the weight used: never the values. Under central DP not
   // the norm or the clip either (exact per-node values: privacy/readers.ts perNodeNormsWithheld);
   // the hash and size still bind the entry to the stored update.
   const norms = perNodeNormsWithheld(s.config.privacy) ? { normsWithheld: NORMS_WITHHELD_REASON } : { deltaNorm, clipped: clipped ?? false, ...normBound };
   await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, ...norms, dpSgd: meta.dpSgd ?? null } });
-  // All in: every participant either sent its update or said it cannot train.
-  const allIn = (await countAwaitedUpdates(tx, studyId, round, row.participants, TRAINING_STATES)) === 0;
+  // All in: every other participant either sent its update or said it cannot train (read with the intake).
+  const allIn = s.intake.awaitedOthers === 0;
   return { replay: false as const, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
 }
 
@@ -161,7 +157,9 @@ function normBoundRecord(config: StudyConfig, bounded: BoundedUpdate): { deltaNo
 
 /**
  * Stores one node's evaluation report for a round. False: a retry of the report already stored;
- * 'all-in': stored, and every node that trained has now evaluated or can no longer.
+ * 'all-in': stored, and every node that trained has now evaluated or can no longer. Three
+ * statements besides the audit entry (issue 13: there were six): the round row locked, what the
+ * report is checked against (readEvaluationIntake), the insert.
  */
 export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport): Promise<boolean | 'all-in'> {
   if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
@@ -169,11 +167,10 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
   checkEvaluationReport(config, report);
   checkPersonalizedReport(config, report, checkEvaluationReport); // fedmark node --personalize (personalized-evaluation.ts)
   return deps.db.transaction().execute(async (tx) => {
-    const row = await lockRound(tx, studyId, round);
+    const row = await lockIntakeRound(tx, studyId, round, false);
     if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
-    const update = await findUpdate(tx, studyId, round, node.id);
+    const { update, previous, statusRows, awaitedOthers } = await readEvaluationIntake(tx, { studyId, round, nodeId: node.id, allowed: evaluationStates(config) });
     if (!update) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
-    const previous = await findEvaluation(tx, studyId, round, node.id);
     if (previous) {
       // jsonb reorders keys: compare canonical forms, not the serialization.
       const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss && canonicalJson(previous.personalized_stats ?? null) === canonicalJson(report.personalized?.stats ?? null);
@@ -184,13 +181,13 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
       throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
     }
     // Its validation share of the rows it declared (its status report, its update of this round).
-    const declared = await declaredRows(tx, node.id, update?.meta as UpdateMeta | undefined);
+    const declared = declaredRowsOf(statusRows, update.meta as UpdateMeta);
     checkEvaluationCount(config, report, declared);
     checkPersonalizedCount(config, report, declared);
     await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
-    // All in: every node that trained has evaluated, or can no longer (see advanceRound).
-    return (await countAwaitedEvaluations(tx, studyId, round, evaluationStates(config))) === 0 ? 'all-in' : true;
+    // All in: every other node that trained has evaluated, or can no longer (read with the intake; see advanceRound).
+    return awaitedOthers === 0 ? 'all-in' : true;
   });
 }
 

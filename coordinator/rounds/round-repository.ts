@@ -38,6 +38,26 @@ export async function lockRoundHead(tx: Db, studyId: string, round: number): Pro
   return tx.selectFrom('rounds').select(['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline']).where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
 }
 
+/**
+ * What the intake needs of the locked round row: its head and mechanism (the strategy's round
+ * context). The state blobs (server state, accumulator) only `withState`: central DP resumes from
+ * them on every update and every-update strategies start each accept from the server state;
+ * otherwise the fold cache reads them only when it rebuilds (loadRoundState), once a round.
+ */
+export type IntakeRound = RoundHead & Pick<RoundRow, 'mechanism'> & Partial<Pick<RoundRow, 'server_state' | 'accumulator'>>;
+
+/** Locks one round row for the rest of the transaction, reading what the intake needs (see IntakeRound). */
+export async function lockIntakeRound(tx: Db, studyId: string, round: number, withState: boolean): Promise<IntakeRound | undefined> {
+  const head = ['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline', 'mechanism'] as const;
+  const columns = withState ? [...head, 'server_state' as const, 'accumulator' as const] : head;
+  return tx.selectFrom('rounds').select(columns).where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+}
+
+/** The round row's state blobs (read under the lock the caller's transaction already holds). */
+export async function loadRoundState(tx: Db, studyId: string, round: number): Promise<Pick<RoundRow, 'server_state' | 'accumulator'>> {
+  return tx.selectFrom('rounds').select(['server_state', 'accumulator']).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow();
+}
+
 /** The round before `round`, for the server state it handed on. */
 export async function previousRound(tx: Db, studyId: string, round: number): Promise<Pick<RoundRow, 'round' | 'phase' | 'server_state' | 'next_server_state' | 'mechanism'> | undefined> {
   return tx
@@ -163,15 +183,14 @@ export async function keptUpdates(tx: Db, studyId: string, round: number): Promi
   return rows.map((r) => new Uint8Array(r.weights));
 }
 
-/** Stores one kept update (once: the node's row is unique per round). */
+/**
+ * Stores one kept update (once: the node's row is unique per round), its seq the number already
+ * kept, in one statement (it was a count, then an insert; issue 13).
+ */
 export async function keepUpdate(tx: Db, input: { studyId: string; round: number; nodeId: string; bytes: Uint8Array; weight?: number }): Promise<void> {
-  const { count } = await tx
-    .selectFrom('round_kept_updates')
-    .select((eb) => eb.fn.countAll<string>().as('count'))
-    .where('study_id', '=', input.studyId)
-    .where('round', '=', input.round)
-    .executeTakeFirstOrThrow();
-  await tx.insertInto('round_kept_updates').values({ study_id: input.studyId, round: input.round, seq: Number(count), node_id: input.nodeId, weights: input.bytes, weight: input.weight ?? null }).execute();
+  await sql`insert into round_kept_updates (study_id, round, seq, node_id, weights, weight)
+    select ${input.studyId}, ${input.round}::int, count(*)::int, ${input.nodeId}, ${input.bytes}::bytea, ${input.weight ?? null}::double precision
+    from round_kept_updates where study_id = ${input.studyId} and round = ${input.round}`.execute(tx);
 }
 
 /** A closed round keeps no update: only published models persist. */
@@ -225,6 +244,82 @@ export async function getNodeStateAndRows(db: Db, nodeId: string): Promise<{ sta
   const row = await db.selectFrom('nodes').select(['state', 'data_report']).where('id', '=', nodeId).executeTakeFirstOrThrow();
   const rows = (row.data_report as { rows?: unknown } | null | undefined)?.rows;
   return { state: row.state, rows: typeof rows === 'number' ? rows : undefined };
+}
+
+/** A node's earlier update of the round, as a retry is compared with it. */
+export type PreviousUpdate = { sha256: string; bytes: number; meta: unknown; accepted_at: Date | string };
+
+/**
+ * Everything an arriving update is checked against, in one statement read under the round row's
+ * lock (it was four; issue 13): the node's state and the row count of its status report, its
+ * earlier update of the round (a retry or a duplicate), the nodes of the round's stored updates in
+ * fold order (the fold cache's check, fold-cache.ts), and how many other participants the fit
+ * phase still waits for (countAwaitedUpdates without this node: 0 means all in once it is stored).
+ * It must follow the lock in its own statement: on PostgreSQL a statement's snapshot is taken
+ * before it waits for a lock, so a read in the locking statement could miss the update the lock
+ * holder committed meanwhile. Throws when there is no such node (an authenticated node always is).
+ */
+export async function readUpdateIntake(tx: Db, input: { studyId: string; round: number; nodeId: string; participants: string[]; allowed: ReadonlySet<string> }) {
+  const { studyId, round, nodeId } = input;
+  const query = sql<{ state: string; status_rows: unknown; sha256: string | null; bytes: number | null; meta: unknown; accepted_at: Date | string | null; kept_node_ids: string[] | null; awaited_others: number | string }>`
+    select n.state, n.data_report -> 'rows' as status_rows, u.sha256, u.bytes, u.meta, u.accepted_at,
+      (select array_agg(k.node_id order by k.seq) from round_kept_updates k where k.study_id = ${studyId} and k.round = ${round}) as kept_node_ids,
+      (select count(*) from unnest(${sql.val(input.participants)}::text[]) as p(id) left join nodes pn on pn.id = p.id
+        where p.id <> n.id
+          and not exists (select from updates w where w.study_id = ${studyId} and w.round = ${round} and w.node_id = p.id)
+          and (pn.state is null or pn.state = any(${sql.val([...input.allowed])}::text[]))) as awaited_others
+    from nodes n left join updates u on u.study_id = ${studyId} and u.round = ${round} and u.node_id = n.id
+    where n.id = ${nodeId}`;
+  const { rows } = await query.execute(tx);
+  const row = rows[0];
+  if (!row) throw new Error(`no node ${nodeId}`);
+  const previous: PreviousUpdate | undefined = row.sha256 === null ? undefined : { sha256: row.sha256, bytes: Number(row.bytes), meta: row.meta, accepted_at: row.accepted_at! };
+  return { state: row.state, statusRows: numberOrUndefined(row.status_rows), previous, keptNodeIds: row.kept_node_ids ?? [], awaitedOthers: Number(row.awaited_others) };
+}
+
+/**
+ * Everything an arriving evaluation is checked against, in one statement read under the round
+ * row's lock (it was three, and the count after the insert a fourth; issue 13): the node's update
+ * of the round (no update, no evaluation; its declared rows), its status report's row count, its
+ * earlier evaluation (a retry or a duplicate), and how many other nodes that trained the phase
+ * still waits for (countAwaitedEvaluations without this node). Why after the lock: readUpdateIntake.
+ */
+export async function readEvaluationIntake(tx: Db, input: { studyId: string; round: number; nodeId: string; allowed: ReadonlySet<string> }) {
+  const { studyId, round, nodeId } = input;
+  const query = sql<{ status_rows: unknown; trained: boolean; update_meta: unknown; evaluated: boolean; histogram: unknown; stats: unknown; num_examples: number; loss: number | null; personalized_stats: unknown; awaited_others: number | string }>`
+    select n.data_report -> 'rows' as status_rows, u.node_id is not null as trained, u.meta as update_meta,
+      e.node_id is not null as evaluated, e.histogram, e.stats, e.num_examples, e.loss, e.personalized_stats,
+      (select count(*) from updates w left join nodes wn on wn.id = w.node_id
+        where w.study_id = ${studyId} and w.round = ${round} and w.node_id <> n.id
+          and not exists (select from evaluations x where x.study_id = w.study_id and x.round = w.round and x.node_id = w.node_id)
+          and (wn.state is null or wn.state = any(${sql.val([...input.allowed])}::text[]))) as awaited_others
+    from nodes n
+      left join updates u on u.study_id = ${studyId} and u.round = ${round} and u.node_id = n.id
+      left join evaluations e on e.study_id = ${studyId} and e.round = ${round} and e.node_id = n.id
+    where n.id = ${nodeId}`;
+  const { rows } = await query.execute(tx);
+  const row = rows[0];
+  if (!row) throw new Error(`no node ${nodeId}`);
+  const previous = row.evaluated ? { histogram: row.histogram, stats: row.stats, num_examples: Number(row.num_examples), loss: row.loss, personalized_stats: row.personalized_stats } : undefined;
+  return { statusRows: numberOrUndefined(row.status_rows), update: row.trained ? { meta: row.update_meta } : undefined, previous, awaitedOthers: Number(row.awaited_others) };
+}
+
+const numberOrUndefined = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+
+/**
+ * Stores an accepted update in one statement (it was up to five; issue 13): its record, the node
+ * seen at `at`, and either its kept (folded) form at `kept.seq` (the number of updates the caller
+ * read as stored, under the round row's lock) or, under central DP, the round's noised running
+ * state. Data-modifying CTEs run whether or not the insert reads them.
+ */
+export async function recordUpdate(tx: Db, input: { update: Insertable<Database['updates']>; at: Date; kept?: { seq: number; bytes: Uint8Array; weight: number }; accumulator?: Uint8Array }): Promise<void> {
+  const u = input.update;
+  const writes = [sql`seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id})`];
+  if (input.kept) writes.push(sql`kept as (insert into round_kept_updates (study_id, round, seq, node_id, weights, weight) values (${u.study_id}, ${u.round}, ${input.kept.seq}, ${u.node_id}, ${input.kept.bytes}, ${input.kept.weight}))`);
+  if (input.accumulator) writes.push(sql`state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})`);
+  await sql`with ${sql.join(writes)}
+    insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
+    values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
 }
 
 /** The nodes whose update for the round was accepted. */

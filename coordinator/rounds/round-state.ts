@@ -39,7 +39,7 @@ export async function cannotTrain(tx: Db, nodeIds: string[], allowed: ReadonlySe
 }
 
 /** The public facts of a round a strategy may use: its number and its denominator. */
-export function roundContext(row: RoundRow) {
+export function roundContext(row: Pick<RoundRow, 'round' | 'participants' | 'mechanism'>) {
   const expected = (row.mechanism as { expectedParticipants?: number } | null)?.expectedParticipants;
   return { round: row.round, participants: Math.max(1, expected ?? row.participants.length) };
 }

@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
+import { encodeWeights } from '../../protocols/weights-codec.ts';
+import type { WeightSet } from '../../protocols/tensors.ts';
+import type { UpdateMeta } from '../../protocols/messages.ts';
+import { strategyFor } from '../../coordinator/main.ts';
+import { acceptEvaluation, acceptUpdate } from '../../coordinator/rounds/intake.ts';
+import type { RoundDeps } from '../../coordinator/rounds/round-state.ts';
+import type { AuthenticatedNode } from '../../coordinator/nodes/node-service.ts';
+import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
+import { defaultMeta, evaluation, inProcessCoordinator, tinyStudy } from './harness.ts';
+
+/**
+ * Issue 13: an update costs three statements besides its audit entry (the round row locked, one
+ * read of everything it is checked against, one write), an evaluation three (lock, read, insert);
+ * a retry two, and writes nothing. And what the merged read must keep: it follows the lock, so on
+ * PostgreSQL concurrent arrivals still see each other (a retry racing its original is a replay,
+ * not an error; exactly one of the last arrivals is "all in").
+ */
+
+/** Records every statement's operation tree (raw SQL included), so a test can count and read them. */
+class StatementLog implements KyselyPlugin {
+  statements: string[] = [];
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    this.statements.push(JSON.stringify(args.node));
+    return args.node;
+  }
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    return args.result;
+  }
+  /** Statements since `from`, without the audit chain's (appendAudit's, another module's cost). */
+  since(from: number): string[] {
+    return this.statements.slice(from).filter((s) => !/audit_(head|log)/.test(s));
+  }
+}
+
+function weightsOf(seed: number): WeightSet {
+  const v = (i: number) => Math.fround(Math.sin(seed * 12.9898 + i * 78.233) * 0.3);
+  return [
+    { name: 'dense_0/kernel', shape: [7, 1], values: Float32Array.from({ length: 7 }, (_, i) => v(i)) },
+    { name: 'dense_0/bias', shape: [1], values: new Float32Array([v(7)]) },
+  ];
+}
+
+for (const backendName of BACKEND_NAMES) {
+  describe(`update and evaluation intake in three statements (issue 13) on ${backendName}`, () => {
+    let h: Awaited<ReturnType<typeof inProcessCoordinator>> | undefined;
+    beforeAll(async () => {
+      const backend = await backendOrSkip(backendName);
+      if (backend) h = await inProcessCoordinator(backend, undefined, { deadlineSweepSeconds: 0 });
+    });
+    afterAll(async () => {
+      await h?.close();
+    });
+    const run = (name: string, fn: (hh: NonNullable<typeof h>) => Promise<void>) =>
+      it(name, async (ctx) => {
+        if (!h) return ctx.skip();
+        await fn(h);
+      }, 60_000);
+
+    /** A study with round 1 in its fit phase, `n` participants, and intake deps whose statements are logged. */
+    async function openRound(hh: NonNullable<typeof h>, n: number) {
+      const studyId = await hh.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: n, minNodesToStart: n, roundDeadlineSeconds: 600 }));
+      const nodes: AuthenticatedNode[] = [];
+      for (let i = 0; i < n; i++) nodes.push(await hh.built.nodes.authenticate((await hh.enroll(studyId, `n${i}`)).apiKey));
+      await hh.until(async () => ((await hh.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirst())?.phase === 'fit' ? true : undefined));
+      const log = new StatementLog();
+      const deps: RoundDeps = { db: hh.built.db.withPlugin(log), studies: hh.built.studies, strategyFor, keyring: hh.built.keyring, now: () => new Date() };
+      return { studyId, nodes, log, deps };
+    }
+    const meta = (k: number) => defaultMeta(10 + k) as UpdateMeta;
+
+    run('an update costs three statements besides the audit (a retry two); an evaluation three', async (hh) => {
+      const { studyId, nodes, log, deps } = await openRound(hh, 3);
+      const bodies = nodes.map((_, k) => encodeWeights(weightsOf(k + 1)));
+      // The first update of a round (re)builds the fold: it also reads the round's state and counts the accepted updates.
+      expect((await acceptUpdate(deps, nodes[0], studyId, 1, meta(0), bodies[0])).replay).toBe(false);
+      let from = log.statements.length;
+      const second = await acceptUpdate(deps, nodes[1], studyId, 1, meta(1), bodies[1]);
+      const statements = log.since(from);
+      expect(statements).toHaveLength(3);
+      expect(statements[0]).toContain('"ForUpdate"'); // the round row, locked first
+      expect(statements[0]).not.toContain('"accumulator"'); // not the state blobs (FedAvg without central DP)
+      expect(second).toMatchObject({ replay: false, allIn: false });
+      // A retry: the lock and the read, nothing written.
+      from = log.statements.length;
+      expect((await acceptUpdate(deps, nodes[1], studyId, 1, meta(1), bodies[1])).replay).toBe(true);
+      expect(log.since(from)).toHaveLength(2);
+      expect(await hh.built.db.selectFrom('round_kept_updates').select('seq').where('study_id', '=', studyId).execute()).toHaveLength(2);
+      // The last participant: all in, from the read before the write.
+      expect(await acceptUpdate(deps, nodes[2], studyId, 1, meta(2), bodies[2])).toMatchObject({ replay: false, allIn: true });
+      const seen = await hh.built.db.selectFrom('nodes').select('last_seen_at').where('id', '=', nodes[2].id).executeTakeFirstOrThrow();
+      expect(seen.last_seen_at).not.toBeNull(); // markNodeSeen, now inside the write
+      await hh.built.rounds.advanceRound(studyId, 1);
+      const results = [];
+      for (const [k, node] of nodes.entries()) {
+        from = log.statements.length;
+        results.push(await acceptEvaluation(deps, node, studyId, 1, evaluation([1, 2], [3, 0 + k])));
+        expect(log.since(from)).toHaveLength(3);
+      }
+      expect(results).toEqual([true, true, 'all-in']);
+      from = log.statements.length;
+      expect(await acceptEvaluation(deps, nodes[0], studyId, 1, evaluation([1, 2], [3, 0]))).toBe(false); // a retry
+      expect(log.since(from)).toHaveLength(2);
+    });
+
+    run('concurrent arrivals read after the lock: a racing retry is a replay, exactly one last arrival is all in', async (hh) => {
+      const { studyId, nodes, deps } = await openRound(hh, 4);
+      const bodies = nodes.map((_, k) => encodeWeights(weightsOf(k + 1)));
+      // Node 0 three times at once (a client retrying an update still in flight), the others once each.
+      const outcomes = await Promise.all([
+        ...[0, 0, 0].map((k) => acceptUpdate(deps, nodes[k], studyId, 1, meta(k), bodies[k])),
+        ...[1, 2, 3].map((k) => acceptUpdate(deps, nodes[k], studyId, 1, meta(k), bodies[k])),
+      ]);
+      expect(outcomes.slice(0, 3).filter((o) => o.replay)).toHaveLength(2);
+      expect(outcomes.filter((o) => !o.replay && o.allIn)).toHaveLength(1);
+      const kept = await hh.built.db.selectFrom('round_kept_updates').select(['seq', 'node_id']).where('study_id', '=', studyId).orderBy('seq').execute();
+      expect(kept.map((r) => r.seq)).toEqual([0, 1, 2, 3]);
+    });
+  });
+}

@@ -14,7 +14,7 @@ import type { NodeConfig } from './config.ts';
 import { DataSource, type LoadedData } from './data.ts';
 import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
 import { CoordinatorTrust, loadIdentity, loadOrEnroll, savedNode } from './identity.ts';
-import { checkFitTask, effectivePolicy, loadNodePolicy, type FitPermission } from './policy.ts';
+import { checkFitTask, loadNodePolicy, PolicyInForce, type FitPermission } from './policy.ts';
 import { NodeStoppedError, type NodeStopReason } from './config.ts';
 import { checkStudyAgainstPolicy, privacyFacts, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { attackEvaluation, attackUpdate } from './attack.ts';
@@ -76,7 +76,8 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   if ((await studyOutcome(client, first, log, true)) === 'done' && config.exitWhenDone) return summary;
   const report = statusReporter(client, Release.of(study));
   await refuseAnotherSpec(config, study, credentials.studyId, report);
-  let policy = await effectivePolicy(localPolicy, client, log);
+  const policies = new PolicyInForce(localPolicy, client, log);
+  let policy = await policies.current();
   log.info({ jurisdiction: policy.jurisdiction, version: policy.version, dpRequired: policy.dpRequired, forbidden: policy.forbiddenFeatureCategories }, 'node policy');
   await refuseForbiddenStudy(first, policy, report, log);
 
@@ -111,10 +112,11 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     const { task } = next;
     await witnessCheckpoint(config.stateDir, task, trust, log); // keeps the coordinator's signed audit checkpoint (never fails the task)
 
-    // 2. Policy (in force now): it may have changed since the last round; the data's forbidden
-    // features depend on it, so a new one rereads the data before anything is decided.
+    // 2. Policy (in force now; read again only when the task names another version): it may have
+    // changed since the last round; the data's forbidden features depend on it, so a new one
+    // rereads the data before anything is decided.
     if (task.kind === 'fit') {
-      const latest = await effectivePolicy(localPolicy, client, log);
+      const latest = await policies.current(task);
       if (!isDeepStrictEqual(latest, policy)) {
         log.info({ jurisdiction: latest.jurisdiction, version: latest.version }, 'node policy changed; rereading the data');
         policy = latest;

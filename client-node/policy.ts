@@ -47,21 +47,55 @@ export function loadNodePolicy(config: Pick<NodeConfig, 'policy' | 'jurisdiction
  * needs no trust; when it cannot be read, the node's own profile applies alone.
  */
 export async function effectivePolicy(local: PolicyProfile, client: CoordinatorClient, log: Logger): Promise<PolicyProfile> {
+  return (await readEffectivePolicy(local, client, log)).policy;
+}
+
+/** effectivePolicy, with which version it read on the coordinator (`read`: undefined when it could not). */
+async function readEffectivePolicy(local: PolicyProfile, client: CoordinatorClient, log: Logger): Promise<{ policy: PolicyProfile; read?: PolicyVersion }> {
   let remote: Awaited<ReturnType<CoordinatorClient['policy']>>;
   try {
     remote = await client.policy();
   } catch (err) {
     log.warn({ jurisdiction: local.jurisdiction, err: err instanceof Error ? err.message : String(err) }, "cannot read the coordinator's policy profile; applying this node's own");
-    return local;
+    return { policy: local };
   }
+  const read = { jurisdiction: remote.jurisdiction, version: remote.policy?.version ?? null };
   if (!remote.policy || remote.jurisdiction !== local.jurisdiction) {
     log.warn({ local: local.jurisdiction, coordinator: remote.jurisdiction }, "the coordinator has no profile for this node's jurisdiction; applying this node's own");
-    return local;
+    return { policy: local, read };
   }
   if (remote.policy.version !== local.version || !isDeepStrictEqual(remote.policy, local)) {
     log.warn({ jurisdiction: local.jurisdiction, localVersion: local.version, coordinatorVersion: remote.policy.version }, "this node's policy profile differs from the coordinator's; applying the stricter of both, rule by rule");
   }
-  return stricterOf(local, remote.policy);
+  return { policy: stricterOf(local, remote.policy), read };
+}
+
+type PolicyVersion = NonNullable<Task['policyInForce']>;
+
+/**
+ * The effective policy, read again only when a task says another version is in force on the
+ * coordinator (Task.policyInForce; a change of profile is always a new version). It was read at
+ * every fit task: one signed request of ~5.5 per node per round in the demo (issue 13). A task
+ * without that field (an older coordinator), or a failed read, means reading it as before.
+ */
+export class PolicyInForce {
+  private read?: PolicyVersion;
+  private policy?: PolicyProfile;
+
+  constructor(
+    private readonly local: PolicyProfile,
+    private readonly client: CoordinatorClient,
+    private readonly log: Logger,
+  ) {}
+
+  async current(task?: Pick<Task, 'policyInForce'>): Promise<PolicyProfile> {
+    const said = task?.policyInForce;
+    if (this.policy && this.read && said && said.jurisdiction === this.read.jurisdiction && said.version === this.read.version) return this.policy;
+    const { policy, read } = await readEffectivePolicy(this.local, this.client, this.log);
+    this.policy = policy;
+    this.read = read;
+    return policy;
+  }
 }
 
 /** A round's DP-SGD spending, as the node's ledger records it. */

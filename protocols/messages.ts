@@ -345,8 +345,25 @@ export const Task = z.object({
    * One the node cannot read is dropped, never the task with it.
    */
   auditCheckpoint: Checkpoint.optional().catch(undefined),
+  /**
+   * sha256 of the study config (JSON) the task was built with. A node that sends it back on its
+   * next poll (`GET /v1/tasks/next?config=HASH`) gets its tasks without `config` (TaskMessage):
+   * the config never changes once written, and parsing it on every poll was most of a node's
+   * zod time (issue 13). Nodes that do not send it get the full config, as before.
+   */
+  configSha256: z.string().length(64).optional(),
+  /**
+   * The policy profile version in force for the node's jurisdiction when the task was built
+   * (null: none). A node re-reads `/v1/nodes/me/policy` only when this differs from the version
+   * it last read (profiles are immutable per version), instead of once per fit task.
+   */
+  policyInForce: z.object({ jurisdiction: z.string().nullable(), version: z.number().int().nullable() }).optional(),
 });
 export type Task = z.infer<typeof Task>;
+
+/** A task as sent: `config` is left out when the node echoed its `configSha256` (see Task.configSha256). */
+export const TaskMessage = Task.extend({ config: StudyConfig.optional() });
+export type TaskMessage = z.infer<typeof TaskMessage>;
 
 /**
  * Counts, never rows: what a node tells the coordinator about its data. Strict: no statistic of a

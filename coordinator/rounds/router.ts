@@ -1,6 +1,6 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
-import { EvaluationReport, Id, roundBinding } from '../../protocols/messages.ts';
+import { EvaluationReport, Id, roundBinding, type TaskMessage } from '../../protocols/messages.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { openSealedUpdate } from '../auth/sealed-update.ts';
@@ -16,7 +16,12 @@ const StudyParams = z.object({ studyId: Id });
 const RoundParams = z.object({ studyId: Id, round: RoundParam });
 const UpdateParams = RoundParams.extend({ nodeId: Id });
 /** ?wait=S: how long the node's task request may be held open (capped by the coordinator's maxTaskWaitSeconds). */
-export const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0) });
+/**
+ * ?config=HASH: the Task.configSha256 the node already holds; a task built from that same config
+ * is sent without `config` (TaskMessage), so it is neither serialized here nor parsed on the node
+ * at every poll. A node that does not send it gets the full config.
+ */
+export const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), config: z.string().regex(/^[0-9a-f]{64}$/).optional() });
 
 export interface RoundRouterDeps {
   guard: RequestGuard;
@@ -54,12 +59,13 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
   }));
   app.get('/v1/tasks/next', route(async (req, res) => {
     const node = await guard.requireNode(req);
-    const { wait } = parse(TaskQuery, req.query, 'query');
+    const { wait, config: held } = parse(TaskQuery, req.query, 'query');
     const abort = new AbortController();
     req.on('close', () => abort.abort());
     const task = await rounds.nextTask(node, Math.min(wait, deps.maxTaskWaitSeconds), abort.signal);
     if (!task) res.status(204).end();
-    else res.json(task);
+    else if (held !== undefined && held === task.configSha256) res.json({ ...task, config: undefined } satisfies TaskMessage);
+    else res.json(task satisfies TaskMessage);
   }));
   registerUpdateRoute(app, deps);
   app.post('/v1/studies/:studyId/rounds/:round/evaluations', json, route(async (req, res) => {

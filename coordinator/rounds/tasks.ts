@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { StudyConfig, Task } from '../../protocols/messages.ts';
 import { toCheckpoint } from '../audit/audit-log.ts';
+import { latestPolicyVersion } from '../policies/repository.ts';
 import { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { findTaskView, type TaskView } from './round-repository.ts';
@@ -24,7 +26,37 @@ export interface TaskLookup {
 export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<TaskLookup> {
   const view = await findTaskView(deps.db, node.studyId, node.id);
   if (!view) return { running: false };
-  return { task: await taskFrom(deps, node, view), running: view.study_state === 'running' };
+  const task = await taskFrom(deps, node, view);
+  const waited = lookedUp.has(node);
+  lookedUp.add(node);
+  return { task: task && { ...task, ...(await policyInForce(deps, node, waited)) }, running: view.study_state === 'running' };
+}
+
+/** Nodes (per request) whose task was looked up once already: a later look comes after a long-poll wait. */
+const lookedUp = new WeakSet<AuthenticatedNode>();
+
+/**
+ * The policy version in force for the node's jurisdiction (Task.policyInForce), so the node
+ * re-reads its policy only when it changed (it asked on every fit task: 200 of the demo's 1090
+ * signed requests). On the first look it is the version its request's own auth statement read
+ * (no query); after a long-poll wait it is read again, so a profile published meanwhile is in
+ * the task, as when the node asked right after receiving it.
+ */
+async function policyInForce(deps: Pick<RoundDeps, 'db'>, node: AuthenticatedNode, waited: boolean): Promise<Pick<Task, 'policyInForce'>> {
+  const known = node.policyInForce;
+  if (!known) return {};
+  if (!waited || known.jurisdiction === null) return { policyInForce: known };
+  const version = await latestPolicyVersion(deps.db, known.jurisdiction);
+  return { policyInForce: { jurisdiction: known.jurisdiction, version: version === 0 ? null : version } };
+}
+
+const configHashes = new WeakMap<StudyConfig, string>();
+
+/** Task.configSha256: the study service caches the parsed config (one object per study), so this hashes once. */
+export function configSha256(config: StudyConfig): string {
+  let hash = configHashes.get(config);
+  if (hash === undefined) configHashes.set(config, (hash = createHash('sha256').update(JSON.stringify(config)).digest('hex')));
+  return hash;
 }
 
 type Owed = { round: number; deadline: string };
@@ -38,22 +70,23 @@ async function taskFrom(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNod
   const fitDue = view.round !== null && view.phase === 'fit' && !view.submitted && TRAINING_STATES.has(current) && view.participants?.includes(node.id) === true;
   if (!fitDue && !owed) return undefined;
   const config = await deps.studies.getConfig(node.studyId);
-  const witness = view.checkpoint ? { auditCheckpoint: toCheckpoint(view.checkpoint) } : {};
+  // What every task carries besides its work: the audit checkpoint to witness, the config's hash.
+  const shared = { ...(view.checkpoint ? { auditCheckpoint: toCheckpoint(view.checkpoint) } : {}), configSha256: configSha256(config) };
   // An evaluation owed for an older round than the one before the fit round: that model is not
   // the fit's starting model, so it comes first, on its own.
-  if (fitDue && (!owed || owed.round === view.round! - 1)) return fitTask(deps, node, view, config, witness, owed);
-  return evaluateTask(deps, node, owed!, config, witness);
+  if (fitDue && (!owed || owed.round === view.round! - 1)) return fitTask(deps, node, view, config, shared, owed);
+  return evaluateTask(deps, node, owed!, config, shared);
 }
 
-async function fitTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, view: TaskView, config: StudyConfig, witness: Pick<Task, 'auditCheckpoint'>, owed: Owed | undefined): Promise<Task> {
+async function fitTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, view: TaskView, config: StudyConfig, shared: Pick<Task, 'auditCheckpoint' | 'configSha256'>, owed: Owed | undefined): Promise<Task> {
   const round = view.round!;
   const model = await deps.studies.getModel(node.studyId, round - 1);
   const mine = (view.instructions as Record<string, unknown> | null)?.[node.id];
   const instructions = mine ? FitInstructions.parse(mine) : undefined;
-  return { kind: 'fit', studyId: node.studyId, round, modelVersion: round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...(owed ? { evaluate: owed } : {}), ...witness };
+  return { kind: 'fit', studyId: node.studyId, round, modelVersion: round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...(owed ? { evaluate: owed } : {}), ...shared };
 }
 
-async function evaluateTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, owed: Owed, config: StudyConfig, witness: Pick<Task, 'auditCheckpoint'>): Promise<Task> {
+async function evaluateTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, owed: Owed, config: StudyConfig, shared: Pick<Task, 'auditCheckpoint' | 'configSha256'>): Promise<Task> {
   const model = await deps.studies.getModel(node.studyId, owed.round);
-  return { kind: 'evaluate', studyId: node.studyId, round: owed.round, modelVersion: owed.round, modelSha256: model.sha256, deadline: owed.deadline, config, ...witness };
+  return { kind: 'evaluate', studyId: node.studyId, round: owed.round, modelVersion: owed.round, modelSha256: model.sha256, deadline: owed.deadline, config, ...shared };
 }

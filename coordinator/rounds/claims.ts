@@ -2,9 +2,7 @@ import { expectedEvaluation, type EvaluationReport, type StudyConfig, type Updat
 import { REGRESSION_EVALUATION_SENSITIVITY } from '../../protocols/privacy/noised-regression.ts';
 import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
 import { clipToNorm, distanceNorm, subtract, type WeightSet } from '../../protocols/tensors.ts';
-import type { Db } from '../db/database.ts';
 import { BadRequestError } from '../errors.ts';
-import { findDeclaredRows } from './round-repository.ts';
 
 /**
  * Node claims, bounded and checked (issue 11; README, "Node claims are bounded"). Everything a
@@ -36,15 +34,11 @@ export function aggregationWeight(config: StudyConfig, numExamples: number): num
 }
 
 /**
- * The rows a node declared: the smaller of its latest status report's `data.rows` and, for an
- * update, the `data.rows` beside it (a node is held to every declaration it made). Undefined when
- * the study releases neither.
+ * The rows a node declared: the smaller of its latest status report's `data.rows` (`fromStatus`,
+ * read with the rest of an update's or evaluation's intake: round-repository.ts readUpdateIntake)
+ * and, for an update, the `data.rows` beside it (a node is held to every declaration it made).
+ * Undefined when the study releases neither.
  */
-export async function declaredRows(db: Db, nodeId: string, meta?: UpdateMeta): Promise<number | undefined> {
-  return declaredRowsOf(await findDeclaredRows(db, nodeId), meta);
-}
-
-/** declaredRows, given the status report's row count already read (with the node's state: getNodeStateAndRows). */
 export function declaredRowsOf(fromStatus: number | undefined, meta?: UpdateMeta): number | undefined {
   const declared = [fromStatus, meta?.data?.rows].filter((r): r is number => typeof r === 'number' && Number.isFinite(r));
   return declared.length ? Math.min(...declared) : undefined;

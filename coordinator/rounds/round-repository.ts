@@ -205,11 +205,6 @@ export async function findUpdate(db: Db, studyId: string, round: number, nodeId:
   return db.selectFrom('updates').selectAll().where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
 }
 
-/** Whether the node's update for the round was accepted. */
-export async function hasUpdate(db: Db, studyId: string, round: number, nodeId: string): Promise<boolean> {
-  return (await db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst()) !== undefined;
-}
-
 /**
  * Of the round's participants, how many the fit phase still waits for: no update yet, and a node
  * state that still allows training (or no node row at all). 0: all in. One query where it was
@@ -237,13 +232,6 @@ export async function countAwaitedEvaluations(db: Db, studyId: string, round: nu
       and not exists (select from evaluations e where e.study_id = u.study_id and e.round = u.round and e.node_id = u.node_id)
       and (nodes.state is null or nodes.state = any(${sql.val([...allowed])}::text[]))`.execute(db);
   return Number(rows[0]?.n ?? 0);
-}
-
-/** The node's state and the row count of its latest status report (`data.rows`), in one query; throws (NoResultError) when there is no such node. */
-export async function getNodeStateAndRows(db: Db, nodeId: string): Promise<{ state: string; rows: number | undefined }> {
-  const row = await db.selectFrom('nodes').select(['state', 'data_report']).where('id', '=', nodeId).executeTakeFirstOrThrow();
-  const rows = (row.data_report as { rows?: unknown } | null | undefined)?.rows;
-  return { state: row.state, rows: typeof rows === 'number' ? rows : undefined };
 }
 
 /** A node's earlier update of the round, as a retry is compared with it. */
@@ -342,17 +330,6 @@ export async function findEvaluation(db: Db, studyId: string, round: number, nod
   return db.selectFrom('evaluations').select(['histogram', 'stats', 'num_examples', 'loss', 'personalized_stats']).where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst();
 }
 
-/** Whether the node reported its evaluation for the round. */
-export async function hasEvaluation(db: Db, studyId: string, round: number, nodeId: string): Promise<boolean> {
-  return (await db.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).where('node_id', '=', nodeId).executeTakeFirst()) !== undefined;
-}
-
-/** The nodes that reported their evaluation for the round. */
-export async function listEvaluatorIds(db: Db, studyId: string, round: number): Promise<string[]> {
-  const rows = await db.selectFrom('evaluations').select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute();
-  return rows.map((r) => r.node_id);
-}
-
 /** The round's evaluation reports, for pooling. */
 export async function listRoundEvaluations(db: Db, studyId: string, round: number) {
   return db.selectFrom('evaluations').select(['node_id', 'num_examples', 'loss', 'histogram', 'stats', 'personalized_stats', 'personalized_num_examples']).where('study_id', '=', studyId).where('round', '=', round).execute();
@@ -406,23 +383,6 @@ export async function nodeRegions(tx: Db, nodeIds: string[]) {
 export async function nodeStates(tx: Db, nodeIds: string[]) {
   if (nodeIds.length === 0) return [];
   return tx.selectFrom('nodes').select(['id', 'state']).where('id', 'in', nodeIds).orderBy('id').execute();
-}
-
-/** The node's state now (undefined when there is no such node). */
-export async function findNodeState(db: Db, nodeId: string): Promise<string | undefined> {
-  return (await db.selectFrom('nodes').select('state').where('id', '=', nodeId).executeTakeFirst())?.state;
-}
-
-/** The node's state now; throws (Kysely's NoResultError) when there is no such node. */
-export async function getNodeState(db: Db, nodeId: string): Promise<string> {
-  return (await db.selectFrom('nodes').select(['state']).where('id', '=', nodeId).executeTakeFirstOrThrow()).state;
-}
-
-/** The row count of the node's latest status report (`data.rows`), if it released one. */
-export async function findDeclaredRows(db: Db, nodeId: string): Promise<number | undefined> {
-  const row = await db.selectFrom('nodes').select('data_report').where('id', '=', nodeId).executeTakeFirst();
-  const rows = (row?.data_report as { rows?: unknown } | null | undefined)?.rows;
-  return typeof rows === 'number' ? rows : undefined;
 }
 
 export async function markNodeSeen(tx: Db, nodeId: string, at: Date): Promise<void> {

@@ -59,6 +59,11 @@ export function createApp(deps: AppDeps) {
   const { db, keyring, studies, rounds, maxTaskWaitSeconds } = deps;
   const app = express();
   app.disable('x-powered-by');
+  // No ETags: no client revalidates (nodes and the CLI never send If-None-Match, models carry
+  // their SHA-256), yet express hashed every JSON answer for one and, to hash it, turned the body
+  // into a Buffer handed to the socket apart from the headers; without, an answer under 1000
+  // characters goes as one string with its headers (issue 13: the coordinator's per-request cost).
+  app.set('etag', false);
   if (deps.trustProxy) app.set('trust proxy', /^\d+$/.test(deps.trustProxy) ? Number(deps.trustProxy) : deps.trustProxy);
   const refusals = createRefusalLog({ db, log: deps.log });
   // Tests flush the in-memory 429 tallies through this.

@@ -11,7 +11,7 @@
  * and, below, the REAL service path (issue 13): the round service's submitUpdate on a 1M-parameter
  * study, on PGlite or PostgreSQL (TEST_DATABASE_URL), one JSON line:
  *
- *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after] [--updates=10]
+ *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after] [--updates=10] [--warmup=30]
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -136,6 +136,15 @@ export interface ServicePathResult {
   components: { decodeSeconds: number; foldSeconds: number; persistSeconds: number; totalSeconds: number; persistCpuSeconds: number };
   /** os.loadavg() at start and end. */
   loadAverage: { start: number[]; end: number[] };
+  /**
+   * 4 MB inserts (and decodes and folds) run before the timed updates (--warmup=N; 0 by default,
+   * the figure of a coordinator process's first updates). PGlite's WebAssembly runs in V8's
+   * baseline code (Liftoff) until its hot functions are tiered up: the first ~20 such inserts of a
+   * fresh process cost ~3x the CPU of later ones (measured: one process, 30 inserts of 4 MB
+   * through the coordinator's own handle, 146 -> 90 -> 38 ms CPU medians of each 10), and a
+   * running coordinator is past that after its first round of 1M-parameter updates.
+   */
+  warmup: number;
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux: /proc/<pid>/stat's utime and stime unit
@@ -170,7 +179,7 @@ const MILLION_HIDDEN = [1000, 990];
  * the timed updates), each update timed around `rounds.submitUpdate`. Then the deadline passes and
  * the close is timed. The test harness builds the coordinator exactly as `fedmark coordinator` does.
  */
-export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; updates: number }): Promise<ServicePathResult> {
+export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; updates: number; warmup?: number }): Promise<ServicePathResult> {
   const { inProcessCoordinator, tinyStudy, defaultMeta } = await import('../test/coordinator/harness.ts');
   const { backendOrSkip } = await import('../test/helpers/databases.ts');
   const { sql } = await import('kysely');
@@ -194,6 +203,8 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
     const walDiff = async (a: string, b: string) => Number((await sql<{ d: string }>`select pg_wal_lsn_diff(${b}::pg_lsn, ${a}::pg_lsn)::text as d`.execute(h.built.db)).rows[0].d);
     const serverPids = async () =>
       opts.database === 'postgres' ? (await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database()`.execute(h.built.db)).rows.map((r) => Number(r.pid)) : [];
+    const warmup = opts.warmup ?? 0;
+    if (warmup > 0) await warmUp(h.built.db, global, frames, warmup);
     const times: number[] = [];
     let cpu = 0;
     let serverCpu = 0;
@@ -239,10 +250,25 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       serverCpuSecondsPerUpdate: opts.database === 'postgres' ? serverCpu / n : null,
       components,
       loadAverage: { start, end: loadavg() },
+      warmup,
     };
   } finally {
     await h.close();
   }
+}
+
+/** `n` untimed decodes, folds and 4 MB inserts in a scratch table (see ServicePathResult.warmup). */
+async function warmUp(db: import('kysely').Kysely<import('../coordinator/db/schema.ts').Database>, global: WeightSet, frames: Uint8Array[], n: number): Promise<void> {
+  const { sql } = await import('kysely');
+  const specs = global.map(({ name, shape }) => ({ name, shape }));
+  const accumulator = new WeightedMeanAccumulator(specs);
+  await sql`create table bench_warmup (seq int primary key, weights bytea not null)`.execute(db);
+  for (let u = 0; u < n; u++) {
+    const frame = frames[u % frames.length];
+    accumulator.add(decodeWeightsView(frame, { expected: specs, dtype: 'float32' }), 1);
+    await db.transaction().execute((tx) => sql`insert into bench_warmup (seq, weights) values (${u}, ${frame})`.execute(tx));
+  }
+  await sql`drop table bench_warmup`.execute(db);
 }
 
 /**
@@ -290,7 +316,8 @@ if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
     const database = process.argv.includes('--postgres') ? 'postgres' : 'pglite';
     const label = process.argv.find((a) => a.startsWith('--label='))?.slice('--label='.length);
     const updates = Number(process.argv.find((a) => a.startsWith('--updates='))?.slice('--updates='.length) ?? 10);
-    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates })) }));
+    const warmup = Number(process.argv.find((a) => a.startsWith('--warmup='))?.slice('--warmup='.length) ?? 0);
+    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates, warmup })) }));
   }
   process.exit(0);
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Checkpoint } from '../../../protocols/audit/audit-chain.ts';
-import { Id, Task } from '../../../protocols/messages.ts';
+import { Id, TaskMessage } from '../../../protocols/messages.ts';
 import { PolicyProfile } from '../../../protocols/policy/jurisdiction-policy.ts';
 
 /**
@@ -33,10 +33,11 @@ export const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).def
 export const NewPolicy = PolicyProfile.omit({ version: true });
 
 /**
- * The task as documented: the same as protocols' `Task`, except that the checkpoint is plainly
- * optional (the schema's `.catch` only says how a node parses it: one it cannot read is dropped).
+ * The task as documented: the same as protocols' `TaskMessage`, except that the checkpoint is plainly
+ * optional (the schema's `.catch` only says how a node parses it: one it cannot read is dropped),
+ * and `config` is left out when the node sent `?config=` with the task's `configSha256`.
  */
-export const TaskDoc = Task.extend({ auditCheckpoint: Checkpoint.optional() });
+export const TaskDoc = TaskMessage.extend({ auditCheckpoint: Checkpoint.optional() });
 
 export const Health = z.object({ ok: z.boolean() });
 export const IssuedApiToken = objectWith('the new token: `token` is shown once and never again', { id: Id, token: z.string(), role: z.enum(['admin', 'auditor', 'analyst']), name: z.string(), region: z.string().nullable().optional() });

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { entryHash, type Checkpoint } from '../../protocols/audit/audit-chain.ts';
 import type { Db } from '../db/database.ts';
 import { ConflictError } from '../errors.ts';
-import { countCheckpoints, findCheckpoints, listAuditEntriesFrom, type AuditCheckpointRow, type AuditLogRow } from './repository.ts';
+import { findCheckpointsAndCount, listAuditEntriesFrom, type AuditCheckpointRow, type AuditLogRow } from './repository.ts';
 
 /**
  * The last head the coordinator signed, kept beside its key (`audit-head.json` in the key folder),
@@ -83,7 +83,7 @@ export function writeSignedHead(path: string, checkpoint: Checkpoint): void {
  * and starts with the signed head, and every checkpoint up to the signed one is still there.
  * Reads only the entries since the last checkpoint (those before it are tied to it by their hashes).
  * Returns what a new checkpoint needs from the same reads (issue 13: a checkpoint took 10
- * statements, now 7): the head's entry, the checkpoint at the head if any, and how many there are.
+ * statements, now 6): the head's entry, the checkpoint at the head if any, and how many there are.
  */
 export async function requireExtendsSignedHead(tx: Db, signed: SignedHead, head: { seq: number; hash: string | null }): Promise<ExtendsSignedHead> {
   const refuse = (message: string): never => {
@@ -109,12 +109,11 @@ export async function requireExtendsSignedHead(tx: Db, signed: SignedHead, head:
   }
   if (prevHash === null || !headRow) refuse(`entry ${signed.seq} is missing from the database: it held ${last}`);
   if (expectedSeq - 1 !== head.seq || prevHash !== head.hash) refuse(`the database's head row (seq ${head.seq}) is not the end of the chain (seq ${expectedSeq - 1})`);
-  const found = await findCheckpoints(tx, [signed.seq, head.seq]);
+  const { found, count } = await findCheckpointsAndCount(tx, [signed.seq, head.seq]);
   const checkpoint = found.find((c) => c.seq === signed.seq);
   if (!checkpoint || checkpoint.head_hash !== signed.hash || (checkpoint.number ?? null) !== signed.checkpointNumber) {
     refuse(`the checkpoint it made at seq ${signed.seq}${signed.checkpointNumber !== null ? ` (#${signed.checkpointNumber})` : ''} is ${checkpoint ? 'different' : 'no longer'} in the database: checkpoints were dropped or replaced`);
   }
-  const count = await countCheckpoints(tx);
   if (signed.checkpointNumber !== null && count < signed.checkpointNumber) {
     refuse(`the database holds ${count} checkpoints, but this coordinator has signed ${signed.checkpointNumber}: checkpoints were dropped`);
   }

@@ -82,9 +82,19 @@ export async function findCheckpoint(db: Db, seq: number) {
   return db.selectFrom('audit_checkpoints').selectAll().where('seq', '=', seq).executeTakeFirst();
 }
 
-/** The checkpoints at these seqs (one read for the signed head's and the current head's). */
-export async function findCheckpoints(db: Db, seqs: number[]) {
-  return db.selectFrom('audit_checkpoints').selectAll().where('seq', 'in', seqs).execute();
+/**
+ * The checkpoints at these seqs and how many checkpoints there are, in one read (the signed head's
+ * check at each checkpoint needs both: issue 13).
+ */
+export async function findCheckpointsAndCount(db: Db, seqs: number[]): Promise<{ found: AuditCheckpointRow[]; count: number }> {
+  // The count's one-row table on the left: the answer has a row even when no checkpoint matches.
+  const rows = await db
+    .selectFrom((eb) => eb.selectFrom('audit_checkpoints').select((e) => e.fn.countAll<string | number>().as('total')).as('n'))
+    .leftJoin('audit_checkpoints as c', (join) => join.on('c.seq', 'in', seqs))
+    .select(['n.total', 'c.seq', 'c.head_hash', 'c.at', 'c.coordinator_fingerprint', 'c.number', 'c.signature'])
+    .execute();
+  const found = rows.filter((r) => r.seq !== null).map((r) => ({ seq: r.seq!, head_hash: r.head_hash!, at: r.at!, coordinator_fingerprint: r.coordinator_fingerprint!, number: r.number, signature: r.signature! }));
+  return { found, count: Number(rows[0].total) };
 }
 
 export async function countCheckpoints(db: Db): Promise<number> {

@@ -51,13 +51,16 @@ async function expectChainIntact(db: Db, count: number) {
 
 class Rollback extends Error {}
 
+/** Each case opens a fresh database (PGlite: initdb and every migration), slow on a loaded machine. */
+const TIMEOUT_MS = 180_000;
+
 for (const backendName of BACKEND_NAMES) {
   describe(`audit appends by compare-and-swap on ${backendName}`, () => {
     let close: (() => Promise<unknown>) | undefined;
     afterEach(async () => {
       await close?.();
       close = undefined;
-    });
+    }, TIMEOUT_MS);
 
     it('costs one statement per append once the head is known', async (ctx) => {
       const statements: string[] = [];
@@ -71,7 +74,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(statements.filter((s) => /audit_(head|log)/.test(s))).toHaveLength(2);
       expect(statements.filter((s) => /for update/.test(s))).toHaveLength(0);
       await expectChainIntact(pair.a, 4);
-    });
+    }, TIMEOUT_MS);
 
     it('chains to the real head after an append that rolled back', async (ctx) => {
       const pair = await openPair(backendName);
@@ -87,7 +90,7 @@ for (const backendName of BACKEND_NAMES) {
       await expectChainIntact(pair.a, 3);
       const { entries } = await readAuditLog(pair.a);
       expect(entries.map((e) => e.kind)).toEqual(['test.kept', 'test.after', 'test.after-2']);
-    });
+    }, TIMEOUT_MS);
 
     it('keeps one chain under many concurrent transactions, some of which roll back', async (ctx) => {
       const pair = await openPair(backendName);
@@ -107,7 +110,7 @@ for (const backendName of BACKEND_NAMES) {
       expect(failed.every((r) => r instanceof Rollback)).toBe(true);
       expect(failed).toHaveLength(5);
       await expectChainIntact(pair.a, 1 + 24 - 5);
-    });
+    }, TIMEOUT_MS);
 
     it('a second replica appending in between: both chain to the real head', async (ctx) => {
       const pair = await openPair(backendName);
@@ -121,7 +124,7 @@ for (const backendName of BACKEND_NAMES) {
       await pair.a.transaction().execute((tx) => appendAudit(tx, { actor: 'replica-a', kind: 'test.a3' }));
       await appendAudit(pair.b, { actor: 'replica-b', kind: 'test.b4' });
       await expectChainIntact(pair.b, 7);
-    });
+    }, TIMEOUT_MS);
 
     it('replicas appending at the same time (PostgreSQL) keep one chain', async (ctx) => {
       if (backendName !== 'postgres') return ctx.skip();
@@ -138,6 +141,6 @@ for (const backendName of BACKEND_NAMES) {
         });
       }));
       await expectChainIntact(pair.a, 22);
-    });
+    }, TIMEOUT_MS);
   });
 }

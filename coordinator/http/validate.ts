@@ -44,6 +44,9 @@ export const VersionParam = intParam(0);
  */
 export const ROUTE_PARAMS: Record<string, z.ZodType> = { studyId: Id, nodeId: Id, id: Id, round: RoundParam, version: VersionParam, region: RegionParam };
 
+/** How many valid values of each parameter are remembered (only valid ones: each is bounded by its schema). */
+const VALID_PARAMS_KEPT = 4096;
+
 /**
  * Registers one express param callback per name in ROUTE_PARAMS: a malformed id or number in any
  * route's path is a 400 naming `params.<name>`. `after` (optional) runs next for a valid value
@@ -54,12 +57,22 @@ export const ROUTE_PARAMS: Record<string, z.ZodType> = { studyId: Id, nodeId: Id
  */
 export function registerParamValidators(app: Express, after: Record<string, (req: Request, res: Response, value: string) => Promise<void>> = {}) {
   for (const [name, schema] of Object.entries(ROUTE_PARAMS)) {
+    // Values already found valid (a schema's verdict on a string never changes): every node
+    // request names the same study and round, and zod's parse of them was ~70 ms of the demo
+    // coordinator's CPU (issue 13). Bounded: emptied when full.
+    const valid = new Set<string>();
     app.param(name, (req: Request, res: Response, next: NextFunction, value: unknown) => {
-      try {
-        parse(schema, value, `params.${name}`);
-      } catch (err) {
-        next(err);
-        return;
+      if (typeof value !== 'string' || !valid.has(value)) {
+        try {
+          parse(schema, value, `params.${name}`);
+        } catch (err) {
+          next(err);
+          return;
+        }
+        if (typeof value === 'string') {
+          if (valid.size >= VALID_PARAMS_KEPT) valid.clear();
+          valid.add(value);
+        }
       }
       const then = after[name];
       if (!then) next();

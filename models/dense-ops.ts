@@ -80,9 +80,26 @@ export function predictModel(model: KindModel, x: Float32Array, n: number, width
       twin.dispose();
     }
   }
-  const net = new FusedMlp(model.layout, Math.max(1, Math.min(n, PREDICT_BATCH_ROWS)));
+  const net = predictionNet(model, Math.max(1, Math.min(n, PREDICT_BATCH_ROWS)));
   net.params.set(model.params);
   return forwardScores(net, x, n, width, model.output === 'sigmoid');
+}
+
+/**
+ * The network a dense model predicts with, kept per model and block size: a node evaluates the
+ * same validation rows every round, and a new FusedMlp each time (a WebAssembly memory and
+ * instance, its buffers) was most of a demo node's evaluation CPU (bench/node-evaluate-cpu.ts).
+ * Its weights are overwritten before every use and forward() reads nothing else it kept, so the
+ * scores are the same numbers as from a new one (test/models/predict-net-reuse.test.ts).
+ */
+const predictionNets = new WeakMap<DenseModel, FusedMlp>();
+
+function predictionNet(model: DenseModel, maxRows: number): FusedMlp {
+  const kept = predictionNets.get(model);
+  if (kept?.maxRows === maxRows) return kept; // a model's layout is fixed when it is made
+  const net = new FusedMlp(model.layout, maxRows);
+  predictionNets.set(model, net);
+  return net;
 }
 
 /** The network's outputs for `n` rows, block by block: sigmoid(z) for a sigmoid output unit, else z. */

@@ -8,7 +8,7 @@ import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { childLauncher } from './launcher.ts';
 import { seedPgliteDir } from './pglite-template.ts';
-import { parseResourcesLine, REPORT_RESOURCES_ENV, type ProcessResources } from './process-resources.ts';
+import { coordinatorMemoryEnv, parseResourcesLine, REPORT_RESOURCES_ENV, type ProcessResources } from './process-resources.ts';
 
 /**
  * The demo's federation, shared by every model kind's demo (cli/demo.ts for binary and regression,
@@ -147,12 +147,8 @@ export async function runFederation<F extends object = Record<string, never>>(pl
       FEDMARK_KEY_PASSPHRASE: randomBytes(24).toString('base64url'),
       FEDMARK_KEY_DIR: join(outDir, 'coordinator-keys'),
       DATABASE_URL: '',
-      // glibc's allocator keeps freed 4-8 MB buffers (request bodies, query results) in per-thread
-      // arenas: two arenas and mmap for blocks over 256 KB hand them back (issue 13: demo peak
-      // 293-306 -> 253-263 MB, no CPU cost seen; 100 x 1M post-round RSS 418-491 -> 297-317 MB).
-      // Read only at process start, hence here; the README says the same for a deployment.
-      MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2',
-      MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? '262144',
+      // Two malloc arenas, mmap over 256 KB, 8 MB semi-spaces: why and what each saved there.
+      ...coordinatorMemoryEnv(),
     });
     // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
     const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);

@@ -68,3 +68,27 @@ export function parseResourcesLine(line: Record<string, unknown>): ProcessResour
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * The environment a coordinator child starts with in the demo and the scale bench (issue 13,
+ * coordinator peak RSS), each setting left to the caller's own environment when it has one.
+ * - glibc's allocator kept freed 4-8 MB buffers (request bodies, query results) in per-thread
+ *   arenas: two arenas and mmap for blocks over 256 KB hand them back (demo peak 293-306 ->
+ *   253-263 MB, no CPU cost seen; 100 x 1M post-round RSS 418-491 -> 297-317 MB).
+ * - V8's young generation grew to its default 16 MB semi-spaces (~34 MB resident) and stayed
+ *   there; 8 MB semi-spaces hold it at ~17 MB. Demo at load 15-20 with the start-up collection of
+ *   coordinator/main.ts: peak 236 MB with the default, 215/214/221 MB with 4/8/2 MB semi-spaces
+ *   (one run each), coordinator CPU within the runs' noise (16.6-18.3 s).
+ * All are read only at process start, hence set by whoever spawns the process; the README says
+ * the same for a deployment.
+ */
+export function coordinatorMemoryEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const nodeOptions = env.NODE_OPTIONS ?? '';
+  return {
+    MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX ?? '2',
+    MALLOC_MMAP_THRESHOLD_: env.MALLOC_MMAP_THRESHOLD_ ?? '262144',
+    NODE_OPTIONS: nodeOptions.includes('--max-semi-space-size') ? nodeOptions : `--max-semi-space-size=${COORDINATOR_SEMI_SPACE_MB} ${nodeOptions}`.trim(),
+  };
+}
+
+export const COORDINATOR_SEMI_SPACE_MB = 8;

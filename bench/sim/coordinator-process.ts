@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { coordinatorMemoryEnv } from '../../cli/process-resources.ts';
 
 /**
  * A real `fedmark coordinator` child process for the scale benchmark (bench/scale-bench.ts), on
@@ -56,6 +57,9 @@ export async function startCoordinator(dir: string, options: { postgres?: boolea
     FEDMARK_KEY_PASSPHRASE: 'scale-bench-coordinator-passphrase',
     FEDMARK_LOG_LEVEL: 'info',
     DATABASE_URL: database?.url ?? '',
+    // As the demo starts its coordinator (malloc arenas, V8 semi-spaces): without it the bench
+    // measured an allocator's hoarding, not the coordinator (issue 13: RSS rose 408 -> 447 MB over 5 rounds).
+    ...coordinatorMemoryEnv(),
     ...options.env,
   };
   const child = spawn(process.execPath, [BIN, 'coordinator', '--port', '0', '--data-dir', join(dir, 'coordinator-db')], { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -102,7 +102,11 @@ describe('evaluation schedules between real processes (PGlite)', () => {
     }
     const own = runs.get('own-phase')!.status.rounds.map((r) => r.validationAuc!);
     const next = runs.get('with-next-fit')!.status.rounds.map((r) => r.validationAuc!);
-    for (let i = 0; i < ROUNDS; i++) expect(Math.abs(next[i] - own[i])).toBeLessThan(0.02);
+    // Two studies, so two validation splits (each node's split is keyed by the random study id):
+    // the two schedules' round AUCs differed by 0.026 in one CI run (2026-12-03) and by 0.007-0.017
+    // in another. This bound only catches a gross error (an untrained or foreign model scores ~0.5);
+    // which model each round evaluated is checked by the download counts in the next test.
+    for (let i = 0; i < ROUNDS; i++) expect(Math.abs(next[i] - own[i])).toBeLessThan(0.05);
   });
 
   it('each node evaluated every round, sent every update, and downloaded each model version once', (ctx) => {

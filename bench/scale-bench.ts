@@ -28,6 +28,7 @@ import { makePatterns } from './sim/pseudo-update.ts';
 import { nodeStateDir, Semaphore, SimNode, SIM_JURISDICTION, type Simulation } from './sim/sim-node.ts';
 import { installTrafficCounter, type TrafficCounter } from './sim/traffic.ts';
 import { benchDemo } from './sim/demo-run.ts';
+import { memoryBreakdown, type MemoryBreakdown } from './sim/memory-breakdown.ts';
 
 export interface ScaleOptions {
   nodes: number;
@@ -63,6 +64,8 @@ export interface RoundResult {
   rssMbAfter: number;
   /** VmHWM (peak RSS since start) after the round. */
   hwmMbAfter: number;
+  /** When the round was seen closed: RSS split by /proc smaps (PGlite's wasm, malloc's brk heap, other anonymous) and V8's heap from /metrics. */
+  memoryAfter: MemoryBreakdown | null;
   /** HTTP bodies of the round: sealed updates and evaluations up, global models down. */
   uploadedBytes: number;
   downloadedBytes: number;
@@ -190,7 +193,7 @@ async function runSimulation(coordinator: CoordinatorChild, studyId: string, stu
   // Nodes in a long poll return when it ends (the study's end wakes them, or the poll times out).
   await Promise.race([Promise.allSettled(running), new Promise((r) => setTimeout(r, ((options.pollSeconds ?? 20) + 5) * 1000))]);
   if (status.state !== 'completed') throw new Error(`study ended ${status.state}: ${status.stopReason ?? 'no reason'}`);
-  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null })), setupSeconds, unreachablePolls: sim.unreachable, taskErrors: sim.taskErrors };
+  return { rounds: status.rounds.map((r) => ({ ...r, check: sim.checks.get(r.round) ?? null, memory: status.memory.get(r.round) ?? null })), setupSeconds, unreachablePolls: sim.unreachable, taskErrors: sim.taskErrors };
 }
 
 interface StudyView {
@@ -201,22 +204,28 @@ interface StudyView {
 }
 
 /** Follows the study (long-polled status) until it is no longer running; logs each closed round. */
-async function waitForEnd(coordinator: CoordinatorChild, studyId: string, rounds: number, log: (l: string) => void): Promise<StudyView> {
+async function waitForEnd(coordinator: CoordinatorChild, studyId: string, rounds: number, log: (l: string) => void): Promise<StudyView & { memory: Map<number, MemoryBreakdown> }> {
   let seen = -1;
   let logged = 0;
+  const memory = new Map<number, MemoryBreakdown>();
   for (;;) {
     const status = await coordinator.api<StudyView>('GET', `/v1/studies/${studyId}?wait=20${seen >= 0 ? `&seen=${seen}` : ''}`);
     seen = status.changeCount;
     for (const r of status.rounds.filter((x) => x.closedAt && x.round > logged).sort((a, b) => a.round - b.round)) {
       const p = readProc(coordinator.pid);
       log(`scale: round ${r.round}/${rounds} ${r.phase} in ${((Date.parse(r.closedAt!) - Date.parse(r.startedAt)) / 1000).toFixed(2)} s, ${r.updatesReceived} updates; coordinator RSS ${p?.rssMb.toFixed(0) ?? '?'} MB, VmHWM ${p?.hwmMb.toFixed(0) ?? '?'} MB, CPU ${p?.cpuSeconds.toFixed(1) ?? '?'} s so far`);
+      const m = await memoryBreakdown(coordinator.pid, coordinator.url);
+      if (m) {
+        memory.set(r.round, m);
+        log(`scale: round ${r.round} memory: wasm ${m.wasmRssMb.toFixed(0)} MB, brk heap ${m.brkHeapRssMb.toFixed(0)} MB, other anon ${m.otherAnonRssMb.toFixed(0)} MB, files ${m.fileRssMb.toFixed(0)} MB; V8 heap used/total ${m.v8HeapUsedMb?.toFixed(0)}/${m.v8HeapTotalMb?.toFixed(0)} MB, external ${m.externalMb?.toFixed(0)} MB`);
+      }
       logged = r.round;
     }
-    if (status.state !== 'running') return status;
+    if (status.state !== 'running') return { ...status, memory };
   }
 }
 
-type RoundWithCheck = RoundSummary & { check: RoundResult['aggregation'] };
+type RoundWithCheck = RoundSummary & { check: RoundResult['aggregation']; memory: MemoryBreakdown | null };
 
 /** Per round: timing from the coordinator's timestamps, memory and CPU from the samples in its window, traffic by round. */
 function roundResults(rounds: RoundWithCheck[], samples: ProcSample[], traffic: TrafficCounter): RoundResult[] {
@@ -238,6 +247,7 @@ function roundResults(rounds: RoundWithCheck[], samples: ProcSample[], traffic: 
       rssMbMax: Math.max(after.rssMb, ...inside.map((s) => s.rssMb)),
       rssMbAfter: after.rssMb,
       hwmMbAfter: after.hwmMb,
+      memoryAfter: r.memory,
       uploadedBytes: t.uploadedBytes,
       downloadedBytes: t.downloadedBytes,
       modelDownloads: t.modelDownloads,

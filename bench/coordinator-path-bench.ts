@@ -11,7 +11,7 @@
  * and, below, the REAL service path (issue 13): the round service's submitUpdate on a 1M-parameter
  * study, on PGlite or PostgreSQL (TEST_DATABASE_URL), one JSON line:
  *
- *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after] [--updates=10] [--warmup=30]
+ *   node bin/run-ts.js bench/coordinator-path-bench.ts [--postgres] [--label=after] [--updates=10] [--warmup=30] [--round=1]
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -145,6 +145,12 @@ export interface ServicePathResult {
    * running coordinator is past that after its first round of 1M-parameter updates.
    */
   warmup: number;
+  /**
+   * Which round's updates were timed: 2 (the default), a running coordinator's, after a round of
+   * the same updates aggregated and closed; 1 (--round=1), a new database's first round, whose
+   * every stored update grows the table files (zeros first, then the data: migration 0022).
+   */
+  timedRound: 1 | 2;
 }
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux: /proc/<pid>/stat's utime and stime unit
@@ -179,7 +185,8 @@ const MILLION_HIDDEN = [1000, 990];
  * the timed updates), each update timed around `rounds.submitUpdate`. Then the deadline passes and
  * the close is timed. The test harness builds the coordinator exactly as `fedmark coordinator` does.
  */
-export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; updates: number; warmup?: number }): Promise<ServicePathResult> {
+export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; updates: number; warmup?: number; round?: 1 | 2 }): Promise<ServicePathResult> {
+  const timedRound = opts.round ?? 2;
   const { inProcessCoordinator, tinyStudy, defaultMeta } = await import('../test/coordinator/harness.ts');
   const { backendOrSkip } = await import('../test/helpers/databases.ts');
   const { sql } = await import('kysely');
@@ -189,11 +196,29 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
   const start = loadavg();
   try {
     const n = opts.updates;
-    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: 1, minNodesPerRound: n, minNodesToStart: n + 1, roundDeadlineSeconds: 3600 }));
+    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: MILLION_HIDDEN }, rounds: timedRound, minNodesPerRound: n, minNodesToStart: n + 1, roundDeadlineSeconds: 3600 }));
     const nodes = [];
     for (let i = 0; i <= n; i++) nodes.push(await h.enroll(studyId, `node-${i}`));
-    await h.until(async () => ((await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirst())?.phase === 'fit' ? true : undefined), 120_000);
-    const global = decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/0`).buffer(true).parse((await import('../test/coordinator/harness.ts')).bytesOrJson)).body));
+    const phaseOf = async (round: number) => (await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst())?.phase;
+    await h.until(async () => ((await phaseOf(1)) === 'fit' ? true : undefined), 120_000);
+    const modelOf = async (version: number) => decodeWeights(new Uint8Array((await h.admin('get', `/v1/studies/${studyId}/models/${version}`).buffer(true).parse((await import('../test/coordinator/harness.ts')).bytesOrJson)).body));
+    if (timedRound === 2) {
+      // A running coordinator's round: round 1 takes the same updates untimed, aggregates (its
+      // stored updates dropped, their space freed: round-repository.ts reclaimKeptUpdateSpace) and
+      // closes; round 2's are timed. Round 1 of a new database grows every table it writes to.
+      const first = await modelOf(0);
+      for (let u = 0; u < n; u++) {
+        const node = await h.built.nodes.authenticate(nodes[u].apiKey);
+        await h.built.rounds.submitUpdate(node, studyId, 1, defaultMeta(100 + u), encodeWeights(first.map((t) => ({ ...t, values: t.values.map((v, i) => v + (u + 1) * 1e-3 * Math.cos(i)) })), 'float32'));
+      }
+      h.advanceClock(3601_000);
+      await h.built.rounds.advanceRound(studyId, 1);
+      await h.built.rounds.idle();
+      h.advanceClock(3601_000);
+      await h.built.rounds.advanceRound(studyId, 1);
+      await h.until(async () => ((await phaseOf(2)) === 'fit' ? true : undefined), 120_000);
+    }
+    const global = await modelOf(timedRound - 1);
     const parameters = global.reduce((s, t) => s + t.values.length, 0);
     const frames = [0, 1, 2].map((k) => encodeWeights(global.map((t) => ({ ...t, values: t.values.map((v, i) => v + (k + 1) * 1e-3 * Math.sin(i)) })), 'float32'));
     const probe = async () => {
@@ -217,7 +242,7 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       const s0 = processCpuSeconds(pids);
       const c0 = selfCpuSeconds();
       const t0 = performance.now();
-      await h.built.rounds.submitUpdate(node, studyId, 1, defaultMeta(100 + u), frames[u % frames.length]);
+      await h.built.rounds.submitUpdate(node, studyId, timedRound, defaultMeta(100 + u), frames[u % frames.length]);
       times.push((performance.now() - t0) / 1000);
       cpu += selfCpuSeconds() - c0;
       serverCpu += processCpuSeconds(pids) - s0;
@@ -229,9 +254,9 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
     const components = await componentTimes(h.built.db, global, frames, serverPids);
     h.advanceClock(3601_000);
     const t0 = performance.now();
-    await h.built.rounds.advanceRound(studyId, 1);
+    await h.built.rounds.advanceRound(studyId, timedRound);
     const closeSeconds = (performance.now() - t0) / 1000;
-    const phase = (await h.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).executeTakeFirstOrThrow()).phase;
+    const phase = await phaseOf(timedRound);
     if (phase !== 'evaluate') throw new Error(`the round did not aggregate (phase ${phase})`);
     const sorted = [...times].sort((a, b) => a - b);
     return {
@@ -251,6 +276,7 @@ export async function benchServicePath(opts: { database: 'pglite' | 'postgres'; 
       components,
       loadAverage: { start, end: loadavg() },
       warmup,
+      timedRound,
     };
   } finally {
     await h.close();
@@ -317,7 +343,8 @@ if (process.argv[1]?.endsWith('coordinator-path-bench.ts')) {
     const label = process.argv.find((a) => a.startsWith('--label='))?.slice('--label='.length);
     const updates = Number(process.argv.find((a) => a.startsWith('--updates='))?.slice('--updates='.length) ?? 10);
     const warmup = Number(process.argv.find((a) => a.startsWith('--warmup='))?.slice('--warmup='.length) ?? 0);
-    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates, warmup })) }));
+    const round = process.argv.includes('--round=1') ? 1 : 2;
+    console.log(JSON.stringify({ ...(label ? { label } : {}), ...(await benchServicePath({ database, updates, warmup, round })) }));
   }
   process.exit(0);
 }

@@ -26,6 +26,7 @@ import * as spare18 from './migrations/20261202_0018_spare.ts';
 import * as personalizedMetrics from './migrations/20261202_0019_personalized_metrics.ts';
 import * as foldUpdates from './migrations/20261202_0020_fold_updates.ts';
 import * as uncompressedWeights from './migrations/20261203_0021_uncompressed_weights.ts';
+import * as reuseKeptUpdateSpace from './migrations/20261203_0022_reuse_kept_update_space.ts';
 // Kysely runs migrations in name order, so later ones (0010, 0011, ...) make tables after this one has
 // granted: `migrate` re-grants after every run, which covers them.
 import * as appRole from './migrations/20261129_0009_app_role.ts';
@@ -36,7 +37,7 @@ export type Db = Kysely<Database>;
 /** Migrations are listed here rather than read from a folder, so a bundled image carries them. */
 class StaticMigrationProvider implements MigrationProvider {
   async getMigrations(): Promise<Record<string, Migration>> {
-    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash, '20261129_0010_enrollment_jurisdiction': enrollmentJurisdiction, '20261129_0011_regional_models': regionalModels, '20261202_0012_core_v2': coreV2, '20261202_0013_claim_bounds': claimBounds, '20261202_0014_refusal_counts': refusalCounts, '20261202_0015_audit_checkpoint_number': auditCheckpointNumber, '20261202_0016_privacy_ledger_append_only': privacyLedgerAppendOnly, '20261202_0017_study_stop': studyStop, '20261202_0018_spare': spare18, '20261202_0019_personalized_metrics': personalizedMetrics, '20261202_0020_fold_updates': foldUpdates, '20261203_0021_uncompressed_weights': uncompressedWeights, '20261129_0009_app_role': appRole };
+    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash, '20261129_0010_enrollment_jurisdiction': enrollmentJurisdiction, '20261129_0011_regional_models': regionalModels, '20261202_0012_core_v2': coreV2, '20261202_0013_claim_bounds': claimBounds, '20261202_0014_refusal_counts': refusalCounts, '20261202_0015_audit_checkpoint_number': auditCheckpointNumber, '20261202_0016_privacy_ledger_append_only': privacyLedgerAppendOnly, '20261202_0017_study_stop': studyStop, '20261202_0018_spare': spare18, '20261202_0019_personalized_metrics': personalizedMetrics, '20261202_0020_fold_updates': foldUpdates, '20261203_0021_uncompressed_weights': uncompressedWeights, '20261203_0022_reuse_kept_update_space': reuseKeptUpdateSpace, '20261129_0009_app_role': appRole };
   }
 }
 
@@ -108,6 +109,15 @@ async function migrate(db: Db): Promise<void> {
  */
 const PGLITE_SHARED_BUFFERS = '16MB';
 
+/*
+ * wal_init_zero=off (PGlite's start parameters below): a new 16 MB WAL segment is created with
+ * only its last byte written instead of 16 MB of zeros first. The zeros are for file systems that
+ * must allocate space ahead; PGlite already runs with fsync off (above), so they bought nothing
+ * here, and at 4.3 MB of WAL per stored 1M-parameter update they were ~4 MB more written per update
+ * (a 0.1 s stall every fourth update in bench/coordinator-path-bench.ts; issue 13). What is
+ * written to the WAL, and recovery from it, is unchanged (PostgreSQL docs, wal_init_zero).
+ */
+
 /**
  * Opens PGlite in `dataDir`. A new database is first created (initdb) in a short-lived child
  * process: PGlite's initdb grows its WebAssembly memory to ~600MB, which never shrinks, so doing
@@ -118,7 +128,7 @@ async function openPglite(dataDir: string, create: boolean) {
   compileWasmOnOneThread();
   const { PGlite } = await import('@electric-sql/pglite');
   if (create && !existsSync(join(dataDir, 'PG_VERSION'))) await initPgliteInChild(dataDir);
-  return new PGlite(dataDir, { ...pgliteByteaOptions, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`] });
+  return new PGlite(dataDir, { ...pgliteByteaOptions, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`, '-c', 'wal_init_zero=off'] });
 }
 
 /**

@@ -204,6 +204,11 @@ export function createRoundEvents(deps: {
       return changeCounts.get(studyId) ?? 0;
     },
 
+    /** Resolves once no background transition is running (tests: a close's follow-up work is done). */
+    async idle(): Promise<void> {
+      while (background.size > 0) await Promise.allSettled([...background]);
+    },
+
     async stop() {
       stopped = true;
       clearInterval(sweepTimer);

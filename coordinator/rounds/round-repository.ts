@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { jsonObjectFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
+import { isPglite } from '../db/migrations/20261129_0009_app_role.ts';
 
 /**
  * SQL of rounds: the round state machine's (opening, closing, submitting; see round-service.ts)
@@ -196,6 +197,24 @@ export async function keepUpdate(tx: Db, input: { studyId: string; round: number
 /** A closed round keeps no update: only published models persist. */
 export async function dropKeptUpdates(tx: Db, studyId: string, round: number): Promise<void> {
   await tx.deleteFrom('round_kept_updates').where('study_id', '=', studyId).where('round', '=', round).execute();
+}
+
+const embedded = new WeakMap<Db, Promise<boolean>>();
+
+/**
+ * Frees the space of dropped kept updates for the next round's (issue 13): `VACUUM` of
+ * `round_kept_updates` on PGlite, which runs no autovacuum; migration 0022 keeps the freed pages
+ * in the file, so the next round writes its updates into them instead of growing the file (which
+ * writes every new page twice: zeros, then data). Without it PGlite's database grew by every
+ * update ever received (400 MB a round at 100 nodes x 1M parameters). On PostgreSQL autovacuum
+ * does this: false, nothing run. Outside any transaction (VACUUM cannot run in one).
+ */
+export async function reclaimKeptUpdateSpace(db: Db): Promise<boolean> {
+  let pglite = embedded.get(db);
+  if (!pglite) embedded.set(db, (pglite = isPglite(db)));
+  if (!(await pglite)) return false;
+  await sql`vacuum round_kept_updates`.execute(db);
+  return true;
 }
 
 // ---- updates and evaluations --------------------------------------------------------------------

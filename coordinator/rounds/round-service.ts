@@ -20,6 +20,7 @@ import {
   listStudyOpenRounds,
   listUpdateContributions,
   lockRound,
+  reclaimKeptUpdateSpace,
   lockRoundHead,
   type RoundRow,
 } from './round-repository.ts';
@@ -165,8 +166,10 @@ export function createRoundService(deps: {
       // the evaluation of model r (tasks.ts), so a round costs one task poll per node, not two.
       // The nodes are woken once, by the opening: woken before it, they would take round r's
       // evaluation as a task of its own, then round r+1's fit as another.
-      if (pipelined(config)) return openOrNotify(studyId);
-      notify(studyId);
+      if (pipelined(config)) await openOrNotify(studyId);
+      else notify(studyId);
+      // After the next round's tasks are out: its nodes train while the space is freed.
+      reclaimSpace();
       return;
     }
     observe({ kind: outcome.kind, studyId, round });
@@ -182,6 +185,12 @@ export function createRoundService(deps: {
     // A closed round makes no task: nodes are woken by what opens next (or by the study's end).
     notify(studyId, 'watchers');
     await maybeStartNextRound(studyId);
+    if (outcome.kind === 'failed') reclaimSpace();
+  }
+
+  /** The closed fit phase's kept updates were dropped: their space is freed in the background. */
+  function reclaimSpace(): void {
+    spawn('reclaim-space', () => reclaimKeptUpdateSpace(db));
   }
 
   /**
@@ -250,6 +259,7 @@ export function createRoundService(deps: {
 
     waitForChange: events.waitForChange,
     changeCount: events.changeCount,
+    idle: events.idle,
 
     /**
      * A node enrolled, changed state, withdrew or was revoked: the open round may now be able to

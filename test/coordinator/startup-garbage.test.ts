@@ -42,19 +42,21 @@ describe('coordinator start-up', () => {
   }, 120_000);
 
   it('the old generation grows a bounded step past live data before the next full GC (after a start)', () => {
-    // Runs after the start above (the setting is process-wide). 16 MB stays live in a sliding
-    // window while 240 MB pass through it into the old generation. Measured: ~45-51 MB over the
-    // base with the 25% step, ~97-105 MB with V8's default factor (plain node, same loop).
+    // Runs after the start above (the setting is process-wide). 64 MB stays live in a sliding
+    // window while 640 MB pass through it into the old generation: the growth step is then a
+    // multiple of the live data, which is what the setting bounds. Measured (plain node, same
+    // loop): 103-122 MB over the base with the 25% step, 292-296 MB with V8's default factor. A
+    // 16 MB window separated them too little (109-155 against 108-116: the suite flaked on it).
     const old = () => getHeapSpaceStatistics().find((x) => x.space_name === 'old_space')!.space_used_size;
     const base = old();
     let peak = 0;
     const window: number[][] = [];
-    for (let i = 0; i < 30_000; i++) {
+    for (let i = 0; i < 80_000; i++) {
       window.push(new Array(1000).fill(i));
-      if (window.length > 2000) window.shift();
+      if (window.length > 8000) window.shift();
       if (i % 100 === 0) peak = Math.max(peak, old());
     }
-    expect((peak - base) / 1e6).toBeLessThan(75);
-  });
+    expect((peak - base) / 1e6).toBeLessThan(200);
+  }, 60_000);
 });
 

@@ -4,7 +4,7 @@
  *
  *   node bin/run-ts.js bench/scale-bench.ts --nodes 100 --parameters 1000000 --rounds 5 [--postgres]
  *       [--regions R] [--fit-concurrency 8] [--poll-seconds 20]
- *   node bin/run-ts.js bench/scale-bench.ts --demo [--nodes 51] [--rounds 20]
+ *   node bin/run-ts.js bench/scale-bench.ts --demo [--nodes 51] [--rounds 20] [--postgres]
  *       # the real demo (`fedmark demo --partition-by state --nodes 51 --json --no-local-baseline`),
  *       # its wall time and its coordinator's RSS sampled from /proc
  *
@@ -319,7 +319,7 @@ function positiveInt(args: string[], name: string, fallback: number): number {
 
 async function main(args: string[]) {
   if (args.includes('--demo')) {
-    const result = await benchDemo({ nodes: positiveInt(args, '--nodes', 51), rounds: positiveInt(args, '--rounds', 20) });
+    const result = await benchDemo({ nodes: positiveInt(args, '--nodes', 51), rounds: positiveInt(args, '--rounds', 20), postgres: args.includes('--postgres') });
     process.stdout.write(JSON.stringify(result) + '\n');
     if (result.exitCode !== 0) process.exitCode = 1;
     return;

@@ -45,6 +45,8 @@ export interface FederationPlan<F extends object = Record<string, never>> {
   nodes: FederationNode[];
   /** The demo's output folder, from prepareDemoOut: logs/, coordinator-db/, ledgers/, audit/, global-model.* go there. */
   outDir: string;
+  /** PostgreSQL for the coordinator (`fedmark demo --database-url`); the embedded PGlite in outDir when absent. */
+  databaseUrl?: string;
   /** Extra flags for every `fedmark node` (e.g. `['--personalize']`). */
   nodeFlags?: string[];
   /** Where a progress line goes. */
@@ -137,23 +139,24 @@ export async function runFederation<F extends object = Record<string, never>>(pl
   mkdirSync(join(outDir, 'logs'), { recursive: true });
   const children = new ChildSet();
   try {
-    say('  starting the coordinator (embedded PostgreSQL: its first start can take a minute on a busy machine) ...');
+    const { databaseUrl } = plan;
+    say(databaseUrl ? '  starting the coordinator on PostgreSQL ...' : '  starting the coordinator (embedded PostgreSQL: its first start can take a minute on a busy machine) ...');
     const adminToken = randomBytes(24).toString('base64url');
     // The bundle and the embedded database's initialized cluster (a cached copy: cli/pglite-template.ts) side by side.
-    const [launcher] = await Promise.all([childLauncher(), seedPgliteDir(join(outDir, 'coordinator-db'))]);
+    const [launcher] = await Promise.all([childLauncher(), databaseUrl ? requireNewDatabase(databaseUrl) : seedPgliteDir(join(outDir, 'coordinator-db'))]);
     const coordinator = children.spawn(launcher, ['coordinator', '--port', '0', '--data-dir', join(outDir, 'coordinator-db')], join(outDir, 'logs', 'coordinator.log'), {
       FEDMARK_ADMIN_TOKEN: adminToken,
       // The demo's secrets are made up for this run; a real deployment keeps them in a secret store.
       FEDMARK_KEY_PASSPHRASE: randomBytes(24).toString('base64url'),
       FEDMARK_KEY_DIR: join(outDir, 'coordinator-keys'),
-      DATABASE_URL: '',
+      DATABASE_URL: databaseUrl ?? '',
       // Two malloc arenas, mmap over 256 KB, 8 MB semi-spaces: why and what each saved there.
       ...coordinatorMemoryEnv(),
     });
     // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
     const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
     timeline.coordinatorListening = since();
-    say(`  coordinator ${url} (embedded PGlite in ${join(outDir, 'coordinator-db')}); logs in ${join(outDir, 'logs')}`);
+    say(`  coordinator ${url} (${databaseUrl ? `PostgreSQL ${databaseUrl.replace(/\/\/[^@/]*@/, '//***@')}` : `embedded PGlite in ${join(outDir, 'coordinator-db')}`}); logs in ${join(outDir, 'logs')}`);
     const api = adminApi(url, adminToken);
     const study = (await api.post('/v1/studies', plan.studyConfig)) as { id: string; warnings?: string[] };
     // The coordinator's warnings at creation (e.g. client-level DP noise that will swamp 10 nodes).
@@ -430,6 +433,27 @@ class ChildSet {
     process.off('exit', this.kill);
     process.stdout.off('error', this.onBrokenPipe);
     for (const signal of ChildSet.SIGNALS) process.off(signal, this.onSignal);
+  }
+}
+
+/**
+ * `--database-url` must name a database no coordinator has used: the demo makes a new coordinator
+ * key each run, and the audit export it verifies trusts the database's first key, so a second
+ * demo's log would not verify against the first one's key.
+ */
+async function requireNewDatabase(url: string): Promise<void> {
+  const pg = await import('pg');
+  const client = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  const where = url.replace(/\/\/[^@/]*@/, '//***@');
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ used: boolean }>(`select to_regclass('audit_log') is not null as used`);
+    if (rows[0]?.used) throw new Error(`--database-url ${where} already holds a fedmark coordinator's tables: give the demo a new, empty database (createdb NAME), since each demo makes its own coordinator key`);
+  } catch (err) {
+    if (err instanceof Error && err.message.startsWith('--database-url')) throw err;
+    throw new Error(`--database-url ${where}: cannot connect (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 

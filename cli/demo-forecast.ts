@@ -128,6 +128,7 @@ export async function runForecastDemo(options: AnyDemoOptions): Promise<Forecast
   const fed = await runFederation<{ validationWape: number | null }>({
     studyConfig,
     outDir,
+    databaseUrl: options.databaseUrl,
     say,
     nodeFlags: options.personalize === false ? [] : ['--personalize'],
     intro: [`  ${rounds} rounds of fedavg, forecast of ${target} (log1p, level ${task.level}), lags ${task.lags.join(' ')}, model ${model.kind}${model.kind === 'mlp' ? ` ${encodedWidth(spec)}-16-1` : ''}`],

@@ -26,6 +26,8 @@ import { auditLine, fmt, prepareDemoOut, runFederation } from './demo-federation
 
 export interface RecommendDemoOptions {
   data?: string;
+  /** PostgreSQL for the demo's coordinator (`--database-url`); the embedded PGlite when absent. */
+  databaseUrl?: string;
   user?: string;
   item?: string;
   partitionBy?: string;
@@ -225,6 +227,7 @@ export async function runRecommendDemo(options: RecommendDemoOptions = {}): Prom
   const fed = await runFederation<{ validationRecallAtK: number | null }>({
     studyConfig: input,
     outDir,
+    databaseUrl: options.databaseUrl,
     say,
     // Under DP the personalized evaluation would be one more noised release on the ledger: off.
     nodeFlags: options.personalize === false || dp ? [] : ['--personalize'],

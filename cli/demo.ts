@@ -80,6 +80,8 @@ export interface AnyDemoOptions extends Omit<DemoOptions, 'task'> {
 
 export interface DemoOptions {
   data?: string;
+  /** PostgreSQL for the demo's coordinator (`--database-url`); the embedded PGlite when absent. */
+  databaseUrl?: string;
   target?: string;
   /** binary (default) or regression of a numeric target (AnyDemoOptions: also forecast and recommend). */
   task?: 'binary' | 'regression';
@@ -305,6 +307,7 @@ export async function runDemo(anyOptions: AnyDemoOptions): Promise<DemoResult | 
   const federation = await runFederation({
     studyConfig,
     outDir,
+    databaseUrl: options.databaseUrl,
     afterRoundOne: () => void warmBackend().catch(() => undefined), // an error surfaces at the await below
     say,
     intro,

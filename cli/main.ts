@@ -33,6 +33,11 @@ const positiveNumber = (flag: string) => numberParser(flag, (v) => v > 0, 'a pos
 const probability = (flag: string) => numberParser(flag, (v) => v > 0 && v < 1, 'in (0, 1)');
 const nonNegativeNumber = (flag: string) => numberParser(flag, (v) => v >= 0, 'a non-negative number');
 const unitInterval = (flag: string) => numberParser(flag, (v) => v >= 0 && v < 1, 'in [0, 1)');
+/** A PostgreSQL connection string (what `pg` accepts: postgres:// or postgresql://). */
+const postgresUrl = (flag: string) => (value: string) => {
+  if (!/^postgres(ql)?:\/\/./.test(value)) throw new InvalidArgumentError(`${flag} must be a PostgreSQL connection string (postgres://user@host:5432/database), got "${value}"`);
+  return value;
+};
 
 /** The regression loss the demo uses unless --loss says otherwise (cli/demo.ts's DEFAULT_REGRESSION_LOSS, restated here so --help does not load the demo). */
 export const DEFAULT_REGRESSION_LOSS = 'tweedie';
@@ -99,7 +104,7 @@ function configurationList(raw: string): AttackConfiguration[] {
 
 /** `demo --attack`: the comparison runs its own strategies (cli/attack-demo.ts), so strategy and DP flags do not apply. */
 async function runAttackDemoFromFlags(opts: Record<string, unknown>): Promise<void> {
-  const foreign = ['strategy', ...STRATEGY_FLAGS.map((f) => f.option), 'epsilon', 'dpSgd', 'task', 'loss'].filter((k) => opts[k] !== undefined);
+  const foreign = ['strategy', ...STRATEGY_FLAGS.map((f) => f.option), 'epsilon', 'dpSgd', 'task', 'loss', 'databaseUrl'].filter((k) => opts[k] !== undefined);
   if (foreign.length) {
     const flag = (k: string) => STRATEGY_FLAGS.find((f) => f.option === k)?.flag ?? `--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`;
     throw new Error(`${foreign.map(flag).join(', ')} cannot go with --attack: the comparison runs each configuration of --compare (fedavg with and without claim bounds, median, trimmed mean, Krum) on the binary task without DP`);
@@ -146,6 +151,7 @@ export function buildProgram(): Command {
     .addOption(delimiterOption())
     .option('--seed <n>', 'seed of the splits and the initial model (default 42)', nonNegativeInt('--seed'))
     .option('--no-local-baseline', 'skip training the local-only comparison models')
+    .option('--database-url <url>', "run the demo's coordinator on this PostgreSQL database instead of the embedded PGlite (postgres://...; best a new, empty database: the demo writes its study, keys and audit log to it)", postgresUrl('--database-url'))
     .option('--json', 'end with one line of JSON on stdout (progress goes to stderr)')
     .option('--epsilon <e>', "central (client-level) DP: the study's total epsilon budget; noise is calibrated to it", positiveNumber('--epsilon'))
     .option('--delta <d>', 'delta of the DP guarantees (default 1e-5)', probability('--delta'))

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { roundBinding, EnrollResponse, StudyConfig, TaskMessage, UPDATE_META_HEADER, type Task, UpdateReceipt, type EvaluationReport, type NodeStatusReport, type UpdateMeta } from '../protocols/messages.ts';
 import type { Released } from './release.ts';
+import { exchange, type Answer } from './http-transport.ts';
 
 /** An update's weights encrypted to the coordinator and signed by this node (see seal()). */
 export interface SealedUpdate {
@@ -58,20 +59,20 @@ export class CoordinatorClient {
    * retry loop, so a connection cut mid-body is retried too (the body arrives after the headers:
    * a model is megabytes).
    */
-  private async request(method: string, path: string, init?: RequestInit): Promise<Response>;
-  private async request<T>(method: string, path: string, init: RequestInit, read: (res: Response) => Promise<T>): Promise<T>;
-  private async request<T>(method: string, path: string, init: RequestInit = {}, read?: (res: Response) => Promise<T>): Promise<T | Response> {
+  private async request(method: string, path: string, init?: RequestInit): Promise<Answer>;
+  private async request<T>(method: string, path: string, init: RequestInit, read: (res: Answer) => Promise<T>): Promise<T>;
+  private async request<T>(method: string, path: string, init: RequestInit = {}, read?: (res: Answer) => Promise<T>): Promise<T | Answer> {
     const attempts = init.attempts ?? 6;
     const bytes = typeof init.body === 'string' ? new TextEncoder().encode(init.body) : (init.body ?? new Uint8Array(0));
     for (let attempt = 1; ; attempt++) {
       try {
         // Signed afresh on every attempt: a new nonce and timestamp, so a retry is not a replay.
         const signature = this.signingKey ? await signRequest({ privateKey: this.signingKey, method, path, roundId: init.roundId, body: bytes }) : {};
-        const res = await fetch(new URL(path, this.baseUrl), {
+        const res = await exchange(new URL(path, this.baseUrl), {
           method,
           headers: { ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}), ...signature, ...init.headers },
-          body: init.body === undefined ? undefined : (bytes as BodyInit),
-          signal: AbortSignal.timeout(init.timeoutMs ?? 120_000),
+          body: init.body === undefined ? undefined : bytes,
+          timeoutMs: init.timeoutMs ?? 120_000,
         });
         if (res.status >= 500 && attempt < attempts) throw new Error(`coordinator answered ${res.status}`);
         if (res.status >= 400) {
@@ -87,7 +88,7 @@ export class CoordinatorClient {
     }
   }
 
-  private async json<S extends z.ZodType>(schema: S, res: Response): Promise<z.infer<S>> {
+  private async json<S extends z.ZodType>(schema: S, res: Answer): Promise<z.infer<S>> {
     return schema.parse(await res.json());
   }
 

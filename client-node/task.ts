@@ -94,9 +94,9 @@ export async function pause(ms: number, signal?: AbortSignal) {
 }
 
 /**
- * fetch() reports every network failure as "fetch failed" and keeps the reason (a refused
- * connection, an untrusted certificate, a DNS failure) in `cause`: a partner reading the log needs
- * the reason, so it is spelled out.
+ * A network failure spelled out for a partner reading the log: its message and code (a refused
+ * connection, an untrusted certificate, a DNS failure, a timeout), and any `cause` chain (fetch()
+ * wraps the reason in one; the node's own transport, http-transport.ts, reports it directly).
  */
 export function describeNetworkError(err: unknown): string {
   const parts: string[] = [];

@@ -28,7 +28,7 @@ export interface CoordinatorChild {
 }
 
 /** A fresh PostgreSQL database on the local server (dropped by the returned function). */
-async function freshPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+export async function freshPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `fedmark_scale_${randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
   await admin.connect();

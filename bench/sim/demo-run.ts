@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sampleProcess, type ProcSample } from './coordinator-process.ts';
+import { freshPostgresDatabase, sampleProcess, type ProcSample } from './coordinator-process.ts';
 
 /**
  * The scale goal's first half (issue 13): the real demo with one node per state,
@@ -17,6 +17,8 @@ const BIN = fileURLToPath(new URL('../../bin/fedmark.js', import.meta.url));
 
 export interface DemoScaleResult {
   bench: 'scale-demo';
+  /** The coordinator's database: the embedded PGlite (the demo's default) or a new PostgreSQL database (--postgres). */
+  database: 'pglite' | 'postgres';
   nodes: number;
   rounds: number;
   /** Wall time of the whole command, start to exit (coordinator start, enrollment, rounds, model download, audit). */
@@ -59,11 +61,13 @@ async function sampleCoordinatorOf(demoPid: number, done: Promise<unknown>): Pro
   return [];
 }
 
-export async function benchDemo(options: { nodes: number; rounds: number; extraArgs?: string[] }): Promise<DemoScaleResult> {
+export async function benchDemo(options: { nodes: number; rounds: number; extraArgs?: string[]; postgres?: boolean }): Promise<DemoScaleResult> {
   const out = mkdtempSync(join(tmpdir(), 'fedmark-scale-demo-'));
+  // --postgres: a new database on the local server (TEST_DATABASE_URL's), dropped afterwards.
+  const database = options.postgres ? await freshPostgresDatabase() : undefined;
   const loadStart = loadavg();
   const started = performance.now();
-  const args = [BIN, 'demo', '--partition-by', 'state', '--nodes', String(options.nodes), '--rounds', String(options.rounds), '--json', '--no-local-baseline', '--out', join(out, 'demo'), ...(options.extraArgs ?? [])];
+  const args = [BIN, 'demo', '--partition-by', 'state', '--nodes', String(options.nodes), '--rounds', String(options.rounds), '--json', '--no-local-baseline', '--out', join(out, 'demo'), ...(database ? ['--database-url', database.url] : []), ...(options.extraArgs ?? [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout!.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
@@ -82,9 +86,10 @@ export async function benchDemo(options: { nodes: number; rounds: number; extraA
     const coordinator = samples.length
       ? { peakRssMb: Math.max(...samples.map((s) => s.hwmMb)), maxSampledRssMb: Math.max(...samples.map((s) => s.rssMb)), lastRssMb: samples[samples.length - 1].rssMb, cpuSeconds: samples[samples.length - 1].cpuSeconds - samples[0].cpuSeconds }
       : null;
-    return { bench: 'scale-demo', nodes: options.nodes, rounds: options.rounds, wallSeconds, demo, coordinator, loadAverage: { start: loadStart, end: loadavg() }, exitCode };
+    return { bench: 'scale-demo', database: database ? 'postgres' : 'pglite', nodes: options.nodes, rounds: options.rounds, wallSeconds, demo, coordinator, loadAverage: { start: loadStart, end: loadavg() }, exitCode };
   } finally {
     if (child.exitCode === null) child.kill('SIGTERM');
+    await database?.drop();
     // A failed demo's logs are kept (logs/ of the demo folder): they say which process failed and why.
     if (child.exitCode === 0) rmSync(out, { recursive: true, force: true });
     else process.stderr.write(`scale demo: the demo failed; its output and logs are kept in ${out}\n`);

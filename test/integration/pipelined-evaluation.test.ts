@@ -102,11 +102,15 @@ describe('evaluation schedules between real processes (PGlite)', () => {
     }
     const own = runs.get('own-phase')!.status.rounds.map((r) => r.validationAuc!);
     const next = runs.get('with-next-fit')!.status.rounds.map((r) => r.validationAuc!);
-    // Two studies, so two validation splits (each node's split is keyed by the random study id):
-    // the two schedules' round AUCs differed by 0.026 in one CI run (2026-12-03) and by 0.007-0.017
-    // in another. This bound only catches a gross error (an untrained or foreign model scores ~0.5);
-    // which model each round evaluated is checked by the download counts in the next test.
-    for (let i = 0; i < ROUNDS; i++) expect(Math.abs(next[i] - own[i])).toBeLessThan(0.05);
+    // Two studies, so two validation splits (each node's split is keyed by the random study id): the
+    // two schedules' round AUCs differed by 0.007-0.026 in CI runs and by 0.055 in one (2026-12-03,
+    // which failed the 0.05 bound this had). Pooled over ~1,000 validation rows with ~14% positives,
+    // an AUC near 0.85 has a standard error of ~0.02 (Hanley and McNeil 1982), ~0.03 for the
+    // difference of two splits, and each split also trains on different rows: 0.15 is far past
+    // that noise and far below the gap to an untrained model. The bound only catches a gross
+    // error (an untrained or foreign model scores ~0.5); which model each round evaluated is checked
+    // by the download counts in the next test.
+    for (let i = 0; i < ROUNDS; i++) expect(Math.abs(next[i] - own[i])).toBeLessThan(0.15);
   });
 
   it('each node evaluated every round, sent every update, and downloaded each model version once', (ctx) => {

@@ -278,10 +278,20 @@ if (wanted.has('scale')) {
   // Issue 13, scale: the real demo with 51 nodes (one per state), and 100 simulated nodes x 1M
   // parameters speaking the real protocol to a real coordinator process (bench/scale-bench.ts).
   const demo51 = await benchDemo({ nodes: 51, rounds: 20 });
+  // And with the coordinator on PostgreSQL (a new database), when the local server answers.
+  let demo51Postgres: Awaited<ReturnType<typeof benchDemo>> | undefined;
+  try {
+    demo51Postgres = await benchDemo({ nodes: 51, rounds: 20, postgres: true });
+  } catch (err) {
+    say(`51 nodes on PostgreSQL skipped: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
   const sim = await benchScale({ nodes: 100, parameters: 1_000_000, rounds: values.quick ? 3 : 5 });
-  results.scale = { demo51, simulation: sim };
-  const d = demo51.demo as { medianRoundSeconds?: number | null; globalTestAuc?: number | null } | null;
-  table('51 node processes (one per state), 20 rounds: `fedmark demo --partition-by state --nodes 51`', ['wall s', 'median round s', 'test AUC', 'coordinator peak MB', 'exit'], [[demo51.wallSeconds, d?.medianRoundSeconds ?? '-', d?.globalTestAuc ?? '-', demo51.coordinator?.peakRssMb ?? '-', String(demo51.exitCode)]]);
+  results.scale = { demo51, ...(demo51Postgres ? { demo51Postgres } : {}), simulation: sim };
+  const demoRow = (run: typeof demo51) => {
+    const dd = run.demo as { medianRoundSeconds?: number | null; globalTestAuc?: number | null } | null;
+    return [run.database, run.wallSeconds, dd?.medianRoundSeconds ?? '-', dd?.globalTestAuc ?? '-', run.coordinator?.peakRssMb ?? '-', String(run.exitCode)];
+  };
+  table('51 node processes (one per state), 20 rounds: `fedmark demo --partition-by state --nodes 51 [--database-url]`', ['database', 'wall s', 'median round s', 'test AUC', 'coordinator peak MB', 'exit'], [demoRow(demo51), ...(demo51Postgres ? [demoRow(demo51Postgres)] : [])]);
   table(`Simulated federation: ${sim.nodes} nodes x ${sim.parameters} parameters, ${sim.database} (real HTTP, signed requests, sealed updates)`, ['round', 'seconds', 'coordinator RSS MB after', 'uploaded MB', 'downloaded MB'], sim.rounds.map((r) => [r.round, r.seconds, r.rssMbAfter, r.uploadedBytes / 1e6, r.downloadedBytes / 1e6]));
   say(`  memory slope ${sim.memory.slopeMbPerRound.toFixed(2)} MB/round over rounds 2..; coordinator peak ${sim.memory.coordinatorPeakRssMb} MB; every model = FedAvg of the updates sent: ${sim.aggregationExact}`);
 }
@@ -319,7 +329,8 @@ if (wanted.has('speed')) {
   const demo = results.demo as Demo | undefined;
   const agg = results.aggregation as { seconds: number } | undefined;
   const paths = (results.coordinatorPath as ServicePathResult[] | undefined) ?? [];
-  const scale = results.scale as { demo51: { wallSeconds: number; demo: { medianRoundSeconds?: number | null } | null } } | undefined;
+  type Demo51 = { wallSeconds: number; demo: { medianRoundSeconds?: number | null } | null };
+  const scale = results.scale as { demo51: Demo51; demo51Postgres?: Demo51 } | undefined;
   const training = results.localTraining as { rows: Array<{ trainer: string; batch: number; samplesPerSecond: number | null }> } | undefined;
   const fused = (batch: number) => training?.rows.find((r) => r.trainer === 'fused' && r.batch === batch)?.samplesPerSecond ?? null;
   const rows = speedRows({
@@ -332,6 +343,7 @@ if (wanted.has('speed')) {
     coordinatorPathSeconds: { pglite: paths.find((p) => p.database === 'pglite' && p.timedRound === 2)?.secondsPerUpdate, postgres: paths.find((p) => p.database === 'postgres')?.secondsPerUpdate },
     scale51WallSeconds: scale?.demo51.wallSeconds,
     scale51RoundSeconds: scale?.demo51.demo?.medianRoundSeconds,
+    scale51Postgres: scale?.demo51Postgres ? { wallSeconds: scale.demo51Postgres.wallSeconds, roundSeconds: scale.demo51Postgres.demo?.medianRoundSeconds } : undefined,
     fusedSamplesPerSecond: { 64: fused(64), 1024: fused(1024) },
   });
   results.speed = rows;

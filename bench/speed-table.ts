@@ -56,6 +56,8 @@ export interface SpeedFigures {
   coordinatorPathSeconds?: { pglite?: number | null; postgres?: number | null };
   scale51WallSeconds?: number | null;
   scale51RoundSeconds?: number | null;
+  /** The same 51-node demo with its coordinator on PostgreSQL (`--database-url`; bench/scale-bench.ts --demo --postgres). */
+  scale51Postgres?: { wallSeconds?: number | null; roundSeconds?: number | null };
   fusedSamplesPerSecond?: Record<number, number | null>;
 }
 
@@ -81,6 +83,8 @@ export function speedRows(f: SpeedFigures): SpeedRow[] {
     row('coordinator path, one 1M update, PostgreSQL', 's', TARGETS.coordinatorPathSeconds, f.coordinatorPathSeconds?.postgres, 'lower', 'target'),
     row('51 nodes x 20 rounds, wall', 's', r.scale51WallSeconds, f.scale51WallSeconds, 'lower'),
     row('51 nodes, median round', 's', r.scale51RoundSeconds, f.scale51RoundSeconds, 'lower'),
+    row('51 nodes x 20 rounds, wall, coordinator on PostgreSQL', 's', r.scale51WallSeconds, f.scale51Postgres?.wallSeconds, 'lower'),
+    row('51 nodes, median round, coordinator on PostgreSQL', 's', r.scale51RoundSeconds, f.scale51Postgres?.roundSeconds, 'lower'),
   ];
   for (const batch of [64, 1024]) {
     rows.push(row(`local training, MLP 40-64-32-1 + Adam, batch ${batch} (Flower: PyTorch, 2 threads)`, 'samples/s', r.torchSamplesPerSecond[batch], f.fusedSamplesPerSecond?.[batch], 'higher'));

@@ -97,7 +97,12 @@ export async function findLatestOpenRound(db: Db, studyId: string): Promise<Roun
  * evaluationSchedule 'with-next-fit' it may be the round before the open fit round), and the
  * latest signed audit checkpoint (handed to the node as a witness). Undefined: no such study.
  */
-export async function findTaskView(db: Db, studyId: string, nodeId: string) {
+/**
+ * With `jurisdiction`, also the latest version of that jurisdiction's policy (`policy_version`,
+ * null: none), read in the same statement (tasks.ts policyInForce: a node's look after a
+ * long-poll wait re-reads it, one statement less per waiting node and wake; issue 13).
+ */
+export async function findTaskView(db: Db, studyId: string, nodeId: string, jurisdiction?: string) {
   return db
     .selectFrom('studies as s')
     .leftJoinLateral(
@@ -131,6 +136,7 @@ export async function findTaskView(db: Db, studyId: string, nodeId: string) {
       eb.selectFrom('nodes').select('nodes.state').where('nodes.id', '=', nodeId).as('node_state'),
       eb.exists(eb.selectFrom('updates as u').select('u.node_id').whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId)).as('submitted'),
       jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
+      (jurisdiction === undefined ? sql<number | null>`null::integer` : eb.selectFrom('policies').select((q) => q.fn.max('policies.version').as('v')).where('policies.jurisdiction', '=', jurisdiction)).as('policy_version'),
     ])
     .where('s.id', '=', studyId)
     .executeTakeFirst();

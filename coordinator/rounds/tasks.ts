@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { StudyConfig, Task } from '../../protocols/messages.ts';
 import { toCheckpoint } from '../audit/audit-log.ts';
-import { latestPolicyVersion } from '../policies/repository.ts';
 import { FitInstructions } from '../../protocols/strategies/strategy.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { findTaskView, type TaskView } from './round-repository.ts';
@@ -24,12 +23,14 @@ export interface TaskLookup {
  * download, one poll); a node not in r+1 gets a standalone evaluate task for r.
  */
 export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<TaskLookup> {
-  const view = await findTaskView(deps.db, node.studyId, node.id);
-  if (!view) return { running: false };
-  const task = await taskFrom(deps, node, view);
   const waited = lookedUp.has(node);
   lookedUp.add(node);
-  return { task: task && { ...task, ...(await policyInForce(deps, node, waited)) }, running: view.study_state === 'running' };
+  // After a long-poll wait the policy version is read again, in the same statement (policyInForce).
+  const jurisdiction = waited ? (node.policyInForce?.jurisdiction ?? undefined) : undefined;
+  const view = await findTaskView(deps.db, node.studyId, node.id, jurisdiction);
+  if (!view) return { running: false };
+  const task = await taskFrom(deps, node, view);
+  return { task: task && { ...task, ...policyInForce(node, waited, view.policy_version) }, running: view.study_state === 'running' };
 }
 
 /** Nodes (per request) whose task was looked up once already: a later look comes after a long-poll wait. */
@@ -39,15 +40,14 @@ const lookedUp = new WeakSet<AuthenticatedNode>();
  * The policy version in force for the node's jurisdiction (Task.policyInForce), so the node
  * re-reads its policy only when it changed (it asked on every fit task: 200 of the demo's 1090
  * signed requests). On the first look it is the version its request's own auth statement read
- * (no query); after a long-poll wait it is read again, so a profile published meanwhile is in
- * the task, as when the node asked right after receiving it.
+ * (no query); after a long-poll wait it is read again (with the task view, `latest`), so a profile
+ * published meanwhile is in the task, as when the node asked right after receiving it.
  */
-async function policyInForce(deps: Pick<RoundDeps, 'db'>, node: AuthenticatedNode, waited: boolean): Promise<Pick<Task, 'policyInForce'>> {
+function policyInForce(node: AuthenticatedNode, waited: boolean, latest: number | null): Pick<Task, 'policyInForce'> {
   const known = node.policyInForce;
   if (!known) return {};
   if (!waited || known.jurisdiction === null) return { policyInForce: known };
-  const version = await latestPolicyVersion(deps.db, known.jurisdiction);
-  return { policyInForce: { jurisdiction: known.jurisdiction, version: version === 0 ? null : version } };
+  return { policyInForce: { jurisdiction: known.jurisdiction, version: latest ?? null } };
 }
 
 const configHashes = new WeakMap<StudyConfig, string>();

@@ -75,6 +75,8 @@ export class CoordinatorClient {
           timeoutMs: init.timeoutMs ?? 120_000,
         });
         if (res.status >= 500 && attempt < attempts) throw new Error(`coordinator answered ${res.status}`);
+        // Never followed: a node talks to the coordinator it was configured with, nothing else.
+        if (res.status >= 300 && res.status < 400) throw new CoordinatorRefusal(res.status, 'REDIRECT', `the coordinator answered ${res.status}, a redirect to ${res.headers.get('location') ?? '(no location)'}: nodes do not follow redirects; set --coordinator to the coordinator's own URL`);
         if (res.status >= 400) {
           const body = (await res.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
           throw new CoordinatorRefusal(res.status, body.error?.code ?? 'HTTP_' + res.status, body.error?.message ?? `HTTP ${res.status}`);

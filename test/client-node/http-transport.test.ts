@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exchange } from '../../client-node/http-transport.ts';
+import { CoordinatorClient, CoordinatorRefusal } from '../../client-node/coordinator-client.ts';
 
 /** The node's HTTP transport (node:http instead of fetch(), issue 13): what the client relies on. */
 describe('exchange', () => {
@@ -51,6 +52,20 @@ describe('exchange', () => {
     expect(err).toBeInstanceOf(Error);
     expect(err.code).toBe('ETIMEDOUT');
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('never follows a redirect: the client refuses it, naming where it pointed', async () => {
+    let requests = 0;
+    const url = await listen((_req, res) => {
+      requests++;
+      res.writeHead(302, { location: 'http://elsewhere.example/v1/nodes/me' });
+      res.end();
+    });
+    const err = await new CoordinatorClient(url.toString()).me().catch((e) => e);
+    expect(err).toBeInstanceOf(CoordinatorRefusal);
+    expect(err.code).toBe('REDIRECT');
+    expect(err.message).toMatch(/302, a redirect to http:\/\/elsewhere\.example\/v1\/nodes\/me: nodes do not follow redirects/);
+    expect(requests).toBe(1);
   });
 
   it('fails an answer cut before its promised length (the caller retries it)', async () => {

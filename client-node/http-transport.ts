@@ -17,6 +17,26 @@ export interface Outgoing {
   timeoutMs: number;
 }
 
+/** One finished exchange, as `observeExchanges` reports it (bodies only; headers are not counted). */
+export interface ExchangeRecord {
+  url: URL;
+  method: string;
+  status: number;
+  sentBytes: number;
+  receivedBytes: number;
+}
+
+const observers = new Set<(record: ExchangeRecord) => void>();
+
+/**
+ * Tells `observe` of every exchange that got a whole answer, until the returned function is
+ * called (the scale bench counts the bytes on the wire with it: bench/sim/traffic.ts).
+ */
+export function observeExchanges(observe: (record: ExchangeRecord) => void): () => void {
+  observers.add(observe);
+  return () => observers.delete(observe);
+}
+
 // Connections are kept open between requests, as fetch() did; Node unrefs an idle kept socket, so
 // it never holds a finished node process open. TLS trust is Node's default (the system CAs and
 // NODE_EXTRA_CA_CERTS), as it was for fetch().
@@ -46,7 +66,9 @@ export function exchange(url: URL, out: Outgoing): Promise<Answer> {
       res.on('aborted', () => fail(Object.assign(new Error('the coordinator closed the connection mid-answer'), { code: 'ECONNRESET' })));
       res.on('end', () => {
         clearTimeout(timer);
-        resolve(answer(res, Buffer.concat(chunks)));
+        const body = Buffer.concat(chunks);
+        for (const observe of observers) observe({ url, method: out.method, status: res.statusCode ?? 0, sentBytes: out.body?.byteLength ?? 0, receivedBytes: body.byteLength });
+        resolve(answer(res, body));
       });
     });
     const timer = setTimeout(() => req.destroy(Object.assign(new Error(`the coordinator did not answer within ${Math.round(out.timeoutMs / 1000)} s`), { code: 'ETIMEDOUT' })), out.timeoutMs);

@@ -1,6 +1,9 @@
+import { observeExchanges } from '../../client-node/http-transport.ts';
+
 /**
- * Bytes on the wire between the simulated nodes and the coordinator: HTTP bodies, counted by
- * wrapping this process's global fetch (the one CoordinatorClient calls), attributed to a round
+ * Bytes on the wire between the simulated nodes and the coordinator: HTTP bodies, counted from
+ * the node transport's exchange records (client-node/http-transport.ts, which CoordinatorClient
+ * sends through), attributed to a round
  * from the request path: an update or an evaluation names its round; a model download is charged
  * to the round it serves (version v is evaluated in round v and trained from in round v + 1, and
  * each node downloads it once: version 0 is charged to round 1). Everything else (task polls,
@@ -20,13 +23,6 @@ export interface TrafficCounter {
   uninstall(): void;
 }
 
-function bodyBytes(body: unknown): number {
-  if (body === undefined || body === null) return 0;
-  if (typeof body === 'string') return Buffer.byteLength(body);
-  if (body instanceof Uint8Array || body instanceof ArrayBuffer) return body.byteLength;
-  return 0;
-}
-
 function roundOf(path: string): { round: number; what: 'update' | 'model' | 'evaluation' } | undefined {
   const update = /\/rounds\/(\d+)\/(updates|evaluations)$/.exec(path);
   if (update) return { round: Number(update[1]), what: update[2] === 'updates' ? 'update' : 'evaluation' };
@@ -36,34 +32,26 @@ function roundOf(path: string): { round: number; what: 'update' | 'model' | 'eva
 }
 
 export function installTrafficCounter(): TrafficCounter {
-  const original = globalThis.fetch;
   const counter: TrafficCounter = {
     rounds: new Map(),
     other: { uploadedBytes: 0, downloadedBytes: 0, requests: 0 },
-    uninstall: () => {
-      globalThis.fetch = original;
-    },
+    uninstall: () => stop(),
   };
-  globalThis.fetch = async (input: string | URL | Request, init?: RequestInit) => {
-    const res = await original(input, init);
-    const url = new URL(input instanceof Request ? input.url : String(input));
-    const up = bodyBytes(init?.body);
-    // The coordinator sends a Content-Length for models and JSON; a chunked answer is counted as 0.
-    const down = Number(res.headers.get('content-length') ?? 0);
+  const stop = observeExchanges(({ url, status, sentBytes: up, receivedBytes: down }) => {
+    const ok = status >= 200 && status < 300;
     const where = roundOf(url.pathname);
     if (!where) {
       counter.other.uploadedBytes += up;
       counter.other.downloadedBytes += down;
       counter.other.requests++;
-      return res;
+      return;
     }
     let r = counter.rounds.get(where.round);
     if (!r) counter.rounds.set(where.round, (r = { uploadedBytes: 0, downloadedBytes: 0, updates: 0, modelDownloads: 0 }));
     r.uploadedBytes += up;
     r.downloadedBytes += down;
-    if (where.what === 'update' && res.ok) r.updates++;
-    if (where.what === 'model' && res.ok) r.modelDownloads++;
-    return res;
-  };
+    if (where.what === 'update' && ok) r.updates++;
+    if (where.what === 'model' && ok) r.modelDownloads++;
+  });
   return counter;
 }

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '../models/tf.ts';
 import { fedavgFigures } from './aggregation-bench.ts';
+import { nodeTransportBench } from './node-transport-bench.ts';
 import { benchServicePath, type ServicePathResult } from './coordinator-path-bench.ts';
 import { speedRows, speedTableCells, SPEED_TABLE_HEADER } from './speed-table.ts';
 import { benchScale } from './scale-bench.ts';
@@ -30,7 +31,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto', 'transport'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set<string>(values.only ? values.only.split(',') : SECTIONS);
@@ -322,6 +323,13 @@ if (wanted.has('crypto')) {
   const figures = await cryptoRequestBench(values.quick ? 100 : 300);
   results.crypto = figures;
   table('Per-request crypto, CPU ms per operation (process.cpuUsage; wall beside it)', ['operation', 'side', 'CPU ms', 'wall ms', 'n'], figures.map((f) => [f.figure, f.side, f.cpuMsPerOp, f.wallMsPerOp, f.n]));
+}
+
+if (wanted.has('transport')) {
+  // Issue 13, node CPU per round: fetch() against the node's node:http transport, same requests, same server.
+  const figures = await nodeTransportBench(values.quick ? 300 : 1500);
+  results.transport = figures;
+  table('Node HTTP transport, CPU ms per request (client process only; wall beside it; two alternated passes)', ['request', 'transport', 'CPU ms', 'wall ms', 'n'], figures.map((f) => [f.figure, f.transport, f.cpuMsPerRequest, f.wallMsPerRequest, f.n]));
 }
 
 if (wanted.has('speed')) {

@@ -47,10 +47,11 @@ const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new htt
  * fails the exchange and the caller's retry covers it).
  *
  * Written on node:http rather than fetch() (issue 13, node CPU per round): a node makes ~4
- * requests a round, and Node 20's fetch costs 0.4-0.9 ms of CPU a request (WHATWG streams,
- * Headers and AbortSignal objects) where node:http costs 0.07-0.27 ms (measured on this 2-core
- * machine against a local server: GET of a 600-byte JSON answer and POST of 19 KB, 1,500 requests
- * each, after 200 of warm-up, two passes).
+ * requests a round, and Node 20's fetch costs 0.27-0.76 ms of CPU a request (WHATWG streams,
+ * Headers and AbortSignal objects) where node:http costs 0.09-0.26 ms, 2.7-3.5x less
+ * (bench/node-transport-bench.ts on this 2-core machine: GET of a 600-byte JSON answer and POST
+ * of 19 KB to a local server in another process, 1,500 requests each after 200 of warm-up, two
+ * passes).
  */
 export function exchange(url: URL, out: Outgoing): Promise<Answer> {
   const transport = url.protocol === 'https:' ? https : http;

@@ -109,15 +109,6 @@ async function migrate(db: Db): Promise<void> {
  */
 const PGLITE_SHARED_BUFFERS = '16MB';
 
-/*
- * wal_init_zero=off (PGlite's start parameters below): a new 16 MB WAL segment is created with
- * only its last byte written instead of 16 MB of zeros first. The zeros are for file systems that
- * must allocate space ahead; PGlite already runs with fsync off (above), so they bought nothing
- * here, and at 4.3 MB of WAL per stored 1M-parameter update they were ~4 MB more written per update
- * (a 0.1 s stall every fourth update in bench/coordinator-path-bench.ts; issue 13). What is
- * written to the WAL, and recovery from it, is unchanged (PostgreSQL docs, wal_init_zero).
- */
-
 /**
  * Opens PGlite in `dataDir`. A new database is first created (initdb) in a short-lived child
  * process: PGlite's initdb grows its WebAssembly memory to ~600MB, which never shrinks, so doing
@@ -128,6 +119,11 @@ async function openPglite(dataDir: string, create: boolean) {
   compileWasmOnOneThread();
   const { PGlite } = await import('@electric-sql/pglite');
   if (create && !existsSync(join(dataDir, 'PG_VERSION'))) await initPgliteInChild(dataDir);
+  // wal_init_zero=off: a new 16 MB WAL segment is created with only its last byte written, not
+  // 16 MB of zeros first. The zeros are for file systems that must allocate ahead; with fsync off
+  // (PGLITE_SHARED_BUFFERS above) they bought nothing, and at 4.3 MB of WAL per stored 1M-parameter
+  // update they were ~4 MB more written per update (a 0.1 s stall every fourth update in
+  // bench/coordinator-path-bench.ts; issue 13). The WAL's content and recovery are unchanged.
   return new PGlite(dataDir, { ...pgliteByteaOptions, startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${PGLITE_SHARED_BUFFERS}`, '-c', 'wal_init_zero=off'] });
 }
 

@@ -95,12 +95,10 @@ export async function findLatestOpenRound(db: Db, studyId: string): Promise<Roun
  * node's state now, whether it already sent its update for that round, the oldest round in its
  * evaluation phase that this node trained in and has not evaluated yet (`owed_round`: with
  * evaluationSchedule 'with-next-fit' it may be the round before the open fit round), and the
- * latest signed audit checkpoint (handed to the node as a witness). Undefined: no such study.
- */
-/**
- * With `jurisdiction`, also the latest version of that jurisdiction's policy (`policy_version`,
- * null: none), read in the same statement (tasks.ts policyInForce: a node's look after a
- * long-poll wait re-reads it, one statement less per waiting node and wake; issue 13).
+ * latest signed audit checkpoint (handed to the node as a witness). With `jurisdiction`, also the
+ * latest version of that jurisdiction's policy (`policy_version`, null: none; tasks.ts
+ * policyInForce re-reads it after a long-poll wait, in this statement rather than one more).
+ * Undefined: no such study.
  */
 export async function findTaskView(db: Db, studyId: string, nodeId: string, jurisdiction?: string) {
   return db

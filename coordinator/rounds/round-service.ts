@@ -20,8 +20,8 @@ import {
   listStudyOpenRounds,
   listUpdateContributions,
   lockRound,
-  reclaimKeptUpdateSpace,
   lockRoundHead,
+  reclaimKeptUpdateSpace,
   type RoundRow,
 } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';

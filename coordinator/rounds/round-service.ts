@@ -183,8 +183,14 @@ export function createRoundService(deps: {
     // the next checkpoint covers these entries too, and the study must not stall on it).
     await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId, round }, 'audit checkpoint failed'));
     // A closed round makes no task: nodes are woken by what opens next (or by the study's end).
-    notify(studyId, 'watchers');
-    await maybeStartNextRound(studyId);
+    // Watchers (the dashboard) are woken after the next round opened or the study ended, its own
+    // checkpoint signed: woken before, a page could read the study completed but not that
+    // checkpoint, and a page stops following a study that no longer runs.
+    try {
+      await maybeStartNextRound(studyId);
+    } finally {
+      notify(studyId, 'watchers');
+    }
     if (outcome.kind === 'failed') reclaimSpace();
   }
 

@@ -70,6 +70,8 @@ export interface RoundResult {
   uploadedBytes: number;
   downloadedBytes: number;
   modelDownloads: number;
+  /** Models received in their tasks (Task.model) rather than downloaded. */
+  modelsInTasks: number;
   /** The published model against the expected FedAvg of the pseudo-updates (node 0's check). */
   aggregation: { maxAbsError: number; maxUlpError: number; violations: number; updates: number } | null;
 }
@@ -156,7 +158,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     log(`scale: coordinator ${coordinator.url} (${coordinator.database}, pid ${coordinator.pid}), study ${studyId}: ${options.nodes} nodes x ${parameters} parameters x ${options.rounds} rounds`);
     const idle = readProc(coordinator.pid);
     const started = Date.now();
-    const { rounds, setupSeconds, unreachablePolls, taskErrors } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log);
+    const { rounds, setupSeconds, unreachablePolls, taskErrors } = await runSimulation(coordinator, studyId, study, parameters, dir, options, log, traffic);
     const samples = sampler.stop();
     const perRound = roundResults(rounds, samples, traffic);
     return summarize({ options, coordinator, parameters, study, perRound, setupSeconds, unreachablePolls, taskErrors, samples, traffic, idle, loadStart, started, cpuStart, simPeakRss });
@@ -170,11 +172,11 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
 }
 
 /** Enrolls the nodes, runs them until the study ends, and returns the coordinator's round summaries with node 0's checks. */
-async function runSimulation(coordinator: CoordinatorChild, studyId: string, study: StudyConfig, parameters: number, dir: string, options: ScaleOptions, log: (l: string) => void) {
+async function runSimulation(coordinator: CoordinatorChild, studyId: string, study: StudyConfig, parameters: number, dir: string, options: ScaleOptions, log: (l: string) => void, traffic: TrafficCounter) {
   const abort = new AbortController();
   // Every node waiting out an unanswered poll listens on it (no leak: they return when it aborts).
   setMaxListeners(0, abort.signal);
-  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, taskErrors: [], signal: abort.signal };
+  const sim: Simulation = { patterns: makePatterns(parameters), parameters, expected: new Map(), checks: new Map(), events: new Map(), fitSlots: new Semaphore(options.fitConcurrency ?? 8), unreachable: 0, taskErrors: [], onModelInTask: (task) => traffic.modelInTask(task.modelVersion), signal: abort.signal };
   const t0 = Date.now();
   const nodes: SimNode[] = [];
   for (let i = 0; i < options.nodes; i++) {
@@ -237,7 +239,7 @@ function roundResults(rounds: RoundWithCheck[], samples: ProcSample[], traffic: 
     const inside = samples.filter((s) => s.t >= start && s.t <= end);
     const before = [...samples].reverse().find((s) => s.t <= start) ?? samples[0];
     const after = samples.find((s) => s.t > end) ?? samples[samples.length - 1];
-    const t = traffic.rounds.get(r.round) ?? { uploadedBytes: 0, downloadedBytes: 0, modelDownloads: 0, updates: 0 };
+    const t = traffic.rounds.get(r.round) ?? { uploadedBytes: 0, downloadedBytes: 0, modelDownloads: 0, modelsInTasks: 0, updates: 0 };
     return {
       round: r.round,
       seconds: (end - start) / 1000,
@@ -251,6 +253,7 @@ function roundResults(rounds: RoundWithCheck[], samples: ProcSample[], traffic: 
       uploadedBytes: t.uploadedBytes,
       downloadedBytes: t.downloadedBytes,
       modelDownloads: t.modelDownloads,
+      modelsInTasks: t.modelsInTasks,
       aggregation: r.check,
     };
   });

@@ -18,7 +18,7 @@ export class ModelSignatureError extends Error {}
 export class ModelRejectedError extends Error {}
 
 /**
- * The global models a task names: downloaded, checked against the task's hash and the trusted
+ * The global models a task names: carried by the task (Task.model) or downloaded, checked against the task's hash and the trusted
  * coordinator key (following a verified rotation once if needed), and nothing else is loaded.
  * The model evaluated at the end of round r is the one trained from in round r+1: it is kept
  * (by hash) so it is downloaded and checked once, not twice.
@@ -52,8 +52,15 @@ export class GlobalModels {
     return weights;
   }
 
+  /** The task's own copy of its model (Task.model) when it carries one, else a download: checked the same way. */
+  private async received(task: Task): Promise<{ bytes: Uint8Array; signature: string | null }> {
+    if (!task.model) return this.client.downloadModel(task.studyId, task.modelVersion);
+    const b = Buffer.from(task.model.bytes, 'base64');
+    return { bytes: new Uint8Array(b.buffer, b.byteOffset, b.byteLength), signature: task.model.signature };
+  }
+
   private async downloadVerified(task: Task): Promise<WeightSet> {
-    const { bytes, signature } = await this.client.downloadModel(task.studyId, task.modelVersion);
+    const { bytes, signature } = await this.received(task);
     const sha = sha256Hex(bytes);
     if (sha !== task.modelSha256) throw new ModelSignatureError(`global model v${task.modelVersion} hash ${sha} does not match the task's ${task.modelSha256}; refusing to load it`);
     let verified = signature !== null && (await verifyArtifact(bytes, signature, this.trust.key));

@@ -50,6 +50,11 @@ export const CoordinatorConfig = z
      * another replica). 0 turns the sweep off.
      */
     deadlineSweepSeconds: z.coerce.number().min(0).max(3600).default(5),
+    /**
+     * A task carries its model (Task.model) when the model's bytes are at most this: the node then
+     * skips the download request. 0: tasks never carry one (every node downloads).
+     */
+    taskModelInlineBytes: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(256 * 1024),
     /** Debug: write per-statement query and transaction counts here as JSON at exit (db/query-stats.ts). */
     queryStatsFile: z.string().optional(),
   })
@@ -86,6 +91,7 @@ export const COORDINATOR_CONFIG_SOURCES: Record<keyof z.input<typeof Coordinator
   tlsKey: { env: 'FEDMARK_TLS_KEY' },
   maxClockSkewSeconds: { env: 'FEDMARK_MAX_CLOCK_SKEW_SECONDS' },
   deadlineSweepSeconds: { env: 'FEDMARK_DEADLINE_SWEEP_SECONDS' },
+  taskModelInlineBytes: { env: 'FEDMARK_TASK_MODEL_INLINE_BYTES' },
   queryStatsFile: { env: 'FEDMARK_QUERY_STATS_FILE' },
 };
 
@@ -130,6 +136,7 @@ export function loadCoordinatorConfig(env: NodeJS.ProcessEnv, overrides: Partial
     tlsKey: env.FEDMARK_TLS_KEY,
     maxClockSkewSeconds: env.FEDMARK_MAX_CLOCK_SKEW_SECONDS,
     deadlineSweepSeconds: env.FEDMARK_DEADLINE_SWEEP_SECONDS,
+    taskModelInlineBytes: env.FEDMARK_TASK_MODEL_INLINE_BYTES || undefined,
     queryStatsFile: env.FEDMARK_QUERY_STATS_FILE || undefined,
   };
   const merged: Record<string, unknown> = { ...fromEnv };

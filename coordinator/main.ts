@@ -52,7 +52,7 @@ export async function buildCoordinator(config: CoordinatorConfig, log: Logger = 
   const nodes = createNodeService({ db, log, onNodeChanged: (id) => rounds!.onNodeChanged(id) });
   const auth = createAuthService({ db, nodes, bootstrapAdminToken: config.adminToken });
   const policies = createPolicyService(db);
-  const app = createApp({ db, auth, policies, studies, nodes, rounds, log, keyring, maxTaskWaitSeconds: config.maxTaskWaitSeconds, maxClockSkewSeconds: config.maxClockSkewSeconds, rateLimit: { refusalsPerWindow: config.rateLimitRefusals, windowSeconds: config.rateLimitWindowSeconds }, trustProxy: config.trustProxy, metrics });
+  const app = createApp({ db, auth, policies, studies, nodes, rounds, log, keyring, maxTaskWaitSeconds: config.maxTaskWaitSeconds, maxClockSkewSeconds: config.maxClockSkewSeconds, rateLimit: { refusalsPerWindow: config.rateLimitRefusals, windowSeconds: config.rateLimitWindowSeconds }, trustProxy: config.trustProxy, taskModelInlineBytes: config.taskModelInlineBytes, metrics });
   return { app, db, kind, location, studies, nodes, rounds, auth, log, keyring, metrics };
 }
 

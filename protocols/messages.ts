@@ -358,6 +358,15 @@ export const Task = z.object({
    * it last read (profiles are immutable per version), instead of once per fit task.
    */
   policyInForce: z.object({ jurisdiction: z.string().nullable(), version: z.number().int().nullable() }).optional(),
+  /**
+   * The task's model (`modelVersion`) itself, when small enough (the coordinator's
+   * FEDMARK_TASK_MODEL_INLINE_BYTES): the binary codec's bytes in base64 and the coordinator's
+   * signature over them, exactly what `GET /v1/studies/{id}/models/{version}` answers. The node
+   * checks them as it checks a download (hash against `modelSha256`, signature against its pinned
+   * key) and skips the download: one signed request fewer per node and round (issue 13). Absent:
+   * the node downloads the model as before.
+   */
+  model: z.object({ bytes: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64'), signature: z.string().nullable() }).optional(),
 });
 export type Task = z.infer<typeof Task>;
 

@@ -41,6 +41,8 @@ export interface Simulation {
   unreachable: number;
   /** Tasks that failed without a refusal (timeouts) and were taken again. */
   taskErrors: string[];
+  /** Told of each task that carried its model (Task.model: a small model, not downloaded). */
+  onModelInTask?: (task: Task) => void;
   signal: AbortSignal;
 }
 
@@ -128,6 +130,7 @@ export class SimNode {
 
   /** The pseudo-update of the verified global model, through release, seal and send. */
   private async fit(task: Task) {
+    if (task.model) this.sim.onModelInTask?.(task);
     const global = await this.globals.fetch(task);
     const update = pseudoUpdate(global, this.sim.patterns, this.index, task.round);
     const numExamples = examplesOf(this.index);
@@ -145,6 +148,7 @@ export class SimNode {
 
   /** Downloads and verifies the new model (node 0 also checks it against the expected FedAvg), then a fixed evaluation report. */
   private async evaluate(task: Task) {
+    if (task.model) this.sim.onModelInTask?.(task);
     const model = await this.globals.fetch(task);
     if (this.index === 0) {
       const expected = this.sim.expected.get(task.round);

@@ -15,11 +15,15 @@ export interface RoundTraffic {
   downloadedBytes: number;
   updates: number;
   modelDownloads: number;
+  /** Models that rode on a task (Task.model) instead: their bytes are in the task polls (`other`). */
+  modelsInTasks: number;
 }
 
 export interface TrafficCounter {
   rounds: Map<number, RoundTraffic>;
   other: { uploadedBytes: number; downloadedBytes: number; requests: number };
+  /** Counts a model version received in a task, charged to its round as a download is. */
+  modelInTask(version: number): void;
   uninstall(): void;
 }
 
@@ -35,7 +39,13 @@ export function installTrafficCounter(): TrafficCounter {
   const counter: TrafficCounter = {
     rounds: new Map(),
     other: { uploadedBytes: 0, downloadedBytes: 0, requests: 0 },
+    modelInTask: (version) => roundTraffic(Math.max(1, version)).modelsInTasks++,
     uninstall: () => stop(),
+  };
+  const roundTraffic = (round: number) => {
+    let r = counter.rounds.get(round);
+    if (!r) counter.rounds.set(round, (r = { uploadedBytes: 0, downloadedBytes: 0, updates: 0, modelDownloads: 0, modelsInTasks: 0 }));
+    return r;
   };
   const stop = observeExchanges(({ url, status, sentBytes: up, receivedBytes: down }) => {
     const ok = status >= 200 && status < 300;
@@ -46,8 +56,7 @@ export function installTrafficCounter(): TrafficCounter {
       counter.other.requests++;
       return;
     }
-    let r = counter.rounds.get(where.round);
-    if (!r) counter.rounds.set(where.round, (r = { uploadedBytes: 0, downloadedBytes: 0, updates: 0, modelDownloads: 0 }));
+    const r = roundTraffic(where.round);
     r.uploadedBytes += up;
     r.downloadedBytes += down;
     if (where.what === 'update' && ok) r.updates++;

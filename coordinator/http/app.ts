@@ -23,6 +23,7 @@ import { requestContext } from './middleware.ts';
 import { DEFAULT_RATE_LIMIT, refusalRateLimit, type RateLimitSettings } from './rate-limit.ts';
 import { bounded, createRefusalLog, FIELD_LIMITS } from './refusals.ts';
 import { createModelSender } from './send-model.ts';
+import { createTaskModelInliner, DEFAULT_TASK_MODEL_INLINE_BYTES } from '../rounds/task-model.ts';
 import { registerParamValidators } from './validate.ts';
 import { registerOpenApiRoutes } from './openapi.ts';
 import { createCoordinatorMetrics, registerMetricsRoutes, type CoordinatorMetrics } from './metrics.ts';
@@ -43,6 +44,8 @@ export interface AppDeps {
   rateLimit?: RateLimitSettings;
   /** express's `trust proxy` (behind a TLS proxy: which hops' X-Forwarded-For to believe); unset: the socket's address. */
   trustProxy?: string;
+  /** Tasks carry models up to this many bytes (Task.model; default DEFAULT_TASK_MODEL_INLINE_BYTES, 0: never). */
+  taskModelInlineBytes?: number;
   /** The coordinator's metrics (http/metrics.ts); a fresh set when absent. */
   metrics?: CoordinatorMetrics;
 }
@@ -88,7 +91,8 @@ export function createApp(deps: AppDeps) {
     res.json({ ok: true });
   });
   registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds, access });
-  registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds });
+  const withModel = createTaskModelInliner({ studies, signatureOf: sendModel.currentSignature, maxBytes: deps.taskModelInlineBytes ?? DEFAULT_TASK_MODEL_INLINE_BYTES });
+  registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds, withModel });
   registerTokenRoutes(app, { guard, auth: deps.auth });
   registerPrivacyRoutes(app, { guard, db });
   registerNodeRoutes(app, { guard, nodes: deps.nodes, studies, policies: deps.policies, keyring });

@@ -50,7 +50,7 @@ export function createModelSender(keyring: Pick<CoordinatorKeyring, 'current' | 
     return headers;
   }
 
-  return async function sendModel(res: Response, stored: StoredModel, context?: ModelContext) {
+  async function sendModel(res: Response, stored: StoredModel, context?: ModelContext) {
     const { signature, fingerprint } = await currentSignature(stored);
     const model = { ...stored, signature, signerFingerprint: fingerprint };
     if (context && model.signature) res.set(await statementHeaders(model, context));
@@ -61,6 +61,8 @@ export function createModelSender(keyring: Pick<CoordinatorKeyring, 'current' | 
       ...(model.signature ? { 'fedmark-model-signature': Buffer.from(model.signature).toString('base64'), 'fedmark-signer': model.signerFingerprint ?? '' } : {}),
     });
     res.end(Buffer.from(model.bytes.buffer, model.bytes.byteOffset, model.bytes.byteLength));
-  };
+  }
+  /** `currentSignature`: the signature a download carries, for a task that carries its model (rounds/task-model.ts). */
+  return Object.assign(sendModel, { currentSignature });
 }
 export type ModelSender = ReturnType<typeof createModelSender>;

@@ -11,6 +11,7 @@ import { readSealedBody, updateMetaOf } from '../http/update-intake.ts';
 import { parse, RoundParam } from '../http/validate.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import type { RoundService } from './round-service.ts';
+import type { TaskModelInliner } from './task-model.ts';
 
 const StudyParams = z.object({ studyId: Id });
 const RoundParams = z.object({ studyId: Id, round: RoundParam });
@@ -29,6 +30,8 @@ export interface RoundRouterDeps {
   rounds: Pick<RoundService, 'openNextRound' | 'nextTask' | 'submitUpdate' | 'submitEvaluation'>;
   keyring: Pick<CoordinatorKeyring, 'decryptionKeys'>;
   maxTaskWaitSeconds: number;
+  /** Puts a small task's model into it (Task.model, rounds/task-model.ts); tasks go without it when absent. */
+  withModel?: TaskModelInliner;
 }
 
 /**
@@ -63,9 +66,10 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
     const abort = new AbortController();
     req.on('close', () => abort.abort());
     const task = await rounds.nextTask(node, Math.min(wait, deps.maxTaskWaitSeconds), abort.signal);
-    if (!task) res.status(204).end();
-    else if (held !== undefined && held === task.configSha256) res.json({ ...task, config: undefined } satisfies TaskMessage);
-    else res.json(task satisfies TaskMessage);
+    if (!task) return void res.status(204).end();
+    const sent = deps.withModel ? await deps.withModel(task) : task;
+    if (held !== undefined && held === task.configSha256) res.json({ ...sent, config: undefined } satisfies TaskMessage);
+    else res.json(sent satisfies TaskMessage);
   }));
   registerUpdateRoute(app, deps);
   app.post('/v1/studies/:studyId/rounds/:round/evaluations', json, route(async (req, res) => {

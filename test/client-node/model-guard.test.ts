@@ -101,11 +101,16 @@ describe('the node refuses absurd models and reports failed training', () => {
     const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
     const peers = [await h.enroll(studyId, 'p1'), await h.enroll(studyId, 'p2')];
     // Signed by the coordinator's own key: the signature holds, only the values are absurd.
-    const signature = Buffer.from((await h.built.keyring.sign(ABSURD)).signature).toString('base64');
+    const armored = (await h.built.keyring.sign(ABSURD)).signature;
+    const signature = Buffer.from(armored).toString('base64');
     let absurd = true;
     const p = await proxy(coordinatorUrl, (url, r) => {
       if (!absurd || r.status !== 200) return r;
-      if (url.startsWith('/v1/tasks/next')) return { ...r, body: Buffer.from(JSON.stringify({ ...JSON.parse(r.body.toString('utf8')), modelSha256: sha256Hex(ABSURD) })) };
+      if (url.startsWith('/v1/tasks/next')) {
+        // The task carries its model (Task.model): the absurd one, with the same genuine signature.
+        const task = JSON.parse(r.body.toString('utf8'));
+        return { ...r, body: Buffer.from(JSON.stringify({ ...task, modelSha256: sha256Hex(ABSURD), ...(task.model ? { model: { bytes: Buffer.from(ABSURD).toString('base64'), signature: armored } } : {}) })) };
+      }
       if (url.includes('/models/')) return { ...r, headers: { ...r.headers, 'fedmark-model-signature': signature }, body: Buffer.from(ABSURD) };
       return r;
     });

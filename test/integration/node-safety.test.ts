@@ -134,7 +134,9 @@ describe('node safety: signed models, backoff, its own policy', () => {
     expect((badFile as Error).message).toMatch(/the policy file .*bad-policy.json cannot be used/);
   });
 
-  it('refuses a global model that is unsigned, signed by a foreign key, or altered by one byte; sends no update until a genuine one arrives', async () => {
+  // Checked both ways a node receives a model: carried by its task (Task.model, a small model) and
+  // downloaded (a large one, or a coordinator that does not inline).
+  it.each(['carried by the task', 'downloaded'] as const)('refuses a global model that is unsigned, signed by a foreign key, or altered by one byte; sends no update until a genuine one arrives (%s)', async (how) => {
     const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600 }));
     await h.enroll(studyId, 'peer');
     const model = await h.admin('get', `/v1/studies/${studyId}/models/0`).buffer(true).parse((res, cb) => {
@@ -146,15 +148,21 @@ describe('node safety: signed models, backoff, its own policy', () => {
     const flipped = Buffer.from(genuine);
     flipped[flipped.length - 1] ^= 1; // one bit of the last float: still a well-formed model
     const foreign = await generateIdentity({ name: 'impostor', passphrase: PASSPHRASE });
-    const foreignSignature = Buffer.from(await signArtifact(genuine, await loadPrivateKey(foreign.privateKeyArmored, PASSPHRASE))).toString('base64');
+    const foreignArmored = await signArtifact(genuine, await loadPrivateKey(foreign.privateKeyArmored, PASSPHRASE));
+    const foreignSignature = Buffer.from(foreignArmored).toString('base64');
 
     let mode: 'unsigned' | 'foreign' | 'flipped' | 'genuine' = 'unsigned';
+    let carried = 0;
     const p = await proxy(coordinatorUrl, {
       rewrite: (e, r) => {
-        if (e.url.startsWith('/v1/tasks/next') && r.status === 200 && mode === 'flipped') {
+        if (e.url.startsWith('/v1/tasks/next') && r.status === 200) {
+          const { model, ...task } = JSON.parse(r.body.toString('utf8'));
+          if (how === 'downloaded' || !model) return { ...r, body: Buffer.from(JSON.stringify({ ...task, ...(mode === 'flipped' ? { modelSha256: sha256Hex(flipped) } : {}) })) };
+          carried++;
           // A consistent forgery: the task names the altered model's hash, so only the signature can tell.
-          const task = JSON.parse(r.body.toString('utf8'));
-          return { ...r, body: Buffer.from(JSON.stringify({ ...task, modelSha256: sha256Hex(flipped) })) };
+          if (mode === 'flipped') return { ...r, body: Buffer.from(JSON.stringify({ ...task, modelSha256: sha256Hex(flipped), model: { ...model, bytes: flipped.toString('base64') } })) };
+          const signature = mode === 'unsigned' ? null : mode === 'foreign' ? foreignArmored : model.signature;
+          return { ...r, body: Buffer.from(JSON.stringify({ ...task, model: { ...model, signature } })) };
         }
         if (!e.url.includes('/models/')) return r;
         const headers = { ...r.headers };
@@ -182,6 +190,10 @@ describe('node safety: signed models, backoff, its own policy', () => {
       mode = 'genuine';
       await until(() => lines.find((l) => l.msg === 'sent model update'));
       expect(p.recorded.filter((r) => r.method === 'POST' && r.url.includes('/updates'))).toHaveLength(1);
+      // Which way the models came: never downloaded when carried, always when not.
+      const downloads = p.recorded.filter((r) => r.url.includes('/models/')).length;
+      if (how === 'carried by the task') expect([carried > 0, downloads]).toEqual([true, 0]);
+      else expect([carried, downloads > 0]).toEqual([0, true]);
     } finally {
       abort.abort();
       await running.catch(() => undefined);

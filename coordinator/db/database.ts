@@ -5,6 +5,8 @@ import { setFlagsFromString } from 'node:v8';
 import { join } from 'node:path';
 import { Kysely, PGliteDialect, PostgresDialect, sql, type LogEvent } from 'kysely';
 import { pgliteByteaOptions } from './pglite-bytea.ts';
+import { usePreparedStatements } from './pglite-prepared.ts';
+import { preparedPool } from './pg-prepared.ts';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import type { Database } from './schema.ts';
 import * as initial from './migrations/20261123_0001_initial.ts';
@@ -74,7 +76,7 @@ const AUDIT_TABLES = ['audit_log', 'audit_checkpoints', 'coordinator_keys'] as c
 
 const redact = (url: string) => url.replace(/\/\/[^@/]*@/, '//***@');
 
-async function openPostgres(url: string, options: { max: number; readOnly: boolean; log?: (event: LogEvent) => void }): Promise<Db> {
+async function openPostgres(url: string, options: { max: number; readOnly: boolean; log?: (event: LogEvent) => void }): Promise<{ db: Db; enablePrepared(): void }> {
   const pg = await import('pg');
   // Timestamps come back as Date, bigint counts as numbers: both dialects then return the same shapes.
   pg.default.types.setTypeParser(20, (v: string) => Number(v));
@@ -83,7 +85,8 @@ async function openPostgres(url: string, options: { max: number; readOnly: boole
   // An idle connection the server closes (restart, failover, an admin's terminate) is dropped
   // from the pool and replaced on next use; it must not crash the coordinator.
   pool.on('error', (err) => process.emitWarning(`PostgreSQL idle connection lost: ${err.message}`));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: options.log });
+  const prepared = preparedPool(pool);
+  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool: prepared.pool }), log: options.log }), enablePrepared: prepared.enable };
 }
 
 async function migrate(db: Db): Promise<void> {
@@ -178,14 +181,15 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
     const migrationUrl = target.migrationDatabaseUrl ?? target.databaseUrl;
     if (!readOnly && migrationUrl !== target.databaseUrl) {
       // The owner migrates over its own short-lived connection; the app never holds it.
-      const owner = await openPostgres(migrationUrl, { max: 1, readOnly: false });
+      const { db: owner } = await openPostgres(migrationUrl, { max: 1, readOnly: false });
       try {
         await migrate(owner);
       } finally {
         await owner.destroy();
       }
     }
-    db = await openPostgres(target.databaseUrl, { max: 10, readOnly, log: target.log });
+    const app = await openPostgres(target.databaseUrl, { max: 10, readOnly, log: target.log });
+    db = app.db;
     if (!readOnly && migrationUrl === target.databaseUrl) {
       try {
         await migrate(db);
@@ -194,6 +198,8 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
         throw err;
       }
     }
+    // After the migrations, as on PGlite below.
+    app.enablePrepared();
   } else {
     const dataDir = target.dataDir ?? '.fedmark/coordinator-db';
     location = dataDir;
@@ -222,6 +228,8 @@ export async function openDatabase(target: DatabaseTarget): Promise<OpenedDataba
         throw err;
       }
     }
+    // After the migrations: a statement prepared before a table changed could not run after it.
+    usePreparedStatements(pglite);
   }
   if (readOnly) {
     try {

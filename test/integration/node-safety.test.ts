@@ -136,7 +136,7 @@ describe('node safety: signed models, backoff, its own policy', () => {
 
   // Checked both ways a node receives a model: carried by its task (Task.model, a small model) and
   // downloaded (a large one, or a coordinator that does not inline).
-  it.each(['carried by the task', 'downloaded'] as const)('refuses a global model that is unsigned, signed by a foreign key, or altered by one byte; sends no update until a genuine one arrives (%s)', async (how) => {
+  it.each(['carried by the task', 'downloaded'] as const)('refuses a global model that is unsigned, signed by a foreign key, altered by one byte, or another genuinely signed model than the task names; sends no update until a genuine one arrives (%s)', async (how) => {
     const studyId = await h.createStudy(tinyStudy({ rounds: 1, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600 }));
     await h.enroll(studyId, 'peer');
     const model = await h.admin('get', `/v1/studies/${studyId}/models/0`).buffer(true).parse((res, cb) => {
@@ -150,8 +150,10 @@ describe('node safety: signed models, backoff, its own policy', () => {
     const foreign = await generateIdentity({ name: 'impostor', passphrase: PASSPHRASE });
     const foreignArmored = await signArtifact(genuine, await loadPrivateKey(foreign.privateKeyArmored, PASSPHRASE));
     const foreignSignature = Buffer.from(foreignArmored).toString('base64');
+    // Signed by the coordinator's own key, but not the model the task names (a replayed or swapped one): only the hash can tell.
+    const swappedArmored = (await h.built.keyring.sign(flipped)).signature;
 
-    let mode: 'unsigned' | 'foreign' | 'flipped' | 'genuine' = 'unsigned';
+    let mode: 'unsigned' | 'foreign' | 'flipped' | 'swapped' | 'genuine' = 'unsigned';
     let carried = 0;
     const p = await proxy(coordinatorUrl, {
       rewrite: (e, r) => {
@@ -161,6 +163,7 @@ describe('node safety: signed models, backoff, its own policy', () => {
           carried++;
           // A consistent forgery: the task names the altered model's hash, so only the signature can tell.
           if (mode === 'flipped') return { ...r, body: Buffer.from(JSON.stringify({ ...task, modelSha256: sha256Hex(flipped), model: { ...model, bytes: flipped.toString('base64') } })) };
+          if (mode === 'swapped') return { ...r, body: Buffer.from(JSON.stringify({ ...task, model: { bytes: flipped.toString('base64'), signature: swappedArmored } })) };
           const signature = mode === 'unsigned' ? null : mode === 'foreign' ? foreignArmored : model.signature;
           return { ...r, body: Buffer.from(JSON.stringify({ ...task, model: { ...model, signature } })) };
         }
@@ -168,7 +171,8 @@ describe('node safety: signed models, backoff, its own policy', () => {
         const headers = { ...r.headers };
         if (mode === 'unsigned') delete headers['fedmark-model-signature'];
         if (mode === 'foreign') headers['fedmark-model-signature'] = foreignSignature;
-        return { ...r, headers, body: mode === 'flipped' ? flipped : r.body };
+        if (mode === 'swapped') headers['fedmark-model-signature'] = Buffer.from(swappedArmored).toString('base64');
+        return { ...r, headers, body: mode === 'flipped' || mode === 'swapped' ? flipped : r.body };
       },
     });
     servers.push(p.server);
@@ -185,6 +189,10 @@ describe('node safety: signed models, backoff, its own policy', () => {
         expect(refusal.reason, mode).toMatch(new RegExp(`global model v0 of study ${studyId} is not signed by the coordinator key [0-9a-f]+; refusing to load it`));
         expect(p.recorded.filter((r) => r.method === 'POST' && r.url.includes('/updates')), mode).toEqual([]);
       }
+      mode = 'swapped';
+      const before = refusals().length;
+      const refusal = await until(() => (refusals().length >= before + 2 ? refusals().at(-1) : undefined));
+      expect(refusal.reason).toBe(`global model v0 hash ${sha256Hex(flipped)} does not match the task's ${sha256Hex(genuine)}; refusing to load it`);
       expect(lines.some((l) => l.msg === 'sent model update')).toBe(false);
       // The same node, the same model, honestly served: trained on and sent (the check above was the signature, not the setup).
       mode = 'genuine';

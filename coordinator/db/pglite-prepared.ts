@@ -191,14 +191,5 @@ function onlyRowModeObject(options: QueryOptions): boolean {
   return keys.every((k) => k === 'rowMode') && (options.rowMode === undefined || options.rowMode === 'object');
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
+/** The messages as one buffer: PostgreSQL's main loop reads them in one call. */
+const concat = (parts: Uint8Array[]): Uint8Array => Buffer.concat(parts);

@@ -122,6 +122,12 @@ describe('OpenPGP identity, signed requests, sealed updates, signed models', () 
     const model = await h.nodeGet(a, `/v1/studies/${studyId}/models/0`);
     const signature = Buffer.from(String(model.headers['fedmark-model-signature']), 'base64').toString('utf8');
     expect(await verifyArtifact(new Uint8Array(model.body as Buffer), signature, info.body.publicKey)).toBe(true);
+    // ...also when a task carries the model (Task.model): the same bytes, the new key's signature...
+    const task = await h.nodeGet(b, '/v1/tasks/next');
+    expect(task.status).toBe(200);
+    const carried = Buffer.from(task.body.model.bytes, 'base64');
+    expect(carried.equals(model.body as Buffer)).toBe(true);
+    expect(await verifyArtifact(new Uint8Array(carried), task.body.model.signature, info.body.publicKey)).toBe(true);
     // ...and an update sealed to the old key by a node that has not followed yet still opens.
     const sealedToOld = await sealUpdate({ bytes: weights(0.4), coordinatorPublicKey: await loadPublicKey(oldKey), nodePrivateKey: b.privateKey });
     const late = await h.submit(b, studyId, 1, weights(0.4), defaultMeta(), { sealed: sealedToOld });

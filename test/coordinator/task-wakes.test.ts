@@ -47,4 +47,34 @@ describeOnEachBackend('task long-polls', (run) => {
     // a's long-poll looked when it came in and when its wait ended, not when round 1 completed.
     expect(lookups.n - before).toBe(2);
   });
+
+  // round-service.ts: watchers (the dashboard) are woken after what follows a completed round is
+  // committed. Woken before, a page read the study still running (or ended without its end
+  // checkpoint) and could stop following it. The watcher reads at once: on PostgreSQL over another
+  // connection, beside the study's ending transaction if it were still open.
+  run("a watcher woken by the last round's completion reads the study ended and its end checkpoint signed", async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 1, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 60, evaluationSchedule: 'own-phase' }));
+    const [a, b] = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'fit' ? true : undefined));
+    for (const n of [a, b]) expect((await h.submit(n, studyId, 1, weights(0.1), defaultMeta(100))).status).toBe(201);
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'evaluate' ? true : undefined));
+    expect((await postEvaluation(h, a, studyId, 1)).status).toBe(201);
+    const read = async () => {
+      const [study, ended, checkpoint] = await Promise.all([
+        h.built.db.selectFrom('studies').select('state').where('id', '=', studyId).executeTakeFirst(),
+        h.built.db.selectFrom('audit_log').select('seq').where('study_id', '=', studyId).where('kind', '=', 'study.completed').executeTakeFirst(),
+        h.built.db.selectFrom('audit_checkpoints').select(({ fn }) => fn.max('seq').as('seq')).executeTakeFirst(),
+      ]);
+      return { state: study?.state, endCheckpointed: ended !== undefined && Number(checkpoint?.seq ?? 0) >= ended.seq };
+    };
+    const woken = (async () => {
+      for (let seen = h.built.rounds.changeCount(studyId); ; seen = h.built.rounds.changeCount(studyId)) {
+        await h.built.rounds.waitForChange(studyId, 10, seen);
+        const now = await read();
+        if (now.state !== 'running' || (await phaseOf(h, studyId, 1)) === 'completed') return now;
+      }
+    })();
+    expect((await postEvaluation(h, b, studyId, 1)).status).toBe(201);
+    expect(await woken).toEqual({ state: 'completed', endCheckpointed: true });
+  });
 });

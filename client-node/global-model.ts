@@ -55,8 +55,7 @@ export class GlobalModels {
   /** The task's own copy of its model (Task.model) when it carries one, else a download: checked the same way. */
   private async received(task: Task): Promise<{ bytes: Uint8Array; signature: string | null }> {
     if (!task.model) return this.client.downloadModel(task.studyId, task.modelVersion);
-    const b = Buffer.from(task.model.bytes, 'base64');
-    return { bytes: new Uint8Array(b.buffer, b.byteOffset, b.byteLength), signature: task.model.signature };
+    return { bytes: Buffer.from(task.model.bytes, 'base64'), signature: task.model.signature };
   }
 
   private async downloadVerified(task: Task): Promise<WeightSet> {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { describeConfigIssue } from '../protocols/config-issues.ts';
+import { DEFAULT_TASK_MODEL_INLINE_BYTES } from './rounds/task-model.ts';
 
 /**
  * The coordinator's whole configuration, parsed once at start-up from the environment (and CLI
@@ -54,7 +55,7 @@ export const CoordinatorConfig = z
      * A task carries its model (Task.model) when the model's bytes are at most this: the node then
      * skips the download request. 0: tasks never carry one (every node downloads).
      */
-    taskModelInlineBytes: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(256 * 1024),
+    taskModelInlineBytes: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(DEFAULT_TASK_MODEL_INLINE_BYTES),
     /** Debug: write per-statement query and transaction counts here as JSON at exit (db/query-stats.ts). */
     queryStatsFile: z.string().optional(),
   })

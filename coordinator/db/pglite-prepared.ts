@@ -118,11 +118,11 @@ export function usePreparedStatements(pglite: PGlite): PreparedStats {
   }
 
   /**
-   * Runs `text` prepared. A statement whose plan's result shape changed is forgotten; outside a
-   * transaction it is then run by `fallback`, inside one the error stands (the transaction is
-   * aborted by it either way; retried, it prepares the statement afresh).
+   * Runs `text` prepared. A statement whose plan's result shape changed is closed and forgotten:
+   * outside a transaction the answer is then undefined (the caller runs it unprepared), inside one
+   * the error stands (the transaction is aborted by it either way; retried, it prepares afresh).
    */
-  async function run<T>(text: string, params: unknown[], inTransaction: boolean, fallback: () => Promise<Results<T>>): Promise<Results<T>> {
+  async function run<T>(text: string, params: unknown[], inTransaction: boolean): Promise<Results<T> | undefined> {
     try {
       return await pg._runExclusiveQuery(async () => {
         const result = await execute<T>(text, params);
@@ -138,7 +138,7 @@ export function usePreparedStatements(pglite: PGlite): PreparedStats {
           await pg._runExclusiveQuery(() => pg.execProtocolStream(concat([serialize.close({ type: 'S', name: stale.name }), serialize.sync()]), { syncToFs: false }));
           if (!inTransaction) {
             stats.unprepared++;
-            return fallback();
+            return undefined;
           }
         }
         Object.assign(err, { query: text, params, queryOptions: undefined });
@@ -157,14 +157,8 @@ export function usePreparedStatements(pglite: PGlite): PreparedStats {
     }
     await pg._checkReady();
     // As PGlite's own query: outside any transaction (a statement waits for one to finish).
-    let refused = false;
-    const result = await pg._runExclusiveTransaction(() =>
-      run<T>(text, params, false, async () => {
-        refused = true;
-        return undefined as unknown as Results<T>;
-      }),
-    );
-    return refused ? query<T>(text, params, options) : result;
+    const result = await pg._runExclusiveTransaction(() => run<T>(text, params, false));
+    return result ?? query<T>(text, params, options);
   }) as typeof pglite.query;
 
   const transaction = pglite.transaction.bind(pglite);
@@ -177,7 +171,7 @@ export function usePreparedStatements(pglite: PGlite): PreparedStats {
           stats.unprepared++;
           return txQuery<R>(text, params, options);
         }
-        return run<R>(text, params, true, () => txQuery<R>(text, params, options)); // (fallback unused in a transaction)
+        return (await run<R>(text, params, true))!; // in a transaction a stale statement throws
       }) as Transaction['query'];
       return fn(tx);
     })) as typeof pglite.transaction;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { aucFromHistogram, poolHistograms, ScoreHistogram } from '../metrics.ts';
+import { aucFromHistogram, integerArray, poolHistograms, ScoreHistogram } from '../metrics.ts';
 import { modelTensorSpecs, type ModelSpec } from '../model-spec.ts';
 import { isNumericTarget, type Target } from '../feature-spec.ts';
 import type { TensorSpec, WeightSet } from '../tensors.ts';
@@ -98,12 +98,11 @@ export type RegressionStats = z.infer<typeof RegressionStats>;
  * sensitivity is unbounded without clipping); the coordinator derives both from the pooled
  * histogram at the bins' midpoints.
  */
-const noisedCount = z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER);
 export const NoisedBinaryStats = z.strictObject({
   kind: z.literal('binary'),
   noise: z.strictObject({ mechanism: z.literal('discrete-gaussian'), noiseStd: z.number().positive().finite() }),
   histogram: z
-    .strictObject({ bins: z.number().int().min(2).max(1000), positives: z.array(noisedCount), negatives: z.array(noisedCount) })
+    .strictObject({ bins: z.number().int().min(2).max(1000), positives: integerArray(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), negatives: integerArray(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) })
     .refine((h) => h.positives.length === h.bins && h.negatives.length === h.bins, { message: 'positives and negatives must each have `bins` entries' }),
 });
 export type NoisedBinaryStats = z.infer<typeof NoisedBinaryStats>;

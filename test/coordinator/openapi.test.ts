@@ -216,6 +216,11 @@ describe('OpenAPI document and API reference', () => {
     expect((await h.admin('post', '/v1/tokens').send(bad)).status).toBe(400);
     expect(() => c.body('post', '/v1/nodes/me/status', { state: 'sleeping' })).toThrow(/documented schema refuses/);
     expect(() => c.component('UpdateMeta', { ...defaultMeta(), numExamples: -3 })).toThrow(/numExamples|minimum/);
+    // The histogram's counts are checked by hand in one loop (protocols/metrics.ts integerArray):
+    // the document still says integers of at least 0, and the API still refuses others.
+    const histogram = (positives: unknown[]) => ({ numExamples: 3, stats: { kind: 'binary', histogram: { bins: 2, positives, negatives: [1, 0] }, brierSum: 0.5, logLossSum: 1 } });
+    expect(() => c.component('EvaluationReport', histogram([2, 0]))).not.toThrow();
+    for (const wrong of [[-1, 3], [1.5, 0.5], ['2', 0]]) expect(() => c.component('EvaluationReport', histogram(wrong)), JSON.stringify(wrong)).toThrow(/documented schema refuses/);
   });
 
   run('GET /docs renders every operation as a static page (no script)', async (h) => {

@@ -65,6 +65,22 @@ describeOnEachBackend('personalized evaluations at the coordinator', (run) => {
     expect(Object.fromEntries(stored.map((r) => [r.node_id, r.personalized_num_examples === null ? null : Number(r.personalized_num_examples)]))).toEqual({ [a.nodeId]: 8, [b.nodeId]: null });
   });
 
+  run('reports are stored as json (migration 0023: no jsonb tree to build per report); a retry with its keys reordered is the same report', async (h) => {
+    const { studyId, a, b, post } = await evaluating(h);
+    const { sql } = await import('kysely');
+    const { rows } = await sql<{ column_name: string; data_type: string }>`
+      select column_name, data_type from information_schema.columns where table_name = 'evaluations' and column_name in ('stats', 'personalized_stats') order by column_name`.execute(h.built.db);
+    expect(rows).toEqual([{ column_name: 'personalized_stats', data_type: 'json' }, { column_name: 'stats', data_type: 'json' }]);
+    const sent = { ...evaluation([2, 2], [2, 2], 0.6), personalized: { numExamples: 8, stats: evaluation([0, 4], [4, 0]).stats } };
+    expect((await post(a, sent)).status).toBe(201);
+    const reordered = JSON.parse(JSON.stringify(sent, (_k, v) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v)));
+    expect(Object.keys(reordered.stats)).not.toEqual(Object.keys(sent.stats));
+    expect((await post(a, reordered)).status).toBe(200);
+    expect((await post(b, evaluation([0, 4], [4, 0], 0.3))).status).toBe(201);
+    const round = await completedRound(h, studyId);
+    expect([round.validationMetrics.auc, round.validationMetrics.n, round.personalizedNodes]).toEqual([0.75, 16, 1]);
+  });
+
   run('a round without any personalized report says none: 0 nodes, null metrics, nothing in the audit entry', async (h) => {
     const { studyId, a, b, post } = await evaluating(h);
     for (const n of [a, b]) expect((await post(n, evaluation([1, 3], [3, 1], 0.5))).status).toBe(201);

@@ -14,8 +14,8 @@ import { forgetFold, persistsRunningState, roundFold } from './fold-cache.ts';
 
 /** How a fit phase closed: aggregated (the evaluation phase begins) or failed. */
 export type FitClosing =
-  | { kind: 'aggregated'; evaluationDeadline: Date; sha256: string; nodes: number; meanLoss: number | null }
-  | { kind: 'failed'; reason: string };
+  | { kind: 'aggregated'; evaluationDeadline: Date; sha256: string; nodes: number; meanLoss: number | null; droppedBytes: number }
+  | { kind: 'failed'; reason: string; droppedBytes: number };
 
 type Contribution = { node_id: string; num_examples: number; loss: number | null };
 type Failure = { nodeId: string; state: string };
@@ -58,7 +58,7 @@ export async function failFit(
   // "No new weights": the model AND the server state carry over unchanged.
   await updateRound(tx, studyId, round, { phase: 'failed', failure_reason: reason, closed_at: t, accumulator: null, next_server_state: row.server_state });
   await dropRegionalAccumulators(tx, studyId, round);
-  await dropKeptUpdates(tx, studyId, round);
+  const droppedBytes = await dropKeptUpdates(tx, studyId, round);
   forgetFold(deps.db, studyId, round);
   // "No new parameters" means "keep the global model": version `round` is version
   // round-1, so the next round has a model to start from.
@@ -68,7 +68,7 @@ export async function failFit(
   await insertModel(tx, { study_id: studyId, version: round, weights: keptBytes, sha256: kept.sha256, bytes: kept.bytes, signature: signed.signature, signer_fingerprint: signed.fingerprint });
   await updateStudy(tx, studyId, { latest_model_version: round });
   await appendAudit(tx, { actor: 'coordinator', kind: 'round.failed', studyId, round, data: { reason, updates: updates.length, participants: participants.length, failures, modelKept: kept.sha256 } });
-  return { kind: 'failed', reason };
+  return { kind: 'failed', reason, droppedBytes };
 }
 
 /** Enough updates: the strategy finishes the aggregate, which is signed and published; evaluation begins. */
@@ -117,6 +117,6 @@ async function aggregateFit(tx: Transaction<Database>, deps: RoundDeps, input: {
     mean_loss: meanLoss,
     mechanism: JSON.stringify({ ...(row.mechanism ?? {}), ...outcome.details, ...(failures.length ? { failures } : {}), ...(regionalModels.length ? { regionalModels } : {}) }),
   });
-  await dropKeptUpdates(tx, studyId, round);
-  return { kind: 'aggregated', evaluationDeadline, sha256, nodes: updates.length, meanLoss };
+  const droppedBytes = await dropKeptUpdates(tx, studyId, round);
+  return { kind: 'aggregated', evaluationDeadline, sha256, nodes: updates.length, meanLoss, droppedBytes };
 }

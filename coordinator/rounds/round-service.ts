@@ -22,6 +22,7 @@ import {
   lockRound,
   lockRoundHead,
   reclaimKeptUpdateSpace,
+  KEPT_SPACE_RECLAIM_BYTES,
   type RoundRow,
 } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
@@ -69,6 +70,8 @@ export function createRoundService(deps: {
   retry?: RetryPolicy;
   /** Told of every transition (metrics); optional so tests and tools may leave it out. */
   observe?: (o: RoundObservation) => void;
+  /** Bytes of dropped kept updates after which their space is reclaimed (default KEPT_SPACE_RECLAIM_BYTES). */
+  reclaimAfterBytes?: number;
 }) {
   const { db, log, studies } = deps;
   const observe = deps.observe ?? (() => {});
@@ -169,7 +172,7 @@ export function createRoundService(deps: {
       if (pipelined(config)) await openOrNotify(studyId);
       else notify(studyId);
       // After the next round's tasks are out: its nodes train while the space is freed.
-      reclaimSpace();
+      reclaimSpace(outcome.droppedBytes);
       return;
     }
     observe({ kind: outcome.kind, studyId, round });
@@ -191,11 +194,20 @@ export function createRoundService(deps: {
     } finally {
       notify(studyId, 'watchers');
     }
-    if (outcome.kind === 'failed') reclaimSpace();
+    if (outcome.kind === 'failed' && 'droppedBytes' in outcome) reclaimSpace(outcome.droppedBytes);
   }
 
-  /** The closed fit phase's kept updates were dropped: their space is freed in the background. */
-  function reclaimSpace(): void {
+  /**
+   * The closed fit phase's kept updates were dropped: once enough bytes were (reclaimAfterBytes),
+   * their space is freed in the background. Counted in memory: after a restart the next reclaim
+   * simply comes later, and frees everything dropped before it too.
+   */
+  let droppedSinceReclaim = 0;
+  const reclaimAfterBytes = deps.reclaimAfterBytes ?? KEPT_SPACE_RECLAIM_BYTES;
+  function reclaimSpace(droppedBytes: number): void {
+    droppedSinceReclaim += droppedBytes;
+    if (droppedSinceReclaim < reclaimAfterBytes) return;
+    droppedSinceReclaim = 0;
     spawn('reclaim-space', () => reclaimKeptUpdateSpace(db));
   }
 

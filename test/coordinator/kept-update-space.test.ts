@@ -1,5 +1,6 @@
 import { expect } from 'vitest';
 import { sql } from 'kysely';
+import { KEPT_SPACE_RECLAIM_BYTES } from '../../coordinator/rounds/round-repository.ts';
 import { decodeWeights, encodeWeights } from '../../protocols/weights-codec.ts';
 import { bytesOrJson, defaultMeta, describeOnEachBackend, tinyStudy, type Harness, type TestNode } from './harness.ts';
 
@@ -49,8 +50,9 @@ describeOnEachBackend('the space of a closed round\'s updates (issue 13)', (run)
 
   run('each round writes its updates into the space the previous round freed (PGlite vacuums it)', async (h) => {
     if (h.built.db && !(await sql<{ p: boolean }>`select version() like '%PGlite%' as p`.execute(h.built.db)).rows[0].p) return; // PostgreSQL: autovacuum's job, on its own schedule
-    // ~11 KB an update (2,700 float32 parameters): stored out of line, in the TOAST table.
-    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: [500] }, rounds: 5, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
+    // ~1.77 MB an update (442,569 float32 parameters), stored out of line in the TOAST table: a
+    // round drops 5.4 MB, past KEPT_SPACE_RECLAIM_BYTES, so every close reclaims.
+    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: [4096, 100] }, rounds: 5, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
     const nodes: TestNode[] = [];
     for (const name of ['a', 'b', 'c']) nodes.push(await h.enroll(studyId, name));
     const sizes: number[] = [];
@@ -66,7 +68,26 @@ describeOnEachBackend('the space of a closed round\'s updates (issue 13)', (run)
       await h.built.rounds.advanceRound(studyId, round);
     }
     // Round 1 grew the file to hold its three updates; rounds 2-4 wrote into the same pages.
-    expect(sizes[0]).toBeGreaterThanOrEqual(3 * 10_000);
+    expect(3 * 1_700_000).toBeGreaterThanOrEqual(KEPT_SPACE_RECLAIM_BYTES);
+    expect(sizes[0]).toBeGreaterThanOrEqual(3 * 1_700_000);
     expect(sizes.slice(1)).toEqual([sizes[0], sizes[0], sizes[0]]);
+  });
+
+  run('rounds of small updates do not pay a VACUUM each (PGlite): their space is reclaimed only once KEPT_SPACE_RECLAIM_BYTES were dropped', async (h) => {
+    if (!(await sql<{ p: boolean }>`select version() like '%PGlite%' as p`.execute(h.built.db)).rows[0].p) return;
+    const vacuums = async () => Number((await sql<{ n: string }>`select vacuum_count::text as n from pg_stat_user_tables where relname = 'round_kept_updates'`.execute(h.built.db)).rows[0].n);
+    const before = await vacuums();
+    const studyId = await h.createStudy(tinyStudy({ rounds: 4, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
+    const nodes: TestNode[] = [];
+    for (const name of ['d', 'e', 'f']) nodes.push(await h.enroll(studyId, name));
+    for (let round = 1; round <= 3; round++) {
+      await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds.find((r: { round: number }) => r.round === round)?.phase === 'fit' ? true : undefined));
+      await trainRound(h, studyId, round, nodes);
+      await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds.find((r: { round: number }) => r.round === round)?.phase === 'evaluate' ? true : undefined));
+      await h.built.rounds.idle();
+      h.advanceClock(61_000);
+      await h.built.rounds.advanceRound(studyId, round);
+    }
+    expect(await vacuums()).toBe(before);
   });
 }, 120_000);

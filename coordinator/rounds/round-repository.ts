@@ -2,6 +2,7 @@ import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
 import { sql } from 'kysely';
 import { jsonObjectFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.ts';
+import { compiledOnce } from '../db/compiled-once.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
 import { isPglite } from '../db/migrations/20261129_0009_app_role.ts';
 
@@ -36,8 +37,12 @@ export type RoundHead = Pick<RoundRow, 'study_id' | 'round' | 'phase' | 'partici
  * only the fit phase's intake and close use.
  */
 export async function lockRoundHead(tx: Db, studyId: string, round: number): Promise<RoundHead | undefined> {
-  return tx.selectFrom('rounds').select(['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline']).where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+  const [row] = await lockRoundHeadQuery(tx, { studyId, round });
+  return row;
 }
+const lockRoundHeadQuery = compiledOnce((tx, a: { studyId: string; round: number }) =>
+  tx.selectFrom('rounds').select(['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline']).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate(),
+);
 
 /**
  * What the intake needs of the locked round row: its head and mechanism (the strategy's round
@@ -49,10 +54,15 @@ export type IntakeRound = RoundHead & Pick<RoundRow, 'mechanism'> & Partial<Pick
 
 /** Locks one round row for the rest of the transaction, reading what the intake needs (see IntakeRound). */
 export async function lockIntakeRound(tx: Db, studyId: string, round: number, withState: boolean): Promise<IntakeRound | undefined> {
-  const head = ['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline', 'mechanism'] as const;
-  const columns = withState ? [...head, 'server_state' as const, 'accumulator' as const] : head;
-  return tx.selectFrom('rounds').select(columns).where('study_id', '=', studyId).where('round', '=', round).forUpdate().executeTakeFirst();
+  const [row] = await (withState ? lockIntakeRoundWithState : lockIntakeRoundHead)(tx, { studyId, round });
+  return row;
 }
+
+const INTAKE_HEAD = ['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline', 'mechanism'] as const;
+const lockIntakeRoundHead = compiledOnce((tx, a: { studyId: string; round: number }) => tx.selectFrom('rounds').select(INTAKE_HEAD).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate());
+const lockIntakeRoundWithState = compiledOnce((tx, a: { studyId: string; round: number }) =>
+  tx.selectFrom('rounds').select([...INTAKE_HEAD, 'server_state', 'accumulator']).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate(),
+);
 
 /** The round row's state blobs (read under the lock the caller's transaction already holds). */
 export async function loadRoundState(tx: Db, studyId: string, round: number): Promise<Pick<RoundRow, 'server_state' | 'accumulator'>> {
@@ -81,8 +91,9 @@ export async function findOpenRoundNumber(db: Db, studyId: string): Promise<numb
 
 /** The study's open rounds (at most two: see findOpenRoundNumber) with their phase, oldest first. */
 export async function listStudyOpenRounds(db: Db, studyId: string): Promise<Array<{ round: number; phase: string }>> {
-  return db.selectFrom('rounds').select(['round', 'phase']).where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round').execute();
+  return studyOpenRoundsQuery(db, { studyId });
 }
+const studyOpenRoundsQuery = compiledOnce((db, a: { studyId: string }) => db.selectFrom('rounds').select(['round', 'phase']).where('study_id', '=', a.studyId).where('phase', 'in', OPEN_PHASES).orderBy('round'));
 
 /** The study's latest open round, whole (not locked: a node's task is only read from it). */
 export async function findLatestOpenRound(db: Db, studyId: string): Promise<RoundRow | undefined> {
@@ -101,6 +112,15 @@ export async function findLatestOpenRound(db: Db, studyId: string): Promise<Roun
  * Undefined: no such study.
  */
 export async function findTaskView(db: Db, studyId: string, nodeId: string, jurisdiction?: string) {
+  const [row] = jurisdiction === undefined ? await taskViewQuery(db, { studyId, nodeId }) : await taskViewWithPolicyQuery(db, { studyId, nodeId, jurisdiction });
+  return row;
+}
+
+/** Compiled once (db/compiled-once.ts): the task view is the coordinator's most frequent query. */
+const taskViewQuery = compiledOnce((db, a: { studyId: string; nodeId: string }) => taskViewBuilder(db, a.studyId, a.nodeId, undefined));
+const taskViewWithPolicyQuery = compiledOnce((db, a: { studyId: string; nodeId: string; jurisdiction: string }) => taskViewBuilder(db, a.studyId, a.nodeId, a.jurisdiction));
+
+function taskViewBuilder(db: Db, studyId: string, nodeId: string, jurisdiction: string | undefined) {
   return db
     .selectFrom('studies as s')
     .leftJoinLateral(
@@ -136,8 +156,7 @@ export async function findTaskView(db: Db, studyId: string, nodeId: string, juri
       jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
       (jurisdiction === undefined ? sql<number | null>`null::integer` : eb.selectFrom('policies').select((q) => q.fn.max('policies.version').as('v')).where('policies.jurisdiction', '=', jurisdiction)).as('policy_version'),
     ])
-    .where('s.id', '=', studyId)
-    .executeTakeFirst();
+    .where('s.id', '=', studyId);
 }
 export type TaskView = NonNullable<Awaited<ReturnType<typeof findTaskView>>>;
 

@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CryptoKeyError,
   CryptoVerificationError,
+  openPaths,
   openUpdate,
   revokedKey,
   sealUpdate,
@@ -117,6 +118,33 @@ describe('sealUpdate / openUpdate', () => {
       openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey }),
       'bad-signature',
     );
+  });
+
+  it("the node's signature is established natively (Node's Ed25519), without OpenPGP.js verifying it again", async () => {
+    const bytes = awkwardBytes();
+    const sealed = await sealUpdate({ bytes, coordinatorPublicKey: coordinator.publicKey, nodePrivateKey: node.privateKey });
+    const before = { ...openPaths };
+    expect(await openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey })).toEqual(bytes);
+    expect(openPaths.decrypted - before.decrypted).toBe(1);
+    expect(openPaths.native - before.native).toBe(1);
+  });
+
+  it("the node's genuine signature over other bytes is refused, natively and by OpenPGP.js (a swapped literal)", async () => {
+    // A message signed by the node over `signed`, its literal data then replaced by `swapped`
+    // (same length), and encrypted to the coordinator: the signature packet itself is genuine.
+    const signed = awkwardBytes();
+    const swapped = signed.map((b) => b ^ 0x5a);
+    const message = (await openpgp.sign({ message: await openpgp.createMessage({ binary: signed }), signingKeys: node.privateKey, format: 'object' })) as unknown as openpgp.Message<Uint8Array>;
+    const literal = message.packets.findPacket(openpgp.enums.packet.literalData) as openpgp.LiteralDataPacket;
+    literal.setBytes(swapped, openpgp.enums.literal.binary);
+    const sealed = await openpgp.encrypt({ message, encryptionKeys: coordinator.publicKey, format: 'binary' });
+    const before = { ...openPaths };
+    await expectRefused(openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey }), 'bad-signature');
+    expect(openPaths.native - before.native).toBe(0);
+    // The same construction with the bytes left alone opens: the refusal is the swap's.
+    const intact = (await openpgp.sign({ message: await openpgp.createMessage({ binary: signed }), signingKeys: node.privateKey, format: 'object' })) as unknown as openpgp.Message<Uint8Array>;
+    const sealedIntact = await openpgp.encrypt({ message: intact, encryptionKeys: coordinator.publicKey, format: 'binary' });
+    expect(await openUpdate({ sealed: sealedIntact, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey })).toEqual(signed);
   });
 
   it('an unsigned update is refused', async () => {

@@ -232,11 +232,11 @@ export async function dropKeptUpdates(tx: Db, studyId: string, round: number): P
  * Dropped kept updates, in bytes, after which their space is reclaimed (reclaimKeptUpdateSpace).
  * A VACUUM of the table costs ~8 ms of the coordinator's single thread on PGlite however little
  * it frees: after every round of the 10-node demo (ten 19 KB updates) it was 2-3% of the
- * coordinator's CPU for 190 KB. With this the file grows by at most this much plus one round's
- * updates before its space is reused, and a round of 1M-parameter updates (4 MB each) still
- * reclaims after every close.
+ * coordinator's CPU for 190 KB; now it runs every sixth round there. The file grows by at most this
+ * much plus one round's updates before its space is reused, and a round of 1M-parameter updates
+ * (4 MB each) still reclaims after every close.
  */
-export const KEPT_SPACE_RECLAIM_BYTES = 4 * 1024 * 1024;
+export const KEPT_SPACE_RECLAIM_BYTES = 1024 * 1024;
 
 const embedded = new WeakMap<Db, Promise<boolean>>();
 

@@ -40,9 +40,8 @@ export async function lockRoundHead(tx: Db, studyId: string, round: number): Pro
   const [row] = await lockRoundHeadQuery(tx, { studyId, round });
   return row;
 }
-const lockRoundHeadQuery = compiledOnce((tx, a: { studyId: string; round: number }) =>
-  tx.selectFrom('rounds').select(['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline']).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate(),
-);
+const ROUND_HEAD = ['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline'] as const;
+const lockRoundHeadQuery = compiledOnce((tx, a: { studyId: string; round: number }) => tx.selectFrom('rounds').select(ROUND_HEAD).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate());
 
 /**
  * What the intake needs of the locked round row: its head and mechanism (the strategy's round
@@ -58,7 +57,7 @@ export async function lockIntakeRound(tx: Db, studyId: string, round: number, wi
   return row;
 }
 
-const INTAKE_HEAD = ['study_id', 'round', 'phase', 'participants', 'fit_deadline', 'evaluation_deadline', 'mechanism'] as const;
+const INTAKE_HEAD = [...ROUND_HEAD, 'mechanism'] as const;
 const lockIntakeRoundHead = compiledOnce((tx, a: { studyId: string; round: number }) => tx.selectFrom('rounds').select(INTAKE_HEAD).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate());
 const lockIntakeRoundWithState = compiledOnce((tx, a: { studyId: string; round: number }) =>
   tx.selectFrom('rounds').select([...INTAKE_HEAD, 'server_state', 'accumulator']).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate(),

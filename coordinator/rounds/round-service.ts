@@ -70,8 +70,6 @@ export function createRoundService(deps: {
   retry?: RetryPolicy;
   /** Told of every transition (metrics); optional so tests and tools may leave it out. */
   observe?: (o: RoundObservation) => void;
-  /** Bytes of dropped kept updates after which their space is reclaimed (default KEPT_SPACE_RECLAIM_BYTES). */
-  reclaimAfterBytes?: number;
 }) {
   const { db, log, studies } = deps;
   const observe = deps.observe ?? (() => {});
@@ -194,19 +192,18 @@ export function createRoundService(deps: {
     } finally {
       notify(studyId, 'watchers');
     }
-    if (outcome.kind === 'failed' && 'droppedBytes' in outcome) reclaimSpace(outcome.droppedBytes);
+    if (outcome.kind === 'failed') reclaimSpace(outcome.droppedBytes);
   }
 
   /**
-   * The closed fit phase's kept updates were dropped: once enough bytes were (reclaimAfterBytes),
+   * The closed fit phase's kept updates were dropped: once enough bytes were (KEPT_SPACE_RECLAIM_BYTES),
    * their space is freed in the background. Counted in memory: after a restart the next reclaim
    * simply comes later, and frees everything dropped before it too.
    */
   let droppedSinceReclaim = 0;
-  const reclaimAfterBytes = deps.reclaimAfterBytes ?? KEPT_SPACE_RECLAIM_BYTES;
   function reclaimSpace(droppedBytes: number): void {
     droppedSinceReclaim += droppedBytes;
-    if (droppedSinceReclaim < reclaimAfterBytes) return;
+    if (droppedSinceReclaim < KEPT_SPACE_RECLAIM_BYTES) return;
     droppedSinceReclaim = 0;
     spawn('reclaim-space', () => reclaimKeptUpdateSpace(db));
   }

@@ -88,8 +88,9 @@ export async function openUpdate({ sealed, coordinatorPrivateKey, nodePublicKey,
 
   // Decrypted once, the signatures checked natively (native-verify.ts: Node's Ed25519, for our key
   // shape, with the checks OpenPGP.js makes); OpenPGP.js's own verification inside decrypt cost
-  // about half of an open (issue 13: 8.9 -> 4.4 ms per 19 KB update, measured under load). Only when
-  // a signature is not established natively does OpenPGP.js decide, with its own verdict and error.
+  // ~0.8-1 ms of an open (issue 13: a 19 KB update opened in 2.6-3.7 ms before, 2.4-3.1 ms after,
+  // idle machine, alternated). Only when a signature is not established natively does OpenPGP.js
+  // decide, with its own verdict and error.
   const opened = await decryptSealed(sealed, coordinatorPrivateKey, undefined, now);
   openPaths.decrypted++;
   const signatures = await Promise.allSettled(opened.signatures.map((s) => s.signature));

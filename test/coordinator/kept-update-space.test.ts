@@ -92,4 +92,22 @@ describeOnEachBackend('the space of a closed round\'s updates (issue 13)', (run)
     }
     expect(await vacuums()).toBe(before);
   });
+
+  run('a round that fails frees the space of the updates it dropped too (PGlite)', async (h) => {
+    if (!(await sql<{ p: boolean }>`select version() like '%PGlite%' as p`.execute(h.built.db)).rows[0].p) return;
+    const vacuums = async () => Number((await sql<{ n: string }>`select vacuum_count::text as n from pg_stat_user_tables where relname = 'round_kept_updates'`.execute(h.built.db)).rows[0].n);
+    // Two ~1.77 MB updates of three required: the round fails at its deadline, dropping 3.5 MB.
+    const studyId = await h.createStudy(tinyStudy({ model: { kind: 'mlp', hidden: [4096, 100] }, rounds: 2, minNodesPerRound: 3, minNodesToStart: 3, roundDeadlineSeconds: 600 }));
+    const nodes: TestNode[] = [];
+    for (const name of ['g', 'h', 'i']) nodes.push(await h.enroll(studyId, name));
+    await h.until(async () => ((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds.find((r: { round: number }) => r.round === 1)?.phase === 'fit' ? true : undefined));
+    await h.built.rounds.idle();
+    const before = await vacuums();
+    await trainRound(h, studyId, 1, nodes.slice(0, 2));
+    h.advanceClock(601_000);
+    await h.built.rounds.advanceRound(studyId, 1);
+    expect((await h.admin('get', `/v1/studies/${studyId}`)).body.rounds.find((r: { round: number }) => r.round === 1)?.phase).toBe('failed');
+    await h.built.rounds.idle();
+    expect(await vacuums()).toBeGreaterThan(before);
+  });
 }, 120_000);

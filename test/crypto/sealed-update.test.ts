@@ -135,7 +135,7 @@ describe('sealUpdate / openUpdate', () => {
     const signed = awkwardBytes();
     const swapped = signed.map((b) => b ^ 0x5a);
     const message = (await openpgp.sign({ message: await openpgp.createMessage({ binary: signed }), signingKeys: node.privateKey, format: 'object' })) as unknown as openpgp.Message<Uint8Array>;
-    const literal = message.packets.findPacket(openpgp.enums.packet.literalData) as openpgp.LiteralDataPacket;
+    const literal = message.packets.findPacket(openpgp.enums.packet.literalData) as unknown as { setBytes(bytes: Uint8Array, format: openpgp.enums.literal): void };
     literal.setBytes(swapped, openpgp.enums.literal.binary);
     const sealed = await openpgp.encrypt({ message, encryptionKeys: coordinator.publicKey, format: 'binary' });
     const before = { ...openPaths };

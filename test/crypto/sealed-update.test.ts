@@ -120,11 +120,30 @@ describe('sealUpdate / openUpdate', () => {
     );
   });
 
-  it("the node's signature is established natively (Node's Ed25519), without OpenPGP.js verifying it again", async () => {
+  it('a sealed update, ours or OpenPGP.js\'s, is opened natively (native-seal.ts), OpenPGP.js not involved', async () => {
     const bytes = awkwardBytes();
-    const sealed = await sealUpdate({ bytes, coordinatorPublicKey: coordinator.publicKey, nodePrivateKey: node.privateKey });
+    const ours = await sealUpdate({ bytes, coordinatorPublicKey: coordinator.publicKey, nodePrivateKey: node.privateKey });
+    const theirs = await openpgp.encrypt({ message: await openpgp.createMessage({ binary: bytes }), encryptionKeys: coordinator.publicKey, signingKeys: node.privateKey, format: 'binary' });
+    for (const sealed of [ours, theirs]) {
+      const before = { ...openPaths };
+      expect(await openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey })).toEqual(bytes);
+      expect(openPaths.natively - before.natively).toBe(1);
+      expect(openPaths.decrypted - before.decrypted).toBe(0);
+    }
+  });
+
+  it("a message the native opener leaves alone (compressed) is decrypted by OpenPGP.js once, the node's signature still established natively", async () => {
+    const bytes = awkwardBytes();
+    const sealed = await openpgp.encrypt({
+      message: await openpgp.createMessage({ binary: bytes }),
+      encryptionKeys: coordinator.publicKey,
+      signingKeys: node.privateKey,
+      format: 'binary',
+      config: { preferredCompressionAlgorithm: openpgp.enums.compression.zlib },
+    });
     const before = { ...openPaths };
     expect(await openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey })).toEqual(bytes);
+    expect(openPaths.natively - before.natively).toBe(0);
     expect(openPaths.decrypted - before.decrypted).toBe(1);
     expect(openPaths.native - before.native).toBe(1);
   });
@@ -141,6 +160,7 @@ describe('sealUpdate / openUpdate', () => {
     const before = { ...openPaths };
     await expectRefused(openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey }), 'bad-signature');
     expect(openPaths.native - before.native).toBe(0);
+    expect(openPaths.natively - before.natively).toBe(0);
     // The same construction with the bytes left alone opens: the refusal is the swap's.
     const intact = (await openpgp.sign({ message: await openpgp.createMessage({ binary: signed }), signingKeys: node.privateKey, format: 'object' })) as unknown as openpgp.Message<Uint8Array>;
     const sealedIntact = await openpgp.encrypt({ message: intact, encryptionKeys: coordinator.publicKey, format: 'binary' });

@@ -9,6 +9,7 @@
  * database returns), next to 'openpgp-reference': what every request cost before the key cache
  * and the native path (parse the armored key, judge it, openpgp.verify). Also opening a sealed
  * 13 KB update. Node: signing a request, sealing a 13 KB update, verifying a signed 13 KB model.
+ * Sealing and opening 13 KB and 4 MB updates (native-seal.ts) beside OpenPGP.js doing the same.
  * Prints one JSON line per figure, then {"figure":"summary",...}.
  */
 import { performance } from 'node:perf_hooks';
@@ -71,6 +72,23 @@ export async function cryptoRequestBench(n = 300, print = false): Promise<Figure
   figures.push(await m('signRequest', 'node', n, () => signRequest({ privateKey: nodeKey, method: 'POST', path: '/v1/x', roundId: 'r1', body })));
   figures.push(await m('sealUpdate 13 KB (armored coordinator key)', 'node', Math.min(n, 100), () => sealUpdate({ bytes: update, coordinatorPublicKey: coordinator.publicKeyArmored, nodePrivateKey: nodeKey })));
   figures.push(await m('verifyArtifact 13 KB model (armored coordinator key)', 'node', n, () => verifyArtifact(update, modelSignature, coordinator.publicKeyArmored)));
+  // Sealing and opening natively (native-seal.ts) next to OpenPGP.js doing the same message.
+  const coordinatorPublic = await loadPublicKey(coordinator.publicKeyArmored);
+  const nodePublic = await loadPublicKey(node.publicKeyArmored);
+  const openpgpSeal = (bytes: Uint8Array) => async () => openpgp.encrypt({ message: await openpgp.createMessage({ binary: bytes }), encryptionKeys: coordinatorPublic, signingKeys: nodeKey, format: 'binary' });
+  const openpgpOpen = (message: Uint8Array) => async () => {
+    const opened = await openpgp.decrypt({ message: await openpgp.readMessage({ binaryMessage: message }), decryptionKeys: coordinatorKey, verificationKeys: nodePublic, expectSigned: true, format: 'binary' });
+    await opened.signatures[0].verified;
+  };
+  figures.push(await m('openpgp-reference seal 13 KB (openpgp.encrypt, before native-seal.ts)', 'node', Math.min(n, 100), openpgpSeal(update)));
+  figures.push(await m('openpgp-reference open 13 KB (openpgp.decrypt + verify)', 'coordinator', Math.min(n, 100), openpgpOpen(sealed)));
+  const large = new Uint8Array(4_000_000).map((_, i) => i & 0xff); // a 1M-parameter float32 update
+  const sealedLarge = await sealUpdate({ bytes: large, coordinatorPublicKey: coordinatorPublic, nodePrivateKey: nodeKey });
+  const few = Math.max(5, Math.min(20, Math.round(n / 15)));
+  figures.push(await m('sealUpdate 4 MB', 'node', few, () => sealUpdate({ bytes: large, coordinatorPublicKey: coordinatorPublic, nodePrivateKey: nodeKey })));
+  figures.push(await m('openpgp-reference seal 4 MB', 'node', few, openpgpSeal(large)));
+  figures.push(await m('openUpdate 4 MB', 'coordinator', few, () => openUpdate({ sealed: sealedLarge, coordinatorPrivateKey: coordinatorKey, nodePublicKey: nodePublic })));
+  figures.push(await m('openpgp-reference open 4 MB', 'coordinator', few, openpgpOpen(sealedLarge)));
   return figures;
 }
 

@@ -5,10 +5,11 @@
  * generic path. Same wire format: OpenPGP.js and GnuPG open what is sealed here, and what they seal
  * opens here.
  *
- * Why (issue 13, churn demo): a node sealed its 19 KB update in ~2.6 ms of CPU with OpenPGP.js
+ * Why (issue 13, churn demo): a node sealed its 19 KB update in ~2.2 ms of CPU with OpenPGP.js
  * (message objects, streams, a WebCrypto key import, the one-pass signature machinery) for
- * ~0.2 ms of cryptography, once per round and node; the coordinator opened each in ~2.5 ms. A
- * 1M-parameter update (4 MB) cost ~31 ms to open, most of the coordinator path's budget (0.05 s).
+ * ~0.3 ms of cryptography, once per round and node; the coordinator spent ~1.7 ms opening each. A
+ * 4 MB update (1M parameters) took ~20-30 ms to open, half the coordinator path's budget (0.05 s).
+ * Figures: bench/crypto-request-bench.ts.
  *
  * The message (RFC 9580; our keys are v4, see keys.ts):
  *   PKESK v3 (tag 1, section 5.1.1), algorithm 18 ECDH over Curve25519Legacy (RFC 6637 as amended

@@ -12,11 +12,12 @@
  * verified against the node's key.
  *
  * Both ends are native for our key type (native-seal.ts: the same message, built and read with
- * Node's X25519, AES and hashes), OpenPGP.js otherwise. Measured on the 2-core dev VM (Node 20,
- * `node bin/run-ts.js bench/run.ts --only seal`): a 19 KB update seals in ~0.33 ms (OpenPGP.js
- * ~2.2 ms) and opens in ~0.3 ms (~1.7 ms); a 4 MB one seals in ~16-20 ms (~22-26 ms) and opens in
- * ~10-12 ms (~18-22 ms). The hashes over the payload (SHA-512 for the signature, SHA-1 for the MDC)
- * and AES-256 are then what a large update costs.
+ * Node's X25519, AES and hashes), OpenPGP.js otherwise. CPU per operation on the 2-core dev VM
+ * (Node 20, `node bin/run-ts.js bench/crypto-request-bench.ts`): a 13 KB update seals in ~0.45 ms
+ * (openpgp.encrypt ~2.2 ms) and opens, signature checked, in ~0.45 ms (openpgp.decrypt and verify
+ * ~2.3 ms); a 4 MB one seals in ~18 ms (~31 ms) and opens in ~15 ms (~34 ms). The hashes over the
+ * payload (SHA-512 for the signature, SHA-1 for the MDC) and AES-256 are then what a large update
+ * costs.
  *
  * The signature covers the update bytes only. The round an update belongs to is bound by the
  * signed request that carries it (request-signing.ts hashes the sealed bytes into the request

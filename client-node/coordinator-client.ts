@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { roundBinding, EnrollResponse, StudyConfig, TaskMessage, UPDATE_META_HEADER, type Task, UpdateReceipt, type EvaluationReport, type NodeStatusReport, type UpdateMeta } from '../protocols/messages.ts';
 import type { Released } from './release.ts';
+import { frameUpdate, UPDATE_TYPE, UPDATE_WITH_EVALUATION_TYPE } from '../protocols/update-frame.ts';
 import { exchange, type Answer } from './http-transport.ts';
 
 /** An update's weights encrypted to the coordinator and signed by this node (see seal()). */
@@ -172,13 +173,14 @@ export class CoordinatorClient {
    * Submits sealed weights with the metadata the release step built. Sealed once, before this:
    * retries resend the same bytes.
    */
-  async submitUpdate(studyId: string, round: number, meta: Released<UpdateMeta>, update: SealedUpdate): Promise<UpdateReceipt> {
+  async submitUpdate(studyId: string, round: number, meta: Released<UpdateMeta>, update: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }): Promise<UpdateReceipt> {
     const metaHeader = JSON.stringify(meta);
     const res = await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/updates`, {
-      body: update.sealed,
+      // The previous round's evaluation, when given, rides in the same (signed) body.
+      body: evaluation ? frameUpdate(JSON.stringify(evaluation), update.sealed) : update.sealed,
       // Binds the metadata header to the signature too (see the coordinator's update route).
       roundId: roundBinding(studyId, round, metaHeader),
-      headers: { 'content-type': 'application/pgp-encrypted', [UPDATE_META_HEADER]: metaHeader },
+      headers: { 'content-type': evaluation ? UPDATE_WITH_EVALUATION_TYPE : UPDATE_TYPE, [UPDATE_META_HEADER]: metaHeader },
     });
     return this.json(UpdateReceipt, res);
   }

@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { encodedWidth, FeatureSpec } from '../protocols/feature-spec.ts';
-import type { StudyConfig, Task } from '../protocols/messages.ts';
+import type { EvaluationReport, RiddenEvaluation, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../protocols/messages.ts';
+import type { WeightSet } from '../protocols/tensors.ts';
 import { initBackend } from '../models/backend.ts';
 import { readFeatureSpecFile } from '../models/infer-spec.ts';
 import { nodeKindFor, sharedKindSpecs } from '../models/kinds/index.ts';
 import type { NodeModelKind } from '../models/kinds/kind.ts';
-import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
+import { CoordinatorClient, CoordinatorRefusal, type SealedUpdate } from './coordinator-client.ts';
 import type { NodeConfig } from './config.ts';
 import { DataSource, type LoadedData } from './data.ts';
 import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
@@ -18,7 +19,7 @@ import { checkFitTask, loadNodePolicy, PolicyInForce, type FitPermission } from 
 import { NodeStoppedError, type NodeStopReason } from './config.ts';
 import { checkStudyAgainstPolicy, privacyFacts, type PolicyProfile } from '../protocols/policy/jurisdiction-policy.ts';
 import { attackEvaluation, attackUpdate } from './attack.ts';
-import { Release, type StatusFacts } from './release.ts';
+import { Release, type Released, type StatusFacts } from './release.ts';
 import { seal, sendEvaluation, sendUpdate } from './send.ts';
 import { BackOff, describeNetworkError, evaluationTaskOf, pause, pollTask, refuseForBudget } from './task.ts';
 import { witnessCheckpoint } from './witness.ts';
@@ -137,13 +138,16 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
     try {
       if (task.kind === 'fit') {
         // 'with-next-fit': the previous round's evaluation rides on this task (same model, one
-        // download); done first, whatever this node's permission to train says.
-        if (task.evaluate && (await evaluateBeforeFit(work, task)) === 'refused') {
+        // download); computed first, whatever this node's permission to train says, and sent with
+        // the update when the coordinator takes it there (Task.evaluate.withUpdate), else alone now.
+        const owed = task.evaluate ? await owedEvaluation(work, task) : undefined;
+        if (owed === 'refused') {
           await backOff.wait('privacy-ceiling');
           continue;
         }
         const permission = checkFitTask(task, policy, config, loaded.report.rows);
         if (!permission.allowed) {
+          if (owed) await sendAlone(work, owed);
           log.warn({ round: task.round, ...permission.details }, permission.message);
           await report({ state: permission.state, message: permission.message, data: loaded.report });
           await stopIfFinal(permission, client, log);
@@ -151,7 +155,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
           await backOff.wait(permission.state);
           continue;
         }
-        await fitAndSend(work, task, permission);
+        await fitAndSend(work, task, permission, owed);
       } else await evaluateAndSend(work, task);
       backOff.reset();
     } catch (err) {
@@ -188,27 +192,48 @@ interface TaskWork {
   log: Logger;
 }
 
-/** 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send. */
-async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>): Promise<void> {
+/**
+ * 4. Train (the ledger is charged inside, before training), 5. release, 6. seal, 7. send, with the
+ * previous round's evaluation riding on the update when there is one (`owed`). If the update does
+ * not carry it through (training failed, the request was refused before the evaluation was
+ * judged), the evaluation goes alone: it is idempotent on the coordinator's side.
+ */
+async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed?: ComputedEvaluation): Promise<void> {
   const { config, client, loaded, log } = w;
   const release = Release.of(task.config);
-  let trained = await train(w.kind, w.model, loaded, task, await w.globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
-  if (config.attack) trained = attackUpdate(config.attack, trained, await w.globals.fetch(task)); // demos and tests only (attack.ts)
-  const meta = release.update({ ...trained.facts, data: loaded.report });
-  const weights = release.weights(trained.weights);
-  const sealed = await seal(client, weights, w.trust);
-  const receipt = await sendUpdate(client, task, meta, sealed);
+  let receipt: UpdateReceipt | undefined;
+  let sealed: SealedUpdate;
+  let meta: Released<UpdateMeta>;
+  let weights: Released<WeightSet>;
+  let trained;
+  try {
+    trained = await train(w.kind, w.model, loaded, task, await w.globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
+    if (config.attack) trained = attackUpdate(config.attack, trained, await w.globals.fetch(task)); // demos and tests only (attack.ts)
+    meta = release.update({ ...trained.facts, data: loaded.report });
+    weights = release.weights(trained.weights);
+    sealed = await seal(client, weights, w.trust);
+    receipt = await sendUpdate(client, task, meta, sealed, owed && { round: owed.task.round, report: owed.report });
+  } finally {
+    if (owed) await settleOwed(w, owed, receipt?.evaluation);
+  }
   w.summary.roundsTrained++;
   w.summary.bytesSent += sealed.plainBytes;
   // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
   log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((t) => `${t.name}[${t.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
 }
 
+/** An evaluation computed and released, not yet sent: its (evaluate) task, the released report, and the figures for the log. */
+interface ComputedEvaluation {
+  task: Task;
+  report: Released<EvaluationReport>;
+  evaluation: Awaited<ReturnType<typeof evaluate>>;
+}
+
 /**
- * Evaluate: the global model on this node's validation rows, 5. release, 7. send. Under DP the
- * evaluation is noised and charged to this data source's ledger first.
+ * Evaluate: the global model on this node's validation rows, 5. release. Under DP the evaluation
+ * is noised and charged to this data source's ledger first.
  */
-async function evaluateAndSend(w: TaskWork, task: Task): Promise<void> {
+async function computeEvaluation(w: TaskWork, task: Task): Promise<ComputedEvaluation> {
   const { config, loaded, log } = w;
   const release = Release.of(task.config);
   const ledger = release.dp ? NodePrivacyLedger.for(config, task.config.privacy?.accountant ?? 'rdp', config.maxEpsilonDelta, config.maxEpsilon) : undefined;
@@ -219,30 +244,65 @@ async function evaluateAndSend(w: TaskWork, task: Task): Promise<void> {
     evaluation = await withPersonalized(evaluation, () => personalize(w.kind, task, loaded, global, config, release, ledger, log), task, log);
   }
   if (config.attack) evaluation = attackEvaluation(config.attack, evaluation); // demos and tests only (attack.ts)
-  await sendEvaluation(w.client, task, release.evaluation(evaluation));
+  return { task, report: release.evaluation(evaluation), evaluation };
+}
+
+/** Evaluate, 5. release, 7. send (an evaluate task). */
+async function evaluateAndSend(w: TaskWork, task: Task): Promise<void> {
+  const computed = await computeEvaluation(w, task);
+  await sendEvaluation(w.client, task, computed.report);
+  noteSent(w, computed, false);
+}
+
+function noteSent(w: TaskWork, { task, evaluation }: ComputedEvaluation, withUpdate: boolean): void {
   w.summary.evaluations++;
-  log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind, ...(evaluation.spent ? { noised: true, ...evaluation.spent } : {}) }, 'sent evaluation (sufficient statistics)');
+  w.log.info({ round: task.round, validationRows: evaluation.numExamples, loss: evaluation.loss, kind: evaluation.stats.kind, ...(withUpdate ? { withUpdate } : {}), ...(evaluation.spent ? { noised: true, ...evaluation.spent } : {}) }, 'sent evaluation (sufficient statistics)');
 }
 
 /**
- * The evaluation a fit task carries (Task.evaluate), done as a standalone evaluate task is. The
- * coordinator refusing it (its round closed at its deadline meanwhile) does not stop the
- * training; a privacy ceiling does ('refused': the node said so, and trains no more either).
+ * The evaluation a fit task carries (Task.evaluate), computed as a standalone evaluate task is: kept
+ * to ride on the update when the coordinator takes it there (withUpdate), else sent alone now. A
+ * privacy ceiling stops it ('refused': the node said so, and trains no more either).
  */
-async function evaluateBeforeFit(w: TaskWork, task: Task): Promise<'sent' | 'refused' | 'not-taken'> {
+async function owedEvaluation(w: TaskWork, task: Task): Promise<ComputedEvaluation | 'refused' | undefined> {
   const owed = evaluationTaskOf(task);
+  let computed: ComputedEvaluation;
   try {
-    await evaluateAndSend(w, owed);
-    return 'sent';
+    computed = await computeEvaluation(w, owed);
   } catch (err) {
-    if (err instanceof LedgerCeilingError) {
-      await refuseForBudget(w.report, owed, err, w.log); // nothing was released (task.ts)
-      return 'refused';
-    }
-    if (!(err instanceof CoordinatorRefusal)) throw err;
-    w.log.warn({ round: owed.round, status: err.status, code: err.code, reason: err.message }, 'coordinator refused the evaluation; training goes on');
-    return 'not-taken';
+    if (!(err instanceof LedgerCeilingError)) throw err;
+    await refuseForBudget(w.report, owed, err, w.log); // nothing was released (task.ts)
+    return 'refused';
   }
+  if (task.evaluate?.withUpdate) return computed;
+  await sendAlone(w, computed);
+  return undefined;
+}
+
+/** An owed evaluation sent on its own. The coordinator refusing it (its round closed at its deadline meanwhile) does not stop the training. */
+async function sendAlone(w: TaskWork, computed: ComputedEvaluation): Promise<void> {
+  try {
+    await sendEvaluation(w.client, computed.task, computed.report);
+    noteSent(w, computed, false);
+  } catch (err) {
+    if (!(err instanceof CoordinatorRefusal)) throw err;
+    refusedEvaluation(w, computed, err);
+  }
+}
+
+function refusedEvaluation(w: TaskWork, { task }: ComputedEvaluation, refusal: { status: number; code: string; message: string }): void {
+  w.log.warn({ round: task.round, status: refusal.status, code: refusal.code, reason: refusal.message }, 'coordinator refused the evaluation; training goes on');
+}
+
+/**
+ * After the update request: the ridden evaluation's outcome as the receipt states it, or, when
+ * there is none (no receipt: training failed, the request was refused or never answered), the
+ * evaluation sent alone. Never throws: the update's own outcome is what the caller reports.
+ */
+async function settleOwed(w: TaskWork, owed: ComputedEvaluation, outcome: RiddenEvaluation | undefined): Promise<void> {
+  if (outcome?.refused) return refusedEvaluation(w, owed, outcome.refused);
+  if (outcome) return noteSent(w, owed, true);
+  await sendAlone(w, owed).catch((err: unknown) => w.log.warn({ round: owed.task.round, err: describeNetworkError(err) }, 'could not send the evaluation'));
 }
 
 /** Logs why the node stops, at error level, and returns the error that ends it (its exit code says the class). */

@@ -15,8 +15,9 @@ export function seal(client: CoordinatorClient, weights: Released<WeightSet>, tr
   return client.seal(encodeWeights(weights), trust.key);
 }
 
-export function sendUpdate(client: CoordinatorClient, task: Task, meta: Released<UpdateMeta>, sealed: SealedUpdate): Promise<UpdateReceipt> {
-  return client.submitUpdate(task.studyId, task.round, meta, sealed);
+/** The update; `evaluation`, when given, rides on the same request (protocols/update-frame.ts). */
+export function sendUpdate(client: CoordinatorClient, task: Task, meta: Released<UpdateMeta>, sealed: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }): Promise<UpdateReceipt> {
+  return client.submitUpdate(task.studyId, task.round, meta, sealed, evaluation);
 }
 
 export function sendEvaluation(client: CoordinatorClient, task: Task, report: Released<EvaluationReport>): Promise<void> {

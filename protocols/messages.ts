@@ -338,7 +338,18 @@ export const Task = z.object({
    * starting model (version `round`, the same download) for that earlier round, by its deadline,
    * and report it as an evaluation of that round; then train.
    */
-  evaluate: z.object({ round: z.number().int().positive(), deadline: z.string() }).optional(),
+  evaluate: z
+    .object({
+      round: z.number().int().positive(),
+      deadline: z.string(),
+      /**
+       * The coordinator takes this evaluation on the update request itself (UPDATE_WITH_EVALUATION_TYPE,
+       * protocols/update-frame.ts): one signed request a round instead of two. Absent (an older
+       * coordinator): the evaluation goes on its own, before training.
+       */
+      withUpdate: z.boolean().optional(),
+    })
+    .optional(),
   /**
    * The coordinator's latest signed audit checkpoint: the node checks its signature with the
    * pinned key and keeps it (client-node/witness.ts), so a rewritten log is caught against its copy.
@@ -426,6 +437,18 @@ export function roundBinding(studyId: string, round: number, updateMetaHeader?: 
   return updateMetaHeader === undefined ? base : `${base}#${createHash('sha256').update(updateMetaHeader).digest('hex')}`;
 }
 
+/**
+ * What became of an evaluation that rode on an update request: stored (or the same one again), or
+ * refused with the status, code and message the evaluation route would have answered. The update
+ * is judged on its own either way.
+ */
+export const RiddenEvaluation = z.object({
+  round: z.number().int().positive(),
+  stored: z.boolean().optional(),
+  refused: z.object({ status: z.number().int(), code: z.string(), message: z.string() }).optional(),
+});
+export type RiddenEvaluation = z.infer<typeof RiddenEvaluation>;
+
 export const UpdateReceipt = z.object({
   studyId: Id,
   round: z.number().int(),
@@ -433,6 +456,8 @@ export const UpdateReceipt = z.object({
   sha256: z.string(),
   bytes: z.number().int(),
   acceptedAt: z.string(),
+  /** The outcome of the evaluation the request carried (UPDATE_WITH_EVALUATION_TYPE), if it carried one. */
+  evaluation: RiddenEvaluation.optional(),
 });
 export type UpdateReceipt = z.infer<typeof UpdateReceipt>;
 

@@ -1,13 +1,14 @@
 import type { Request } from 'express';
 import { UPDATE_META_HEADER, UpdateMeta } from '../../protocols/messages.ts';
+import { unframeUpdate, UPDATE_WITH_EVALUATION_TYPE, UpdateEvaluation, UpdateFrameError } from '../../protocols/update-frame.ts';
 import { readAllBytes, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
 import { wellFormedStrings } from './middleware.ts';
 import { parse } from './validate.ts';
 
 /**
- * The two halves of an update request that are not JSON bodies: the metadata header and the
- * sealed body, streamed and capped.
+ * The parts of an update request that are not JSON bodies: the metadata header, the sealed body
+ * (streamed and capped), and the evaluation that may ride on it (protocols/update-frame.ts).
  *
  * @example
  *   const { meta, header } = updateMetaOf(req);
@@ -36,4 +37,33 @@ export async function readSealedBody(req: Request, maxBytes: number): Promise<Ui
     // The client went away or the connection broke mid-body: nothing was stored.
     throw new BadRequestError(`update body could not be read to its end (${err instanceof Error ? err.message : String(err)}); nothing was stored`, 'body', 'INCOMPLETE_BODY');
   }
+}
+
+/** Whether the body is framed with an evaluation (UPDATE_WITH_EVALUATION_TYPE) rather than a bare sealed update. */
+export function carriesEvaluation(req: Request): boolean {
+  return (req.get('content-type') ?? '').split(';')[0].trim().toLowerCase() === UPDATE_WITH_EVALUATION_TYPE;
+}
+
+/**
+ * The evaluation part of a framed body, checked as the evaluation route checks its JSON body, and
+ * the sealed update beside it. It must evaluate the fit round's starting model: round `round - 1`.
+ * Anything malformed is a 400 for the whole request; nothing is stored.
+ */
+export function evaluationPartOf(body: Uint8Array, round: number): { evaluation: UpdateEvaluation; sealed: Uint8Array } {
+  let split;
+  try {
+    split = unframeUpdate(body);
+  } catch (err) {
+    if (err instanceof UpdateFrameError) throw new BadRequestError(`update refused: ${err.message}`, 'body', 'VALIDATION_FAILED');
+    throw err;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(split.evaluation, wellFormedStrings);
+  } catch {
+    throw new BadRequestError('update refused: its evaluation part is not valid JSON (or holds a NUL or an unpaired surrogate)', 'body.evaluation', 'VALIDATION_FAILED');
+  }
+  const evaluation = parse(UpdateEvaluation, json, 'body.evaluation');
+  if (evaluation.round !== round - 1) throw new BadRequestError(`update refused: the evaluation riding on round ${round}'s update must be of round ${round - 1} (its starting model), not ${evaluation.round}`, 'body.evaluation.round', 'VALIDATION_FAILED');
+  return { evaluation, sealed: split.sealed };
 }

@@ -1,13 +1,15 @@
 import type { IRouter } from 'express';
 import { z } from 'zod';
-import { EvaluationReport, Id, roundBinding, type TaskMessage } from '../../protocols/messages.ts';
+import { EvaluationReport, Id, roundBinding, type RiddenEvaluation, type TaskMessage } from '../../protocols/messages.ts';
+import { MAX_EVALUATION_PART_BYTES, type UpdateEvaluation } from '../../protocols/update-frame.ts';
+import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { openSealedUpdate } from '../auth/sealed-update.ts';
-import { ConflictError, ForbiddenError } from '../errors.ts';
+import { AppError, ConflictError, ForbiddenError } from '../errors.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, rawBodyOf, route } from '../http/middleware.ts';
-import { readSealedBody, updateMetaOf } from '../http/update-intake.ts';
+import { carriesEvaluation, evaluationPartOf, readSealedBody, updateMetaOf } from '../http/update-intake.ts';
 import { parse, RoundParam } from '../http/validate.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import type { RoundService } from './round-service.ts';
@@ -36,7 +38,8 @@ export interface RoundRouterDeps {
 
 /**
  * Rounds: open one, read one (as each role may see it), and the node's side: pull a task, submit
- * an update (sealed, signed, streamed), submit an evaluation.
+ * an update (sealed, signed, streamed; the previous round's evaluation may ride on it), submit an
+ * evaluation.
  *
  * @example
  *   registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds: 30 });
@@ -94,13 +97,33 @@ function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
     requireRole(claimed, 'node');
     if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
     const { meta, header } = updateMetaOf(req);
-    // No fixed ceiling: the limit follows the study's model size.
-    const sealed = await readSealedBody(req, await studies.maxUpdateBytes(studyId));
-    // The signed request covers the sealed bytes and the round binding, which carries the hash of
-    // the metadata header: the signature covers the counts (numExamples, dpSgd spend) as well.
-    const node = await guard.requireNode(req, { body: sealed, roundId: roundBinding(studyId, round, header), claimed });
-    const body = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
-    const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, body);
-    res.status(replay ? 200 : 201).json(receipt);
+    const framed = carriesEvaluation(req);
+    // No fixed ceiling: the limit follows the study's model size (and the evaluation part's, when framed).
+    const body = await readSealedBody(req, (await studies.maxUpdateBytes(studyId)) + (framed ? 4 + MAX_EVALUATION_PART_BYTES : 0));
+    // The signed request covers the body (sealed bytes, and the evaluation riding on them) and the
+    // round binding, which carries the hash of the metadata header: the signature covers the counts
+    // (numExamples, dpSgd spend) as well.
+    const node = await guard.requireNode(req, { body, roundId: roundBinding(studyId, round, header), claimed });
+    const { evaluation, sealed } = framed ? evaluationPartOf(body, round) : { evaluation: undefined, sealed: body };
+    // The evaluation first (it is of the previous round, as when it came on its own before
+    // training), judged on its own: its refusal is reported in the receipt, not the update's.
+    const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
+    const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
+    const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
+    res.status(replay ? 200 : 201).json(ridden ? { ...receipt, evaluation: ridden } : receipt);
   }));
+}
+
+/**
+ * An evaluation that rode on an update request, submitted as the evaluation route would; a refusal
+ * (4xx: round closed, a different report already in, out of bounds) is returned, not thrown.
+ */
+async function rideEvaluation(rounds: Pick<RoundService, 'submitEvaluation'>, node: AuthenticatedNode, studyId: string, evaluation: UpdateEvaluation): Promise<RiddenEvaluation> {
+  try {
+    const { stored } = await rounds.submitEvaluation(node, studyId, evaluation.round, evaluation.report);
+    return { round: evaluation.round, stored };
+  } catch (err) {
+    if (!(err instanceof AppError) || err.status >= 500) throw err;
+    return { round: evaluation.round, refused: { status: err.status, code: err.code, message: err.message } };
+  }
 }

@@ -19,8 +19,9 @@ export interface TaskLookup {
  *
  * With evaluationSchedule 'with-next-fit', round r may still wait for this node's evaluation
  * while round r+1 is in its fit phase: a participant of r+1 then gets ONE fit task carrying
- * `evaluate: { round: r, deadline }` (r+1 trains from model r, the model to evaluate: one
- * download, one poll); a node not in r+1 gets a standalone evaluate task for r.
+ * `evaluate: { round: r, deadline, withUpdate: true }` (r+1 trains from model r, the model to
+ * evaluate: one download, one poll; the evaluation rides on the node's update request, one signed
+ * request for both, protocols/update-frame.ts); a node not in r+1 gets a standalone evaluate task for r.
  */
 export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: AuthenticatedNode): Promise<TaskLookup> {
   const waited = lookedUp.has(node);
@@ -83,7 +84,7 @@ async function fitTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode
   const model = await deps.studies.getModel(node.studyId, round - 1);
   const mine = (view.instructions as Record<string, unknown> | null)?.[node.id];
   const instructions = mine ? FitInstructions.parse(mine) : undefined;
-  return { kind: 'fit', studyId: node.studyId, round, modelVersion: round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...(owed ? { evaluate: owed } : {}), ...shared };
+  return { kind: 'fit', studyId: node.studyId, round, modelVersion: round - 1, modelSha256: model.sha256, deadline: new Date(view.fit_deadline!).toISOString(), config, ...(instructions ? { instructions } : {}), ...(owed ? { evaluate: { ...owed, withUpdate: true } } : {}), ...shared };
 }
 
 async function evaluateTask(deps: Pick<RoundDeps, 'studies'>, node: AuthenticatedNode, owed: Owed, config: StudyConfig, shared: Pick<Task, 'auditCheckpoint' | 'configSha256'>): Promise<Task> {

@@ -1,3 +1,4 @@
+import { frameUpdate, UPDATE_TYPE, UPDATE_WITH_EVALUATION_TYPE } from '../../protocols/update-frame.ts';
 import pino from 'pino';
 import { hashSecret, newSecret } from '../../coordinator/security.ts';
 import request from 'supertest';
@@ -120,14 +121,15 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
       return request(built.app)[method](path).set('authorization', `Bearer ${ADMIN}`);
     },
     /** A signed node request, as the node daemon sends it. */
-    async nodeRequest(node: TestNode, method: 'get' | 'post', path: string, body?: unknown, options: { roundId?: string; headers?: Record<string, string>; contentType?: string; raw?: Uint8Array } = {}) {
+    /** `sent`: bytes sent instead of the signed ones (a body altered in transit). */
+    async nodeRequest(node: TestNode, method: 'get' | 'post', path: string, body?: unknown, options: { roundId?: string; headers?: Record<string, string>; contentType?: string; raw?: Uint8Array; sent?: Uint8Array } = {}) {
       const bytes = options.raw ?? (body === undefined ? new Uint8Array(0) : new TextEncoder().encode(JSON.stringify(body)));
       const signature = await signRequest({ privateKey: node.privateKey, method, path, roundId: options.roundId, body: bytes });
       let req = request(built.app)[method](path).set('authorization', `Bearer ${node.apiKey}`).set(signature).set(options.headers ?? {});
       if (method === 'get') return req.buffer(true).parse(bytesOrJson);
       req = req.set('content-type', options.contentType ?? 'application/json');
       // superagent would re-serialize a Buffer under a JSON content type: send JSON as its exact text.
-      return options.raw ? req.send(Buffer.from(bytes)) : req.send(new TextDecoder().decode(bytes));
+      return options.raw ? req.send(Buffer.from(options.sent ?? bytes)) : req.send(new TextDecoder().decode(bytes));
     },
     nodeGet(node: TestNode, path: string) {
       return harness.nodeRequest(node, 'get', path);
@@ -168,13 +170,20 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
       return node;
     },
     /** Sends weights as a node does: sealed (encrypted to the coordinator, signed by the node), in a signed request. */
-    async submit(node: TestNode, studyId: string, round: number, body: Uint8Array, meta: unknown = defaultMeta(), options: { sealed?: Uint8Array; headers?: Record<string, string> } = {}) {
+    /**
+     * A sealed update, as a node sends it; with `evaluation` (JSON text or a value), that evaluation
+     * rides on it (protocols/update-frame.ts); `alter` changes the body after it was signed.
+     */
+    async submit(node: TestNode, studyId: string, round: number, body: Uint8Array, meta: unknown = defaultMeta(), options: { sealed?: Uint8Array; headers?: Record<string, string>; evaluation?: unknown; alter?: (signed: Uint8Array) => Uint8Array } = {}) {
       const sealed = options.sealed ?? (await sealUpdate({ bytes: body, coordinatorPublicKey: built.keyring.current.publicKey, nodePrivateKey: node.privateKey }));
       const metaHeader = JSON.stringify(meta);
+      const evaluation = options.evaluation === undefined ? undefined : typeof options.evaluation === 'string' ? options.evaluation : JSON.stringify(options.evaluation);
+      const raw = evaluation === undefined ? sealed : frameUpdate(evaluation, sealed);
       return harness.nodeRequest(node, 'post', `/v1/studies/${studyId}/rounds/${round}/updates`, undefined, {
-        raw: sealed,
+        raw,
+        sent: options.alter?.(raw),
         roundId: roundBinding(studyId, round, metaHeader),
-        contentType: 'application/pgp-encrypted',
+        contentType: evaluation === undefined ? UPDATE_TYPE : UPDATE_WITH_EVALUATION_TYPE,
         headers: { [UPDATE_META_HEADER]: metaHeader, ...(options.headers ?? {}) },
       });
     },

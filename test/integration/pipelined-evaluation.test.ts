@@ -24,7 +24,8 @@ interface Run {
 /**
  * evaluationSchedule (issue 13) between real processes: the same study (same data, seed and
  * nodes) run once per schedule on one coordinator, one after the other. 'with-next-fit' must
- * report every round's federated evaluation, with fewer task polls and each model downloaded once.
+ * report every round's federated evaluation, with fewer task polls, each model downloaded once and
+ * each evaluation riding on the node's next update request.
  */
 describe('evaluation schedules between real processes (PGlite)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fedmark-pipelined-'));
@@ -123,6 +124,18 @@ describe('evaluation schedules between real processes (PGlite)', () => {
     // Versions 0..ROUNDS, once each, per node: each rode on the node's one task of a round
     // (Task.model; REGIONS x (ROUNDS + 1) tasks, next test), so none was downloaded.
     expect(run.requests.get('GET /v1/studies/:studyId/models/:version 200') ?? 0).toBe(0);
+  });
+
+  it("each evaluation but the last round's rode on the node's next update: one signed request where there were two", (ctx) => {
+    if (runs.size < 2) return ctx.skip();
+    const posts = (s: Schedule, what: 'evaluations' | 'updates') => runs.get(s)!.requests.get(`POST /v1/studies/:studyId/rounds/:round/${what} 201`) ?? 0;
+    expect(posts('own-phase', 'evaluations')).toBe(REGIONS.length * ROUNDS);
+    expect(posts('with-next-fit', 'evaluations')).toBe(REGIONS.length); // the last round's, on its own
+    expect(posts('with-next-fit', 'updates')).toBe(REGIONS.length * ROUNDS);
+    for (const node of runs.get('with-next-fit')!.nodes) {
+      const sent = node.logs.filter((l) => l.msg === 'sent evaluation (sufficient statistics)');
+      expect(sent.map((l) => [l.round, l.withUpdate ?? false])).toEqual([[1, true], [2, true], [3, false]]);
+    }
   });
 
   it('a node takes one task a round (the last round adds its evaluation), where the own phase takes two', (ctx) => {

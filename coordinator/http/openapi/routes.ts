@@ -88,7 +88,7 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/studies/:studyId/rounds/:round/updates': {
     tag: 'rounds',
     summary: "Submit the node's update for a round",
-    description: `The body is the weights (binary codec) sealed for the coordinator: an OpenPGP message encrypted to its key and signed by the node's, streamed, at most the study's model size. The \`${UPDATE_META_HEADER}\` header carries the metadata as JSON (UpdateMeta); the request signature's round binding includes its SHA-256. A retry of the same bytes gets the original receipt (200).`,
+    description: `The body is the weights (binary codec) sealed for the coordinator: an OpenPGP message encrypted to its key and signed by the node's, streamed, at most the study's model size. The \`${UPDATE_META_HEADER}\` header carries the metadata as JSON (UpdateMeta); the request signature's round binding includes its SHA-256. A retry of the same bytes gets the original receipt (200). With content type \`application/vnd.fedmark.update+evaluation\` (a fit task's \`evaluate.withUpdate\`), the body is a four-octet big-endian length n, n octets of JSON \`{ round, report }\` (the previous round's EvaluationReport) and then the sealed update: one signed request for both; the receipt's \`evaluation\` says whether it was stored or refused (status, code, message), the update being judged on its own.`,
     roles: ['node'],
     headers: z.object({ [UPDATE_META_HEADER]: z.string().describe('the update metadata: JSON matching #/components/schemas/UpdateMeta (numExamples, loss, steps, trainSeconds, data, dpSgd), each field a release the study must allow') }),
     body: { schema: S.Binary, type: 'application/pgp-encrypted', required: true, description: 'the sealed update (binary)' },

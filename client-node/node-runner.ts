@@ -4,13 +4,12 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { encodedWidth, FeatureSpec } from '../protocols/feature-spec.ts';
-import type { EvaluationReport, RiddenEvaluation, StudyConfig, Task, UpdateMeta, UpdateReceipt } from '../protocols/messages.ts';
-import type { WeightSet } from '../protocols/tensors.ts';
+import type { EvaluationReport, RiddenEvaluation, StudyConfig, Task } from '../protocols/messages.ts';
 import { initBackend } from '../models/backend.ts';
 import { readFeatureSpecFile } from '../models/infer-spec.ts';
 import { nodeKindFor, sharedKindSpecs } from '../models/kinds/index.ts';
 import type { NodeModelKind } from '../models/kinds/kind.ts';
-import { CoordinatorClient, CoordinatorRefusal, type SealedUpdate } from './coordinator-client.ts';
+import { CoordinatorClient, CoordinatorRefusal } from './coordinator-client.ts';
 import type { NodeConfig } from './config.ts';
 import { DataSource, type LoadedData } from './data.ts';
 import { GlobalModels, ModelRejectedError, ModelSignatureError } from './global-model.ts';
@@ -199,27 +198,29 @@ interface TaskWork {
  * judged), the evaluation goes alone: it is idempotent on the coordinator's side.
  */
 async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed?: ComputedEvaluation): Promise<void> {
-  const { config, client, loaded, log } = w;
-  const release = Release.of(task.config);
-  let receipt: UpdateReceipt | undefined;
-  let sealed: SealedUpdate;
-  let meta: Released<UpdateMeta>;
-  let weights: Released<WeightSet>;
-  let trained;
+  let sent: Awaited<ReturnType<typeof trainAndSend>> | undefined;
   try {
-    trained = await train(w.kind, w.model, loaded, task, await w.globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
-    if (config.attack) trained = attackUpdate(config.attack, trained, await w.globals.fetch(task)); // demos and tests only (attack.ts)
-    meta = release.update({ ...trained.facts, data: loaded.report });
-    weights = release.weights(trained.weights);
-    sealed = await seal(client, weights, w.trust);
-    receipt = await sendUpdate(client, task, meta, sealed, owed && { round: owed.task.round, report: owed.report });
+    sent = await trainAndSend(w, task, permission, owed);
   } finally {
-    if (owed) await settleOwed(w, owed, receipt?.evaluation);
+    if (owed) await settleOwed(w, owed, sent?.receipt.evaluation);
   }
+  const { receipt, sealed, weights, meta, facts } = sent;
   w.summary.roundsTrained++;
   w.summary.bytesSent += sealed.plainBytes;
   // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
-  log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((t) => `${t.name}[${t.shape.join('x')}]`), released: Object.keys(meta), numExamples: trained.facts.numExamples, loss: trained.facts.loss, trainSeconds: trained.facts.trainSeconds }, 'sent model update');
+  w.log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((t) => `${t.name}[${t.shape.join('x')}]`), released: Object.keys(meta), numExamples: facts.numExamples, loss: facts.loss, trainSeconds: facts.trainSeconds }, 'sent model update');
+}
+
+async function trainAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed: ComputedEvaluation | undefined) {
+  const { config, client, loaded, log } = w;
+  const release = Release.of(task.config);
+  let trained = await train(w.kind, w.model, loaded, task, await w.globals.fetch(task), { ledger: permission.ledger, spend: permission.spend, delta: config.maxEpsilonDelta }, log);
+  if (config.attack) trained = attackUpdate(config.attack, trained, await w.globals.fetch(task)); // demos and tests only (attack.ts)
+  const meta = release.update({ ...trained.facts, data: loaded.report });
+  const weights = release.weights(trained.weights);
+  const sealed = await seal(client, weights, w.trust);
+  const receipt = await sendUpdate(client, task, meta, sealed, owed && { round: owed.task.round, report: owed.report });
+  return { receipt, sealed, weights, meta, facts: trained.facts };
 }
 
 /** An evaluation computed and released, not yet sent: its (evaluate) task, the released report, and the figures for the log. */

@@ -232,3 +232,55 @@ export async function verifiesNatively(data: Uint8Array, signature: Uint8Array |
     return false;
   }
 }
+
+/**
+ * The bytes of an ASCII-armored signature (RFC 9580 section 6.2): "-----BEGIN PGP SIGNATURE-----",
+ * optional "Key: Value" armor headers, an empty line, base64 lines, an optional CRC-24 line
+ * ("=" and four base64 characters, section 6.1: checked when present), "-----END PGP SIGNATURE-----".
+ * Null for anything else (then OpenPGP.js reads it and decides): OpenPGP.js's stream-based
+ * `readSignature` cost a node ~8% of its CPU reading the model's and the audit checkpoint's
+ * signatures every round (issue 13).
+ */
+export function dearmoredSignature(armored: string): Uint8Array | null {
+  const lines = armored.split(/\r?\n/);
+  while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  if (lines.length < 3 || lines[0] !== '-----BEGIN PGP SIGNATURE-----' || lines[lines.length - 1] !== '-----END PGP SIGNATURE-----') return null;
+  let at = 1;
+  while (at < lines.length - 1 && lines[at] !== '') {
+    if (!/^[^:\s][^:]*: /.test(lines[at])) return null;
+    at++;
+  }
+  if (lines[at] !== '') return null;
+  const body = lines.slice(at + 1, lines.length - 1);
+  const checksum = body.length > 0 && /^=[A-Za-z0-9+/]{4}$/.test(body[body.length - 1]) ? body.pop()!.slice(1) : undefined;
+  const base64 = body.join('');
+  if (base64.length === 0 || base64.length % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(base64)) return null;
+  const bytes = Buffer.from(base64, 'base64');
+  if (checksum !== undefined && Buffer.from(checksum, 'base64').readUIntBE(0, 3) !== crc24(bytes)) return null;
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** CRC-24 of RFC 9580 section 6.1 (init 0xB704CE, generator 0x1864CFB). */
+function crc24(bytes: Uint8Array): number {
+  let crc = 0xb704ce;
+  for (const b of bytes) {
+    crc ^= b << 16;
+    for (let i = 0; i < 8; i++) {
+      crc <<= 1;
+      if (crc & 0x1000000) crc ^= 0x1864cfb;
+    }
+  }
+  return crc & 0xffffff;
+}
+
+/**
+ * True when `key` is one this path handles and OpenPGP.js's `keyStatus` would call it valid at
+ * `at`: our key shape has no revocation signature (hasSimpleShape), so valid means created by
+ * `at` (to the second) and not expired at `at`. False means "not established here": ask keyStatus.
+ */
+export async function nativelyValidAt(key: PublicKey, at: Date): Promise<boolean> {
+  const nk = await nativeKeyOf(key);
+  if (nk === null || !hasSimpleShape(key)) return false;
+  const t = at.getTime();
+  return nk.createdMs <= Math.floor(t / 1000) * 1000 && t < nk.signingUntilMs;
+}

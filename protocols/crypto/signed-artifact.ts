@@ -30,7 +30,10 @@ import type { PrivateKey, PublicKey } from 'openpgp';
 import { z } from 'zod';
 import { CryptoKeyError, errorMessage } from './errors.ts';
 import { keyStatus, loadPublicKey, toPublicKey, type PublicKeyInput } from './keys.ts';
-import { verifiesNatively } from './native-verify.ts';
+import { dearmoredSignature, nativelyValidAt, verifiesNatively } from './native-verify.ts';
+
+/** How artifact signatures were checked (tests, benchmarks): all natively, or the OpenPGP.js way. */
+export const artifactPaths = { native: 0, openpgp: 0 };
 
 function requireDecrypted(key: PrivateKey, what: string): void {
   if (!key.isPrivate() || !key.isDecrypted()) {
@@ -82,6 +85,15 @@ export async function verifyArtifact(
 ): Promise<boolean> {
   try {
     const key = await toPublicKey(publicKey);
+    // Natively when the key, the armor and the signature are all ours (native-verify.ts): no
+    // OpenPGP.js stream reading the armor, no key status re-derived per call. Anything else, and
+    // every signature that does not verify here, goes the full way below.
+    const binary = dearmoredSignature(armoredSignature);
+    if (binary !== null && (await nativelyValidAt(key, at)) && (await verifiesNatively(bytes, binary, key, at))) {
+      artifactPaths.native++;
+      return true;
+    }
+    artifactPaths.openpgp++;
     if (!(await usableAt(key, at))) return false;
     const signature = await openpgp.readSignature({ armoredSignature });
     // Fast path for our own key and signature shape (native-verify.ts); OpenPGP.js decides the rest.

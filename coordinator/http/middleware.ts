@@ -67,6 +67,16 @@ function requireWellFormedStrings(root: unknown): void {
   }
 }
 
+/**
+ * JSON text decoded from UTF-8, parsed with wellFormedStrings' check made only when the text holds
+ * a \u escape (as `json` does for bodies): throws SyntaxError for invalid JSON or a refused string.
+ */
+export function parseWellFormedJson(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  if (text.includes('\\u')) requireWellFormedStrings(value);
+  return value;
+}
+
 const parseJsonBody = express.json({
   limit: '1mb',
   verify: (req, _res, buf, encoding) => {

@@ -3,7 +3,7 @@ import { UPDATE_META_HEADER, UpdateMeta } from '../../protocols/messages.ts';
 import { unframeUpdate, UPDATE_WITH_EVALUATION_TYPE, UpdateEvaluation, UpdateFrameError } from '../../protocols/update-frame.ts';
 import { readAllBytes, WeightsCodecError } from '../../protocols/weights-codec.ts';
 import { BadRequestError, PayloadTooLargeError } from '../errors.ts';
-import { wellFormedStrings } from './middleware.ts';
+import { parseWellFormedJson, wellFormedStrings } from './middleware.ts';
 import { parse } from './validate.ts';
 
 /**
@@ -59,7 +59,8 @@ export function evaluationPartOf(body: Uint8Array, round: number): { evaluation:
   }
   let json: unknown;
   try {
-    json = JSON.parse(split.evaluation, wellFormedStrings);
+    // Not a reviver: called for each of a report's ~2000 histogram counts, it cost ~1.6 ms an evaluation.
+    json = parseWellFormedJson(split.evaluation);
   } catch {
     throw new BadRequestError('update refused: its evaluation part is not valid JSON (or holds a NUL or an unpaired surrogate)', 'body.evaluation', 'VALIDATION_FAILED');
   }

@@ -103,6 +103,10 @@ describeOnEachBackend('an evaluation riding on the update request', (run) => {
     const notJson = await h.submit(b, studyId, 2, weights(1, 2), defaultMeta(100), { evaluation: '{"round":1,' });
     expect(notJson.status).toBe(400);
     expect(notJson.body.error.field).toBe('body.evaluation');
+    // A NUL (or a lone surrogate) in any string is refused before the schema looks (PostgreSQL stores neither).
+    const nul = await h.submit(b, studyId, 2, weights(1, 2), defaultMeta(100), { evaluation: JSON.stringify({ round: 1, report: report(1) }).replace('"binary"', '"bin\\u0000ary"') });
+    expect(nul.status).toBe(400);
+    expect(nul.body.error.field).toBe('body.evaluation');
     const extraField = await h.submit(c, studyId, 2, weights(2, 2), defaultMeta(100), { evaluation: { round: 1, report: { ...report(2), auc: 0.99 } } });
     expect(extraField.status).toBe(400);
     expect(String(extraField.body.error.field)).toMatch(/^body\.evaluation/);

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { runNode } from '../../client-node/node-runner.ts';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import { backendOrSkip } from '../helpers/databases.ts';
 import { defaultMeta, inProcessCoordinator, tinyStudy, type Harness } from '../coordinator/harness.ts';
-import { capture, proxy, until } from '../helpers/node-proxy.ts';
+import { capture, listenOnLoopback, proxy, until } from '../helpers/node-proxy.ts';
 
 const CSV = ['a,b,c,y', ...Array.from({ length: 60 }, (_, i) => `${(i % 7) - 3},${(i % 5) / 2},${'pqr'[i % 3]},${i % 2}`)].join('\n') + '\n';
 const sane = (x: number) => encodeWeights([{ name: 'dense_0/kernel', shape: [7, 1], values: new Float32Array(7).fill(x) }, { name: 'dense_0/bias', shape: [1], values: new Float32Array([x]) }]);
@@ -29,9 +28,7 @@ describe("a node's evaluation riding on its update", () => {
 
   beforeAll(async () => {
     h = await inProcessCoordinator((await backendOrSkip('pglite'))!);
-    listening = h.app.listen(0, '127.0.0.1');
-    await new Promise((r) => listening!.once('listening', r));
-    coordinatorUrl = `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
+    ({ server: listening, url: coordinatorUrl } = await listenOnLoopback(h.app));
   });
   afterAll(async () => {
     for (const s of servers) s.close();

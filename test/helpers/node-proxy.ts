@@ -58,3 +58,10 @@ export async function until<T>(probe: () => T | undefined | false | Promise<T | 
   }
 }
 
+
+/** An app (the in-process coordinator's) listening on a free loopback port, and its URL. */
+export async function listenOnLoopback(app: { listen(port: number, host: string): Server }): Promise<{ server: Server; url: string }> {
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}

@@ -1,3 +1,4 @@
+import { listenOnLoopback } from '../helpers/node-proxy.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -88,9 +89,7 @@ describe('node safety: signed models, backoff, its own policy', () => {
 
   beforeAll(async () => {
     h = await inProcessCoordinator((await backendOrSkip('pglite'))!);
-    listening = h.app.listen(0, '127.0.0.1');
-    await new Promise((r) => listening!.once('listening', r));
-    coordinatorUrl = `http://127.0.0.1:${(listening.address() as AddressInfo).port}`;
+    ({ server: listening, url: coordinatorUrl } = await listenOnLoopback(h.app));
   });
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.stop()));

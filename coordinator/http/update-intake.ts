@@ -46,10 +46,10 @@ export function carriesEvaluation(req: Request): boolean {
 
 /**
  * The evaluation part of a framed body, checked as the evaluation route checks its JSON body, and
- * the sealed update beside it. It must evaluate the fit round's starting model: round `round - 1`.
+ * the sealed update beside it (at most `maxSealedBytes`, as a bare one). It must evaluate the fit round's starting model: round `round - 1`.
  * Anything malformed is a 400 for the whole request; nothing is stored.
  */
-export function evaluationPartOf(body: Uint8Array, round: number): { evaluation: UpdateEvaluation; sealed: Uint8Array } {
+export function evaluationPartOf(body: Uint8Array, round: number, maxSealedBytes: number): { evaluation: UpdateEvaluation; sealed: Uint8Array } {
   let split;
   try {
     split = unframeUpdate(body);
@@ -57,6 +57,8 @@ export function evaluationPartOf(body: Uint8Array, round: number): { evaluation:
     if (err instanceof UpdateFrameError) throw new BadRequestError(`update refused: ${err.message}`, 'body', 'VALIDATION_FAILED');
     throw err;
   }
+  // The frame's allowance is for the evaluation: the sealed part has the study's own limit.
+  if (split.sealed.length > maxSealedBytes) throw new PayloadTooLargeError(`update body is larger than this study's model (${maxSealedBytes} bytes at most)`);
   let json: unknown;
   try {
     // Not a reviver: called for each of a report's ~2000 histogram counts, it cost ~1.6 ms an evaluation.

@@ -104,11 +104,12 @@ function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
     // round binding, which carries the hash of the metadata header: the signature covers the counts
     // (numExamples, dpSgd spend) as well.
     const node = await guard.requireNode(req, { body, roundId: roundBinding(studyId, round, header), claimed });
-    const { evaluation, sealed } = framed ? evaluationPartOf(body, round) : { evaluation: undefined, sealed: body };
-    // The evaluation first (it is of the previous round, as when it came on its own before
-    // training), judged on its own: its refusal is reported in the receipt, not the update's.
-    const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
+    const { evaluation, sealed } = framed ? evaluationPartOf(body, round, await studies.maxUpdateBytes(studyId)) : { evaluation: undefined, sealed: body };
+    // Opened before anything is stored: a sealed update that does not open refuses the request whole.
     const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
+    // Then the evaluation (of the previous round, as when it came on its own before training),
+    // judged on its own: its refusal is reported in the receipt, and the update's does not undo it.
+    const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
     const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
     res.status(replay ? 200 : 201).json(ridden ? { ...receipt, evaluation: ridden } : receipt);
   }));

@@ -52,6 +52,11 @@ const KDF_HASHES = new Map<number, string>([
   [enums.hash.sha512, 'sha512'],
 ]);
 const SESSION_CIPHER = enums.symmetric.aes256;
+/**
+ * Session ciphers opened here: those OpenPGP.js accepts whatever the recipient key prefers
+ * (AES-256 and AES-128 of them; it takes others only when the key lists them).
+ */
+const OPENED_SESSION_CIPHERS = new Set<number>([enums.symmetric.aes256, enums.symmetric.aes128]);
 const KEY_WRAP_IV = Buffer.from('a6a6a6a6a6a6a6a6', 'hex'); // RFC 3394 section 2.2.3.1
 const ANONYMOUS_SENDER = Buffer.from('Anonymous Sender    ', 'latin1');
 const MDC_HEADER = Buffer.from([0xd3, 0x14]);
@@ -125,7 +130,7 @@ function sessionKeyChecksum(key: Uint8Array): number {
 /** PKESK v3 to `recipient` carrying the AES-256 `sessionKey`. */
 function publicKeyEncryptedSessionKey(recipient: EcdhKey, sessionKey: Buffer): Buffer {
   const ephemeral = generateKeyPairSync('x25519');
-  const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient.q) });
+  const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient.q) }); // throws for a low-order key: sealNatively says null
   const ephemeralU = Buffer.from(ephemeral.publicKey.export({ format: 'jwk' }).x as string, 'base64url');
   const checksum = sessionKeyChecksum(sessionKey);
   const m = Buffer.concat([Buffer.from([SESSION_CIPHER]), sessionKey, Buffer.from([checksum >> 8, checksum & 0xff])]);
@@ -170,7 +175,13 @@ export async function sealNatively(bytes: Uint8Array, coordinatorKey: PublicKey,
   if (signature === null) return null;
   const inner = [onePassSignature(signature, Buffer.from(nodeKey.getKeyID().toHex(), 'hex')), ...literalData(bytes, date), signature];
 
+  let pkesk: Buffer;
   const sessionKey = randomBytes(32);
+  try {
+    pkesk = publicKeyEncryptedSessionKey(recipient, sessionKey);
+  } catch {
+    return null; // a coordinator key OpenSSL will not agree with: OpenPGP.js says why
+  }
   const prefix = randomBytes(BLOCK + 2);
   prefix[BLOCK] = prefix[BLOCK - 2];
   prefix[BLOCK + 1] = prefix[BLOCK - 1];
@@ -179,7 +190,7 @@ export async function sealNatively(bytes: Uint8Array, coordinatorKey: PublicKey,
   const hash = mdc.update(MDC_HEADER).digest();
   const cipher = createCipheriv('aes-256-cfb', sessionKey, Buffer.alloc(BLOCK));
   const encrypted = [cipher.update(prefix), ...inner.map((part) => cipher.update(part)), cipher.update(MDC_HEADER), cipher.update(hash), cipher.final()];
-  return new Uint8Array(Buffer.concat([publicKeyEncryptedSessionKey(recipient, sessionKey), packet(enums.packet.symEncryptedIntegrityProtectedData, Buffer.from([1]), ...encrypted)]));
+  return new Uint8Array(Buffer.concat([pkesk, packet(enums.packet.symEncryptedIntegrityProtectedData, Buffer.from([1]), ...encrypted)]));
 }
 
 /** A packet read from `bytes` at `offset`: OpenPGP-format header, definite or partial lengths. */
@@ -191,10 +202,17 @@ interface ReadPacket {
   next: number;
 }
 
-/** Reads one OpenPGP-format packet (RFC 9580 section 4.2.1), or null (legacy format, truncated). */
+/** The packets that may use partial body lengths (RFC 9580 section 4.2.1.4; OpenPGP.js's list). */
+const STREAMABLE = new Set<number>([enums.packet.literalData, enums.packet.symEncryptedIntegrityProtectedData]);
+
+/**
+ * Reads one OpenPGP-format packet (RFC 9580 section 4.2.1), or null (legacy format, truncated, or
+ * partial lengths on a packet that may not use them: OpenPGP.js refuses those messages).
+ */
 function readPacket(bytes: Buffer, offset: number): ReadPacket | null {
   const tagByte = bytes[offset];
   if (tagByte === undefined || (tagByte & 0xc0) !== 0xc0) return null;
+  const streamable = STREAMABLE.has(tagByte & 0x3f);
   const chunks: Buffer[] = [];
   let at = offset + 1;
   for (;;) {
@@ -209,7 +227,8 @@ function readPacket(bytes: Buffer, offset: number): ReadPacket | null {
     } else if (b1 === 255) {
       if (at + 5 > bytes.length) return null;
       [length, at] = [bytes.readUInt32BE(at + 1), at + 5];
-    } else [length, at, partial] = [1 << (b1 & 0x1f), at + 1, true];
+    } else if (streamable) [length, at, partial] = [1 << (b1 & 0x1f), at + 1, true];
+    else return null;
     if (at + length > bytes.length) return null;
     chunks.push(bytes.subarray(at, at + length));
     at += length;
@@ -266,18 +285,19 @@ async function sessionKeyOf(pkesk: Buffer, key: PrivateKey, date: Date): Promise
   if (pkesk[45] !== wrapped.length) return null;
   const recipient = await decryptionKeyOf(key, pkesk.subarray(1, 9), date);
   if (recipient === null) return null;
-  const shared = diffieHellman({ privateKey: recipient.privateKey, publicKey: x25519Public(pkesk.subarray(13, 45)) });
   let m: Buffer;
   try {
+    // OpenSSL refuses a low-order ephemeral point (an all-zero shared secret): not ours to open.
+    const shared = diffieHellman({ privateKey: recipient.privateKey, publicKey: x25519Public(pkesk.subarray(13, 45)) });
     const unwrapper = createDecipheriv(recipient.ecdh.kek.wrap, keyEncryptionKey(recipient.ecdh, shared), KEY_WRAP_IV);
     m = Buffer.concat([unwrapper.update(wrapped), unwrapper.final()]);
   } catch {
-    return null; // the wrap's integrity check failed
+    return null; // no shared secret, or the wrap's integrity check failed
   }
   const pad = m[m.length - 1];
   if (pad < 1 || pad > 8 || pad > m.length || !m.subarray(m.length - pad).every((b) => b === pad)) return null;
   m = m.subarray(0, m.length - pad);
-  const cipher = AES.get(m[0]);
+  const cipher = OPENED_SESSION_CIPHERS.has(m[0]) ? AES.get(m[0]) : undefined;
   if (cipher === undefined || m.length !== 1 + cipher.keySize + 2) return null;
   const sessionKey = m.subarray(1, 1 + cipher.keySize);
   if (sessionKeyChecksum(sessionKey) !== m.readUInt16BE(1 + cipher.keySize)) return null;

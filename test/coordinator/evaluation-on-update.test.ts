@@ -124,6 +124,25 @@ describeOnEachBackend('an evaluation riding on the update request', (run) => {
     expect(res.body.evaluation).toEqual({ round: 1, stored: true });
   });
 
+  run('a sealed update that does not open refuses the request whole: the evaluation riding on it is not stored either', async (h) => {
+    const { studyId, nodes } = await atRoundTwo(h);
+    const garbage = new Uint8Array(300).map((_, i) => (i * 31) & 0xff);
+    const res = await h.submit(nodes[0], studyId, 2, weights(0, 2), defaultMeta(100), { sealed: garbage, evaluation: { round: 1, report: report(0) } });
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('INVALID_SEALED_UPDATE');
+    expect(await stored(h, 'evaluations', studyId, 1)).toEqual([]);
+    expect(await stored(h, 'updates', studyId, 2)).toEqual([]);
+  });
+
+  run("the sealed part keeps the study's own size limit (the frame's allowance is the evaluation's): 413", async (h) => {
+    const { studyId, nodes } = await atRoundTwo(h);
+    // tinyStudy's limit: 8 parameters x 4 bytes + 1,000,000.
+    const oversized = new Uint8Array(1_000_100);
+    const res = await h.submit(nodes[0], studyId, 2, weights(0, 2), defaultMeta(100), { sealed: oversized, evaluation: { round: 1, report: report(0) } });
+    expect(res.status).toBe(413);
+    expect(await stored(h, 'evaluations', studyId, 1)).toEqual([]);
+  });
+
   run('a frame whose evaluation length runs past the body is a 400, signed or not; nothing stored', async (h) => {
     const { studyId, nodes } = await atRoundTwo(h);
     const [a] = nodes;

@@ -8,7 +8,7 @@ import * as openpgp from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openNatively, sealNatively } from '../../protocols/crypto/native-seal.ts';
 import { verifiesNatively } from '../../protocols/crypto/native-verify.ts';
-import { openUpdate, revokedKey } from '../../protocols/crypto/index.ts';
+import { CryptoVerificationError, openUpdate, revokedKey } from '../../protocols/crypto/index.ts';
 import { makeIdentity, secondsAfter, type TestIdentity } from './identities.ts';
 
 let coordinator: TestIdentity;
@@ -181,6 +181,11 @@ interface Deviation {
   mdcHeader?: number[];
   onePassFlags?: number;
   literalFormat?: number;
+  /** This packet's body sent as a one-octet partial chunk, then the rest (RFC 9580 4.2.1.4). */
+  partial?: 'one-pass' | 'pkesk';
+  sessionCipher?: 'aes192';
+  /** The ephemeral X25519 public key, as sent (a low-order point: no shared secret). */
+  ephemeral?: Buffer;
 }
 
 function header(tag: number, length: number): Buffer {
@@ -190,6 +195,7 @@ function header(tag: number, length: number): Buffer {
   return h;
 }
 const pkt = (tag: number, ...parts: Uint8Array[]) => { const body = Buffer.concat(parts); return Buffer.concat([header(tag, body.length), body]); };
+const partialPkt = (tag: number, ...parts: Uint8Array[]) => { const body = Buffer.concat(parts); return Buffer.concat([Buffer.from([0xc0 | tag, 0xe0]), body.subarray(0, 1), header(tag, body.length - 1).subarray(1), body.subarray(1)]); };
 
 async function crafted(bytes: Uint8Array, d: Deviation = {}): Promise<Uint8Array> {
   const { createCipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync } = await import('node:crypto');
@@ -201,25 +207,27 @@ async function crafted(bytes: Uint8Array, d: Deviation = {}): Promise<Uint8Array
   expect([sub.publicParams.kdfParams.hash, sub.publicParams.kdfParams.cipher]).toEqual([openpgp.enums.hash.sha256, openpgp.enums.symmetric.aes128]);
   const signature = (await openpgp.sign({ message: await openpgp.createMessage({ binary: bytes }), signingKeys: node.privateKey, detached: true, format: 'binary' })) as Uint8Array;
   const keyID = Buffer.from(node.publicKey.getKeyID().toHex(), 'hex');
-  const ops = pkt(4, Buffer.from([3, 0, signature[5], signature[4]]), keyID, Buffer.from([d.onePassFlags ?? 1]));
+  const ops = (d.partial === 'one-pass' ? partialPkt : pkt)(4, Buffer.from([3, 0, signature[5], signature[4]]), keyID, Buffer.from([d.onePassFlags ?? 1]));
   const literal = pkt(11, Buffer.from([d.literalFormat ?? 0x62, 0, 0, 0, 0, 0]), bytes);
   const inner = Buffer.concat([ops, literal, signature]);
-  const sessionKey = randomBytes(32);
+  const [cipherId, keySize, cfb] = d.sessionCipher === 'aes192' ? [8, 24, 'aes-192-cfb'] : [9, 32, 'aes-256-cfb'];
+  const sessionKey = randomBytes(keySize);
   const prefix = randomBytes(18);
   prefix.copy(prefix, 16, 14, 16);
   const toHash = Buffer.concat([prefix, inner, Buffer.from(d.mdcHeader ?? [0xd3, 0x14])]);
-  const c = createCipheriv('aes-256-cfb', sessionKey, Buffer.alloc(16));
+  const c = createCipheriv(cfb, sessionKey, Buffer.alloc(16));
   const seipd = pkt(18, Buffer.from([1]), c.update(Buffer.concat([toHash, createHash('sha1').update(toHash).digest()])), c.final());
   const eph = generateKeyPairSync('x25519');
   const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(sub.publicParams.Q.subarray(1)).toString('base64url') }, format: 'jwk' }) });
   const param = Buffer.concat([sub.publicParams.oid.write(), Buffer.from([18]), sub.publicParams.kdfParams.write(), Buffer.from('Anonymous Sender    '), sub.getFingerprintBytes()]);
   const kek = createHash('sha256').update(Buffer.from([0, 0, 0, 1])).update(shared).update(param).digest().subarray(0, 16);
   const sum = (sessionKey.reduce((a, b) => a + b, 0) + (d.checksumDelta ?? 0)) & 0xffff;
-  const m = Buffer.concat([Buffer.from([9]), sessionKey, Buffer.from([sum >> 8, sum & 0xff]), Buffer.from(d.padding ?? [5, 5, 5, 5, 5])]);
+  const pad = 8 - ((1 + keySize + 2) % 8);
+  const m = Buffer.concat([Buffer.from([cipherId]), sessionKey, Buffer.from([sum >> 8, sum & 0xff]), Buffer.from(d.padding ?? new Array<number>(pad).fill(pad))]);
   const w = createCipheriv('id-aes128-wrap', kek, Buffer.from('a6a6a6a6a6a6a6a6', 'hex'));
   const wrapped = Buffer.concat([w.update(m), w.final()]);
-  const ephU = Buffer.from(eph.publicKey.export({ format: 'jwk' }).x as string, 'base64url');
-  const pkesk = pkt(1, Buffer.from([3]), Buffer.from(sub.getKeyID().write()), Buffer.from([18, 1, 7, 0x40]), ephU, Buffer.from([wrapped.length]), wrapped);
+  const ephU = d.ephemeral ?? Buffer.from(eph.publicKey.export({ format: 'jwk' }).x as string, 'base64url');
+  const pkesk = (d.partial === 'pkesk' ? partialPkt : pkt)(1, Buffer.from([3]), Buffer.from(sub.getKeyID().write()), Buffer.from([18, 1, 7, 0x40]), ephU, Buffer.from([wrapped.length]), wrapped);
   return new Uint8Array(Buffer.concat([pkesk, seipd]));
 }
 
@@ -242,6 +250,17 @@ describe('openNatively on messages built from the RFCs', () => {
   it('leaves a wrong MDC packet header to OpenPGP.js (which takes the hash over it as it stands)', async () => {
     const sealed = await crafted(randomBytes(500), { mdcHeader: [0xd3, 0x15] });
     expect(await openNatively(sealed, coordinator.privateKey, new Date())).toBeNull();
+  });
+
+  it('leaves to OpenPGP.js, which refuses them, partial lengths where they are not allowed, a session cipher the key does not prefer, a low-order ephemeral key (review of 12-03)', async () => {
+    const bytes = randomBytes(300);
+    for (const d of [{ partial: 'one-pass' }, { partial: 'pkesk' }, { sessionCipher: 'aes192' }, { ephemeral: Buffer.alloc(32) }, { ephemeral: Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]) }] satisfies Deviation[]) {
+      const sealed = await crafted(bytes, d);
+      expect(await openNatively(sealed, coordinator.privateKey, new Date()), JSON.stringify(d)).toBeNull();
+      await expect(openedByOpenPgp(sealed), JSON.stringify(d)).rejects.toThrow();
+      // openUpdate refuses it as OpenPGP.js does (a CryptoVerificationError), never a bare Error (a 500).
+      await expect(openUpdate({ sealed, coordinatorPrivateKey: coordinator.privateKey, nodePublicKey: node.publicKey }), JSON.stringify(d)).rejects.toBeInstanceOf(CryptoVerificationError);
+    }
   });
 
   it('leaves a one-pass packet that is not the last, and text literal data, to OpenPGP.js', async () => {

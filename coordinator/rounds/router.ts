@@ -99,12 +99,13 @@ function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
     const { meta, header } = updateMetaOf(req);
     const framed = carriesEvaluation(req);
     // No fixed ceiling: the limit follows the study's model size (and the evaluation part's, when framed).
-    const body = await readSealedBody(req, (await studies.maxUpdateBytes(studyId)) + (framed ? 4 + MAX_EVALUATION_PART_BYTES : 0));
+    const maxSealedBytes = await studies.maxUpdateBytes(studyId);
+    const body = await readSealedBody(req, maxSealedBytes + (framed ? 4 + MAX_EVALUATION_PART_BYTES : 0));
     // The signed request covers the body (sealed bytes, and the evaluation riding on them) and the
     // round binding, which carries the hash of the metadata header: the signature covers the counts
     // (numExamples, dpSgd spend) as well.
     const node = await guard.requireNode(req, { body, roundId: roundBinding(studyId, round, header), claimed });
-    const { evaluation, sealed } = framed ? evaluationPartOf(body, round, await studies.maxUpdateBytes(studyId)) : { evaluation: undefined, sealed: body };
+    const { evaluation, sealed } = framed ? evaluationPartOf(body, round, maxSealedBytes) : { evaluation: undefined, sealed: body };
     // Opened before anything is stored: a sealed update that does not open refuses the request whole.
     const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
     // Then the evaluation (of the previous round, as when it came on its own before training),

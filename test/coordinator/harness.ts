@@ -187,8 +187,11 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
         headers: { [UPDATE_META_HEADER]: metaHeader, ...(options.headers ?? {}) },
       });
     },
-    /** Waits until the background state machine reaches a condition. */
-    async until<T>(probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+    /**
+     * Waits until the background state machine reaches a condition. 30 s: under the full suite's
+     * load (two workers on two cores) a round's close once took longer than the former 15 s.
+     */
+    async until<T>(probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
       const end = Date.now() + timeoutMs;
       for (;;) {
         const v = await probe();

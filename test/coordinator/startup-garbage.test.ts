@@ -35,10 +35,12 @@ describe('coordinator start-up', () => {
     // The collection itself, not a major GC V8 happened to run (one did in about half the runs without it).
     const forced = gcs.filter((e) => ((e as PerformanceEntry & { detail?: { kind: number; flags: number } }).detail?.flags ?? 0) & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED);
     expect(forced.length).toBeGreaterThan(0);
-    // Measured: ~9 MB with the collection (the live coordinator's own buffers; 25 MB once in CI,
-    // where the suite's other workers load the machine), ~42 MB without (the dead S2K buffers of
-    // both starts, the first coordinator's PGlite buffers). The forced-GC check above is the sharp one.
-    expect(grown).toBeLessThan(34);
+    // Measured: ~9 MB with the collection (the live coordinator's own buffers), ~42 MB without (the
+    // dead S2K buffers of both starts, the first coordinator's PGlite buffers). Under the full
+    // suite's load it read 25 and once 41 MB with the collection, so this bound cannot tell the two
+    // apart there: the forced-GC check above is the mechanism's test (it fails without the
+    // collection); this one only catches gross retention (both coordinators' buffers kept alive).
+    expect(grown).toBeLessThan(64);
   }, 120_000);
 
   it('the old generation grows a bounded step past live data before the next full GC (after a start)', () => {

@@ -57,6 +57,11 @@ export async function lockIntakeRound(tx: Db, studyId: string, round: number, wi
   return row;
 }
 
+// `mechanism` gives roundContext its denominator (expectedParticipants = q x ready nodes). No fold
+// built at accept consumes it today: q < 1 exists only under central DP, whose fold is rebuilt
+// from the full row at close (close-fit.ts), and every other study has q = 1, where it equals
+// participants.length. So leaving it out passes every test (a mutation run, stop 18); it stays so
+// that a fold built here always carries the round's true context.
 const INTAKE_HEAD = [...ROUND_HEAD, 'mechanism'] as const;
 const lockIntakeRoundHead = compiledOnce((tx, a: { studyId: string; round: number }) => tx.selectFrom('rounds').select(INTAKE_HEAD).where('study_id', '=', a.studyId).where('round', '=', a.round).forUpdate());
 const lockIntakeRoundWithState = compiledOnce((tx, a: { studyId: string; round: number }) =>

@@ -134,11 +134,20 @@ export class CoordinatorClient {
    * StudyConfig at every poll was most of a node's zod time (issue 13).
    */
   async nextTask(waitSeconds: number): Promise<Task | undefined> {
-    const held = this.heldConfig;
-    const query = held ? `&config=${held.sha256}` : '';
-    const res = await this.request('GET', `/v1/tasks/next?wait=${waitSeconds}${query}`, { timeoutMs: (waitSeconds + 30) * 1000 });
+    const res = await this.request('GET', `/v1/tasks/next?${this.taskQuery(waitSeconds)}`, { timeoutMs: (waitSeconds + 30) * 1000 });
     if (res.status === 204) return undefined;
-    const { config, ...task } = TaskMessage.parse(await res.json());
+    return this.taskOf(TaskMessage.parse(await res.json()));
+  }
+
+  /** ?wait=S, and the hash of the study config this node holds (the task then comes without it). */
+  private taskQuery(waitSeconds: number): string {
+    return `wait=${waitSeconds}${this.heldConfig ? `&config=${this.heldConfig.sha256}` : ''}`;
+  }
+
+  /** A task as received (its config possibly left out, held here by its hash) as the node works on it. */
+  private async taskOf(message: TaskMessage): Promise<Task | undefined> {
+    const held = this.heldConfig;
+    const { config, ...task } = message;
     if (config) {
       if (task.configSha256) this.heldConfig = { sha256: task.configSha256, config };
       return { ...task, config };
@@ -173,16 +182,26 @@ export class CoordinatorClient {
    * Submits sealed weights with the metadata the release step built. Sealed once, before this:
    * retries resend the same bytes.
    */
-  async submitUpdate(studyId: string, round: number, meta: Released<UpdateMeta>, update: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }): Promise<UpdateReceipt> {
+  /**
+   * With `waitSeconds` > 0 the coordinator holds the answer, once the update is accepted, until this
+   * node's next task (at most that long): the receipt's `next`, here as the task to work on
+   * (`nextTask`), so a round costs one signed request instead of an update and a task poll.
+   * Retries (the same sealed bytes) get the original receipt and ask for the task again.
+   */
+  async submitUpdate(studyId: string, round: number, meta: Released<UpdateMeta>, update: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }, waitSeconds = 0): Promise<UpdateReceipt & { nextTask?: Task }> {
     const metaHeader = JSON.stringify(meta);
-    const res = await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/updates`, {
+    const query = waitSeconds > 0 ? `?${this.taskQuery(waitSeconds)}` : '';
+    const res = await this.request('POST', `/v1/studies/${encodeURIComponent(studyId)}/rounds/${round}/updates${query}`, {
+      timeoutMs: (waitSeconds + 120) * 1000,
       // The previous round's evaluation, when given, rides in the same (signed) body.
       body: evaluation ? frameUpdate(JSON.stringify(evaluation), update.sealed) : update.sealed,
       // Binds the metadata header to the signature too (see the coordinator's update route).
       roundId: roundBinding(studyId, round, metaHeader),
       headers: { 'content-type': evaluation ? UPDATE_WITH_EVALUATION_TYPE : UPDATE_TYPE, [UPDATE_META_HEADER]: metaHeader },
     });
-    return this.json(UpdateReceipt, res);
+    const receipt = await this.json(UpdateReceipt, res);
+    const nextTask = receipt.next ? await this.taskOf(receipt.next) : undefined;
+    return { ...receipt, ...(nextTask ? { nextTask } : {}) };
   }
 
   async submitEvaluation(studyId: string, round: number, report: Released<EvaluationReport>): Promise<void> {

@@ -90,13 +90,17 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
   // Set after the node refused a model or its training diverged: it reports `ready` again before
   // its next task, so it is asked again (and refuses again at once if the model is the same one).
   let rejoin = false;
+  // The next task as the last update's receipt brought it (the update request waited for it):
+  // worked on without polling for it.
+  let carried: Task | undefined;
   while (!signal?.aborted) {
     await data.refresh(policy);
     if (rejoin && data.current) rejoin = !(await reportSafely(report, { state: 'ready', data: data.current.report }, log));
 
     // 1. Task.
     const asked = performance.now();
-    const next = await pollTask(client, config.pollSeconds, log).catch((err: unknown) => revokedOr(client, err, log));
+    const next = carried ? { task: carried } : await pollTask(client, config.pollSeconds, log).catch((err: unknown) => revokedOr(client, err, log));
+    carried = undefined;
     if ('unreachable' in next) {
       await pause(5000, signal);
       continue;
@@ -154,7 +158,7 @@ export async function runNode(config: NodeConfig, log: Logger, signal?: AbortSig
           await backOff.wait(permission.state);
           continue;
         }
-        await fitAndSend(work, task, permission, owed);
+        carried = await fitAndSend(work, task, permission, owed);
       } else await evaluateAndSend(work, task);
       backOff.reset();
     } catch (err) {
@@ -197,7 +201,7 @@ interface TaskWork {
  * not carry it through (training failed, the request was refused before the evaluation was
  * judged), the evaluation goes alone: it is idempotent on the coordinator's side.
  */
-async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed?: ComputedEvaluation): Promise<void> {
+async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed?: ComputedEvaluation): Promise<Task | undefined> {
   let sent: Awaited<ReturnType<typeof trainAndSend>> | undefined;
   try {
     sent = await trainAndSend(w, task, permission, owed);
@@ -209,6 +213,7 @@ async function fitAndSend(w: TaskWork, task: Task, permission: Extract<FitPermis
   w.summary.bytesSent += sealed.plainBytes;
   // What left this node, said plainly: sizes, tensor names and the released fields, never values or rows.
   w.log.info({ round: task.round, bytes: sealed.plainBytes, sha256: receipt.sha256, tensors: weights.map((t) => `${t.name}[${t.shape.join('x')}]`), released: Object.keys(meta), numExamples: facts.numExamples, loss: facts.loss, trainSeconds: facts.trainSeconds }, 'sent model update');
+  return receipt.nextTask;
 }
 
 async function trainAndSend(w: TaskWork, task: Task, permission: Extract<FitPermission, { allowed: true }>, owed: ComputedEvaluation | undefined) {
@@ -219,7 +224,8 @@ async function trainAndSend(w: TaskWork, task: Task, permission: Extract<FitPerm
   const meta = release.update({ ...trained.facts, data: loaded.report });
   const weights = release.weights(trained.weights);
   const sealed = await seal(client, weights, w.trust);
-  const receipt = await sendUpdate(client, task, meta, sealed, owed && { round: owed.task.round, report: owed.report });
+  // The answer waits (as a task poll would) for this node's next task, and brings it.
+  const receipt = await sendUpdate(client, task, meta, sealed, owed && { round: owed.task.round, report: owed.report }, config.pollSeconds);
   return { receipt, sealed, weights, meta, facts: trained.facts };
 }
 

@@ -16,8 +16,9 @@ export function seal(client: CoordinatorClient, weights: Released<WeightSet>, tr
 }
 
 /** The update; `evaluation`, when given, rides on the same request (protocols/update-frame.ts). */
-export function sendUpdate(client: CoordinatorClient, task: Task, meta: Released<UpdateMeta>, sealed: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }): Promise<UpdateReceipt> {
-  return client.submitUpdate(task.studyId, task.round, meta, sealed, evaluation);
+/** `waitSeconds` > 0: the answer waits for this node's next task and brings it (CoordinatorClient.submitUpdate). */
+export function sendUpdate(client: CoordinatorClient, task: Task, meta: Released<UpdateMeta>, sealed: SealedUpdate, evaluation?: { round: number; report: Released<EvaluationReport> }, waitSeconds = 0): Promise<UpdateReceipt & { nextTask?: Task }> {
+  return client.submitUpdate(task.studyId, task.round, meta, sealed, evaluation, waitSeconds);
 }
 
 export function sendEvaluation(client: CoordinatorClient, task: Task, report: Released<EvaluationReport>): Promise<void> {

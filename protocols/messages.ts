@@ -458,6 +458,11 @@ export const UpdateReceipt = z.object({
   acceptedAt: z.string(),
   /** The outcome of the evaluation the request carried (UPDATE_WITH_EVALUATION_TYPE), if it carried one. */
   evaluation: RiddenEvaluation.optional(),
+  /**
+   * The node's next task, when the request asked for it (?wait=S, as GET /v1/tasks/next) and one
+   * came within the wait: the round's update and the next task poll in one signed request.
+   */
+  next: TaskMessage.optional(),
 });
 export type UpdateReceipt = z.infer<typeof UpdateReceipt>;
 

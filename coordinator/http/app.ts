@@ -92,7 +92,7 @@ export function createApp(deps: AppDeps) {
   });
   registerStudyRoutes(app, { guard, studies, rounds, sendModel, maxTaskWaitSeconds, access });
   const withModel = createTaskModelInliner({ studies, signatureOf: sendModel.currentSignature, maxBytes: deps.taskModelInlineBytes ?? DEFAULT_TASK_MODEL_INLINE_BYTES });
-  registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds, withModel });
+  registerRoundRoutes(app, { guard, studies, rounds, keyring, maxTaskWaitSeconds, withModel, log: deps.log });
   registerTokenRoutes(app, { guard, auth: deps.auth });
   registerPrivacyRoutes(app, { guard, db });
   registerNodeRoutes(app, { guard, nodes: deps.nodes, studies, policies: deps.policies, keyring });

@@ -7,7 +7,7 @@ import { PolicyProfile } from '../../protocols/policy/jurisdiction-policy.ts';
 import { SIGNATURE_HEADER_NAMES } from '../../protocols/crypto/request-signing.ts';
 import { renderDocsPage, DOCS_CSP } from './openapi/docs-page.ts';
 import { ROUTE_DOCS, ruleFor, type RouteDoc } from './openapi/routes.ts';
-import { TaskDoc } from './openapi/schemas.ts';
+import { TaskDoc, UpdateReceiptDoc } from './openapi/schemas.ts';
 import { ROUTE_PARAMS } from './validate.ts';
 
 /**
@@ -17,7 +17,7 @@ import { ROUTE_PARAMS } from './validate.ts';
  * changes. (The library's `.openapi()` is not used: it is loaded as CommonJS and patches that
  * copy of zod, not the ES module one the schemas are made with.)
  */
-const COMPONENTS: Record<string, z.ZodType> = { StudyConfig, StudyStatus, RoundSummary, Task: TaskDoc, EvaluationReport, UpdateReceipt, DataReport, EnrollRequest, EnrollResponse, NodeStatusReport, CreateEnrollmentToken, PolicyProfile, Checkpoint };
+const COMPONENTS: Record<string, z.ZodType> = { StudyConfig, StudyStatus, RoundSummary, Task: TaskDoc, EvaluationReport, UpdateReceipt: UpdateReceiptDoc, DataReport, EnrollRequest, EnrollResponse, NodeStatusReport, CreateEnrollmentToken, PolicyProfile, Checkpoint };
 for (const [name, schema] of Object.entries(COMPONENTS)) zodToOpenAPIRegistry.add(schema, { _internal: { refId: name } });
 
 /** One route of the app's route table: its method (upper case) and express path. */

@@ -43,6 +43,8 @@ export function createRoundEvents(deps: {
   const timers = new Map<string, NodeJS.Timeout>();
   const background = new Set<Promise<unknown>>();
   const changeCounts = new Map<string, number>();
+  // Notifications on the tasks channel only (a change that may make a task), per study.
+  const taskCounts = new Map<string, number>();
   // Transitions running or waiting to retry, per round key: the sweep leaves those alone.
   const inFlight = new Map<string, number>();
   // Backoff sleeps, woken early by stop().
@@ -60,7 +62,10 @@ export function createRoundEvents(deps: {
   function notify(studyId: string, who: 'all' | 'watchers' = 'all') {
     changeCounts.set(studyId, (changeCounts.get(studyId) ?? 0) + 1);
     changes.emit(studyId);
-    if (who === 'all') changes.emit(tasksChannel(studyId));
+    if (who === 'all') {
+      taskCounts.set(studyId, (taskCounts.get(studyId) ?? 0) + 1);
+      changes.emit(tasksChannel(studyId));
+    }
   }
 
   function sleep(ms: number): Promise<void> {
@@ -202,6 +207,11 @@ export function createRoundEvents(deps: {
 
     changeCount(studyId: string): number {
       return changeCounts.get(studyId) ?? 0;
+    },
+
+    /** How many changes that may make a task (notify 'all') this study has had here. */
+    taskChangeCount(studyId: string): number {
+      return taskCounts.get(studyId) ?? 0;
     },
 
     /** Resolves once no background transition is running (tests: a close's follow-up work is done). */

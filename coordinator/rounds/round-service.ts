@@ -84,6 +84,10 @@ export function createRoundService(deps: {
     sweep: () => sweep(),
   });
   const { notify, spawn, schedule } = events;
+  // Per node: the study's task-change count at its last task look (nextTask), in memory.
+  const lastLooks = new Map<string, number>();
+  // Per study: the latest round this coordinator opened (and woke the nodes for), in memory.
+  const openedHere = new Map<string, number>();
   const roundKey = (studyId: string, round: number) => `${studyId}/${round}`;
 
   /**
@@ -111,6 +115,7 @@ export function createRoundService(deps: {
       log.info({ studyId, round: opened.round, participants: opened.participants.length, deadline: opened.fitDeadline, privacy: opened.charge }, 'round started');
       schedule(studyId, opened.round, opened.fitDeadline);
       observe({ kind: 'opened', studyId, round: opened.round });
+      openedHere.set(studyId, opened.round);
       notify(studyId);
       // Poisson sampling can select nobody: such a round has nothing to wait for.
       if (opened.participants.length === 0) spawn('empty-sample', () => advanceRound(studyId, opened.round), roundKey(studyId, opened.round));
@@ -123,15 +128,21 @@ export function createRoundService(deps: {
     await openNextRound(studyId, 'auto');
   }
 
-  /** Opens the next round if it may (which wakes the study's watchers); wakes them anyway if not. */
-  async function openOrNotify(studyId: string): Promise<void> {
+  /**
+   * After round `aggregated` aggregated ('with-next-fit'): opens the next round if it may (which
+   * wakes the study's watchers); wakes them anyway if not, since the aggregated round's
+   * evaluation tasks are due either way, unless this coordinator already opened a later round:
+   * that opening woke them and its fit tasks carry the evaluation (issue 13: the previous round's
+   * completion often opens it first, and the second wake cost every waiting node an empty lookup).
+   */
+  async function openOrNotify(studyId: string, aggregated: number): Promise<void> {
     try {
       if (await openNextRound(studyId, 'auto')) return;
     } catch (err) {
-      notify(studyId); // the evaluation tasks of the round that aggregated are due either way
+      notify(studyId);
       throw err;
     }
-    notify(studyId);
+    if ((openedHere.get(studyId) ?? 0) <= aggregated) notify(studyId);
   }
 
   /**
@@ -153,8 +164,11 @@ export function createRoundService(deps: {
     });
     if (!outcome) return;
     // Still waiting for evaluations: under 'with-next-fit' the next round may already be due (an
-    // opening after the aggregation that failed and was retried from here, a restart).
-    if (outcome.kind === 'evaluating') return pipelined(config) ? openOrNotify(studyId) : undefined;
+    // opening after the aggregation that failed and was retried from here, a restart). Nothing
+    // else changed: this round's evaluation tasks were due (and woken) since it aggregated, so
+    // the nodes are woken only if a round opens (issue 13: this woke every waiting node, ten
+    // empty task lookups, in two rounds of three in the demo).
+    if (outcome.kind === 'evaluating') return pipelined(config) ? maybeStartNextRound(studyId) : undefined;
     // Closed already (by another trigger, or by an earlier attempt of this one whose opening of
     // the next round failed after the close committed): the next round may still be due.
     if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
@@ -167,7 +181,7 @@ export function createRoundService(deps: {
       // the evaluation of model r (tasks.ts), so a round costs one task poll per node, not two.
       // The nodes are woken once, by the opening: woken before it, they would take round r's
       // evaluation as a task of its own, then round r+1's fit as another.
-      if (pipelined(config)) await openOrNotify(studyId);
+      if (pipelined(config)) await openOrNotify(studyId, round);
       else notify(studyId);
       // After the next round's tasks are out: its nodes train while the space is freed.
       reclaimSpace(outcome.droppedBytes);
@@ -291,13 +305,21 @@ export function createRoundService(deps: {
     },
 
     /** Long-polls for this node's next task: resolves as soon as one exists, or undefined after `waitSeconds`. */
-    async nextTask(node: AuthenticatedNode, waitSeconds: number, signal?: AbortSignal): Promise<Task | undefined> {
+    async nextTask(node: AuthenticatedNode, waitSeconds: number, signal?: AbortSignal, after?: 'update'): Promise<Task | undefined> {
       const until = Date.now() + waitSeconds * 1000;
+      // Right after its update (after = 'update'): when nothing that may make a task happened
+      // here since this node's last look (task changes: notify 'all'), its tasks can only have
+      // shrunk since then (its own fit was just done), so the first look is skipped: it would
+      // find nothing (issue 13: one task view a node-round, not two). A change made on another
+      // replica wakes no wait here in any case; the node's next poll finds it.
+      let skipLook = after === 'update' && lastLooks.get(node.id) === events.taskChangeCount(node.studyId);
       for (;;) {
         // Subscribe before looking, so a change between the look and the wait is not missed.
         const subscription = events.subscribe(node.studyId, 'tasks');
         try {
-          const { task, running } = await findTask(machine, node);
+          lastLooks.set(node.id, events.taskChangeCount(node.studyId));
+          const { task, running } = skipLook ? { task: undefined, running: true } : await findTask(machine, node);
+          skipLook = false;
           const left = until - Date.now();
           if (task || left <= 0 || signal?.aborted || events.stopped) return task;
           if (!running) return undefined;

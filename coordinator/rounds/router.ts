@@ -1,6 +1,7 @@
-import type { IRouter } from 'express';
+import type { IRouter, Response } from 'express';
+import type { Logger } from 'pino';
 import { z } from 'zod';
-import { EvaluationReport, Id, roundBinding, type RiddenEvaluation, type TaskMessage } from '../../protocols/messages.ts';
+import { EvaluationReport, Id, roundBinding, type RiddenEvaluation, type Task, type TaskMessage } from '../../protocols/messages.ts';
 import { MAX_EVALUATION_PART_BYTES, type UpdateEvaluation } from '../../protocols/update-frame.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { requireRole } from '../auth/principal.ts';
@@ -34,6 +35,8 @@ export interface RoundRouterDeps {
   maxTaskWaitSeconds: number;
   /** Puts a small task's model into it (Task.model, rounds/task-model.ts); tasks go without it when absent. */
   withModel?: TaskModelInliner;
+  /** Where a failed next-task lookup after an accepted update is said (the update stands). */
+  log?: Logger;
 }
 
 /**
@@ -70,9 +73,7 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
     req.on('close', () => abort.abort());
     const task = await rounds.nextTask(node, Math.min(wait, deps.maxTaskWaitSeconds), abort.signal);
     if (!task) return void res.status(204).end();
-    const sent = deps.withModel ? await deps.withModel(task) : task;
-    if (held !== undefined && held === task.configSha256) res.json({ ...sent, config: undefined } satisfies TaskMessage);
-    else res.json(sent satisfies TaskMessage);
+    res.json(await taskMessage(deps, task, held));
   }));
   registerUpdateRoute(app, deps);
   app.post('/v1/studies/:studyId/rounds/:round/evaluations', json, route(async (req, res) => {
@@ -97,6 +98,7 @@ function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
     requireRole(claimed, 'node');
     if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
     const { meta, header } = updateMetaOf(req);
+    const { wait, config: held } = parse(TaskQuery, req.query, 'query');
     const framed = carriesEvaluation(req);
     // No fixed ceiling: the limit follows the study's model size (and the evaluation part's, when framed).
     const maxSealedBytes = await studies.maxUpdateBytes(studyId);
@@ -112,8 +114,38 @@ function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
     // judged on its own: its refusal is reported in the receipt, and the update's does not undo it.
     const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
     const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
-    res.status(replay ? 200 : 201).json(ridden ? { ...receipt, evaluation: ridden } : receipt);
+    // ?wait=S: the node's next task rides back on the receipt, as GET /v1/tasks/next would answer
+    // it (issue 13: one signed request a round instead of two). A retry (replay) asks again.
+    const next = wait > 0 ? await nextTaskAfterUpdate(deps, node, Math.min(wait, deps.maxTaskWaitSeconds), held, res) : undefined;
+    res.status(replay ? 200 : 201).json({ ...receipt, ...(ridden ? { evaluation: ridden } : {}), ...(next ? { next } : {}) });
   }));
+}
+
+/** A task as sent: its model inlined when small, its config left out when the node holds it (?config=). */
+async function taskMessage(deps: Pick<RoundRouterDeps, 'withModel'>, task: Task, held: string | undefined): Promise<TaskMessage> {
+  const sent = deps.withModel ? await deps.withModel(task) : task;
+  return held !== undefined && held === task.configSha256 ? { ...sent, config: undefined } : sent;
+}
+
+/**
+ * The node's next task after its update was accepted, or undefined (none within the wait, the
+ * node hung up). The update is stored whatever happens here: a failed lookup is logged and the
+ * receipt goes without a task (the node then polls GET /v1/tasks/next, as it always could).
+ * The wait ends when the response closes: the request's own 'close' came when its body was read.
+ */
+async function nextTaskAfterUpdate(deps: RoundRouterDeps, node: AuthenticatedNode, waitSeconds: number, held: string | undefined, res: Response): Promise<TaskMessage | undefined> {
+  const abort = new AbortController();
+  const hungUp = () => abort.abort();
+  res.once('close', hungUp);
+  try {
+    const task = await deps.rounds.nextTask(node, waitSeconds, abort.signal, 'update');
+    return task && (await taskMessage(deps, task, held));
+  } catch (err) {
+    deps.log?.error({ err, nodeId: node.id, studyId: node.studyId }, 'next task after an accepted update failed; the receipt goes without it');
+    return undefined;
+  } finally {
+    res.off('close', hungUp);
+  }
 }
 
 /**

@@ -41,7 +41,7 @@ describe("a node's evaluation riding on its update", () => {
     const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 600, evaluationDeadlineSeconds: 600, evaluationSchedule: 'with-next-fit' }));
     const steady = await h.enroll(studyId, 'steady');
     const refusal = { status: 413, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify({ error: { code: 'PAYLOAD_TOO_LARGE', message: 'gateway body limit' } })) };
-    const p = await proxy(coordinatorUrl, (_url, r) => r, (method, url) => (refuseFramedUpdates && method === 'POST' && url.endsWith('/rounds/2/updates') ? refusal : undefined));
+    const p = await proxy(coordinatorUrl, (_url, r) => r, (method, url) => (refuseFramedUpdates && method === 'POST' && url.split('?')[0].endsWith('/rounds/2/updates') ? refusal : undefined));
     servers.push(p.server);
     const t = await h.admin('post', '/v1/enrollment-tokens').send({ studyId, nodeName: name, region: 'eu', jurisdiction: 'US-CA-CCPA' });
     mkdirSync(join(dir, name), { recursive: true });

@@ -174,12 +174,12 @@ export async function inProcessCoordinator(backend: DatabaseBackend, now?: () =>
      * A sealed update, as a node sends it; with `evaluation` (JSON text or a value), that evaluation
      * rides on it (protocols/update-frame.ts); `alter` changes the body after it was signed.
      */
-    async submit(node: TestNode, studyId: string, round: number, body: Uint8Array, meta: unknown = defaultMeta(), options: { sealed?: Uint8Array; headers?: Record<string, string>; evaluation?: unknown; alter?: (signed: Uint8Array) => Uint8Array } = {}) {
+    async submit(node: TestNode, studyId: string, round: number, body: Uint8Array, meta: unknown = defaultMeta(), options: { sealed?: Uint8Array; headers?: Record<string, string>; evaluation?: unknown; alter?: (signed: Uint8Array) => Uint8Array; query?: string } = {}) {
       const sealed = options.sealed ?? (await sealUpdate({ bytes: body, coordinatorPublicKey: built.keyring.current.publicKey, nodePrivateKey: node.privateKey }));
       const metaHeader = JSON.stringify(meta);
       const evaluation = options.evaluation === undefined ? undefined : typeof options.evaluation === 'string' ? options.evaluation : JSON.stringify(options.evaluation);
       const raw = evaluation === undefined ? sealed : frameUpdate(evaluation, sealed);
-      return harness.nodeRequest(node, 'post', `/v1/studies/${studyId}/rounds/${round}/updates`, undefined, {
+      return harness.nodeRequest(node, 'post', `/v1/studies/${studyId}/rounds/${round}/updates${options.query ?? ''}`, undefined, {
         raw,
         sent: options.alter?.(raw),
         roundId: roundBinding(studyId, round, metaHeader),

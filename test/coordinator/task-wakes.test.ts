@@ -77,4 +77,39 @@ describeOnEachBackend('task long-polls', (run) => {
     expect((await postEvaluation(h, b, studyId, 1)).status).toBe(201);
     expect(await woken).toEqual({ state: 'completed', endCheckpointed: true });
   });
+  // Issue 13: an update sent with ?wait=S brings the node's next task on its receipt
+  // (UpdateReceipt.next), and the wait skips its first look when nothing that may make a task
+  // happened since the node's last one (its own fit was just done): one lookup, at the wake.
+  run('an update with ?wait=S brings the next task on its receipt after one lookup; a change since the last look makes it look first', async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 3, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 60, evaluationSchedule: 'with-next-fit' }));
+    const [a, b] = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'fit' ? true : undefined));
+    const first = (await h.nodeGet(a, '/v1/tasks/next?wait=0')).body as Task & { config?: unknown; configSha256: string };
+    expect(first).toMatchObject({ kind: 'fit', round: 1 });
+    const before = lookups.n;
+    let answered = false;
+    const riding = h.submit(a, studyId, 1, weights(0.1), defaultMeta(100), { query: `?wait=10&config=${first.configSha256}` }).then((r) => ((answered = true), r));
+    await new Promise((r) => setTimeout(r, 400));
+    expect(answered).toBe(false); // held: accepted, waiting for a's next task
+    expect(await h.built.db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', 1).execute()).toEqual([{ node_id: a.nodeId }]);
+    // b's update closes round 1; round 2 opens: a's answer is its receipt with the fit task of
+    // round 2 (carrying the evaluation of model 1), config left out (a holds it by its hash).
+    const closing = await h.submit(b, studyId, 1, weights(0.2), defaultMeta(100));
+    expect(closing.status).toBe(201);
+    expect(closing.body.next).toBeUndefined(); // b did not ask
+    const receipt = await riding;
+    expect(receipt.status).toBe(201);
+    expect(receipt.body).toMatchObject({ round: 1, nodeId: a.nodeId, next: { kind: 'fit', round: 2, evaluate: { round: 1 }, configSha256: first.configSha256 } });
+    expect(receipt.body.next.config).toBeUndefined();
+    expect(lookups.n - before).toBe(1); // at the wake only (the skipped first look would find nothing)
+
+    // Round 2: a node enrolling meanwhile (a change that may make a task) makes the next wait look first.
+    await h.enroll(studyId, 'c');
+    const looked = lookups.n;
+    const timedOut = await h.submit(a, studyId, 2, weights(0.3), defaultMeta(100), { query: '?wait=1', evaluation: { round: 1, report: evaluation([0, 1, 2], [2, 1, 0], 0.4) } });
+    expect(timedOut.status).toBe(201);
+    expect(timedOut.body).toMatchObject({ round: 2, evaluation: { round: 1, stored: true } });
+    expect(timedOut.body.next).toBeUndefined(); // b has not sent round 2: no task within 1 s, the update stands
+    expect(lookups.n - looked).toBe(2); // when it came in, and when its wait ended
+  });
 });

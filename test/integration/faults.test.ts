@@ -41,7 +41,7 @@ async function runFederation(backend: DatabaseBackend, fault: 'none' | 'faults')
     await coordinator.start();
     const { config, regions } = churnStudy(dir);
     const study = await (await coordinator.api('/v1/studies', { method: 'POST', body: JSON.stringify(config) })).json();
-    if (fault === 'faults') proxy = await stallingProxy(coordinator, /^POST \/v1\/studies\/[^ ]+\/updates /m);
+    if (fault === 'faults') proxy = await stallingProxy(coordinator, /^POST \/v1\/studies\/[^ ]+\/updates[ ?]/m);
     const started: Array<{ token: string; csv: string; url: string }> = [];
     for (const [i, { region, csv }] of regions.entries()) {
       const { token } = await (await coordinator.api('/v1/enrollment-tokens', { method: 'POST', body: JSON.stringify({ studyId: study.id, nodeName: region, region }) })).json();

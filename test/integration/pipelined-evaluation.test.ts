@@ -138,10 +138,22 @@ describe('evaluation schedules between real processes (PGlite)', () => {
     }
   });
 
-  it('a node takes one task a round (the last round adds its evaluation), where the own phase takes two', (ctx) => {
+  it('a node takes one task a round (the last round adds its evaluation), where the own phase takes two; all but the first come on its update receipt', (ctx) => {
     if (runs.size < 2) return ctx.skip();
-    const tasks = (s: Schedule) => runs.get(s)!.requests.get('GET /v1/tasks/next 200') ?? 0;
-    expect(tasks('own-phase')).toBe(REGIONS.length * 2 * ROUNDS);
-    expect(tasks('with-next-fit')).toBe(REGIONS.length * (ROUNDS + 1));
+    // A task comes on the receipt of the node's update (?wait=S: UpdateReceipt.next) or from a
+    // poll. 'with-next-fit': the first fit task is polled; every later one (fit r+1 carrying the
+    // evaluation of model r, then the last round's evaluation) rides on an update receipt.
+    // 'own-phase': the evaluate task of a round rides on that round's update; each fit task comes
+    // after the evaluation was sent on its own, so it is polled.
+    const polled = (s: Schedule) => runs.get(s)!.requests.get('GET /v1/tasks/next 200') ?? 0;
+    expect(polled('own-phase')).toBe(REGIONS.length * ROUNDS);
+    expect(polled('with-next-fit')).toBe(REGIONS.length);
+    // Every task was received and worked on: the own phase's 2 a round, 'with-next-fit''s one a round plus the last evaluation.
+    for (const [schedule, run] of runs) {
+      for (const node of run.nodes) {
+        const worked = node.logs.filter((l) => l.msg === 'sent model update' || (l.msg === 'sent evaluation (sufficient statistics)' && !l.withUpdate)).length;
+        expect(worked, schedule).toBe(schedule === 'own-phase' ? 2 * ROUNDS : ROUNDS + 1);
+      }
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CreateEnrollmentToken, EnrollRequest, EnrollResponse, EvaluationReport, NodeStatusReport, StudyConfig, StudyStatus, UpdateReceipt, UPDATE_META_HEADER } from '../../../protocols/messages.ts';
+import { CreateEnrollmentToken, EnrollRequest, EnrollResponse, EvaluationReport, NodeStatusReport, StudyConfig, StudyStatus, UPDATE_META_HEADER } from '../../../protocols/messages.ts';
 import { PolicyProfile } from '../../../protocols/policy/jurisdiction-policy.ts';
 import { CreateApiToken } from '../../auth/router.ts';
 import { ReportQuery } from '../../privacy/router.ts';
@@ -88,11 +88,12 @@ export const ROUTE_DOCS: Record<string, RouteDoc> = {
   'POST /v1/studies/:studyId/rounds/:round/updates': {
     tag: 'rounds',
     summary: "Submit the node's update for a round",
-    description: `The body is the weights (binary codec) sealed for the coordinator: an OpenPGP message encrypted to its key and signed by the node's, streamed, at most the study's model size. The \`${UPDATE_META_HEADER}\` header carries the metadata as JSON (UpdateMeta); the request signature's round binding includes its SHA-256. A retry of the same bytes gets the original receipt (200). With content type \`application/vnd.fedmark.update+evaluation\` (a fit task's \`evaluate.withUpdate\`), the body is a four-octet big-endian length n, n octets of JSON \`{ round, report }\` (the previous round's EvaluationReport) and then the sealed update: one signed request for both: the sealed update is opened first (one that does not open refuses the request whole), then the evaluation is judged as its own route would, and the receipt's \`evaluation\` says whether it was stored or refused (status, code, message), the update being judged on its own.`,
+    description: `The body is the weights (binary codec) sealed for the coordinator: an OpenPGP message encrypted to its key and signed by the node's, streamed, at most the study's model size. The \`${UPDATE_META_HEADER}\` header carries the metadata as JSON (UpdateMeta); the request signature's round binding includes its SHA-256. A retry of the same bytes gets the original receipt (200). With content type \`application/vnd.fedmark.update+evaluation\` (a fit task's \`evaluate.withUpdate\`), the body is a four-octet big-endian length n, n octets of JSON \`{ round, report }\` (the previous round's EvaluationReport) and then the sealed update: one signed request for both: the sealed update is opened first (one that does not open refuses the request whole), then the evaluation is judged as its own route would, and the receipt's \`evaluation\` says whether it was stored or refused (status, code, message), the update being judged on its own. With \`?wait=S\` (and \`config\`, as GET /v1/tasks/next takes them), once the update is accepted the answer waits up to S seconds for the node's next task and carries it as the receipt's \`next\` (left out when none came within the wait): a round then costs the node one signed request, not an update and a task poll.`,
     roles: ['node'],
+    query: TaskQuery,
     headers: z.object({ [UPDATE_META_HEADER]: z.string().describe('the update metadata: JSON matching #/components/schemas/UpdateMeta (numExamples, loss, steps, trainSeconds, data, dpSgd), each field a release the study must allow') }),
     body: { schema: S.Binary, type: 'application/pgp-encrypted', required: true, description: 'the sealed update (binary)' },
-    responses: { 201: json('accepted', UpdateReceipt), 200: json('the same update again: its original receipt', UpdateReceipt) },
+    responses: { 201: json('accepted', S.UpdateReceiptDoc), 200: json('the same update again: its original receipt', S.UpdateReceiptDoc) },
   },
   'POST /v1/studies/:studyId/rounds/:round/evaluations': { tag: 'rounds', summary: "Submit the node's evaluation of a round's model", roles: ['node'], body: jsonBody(EvaluationReport), responses: { 201: json('stored', S.EvaluationStored), 200: json('already stored, or no longer needed', S.EvaluationStored) } },
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Checkpoint } from '../../../protocols/audit/audit-chain.ts';
-import { Id, TaskMessage } from '../../../protocols/messages.ts';
+import { Id, TaskMessage, UpdateReceipt } from '../../../protocols/messages.ts';
 import { PolicyProfile } from '../../../protocols/policy/jurisdiction-policy.ts';
 
 /**
@@ -38,6 +38,8 @@ export const NewPolicy = PolicyProfile.omit({ version: true });
  * and `config` is left out when the node sent `?config=` with the task's `configSha256`.
  */
 export const TaskDoc = TaskMessage.extend({ auditCheckpoint: Checkpoint.optional() });
+/** The update receipt as documented: its `next` task is the documented Task (TaskDoc). */
+export const UpdateReceiptDoc = UpdateReceipt.extend({ next: TaskDoc.optional() });
 
 export const Health = z.object({ ok: z.boolean() });
 export const IssuedApiToken = objectWith('the new token: `token` is shown once and never again', { id: Id, token: z.string(), role: z.enum(['admin', 'auditor', 'analyst']), name: z.string(), region: z.string().nullable().optional() });

@@ -199,9 +199,18 @@ export class CoordinatorClient {
       roundId: roundBinding(studyId, round, metaHeader),
       headers: { 'content-type': evaluation ? UPDATE_WITH_EVALUATION_TYPE : UPDATE_TYPE, [UPDATE_META_HEADER]: metaHeader },
     });
-    const receipt = await this.json(UpdateReceipt, res);
-    const nextTask = receipt.next ? await this.taskOf(receipt.next) : undefined;
-    return { ...receipt, ...(nextTask ? { nextTask } : {}) };
+    // The update is stored once this answers: a `next` this node cannot use (another version's
+    // message, a failed request for the config) only means it polls for its task as before.
+    const { next, ...receipt } = (await res.json()) as Record<string, unknown>;
+    const stored = UpdateReceipt.omit({ next: true }).parse(receipt);
+    const nextTask = next === undefined ? undefined : await this.usableTask(next);
+    return { ...stored, ...(nextTask ? { nextTask } : {}) };
+  }
+
+  private async usableTask(message: unknown): Promise<Task | undefined> {
+    const parsed = TaskMessage.safeParse(message);
+    if (!parsed.success) return undefined;
+    return this.taskOf(parsed.data).catch(() => undefined);
   }
 
   async submitEvaluation(studyId: string, round: number, report: Released<EvaluationReport>): Promise<void> {

@@ -26,7 +26,7 @@ import {
   type RoundRow,
 } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
-import { findTask } from './tasks.ts';
+import { findTask, skippedLook } from './tasks.ts';
 
 /**
  * What the round service reports as rounds move (the coordinator's metrics, http/metrics.ts):
@@ -129,7 +129,7 @@ export function createRoundService(deps: {
   }
 
   /**
-   * After round `aggregated` aggregated ('with-next-fit'): opens the next round if it may (which
+   * After round `aggregated` aggregated, or was advanced again still evaluating ('with-next-fit'): opens the next round if it may (which
    * wakes the study's watchers); wakes them anyway if not, since the aggregated round's
    * evaluation tasks are due either way, unless this coordinator already opened a later round:
    * that opening woke them and its fit tasks carry the evaluation (issue 13: the previous round's
@@ -164,11 +164,11 @@ export function createRoundService(deps: {
     });
     if (!outcome) return;
     // Still waiting for evaluations: under 'with-next-fit' the next round may already be due (an
-    // opening after the aggregation that failed and was retried from here, a restart). Nothing
-    // else changed: this round's evaluation tasks were due (and woken) since it aggregated, so
-    // the nodes are woken only if a round opens (issue 13: this woke every waiting node, ten
+    // opening after the aggregation that failed and was retried from here, a restart). Its
+    // evaluation tasks are due either way; the nodes were already woken for them when this
+    // coordinator opened a later round (openOrNotify; issue 13: this woke every waiting node, ten
     // empty task lookups, in two rounds of three in the demo).
-    if (outcome.kind === 'evaluating') return pipelined(config) ? maybeStartNextRound(studyId) : undefined;
+    if (outcome.kind === 'evaluating') return pipelined(config) ? openOrNotify(studyId, round) : undefined;
     // Closed already (by another trigger, or by an earlier attempt of this one whose opening of
     // the next round failed after the close committed): the next round may still be due.
     if (outcome.kind === 'closed') return maybeStartNextRound(studyId);
@@ -318,14 +318,18 @@ export function createRoundService(deps: {
         const subscription = events.subscribe(node.studyId, 'tasks');
         try {
           lastLooks.set(node.id, events.taskChangeCount(node.studyId));
+          if (skipLook) skippedLook(node);
           const { task, running } = skipLook ? { task: undefined, running: true } : await findTask(machine, node);
           skipLook = false;
           const left = until - Date.now();
           if (task || left <= 0 || signal?.aborted || events.stopped) return task;
           if (!running) return undefined;
           let timer: NodeJS.Timeout | undefined;
-          await Promise.race([subscription.changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+          // The caller hanging up ends the wait too (its request is not held for nothing).
+          let hungUp: (() => void) | undefined;
+          await Promise.race([subscription.changed, new Promise<void>((resolve) => (timer = setTimeout(resolve, left))), new Promise<void>((resolve) => signal?.addEventListener('abort', (hungUp = () => resolve()), { once: true }))]);
           clearTimeout(timer);
+          if (hungUp) signal?.removeEventListener('abort', hungUp);
         } finally {
           subscription.off();
         }

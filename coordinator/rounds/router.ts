@@ -1,4 +1,4 @@
-import type { IRouter, Response } from 'express';
+import type { IRouter, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { EvaluationReport, Id, roundBinding, type RiddenEvaluation, type Task, type TaskMessage } from '../../protocols/messages.ts';
@@ -87,38 +87,49 @@ export function registerRoundRoutes(app: IRouter, deps: RoundRouterDeps) {
 
 /** POST an update: no JSON body parser, the sealed body is streamed after the caller is known. */
 function registerUpdateRoute(app: IRouter, deps: RoundRouterDeps) {
-  const { guard, studies, rounds } = deps;
   app.post('/v1/studies/:studyId/rounds/:round/updates', route(async (req, res) => {
-    const { studyId, round } = parse(RoundParams, req.params, 'params');
-    // Who the bearer claims to be, before a byte of the body is buffered: an anonymous caller, a
-    // person, or a node of another study is refused without the coordinator reading up to a whole
-    // model into memory (or revealing whether the study exists). The signature over the body is
-    // checked below, once the body is read.
-    const claimed = await guard.claim(req);
-    requireRole(claimed, 'node');
-    if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
-    const { meta, header } = updateMetaOf(req);
     const { wait, config: held } = parse(TaskQuery, req.query, 'query');
-    const framed = carriesEvaluation(req);
-    // No fixed ceiling: the limit follows the study's model size (and the evaluation part's, when framed).
-    const maxSealedBytes = await studies.maxUpdateBytes(studyId);
-    const body = await readSealedBody(req, maxSealedBytes + (framed ? 4 + MAX_EVALUATION_PART_BYTES : 0));
-    // The signed request covers the body (sealed bytes, and the evaluation riding on them) and the
-    // round binding, which carries the hash of the metadata header: the signature covers the counts
-    // (numExamples, dpSgd spend) as well.
-    const node = await guard.requireNode(req, { body, roundId: roundBinding(studyId, round, header), claimed });
-    const { evaluation, sealed } = framed ? evaluationPartOf(body, round, maxSealedBytes) : { evaluation: undefined, sealed: body };
-    // Opened before anything is stored: a sealed update that does not open refuses the request whole.
-    const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
-    // Then the evaluation (of the previous round, as when it came on its own before training),
-    // judged on its own: its refusal is reported in the receipt, and the update's does not undo it.
-    const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
-    const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
+    // The intake in its own function: the body, the sealed bytes and the opened weights are
+    // garbage once it returns, not held through the wait below (one model's worth per node).
+    const { node, receipt, replay, ridden } = await takeUpdate(deps, req);
     // ?wait=S: the node's next task rides back on the receipt, as GET /v1/tasks/next would answer
-    // it (issue 13: one signed request a round instead of two). A retry (replay) asks again.
-    const next = wait > 0 ? await nextTaskAfterUpdate(deps, node, Math.min(wait, deps.maxTaskWaitSeconds), held, res) : undefined;
+    // it (issue 13: one signed request a round instead of two). The wait may skip its first look
+    // only after a fresh update whose evaluation (if any) was stored: a retry may follow an answer
+    // that was lost with its task, and a refused evaluation may still be owed on its own.
+    const mayskip = !replay && (ridden === undefined || ridden.stored === true);
+    const next = wait > 0 ? await nextTaskAfterUpdate(deps, node, Math.min(wait, deps.maxTaskWaitSeconds), held, res, mayskip) : undefined;
     res.status(replay ? 200 : 201).json({ ...receipt, ...(ridden ? { evaluation: ridden } : {}), ...(next ? { next } : {}) });
   }));
+}
+
+/** The update route's intake: the caller checked, the body read, verified and opened, the evaluation riding on it judged, the update stored. */
+async function takeUpdate(deps: RoundRouterDeps, req: Request) {
+  const { guard, studies, rounds } = deps;
+  const { studyId, round } = parse(RoundParams, req.params, 'params');
+  // Who the bearer claims to be, before a byte of the body is buffered: an anonymous caller, a
+  // person, or a node of another study is refused without the coordinator reading up to a whole
+  // model into memory (or revealing whether the study exists). The signature over the body is
+  // checked below, once the body is read.
+  const claimed = await guard.claim(req);
+  requireRole(claimed, 'node');
+  if (claimed.node.studyId !== studyId) throw new ForbiddenError(`node ${claimed.id} is not enrolled in study ${studyId}`);
+  const { meta, header } = updateMetaOf(req);
+  const framed = carriesEvaluation(req);
+  // No fixed ceiling: the limit follows the study's model size (and the evaluation part's, when framed).
+  const maxSealedBytes = await studies.maxUpdateBytes(studyId);
+  const body = await readSealedBody(req, maxSealedBytes + (framed ? 4 + MAX_EVALUATION_PART_BYTES : 0));
+  // The signed request covers the body (sealed bytes, and the evaluation riding on them) and the
+  // round binding, which carries the hash of the metadata header: the signature covers the counts
+  // (numExamples, dpSgd spend) as well.
+  const node = await guard.requireNode(req, { body, roundId: roundBinding(studyId, round, header), claimed });
+  const { evaluation, sealed } = framed ? evaluationPartOf(body, round, maxSealedBytes) : { evaluation: undefined, sealed: body };
+  // Opened before anything is stored: a sealed update that does not open refuses the request whole.
+  const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
+  // Then the evaluation (of the previous round, as when it came on its own before training),
+  // judged on its own: its refusal is reported in the receipt, and the update's does not undo it.
+  const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
+  const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
+  return { node, receipt, replay, ridden };
 }
 
 /** A task as sent: its model inlined when small, its config left out when the node holds it (?config=). */
@@ -133,12 +144,12 @@ async function taskMessage(deps: Pick<RoundRouterDeps, 'withModel'>, task: Task,
  * receipt goes without a task (the node then polls GET /v1/tasks/next, as it always could).
  * The wait ends when the response closes: the request's own 'close' came when its body was read.
  */
-async function nextTaskAfterUpdate(deps: RoundRouterDeps, node: AuthenticatedNode, waitSeconds: number, held: string | undefined, res: Response): Promise<TaskMessage | undefined> {
+async function nextTaskAfterUpdate(deps: RoundRouterDeps, node: AuthenticatedNode, waitSeconds: number, held: string | undefined, res: Response, mayskip: boolean): Promise<TaskMessage | undefined> {
   const abort = new AbortController();
   const hungUp = () => abort.abort();
   res.once('close', hungUp);
   try {
-    const task = await deps.rounds.nextTask(node, waitSeconds, abort.signal, 'update');
+    const task = await deps.rounds.nextTask(node, waitSeconds, abort.signal, mayskip ? 'update' : undefined);
     return task && (await taskMessage(deps, task, held));
   } catch (err) {
     deps.log?.error({ err, nodeId: node.id, studyId: node.studyId }, 'next task after an accepted update failed; the receipt goes without it');

@@ -38,6 +38,14 @@ export async function findTask(deps: Pick<RoundDeps, 'db' | 'studies'>, node: Au
 const lookedUp = new WeakSet<AuthenticatedNode>();
 
 /**
+ * A first look skipped (round-service.ts nextTask after an update): the next look comes after a
+ * wait, so it reads the policy version again (policyInForce) as any look after a wait does.
+ */
+export function skippedLook(node: AuthenticatedNode): void {
+  lookedUp.add(node);
+}
+
+/**
  * The policy version in force for the node's jurisdiction (Task.policyInForce), so the node
  * re-reads its policy only when it changed (it asked on every fit task: 200 of the demo's 1090
  * signed requests). On the first look it is the version its request's own auth statement read

@@ -111,5 +111,11 @@ describeOnEachBackend('task long-polls', (run) => {
     expect(timedOut.body).toMatchObject({ round: 2, evaluation: { round: 1, stored: true } });
     expect(timedOut.body.next).toBeUndefined(); // b has not sent round 2: no task within 1 s, the update stands
     expect(lookups.n - looked).toBe(2); // when it came in, and when its wait ended
+    // A retry of an update (its answer, and the task on it, may have been lost) looks first too.
+    const again = lookups.n;
+    const replay = await h.submit(a, studyId, 2, weights(0.3), defaultMeta(100), { query: '?wait=1', evaluation: { round: 1, report: evaluation([0, 1, 2], [2, 1, 0], 0.4) } });
+    expect(replay.status).toBe(200);
+    expect(replay.body).toMatchObject({ round: 2, nodeId: a.nodeId, sha256: timedOut.body.sha256 });
+    expect(lookups.n - again).toBe(2);
   });
 });

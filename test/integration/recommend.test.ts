@@ -157,7 +157,7 @@ describe('recommend study between real processes, user factors never sent', () =
       const sent = proxy.sent();
       expect(sent.includes(USER_FACTORS)).toBe(false);
       const updates = new Map<number, WeightSet>();
-      for (const { round, body } of bodies(sent, /\/v1\/studies\/[^/\s]+\/rounds\/\d+\/updates/)) {
+      for (const { round, body } of bodies(sent, /\/v1\/studies\/[^/\s]+\/rounds\/\d+\/updates(?:\?[^\s]*)?/)) {
         const message = await openpgp.readMessage({ binaryMessage: new Uint8Array(body) });
         const { data } = await openpgp.decrypt({ message, decryptionKeys: key.privateKey, format: 'binary' });
         const plain = Buffer.from(data as Uint8Array);

@@ -129,8 +129,9 @@ export function createRoundService(deps: {
   }
 
   /**
-   * After round `aggregated` aggregated, or was advanced again still evaluating ('with-next-fit'): opens the next round if it may (which
-   * wakes the study's watchers); wakes them anyway if not, since the aggregated round's
+   * After round `aggregated` aggregated, or was advanced again still evaluating ('with-next-fit'):
+   * opens the next round if it may (which wakes the study's watchers); wakes them anyway if not,
+   * since the aggregated round's
    * evaluation tasks are due either way, unless this coordinator already opened a later round:
    * that opening woke them and its fit tasks carry the evaluation (issue 13: the previous round's
    * completion often opens it first, and the second wake cost every waiting node an empty lookup).
@@ -139,7 +140,7 @@ export function createRoundService(deps: {
     try {
       if (await openNextRound(studyId, 'auto')) return;
     } catch (err) {
-      notify(studyId);
+      notify(studyId); // the evaluation tasks of the round that aggregated are due either way
       throw err;
     }
     if ((openedHere.get(studyId) ?? 0) <= aggregated) notify(studyId);

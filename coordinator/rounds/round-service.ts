@@ -27,6 +27,7 @@ import {
 } from './round-repository.ts';
 import type { RoundDeps } from './round-state.ts';
 import { findTask, skippedLook } from './tasks.ts';
+import { createTransitionsInFlight } from './transitions-in-flight.ts';
 
 /**
  * What the round service reports as rounds move (the coordinator's metrics, http/metrics.ts):
@@ -89,6 +90,8 @@ export function createRoundService(deps: {
   // Per study: the latest round this coordinator opened (and woke the nodes for), in memory.
   const openedHere = new Map<string, number>();
   const roundKey = (studyId: string, round: number) => `${studyId}/${round}`;
+  // Per study: the transitions running now, so a round's end checkpoint goes after them (transitions-in-flight.ts).
+  const transitions = createTransitionsInFlight();
 
   /**
    * Opens the next round if it may: none open, rounds left, enough ready nodes, and (with central
@@ -146,11 +149,27 @@ export function createRoundService(deps: {
     if ((openedHere.get(studyId) ?? 0) <= aggregated) notify(studyId);
   }
 
+  /** submitUpdate's work: the update accepted once, logged, and the fit's close started when it was the last one. */
+  async function takeUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
+    const result = await acceptUpdate(machine, node, studyId, round, meta, body);
+    if (!result.replay) {
+      log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256: result.receipt.sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
+      observe({ kind: 'update-accepted', studyId, round, bytes: body.length });
+      // The last expected update closes the fit phase now; otherwise the deadline timer will.
+      if (result.allIn) spawn('after-update', () => advanceRound(studyId, round), roundKey(studyId, round));
+    }
+    return result;
+  }
+
   /**
    * Moves a round forward if it can: closes the fit phase when every participant reported or the
    * deadline passed, closes the evaluation the same way. Idempotent: calling it twice is harmless.
    */
-  async function advanceRound(studyId: string, round: number): Promise<void> {
+  function advanceRound(studyId: string, round: number): Promise<void> {
+    return transitions.track(studyId, (self) => advanceRoundNow(studyId, round, self));
+  }
+
+  async function advanceRoundNow(studyId: string, round: number, self: symbol): Promise<void> {
     const config = await studies.getConfig(studyId);
     const transitionStarted = performance.now();
     const outcome = await db.transaction().execute(async (tx) => {
@@ -196,7 +215,10 @@ export function createRoundService(deps: {
     }
     events.cancel(studyId, round);
     // The round's end is a checkpoint: the coordinator signs the chain head (a failure is logged;
-    // the next checkpoint covers these entries too, and the study must not stall on it).
+    // the next checkpoint covers these entries too, and the study must not stall on it). Signed
+    // after the study's transitions already running: under 'with-next-fit' this round completes
+    // as the next one's fit closes, and its nodes wait for that close and the opening after it.
+    await transitions.othersSettled(studyId, self);
     await checkpointAudit(db, deps.keyring).catch((err) => log.error({ err, studyId, round }, 'audit checkpoint failed'));
     // A closed round makes no task: nodes are woken by what opens next (or by the study's end).
     // Watchers (the dashboard) are woken after the next round opened or the study ended, its own
@@ -342,15 +364,9 @@ export function createRoundService(deps: {
      * original receipt; different bytes for the same node and round are refused; nothing of a
      * refused update is stored.
      */
-    async submitUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
-      const result = await acceptUpdate(machine, node, studyId, round, meta, body);
-      if (!result.replay) {
-        log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256: result.receipt.sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
-        observe({ kind: 'update-accepted', studyId, round, bytes: body.length });
-        // The last expected update closes the fit phase now; otherwise the deadline timer will.
-        if (result.allIn) spawn('after-update', () => advanceRound(studyId, round), roundKey(studyId, round));
-      }
-      return result;
+    submitUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
+      // Tracked: a round's end checkpoint waits for it, then for the fit close it may start.
+      return transitions.track(studyId, () => takeUpdate(node, studyId, round, meta, body));
     },
 
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {

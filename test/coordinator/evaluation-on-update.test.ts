@@ -156,4 +156,27 @@ describeOnEachBackend('an evaluation riding on the update request', (run) => {
     expect(res.body.error).toMatchObject({ code: 'VALIDATION_FAILED', field: 'body' });
     expect(await stored(h, 'updates', studyId, 2)).toEqual([]);
   });
+
+  run("round r's end checkpoint is signed after round r+1's close and round r+2's opening (the nodes' next tasks do not wait for it)", async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 3, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 60, evaluationSchedule: 'with-next-fit' }));
+    const nodes = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await waitFit(h, nodes[0], 1);
+    for (const [i, node] of nodes.entries()) expect((await h.submit(node, studyId, 1, weights(i, 1), defaultMeta(100))).status).toBe(201);
+    await Promise.all(nodes.map((n) => waitFit(h, n, 2)));
+    // The last update of round 2 carries the last evaluation of round 1: round 1 completes and
+    // round 2's fit closes in the same request, two transitions at once.
+    for (const [i, node] of nodes.entries()) expect((await h.submit(node, studyId, 2, weights(i, 2), defaultMeta(100), { evaluation: { round: 1, report: report(i) } })).status).toBe(201);
+    await waitFit(h, nodes[0], 3);
+    const seqOf = async (kind: string, round: number) => (await h.built.db.selectFrom('audit_log').select('seq').where('kind', '=', kind).where('study_id', '=', studyId).where('round', '=', round).executeTakeFirstOrThrow()).seq;
+    const completed = Number(await seqOf('round.completed', 1));
+    const opened = Number(await seqOf('round.started', 3));
+    expect(opened).toBeGreaterThan(completed);
+    const checkpoints = await h.until(async () => {
+      const rows = await h.built.db.selectFrom('audit_checkpoints').select('seq').where('seq', '>=', completed as never).orderBy('seq').execute();
+      return rows.length > 0 ? rows.map((r) => Number(r.seq)) : undefined;
+    });
+    // The first checkpoint since round 1 completed covers round 3's opening too: it was not
+    // signed in between, while the nodes waited for their round 3 tasks.
+    expect(checkpoints[0]).toBeGreaterThanOrEqual(opened);
+  });
 });

@@ -1,0 +1,59 @@
+/**
+ * A study's round transitions and update intakes running now (round-service.ts advanceRound,
+ * submitUpdate), so that work which can wait goes after them instead of before them.
+ *
+ * Why (issue 13): under 'with-next-fit', round r-1 completes (its last evaluation rode on an
+ * update) in the same request that closes round r's fit phase. The completion's audit checkpoint
+ * (the chain since the last checkpoint hashed again, a signature, ~7 ms) then held the database's
+ * only PGlite connection while round r's aggregation and round r+1's opening waited behind it, and
+ * every node with them (the close starts a moment later, once the same request's update is stored:
+the intake is waited for, then the close it started). Deferred, the checkpoint is signed once round r+1's tasks are out,
+ * while the nodes train; it covers the same entries and more (nothing is signed later than the
+ * next transition's end).
+ *
+ * No cycle: a transition that waits only waits for those not waiting themselves when it starts to
+ * wait, so a wait always points from an earlier waiter to a later one.
+ */
+export function createTransitionsInFlight() {
+  const running = new Map<string, Map<symbol, { settled: Promise<unknown>; waiting: boolean }>>();
+
+  return {
+    /** Runs `transition` (or an intake) as the study's work in flight; `self` names it to `othersSettled`. */
+    track<T>(studyId: string, transition: (self: symbol) => Promise<T>): Promise<T> {
+      const self = Symbol(studyId);
+      let ofStudy = running.get(studyId);
+      if (!ofStudy) running.set(studyId, (ofStudy = new Map()));
+      const entry = { settled: Promise.resolve() as Promise<unknown>, waiting: false };
+      ofStudy.set(self, entry);
+      const done = () => {
+        const now = running.get(studyId);
+        now?.delete(self);
+        if (now?.size === 0) running.delete(studyId);
+      };
+      const result = transition(self);
+      entry.settled = result.then(done, done);
+      return result;
+    },
+
+    /**
+     * Settles once the study's work running now (transitions, update intakes), other than `self`
+     * and transitions waiting here themselves, has settled; then once more for what that work
+     * started (an intake's last update starts the fit's close), at most `passes` times, so a
+     * stream of new work cannot starve the caller.
+     */
+    async othersSettled(studyId: string, self: symbol, passes = 3): Promise<void> {
+      const mine = running.get(studyId)?.get(self);
+      if (!mine) return;
+      mine.waiting = true;
+      try {
+        for (let pass = 0; pass < passes; pass++) {
+          const others = [...(running.get(studyId) ?? [])].filter(([key, e]) => key !== self && !e.waiting).map(([, e]) => e.settled);
+          if (others.length === 0) return;
+          await Promise.all(others);
+        }
+      } finally {
+        mine.waiting = false;
+      }
+    },
+  };
+}

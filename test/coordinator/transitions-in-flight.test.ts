@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { createTransitionsInFlight } from '../../coordinator/rounds/transitions-in-flight.ts';
+
+/** A promise settled by hand, and a log of what happened in which order. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  return { open, opened };
+}
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('transitions in flight (a round end checkpoint waits for the study work already running)', () => {
+  it('waits for the work running when it starts to wait, then for the work that work started', async () => {
+    const t = createTransitionsInFlight();
+    const order: string[] = [];
+    const intake = gate();
+    const close = gate();
+    const completion = t.track('s', async (self) => {
+      await tick(); // its own transaction first; the intake has started meanwhile
+      await t.othersSettled('s', self);
+      order.push('checkpoint');
+    });
+    void t.track('s', async () => {
+      await intake.opened;
+      // The last update starts the fit's close before its intake settles.
+      void t.track('s', async () => {
+        await close.opened;
+        order.push('close');
+      });
+      order.push('intake');
+    });
+    await tick();
+    intake.open();
+    await tick();
+    expect(order).toEqual(['intake']);
+    close.open();
+    await completion;
+    expect(order).toEqual(['intake', 'close', 'checkpoint']);
+  });
+
+  it('two that wait at once do not wait for each other (no deadlock), and other studies are not waited for', async () => {
+    const t = createTransitionsInFlight();
+    const other = gate();
+    void t.track('other-study', () => other.opened);
+    const a = t.track('s', async (self) => {
+      await tick();
+      await t.othersSettled('s', self);
+      return 'a';
+    });
+    const b = t.track('s', async (self) => {
+      await tick();
+      await t.othersSettled('s', self);
+      return 'b';
+    });
+    await expect(Promise.all([a, b])).resolves.toEqual(['a', 'b']);
+    other.open();
+  });
+
+  it('gives up after its passes: a stream of new work does not starve it', async () => {
+    const t = createTransitionsInFlight();
+    let started = 0;
+    const chain = (): Promise<void> => t.track('s', async () => {
+      await tick();
+      started++;
+      if (started < 50) void chain();
+    });
+    void chain();
+    const waiter = t.track('s', (self) => t.othersSettled('s', self, 3));
+    await waiter;
+    expect(started).toBeLessThan(10);
+  });
+});

@@ -5,6 +5,7 @@ import type { Db } from '../db/database.ts';
 import { compiledOnce } from '../db/compiled-once.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
 import { isPglite } from '../db/migrations/20261129_0009_app_role.ts';
+import { createTaskViewBatcher, findTaskViewsOf } from './task-views.ts';
 
 /**
  * SQL of rounds: the round state machine's (opening, closing, submitting; see round-service.ts)
@@ -115,10 +116,17 @@ export async function findLatestOpenRound(db: Db, studyId: string): Promise<Roun
  * policyInForce re-reads it after a long-poll wait, in this statement rather than one more).
  * Undefined: no such study.
  */
-export async function findTaskView(db: Db, studyId: string, nodeId: string, jurisdiction?: string) {
+export function findTaskView(db: Db, studyId: string, nodeId: string, jurisdiction?: string) {
+  // Lookups woken together (a round's opening) are read in one statement (task-views.ts).
+  return taskViews(db, studyId, nodeId, jurisdiction);
+}
+
+async function findOneTaskView(db: Db, studyId: string, nodeId: string, jurisdiction: string | undefined) {
   const [row] = jurisdiction === undefined ? await taskViewQuery(db, { studyId, nodeId }) : await taskViewWithPolicyQuery(db, { studyId, nodeId, jurisdiction });
   return row;
 }
+type OneTaskView = NonNullable<Awaited<ReturnType<typeof findOneTaskView>>>;
+const taskViews = createTaskViewBatcher<OneTaskView>(findOneTaskView, (db, studyId, asks) => findTaskViewsOf<OneTaskView>(db, studyId, asks));
 
 /** Compiled once (db/compiled-once.ts): the task view is the coordinator's most frequent query. */
 const taskViewQuery = compiledOnce((db, a: { studyId: string; nodeId: string }) => taskViewBuilder(db, a.studyId, a.nodeId, undefined));

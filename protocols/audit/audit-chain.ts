@@ -329,6 +329,9 @@ export async function keyFingerprint(armoredPublicKey: string): Promise<string> 
   return (await loadPublicKey(armoredPublicKey)).getFingerprint().toLowerCase();
 }
 
+/** A checkpoint before its signature; built once (an `.omit()` per call is a new zod schema, compiled again at its first parse). */
+const UnsignedCheckpoint = Checkpoint.omit({ signature: true });
+
 /**
  * Sign a checkpoint of the chain head (the coordinator does this at each round's end).
  * `privateKey` is the decrypted coordinator key (see loadPrivateKey); `at` defaults to now and
@@ -337,7 +340,7 @@ export async function keyFingerprint(armoredPublicKey: string): Promise<string> 
 export async function signCheckpoint(head: AuditEntry, privateKey: PrivateKey, at: string = new Date().toISOString(), number?: number): Promise<Checkpoint> {
   AuditEntry.parse(head);
   const body: CheckpointBody = { seq: head.seq, headHash: head.hash, at, coordinatorFingerprint: privateKey.getFingerprint().toLowerCase(), ...(number !== undefined ? { number } : {}) };
-  Checkpoint.omit({ signature: true }).parse(body);
+  UnsignedCheckpoint.parse(body);
   const signature = await signArtifact(payloadBytes(body), privateKey, { now: new Date(at) });
   return Checkpoint.parse({ ...body, signature });
 }

@@ -1,14 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { RoundSummary, StudyStatus, type StudyConfigInput } from '../protocols/messages.ts';
 import type { WeightSet } from '../protocols/tensors.ts';
 import { decodeWeights, encodeWeights } from '../protocols/weights-codec.ts';
 import { childLauncher } from './launcher.ts';
+import { childLog } from './child-log.ts';
 import { seedPgliteDir } from './pglite-template.ts';
-import { coordinatorMemoryEnv, parseResourcesLine, REPORT_RESOURCES_ENV, type ProcessResources } from './process-resources.ts';
+import { coordinatorMemoryEnv, parseResourcesLine, REPORT_RESOURCES_ENV, RESOURCES_MESSAGE, type ProcessResources } from './process-resources.ts';
 
 /**
  * The demo's federation, shared by every model kind's demo (cli/demo.ts for binary and regression,
@@ -154,7 +154,7 @@ export async function runFederation<F extends object = Record<string, never>>(pl
       ...coordinatorMemoryEnv(),
     });
     // PGlite's start (WebAssembly PostgreSQL, migrations) took over 60 s on 2 cores running other suites too.
-    const url = await coordinator.waitFor((line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
+    const url = await coordinator.waitFor('coordinator listening', (line) => (line.msg === 'coordinator listening' ? String(line.url) : undefined), 180_000);
     timeline.coordinatorListening = since();
     say(`  coordinator ${url} (${databaseUrl ? `PostgreSQL ${databaseUrl.replace(/\/\/[^@/]*@/, '//***@')}` : `embedded PGlite in ${join(outDir, 'coordinator-db')}`}); logs in ${join(outDir, 'logs')}`);
     const api = adminApi(url, adminToken);
@@ -410,7 +410,7 @@ class ChildSet {
     const started = spawnChild(launcher, args, logFile, { ...env, [REPORT_RESOURCES_ENV]: '1' });
     this.children.push(started.child);
     this.closed.set(started.child, new Promise((r) => started.child.once('close', () => r())));
-    started.onLine((line) => {
+    started.onLine(RESOURCES_MESSAGE, (line) => {
       const resources = parseResourcesLine(line);
       if (resources) this.resources.set(started.child, resources);
     });
@@ -464,42 +464,28 @@ function exited(c: ChildProcess): boolean {
 function spawnChild(launcher: Launcher, args: string[], logFile: string, env: Record<string, string>) {
   // stdin is a pipe the child watches (FEDMARK_EXIT_WITH_PARENT): when this process dies, however, it closes.
   const profile = process.env.FEDMARK_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FEDMARK_CPU_PROF_DIR}`] : [];
-  const child = spawn(launcher.command, [...profile, ...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', 'pipe', 'pipe'] });
-  const log = createWriteStream(logFile);
-  child.stderr!.pipe(log, { end: false });
-  const lines = createInterface({ input: child.stdout! });
-  const watchers = new Set<(line: Record<string, unknown>) => void>();
-  lines.on('line', (line) => {
-    log.write(line + '\n');
-    let parsed: Record<string, unknown> | undefined;
-    try {
-      parsed = JSON.parse(line);
-    } catch {
-      return;
-    }
-    for (const w of watchers) w(parsed!);
-  });
-  child.once('exit', () => log.end());
+  // stdout and stderr are the log file itself: the child writes its lines there, not through this
+  // process (child-log.ts reads back only the lines waited for).
+  const fd = openSync(logFile, 'w');
+  let child: ChildProcess;
+  try {
+    child = spawn(launcher.command, [...profile, ...launcher.prefix, ...args], { env: { ...process.env, ...env, FEDMARK_EXIT_WITH_PARENT: '1' }, stdio: ['pipe', fd, fd] });
+  } finally {
+    closeSync(fd); // the child holds its own copy
+  }
+  const log = childLog(logFile);
+  child.once('exit', () => log.drain());
   return {
     child,
-    /** Calls `watch` with every JSON line the child logs from now on. */
-    onLine(watch: (line: Record<string, unknown>) => void): void {
-      watchers.add(watch);
+    /** Calls `watch` with every JSON line containing `marker` the child logs (read at the latest when it exits). */
+    onLine(marker: string, watch: (line: Record<string, unknown>) => void): void {
+      log.onLine(marker, watch);
     },
-    waitFor<T>(match: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${args[0]} to start; see ${logFile}`)), timeoutMs);
-        const watcher = (line: Record<string, unknown>) => {
-          const v = match(line);
-          if (v !== undefined) {
-            clearTimeout(timer);
-            watchers.delete(watcher);
-            resolve(v);
-          }
-        };
-        watchers.add(watcher);
-        child.once('exit', (code) => reject(new Error(`${args[0]} exited with code ${code} before it was ready; see ${logFile}`)));
-      });
+    waitFor<T>(marker: string, match: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
+      const ready = log.waitFor(marker, match, () => new Error(`timed out waiting for ${args[0]} to start; see ${logFile}`), timeoutMs);
+      const died = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`${args[0]} exited with code ${code} before it was ready; see ${logFile}`))));
+      died.catch(() => undefined); // only its race below reports it
+      return Promise.race([ready, died]);
     },
   };
 }

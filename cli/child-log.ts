@@ -1,0 +1,99 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { StringDecoder } from 'node:string_decoder';
+
+/**
+ * The lines a demo waits for in a child's log file, read back from the file.
+ *
+ * The children write their logs to the file themselves (their stdout and stderr are the file:
+ * `stdio: ['pipe', fd, fd]`). Before, every line went through a pipe to the demo process, which
+ * split it, parsed it as JSON and wrote it to the file again: ~10% of a core through the demo's
+ * rounds (issue 13: ~15 ms of CPU a round, on a 2-core machine whose round is CPU-bound, and every
+ * pipe write woke the demo process). Now the file is read only for lines a caller is waiting for
+ * ('coordinator listening' at start-up, polled while waited for) and once more when the child
+ * exits ('process resources'); only lines containing a caller's marker are parsed.
+ */
+export interface ChildLog {
+  /** Calls `watch` with every JSON line containing `marker` read from now on. */
+  onLine(marker: string, watch: (line: Record<string, unknown>) => void): () => void;
+  /** Resolves with the first `match` of a JSON line containing `marker` (the file is polled meanwhile). */
+  waitFor<T>(marker: string, match: (line: Record<string, unknown>) => T | undefined, onTimeout: () => Error, timeoutMs: number): Promise<T>;
+  /** Reads what the child wrote since the last read, its last line too (call when it has exited). */
+  drain(): void;
+}
+
+/** How often the file is read while a caller waits for a line (start-up only). */
+const POLL_MS = 20;
+
+export function childLog(path: string): ChildLog {
+  let position = 0;
+  let carry = '';
+  const decoder = new StringDecoder('utf8');
+  const watchers = new Set<{ marker: string; watch: (line: Record<string, unknown>) => void }>();
+
+  function dispatch(text: string, final: boolean): void {
+    const parts = (carry + text).split('\n');
+    carry = final ? '' : parts.pop()!;
+    for (const line of parts) {
+      const interested = [...watchers].filter((w) => line.includes(w.marker));
+      if (interested.length === 0) continue;
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue; // not a JSON line (a stack trace on stderr)
+      }
+      for (const w of interested) w.watch(parsed);
+    }
+  }
+
+  function readNew(final = false): void {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch {
+      return; // not created yet
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (size > position) {
+        const bytes = Buffer.alloc(size - position);
+        const read = readSync(fd, bytes, 0, bytes.length, position);
+        position += read;
+        dispatch(decoder.write(bytes.subarray(0, read)), false);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (final) dispatch(decoder.end(), true);
+  }
+
+  return {
+    onLine(marker, watch) {
+      const w = { marker, watch };
+      watchers.add(w);
+      return () => watchers.delete(w);
+    },
+    waitFor(marker, match, onTimeout, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const off = this.onLine(marker, (line) => {
+          const v = match(line);
+          if (v === undefined) return;
+          stop();
+          resolve(v);
+        });
+        const poll = setInterval(() => readNew(), POLL_MS);
+        const timer = setTimeout(() => {
+          stop();
+          reject(onTimeout());
+        }, timeoutMs);
+        function stop() {
+          off();
+          clearInterval(poll);
+          clearTimeout(timer);
+        }
+        readNew();
+      });
+    },
+    drain: () => readNew(true),
+  };
+}

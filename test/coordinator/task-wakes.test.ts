@@ -118,4 +118,23 @@ describeOnEachBackend('task long-polls', (run) => {
     expect(replay.body).toMatchObject({ round: 2, nodeId: a.nodeId, sha256: timedOut.body.sha256 });
     expect(lookups.n - again).toBe(2);
   });
+
+  // The wait after an update skips its first look (above); its first real look comes after a wait,
+  // so it must read the policy version again, as any look after a wait does (tasks.ts
+  // skippedLook): a profile published meanwhile (here by another replica, which wakes nothing
+  // here) is in the task, not the version the update request's own auth read.
+  run("a task brought on an update's receipt names the policy version published while the update was held", async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 3, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 60, evaluationSchedule: 'with-next-fit' }));
+    const [a, b] = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'fit' ? true : undefined));
+    const first = (await h.nodeGet(a, '/v1/tasks/next?wait=0')).body as Task;
+    const before = first.policyInForce?.version ?? 0;
+    const riding = h.submit(a, studyId, 1, weights(0.1), defaultMeta(100), { query: '?wait=10' });
+    await h.until(async () => ((await h.built.db.selectFrom('updates').select('node_id').where('study_id', '=', studyId).where('round', '=', 1).execute()).length === 1 ? true : undefined));
+    const published = { jurisdiction: 'US-CA-CCPA', version: before + 1, minNodesPerAggregate: 2 };
+    await h.built.db.insertInto('policies').values({ jurisdiction: 'US-CA-CCPA', version: published.version, profile: JSON.stringify(published) }).execute();
+    expect((await h.submit(b, studyId, 1, weights(0.2), defaultMeta(100))).status).toBe(201);
+    const receipt = await riding;
+    expect(receipt.body).toMatchObject({ next: { kind: 'fit', round: 2, policyInForce: { jurisdiction: 'US-CA-CCPA', version: published.version } } });
+  });
 });

@@ -170,7 +170,7 @@ async function checkpointOnce(db: Kysely<Database>, keyring: CheckpointKeyring):
   if (!outcome) return undefined;
   // An existing checkpoint (the head file lagging after a crash, or absent before the first
   // guarded checkpoint) is recorded only if this key really signed it.
-  if (headFile && (outcome.isNew || (await isOwnNewerCheckpoint(outcome.checkpoint, signed, keyring)))) writeSignedHead(headFile, outcome.checkpoint);
+  if (headFile && (outcome.isNew || (await isOwnNewerCheckpoint(outcome.checkpoint, signed, keyring)))) await writeSignedHead(headFile, outcome.checkpoint);
   return outcome.isNew ? outcome.checkpoint : undefined;
 }
 

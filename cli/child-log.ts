@@ -17,22 +17,29 @@ export interface ChildLog {
   onLine(marker: string, watch: (line: Record<string, unknown>) => void): () => void;
   /** Resolves with the first `match` of a JSON line containing `marker` (the file is polled meanwhile). */
   waitFor<T>(marker: string, match: (line: Record<string, unknown>) => T | undefined, onTimeout: () => Error, timeoutMs: number): Promise<T>;
-  /** Reads what the child wrote since the last read, its last line too (call when it has exited). */
+  /** Reads what the child wrote since the last read, its last line too, and ends the waits (call when it has exited). */
   drain(): void;
 }
 
 /** How often the file is read while a caller waits for a line (start-up only). */
 const POLL_MS = 20;
+/** Bytes read at a time. */
+const CHUNK = 1 << 20;
+/** Longer lines are dropped unread (a log line of the demo's children is at most a few KB). */
+const MAX_LINE = 1 << 20;
 
 export function childLog(path: string): ChildLog {
   let position = 0;
   let carry = '';
   const decoder = new StringDecoder('utf8');
   const watchers = new Set<{ marker: string; watch: (line: Record<string, unknown>) => void }>();
+  const waiting = new Set<() => void>();
 
   function dispatch(text: string, final: boolean): void {
     const parts = (carry + text).split('\n');
     carry = final ? '' : parts.pop()!;
+    // A line this long is no line anyone waits for: not kept (nor split again at every read).
+    if (carry.length > MAX_LINE) carry = '';
     for (const line of parts) {
       const interested = [...watchers].filter((w) => line.includes(w.marker));
       if (interested.length === 0) continue;
@@ -54,17 +61,22 @@ export function childLog(path: string): ChildLog {
       return; // not created yet
     }
     try {
-      const size = fstatSync(fd).size;
-      if (size > position) {
-        const bytes = Buffer.alloc(size - position);
-        const read = readSync(fd, bytes, 0, bytes.length, position);
+      // In chunks: a long log read at exit takes one chunk's memory at a time, never its size.
+      const end = fstatSync(fd).size;
+      const chunk = Buffer.alloc(Math.min(CHUNK, Math.max(0, end - position)));
+      while (position < end) {
+        const read = readSync(fd, chunk, 0, Math.min(chunk.length, end - position), position);
+        if (read <= 0) break;
         position += read;
-        dispatch(decoder.write(bytes.subarray(0, read)), false);
+        dispatch(decoder.write(chunk.subarray(0, read)), false);
       }
     } finally {
       closeSync(fd);
     }
-    if (final) dispatch(decoder.end(), true);
+    if (final) {
+      dispatch(decoder.end(), true);
+      for (const stop of waiting) stop(); // nothing more will come: the waits end (their caller hears of the exit)
+    }
   }
 
   return {
@@ -90,7 +102,9 @@ export function childLog(path: string): ChildLog {
           off();
           clearInterval(poll);
           clearTimeout(timer);
+          waiting.delete(stop);
         }
+        waiting.add(stop);
         readNew();
       });
     },

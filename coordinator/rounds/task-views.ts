@@ -43,11 +43,14 @@ export function createTaskViewBatcher<V>(one: (db: Db, studyId: string, nodeId: 
         asks.forEach((a, i) => {
           const row = byIndex.get(i + 1);
           if (!row) return a.resolve(undefined);
-          const { asked_node_id: _node, asked_index: _index, ...view } = row;
+          const { asked_node_id: node, asked_index: _index, ...view } = row;
+          // Belt and braces: a row is only ever handed to the node it was read for.
+          if (node !== a.nodeId) return a.reject(new Error(`task view batch: row ${i + 1} is node ${node}'s, asked for ${a.nodeId}`));
           a.resolve(view as V);
         });
       },
-      (err: unknown) => asks.forEach((a) => a.reject(err)),
+      // The batch failed: each lookup on its own, so one cause cannot fail every woken node at once.
+      () => asks.forEach((a) => one(db, studyId, a.nodeId, a.jurisdiction).then(a.resolve, a.reject)),
     );
   }
 

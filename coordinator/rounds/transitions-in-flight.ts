@@ -6,14 +6,18 @@
  * update) in the same request that closes round r's fit phase. The completion's audit checkpoint
  * (the chain since the last checkpoint hashed again, a signature, ~7 ms) then held the database's
  * only PGlite connection while round r's aggregation and round r+1's opening waited behind it, and
- * every node with them (the close starts a moment later, once the same request's update is stored:
-the intake is waited for, then the close it started). Deferred, the checkpoint is signed once round r+1's tasks are out,
- * while the nodes train; it covers the same entries and more (nothing is signed later than the
- * next transition's end).
+ * every node with them. The close starts a moment later, once the same request's update is
+ * stored: the intake is waited for, then the close it started. Deferred, the checkpoint is signed
+ * once round r+1's tasks are out, while the nodes train; it covers the same entries and more, and
+ * is never deferred by more than two seconds (work that hangs is not waited for).
  *
  * No cycle: a transition that waits only waits for those not waiting themselves when it starts to
  * wait, so a wait always points from an earlier waiter to a later one.
  */
+
+/** The longest a caller waits in all (othersSettled): a transition takes milliseconds; one that hangs is not waited for. */
+const MAX_WAIT_MS = 2000;
+
 export function createTransitionsInFlight() {
   const running = new Map<string, Map<symbol, { settled: Promise<unknown>; waiting: boolean }>>();
 
@@ -30,7 +34,13 @@ export function createTransitionsInFlight() {
         now?.delete(self);
         if (now?.size === 0) running.delete(studyId);
       };
-      const result = transition(self);
+      let result: Promise<T>;
+      try {
+        result = transition(self);
+      } catch (err) {
+        done();
+        throw err;
+      }
       entry.settled = result.then(done, done);
       return result;
     },
@@ -41,17 +51,24 @@ export function createTransitionsInFlight() {
      * started (an intake's last update starts the fit's close), at most `passes` times, so a
      * stream of new work cannot starve the caller.
      */
-    async othersSettled(studyId: string, self: symbol, passes = 3): Promise<void> {
+    async othersSettled(studyId: string, self: symbol, passes = 3, maxWaitMs = MAX_WAIT_MS): Promise<void> {
       const mine = running.get(studyId)?.get(self);
       if (!mine) return;
       mine.waiting = true;
+      let timer: NodeJS.Timeout | undefined;
+      // Never longer than maxWaitMs in all: work that hangs (a row lock held elsewhere) must not
+      // keep a round's end unsigned. The checkpoint is then signed at once, as it was before.
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, maxWaitMs)));
+      let timedOut = false;
+      void late.then(() => (timedOut = true));
       try {
-        for (let pass = 0; pass < passes; pass++) {
+        for (let pass = 0; pass < passes && !timedOut; pass++) {
           const others = [...(running.get(studyId) ?? [])].filter(([key, e]) => key !== self && !e.waiting).map(([, e]) => e.settled);
           if (others.length === 0) return;
-          await Promise.all(others);
+          await Promise.race([Promise.all(others), late]);
         }
       } finally {
+        clearTimeout(timer);
         mine.waiting = false;
       }
     },

@@ -39,4 +39,29 @@ describe("a child's log file, read back only for the lines waited for (cli/child
     log.drain();
     expect(seen).toEqual([{ msg: 'process resources', peakRssMb: 12, cpuSeconds: 1.5 }]);
   });
+
+  it('reads a log larger than its chunk, and past a line too long to keep, to the line waited for', () => {
+    const file = join(dir, 'd.log');
+    const log = childLog(file);
+    const seen: unknown[] = [];
+    log.onLine('process resources', (l) => seen.push(l));
+    const filler = '{"msg":"update accepted","pad":"' + 'x'.repeat(200) + '"}\n';
+    writeFileSync(file, filler.repeat(15_000)); // ~3.3 MB: several chunks
+    appendFileSync(file, 'y'.repeat(3 << 20) + '\n'); // a 3 MB line: dropped, not kept
+    appendFileSync(file, '{"msg":"process resources","peakRssMb":1,"cpuSeconds":2}\n');
+    log.drain();
+    expect(seen).toEqual([{ msg: 'process resources', peakRssMb: 1, cpuSeconds: 2 }]);
+  });
+
+  it("the child's exit (drain) ends a wait's polling and its timer", async () => {
+    const file = join(dir, 'e.log');
+    writeFileSync(file, '');
+    const log = childLog(file);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    void log.waitFor('never', () => true, () => new Error('timeout'), 60_000);
+    expect(timers()).toBe(before + 2);
+    log.drain();
+    expect(timers()).toBe(before);
+  });
 });

@@ -6,10 +6,19 @@ import { findTaskViewsOf } from '../../coordinator/rounds/task-views.ts';
 import { defaultMeta, describeOnEachBackend, evaluation, tinyStudy, type Harness } from './harness.ts';
 
 // Every batched read counted with how many nodes it read for.
-const batches = vi.hoisted(() => ({ sizes: [] as number[] }));
+// `fail`: the next batched read throws; `swap`: it hands back its rows in reverse order.
+const batches = vi.hoisted(() => ({ sizes: [] as number[], fail: false, swap: false }));
 vi.mock('../../coordinator/rounds/task-views.ts', async (importOriginal) => {
   const original = await importOriginal<typeof import('../../coordinator/rounds/task-views.ts')>();
-  return { ...original, findTaskViewsOf: (...args: Parameters<typeof original.findTaskViewsOf>) => (batches.sizes.push(args[2].length), original.findTaskViewsOf(...args)) };
+  return {
+    ...original,
+    findTaskViewsOf: async (...args: Parameters<typeof original.findTaskViewsOf>) => {
+      batches.sizes.push(args[2].length);
+      if (batches.fail) throw new Error('the batched statement failed');
+      const rows = await original.findTaskViewsOf(...args);
+      return batches.swap ? rows.reverse().map((r, i) => ({ ...r, asked_index: i + 1 })) : rows;
+    },
+  };
 });
 
 const weights = (x: number) => encodeWeights([
@@ -71,5 +80,31 @@ describeOnEachBackend('task views looked up together', (run) => {
     expect(await Promise.all(asks.map((q) => findTaskView(h.built.db, studyId, q.nodeId, q.jurisdiction)))).toEqual(one);
     // A study that does not exist: no view for anyone, batched or not.
     expect(await Promise.all(asks.slice(0, 2).map((q) => findTaskView(h.built.db, 'study_nope', q.nodeId, q.jurisdiction)))).toEqual([undefined, undefined]);
+  });
+
+  run('a failed batch falls back to one lookup per node; a row is never handed to another node than the one it was read for', async (h) => {
+    const studyId = await h.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: 2, minNodesToStart: 2, roundDeadlineSeconds: 300, evaluationDeadlineSeconds: 60 }));
+    const [a, b] = [await h.enroll(studyId, 'a'), await h.enroll(studyId, 'b')];
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'fit' ? true : undefined));
+    expect((await h.submit(a, studyId, 1, weights(0.1), defaultMeta(100))).status).toBe(201);
+    const asks = [a.nodeId, b.nodeId];
+    const alone = [];
+    for (const id of asks) {
+      alone.push(await findTaskView(h.built.db, studyId, id));
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(alone[0]?.submitted).toBe(true);
+    expect(alone[1]?.submitted).toBe(false);
+    try {
+      batches.fail = true;
+      expect(await Promise.all(asks.map((id) => findTaskView(h.built.db, studyId, id)))).toEqual(alone);
+      batches.fail = false;
+      batches.swap = true;
+      const swapped = await Promise.allSettled(asks.map((id) => findTaskView(h.built.db, studyId, id)));
+      expect(swapped.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    } finally {
+      batches.fail = false;
+      batches.swap = false;
+    }
   });
 });

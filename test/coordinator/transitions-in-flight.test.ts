@@ -69,4 +69,26 @@ describe('transitions in flight (a round end checkpoint waits for the study work
     await waiter;
     expect(started).toBeLessThan(10);
   });
+
+  it('does not wait for work that hangs longer than its time bound', async () => {
+    const t = createTransitionsInFlight();
+    const never = gate();
+    void t.track('s', () => never.opened); // a transition stuck on a lock held elsewhere
+    const started = performance.now();
+    await t.track('s', (self) => t.othersSettled('s', self, 3, 150));
+    const waited = performance.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(140);
+    expect(waited).toBeLessThan(2000);
+    never.open();
+  });
+
+  it('a transition that throws at once is not left behind as running', async () => {
+    const t = createTransitionsInFlight();
+    expect(() => t.track('s', () => {
+      throw new Error('at once');
+    })).toThrow('at once');
+    const started = performance.now();
+    await t.track('s', (self) => t.othersSettled('s', self, 3, 1000));
+    expect(performance.now() - started).toBeLessThan(500);
+  });
 });

@@ -90,7 +90,7 @@ export function createRoundService(deps: {
   // Per study: the latest round this coordinator opened (and woke the nodes for), in memory.
   const openedHere = new Map<string, number>();
   const roundKey = (studyId: string, round: number) => `${studyId}/${round}`;
-  // Per study: the transitions running now, so a round's end checkpoint goes after them (transitions-in-flight.ts).
+  // Per study: the transitions and update intakes running now, so a round's end checkpoint goes after them (transitions-in-flight.ts).
   const transitions = createTransitionsInFlight();
 
   /**
@@ -134,10 +134,10 @@ export function createRoundService(deps: {
   /**
    * After round `aggregated` aggregated, or was advanced again still evaluating ('with-next-fit'):
    * opens the next round if it may (which wakes the study's watchers); wakes them anyway if not,
-   * since the aggregated round's
-   * evaluation tasks are due either way, unless this coordinator already opened a later round:
-   * that opening woke them and its fit tasks carry the evaluation (issue 13: the previous round's
-   * completion often opens it first, and the second wake cost every waiting node an empty lookup).
+   * since the aggregated round's evaluation tasks are due either way, unless this coordinator
+   * already opened a later round: that opening woke them and its fit tasks carry the evaluation
+   * (issue 13: the previous round's completion often opens it first, and the second wake cost
+   * every waiting node an empty lookup).
    */
   async function openOrNotify(studyId: string, aggregated: number): Promise<void> {
     try {

@@ -336,14 +336,27 @@ export function createRoundService(deps: {
       // find nothing (issue 13: one task view a node-round, not two). A change made on another
       // replica wakes no wait here in any case; the node's next poll finds it.
       let skipLook = after === 'update' && lastLooks.get(node.id) === events.taskChangeCount(node.studyId);
+      let rechecked = false;
       for (;;) {
         // Subscribe before looking, so a change between the look and the wait is not missed.
         const subscription = events.subscribe(node.studyId, 'tasks');
         try {
           lastLooks.set(node.id, events.taskChangeCount(node.studyId));
           if (skipLook) skippedLook(node);
+          // A transition running before the look or after it may have run between its statements.
+          const transitionBefore = transitions.busy(node.studyId);
           const { task, running } = skipLook ? { task: undefined, running: true } : await findTask(machine, node);
           skipLook = false;
+          // Under 'with-next-fit' a round's fit close and the next round's opening are two
+          // transactions. Looked at between them, a participant of the next round would take the
+          // closed round's evaluation as a task of its own, though the next fit task carries it
+          // (one request, not two). Such a look waits for the study's transitions, once, and looks
+          // again; a node that is in no next round then gets the same evaluation a moment later.
+          if (task?.kind === 'evaluate' && !rechecked && pipelined(task.config) && (transitionBefore || transitions.busy(node.studyId))) {
+            rechecked = true;
+            await transitions.allSettled(node.studyId);
+            continue;
+          }
           const left = until - Date.now();
           if (task || left <= 0 || signal?.aborted || events.stopped) return task;
           if (!running) return undefined;

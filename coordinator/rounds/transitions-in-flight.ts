@@ -45,6 +45,20 @@ export function createTransitionsInFlight() {
       return result;
     },
 
+    /** Whether any transition or update intake of the study is running now. */
+    busy(studyId: string): boolean {
+      return running.has(studyId);
+    },
+
+    /** Settles once all of the study's work running now has settled, or after `maxWaitMs`. For callers that are not work in flight themselves. */
+    async allSettled(studyId: string, maxWaitMs = MAX_WAIT_MS): Promise<void> {
+      const now = [...(running.get(studyId)?.values() ?? [])].map((e) => e.settled);
+      if (now.length === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(now), new Promise<void>((resolve) => (timer = setTimeout(resolve, maxWaitMs)))]);
+      clearTimeout(timer);
+    },
+
     /**
      * Settles once the study's work running now (transitions, update intakes), other than `self`
      * and transitions waiting here themselves, has settled; then once more for what that work

@@ -91,4 +91,28 @@ describe('transitions in flight (a round end checkpoint waits for the study work
     await t.track('s', (self) => t.othersSettled('s', self, 3, 1000));
     expect(performance.now() - started).toBeLessThan(500);
   });
+  it('busy while any work of the study runs; allSettled waits for all of it, other studies not, within its bound', async () => {
+    const t = createTransitionsInFlight();
+    expect(t.busy('s')).toBe(false);
+    const a = gate();
+    const b = gate();
+    const other = gate();
+    let ended = 0;
+    void t.track('s', () => a.opened).then(() => ended++);
+    void t.track('s', () => b.opened).then(() => ended++);
+    void t.track('o', () => other.opened);
+    expect(t.busy('s')).toBe(true);
+    const settled = t.allSettled('s').then(() => ended);
+    a.open();
+    await Promise.resolve();
+    expect(t.busy('s')).toBe(true);
+    b.open();
+    expect(await settled).toBe(2);
+    expect(t.busy('s')).toBe(false);
+    expect(t.busy('o')).toBe(true);
+    const started = performance.now();
+    await t.allSettled('o', 100);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(90);
+    other.open();
+  });
 });

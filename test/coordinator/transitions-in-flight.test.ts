@@ -102,9 +102,11 @@ describe('transitions in flight (a round end checkpoint waits for the study work
     void t.track('s', () => b.opened).then(() => ended++);
     void t.track('o', () => other.opened);
     expect(t.busy('s')).toBe(true);
-    const settled = t.allSettled('s').then(() => ended);
+    let done = false;
+    const settled = t.allSettled('s').then(() => ((done = true), ended));
     a.open();
-    await Promise.resolve();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(done).toBe(false);
     expect(t.busy('s')).toBe(true);
     b.open();
     expect(await settled).toBe(2);

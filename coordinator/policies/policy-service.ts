@@ -14,8 +14,26 @@ import { findNodePolicy, findPolicyVersion, insertPolicy, latestPolicyVersion, l
 export async function latestPolicies(db: Db | Transaction<Database>): Promise<Map<string, PolicyProfile>> {
   const rows = await listPolicyVersionsLatestFirst(db);
   const out = new Map<string, PolicyProfile>();
-  for (const r of rows) if (!out.has(r.jurisdiction)) out.set(r.jurisdiction, PolicyProfile.parse(r.profile));
+  for (const r of rows) if (!out.has(r.jurisdiction)) out.set(r.jurisdiction, parsedProfile(r.jurisdiction, r.version, r.profile));
   return out;
+}
+
+/**
+ * A stored profile, parsed once per jurisdiction and version: a version is never changed once
+ * published (a change is a new version), and every round's opening reads the latest ones (issue
+ * 13: the parse was a round's largest zod cost after the status). Keyed by the stored JSON too,
+ * so a row that differs (another database in the same process: tests) is parsed afresh.
+ */
+const parsedProfiles = new Map<string, { json: string; profile: PolicyProfile }>();
+function parsedProfile(jurisdiction: string, version: number, stored: unknown): PolicyProfile {
+  const key = `${jurisdiction}\u0000${version}`;
+  const json = JSON.stringify(stored);
+  const hit = parsedProfiles.get(key);
+  if (hit && hit.json === json) return hit.profile;
+  const profile = PolicyProfile.parse(stored);
+  if (parsedProfiles.size > 1000) parsedProfiles.clear();
+  parsedProfiles.set(key, { json, profile });
+  return profile;
 }
 
 /**

@@ -275,8 +275,12 @@ function createModelStore(db: Db) {
   return { getConfig, getModel, getModelWeights };
 }
 
-/** A study's status: state, nodes, and a summary of each round. */
-async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
+/**
+ * A study's status: state, nodes, and a summary of each round. The config is the study's cached
+ * parse (it never changes once written): the dashboard and the demo long-poll this once or twice
+ * a round, and parsing the stored config each time was most of the coordinator's zod time.
+ */
+async function studyStatus(db: Db, studyId: string, getConfig: (studyId: string) => Promise<StudyConfig>): Promise<StudyStatus> {
   const rows = await findStudyStatusRows(db, studyId);
   if (!rows) throw new NotFoundError(`study ${studyId} does not exist`);
   const { study, rounds } = rows;
@@ -307,7 +311,7 @@ async function studyStatus(db: Db, studyId: string): Promise<StudyStatus> {
     ...stopFields(study),
     currentRound: study.current_round,
     latestModelVersion: study.latest_model_version,
-    config: StudyConfig.parse(study.config),
+    config: await getConfig(studyId),
     nodes: nodes.map((n) => ({ id: n.id, name: n.name, region: n.region, state: n.state, message: n.state_message })),
     rounds: summaries,
   };
@@ -335,7 +339,7 @@ async function roundDetail(db: Db, studyId: string, round: number) {
 
 /** Reads of a study's state: its status, its rounds, and what each role may see of them. */
 function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyConfig>) {
-  const getStatus = (studyId: string) => studyStatus(db, studyId);
+  const getStatus = (studyId: string) => studyStatus(db, studyId, getConfig);
   const getRound = (studyId: string, round: number) => roundDetail(db, studyId, round);
 
   return {

@@ -1,5 +1,6 @@
 import { sql, type Insertable } from 'kysely';
 import type { Db } from '../db/database.ts';
+import { compiledOnce } from '../db/compiled-once.ts';
 import type { Database } from '../db/schema.ts';
 
 /**
@@ -19,25 +20,35 @@ export async function findStudyRow(db: Db, studyId: string) {
  * without the rounds' accumulator and server state. Undefined when there is no such study.
  */
 export async function findStudyStatusRows(db: Db, studyId: string) {
-  const study = await db
-    .selectFrom('studies as s')
-    .selectAll('s')
-    .select(sql<StatusNodeRow[]>`coalesce((select json_agg(json_build_object('id', n.id, 'name', n.name, 'region', n.region, 'state', n.state, 'state_message', n.state_message) order by n.name) from nodes n where n.study_id = s.id), '[]')`.as('nodes'))
-    .where('s.id', '=', studyId)
-    .executeTakeFirst();
+  const [study] = await statusStudyQuery(db, { studyId });
   if (!study) return undefined;
-  const rounds = await db
+  const rounds = await statusRoundsQuery(db, { studyId });
+  return { study, rounds };
+}
+
+// Compiled once (db/compiled-once.ts): the status is long-polled once or twice a round by every
+// follower (the demo, `fedmark study watch`, the dashboard), and kysely building these two was a
+// round's largest query-building cost. The study's config is not read: the status takes the
+// study's cached parse of it (study-service.ts).
+const statusStudyQuery = compiledOnce((db, a: { studyId: string }) =>
+  db
+    .selectFrom('studies as s')
+    .select(['s.id', 's.name', 's.state', 's.current_round', 's.latest_model_version', 's.stop_reason', 's.stopped_by', 's.stopped_at'])
+    .select(sql<StatusNodeRow[]>`coalesce((select json_agg(json_build_object('id', n.id, 'name', n.name, 'region', n.region, 'state', n.state, 'state_message', n.state_message) order by n.name) from nodes n where n.study_id = s.id), '[]')`.as('nodes'))
+    .where('s.id', '=', a.studyId),
+);
+
+const statusRoundsQuery = compiledOnce((db, a: { studyId: string }) =>
+  db
     .selectFrom('rounds as r')
     .select(['r.round', 'r.phase', 'r.participants', 'r.num_examples', 'r.mean_loss', 'r.validation_auc', 'r.validation_loss', 'r.validation_metrics', 'r.personalized_metrics', 'r.personalized_nodes', 'r.global_on_personalized_metrics', 'r.failure_reason', 'r.started_at', 'r.closed_at'])
     .select((eb) => [
       eb.selectFrom('models as m').select('m.sha256').whereRef('m.study_id', '=', 'r.study_id').whereRef('m.version', '=', 'r.round').as('model_sha256'),
       eb.selectFrom('updates as u').select((e) => e.fn.countAll<number>().as('n')).whereRef('u.study_id', '=', 'r.study_id').whereRef('u.round', '=', 'r.round').as('updates_received'),
     ])
-    .where('r.study_id', '=', studyId)
-    .orderBy('r.round')
-    .execute();
-  return { study, rounds };
-}
+    .where('r.study_id', '=', a.studyId)
+    .orderBy('r.round'),
+);
 
 /** A study's node as its status lists it. */
 export interface StatusNodeRow {

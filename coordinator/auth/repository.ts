@@ -1,5 +1,6 @@
-import { sql, type Insertable } from 'kysely';
+import type { Insertable } from 'kysely';
 import type { Db } from '../db/database.ts';
+import { sqlOnce } from '../db/compiled-once.ts';
 import type { Database } from '../db/schema.ts';
 
 /**
@@ -59,7 +60,8 @@ export interface NodeAtNonce {
  * when there is no such node.
  */
 export async function recordNonceForActiveNode(db: Db, nodeId: string, fingerprint: string, nonce: string): Promise<NodeAtNonce | undefined> {
-  const { rows } = await sql<NodeAtNonce>`
+  // sqlOnce: its text joined once (db/compiled-once.ts); every signed request runs it.
+  const { rows } = await sqlOnce<NodeAtNonce>`
     with n as (
       select id, study_id, name, region, state, public_key, key_fingerprint, revoked_at, jurisdiction from nodes where id = ${nodeId}
     ), ins as (

@@ -14,7 +14,7 @@ import { studyTensorSpecs } from '../studies/study-service.ts';
 import { aggregationWeight, boundUpdate, checkEvaluationCount, checkUpdateCount, declaredRowsOf, type BoundedUpdate } from './claims.ts';
 import { evaluationStatsOf, expectedResidualClip } from './evaluation-pooling.ts';
 import { recommendEvaluationNoiseStd } from '../../protocols/privacy/noised-recommend.ts';
-import { insertEvaluation, lockIntakeRound, readEvaluationIntake, readUpdateIntake, recordUpdate, type IntakeRound, type PreviousUpdate } from './round-repository.ts';
+import { insertEvaluationReport, lockIntakeRound, readEvaluationIntake, readUpdateIntake, recordUpdate, type IntakeRound, type PreviousUpdate } from './round-repository.ts';
 import { TRAINING_STATES, type RoundDeps } from './round-state.ts';
 import { foldedFrame, foldStored, forgetFold, persistsRunningState, roundFold } from './fold-cache.ts';
 import { evaluationStates } from './close-evaluation.ts';
@@ -184,7 +184,7 @@ export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode,
     const declared = declaredRowsOf(statusRows, update.meta as UpdateMeta);
     checkEvaluationCount(config, report, declared);
     checkPersonalizedCount(config, report, declared);
-    await insertEvaluation(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
+    await insertEvaluationReport(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
     await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
     // All in: every other node that trained has evaluated, or can no longer (read with the intake; see advanceRound).
     return awaitedOthers === 0 ? 'all-in' : true;

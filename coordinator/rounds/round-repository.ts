@@ -2,7 +2,7 @@ import type { Insertable, Selectable, Transaction, Updateable } from 'kysely';
 import { sql } from 'kysely';
 import { jsonObjectFrom } from 'kysely/helpers/postgres';
 import type { Db } from '../db/database.ts';
-import { compiledOnce } from '../db/compiled-once.ts';
+import { compiledOnce, sqlOnce } from '../db/compiled-once.ts';
 import type { Database, RoundsTable, StudiesTable } from '../db/schema.ts';
 import { isPglite } from '../db/migrations/20261129_0009_app_role.ts';
 import { createTaskViewBatcher, findTaskViewsOf } from './task-views.ts';
@@ -319,13 +319,13 @@ export type PreviousUpdate = { sha256: string; bytes: number; meta: unknown; acc
  */
 export async function readUpdateIntake(tx: Db, input: { studyId: string; round: number; nodeId: string; participants: string[]; allowed: ReadonlySet<string> }) {
   const { studyId, round, nodeId } = input;
-  const query = sql<{ state: string; status_rows: unknown; sha256: string | null; bytes: number | null; meta: unknown; accepted_at: Date | string | null; kept_node_ids: string[] | null; awaited_others: number | string }>`
+  const query = sqlOnce<{ state: string; status_rows: unknown; sha256: string | null; bytes: number | null; meta: unknown; accepted_at: Date | string | null; kept_node_ids: string[] | null; awaited_others: number | string }>`
     select n.state, n.data_report -> 'rows' as status_rows, u.sha256, u.bytes, u.meta, u.accepted_at,
       (select array_agg(k.node_id order by k.seq) from round_kept_updates k where k.study_id = ${studyId} and k.round = ${round}) as kept_node_ids,
-      (select count(*) from unnest(${sql.val(input.participants)}::text[]) as p(id) left join nodes pn on pn.id = p.id
+      (select count(*) from unnest(${input.participants}::text[]) as p(id) left join nodes pn on pn.id = p.id
         where p.id <> n.id
           and not exists (select from updates w where w.study_id = ${studyId} and w.round = ${round} and w.node_id = p.id)
-          and (pn.state is null or pn.state = any(${sql.val([...input.allowed])}::text[]))) as awaited_others
+          and (pn.state is null or pn.state = any(${[...input.allowed]}::text[]))) as awaited_others
     from nodes n left join updates u on u.study_id = ${studyId} and u.round = ${round} and u.node_id = n.id
     where n.id = ${nodeId}`;
   const { rows } = await query.execute(tx);
@@ -344,13 +344,13 @@ export async function readUpdateIntake(tx: Db, input: { studyId: string; round: 
  */
 export async function readEvaluationIntake(tx: Db, input: { studyId: string; round: number; nodeId: string; allowed: ReadonlySet<string> }) {
   const { studyId, round, nodeId } = input;
-  const query = sql<{ status_rows: unknown; trained: boolean; update_meta: unknown; evaluated: boolean; histogram: unknown; stats: unknown; num_examples: number; loss: number | null; personalized_stats: unknown; awaited_others: number | string }>`
+  const query = sqlOnce<{ status_rows: unknown; trained: boolean; update_meta: unknown; evaluated: boolean; histogram: unknown; stats: unknown; num_examples: number; loss: number | null; personalized_stats: unknown; awaited_others: number | string }>`
     select n.data_report -> 'rows' as status_rows, u.node_id is not null as trained, u.meta as update_meta,
       e.node_id is not null as evaluated, e.histogram, e.stats, e.num_examples, e.loss, e.personalized_stats,
       (select count(*) from updates w left join nodes wn on wn.id = w.node_id
         where w.study_id = ${studyId} and w.round = ${round} and w.node_id <> n.id
           and not exists (select from evaluations x where x.study_id = w.study_id and x.round = w.round and x.node_id = w.node_id)
-          and (wn.state is null or wn.state = any(${sql.val([...input.allowed])}::text[]))) as awaited_others
+          and (wn.state is null or wn.state = any(${[...input.allowed]}::text[]))) as awaited_others
     from nodes n
       left join updates u on u.study_id = ${studyId} and u.round = ${round} and u.node_id = n.id
       left join evaluations e on e.study_id = ${studyId} and e.round = ${round} and e.node_id = n.id
@@ -372,6 +372,21 @@ const numberOrUndefined = (v: unknown): number | undefined => (typeof v === 'num
  */
 export async function recordUpdate(tx: Db, input: { update: Insertable<Database['updates']>; at: Date; kept?: { seq: number; bytes: Uint8Array; weight: number }; accumulator?: Uint8Array }): Promise<void> {
   const u = input.update;
+  // The two forms storeUpdate writes, each one text joined once (sqlOnce, db/compiled-once.ts).
+  if (input.kept && !input.accumulator) {
+    await sqlOnce`with seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id}),
+      kept as (insert into round_kept_updates (study_id, round, seq, node_id, weights, weight) values (${u.study_id}, ${u.round}, ${input.kept.seq}, ${u.node_id}, ${input.kept.bytes}, ${input.kept.weight}))
+      insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
+      values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
+    return;
+  }
+  if (input.accumulator && !input.kept) {
+    await sqlOnce`with seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id}),
+      state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})
+      insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
+      values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
+    return;
+  }
   const writes = [sql`seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id})`];
   if (input.kept) writes.push(sql`kept as (insert into round_kept_updates (study_id, round, seq, node_id, weights, weight) values (${u.study_id}, ${u.round}, ${input.kept.seq}, ${u.node_id}, ${input.kept.bytes}, ${input.kept.weight}))`);
   if (input.accumulator) writes.push(sql`state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})`);
@@ -407,6 +422,12 @@ export async function listRoundEvaluations(db: Db, studyId: string, round: numbe
 
 export async function insertEvaluation(tx: Db, row: Insertable<Database['evaluations']>): Promise<void> {
   await tx.insertInto('evaluations').values(row).execute();
+}
+
+/** A node's evaluation report as the intake stores it, every column given (sqlOnce: its text joined once). */
+export async function insertEvaluationReport(tx: Db, row: { study_id: string; round: number; node_id: string; num_examples: number; loss: number | null; histogram: null; stats: string; personalized_stats: string | null; personalized_num_examples: number | null }): Promise<void> {
+  await sqlOnce`insert into evaluations (study_id, round, node_id, num_examples, loss, histogram, stats, personalized_stats, personalized_num_examples)
+    values (${row.study_id}, ${row.round}, ${row.node_id}, ${row.num_examples}, ${row.loss}, ${row.histogram}, ${row.stats}, ${row.personalized_stats}, ${row.personalized_num_examples})`.execute(tx);
 }
 
 // ---- the study, its nodes and its models, as the round machine needs them ----------------------

@@ -1,7 +1,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PGliteDialect, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compiledOnce } from '../../coordinator/db/compiled-once.ts';
+import { compiledOnce, sqlOnce } from '../../coordinator/db/compiled-once.ts';
 import type { Db } from '../../coordinator/db/database.ts';
 
 /**
@@ -77,5 +77,19 @@ describe('queries compiled once', () => {
     await expect(concatenated(db, { studyId: 's' })).rejects.toThrow(/computed from an argument/);
     const leftOut = compiledOnce((d, _a: { studyId: string; round: number }) => d.selectFrom('rounds').select('round').where('study_id', '=', _a.studyId));
     await expect(leftOut(db, { studyId: 's1', round: 1 })).rejects.toThrow(/round did not reach the parameters/);
+  });
+  it('sqlOnce: the text and parameters kysely\'s sql compiles to, joined once per call site, the same rows; SQL values refused', async () => {
+    const run = (studyId: string, phases: string[]) => sqlOnce<{ round: number; phase: string }>`select round, phase from rounds where study_id = ${studyId} and phase = any(${phases}::text[]) order by round`;
+    const reference = (studyId: string, phases: string[]) => sql<{ round: number; phase: string }>`select round, phase from rounds where study_id = ${studyId} and phase = any(${phases}::text[]) order by round`;
+    compiled.length = 0;
+    for (const [studyId, phases] of [['s1', ['fit', 'evaluate']], ['s1', ['completed']], ["it's", ['fit']], ['nobody', []]] as const) {
+      expect((await run(studyId, [...phases]).execute(db)).rows).toEqual((await reference(studyId, [...phases]).execute(db)).rows);
+    }
+    const texts = [...new Set(compiled)];
+    expect(texts).toHaveLength(1);
+    expect(texts[0]).toBe(reference('s1', []).compile(db).sql);
+    const written = sqlOnce`update rounds set phase = ${'fit'} where study_id = ${'s2'} and round = ${1}`;
+    expect(Number((await written.execute(db)).numAffectedRows)).toBe(1);
+    await expect(sqlOnce`select round from rounds where ${sql.ref('study_id')} = ${'s1'}`.execute(db)).rejects.toThrow(/a value is SQL/);
   });
 });

@@ -33,7 +33,7 @@
  * checks both directions against OpenPGP.js, and that no mutated message opens here that
  * OpenPGP.js refuses.
  */
-import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import * as openpgp from 'openpgp';
 import type { PrivateKey, PublicKey } from 'openpgp';
 import { signNatively } from './native-sign.ts';
@@ -127,11 +127,31 @@ function sessionKeyChecksum(key: Uint8Array): number {
   return sum;
 }
 
+/** PKCS #8 and SPKI DER of an X25519 key without its 32 key bytes (RFC 8410 section 7 and 4). */
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+
+/**
+ * A fresh X25519 key pair: 32 random bytes as the private key, its public u read from the SPKI
+ * DER. Not generateKeyPairSync + export as JWK: on Node 20 that deadlocked a node process in the
+ * demo (2026-12-04, gdb: KeyObjectHandle::ExportJWK holds the key's mutex while allocating the JWK
+ * strings; the allocation ran a GC, whose weak callback destroyed the finished KeyGenJob of that
+ * same key, whose destructor waits for that mutex: the process hung in futex_wait for good, and the
+ * study waited for its round deadlines). No key generation job exists here, so there is none to
+ * destroy. Any 32 bytes are an X25519 private key (RFC 7748 section 5 clamps them when used).
+ */
+function ephemeralX25519(): { privateKey: KeyObject; u: Buffer } {
+  const privateKey = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, randomBytes(32)]), format: 'der', type: 'pkcs8' });
+  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+  if (spki.length !== X25519_SPKI_PREFIX.length + 32 || !spki.subarray(0, X25519_SPKI_PREFIX.length).equals(X25519_SPKI_PREFIX)) throw new Error('unexpected X25519 SPKI encoding');
+  return { privateKey, u: Buffer.from(spki.subarray(X25519_SPKI_PREFIX.length)) };
+}
+
 /** PKESK v3 to `recipient` carrying the AES-256 `sessionKey`. */
 function publicKeyEncryptedSessionKey(recipient: EcdhKey, sessionKey: Buffer): Buffer {
-  const ephemeral = generateKeyPairSync('x25519');
+  const ephemeral = ephemeralX25519();
   const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519Public(recipient.q) }); // throws for a low-order key: sealNatively says null
-  const ephemeralU = Buffer.from(ephemeral.publicKey.export({ format: 'jwk' }).x as string, 'base64url');
+  const ephemeralU = ephemeral.u;
   const checksum = sessionKeyChecksum(sessionKey);
   const m = Buffer.concat([Buffer.from([SESSION_CIPHER]), sessionKey, Buffer.from([checksum >> 8, checksum & 0xff])]);
   const pad = 8 - (m.length % 8);

@@ -2,6 +2,7 @@
  * native-seal.ts against OpenPGP.js: what is sealed natively opens with OpenPGP.js (signature
  * verified), what OpenPGP.js seals opens natively, and no mutated or foreign message opens natively.
  */
+import { createHook } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import * as openpgp from 'openpgp';
@@ -55,6 +56,19 @@ describe('sealNatively', () => {
       const bytes = randomBytes(size);
       expect(Buffer.from(await openedByOpenPgp(await sealedNatively(bytes))).equals(bytes), `size ${size}`).toBe(true);
     }
+  });
+
+  it('creates no key generation job: its ephemeral X25519 key is made from random bytes (generateKeyPairSync + JWK export deadlocked a node on Node 20)', async () => {
+    // Warm: the first seal may load keys lazily.
+    await sealedNatively(randomBytes(100));
+    const types: string[] = [];
+    const hook = createHook({ init: (_id, type) => void types.push(type) }).enable();
+    try {
+      for (let i = 0; i < 3; i++) await sealedNatively(randomBytes(100));
+    } finally {
+      hook.disable();
+    }
+    expect(types.filter((t) => t.includes('KEYPAIRGEN'))).toEqual([]);
   });
 
   it('random updates round-trip through OpenPGP.js (fast-check)', async () => {

@@ -127,24 +127,23 @@ function sessionKeyChecksum(key: Uint8Array): number {
   return sum;
 }
 
-/** PKCS #8 and SPKI DER of an X25519 key without its 32 key bytes (RFC 8410 section 7 and 4). */
-const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+/** The u of X25519's base point (RFC 7748 section 4.1), base64url: the placeholder `x` of an imported private key. */
+const X25519_BASE_X = Buffer.concat([Buffer.from([9]), Buffer.alloc(31)]).toString('base64url');
 
 /**
- * A fresh X25519 key pair: 32 random bytes as the private key, its public u read from the SPKI
- * DER. Not generateKeyPairSync + export as JWK: on Node 20 that deadlocked a node process in the
- * demo (2026-12-04, gdb: KeyObjectHandle::ExportJWK holds the key's mutex while allocating the JWK
- * strings; the allocation ran a GC, whose weak callback destroyed the finished KeyGenJob of that
- * same key, whose destructor waits for that mutex: the process hung in futex_wait for good, and the
- * study waited for its round deadlines). No key generation job exists here, so there is none to
- * destroy. Any 32 bytes are an X25519 private key (RFC 7748 section 5 clamps them when used).
+ * A fresh X25519 key pair: 32 random bytes imported as the private key (JWK: Node 20 reads `d`
+ * alone for a private OKP key, and requires an `x`, here the base point's), its public u derived
+ * from it by OpenSSL. Not generateKeyPairSync + a JWK export: on Node 20 that deadlocked a node
+ * process in the demo (2026-12-04, gdb: KeyObjectHandle::ExportJWK holds the key's mutex while it
+ * allocates the JWK strings; the allocation ran a GC, whose weak callback destroyed the finished
+ * KeyGenJob of that same key, whose destructor waits for that mutex: the process hung in
+ * futex_wait for good, and the study waited for its round deadlines). No key generation job exists
+ * here, so there is none to destroy. Any 32 bytes are an X25519 private key (RFC 7748 section 5
+ * clamps them when used). 0.06 ms, as the generation was (a PKCS #8 DER import took 0.5 ms).
  */
 function ephemeralX25519(): { privateKey: KeyObject; u: Buffer } {
-  const privateKey = createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, randomBytes(32)]), format: 'der', type: 'pkcs8' });
-  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
-  if (spki.length !== X25519_SPKI_PREFIX.length + 32 || !spki.subarray(0, X25519_SPKI_PREFIX.length).equals(X25519_SPKI_PREFIX)) throw new Error('unexpected X25519 SPKI encoding');
-  return { privateKey, u: Buffer.from(spki.subarray(X25519_SPKI_PREFIX.length)) };
+  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: randomBytes(32).toString('base64url'), x: X25519_BASE_X }, format: 'jwk' });
+  return { privateKey, u: Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x as string, 'base64url') };
 }
 
 /** PKESK v3 to `recipient` carrying the AES-256 `sessionKey`. */

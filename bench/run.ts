@@ -18,6 +18,7 @@ import { speedRows, speedTableCells, SPEED_TABLE_HEADER } from './speed-table.ts
 import { benchScale } from './scale-bench.ts';
 import { benchDemo } from './sim/demo-run.ts';
 import { compareFlower } from './compare-flower.ts';
+import { pgliteProtocolBench } from './pglite-protocol-bench.ts';
 import { trainBench, trainBenchRatios } from './train-bench.ts';
 import { cryptoRequestBench } from './crypto-request-bench.ts';
 import { privacyUtility } from './privacy-utility.ts';
@@ -31,7 +32,7 @@ import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
-const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto', 'transport'] as const;
+const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto', 'transport', 'pglite'] as const;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' } }, allowPositionals: true });
 const wanted = new Set<string>(values.only ? values.only.split(',') : SECTIONS);
@@ -113,6 +114,13 @@ if (wanted.has('training')) {
   else process.env.FEDMARK_TRAINER = savedTrainer;
   table('Local training throughput, TensorFlow.js trainer per backend (shipped churn data, MLP, batch 32, median of 3)', ['backend', 'samples/s', 'note'], rows.map((r) => [String(r.backend), r.available ? Math.round(r.samplesPerSecond as number) : '-', r.available ? '' : String(r.reason).slice(0, 60)]));
   await initBackend('wasm');
+}
+
+if (wanted.has('pglite')) {
+  // Issue 13: a prepared execution on PGlite, its own message path against pglite-protocol.ts (bench/pglite-protocol-bench.ts).
+  const rows = await pgliteProtocolBench({ executions: values.quick ? 300 : 2000 });
+  results.pgliteProtocol = rows;
+  table('PGlite prepared execution: PGlite\'s message path vs pglite-protocol.ts (ms per execution, median of 5 alternating blocks)', ['statement', 'PGlite ms', 'ours ms', 'ratio'], rows.map((r) => [r.statement, r.pgliteMs, r.oursMs, r.ratio]));
 }
 
 if (wanted.has('trainers')) {

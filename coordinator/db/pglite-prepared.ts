@@ -116,7 +116,11 @@ export function usePreparedStatements(pglite: PGlite): PreparedStats {
       if (value === null || value === undefined) return null;
       const serializer = pg.serializers[statement!.types[i]];
       const serialized = serializer ? serializer(value) : String(value);
-      return typeof serialized === 'string' || serialized instanceof Uint8Array ? serialized : String(serialized);
+      if (typeof serialized === 'string' || serialized instanceof Uint8Array) return serialized;
+      // Bytes in any other form are bound as binary too, as pg-protocol binds them.
+      if (ArrayBuffer.isView(serialized)) return new Uint8Array(serialized.buffer, serialized.byteOffset, serialized.byteLength);
+      if (serialized instanceof ArrayBuffer) return new Uint8Array(serialized);
+      return String(serialized);
     });
     // Written and read by hand (pglite-protocol.ts): the raw answer, not PGlite's message objects.
     const chunks: Uint8Array[] = [];

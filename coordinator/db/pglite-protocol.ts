@@ -57,9 +57,10 @@ export function executeMessage(statement: string, values: readonly WireValue[]):
   out[p++] = 0; // unnamed portal
   p += out.write(statement, p, 'utf8');
   out[p++] = 0;
-  p = out.writeInt16BE(n, p);
+  // Counts are unsigned 16-bit, as pg-protocol writes them (PostgreSQL takes up to 65535 parameters).
+  p = out.writeUInt16BE(n, p);
   for (let i = 0; i < n; i++) p = out.writeInt16BE(values[i] !== null && typeof values[i] !== 'string' ? BINARY : TEXT, p);
-  p = out.writeInt16BE(n, p);
+  p = out.writeUInt16BE(n, p);
   for (let i = 0; i < n; i++) {
     const v = values[i];
     p = out.writeInt32BE(sizes[i], p);
@@ -91,10 +92,15 @@ export function readExecution<T>(answer: Uint8Array, parsers: Record<number | st
   let fields: Array<{ name: string; dataTypeID: number }> = [];
   let rows: Record<string, unknown>[] = [];
   let result: Results<T> | undefined;
+  let protoColumn = false;
   let error: Error | undefined;
-  for (let at = 0; at + 5 <= buf.length; ) {
+  for (let at = 0; at < buf.length; ) {
+    if (at + 5 > buf.length) throw new Error(`PGlite answer: a message header at ${at} runs past the ${buf.length} bytes received`);
     const code = buf[at];
-    const end = at + 1 + buf.readInt32BE(at + 1);
+    const length = buf.readInt32BE(at + 1);
+    const end = at + 1 + length;
+    // The backend is PGlite's own, in this process; a message it cut short is still refused, not read past.
+    if (length < 4 || end > buf.length) throw new Error(`PGlite answer: message '${String.fromCharCode(code)}' of length ${length} at ${at} runs past the ${buf.length} bytes received`);
     let p = at + 5;
     switch (code) {
       case 0x54: {
@@ -106,13 +112,14 @@ export function readExecution<T>(answer: Uint8Array, parsers: Record<number | st
         columnParsers = new Array(count);
         fields = new Array(count);
         for (let i = 0; i < count; i++) {
-          const nul = buf.indexOf(0, p);
+          const nul = nulBefore(buf, p, end);
           names[i] = buf.toString('utf8', p, nul);
           types[i] = buf.readInt32BE(nul + 7);
           columnParsers[i] = parsers[types[i]];
           fields[i] = { name: names[i], dataTypeID: types[i] };
           p = nul + 19;
         }
+        protoColumn = names.includes('__proto__');
         break;
       }
       case 0x44: {
@@ -127,17 +134,19 @@ export function readExecution<T>(answer: Uint8Array, parsers: Record<number | st
             row[names[i]] = null;
             continue;
           }
-          const text = buf.toString('utf8', p, p + length);
+          // A leading byte order mark is dropped, as PGlite's TextDecoder drops it.
+          const text = buf.toString('utf8', length >= 3 && buf[p] === 0xef && buf[p + 1] === 0xbb && buf[p + 2] === 0xbf ? p + 3 : p, p + length);
           p += length;
           const parse = columnParsers[i];
           row[names[i]] = parse ? parse(text, types[i]) : text;
         }
-        rows.push(row);
+        // A column named __proto__ set the prototype above; PGlite's Object.fromEntries makes it a field.
+        rows.push(protoColumn ? Object.fromEntries(names.map((name, i) => [name, name === '__proto__' ? protoValue(buf, at + 7, types[i], columnParsers[i], i) : row[name]])) : row);
         break;
       }
       case 0x43: {
         // CommandComplete: "SELECT 2", "INSERT 0 5", "UPDATE 3", ...; PGlite's parseResults reads it so
-        const text = buf.toString('utf8', p, buf.indexOf(0, p));
+        const text = buf.toString('utf8', p, nulBefore(buf, p, end));
         const parts = text.split(' ');
         const command = parts[0];
         const rowCount = parseInt(parts[parts.length - 1], 10);
@@ -160,12 +169,29 @@ export function readExecution<T>(answer: Uint8Array, parsers: Record<number | st
   return result ?? ({ rows: [], fields: [], affectedRows: 0 } as Results<T>);
 }
 
+/** Column `index`'s value in the DataRow whose fields start at `from` (the rare __proto__ column, read again). */
+function protoValue(buf: Buffer, from: number, type: number, parse: Parser | undefined, index: number): unknown {
+  let p = from;
+  for (let i = 0; i < index; i++) p += 4 + Math.max(buf.readInt32BE(p), 0);
+  const length = buf.readInt32BE(p);
+  if (length < 0) return null;
+  const text = buf.toString('utf8', p + 4, p + 4 + length);
+  return parse ? parse(text, type) : text;
+}
+
+/** The NUL ending the C string at `from`, within its message; throws when the message has none. */
+function nulBefore(buf: Buffer, from: number, end: number): number {
+  const nul = buf.indexOf(0, from);
+  if (nul < 0 || nul >= end) throw new Error(`PGlite answer: a string at ${from} is not terminated within its message`);
+  return nul;
+}
+
 function readError(buf: Buffer, from: number, end: number, DatabaseError: DatabaseErrorClass): Error {
   const values: Record<string, string> = {};
   let p = from;
   while (p < end && buf[p] !== 0) {
     const type = String.fromCharCode(buf[p]);
-    const nul = buf.indexOf(0, p + 1);
+    const nul = nulBefore(buf, p + 1, end);
     values[type] = buf.toString('utf8', p + 1, nul);
     p = nul + 1;
   }

@@ -343,8 +343,10 @@ export function createRoundService(deps: {
         try {
           lastLooks.set(node.id, events.taskChangeCount(node.studyId));
           if (skipLook) skippedLook(node);
-          // A transition running before the look or after it may have run between its statements.
+          // A transition running before the look, after it, or started and done during it, may have
+          // run between its statements.
           const transitionBefore = transitions.busy(node.studyId);
+          const startedBefore = transitions.started(node.studyId);
           const { task, running } = skipLook ? { task: undefined, running: true } : await findTask(machine, node);
           skipLook = false;
           // Under 'with-next-fit' a round's fit close and the next round's opening are two
@@ -352,9 +354,10 @@ export function createRoundService(deps: {
           // closed round's evaluation as a task of its own, though the next fit task carries it
           // (one request, not two). Such a look waits for the study's transitions, once, and looks
           // again; a node that is in no next round then gets the same evaluation a moment later.
-          if (task?.kind === 'evaluate' && !rechecked && pipelined(task.config) && (transitionBefore || transitions.busy(node.studyId))) {
+          const transitionDuring = transitionBefore || transitions.busy(node.studyId) || transitions.started(node.studyId) !== startedBefore;
+          if (task?.kind === 'evaluate' && !rechecked && pipelined(task.config) && transitionDuring) {
             rechecked = true;
-            await transitions.allSettled(node.studyId);
+            await transitions.allSettled(node.studyId, Math.max(0, Math.min(2000, until - Date.now())));
             continue;
           }
           const left = until - Date.now();
@@ -379,7 +382,7 @@ export function createRoundService(deps: {
      */
     submitUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
       // Tracked: a round's end checkpoint waits for it, then for the fit close it may start.
-      return transitions.track(studyId, () => takeUpdate(node, studyId, round, meta, body));
+      return transitions.track(studyId, () => takeUpdate(node, studyId, round, meta, body), 'intake');
     },
 
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {

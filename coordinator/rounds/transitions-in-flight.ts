@@ -18,16 +18,23 @@
 /** The longest a caller waits in all (othersSettled): a transition takes milliseconds; one that hangs is not waited for. */
 const MAX_WAIT_MS = 2000;
 
+/** A round transition (close, open) or an update intake (which may start one). */
+export type WorkKind = 'transition' | 'intake';
+
 export function createTransitionsInFlight() {
-  const running = new Map<string, Map<symbol, { settled: Promise<unknown>; waiting: boolean }>>();
+  const running = new Map<string, Map<symbol, { settled: Promise<unknown>; waiting: boolean; kind: WorkKind }>>();
+  /** Transitions started per study, ever (busy() alone misses one that began and ended during a caller's await). */
+  const started = new Map<string, number>();
+  const transitionsOf = (studyId: string) => [...(running.get(studyId)?.values() ?? [])].filter((e) => e.kind === 'transition');
 
   return {
-    /** Runs `transition` (or an intake) as the study's work in flight; `self` names it to `othersSettled`. */
-    track<T>(studyId: string, transition: (self: symbol) => Promise<T>): Promise<T> {
+    /** Runs `transition` (or an intake: `kind`) as the study's work in flight; `self` names it to `othersSettled`. */
+    track<T>(studyId: string, transition: (self: symbol) => Promise<T>, kind: WorkKind = 'transition'): Promise<T> {
       const self = Symbol(studyId);
       let ofStudy = running.get(studyId);
       if (!ofStudy) running.set(studyId, (ofStudy = new Map()));
-      const entry = { settled: Promise.resolve() as Promise<unknown>, waiting: false };
+      if (kind === 'transition') started.set(studyId, (started.get(studyId) ?? 0) + 1);
+      const entry = { settled: Promise.resolve() as Promise<unknown>, waiting: false, kind };
       ofStudy.set(self, entry);
       const done = () => {
         const now = running.get(studyId);
@@ -45,14 +52,19 @@ export function createTransitionsInFlight() {
       return result;
     },
 
-    /** Whether any transition or update intake of the study is running now. */
+    /** Whether a round transition of the study (not an update intake) is running now. */
     busy(studyId: string): boolean {
-      return running.has(studyId);
+      return transitionsOf(studyId).length > 0;
     },
 
-    /** Settles once all of the study's work running now has settled, or after `maxWaitMs`. For callers that are not work in flight themselves. */
+    /** How many transitions of the study have started so far: a caller compares two readings. */
+    started(studyId: string): number {
+      return started.get(studyId) ?? 0;
+    },
+
+    /** Settles once the study's transitions running now have settled, or after `maxWaitMs`. For callers that are not work in flight themselves. */
     async allSettled(studyId: string, maxWaitMs = MAX_WAIT_MS): Promise<void> {
-      const now = [...(running.get(studyId)?.values() ?? [])].map((e) => e.settled);
+      const now = transitionsOf(studyId).map((e) => e.settled);
       if (now.length === 0) return;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.all(now), new Promise<void>((resolve) => (timer = setTimeout(resolve, maxWaitMs)))]);

@@ -118,6 +118,23 @@ describe('readExecution against PGlite\'s own parser', () => {
     expect((await same('select 1 / $1::int as x', [0])).error).toMatchObject({ code: '22012' });
   });
 
+  it('edge values: a leading byte order mark (dropped, as PGlite drops it), a column named __proto__, 40,000 parameters', async () => {
+    await same('select $1::text as bom, $2::text as plain', ['\uFEFFx', 'x\uFEFF']);
+    const proto = await same('select 1 as a, $1::text as "__proto__", 2 as b', ['p']);
+    expect(Object.getPrototypeOf(proto.result!.rows[0])).toBe(Object.prototype);
+    expect(Object.keys(proto.result!.rows[0] as object)).toEqual(['a', '__proto__', 'b']);
+    const many = Array.from({ length: 40_000 }, (_, i) => String(i));
+    expect(Buffer.from(executeMessage('s', many)).equals(Buffer.from(referenceMessage('s', many)))).toBe(true);
+  });
+
+  it('refuses an answer cut short or a string without its end, rather than reading past it', async () => {
+    const answer = Buffer.from(await answerOf('select $1::text as t', ['abc']));
+    expect(() => readExecution(answer.subarray(0, answer.length - 3), parsers(), DatabaseError)).toThrow(/runs past/);
+    const broken = Buffer.from(answer);
+    broken.writeInt32BE(2, 1); // a message length below its own 4 bytes
+    expect(() => readExecution(broken, parsers(), DatabaseError)).toThrow(/runs past|length/);
+  });
+
   it('random text and bytes come back as they went in', async () => {
     await fc.assert(
       fc.asyncProperty(fc.string({ unit: 'grapheme', maxLength: 60 }), fc.uint8Array({ maxLength: 80 }), async (text, bytes) => {

@@ -117,4 +117,22 @@ describe('transitions in flight (a round end checkpoint waits for the study work
     expect(performance.now() - started).toBeGreaterThanOrEqual(90);
     other.open();
   });
+  it('busy and allSettled count round transitions, not update intakes; started() counts transitions ever begun', async () => {
+    const t = createTransitionsInFlight();
+    const intake = gate();
+    void t.track('s', () => intake.opened, 'intake');
+    expect(t.busy('s')).toBe(false);
+    expect(t.started('s')).toBe(0);
+    const quick = t.track('s', async () => undefined);
+    expect(t.started('s')).toBe(1);
+    await quick;
+    await Promise.resolve();
+    // Begun and done between two readings: busy() says no, started() tells.
+    expect(t.busy('s')).toBe(false);
+    expect(t.started('s')).toBe(1);
+    const started = performance.now();
+    await t.allSettled('s', 1000); // the intake still runs: not waited for
+    expect(performance.now() - started).toBeLessThan(500);
+    intake.open();
+  });
 });

@@ -370,27 +370,18 @@ const numberOrUndefined = (v: unknown): number | undefined => (typeof v === 'num
  * read as stored, under the round row's lock) or, under central DP, the round's noised running
  * state. Data-modifying CTEs run whether or not the insert reads them.
  */
-export async function recordUpdate(tx: Db, input: { update: Insertable<Database['updates']>; at: Date; kept?: { seq: number; bytes: Uint8Array; weight: number }; accumulator?: Uint8Array }): Promise<void> {
+export async function recordUpdate(tx: Db, input: { update: Insertable<Database['updates']>; at: Date } & ({ kept: { seq: number; bytes: Uint8Array; weight: number } } | { accumulator: Uint8Array })): Promise<void> {
   const u = input.update;
   // The two forms storeUpdate writes, each one text joined once (sqlOnce, db/compiled-once.ts).
-  if (input.kept && !input.accumulator) {
+  if ('kept' in input) {
     await sqlOnce`with seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id}),
       kept as (insert into round_kept_updates (study_id, round, seq, node_id, weights, weight) values (${u.study_id}, ${u.round}, ${input.kept.seq}, ${u.node_id}, ${input.kept.bytes}, ${input.kept.weight}))
       insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
       values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
     return;
   }
-  if (input.accumulator && !input.kept) {
-    await sqlOnce`with seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id}),
-      state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})
-      insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
-      values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
-    return;
-  }
-  const writes = [sql`seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id})`];
-  if (input.kept) writes.push(sql`kept as (insert into round_kept_updates (study_id, round, seq, node_id, weights, weight) values (${u.study_id}, ${u.round}, ${input.kept.seq}, ${u.node_id}, ${input.kept.bytes}, ${input.kept.weight}))`);
-  if (input.accumulator) writes.push(sql`state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})`);
-  await sql`with ${sql.join(writes)}
+  await sqlOnce`with seen as (update nodes set last_seen_at = ${input.at} where id = ${u.node_id}),
+    state as (update rounds set accumulator = ${input.accumulator} where study_id = ${u.study_id} and round = ${u.round})
     insert into updates (study_id, round, node_id, sha256, bytes, num_examples, loss, meta, accepted_at)
     values (${u.study_id}, ${u.round}, ${u.node_id}, ${u.sha256}, ${u.bytes}, ${u.num_examples}, ${u.loss ?? null}, ${u.meta}, ${u.accepted_at})`.execute(tx);
 }

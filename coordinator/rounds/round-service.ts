@@ -354,7 +354,8 @@ export function createRoundService(deps: {
           // closed round's evaluation as a task of its own, though the next fit task carries it
           // (one request, not two). Such a look waits for the study's transitions, once, and looks
           // again; a node that is in no next round then gets the same evaluation a moment later.
-          const transitionDuring = transitionBefore || transitions.busy(node.studyId) || transitions.started(node.studyId) !== startedBefore;
+          // (One running now either ran before the look or started during it.)
+          const transitionDuring = transitionBefore || transitions.started(node.studyId) !== startedBefore;
           if (task?.kind === 'evaluate' && !rechecked && pipelined(task.config) && transitionDuring) {
             rechecked = true;
             await transitions.allSettled(node.studyId, Math.max(0, Math.min(2000, until - Date.now())));

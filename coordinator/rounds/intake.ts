@@ -5,9 +5,9 @@ import { expectedEvaluation, unreleasedFields, type EvaluationReport, type Study
 import { EvaluationStats, isNoised, statsRows } from '../../protocols/model-kinds/kind.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import { decodeWeightsView, sha256Hex, WeightsCodecError } from '../../protocols/weights-codec.ts';
-import { appendAudit } from '../audit/audit-log.ts';
+import { appendAudits, type AuditFields } from '../audit/audit-log.ts';
 import type { Database } from '../db/schema.ts';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
+import { AppError, BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../errors.ts';
 import { NORMS_WITHHELD_REASON, perNodeNormsWithheld } from '../privacy/readers.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { studyTensorSpecs } from '../studies/study-service.ts';
@@ -48,7 +48,25 @@ type UpdateSubmission = { node: AuthenticatedNode; studyId: string; round: numbe
  * (FOR UPDATE orders the arrivals), then everything the update is checked against
  * (readUpdateIntake), then one write (recordUpdate). Every refusal comes before that write.
  */
-export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array) {
+export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<UpdateOutcome> {
+  const prepared = await prepareUpdate(deps, node, studyId, round, meta, body);
+  return deps.db.transaction().execute(async (tx) => {
+    const audit: AuditFields[] = [];
+    const outcome = await updateInTransaction(tx, deps, prepared, audit);
+    await appendAudits(tx, audit);
+    return outcome;
+  }).catch((err: unknown) => {
+    // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
+    forgetFold(deps.db, studyId, round);
+    throw err;
+  });
+}
+
+export type UpdateOutcome = { replay: true; receipt: UpdateReceipt } | { replay: false; allIn: boolean; deltaNorm: number; receipt: UpdateReceipt };
+type PreparedUpdate = UpdateSubmission & { config: StudyConfig; weights: WeightSet; global: WeightSet | undefined; withState: boolean };
+
+/** An update's checks that need no transaction: the study's release list, the weights' shapes, the hashes; the round's starting model fetched. */
+async function prepareUpdate(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<PreparedUpdate> {
   if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
   const config = await deps.studies.getConfig(studyId);
   const unreleased = unreleasedFields(config.release, { kind: 'update', meta });
@@ -66,29 +84,27 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
   }
   // Fetched before the transaction (cached, immutable): on PGlite the transaction holds the only connection.
   const global = await deps.studies.getModelWeights(studyId, round - 1).catch(() => undefined);
-  const submission: UpdateSubmission = { node, studyId, round, meta, body, sha256, metaSha256 };
-  const strategy = deps.strategyFor(config);
   // The state blobs only when every accept starts from them (fold-cache.ts initialAggregation).
-  const withState = persistsRunningState(config) || strategy.input === 'every-update';
-  return deps.db.transaction().execute(async (tx) => {
-    const row = await lockIntakeRound(tx, studyId, round, withState);
-    if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
-    if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
-    const intake = await readUpdateIntake(tx, { studyId, round, nodeId: node.id, participants: row.participants, allowed: TRAINING_STATES });
-    if (intake.state === 'withdrawn' || intake.state === 'revoked') throw new ForbiddenError(`node ${node.id} is ${intake.state}; its updates are no longer accepted`);
-    const replay = replayOf(intake.previous, submission);
-    if (replay) return replay;
-    const t = deps.now();
-    if (row.phase !== 'fit' || t > new Date(row.fit_deadline)) {
-      throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
-    }
-    if (!global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
-    return storeUpdate(tx, deps, { ...submission, row, config, global, weights, t, intake });
-  }).catch((err: unknown) => {
-    // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
-    forgetFold(deps.db, studyId, round);
-    throw err;
-  });
+  const withState = persistsRunningState(config) || deps.strategyFor(config).input === 'every-update';
+  return { node, studyId, round, meta, body, sha256, metaSha256, config, weights, global, withState };
+}
+
+/** The update's part of a transaction: the round locked, the intake read, every refusal, then the one write; its audit entry pushed to `audit`. */
+async function updateInTransaction(tx: Transaction<Database>, deps: RoundDeps, p: PreparedUpdate, audit: AuditFields[]): Promise<UpdateOutcome> {
+  const { node, studyId, round } = p;
+  const row = await lockIntakeRound(tx, studyId, round, p.withState);
+  if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+  if (!row.participants.includes(node.id)) throw new ForbiddenError(`node ${node.id} is not a participant of round ${round}`);
+  const intake = await readUpdateIntake(tx, { studyId, round, nodeId: node.id, participants: row.participants, allowed: TRAINING_STATES });
+  if (intake.state === 'withdrawn' || intake.state === 'revoked') throw new ForbiddenError(`node ${node.id} is ${intake.state}; its updates are no longer accepted`);
+  const replay = replayOf(intake.previous, p);
+  if (replay) return replay;
+  const t = deps.now();
+  if (row.phase !== 'fit' || t > new Date(row.fit_deadline)) {
+    throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts updates (phase ${row.phase}, deadline ${new Date(row.fit_deadline).toISOString()}); this late update was not stored`);
+  }
+  if (!p.global) throw new NotFoundError(`study ${studyId} has no model version ${round - 1}`);
+  return storeUpdate(tx, deps, { ...p, row, global: p.global, t, intake }, audit);
 }
 
 /**
@@ -113,7 +129,7 @@ function replayOf(previous: PreviousUpdate | undefined, s: UpdateSubmission): { 
 }
 
 /** Folds a new update into the round's persisted aggregation and records it (never its values). */
-async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: IntakeRound; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date; intake: UpdateIntake }) {
+async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: UpdateSubmission & { row: IntakeRound; config: StudyConfig; global: WeightSet; weights: WeightSet; t: Date; intake: UpdateIntake }, audit: AuditFields[]): Promise<UpdateOutcome> {
   const { node, studyId, round, meta, body, sha256, row, t } = s;
   // The node's claims first (README, "Node claims are bounded"): nothing is stored when one fails.
   checkUpdateCount(s.config, meta, declaredRowsOf(s.intake.statusRows, meta));
@@ -138,7 +154,7 @@ async function storeUpdate(tx: Transaction<Database>, deps: RoundDeps, s: Update
   // the norm or the clip either (exact per-node values: privacy/readers.ts perNodeNormsWithheld);
   // the hash and size still bind the entry to the stored update.
   const norms = perNodeNormsWithheld(s.config.privacy) ? { normsWithheld: NORMS_WITHHELD_REASON } : { deltaNorm, clipped: clipped ?? false, ...normBound };
-  await appendAudit(tx, { actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, ...norms, dpSgd: meta.dpSgd ?? null } });
+  audit.push({ actor: `node:${node.id}`, kind: 'update.received', studyId, round, data: { nodeId: node.id, bytes: body.length, sha256, numExamples: meta.numExamples, weight, ...norms, dpSgd: meta.dpSgd ?? null } });
   // All in: every other participant either sent its update or said it cannot train (read with the intake).
   const allIn = s.intake.awaitedOthers === 0;
   return { replay: false as const, allIn, deltaNorm, receipt: { studyId, round, nodeId: node.id, sha256, bytes: body.length, acceptedAt: t.toISOString() } };
@@ -161,34 +177,94 @@ function normBoundRecord(config: StudyConfig, bounded: BoundedUpdate): { deltaNo
  * statements besides the audit entry (issue 13: there were six): the round row locked, what the
  * report is checked against (readEvaluationIntake), the insert.
  */
-export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport): Promise<boolean | 'all-in'> {
+export async function acceptEvaluation(deps: RoundDeps, node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport): Promise<EvaluationOutcome> {
+  const config = await checkedEvaluation(deps, node, studyId, report);
+  return deps.db.transaction().execute(async (tx) => {
+    const audit: AuditFields[] = [];
+    const outcome = await evaluationInTransaction(tx, deps, { node, studyId, round, report, config }, audit);
+    await appendAudits(tx, audit);
+    return outcome;
+  });
+}
+
+export type EvaluationOutcome = boolean | 'all-in';
+
+/** An evaluation report's checks that need no transaction (the study's config, returned for the rest). */
+async function checkedEvaluation(deps: RoundDeps, node: AuthenticatedNode, studyId: string, report: EvaluationReport): Promise<StudyConfig> {
   if (studyId !== node.studyId) throw new ForbiddenError(`node ${node.id} is not enrolled in study ${studyId}`);
   const config = await deps.studies.getConfig(studyId);
   checkEvaluationReport(config, report);
   checkPersonalizedReport(config, report, checkEvaluationReport); // fedmark node --personalize (personalized-evaluation.ts)
+  return config;
+}
+
+/** The evaluation's part of a transaction: the round locked, the intake read, every refusal, then the insert; its audit entry pushed to `audit`. */
+async function evaluationInTransaction(tx: Transaction<Database>, deps: RoundDeps, e: { node: AuthenticatedNode; studyId: string; round: number; report: EvaluationReport; config: StudyConfig }, audit: AuditFields[]): Promise<EvaluationOutcome> {
+  const { node, studyId, round, report, config } = e;
+  const row = await lockIntakeRound(tx, studyId, round, false);
+  if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
+  const { update, previous, statusRows, awaitedOthers } = await readEvaluationIntake(tx, { studyId, round, nodeId: node.id, allowed: evaluationStates(config) });
+  if (!update) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
+  if (previous) {
+    // jsonb reorders keys: compare canonical forms, not the serialization.
+    const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss && canonicalJson(previous.personalized_stats ?? null) === canonicalJson(report.personalized?.stats ?? null);
+    if (same) return false;
+    throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
+  }
+  if (row.phase !== 'evaluate' || deps.now() > new Date(row.evaluation_deadline!)) {
+    throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
+  }
+  // Its validation share of the rows it declared (its status report, its update of this round).
+  const declared = declaredRowsOf(statusRows, update.meta as UpdateMeta);
+  checkEvaluationCount(config, report, declared);
+  checkPersonalizedCount(config, report, declared);
+  await insertEvaluationReport(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
+  audit.push({ actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
+  // All in: every other node that trained has evaluated, or can no longer (read with the intake; see advanceRound).
+  return awaitedOthers === 0 ? 'all-in' : true;
+}
+
+/** An outcome, or the refusal (a 4xx AppError) that took its place. */
+export type Judged<T> = { ok: T } | { refused: AppError };
+
+/**
+ * An update and the evaluation riding on it (of the round before: its starting model), in ONE
+ * transaction (issue 13: a begin, a commit and an audit statement fewer per node and round; the
+ * two audit entries are appended in one statement, evaluation first, as when they came apart).
+ * Each is judged on its own, as two requests would be: a refusal of either (every refusal comes
+ * before its part writes anything) is returned, not thrown, and the other part is still stored.
+ * Anything else (a database error) rolls back both: the request fails whole and its retry is
+ * judged afresh. The rounds are locked oldest first, as every transition locks them.
+ */
+export async function acceptUpdateWithEvaluation(
+  deps: RoundDeps,
+  node: AuthenticatedNode,
+  studyId: string,
+  update: { round: number; meta: UpdateMeta; body: Uint8Array },
+  evaluation: { round: number; report: EvaluationReport },
+): Promise<{ evaluation: Judged<EvaluationOutcome>; update: Judged<UpdateOutcome> }> {
+  const config = await judged(() => checkedEvaluation(deps, node, studyId, evaluation.report));
+  const prepared = await judged(() => prepareUpdate(deps, node, studyId, update.round, update.meta, update.body));
   return deps.db.transaction().execute(async (tx) => {
-    const row = await lockIntakeRound(tx, studyId, round, false);
-    if (!row) throw new NotFoundError(`study ${studyId} has no round ${round}`);
-    const { update, previous, statusRows, awaitedOthers } = await readEvaluationIntake(tx, { studyId, round, nodeId: node.id, allowed: evaluationStates(config) });
-    if (!update) throw new ForbiddenError(`node ${node.id} did not train in round ${round}, so it has no evaluation to report`);
-    if (previous) {
-      // jsonb reorders keys: compare canonical forms, not the serialization.
-      const same = canonicalJson(evaluationStatsOf(previous)) === canonicalJson(report.stats) && previous.num_examples === report.numExamples && (previous.loss ?? undefined) === report.loss && canonicalJson(previous.personalized_stats ?? null) === canonicalJson(report.personalized?.stats ?? null);
-      if (same) return false;
-      throw new ConflictError('DUPLICATE_EVALUATION', `node ${node.id} already reported a different evaluation for round ${round}`);
-    }
-    if (row.phase !== 'evaluate' || deps.now() > new Date(row.evaluation_deadline!)) {
-      throw new ConflictError('ROUND_CLOSED', `round ${round} no longer accepts evaluations (phase ${row.phase})`);
-    }
-    // Its validation share of the rows it declared (its status report, its update of this round).
-    const declared = declaredRowsOf(statusRows, update.meta as UpdateMeta);
-    checkEvaluationCount(config, report, declared);
-    checkPersonalizedCount(config, report, declared);
-    await insertEvaluationReport(tx, { study_id: studyId, round, node_id: node.id, num_examples: report.numExamples, loss: report.loss ?? null, histogram: null, stats: JSON.stringify(report.stats), ...personalizedColumns(report) });
-    await appendAudit(tx, { actor: `node:${node.id}`, kind: 'evaluation.received', studyId, round, data: { nodeId: node.id, numExamples: report.numExamples, kind: report.stats.kind, ...(report.stats.kind === 'binary' ? { bins: report.stats.histogram.bins } : {}), ...(report.personalized ? { personalizedNumExamples: report.personalized.numExamples } : {}) } });
-    // All in: every other node that trained has evaluated, or can no longer (read with the intake; see advanceRound).
-    return awaitedOthers === 0 ? 'all-in' : true;
+    const audit: AuditFields[] = [];
+    const e = 'ok' in config ? await judged(() => evaluationInTransaction(tx, deps, { node, studyId, ...evaluation, config: config.ok }, audit)) : config;
+    const u = 'ok' in prepared ? await judged(() => updateInTransaction(tx, deps, prepared.ok, audit)) : prepared;
+    await appendAudits(tx, audit);
+    return { evaluation: e, update: u };
+  }).catch((err: unknown) => {
+    forgetFold(deps.db, studyId, update.round);
+    throw err;
   });
+}
+
+/** `fn`'s result, or its refusal (an AppError below 500); anything else is thrown. */
+async function judged<T>(fn: () => Promise<T>): Promise<Judged<T>> {
+  try {
+    return { ok: await fn() };
+  } catch (err) {
+    if (err instanceof AppError && err.status < 500) return { refused: err };
+    throw err;
+  }
 }
 
 /**

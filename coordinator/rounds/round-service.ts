@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { evaluationScheduleOf, type EvaluationReport, type StudyConfig, type Task, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
+import { evaluationScheduleOf, type EvaluationReport, type RiddenEvaluation, type StudyConfig, type Task, type UpdateMeta, type UpdateReceipt } from '../../protocols/messages.ts';
 import type { Strategy } from '../../protocols/strategies/strategy.ts';
 import type { Db } from '../db/database.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
@@ -9,7 +9,7 @@ import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import type { StudyService } from '../studies/study-service.ts';
 import { closeEvaluation } from './close-evaluation.ts';
 import { closeFit, failFit, type FitClosing } from './close-fit.ts';
-import { acceptEvaluation, acceptUpdate } from './intake.ts';
+import { acceptEvaluation, acceptUpdate, acceptUpdateWithEvaluation, type EvaluationOutcome, type UpdateOutcome } from './intake.ts';
 import { openRound, type OpenMode } from './open-round.ts';
 import { createRoundEvents, type RetryPolicy } from './round-events.ts';
 import {
@@ -151,7 +151,11 @@ export function createRoundService(deps: {
 
   /** submitUpdate's work: the update accepted once, logged, and the fit's close started when it was the last one. */
   async function takeUpdate(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array): Promise<{ receipt: UpdateReceipt; replay: boolean }> {
-    const result = await acceptUpdate(machine, node, studyId, round, meta, body);
+    return updateTaken(node, studyId, round, meta, body, await acceptUpdate(machine, node, studyId, round, meta, body));
+  }
+
+  /** After an update's transaction committed: a fresh one logged and observed, and the fit's close started when it was the last one. */
+  function updateTaken(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array, result: UpdateOutcome): { receipt: UpdateReceipt; replay: boolean } {
     if (!result.replay) {
       log.info({ studyId, round, nodeId: node.id, bytes: body.length, sha256: result.receipt.sha256, numExamples: meta.numExamples, loss: meta.loss }, 'update accepted');
       observe({ kind: 'update-accepted', studyId, round, bytes: body.length });
@@ -159,6 +163,22 @@ export function createRoundService(deps: {
       if (result.allIn) spawn('after-update', () => advanceRound(studyId, round), roundKey(studyId, round));
     }
     return result;
+  }
+
+  /** After an evaluation's transaction committed: observed, and the evaluation's close started when it was the last one. */
+  function evaluationTaken(studyId: string, round: number, stored: EvaluationOutcome): void {
+    if (stored !== false) observe({ kind: 'evaluation-stored', studyId, round });
+    if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round), roundKey(studyId, round));
+  }
+
+  /** submitUpdateWithEvaluation's work: both parts in one transaction, each one's after-effects, the update's refusal thrown last. */
+  async function takeUpdateWithEvaluation(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array, evaluation: { round: number; report: EvaluationReport }) {
+    const judged = await acceptUpdateWithEvaluation(machine, node, studyId, { round, meta, body }, evaluation);
+    const e = judged.evaluation;
+    if ('ok' in e) evaluationTaken(studyId, evaluation.round, e.ok);
+    const ridden: RiddenEvaluation = 'ok' in e ? { round: evaluation.round, stored: e.ok !== false } : { round: evaluation.round, refused: { status: e.refused.status, code: e.refused.code, message: e.refused.message } };
+    if ('refused' in judged.update) throw judged.update.refused;
+    return { ...updateTaken(node, studyId, round, meta, body, judged.update.ok), ridden };
   }
 
   /**
@@ -386,10 +406,19 @@ export function createRoundService(deps: {
       return transitions.track(studyId, () => takeUpdate(node, studyId, round, meta, body), 'intake');
     },
 
+    /**
+     * submitUpdate with the evaluation of the round before riding on it (the node evaluated its
+     * starting model): both judged on their own as two requests would be, stored in one
+     * transaction (intake.ts acceptUpdateWithEvaluation). The evaluation's refusal is returned
+     * with it; the update's is thrown, the evaluation stored all the same.
+     */
+    submitUpdateWithEvaluation(node: AuthenticatedNode, studyId: string, round: number, meta: UpdateMeta, body: Uint8Array, evaluation: { round: number; report: EvaluationReport }): Promise<{ receipt: UpdateReceipt; replay: boolean; ridden: RiddenEvaluation }> {
+      return transitions.track(studyId, () => takeUpdateWithEvaluation(node, studyId, round, meta, body, evaluation), 'intake');
+    },
+
     async submitEvaluation(node: AuthenticatedNode, studyId: string, round: number, report: EvaluationReport) {
       const stored = await acceptEvaluation(machine, node, studyId, round, report);
-      if (stored !== false) observe({ kind: 'evaluation-stored', studyId, round });
-      if (stored === 'all-in') spawn('after-evaluation', () => advanceRound(studyId, round), roundKey(studyId, round));
+      evaluationTaken(studyId, round, stored);
       return { studyId, round, nodeId: node.id, stored: stored !== false };
     },
 

@@ -1,13 +1,13 @@
 import type { IRouter, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { EvaluationReport, Id, roundBinding, type RiddenEvaluation, type Task, type TaskMessage } from '../../protocols/messages.ts';
-import { MAX_EVALUATION_PART_BYTES, type UpdateEvaluation } from '../../protocols/update-frame.ts';
+import { EvaluationReport, Id, roundBinding, type Task, type TaskMessage } from '../../protocols/messages.ts';
+import { MAX_EVALUATION_PART_BYTES } from '../../protocols/update-frame.ts';
 import type { AuthenticatedNode } from '../nodes/node-service.ts';
 import { requireRole } from '../auth/principal.ts';
 import type { RequestGuard } from '../auth/request-auth.ts';
 import { openSealedUpdate } from '../auth/sealed-update.ts';
-import { AppError, ConflictError, ForbiddenError } from '../errors.ts';
+import { ConflictError, ForbiddenError } from '../errors.ts';
 import type { CoordinatorKeyring } from '../identity.ts';
 import { json, rawBodyOf, route } from '../http/middleware.ts';
 import { carriesEvaluation, evaluationPartOf, readSealedBody, updateMetaOf } from '../http/update-intake.ts';
@@ -30,7 +30,7 @@ export const TaskQuery = z.object({ wait: z.coerce.number().min(0).max(120).defa
 export interface RoundRouterDeps {
   guard: RequestGuard;
   studies: StudyService;
-  rounds: Pick<RoundService, 'openNextRound' | 'nextTask' | 'submitUpdate' | 'submitEvaluation'>;
+  rounds: Pick<RoundService, 'openNextRound' | 'nextTask' | 'submitUpdate' | 'submitUpdateWithEvaluation' | 'submitEvaluation'>;
   keyring: Pick<CoordinatorKeyring, 'decryptionKeys'>;
   maxTaskWaitSeconds: number;
   /** Puts a small task's model into it (Task.model, rounds/task-model.ts); tasks go without it when absent. */
@@ -125,11 +125,11 @@ async function takeUpdate(deps: RoundRouterDeps, req: Request) {
   const { evaluation, sealed } = framed ? evaluationPartOf(body, round, maxSealedBytes) : { evaluation: undefined, sealed: body };
   // Opened before anything is stored: a sealed update that does not open refuses the request whole.
   const weights = await openSealedUpdate(deps.keyring, sealed, node.publicKey!);
-  // Then the evaluation (of the previous round, as when it came on its own before training),
-  // judged on its own: its refusal is reported in the receipt, and the update's does not undo it.
-  const ridden = evaluation ? await rideEvaluation(rounds, node, studyId, evaluation) : undefined;
-  const { receipt, replay } = await rounds.submitUpdate(node, studyId, round, meta, weights);
-  return { node, receipt, replay, ridden };
+  // With the evaluation (of the previous round, as when it came on its own before training) in one
+  // transaction, each judged on its own: the evaluation's refusal is reported in the receipt, and
+  // the update's does not undo it.
+  if (!evaluation) return { node, ...(await rounds.submitUpdate(node, studyId, round, meta, weights)), ridden: undefined };
+  return { node, ...(await rounds.submitUpdateWithEvaluation(node, studyId, round, meta, weights, evaluation)) };
 }
 
 /** A task as sent: its model inlined when small, its config left out when the node holds it (?config=). */
@@ -156,19 +156,5 @@ async function nextTaskAfterUpdate(deps: RoundRouterDeps, node: AuthenticatedNod
     return undefined;
   } finally {
     res.off('close', hungUp);
-  }
-}
-
-/**
- * An evaluation that rode on an update request, submitted as the evaluation route would; a refusal
- * (4xx: round closed, a different report already in, out of bounds) is returned, not thrown.
- */
-async function rideEvaluation(rounds: Pick<RoundService, 'submitEvaluation'>, node: AuthenticatedNode, studyId: string, evaluation: UpdateEvaluation): Promise<RiddenEvaluation> {
-  try {
-    const { stored } = await rounds.submitEvaluation(node, studyId, evaluation.round, evaluation.report);
-    return { round: evaluation.round, stored };
-  } catch (err) {
-    if (!(err instanceof AppError) || err.status >= 500) throw err;
-    return { round: evaluation.round, refused: { status: err.status, code: err.code, message: err.message } };
   }
 }

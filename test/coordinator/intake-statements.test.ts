@@ -4,7 +4,7 @@ import { encodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import type { UpdateMeta } from '../../protocols/messages.ts';
 import { strategyFor } from '../../coordinator/main.ts';
-import { acceptEvaluation, acceptUpdate } from '../../coordinator/rounds/intake.ts';
+import { acceptEvaluation, acceptUpdate, acceptUpdateWithEvaluation } from '../../coordinator/rounds/intake.ts';
 import type { RoundDeps } from '../../coordinator/rounds/round-state.ts';
 import type { AuthenticatedNode } from '../../coordinator/nodes/node-service.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
@@ -21,8 +21,12 @@ import { defaultMeta, evaluation, inProcessCoordinator, tinyStudy } from './harn
 /** Records every statement's operation tree (raw SQL included), so a test can count and read them. */
 class StatementLog implements KyselyPlugin {
   statements: string[] = [];
+  /** A statement whose tree matches this fails as a database would (a test of what rolls back). */
+  failOn: RegExp | undefined;
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    this.statements.push(JSON.stringify(args.node));
+    const text = JSON.stringify(args.node);
+    this.statements.push(text);
+    if (this.failOn?.test(text)) throw Object.assign(new Error('connection terminated (injected)'), { code: '08006', severity: 'FATAL' });
     return args.node;
   }
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
@@ -102,6 +106,79 @@ for (const backendName of BACKEND_NAMES) {
       from = log.statements.length;
       expect(await acceptEvaluation(deps, nodes[0], studyId, 1, evaluation([1, 2], [3, 0]))).toBe(false); // a retry
       expect(log.since(from)).toHaveLength(2);
+    });
+
+    /** Round 1 evaluating and round 2 in its fit phase ('with-next-fit'), `n` participants in both. */
+    async function atRoundTwo(hh: NonNullable<typeof h>, n: number) {
+      const studyId = await hh.createStudy(tinyStudy({ rounds: 2, minNodesPerRound: n, minNodesToStart: n, roundDeadlineSeconds: 600, evaluationDeadlineSeconds: 600, evaluationSchedule: 'with-next-fit' }));
+      const nodes: AuthenticatedNode[] = [];
+      for (let i = 0; i < n; i++) nodes.push(await hh.built.nodes.authenticate((await hh.enroll(studyId, `n${i}`)).apiKey));
+      const phase = (round: number) => hh.built.db.selectFrom('rounds').select('phase').where('study_id', '=', studyId).where('round', '=', round).executeTakeFirst().then((r) => r?.phase);
+      await hh.until(async () => ((await phase(1)) === 'fit' ? true : undefined));
+      const log = new StatementLog();
+      const deps: RoundDeps = { db: hh.built.db.withPlugin(log), studies: hh.built.studies, strategyFor, keyring: hh.built.keyring, now: () => new Date() };
+      for (const [k, node] of nodes.entries()) await acceptUpdate(deps, node, studyId, 1, meta(k), encodeWeights(weightsOf(k + 1)));
+      await hh.built.rounds.advanceRound(studyId, 1);
+      await hh.until(async () => ((await phase(2)) === 'fit' ? true : undefined));
+      expect(await phase(1)).toBe('evaluate');
+      const audit = (kind: string) => hh.built.db.selectFrom('audit_log').select(['seq', 'data']).where('study_id', '=', studyId).where('kind', '=', kind).orderBy('seq').execute();
+      const stored = (table: 'evaluations' | 'updates', round: number) => hh.built.db.selectFrom(table).select('node_id').where('study_id', '=', studyId).where('round', '=', round).execute().then((rows) => rows.map((r) => r.node_id).sort());
+      return { studyId, nodes, log, deps, audit, stored };
+    }
+    const riding = (k: number) => ({ round: 1, report: evaluation([1, 2], [3, k % 3]) });
+    const fitOf = (k: number) => ({ round: 2, meta: meta(k), body: encodeWeights(weightsOf(k + 11)) });
+
+    run('an update with its evaluation riding: one transaction, the two parts\' six statements and ONE audit statement (evaluation first)', async (hh) => {
+      const { nodes, studyId, log, deps, audit } = await atRoundTwo(hh, 3);
+      // The round's first update also (re)builds its fold (two reads more): the second is the one counted.
+      expect(await acceptUpdateWithEvaluation(deps, nodes[0], studyId, fitOf(0), riding(0))).toMatchObject({ evaluation: { ok: true }, update: { ok: { replay: false, allIn: false } } });
+      const from = log.statements.length;
+      const judged = await acceptUpdateWithEvaluation(deps, nodes[1], studyId, fitOf(1), riding(1));
+      expect(judged).toMatchObject({ evaluation: { ok: true }, update: { ok: { replay: false, allIn: false } } });
+      const all = log.statements.slice(from);
+      // lock 1, read, insert; lock 2, read, write; then both audit entries in one statement.
+      expect(log.since(from)).toHaveLength(6);
+      expect(all.filter((x) => /audit_(head|log)/.test(x))).toHaveLength(1);
+      const [e] = (await audit('evaluation.received')).filter((r) => JSON.parse(r.data).nodeId === nodes[1].id);
+      const [u] = (await audit('update.received')).filter((r) => JSON.parse(r.data).nodeId === nodes[1].id && r.seq > e.seq);
+      expect(u.seq).toBe(e.seq + 1);
+      // The last of both: each part says so on its own.
+      expect(await acceptUpdateWithEvaluation(deps, nodes[2], studyId, fitOf(2), riding(2))).toMatchObject({ evaluation: { ok: 'all-in' }, update: { ok: { replay: false, allIn: true } } });
+    });
+
+    run('each part judged on its own: a refused update keeps its evaluation, a refused evaluation keeps its update', async (hh) => {
+      const { nodes, studyId, deps, audit, stored } = await atRoundTwo(hh, 3);
+      const [a, b] = nodes;
+      // a's update of round 2 is in already; a second, different one is refused, its evaluation stored all the same.
+      expect((await acceptUpdate(deps, a, studyId, 2, meta(0), fitOf(0).body)).replay).toBe(false);
+      const judged = await acceptUpdateWithEvaluation(deps, a, studyId, { ...fitOf(0), body: encodeWeights(weightsOf(99)) }, riding(0));
+      expect(judged.evaluation).toEqual({ ok: true });
+      expect(judged.update).toMatchObject({ refused: { status: 409, code: 'DUPLICATE_UPDATE' } });
+      expect(await stored('evaluations', 1)).toEqual([a.id]);
+      expect((await audit('evaluation.received')).map((r) => JSON.parse(r.data).nodeId)).toEqual([a.id]);
+      // b's evaluation already in with other numbers: refused, its update stored.
+      expect(await acceptEvaluation(deps, b, studyId, 1, evaluation([2, 1], [3, 1]))).toBe(true);
+      const second = await acceptUpdateWithEvaluation(deps, b, studyId, fitOf(1), riding(1));
+      expect(second.evaluation).toMatchObject({ refused: { status: 409, code: 'DUPLICATE_EVALUATION' } });
+      expect(second.update).toMatchObject({ ok: { replay: false } });
+      expect(await stored('updates', 2)).toEqual([a.id, b.id].sort());
+    });
+
+    run('a database error in either part rolls back both (the request fails whole; its retry stores both once)', async (hh) => {
+      const { nodes, studyId, log, deps, audit, stored } = await atRoundTwo(hh, 2);
+      const [a] = nodes;
+      const auditBefore = (await audit('evaluation.received')).length;
+      // The update's write fails, after the evaluation's insert ran in the same transaction.
+      log.failOn = /insert into round_kept_updates/;
+      await expect(acceptUpdateWithEvaluation(deps, a, studyId, fitOf(0), riding(0))).rejects.toThrow(/injected/);
+      log.failOn = undefined;
+      expect(await stored('evaluations', 1)).toEqual([]);
+      expect(await stored('updates', 2)).toEqual([]);
+      expect(await audit('evaluation.received')).toHaveLength(auditBefore);
+      // The retry: both stored, once.
+      expect(await acceptUpdateWithEvaluation(deps, a, studyId, fitOf(0), riding(0))).toMatchObject({ evaluation: { ok: true }, update: { ok: { replay: false } } });
+      expect(await stored('evaluations', 1)).toEqual([a.id]);
+      expect(await stored('updates', 2)).toEqual([a.id]);
     });
 
     run('concurrent arrivals read after the lock: a racing retry is a replay, exactly one last arrival is all in', async (hh) => {

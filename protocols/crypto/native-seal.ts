@@ -288,12 +288,27 @@ async function decryptionKeyOf(key: PrivateKey, keyID: Buffer, date: Date): Prom
   const ecdh = ecdhKeyOf(p);
   const d = p.privateParams?.d;
   if (ecdh === null || !(d instanceof Uint8Array) || d.length > 32) return null;
+  return { ecdh, privateKey: x25519PrivateKeyOf(p, d, ecdh.q) };
+}
+
+/**
+ * The native X25519 key of a decrypted ECDH key packet, imported once per packet and scalar
+ * (issue 13: importing it from a JWK at every opened update was ~1% of the coordinator's CPU in
+ * the demo). The scalar is compared at every use, so a packet whose secret changed since (or
+ * was cleared: `d` no longer a Uint8Array, refused above) is never opened with the old key.
+ */
+const x25519Keys = new WeakMap<object, { d: Buffer; q: Buffer; key: KeyObject }>();
+
+function x25519PrivateKeyOf(packet: EcdhKeyPacket, d: Uint8Array, q: Buffer): KeyObject {
+  const kept = x25519Keys.get(packet);
+  if (kept !== undefined && kept.d.equals(d) && kept.q.equals(q)) return kept.key;
   // Curve25519Legacy stores the scalar big-endian (RFC 9580 section 11.5): native X25519 wants it reversed.
   const scalar = Buffer.alloc(32);
   scalar.set(d, 32 - d.length);
   scalar.reverse();
-  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: scalar.toString('base64url'), x: ecdh.q.toString('base64url') }, format: 'jwk' });
-  return { ecdh, privateKey };
+  const key = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: scalar.toString('base64url'), x: q.toString('base64url') }, format: 'jwk' });
+  x25519Keys.set(packet, { d: Buffer.from(d), q: Buffer.from(q), key });
+  return key;
 }
 
 /** The session key of a PKESK v3 (ECDH) to `key`, or null. */

@@ -151,6 +151,22 @@ describe('openNatively', () => {
     );
   });
 
+  it("keeps the coordinator's imported X25519 key per key packet, but never opens with it once the packet's secret changed", async () => {
+    const bytes = randomBytes(100);
+    const sealed = await sealedNatively(bytes);
+    expect(await openNatively(sealed, coordinator.privateKey, new Date())).not.toBeNull(); // imported and kept
+    const packet = (await coordinator.privateKey.getDecryptionKeys())[0].keyPacket as unknown as { privateParams: { d: Uint8Array } };
+    const other = (await otherCoordinator.privateKey.getDecryptionKeys())[0].keyPacket as unknown as { privateParams: { d: Uint8Array } };
+    const original = packet.privateParams.d;
+    try {
+      packet.privateParams.d = other.privateParams.d.slice(); // the same packet, another secret
+      expect(await openNatively(sealed, coordinator.privateKey, new Date())).toBeNull();
+    } finally {
+      packet.privateParams.d = original;
+    }
+    expect(Buffer.from((await openNatively(sealed, coordinator.privateKey, new Date()))!.data).equals(bytes)).toBe(true);
+  });
+
   it('opens nothing sealed for another coordinator', async () => {
     const sealed = await sealNatively(randomBytes(100), otherCoordinator.publicKey, node.privateKey, new Date());
     expect(sealed).not.toBeNull();

@@ -234,7 +234,9 @@ export type Judged<T> = { ok: T } | { refused: AppError };
  * Each is judged on its own, as two requests would be: a refusal of either (every refusal comes
  * before its part writes anything) is returned, not thrown, and the other part is still stored.
  * Anything else (a database error) rolls back both: the request fails whole and its retry is
- * judged afresh. The rounds are locked oldest first, as every transition locks them.
+ * judged afresh. The rounds are locked oldest first, as every transition locks them; round r-1's
+ * row then stays locked through the update's part too (a few ms for the demo's model), so an
+ * evaluation arriving on its own for r-1 waits that long more than it did.
  */
 export async function acceptUpdateWithEvaluation(
   deps: RoundDeps,
@@ -245,6 +247,8 @@ export async function acceptUpdateWithEvaluation(
 ): Promise<{ evaluation: Judged<EvaluationOutcome>; update: Judged<UpdateOutcome> }> {
   const config = await judged(() => checkedEvaluation(deps, node, studyId, evaluation.report));
   const prepared = await judged(() => prepareUpdate(deps, node, studyId, update.round, update.meta, update.body));
+  // Both refused on their face: no transaction (on PGlite an empty one would still hold the only connection).
+  if ('refused' in config && 'refused' in prepared) return { evaluation: config, update: prepared };
   return deps.db.transaction().execute(async (tx) => {
     const audit: AuditFields[] = [];
     const e = 'ok' in config ? await judged(() => evaluationInTransaction(tx, deps, { node, studyId, ...evaluation, config: config.ok }, audit)) : config;

@@ -94,6 +94,21 @@ describeOnEachBackend('an evaluation riding on the update request', (run) => {
     expect(await stored(h, 'updates', studyId, 2)).toEqual([a.nodeId]);
   });
 
+  run('a refused update (409) keeps the evaluation riding on it: stored and audited, and as the last one it completes its round', async (h) => {
+    const { studyId, nodes } = await atRoundTwo(h);
+    const [a, b, c] = nodes;
+    for (const [i, node] of [b, c].entries()) expect((await h.submit(node, studyId, 2, weights(i + 1, 2), defaultMeta(100), { evaluation: { round: 1, report: report(i + 1) } })).status).toBe(201);
+    expect((await h.submit(a, studyId, 2, weights(0, 2), defaultMeta(100))).status).toBe(201); // a's update, bare
+    // A second, different update from a, with a's evaluation (the last one owed for round 1).
+    const res = await h.submit(a, studyId, 2, weights(5, 2), defaultMeta(100), { evaluation: { round: 1, report: report(0) } });
+    expect(res.status).toBe(409);
+    expect(res.body.error.code).toBe('DUPLICATE_UPDATE');
+    expect(await stored(h, 'evaluations', studyId, 1)).toEqual([a.nodeId, b.nodeId, c.nodeId].sort());
+    await h.until(async () => ((await phaseOf(h, studyId, 1)) === 'completed' ? true : undefined));
+    const audited = await h.built.db.selectFrom('audit_log').select('data').where('study_id', '=', studyId).where('kind', '=', 'evaluation.received').execute();
+    expect(audited.map((r) => JSON.parse(r.data).nodeId)).toContain(a.nodeId);
+  });
+
   run("an evaluation of another round than the fit's starting model, or not a report, is refused whole (400), nothing stored", async (h) => {
     const { studyId, nodes } = await atRoundTwo(h);
     const [a, b, c] = nodes;

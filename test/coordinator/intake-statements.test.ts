@@ -181,6 +181,36 @@ for (const backendName of BACKEND_NAMES) {
       expect(await stored('updates', 2)).toEqual([a.id]);
     });
 
+    run('refusals on their face (before any transaction) are judged per part too: the other part is stored', async (hh) => {
+      const { nodes, studyId, stored, audit } = await atRoundTwo(hh, 3);
+      const [a, b, c] = nodes;
+      const deps: RoundDeps = { db: hh.built.db, studies: hh.built.studies, strategyFor, keyring: hh.built.keyring, now: () => new Date() };
+      // An evaluation of the wrong kind: refused before the transaction; the update is stored.
+      const wrongKind = { round: 1, report: { ...riding(0).report, stats: { ...riding(0).report.stats, kind: 'regression' } } } as unknown as ReturnType<typeof riding>;
+      const first = await acceptUpdateWithEvaluation(deps, a, studyId, fitOf(0), wrongKind);
+      expect(first.evaluation).toMatchObject({ refused: { status: 400, code: 'INVALID_EVALUATION' } });
+      expect(first.update).toMatchObject({ ok: { replay: false } });
+      // Weights that do not decode: refused before the transaction; the evaluation is stored.
+      const second = await acceptUpdateWithEvaluation(deps, b, studyId, { ...fitOf(1), body: new Uint8Array([1, 2, 3]) }, riding(1));
+      expect(second.update).toMatchObject({ refused: { status: 400, code: 'INVALID_WEIGHTS' } });
+      expect(second.evaluation).toEqual({ ok: true });
+      // Both refused: nothing stored, nothing audited.
+      const both = await acceptUpdateWithEvaluation(deps, c, studyId, { ...fitOf(2), body: new Uint8Array([1, 2, 3]) }, wrongKind);
+      expect(both).toMatchObject({ evaluation: { refused: { code: 'INVALID_EVALUATION' } }, update: { refused: { code: 'INVALID_WEIGHTS' } } });
+      expect(await stored('updates', 2)).toEqual([a.id]);
+      expect(await stored('evaluations', 1)).toEqual([b.id]);
+      expect((await audit('evaluation.received')).map((r) => JSON.parse(r.data).nodeId)).toEqual([b.id]);
+    });
+
+    run("a database error at the evaluation's insert rolls back the update's part too", async (hh) => {
+      const { nodes, studyId, log, deps, stored } = await atRoundTwo(hh, 2);
+      log.failOn = /insert into evaluations/;
+      await expect(acceptUpdateWithEvaluation(deps, nodes[0], studyId, fitOf(0), riding(0))).rejects.toThrow(/injected/);
+      log.failOn = undefined;
+      expect(await stored('evaluations', 1)).toEqual([]);
+      expect(await stored('updates', 2)).toEqual([]);
+    });
+
     run('concurrent arrivals read after the lock: a racing retry is a replay, exactly one last arrival is all in', async (hh) => {
       const { studyId, nodes, deps } = await openRound(hh, 4);
       const bodies = nodes.map((_, k) => encodeWeights(weightsOf(k + 1)));

@@ -157,12 +157,12 @@ describe('openNatively', () => {
     expect(await openNatively(sealed, coordinator.privateKey, new Date())).not.toBeNull(); // imported and kept
     const packet = (await coordinator.privateKey.getDecryptionKeys())[0].keyPacket as unknown as { privateParams: { d: Uint8Array } };
     const other = (await otherCoordinator.privateKey.getDecryptionKeys())[0].keyPacket as unknown as { privateParams: { d: Uint8Array } };
-    const original = packet.privateParams.d;
+    const original = packet.privateParams.d.slice();
     try {
-      packet.privateParams.d = other.privateParams.d.slice(); // the same packet, another secret
+      packet.privateParams.d.set(other.privateParams.d); // the same packet and array, another secret
       expect(await openNatively(sealed, coordinator.privateKey, new Date())).toBeNull();
     } finally {
-      packet.privateParams.d = original;
+      packet.privateParams.d.set(original);
     }
     expect(Buffer.from((await openNatively(sealed, coordinator.privateKey, new Date()))!.data).equals(bytes)).toBe(true);
   });

@@ -213,17 +213,20 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
   const rounds: Array<FederationRound<F>> = [];
   let lastReported = 0;
   let roundClock = performance.now();
-  let status: StudyStatus | undefined;
+  let status: ReturnType<typeof FollowedStatus.parse> | undefined;
   let raw: { rounds?: Array<Record<string, unknown>> } = {};
   let privacyReport: PrivacyReportBody | undefined;
   let startup = '';
   let roundOneCompleted: number | null = null;
   for (;;) {
-    // Long-polls: the coordinator answers as soon as the study changes.
-    raw = (await api.get(`/v1/studies/${studyId}${status ? `?wait=5&seen=${status.changeCount ?? 0}` : ''}`)) as typeof raw;
-    status = StudyStatus.parse(raw);
+    // Long-polls: the coordinator answers as soon as the study changes, with the rounds not yet
+    // reported only (?fromRound): a poll costs what changed, not every round so far (issue 13: this
+    // process's parse of every round at every change grew to a node's CPU a round by round 50).
+    // The study's config is not parsed here (the plan has it): the full status is read once at the end.
+    raw = (await api.get(`/v1/studies/${studyId}${status ? `?wait=5&seen=${status.changeCount ?? 0}&fromRound=${lastReported + 1}` : ''}`)) as typeof raw;
+    status = FollowedStatus.parse(raw);
     // Until round 1 starts, say how far the nodes are (each loads TensorFlow.js and its data first).
-    if (status.rounds.length === 0) {
+    if (lastReported === 0 && status.rounds.length === 0) {
       const line = `  ${status.nodes.length}/${nodes.length} nodes enrolled, ${status.nodes.filter((n) => n.state === 'ready').length}/${nodes.length} ready`;
       if (line !== startup) say((startup = line));
     }
@@ -254,9 +257,14 @@ async function followStudy<F extends object>(plan: FederationPlan<F>, children: 
     if (status.state !== 'running') break;
     children.throwIfOneFailed(join(plan.outDir, 'logs'));
   }
+  // The study ended: its whole status, every round and the config, as callers read it.
+  raw = (await api.get(`/v1/studies/${studyId}`)) as typeof raw;
   const lastRound = [...(raw.rounds ?? [])].reverse().find((r) => r.phase === 'completed') ?? null;
-  return { rounds, status, lastRound, roundOneCompleted, ...(privacyReport ? { privacyReport } : {}) };
+  return { rounds, status: StudyStatus.parse(raw), lastRound, roundOneCompleted, ...(privacyReport ? { privacyReport } : {}) };
 }
+
+/** A followed study's status as this loop reads it: its config left unparsed (the plan has it). */
+const FollowedStatus = StudyStatus.omit({ config: true });
 
 /** The final global weights, written to OUT/global-model.fmw with a JSON note of what they are. */
 async function downloadModel<F extends object>(plan: FederationPlan<F>, api: AdminApi, studyId: string, version: number) {

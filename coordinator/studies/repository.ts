@@ -19,10 +19,11 @@ export async function findStudyRow(db: Db, studyId: string) {
  * with its nodes (by name), then its rounds with each round's model hash and update count,
  * without the rounds' accumulator and server state. Undefined when there is no such study.
  */
-export async function findStudyStatusRows(db: Db, studyId: string) {
+/** The study's status rows; its rounds from `fromRound` on (a follower asks only for those it has not seen closed). */
+export async function findStudyStatusRows(db: Db, studyId: string, fromRound = 0) {
   const [study] = await statusStudyQuery(db, { studyId });
   if (!study) return undefined;
-  const rounds = await statusRoundsQuery(db, { studyId });
+  const rounds = await statusRoundsQuery(db, { studyId, fromRound });
   return { study, rounds };
 }
 
@@ -38,7 +39,7 @@ const statusStudyQuery = compiledOnce((db, a: { studyId: string }) =>
     .where('s.id', '=', a.studyId),
 );
 
-const statusRoundsQuery = compiledOnce((db, a: { studyId: string }) =>
+const statusRoundsQuery = compiledOnce((db, a: { studyId: string; fromRound: number }) =>
   db
     .selectFrom('rounds as r')
     .select(['r.round', 'r.phase', 'r.participants', 'r.num_examples', 'r.mean_loss', 'r.validation_auc', 'r.validation_loss', 'r.validation_metrics', 'r.personalized_metrics', 'r.personalized_nodes', 'r.global_on_personalized_metrics', 'r.failure_reason', 'r.started_at', 'r.closed_at'])
@@ -47,6 +48,7 @@ const statusRoundsQuery = compiledOnce((db, a: { studyId: string }) =>
       eb.selectFrom('updates as u').select((e) => e.fn.countAll<number>().as('n')).whereRef('u.study_id', '=', 'r.study_id').whereRef('u.round', '=', 'r.round').as('updates_received'),
     ])
     .where('r.study_id', '=', a.studyId)
+    .where('r.round', '>=', a.fromRound)
     .orderBy('r.round'),
 );
 

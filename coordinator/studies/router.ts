@@ -15,7 +15,7 @@ export const StudyParams = z.object({ studyId: Id });
 const ModelParams = z.object({ studyId: Id, version: VersionParam });
 /** An operator's stop: the reason shown in every view of the study (default: OPERATOR_STOP_REASON). */
 const StopBody = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() });
-const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
+const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(), fromRound: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
 
 export interface StudyRouterDeps {
   guard: RequestGuard;
@@ -67,10 +67,11 @@ export function registerStudyRoutes(app: IRouter, deps: StudyRouterDeps) {
     requireRole(p, 'admin', 'auditor', 'analyst');
     const { studyId } = parse(StudyParams, req.params, 'params');
     // ?wait=S&seen=N: hold the request until the study changes (N is the change count the caller
-    // last saw), so a dashboard follows a study without polling it hard.
-    const { wait, seen } = parse(WatchQuery, req.query, 'query');
+    // last saw), so a dashboard follows a study without polling it hard. ?fromRound=K: only rounds K
+    // and later in `rounds` (a follower's poll then costs what changed, not every round so far).
+    const { wait, seen, fromRound } = parse(WatchQuery, req.query, 'query');
     if (wait > 0) await rounds.waitForChange(studyId, Math.min(wait, deps.maxTaskWaitSeconds), seen);
-    const status = await studies.getStatusFor(p, studyId);
+    const status = await studies.getStatusFor(p, studyId, fromRound);
     res.json({ ...status, changeCount: rounds.changeCount(studyId) });
   }));
   // Global models: streamed as the binary codec's bytes, never as JSON.

@@ -280,8 +280,8 @@ function createModelStore(db: Db) {
  * parse (it never changes once written): the dashboard and the demo long-poll this once or twice
  * a round, and parsing the stored config each time was most of the coordinator's zod time.
  */
-async function studyStatus(db: Db, studyId: string, getConfig: (studyId: string) => Promise<StudyConfig>): Promise<StudyStatus> {
-  const rows = await findStudyStatusRows(db, studyId);
+async function studyStatus(db: Db, studyId: string, getConfig: (studyId: string) => Promise<StudyConfig>, fromRound: number): Promise<StudyStatus> {
+  const rows = await findStudyStatusRows(db, studyId, fromRound);
   if (!rows) throw new NotFoundError(`study ${studyId} does not exist`);
   const { study, rounds } = rows;
   const nodes = study.nodes;
@@ -339,7 +339,8 @@ async function roundDetail(db: Db, studyId: string, round: number) {
 
 /** Reads of a study's state: its status, its rounds, and what each role may see of them. */
 function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyConfig>) {
-  const getStatus = (studyId: string) => studyStatus(db, studyId, getConfig);
+  /** `fromRound`: only rounds from that one on in `rounds` (a follower that has the earlier ones; 0 or none: every round). */
+  const getStatus = (studyId: string, fromRound = 0) => studyStatus(db, studyId, getConfig, fromRound);
   const getRound = (studyId: string, round: number) => roundDetail(db, studyId, round);
 
   return {
@@ -347,7 +348,7 @@ function createStudyReads(db: Db, getConfig: (studyId: string) => Promise<StudyC
     getRound,
     listStudies: () => listStudies(db),
     /** The study as `p` may see it (see auth/visibility.ts). */
-    getStatusFor: async (p: Principal, studyId: string) => visibleStatus(p, await getStatus(studyId)),
+    getStatusFor: async (p: Principal, studyId: string, fromRound = 0) => visibleStatus(p, await getStatus(studyId, fromRound)),
     /** A round as `p` may see it: 403 for a node that did not take part. */
     async getRoundFor(p: Principal, studyId: string, round: number) {
       const detail = await getRound(studyId, round);

@@ -34,7 +34,7 @@ function appRoutes(app: Harness['app']): Route[] {
 
 // Path segments as they go on the wire: percent-encoded or raw garbage, all sendable by node:http.
 const SEGMENT_EDGES = ['%00', 'a%00b', '%01', '%7F', '%zz', '%', '%E0%A4%A', '%C0%AF', '%ED%A0%80', '..', '%2e%2e', '%2F', '%252F', 'x'.repeat(300), 'y'.repeat(5000), '%C3%A9', '%F0%9F%98%80', '\u00e9', "'%20or%201=1--", '%3Cscript%3E', '-1', '0', '1', '2147483647', '2147483648', '4294967296', '9007199254740993', '1e308', 'NaN', 'Infinity', '0x10', '1.5', '%201', '01', '%EF%BC%91', '0'.repeat(30) + '1'];
-const QUERY_EDGES = ['', '?wait=1e308', '?wait=-1', '?wait=NaN', '?wait=0.01', '?seen=2147483648', '?seen=9007199254740993', '?seen=-1', '?version=2147483648', '?version=1', '?version=%zz', '?version=1&version=2', '?wait[a]=1', '?%00=%00', `?wait=${'9'.repeat(400)}`, '?seen=1e308&wait=0'];
+const QUERY_EDGES = ['', '?wait=1e308', '?wait=-1', '?wait=NaN', '?wait=0.01', '?seen=2147483648', '?seen=9007199254740993', '?seen=-1', '?version=2147483648', '?version=1', '?version=%zz', '?version=1&version=2', '?wait[a]=1', '?%00=%00', `?wait=${'9'.repeat(400)}`, '?seen=1e308&wait=0', '?fromRound=-1', '?fromRound=1e308', '?fromRound=x', '?fromRound=1&fromRound=2'];
 const LEAF_EDGES: unknown[] = [2 ** 31, 2 ** 31 - 1, 2 ** 53, 2 ** 53 + 2, -1, 0, 1e308, -1e308, 0.5, '', 'x'.repeat(10_000), '\u0000', 'a\u0000b', '\ud800', '\u00e9\u{1F600}', null, true, [], {}, '2147483648', 'NaN'];
 const BIG = Buffer.alloc(1_100_000, 0x5b); // "[[[[...": over the 1 MB JSON limit
 const BODY_EDGES = ['{"name":"a\\u0000"}', '{"name":"\\ud800"}', '[', '{"__proto__":{"x":1}}', '1e999', '"x"', 'null', '{"a":' + '['.repeat(5000) + ']'.repeat(5000) + '}'].map((s) => Buffer.from(s));

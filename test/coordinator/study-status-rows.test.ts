@@ -70,6 +70,17 @@ for (const backendName of BACKEND_NAMES) describe(`study status in two statement
     s = await status(studyId);
     expect(s.rounds.map((r: { updatesReceived: number }) => r.updatesReceived)).toEqual([2, 1]);
     expect({ nodes: s.nodes, rounds: s.rounds }).toEqual(await expected(studyId));
+
+    // ?fromRound=K: the same status with only rounds K and later (a follower's poll); 0 is every round.
+    const all = await expected(studyId);
+    const from2 = (await h.admin('get', `/v1/studies/${studyId}?fromRound=2`)).body;
+    expect(from2.rounds).toEqual(all.rounds.filter((r) => r.round >= 2));
+    expect({ ...from2, rounds: undefined, changeCount: undefined }).toEqual({ ...s, rounds: undefined, changeCount: undefined });
+    expect((await h.admin('get', `/v1/studies/${studyId}?fromRound=0`)).body.rounds).toEqual(all.rounds);
+    expect((await h.admin('get', `/v1/studies/${studyId}?fromRound=3`)).body.rounds).toEqual([]);
+    const bad = await h.admin('get', `/v1/studies/${studyId}?fromRound=-1`);
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(bad.body)).toMatch(/fromRound/);
   });
 
   run('a study that does not exist is a 404', async () => {

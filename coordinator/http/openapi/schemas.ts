@@ -27,8 +27,8 @@ export const RevokeNode = z.object({ reason: z.string().min(1).max(500).default(
 export const ListQuery = z.object({ study: Id.optional() });
 /** studies/router.ts `StopBody`. */
 export const StopStudy = z.strictObject({ reason: z.string().trim().min(1).max(1000).optional() });
-/** studies/router.ts `WatchQuery`: ?wait=S&seen=N holds the request until the study changes. */
-export const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
+/** studies/router.ts `WatchQuery`: ?wait=S&seen=N holds the request until the study changes; ?fromRound=K lists only rounds K and later. */
+export const WatchQuery = z.object({ wait: z.coerce.number().min(0).max(120).default(0), seen: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(), fromRound: z.coerce.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional() });
 /** policies/router.ts `NewPolicy`: a profile without its version (the coordinator numbers it). */
 export const NewPolicy = PolicyProfile.omit({ version: true });
 

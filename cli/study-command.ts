@@ -439,7 +439,10 @@ async function watchStudy(api: CoordinatorClient, studyId: string, opts: { wait:
   try {
     show();
     while (status.state === 'running') {
-      status = await api.get<StudyStatus>(`${path}?wait=${opts.wait}&seen=${status.changeCount ?? 0}`);
+      // Only the rounds not yet closed are asked for (?fromRound): a closed round never changes, so
+      // a poll costs what changed, not every round so far; the rest are kept from earlier answers.
+      const next = await api.get<StudyStatus>(`${path}?wait=${opts.wait}&seen=${status.changeCount ?? 0}&fromRound=${firstOpenRound(status.rounds)}`);
+      status = { ...next, rounds: mergeRounds(status.rounds, next.rounds) };
       show();
     }
   } finally {
@@ -452,6 +455,20 @@ async function watchStudy(api: CoordinatorClient, studyId: string, opts: { wait:
   if (summary.state !== 'stopped') return 0;
   process.stderr.write(`fedmark: study ${studyId} stopped: ${summary.stopReason ?? '(no reason recorded)'}\n`);
   return EXIT_STOPPED;
+}
+
+/** The first round not closed (completed or failed), or the one after the last: where a follower's next poll starts. */
+export function firstOpenRound(rounds: ReadonlyArray<{ round: number; phase: string }>): number {
+  const open = rounds.find((r) => r.phase !== 'completed' && r.phase !== 'failed');
+  return open?.round ?? (rounds.length > 0 ? rounds[rounds.length - 1].round + 1 : 0);
+}
+
+/** The rounds kept, with those of a later answer (from some round on) taking their place, in round order. */
+export function mergeRounds<R extends { round: number }>(kept: readonly R[], later: readonly R[]): R[] {
+  const from = later.length > 0 ? later[0].round : Number.POSITIVE_INFINITY;
+  const byRound = new Map(kept.filter((r) => r.round < from).map((r) => [r.round, r] as const));
+  for (const r of later) byRound.set(r.round, r);
+  return [...byRound.values()].sort((a, b) => a.round - b.round);
 }
 
 // ---- stop -----------------------------------------------------------------------------------------

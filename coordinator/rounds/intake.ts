@@ -57,7 +57,9 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
     return outcome;
   }).catch((err: unknown) => {
     // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
-    forgetFold(deps.db, studyId, round);
+    // Not for a refusal: every one comes before the fold takes anything (a node resending a refused
+    // update must not make each honest accept rebuild the round's fold from every stored update).
+    if (!(err instanceof AppError && err.status < 500)) forgetFold(deps.db, studyId, round);
     throw err;
   });
 }

@@ -5,6 +5,7 @@ import type { WeightSet } from '../../protocols/tensors.ts';
 import type { UpdateMeta } from '../../protocols/messages.ts';
 import { strategyFor } from '../../coordinator/main.ts';
 import { acceptEvaluation, acceptUpdate, acceptUpdateWithEvaluation } from '../../coordinator/rounds/intake.ts';
+import { foldCacheOf } from '../../coordinator/rounds/fold-cache.ts';
 import type { RoundDeps } from '../../coordinator/rounds/round-state.ts';
 import type { AuthenticatedNode } from '../../coordinator/nodes/node-service.ts';
 import { BACKEND_NAMES, backendOrSkip } from '../helpers/databases.ts';
@@ -209,6 +210,24 @@ for (const backendName of BACKEND_NAMES) {
       log.failOn = undefined;
       expect(await stored('evaluations', 1)).toEqual([]);
       expect(await stored('updates', 2)).toEqual([]);
+    });
+
+    run("a refused update leaves the round's fold cached (a node resending one cannot make every accept rebuild it); a failed write drops it", async (hh) => {
+      const { studyId, nodes, log, deps } = await openRound(hh, 3);
+      const key = `${studyId}\u00001`;
+      expect((await acceptUpdate(deps, nodes[0], studyId, 1, meta(0), encodeWeights(weightsOf(1)))).replay).toBe(false);
+      const fold = foldCacheOf(deps.db).get(key);
+      expect(fold?.count).toBe(1);
+      // A different update from the same node: 409, the fold untouched and still cached.
+      await expect(acceptUpdate(deps, nodes[0], studyId, 1, meta(0), encodeWeights(weightsOf(2)))).rejects.toMatchObject({ status: 409, code: 'DUPLICATE_UPDATE' });
+      expect(foldCacheOf(deps.db).get(key)).toBe(fold);
+      // A write that fails after the fold took the update: dropped, rebuilt at the next use.
+      log.failOn = /insert into round_kept_updates/;
+      await expect(acceptUpdate(deps, nodes[1], studyId, 1, meta(1), encodeWeights(weightsOf(3)))).rejects.toThrow(/injected/);
+      log.failOn = undefined;
+      expect(foldCacheOf(deps.db).get(key)).toBeUndefined();
+      expect((await acceptUpdate(deps, nodes[1], studyId, 1, meta(1), encodeWeights(weightsOf(3)))).replay).toBe(false);
+      expect(foldCacheOf(deps.db).get(key)?.count).toBe(2);
     });
 
     run('concurrent arrivals read after the lock: a racing retry is a replay, exactly one last arrival is all in', async (hh) => {

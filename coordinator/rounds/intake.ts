@@ -59,7 +59,7 @@ export async function acceptUpdate(deps: RoundDeps, node: AuthenticatedNode, stu
     // Rolled back (or failed to commit) after the fold may have taken the update: rebuild next time.
     // Not for a refusal: every one comes before the fold takes anything (a node resending a refused
     // update must not make each honest accept rebuild the round's fold from every stored update).
-    if (!(err instanceof AppError && err.status < 500)) forgetFold(deps.db, studyId, round);
+    if (!isRefusal(err)) forgetFold(deps.db, studyId, round);
     throw err;
   });
 }
@@ -268,9 +268,14 @@ async function judged<T>(fn: () => Promise<T>): Promise<Judged<T>> {
   try {
     return { ok: await fn() };
   } catch (err) {
-    if (err instanceof AppError && err.status < 500) return { refused: err };
+    if (isRefusal(err)) return { refused: err };
     throw err;
   }
+}
+
+/** A refusal: an AppError below 500 (the request's fault, judged before anything of it was written). */
+function isRefusal(err: unknown): err is AppError {
+  return err instanceof AppError && err.status < 500;
 }
 
 /**

@@ -17,6 +17,7 @@ import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
 import { reportResourcesAtExit, resourceLogFields } from './process-resources.ts';
+import { compileRoundCodeEagerly } from './v8-tuning.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -266,6 +267,7 @@ export function buildProgram(): Command {
       const log = pino({ level: parsed.data.logLevel, mixin: resourceLogFields() });
       reportResourcesAtExit(); // the demo's JSON reports the nodes' peak RSS (cli/process-resources.ts)
       if (parsed.data.attack) log.warn({ attack: parsed.data.attack }, 'this node is an ATTACKER (--attack: for demos and tests only)');
+      compileRoundCodeEagerly();
       const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');
       if (opts.withdraw) return withdrawNode(Object.freeze(parsed.data), opts.reason, log);
       if (opts.rotateKey) {

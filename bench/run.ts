@@ -30,6 +30,7 @@ import { clippedGradientSum, clippedGradientSumNaive, dpSgdLayers } from '../mod
 import { encodedWidth } from '../protocols/feature-spec.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
+import { roundAnatomy } from './round-anatomy.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
 const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto', 'transport', 'pglite'] as const;
@@ -204,10 +205,18 @@ if (wanted.has('demo')) {
   // The demo's own figures (cli/demo-federation.ts speedFigures): round 2.. median from the
   // coordinator's round lines, each process's peak RSS (VmHWM) and CPU as it reported them on exit.
   const own = { medianRoundSeconds: demo.medianRoundSeconds, roundOneSeconds: demo.roundOneSeconds, coordinatorPeakRssMb: demo.coordinatorPeakRssMb, nodePeakRssMb: demo.nodePeakRssMb, coordinatorCpuSeconds: demo.coordinatorCpuSeconds, nodeCpuSeconds: demo.nodeCpuSeconds };
-  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, ...own, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound };
+  const anatomy = roundAnatomy(coordinator, nodes);
+  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, ...own, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound, anatomy };
   table(`Demo federation: ${demo.nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s (residual)', 'evaluation s', 'wall s', 'test AUC'], [
     [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc ?? '-'],
   ]);
+  // The same rounds by phase, with each phase's CPU from the lines' cpuMs (bench/round-anatomy.ts).
+  const am = anatomy.median;
+  if (am) {
+    table(`Demo federation: where a round goes (median over rounds 2..${rounds - 1}; a round runs from its opening to the next's)`, ['round s', 'opening -> first update s', 'intakes s', 'close s', 'next opening s', 'coordinator CPU ms', 'nodes CPU ms (sum)'], [
+      [am.seconds, am.firstUpdateSeconds, am.intakeSeconds, am.closeSeconds, am.openSeconds, am.coordinatorCpuMs ?? '-', am.nodesCpuMs ?? '-'],
+    ]);
+  }
   const mb = (x: number | null) => x ?? '-';
   table('Demo federation: processes (peak RSS from each process\'s VmHWM, CPU over its life)', ['round 1 s', 'coordinator peak MB', 'node peak MB (max)', 'coordinator CPU s', 'nodes CPU s (sum)'], [[mb(own.roundOneSeconds), mb(own.coordinatorPeakRssMb), mb(own.nodePeakRssMb), mb(own.coordinatorCpuSeconds), mb(own.nodeCpuSeconds)]]);
   rmSync(out, { recursive: true, force: true });

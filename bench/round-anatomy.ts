@@ -8,14 +8,19 @@
  * evaluation of round r's model rides on round r+1's updates, so this cycle is the whole
  * steady-state cost of a round. Its four phases:
  *
- *   opening -> first update accepted   the nodes evaluate, train, seal and send (on a shared
- *                                      machine, all at once)
+ *   opening -> first update accepted   the fit tasks go out on the held answers (the opening is
+ *                                      logged just before), then the nodes evaluate, train, seal
+ *                                      and send (on a shared machine, all at once)
  *   first -> last update accepted      the coordinator's intakes, one after another
- *   last update -> round aggregated    FedAvg, the model's signature, the audit entries
- *   aggregated -> next round opens     the next fit tasks
+ *   last update -> round aggregated    the previous round's evaluation close ("round completed"),
+ *                                      FedAvg, the model's signature, the audit entries
+ *   aggregated -> next round opens     the next round's opening transaction (its participants,
+ *                                      the privacy charge)
  *
  * A node logs "sent model update" for round r when the answer to it arrives, which carries round
- * r+1's task: so a node's CPU between its lines for rounds r-1 and r is its CPU over round r's cycle.
+ * r+1's task: so a node's CPU between its lines for rounds r-1 and r is its CPU over round r's
+ * cycle. (An answer that brings no task, a long-poll that ran out, is logged before round r+1
+ * opens: that node's CPU then straddles two cycles.)
  */
 
 export type LogLine = Record<string, unknown>;
@@ -39,9 +44,14 @@ export interface RoundCycle {
 export interface RoundAnatomy {
   /** Cycles of rounds `fromRound`.. whose next round opened (the last round has no cycle). */
   perRound: RoundCycle[];
-  /** Median of each figure over those cycles (null with none). */
+  /**
+   * Median of each figure over those cycles (null with none); the CPU figures over the cycles
+   * that have them (a node that sat a round out leaves that cycle's sum unknown).
+   */
   median: Omit<RoundCycle, 'round' | 'updates'> | null;
 }
+
+type CoordinatorMarks = Record<'started' | 'accepted' | 'aggregated', Map<number, LogLine[]>>;
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
@@ -67,12 +77,13 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-function medianOrNull(xs: Array<number | null>): number | null {
-  return xs.some((x) => x === null) ? null : median(xs as number[]);
+function medianOfKnown(xs: Array<number | null>): number | null {
+  const known = xs.filter((x): x is number => x !== null);
+  return known.length === 0 ? null : median(known);
 }
 
 /** One cycle, or null when one of its marks is missing (a failed round, a level that hid the lines). */
-function cycleOf(round: number, coordinator: Record<'started' | 'accepted' | 'aggregated', Map<number, LogLine[]>>, nodes: Array<Map<number, LogLine[]>>): RoundCycle | null {
+function cycleOf(round: number, coordinator: CoordinatorMarks, nodes: Array<Map<number, LogLine[]>>): RoundCycle | null {
   const opened = coordinator.started.get(round)?.[0];
   const next = coordinator.started.get(round + 1)?.[0];
   const accepted = coordinator.accepted.get(round) ?? [];
@@ -97,7 +108,11 @@ function cycleOf(round: number, coordinator: Record<'started' | 'accepted' | 'ag
 
 /** The cycles of rounds `fromRound`.. (default 2: round 1 carries the start-up) and their medians. */
 export function roundAnatomy(coordinatorLines: LogLine[], nodeLines: LogLine[][], fromRound = 2): RoundAnatomy {
-  const coordinator = { started: linesOf(coordinatorLines, 'round started'), accepted: linesOf(coordinatorLines, 'update accepted'), aggregated: linesOf(coordinatorLines, 'round aggregated') };
+  const coordinator: CoordinatorMarks = {
+    started: linesOf(coordinatorLines, 'round started'),
+    accepted: linesOf(coordinatorLines, 'update accepted'),
+    aggregated: linesOf(coordinatorLines, 'round aggregated'),
+  };
   const nodes = nodeLines.map((lines) => linesOf(lines, 'sent model update'));
   const rounds = [...coordinator.started.keys()].filter((r) => r >= fromRound).sort((a, b) => a - b);
   const perRound = rounds.map((r) => cycleOf(r, coordinator, nodes)).filter((c): c is RoundCycle => c !== null);
@@ -111,8 +126,8 @@ export function roundAnatomy(coordinatorLines: LogLine[], nodeLines: LogLine[][]
       intakeSeconds: m('intakeSeconds'),
       closeSeconds: m('closeSeconds'),
       openSeconds: m('openSeconds'),
-      coordinatorCpuMs: medianOrNull(perRound.map((c) => c.coordinatorCpuMs)),
-      nodesCpuMs: medianOrNull(perRound.map((c) => c.nodesCpuMs)),
+      coordinatorCpuMs: medianOfKnown(perRound.map((c) => c.coordinatorCpuMs)),
+      nodesCpuMs: medianOfKnown(perRound.map((c) => c.nodesCpuMs)),
     },
   };
 }

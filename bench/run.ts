@@ -213,7 +213,7 @@ if (wanted.has('demo')) {
   // The same rounds by phase, with each phase's CPU from the lines' cpuMs (bench/round-anatomy.ts).
   const am = anatomy.median;
   if (am) {
-    table(`Demo federation: where a round goes (median over rounds 2..${rounds - 1}; a round runs from its opening to the next's)`, ['round s', 'opening -> first update s', 'intakes s', 'close s', 'next opening s', 'coordinator CPU ms', 'nodes CPU ms (sum)'], [
+    table(`Demo federation: where a round goes (median over ${anatomy.perRound.length} rounds, ${anatomy.perRound[0].round}..${anatomy.perRound.at(-1)!.round}; a round runs from its opening to the next's)`, ['round s', 'opening -> first update s', 'intakes s', 'close s', 'next opening s', 'coordinator CPU ms', 'nodes CPU ms (sum)'], [
       [am.seconds, am.firstUpdateSeconds, am.intakeSeconds, am.closeSeconds, am.openSeconds, am.coordinatorCpuMs ?? '-', am.nodesCpuMs ?? '-'],
     ]);
   }

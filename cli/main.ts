@@ -231,6 +231,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
     .addHelpText('after', `\n${NODE_EXIT_CODES_HELP}`)
     .action(async (opts) => {
+      compileRoundCodeEagerly(); // first: the config's zod parse below is round code too (cli/v8-tuning.ts)
       if (!opts.coordinator) program.error("error: required option '--coordinator <url>' not specified (or set FEDMARK_COORDINATOR)");
       const parsed = NodeConfig.safeParse({
         coordinator: opts.coordinator,
@@ -267,7 +268,6 @@ export function buildProgram(): Command {
       const log = pino({ level: parsed.data.logLevel, mixin: resourceLogFields() });
       reportResourcesAtExit(); // the demo's JSON reports the nodes' peak RSS (cli/process-resources.ts)
       if (parsed.data.attack) log.warn({ attack: parsed.data.attack }, 'this node is an ATTACKER (--attack: for demos and tests only)');
-      compileRoundCodeEagerly();
       const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');
       if (opts.withdraw) return withdrawNode(Object.freeze(parsed.data), opts.reason, log);
       if (opts.rotateKey) {

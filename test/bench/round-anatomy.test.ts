@@ -33,7 +33,10 @@ describe('round anatomy from the demo logs (issue 13)', () => {
     const { median } = roundAnatomy(coordinator, nodes);
     expect(median).toEqual({ seconds: (0.11 + 0.14) / 2, firstUpdateSeconds: (0.05 + 0.04) / 2, intakeSeconds: (0.03 + 0.04) / 2, closeSeconds: (0.02 + 0.04) / 2, openSeconds: (0.01 + 0.02) / 2, coordinatorCpuMs: 100, nodesCpuMs: 16 });
     expect(roundAnatomy(coordinator, nodes, 3).median?.seconds).toBeCloseTo(0.14, 12);
-    expect(roundAnatomy(coordinator, nodes, 1).perRound.map((c) => c.round)).toEqual([1, 2, 3]);
+    // Round 1's cycle has no node CPU (no line for round 0): the median is over the cycles that do.
+    const fromOne = roundAnatomy(coordinator, nodes, 1);
+    expect(fromOne.perRound.map((c) => [c.round, c.nodesCpuMs])).toEqual([[1, null], [2, 18], [3, 14]]);
+    expect(fromOne.median).toMatchObject({ nodesCpuMs: 16, coordinatorCpuMs: 110 }); // 200, 90 and 110 ms
   });
 
   it('leaves out a round missing a mark, and says null for CPU the lines do not carry', () => {
@@ -41,9 +44,10 @@ describe('round anatomy from the demo logs (issue 13)', () => {
     expect(roundAnatomy(failed, nodes).perRound.map((c) => c.round)).toEqual([3]);
     const noCpu = coordinator.map(({ cpuMs: _, ...l }) => l);
     expect(roundAnatomy(noCpu, nodes).median).toMatchObject({ coordinatorCpuMs: null, nodesCpuMs: 16 });
-    // A node without its line for round 2: the nodes' sum for round 2 is unknown, not smaller.
+    // A node without its line for round 2: the nodes' sums for rounds 2 and 3 are unknown, not smaller.
     const partial = [nodes[0], nodes[1].filter((l) => l.round !== 2)];
     expect(roundAnatomy(coordinator, partial).perRound.map((c) => c.nodesCpuMs)).toEqual([null, null]);
+    expect(roundAnatomy(coordinator, partial).median?.nodesCpuMs).toBeNull();
     expect(roundAnatomy([], []).median).toBeNull();
   });
 });

@@ -1,9 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from 'kysely';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import type { WeightSet } from '../../protocols/tensors.ts';
 import type { UpdateMeta } from '../../protocols/messages.ts';
 import { strategyFor } from '../../coordinator/main.ts';
+import { AppError } from '../../coordinator/errors.ts';
 import { acceptEvaluation, acceptUpdate, acceptUpdateWithEvaluation } from '../../coordinator/rounds/intake.ts';
 import { foldCacheOf } from '../../coordinator/rounds/fold-cache.ts';
 import type { RoundDeps } from '../../coordinator/rounds/round-state.ts';
@@ -24,10 +25,12 @@ class StatementLog implements KyselyPlugin {
   statements: string[] = [];
   /** A statement whose tree matches this fails as a database would (a test of what rolls back). */
   failOn: RegExp | undefined;
+  /** What that statement throws (default: a database's connection error). */
+  failWith: () => Error = () => Object.assign(new Error('connection terminated (injected)'), { code: '08006', severity: 'FATAL' });
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
     const text = JSON.stringify(args.node);
     this.statements.push(text);
-    if (this.failOn?.test(text)) throw Object.assign(new Error('connection terminated (injected)'), { code: '08006', severity: 'FATAL' });
+    if (this.failOn?.test(text)) throw this.failWith();
     return args.node;
   }
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
@@ -185,7 +188,9 @@ for (const backendName of BACKEND_NAMES) {
     run('refusals on their face (before any transaction) are judged per part too: the other part is stored', async (hh) => {
       const { nodes, studyId, stored, audit } = await atRoundTwo(hh, 3);
       const [a, b, c] = nodes;
-      const deps: RoundDeps = { db: hh.built.db, studies: hh.built.studies, strategyFor, keyring: hh.built.keyring, now: () => new Date() };
+      const db = hh.built.db.withPlugin(new StatementLog()); // an instance of its own, whose transactions are counted
+      const transactions = vi.spyOn(db, 'transaction');
+      const deps: RoundDeps = { db, studies: hh.built.studies, strategyFor, keyring: hh.built.keyring, now: () => new Date() };
       // An evaluation of the wrong kind: refused before the transaction; the update is stored.
       const wrongKind = { round: 1, report: { ...riding(0).report, stats: { ...riding(0).report.stats, kind: 'regression' } } } as unknown as ReturnType<typeof riding>;
       const first = await acceptUpdateWithEvaluation(deps, a, studyId, fitOf(0), wrongKind);
@@ -196,11 +201,24 @@ for (const backendName of BACKEND_NAMES) {
       expect(second.update).toMatchObject({ refused: { status: 400, code: 'INVALID_WEIGHTS' } });
       expect(second.evaluation).toEqual({ ok: true });
       // Both refused: nothing stored, nothing audited.
+      expect(transactions).toHaveBeenCalledTimes(2);
+      // Both refused on their face: no transaction at all (on PGlite it would hold the only connection).
       const both = await acceptUpdateWithEvaluation(deps, c, studyId, { ...fitOf(2), body: new Uint8Array([1, 2, 3]) }, wrongKind);
       expect(both).toMatchObject({ evaluation: { refused: { code: 'INVALID_EVALUATION' } }, update: { refused: { code: 'INVALID_WEIGHTS' } } });
+      expect(transactions).toHaveBeenCalledTimes(2);
       expect(await stored('updates', 2)).toEqual([a.id]);
       expect(await stored('evaluations', 1)).toEqual([b.id]);
       expect((await audit('evaluation.received')).map((r) => JSON.parse(r.data).nodeId)).toEqual([b.id]);
+    });
+
+    run('an AppError of the server (5xx) in a part is not a refusal: it rolls back both, as a database error does', async (hh) => {
+      const { nodes, studyId, log, deps, stored } = await atRoundTwo(hh, 2);
+      log.failOn = /insert into round_kept_updates/;
+      log.failWith = () => new AppError(503, 'UNAVAILABLE', 'storage unavailable (injected)');
+      await expect(acceptUpdateWithEvaluation(deps, nodes[0], studyId, fitOf(0), riding(0))).rejects.toMatchObject({ status: 503 });
+      log.failOn = undefined;
+      expect(await stored('evaluations', 1)).toEqual([]);
+      expect(await stored('updates', 2)).toEqual([]);
     });
 
     run("a database error at the evaluation's insert rolls back the update's part too", async (hh) => {

@@ -60,7 +60,9 @@ function linesOf(lines: LogLine[], msg: string): Map<number, LogLine[]> {
   for (const l of lines) {
     const round = num(l.round);
     if (l.msg !== msg || round === null || num(l.time) === null) continue;
-    byRound.set(round, [...(byRound.get(round) ?? []), l]);
+    const kept = byRound.get(round);
+    if (kept) kept.push(l);
+    else byRound.set(round, [l]);
   }
   return byRound;
 }

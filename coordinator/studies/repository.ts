@@ -18,8 +18,8 @@ export async function findStudyRow(db: Db, studyId: string) {
  * status ~58 times, 5 statements each, the rounds read with their state blobs): the study row
  * with its nodes (by name), then its rounds with each round's model hash and update count,
  * without the rounds' accumulator and server state. Undefined when there is no such study.
+ * Its rounds from `fromRound` on only (a follower asks only for those it has not seen closed).
  */
-/** The study's status rows; its rounds from `fromRound` on (a follower asks only for those it has not seen closed). */
 export async function findStudyStatusRows(db: Db, studyId: string, fromRound = 0) {
   const [study] = await statusStudyQuery(db, { studyId });
   if (!study) return undefined;

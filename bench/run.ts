@@ -31,15 +31,23 @@ import { encodedWidth } from '../protocols/feature-spec.ts';
 import { TrainingConfig } from '../protocols/training-config.ts';
 import { computeEpsilon } from '../protocols/privacy/index.ts';
 import { roundAnatomy } from './round-anatomy.ts';
+import { parseDemoRuns, summarizeDemoRuns, type DemoRunFigures } from './demo-runs.ts';
 
 const DATA = fileURLToPath(new URL('../data/mlc_churn.csv', import.meta.url));
 const SECTIONS = ['aggregation', 'training', 'trainers', 'dpsgd', 'accountant', 'noise', 'demo', 'kinds', 'privacy', 'strategies', 'attacks', 'scale', 'speed', 'crypto', 'transport', 'pglite'] as const;
 
-const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' } }, allowPositionals: true });
+const { values } = parseArgs({ options: { only: { type: 'string' }, quick: { type: 'boolean' }, legacy: { type: 'boolean' }, 'compare-flower': { type: 'boolean' }, postgres: { type: 'string' }, 'demo-runs': { type: 'string' } }, allowPositionals: true });
 const wanted = new Set<string>(values.only ? values.only.split(',') : SECTIONS);
 const unknown = [...wanted].filter((s) => !(SECTIONS as readonly string[]).includes(s));
 if (unknown.length) {
   process.stderr.write(`npm run bench: unknown section ${unknown.join(', ')} (sections: ${SECTIONS.join(', ')})\n`);
+  process.exit(2);
+}
+let demoRuns: number;
+try {
+  demoRuns = parseDemoRuns(values['demo-runs'], values.quick ?? false);
+} catch (err) {
+  process.stderr.write(`npm run bench: ${(err as Error).message}\n`);
   process.exit(2);
 }
 // Issue 13's table (`speed`) is built from the sections that measure its figures.
@@ -57,6 +65,45 @@ function table(title: string, header: string[], rows: Array<Array<string | numbe
 function median(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
+}
+
+type PerRound = { round: number; seconds: number; fitSeconds: number; trainSeconds: number; aggregateSeconds: number; transferAndWaitSeconds: number; evaluationSeconds: number };
+type DemoRun = { figures: DemoRunFigures; nodes: number; perRound: PerRound[]; medianRound: Record<'seconds' | 'train' | 'aggregate' | 'transferAndWait' | 'evaluation', number>; anatomy: ReturnType<typeof roundAnatomy> };
+
+/** One run of the 10-node demo, its figures and its rounds from the processes' logs. */
+async function measureDemo(rounds: number): Promise<DemoRun> {
+  const { runDemo } = await import('../cli/demo.ts');
+  const out = mkdtempSync(join(tmpdir(), 'fedmark-bench-demo-'));
+  try {
+    const wall = performance.now();
+    const demo = await runDemo({ rounds, nodes: 10, out, localBaseline: false, progress: process.stderr });
+    const wallSeconds = (performance.now() - wall) / 1000;
+    // Split each round from the logs: training (slowest node), aggregation (coordinator) and the
+    // evaluation phase are measured; "transfer+wait" is what remains of the fit phase (HTTP, OpenPGP
+    // signing, sealing and verification, long-poll scheduling, waiting for the slowest node): a
+    // residual, not a measured transfer.
+    const read = (f: string) => readFileSync(join(out, 'logs', f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const coordinator = read('coordinator.log');
+    const nodes = readdirSync(join(out, 'logs')).filter((f) => f.startsWith('node-')).map(read);
+    const perRound: PerRound[] = [];
+    for (let r = 2; r <= rounds; r++) {
+      const started = coordinator.find((l) => l.msg === 'round started' && l.round === r)?.time as number;
+      const aggregated = coordinator.find((l) => l.msg === 'round aggregated' && l.round === r);
+      const completed = coordinator.find((l) => l.msg === 'round completed' && l.round === r)?.time as number;
+      const train = Math.max(...nodes.map((n) => (n.find((l) => l.msg === 'sent model update' && l.round === r)?.trainSeconds as number) ?? 0));
+      const fitSeconds = ((aggregated?.time as number) - started) / 1000;
+      const aggregateSeconds = (aggregated?.aggregateMs as number) / 1000;
+      perRound.push({ round: r, seconds: (completed - started) / 1000, fitSeconds, trainSeconds: train, aggregateSeconds, transferAndWaitSeconds: fitSeconds - train - aggregateSeconds, evaluationSeconds: (completed - (aggregated?.time as number)) / 1000 });
+    }
+    const med = (k: keyof PerRound) => median(perRound.map((p) => p[k]));
+    // The demo's own figures (cli/demo-federation.ts speedFigures): round 2.. median from the
+    // coordinator's round lines, each process's peak RSS (VmHWM) and CPU as it reported them on exit.
+    const figures: DemoRunFigures = { medianRoundSeconds: demo.medianRoundSeconds ?? null, roundOneSeconds: demo.roundOneSeconds ?? null, wallSeconds, globalTestAuc: demo.globalTestAuc ?? null, coordinatorPeakRssMb: demo.coordinatorPeakRssMb ?? null, nodePeakRssMb: demo.nodePeakRssMb ?? null, coordinatorCpuSeconds: demo.coordinatorCpuSeconds ?? null, nodeCpuSeconds: demo.nodeCpuSeconds ?? null };
+    const medianRound = { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') };
+    return { figures, nodes: demo.nodes, perRound, medianRound, anatomy: roundAnatomy(coordinator, nodes) };
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 }
 
 if (wanted.has('aggregation')) {
@@ -178,48 +225,37 @@ if (wanted.has('noise')) {
 }
 
 if (wanted.has('demo')) {
-  const { runDemo } = await import('../cli/demo.ts');
-  const out = mkdtempSync(join(tmpdir(), 'fedmark-bench-demo-'));
   const rounds = 20;
-  const wall = performance.now();
-  const demo = await runDemo({ rounds, nodes: 10, out, localBaseline: false, progress: process.stderr });
-  const wallSeconds = (performance.now() - wall) / 1000;
-  // Split each round from the logs: training (slowest node), aggregation (coordinator) and the
-  // evaluation phase are measured; "transfer+wait" is what remains of the fit phase (HTTP, OpenPGP
-  // signing, sealing and verification, long-poll scheduling, waiting for the slowest node): a
-  // residual, not a measured transfer.
-  const read = (f: string) => readFileSync(join(out, 'logs', f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
-  const coordinator = read('coordinator.log');
-  const nodes = readdirSync(join(out, 'logs')).filter((f) => f.startsWith('node-')).map(read);
-  const perRound: Array<{ round: number; seconds: number; fitSeconds: number; trainSeconds: number; aggregateSeconds: number; transferAndWaitSeconds: number; evaluationSeconds: number }> = [];
-  for (let r = 2; r <= rounds; r++) {
-    const started = coordinator.find((l) => l.msg === 'round started' && l.round === r)?.time as number;
-    const aggregated = coordinator.find((l) => l.msg === 'round aggregated' && l.round === r);
-    const completed = coordinator.find((l) => l.msg === 'round completed' && l.round === r)?.time as number;
-    const train = Math.max(...nodes.map((n) => (n.find((l) => l.msg === 'sent model update' && l.round === r)?.trainSeconds as number) ?? 0));
-    const fitSeconds = ((aggregated?.time as number) - started) / 1000;
-    const aggregateSeconds = (aggregated?.aggregateMs as number) / 1000;
-    perRound.push({ round: r, seconds: (completed - started) / 1000, fitSeconds, trainSeconds: train, aggregateSeconds, transferAndWaitSeconds: fitSeconds - train - aggregateSeconds, evaluationSeconds: (completed - (aggregated?.time as number)) / 1000 });
+  const runs: DemoRun[] = [];
+  for (let i = 0; i < demoRuns; i++) {
+    if (demoRuns > 1) say(`\nDemo federation: run ${i + 1} of ${demoRuns}`);
+    runs.push(await measureDemo(rounds));
   }
-  const med = (k: keyof (typeof perRound)[number]) => median(perRound.map((p) => p[k] as number));
-  // The demo's own figures (cli/demo-federation.ts speedFigures): round 2.. median from the
-  // coordinator's round lines, each process's peak RSS (VmHWM) and CPU as it reported them on exit.
-  const own = { medianRoundSeconds: demo.medianRoundSeconds, roundOneSeconds: demo.roundOneSeconds, coordinatorPeakRssMb: demo.coordinatorPeakRssMb, nodePeakRssMb: demo.nodePeakRssMb, coordinatorCpuSeconds: demo.coordinatorCpuSeconds, nodeCpuSeconds: demo.nodeCpuSeconds };
-  const anatomy = roundAnatomy(coordinator, nodes);
-  results.demo = { rounds, nodes: demo.nodes, wallSeconds, globalTestAuc: demo.globalTestAuc, ...own, medianRound: { seconds: med('seconds'), train: med('trainSeconds'), aggregate: med('aggregateSeconds'), transferAndWait: med('transferAndWaitSeconds'), evaluation: med('evaluationSeconds') }, perRound, anatomy };
-  table(`Demo federation: ${demo.nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s (residual)', 'evaluation s', 'wall s', 'test AUC'], [
-    [med('seconds'), med('trainSeconds'), med('aggregateSeconds'), med('transferAndWaitSeconds'), med('evaluationSeconds'), wallSeconds, demo.globalTestAuc ?? '-'],
+  const summary = summarizeDemoRuns(runs.map((r) => r.figures));
+  const { perRound, anatomy, medianRound, nodes } = runs[summary.medianRun];
+  // The speed table's figures are the runs' medians (peak RSS: the highest run); the rounds tabled
+  // below are the median run's.
+  const f = summary.figures;
+  results.demo = { rounds, nodes, runs: runs.map((r) => r.figures), range: summary.range, medianRun: summary.medianRun, ...f, medianRound, perRound, anatomy };
+  if (demoRuns > 1) {
+    table(`Demo federation: ${demoRuns} runs (the median of each figure, peak RSS the highest run; \`--demo-runs N\`)`, ['run', 'median round s', 'round 1 s', 'wall s', 'test AUC', 'coordinator peak MB', 'node peak MB'], [
+      ...runs.map((r, i) => [i + 1, r.figures.medianRoundSeconds ?? '-', r.figures.roundOneSeconds ?? '-', r.figures.wallSeconds, r.figures.globalTestAuc ?? '-', r.figures.coordinatorPeakRssMb ?? '-', r.figures.nodePeakRssMb ?? '-']),
+      ['summary', f.medianRoundSeconds ?? '-', f.roundOneSeconds ?? '-', f.wallSeconds ?? '-', f.globalTestAuc ?? '-', f.coordinatorPeakRssMb ?? '-', f.nodePeakRssMb ?? '-'],
+    ]);
+  }
+  const which = demoRuns > 1 ? `; run ${summary.medianRun + 1}, the median one` : '';
+  table(`Demo federation: ${nodes} node processes, ${rounds} rounds over HTTP (median round of 2..${rounds}${which})`, ['round s', 'train s', 'aggregate s', 'transfer+wait s (residual)', 'evaluation s', 'wall s', 'test AUC'], [
+    [medianRound.seconds, medianRound.train, medianRound.aggregate, medianRound.transferAndWait, medianRound.evaluation, runs[summary.medianRun].figures.wallSeconds, runs[summary.medianRun].figures.globalTestAuc ?? '-'],
   ]);
   // The same rounds by phase, with each phase's CPU from the lines' cpuMs (bench/round-anatomy.ts).
   const am = anatomy.median;
   if (am) {
-    table(`Demo federation: where a round goes (median over ${anatomy.perRound.length} rounds, ${anatomy.perRound[0].round}..${anatomy.perRound.at(-1)!.round}; a round runs from its opening to the next's)`, ['round s', 'opening -> first update s', 'intakes s', 'close s', 'next opening s', 'coordinator CPU ms', 'nodes CPU ms (sum)'], [
+    table(`Demo federation: where a round goes (median over ${anatomy.perRound.length} rounds, ${anatomy.perRound[0].round}..${anatomy.perRound.at(-1)!.round}${which}; a round runs from its opening to the next's)`, ['round s', 'opening -> first update s', 'intakes s', 'close s', 'next opening s', 'coordinator CPU ms', 'nodes CPU ms (sum)'], [
       [am.seconds, am.firstUpdateSeconds, am.intakeSeconds, am.closeSeconds, am.openSeconds, am.coordinatorCpuMs ?? '-', am.nodesCpuMs ?? '-'],
     ]);
   }
   const mb = (x: number | null) => x ?? '-';
-  table('Demo federation: processes (peak RSS from each process\'s VmHWM, CPU over its life)', ['round 1 s', 'coordinator peak MB', 'node peak MB (max)', 'coordinator CPU s', 'nodes CPU s (sum)'], [[mb(own.roundOneSeconds), mb(own.coordinatorPeakRssMb), mb(own.nodePeakRssMb), mb(own.coordinatorCpuSeconds), mb(own.nodeCpuSeconds)]]);
-  rmSync(out, { recursive: true, force: true });
+  table(`Demo federation: processes (peak RSS from each process's VmHWM, CPU over its life${demoRuns > 1 ? '; medians, peak RSS the highest run' : ''})`, ['round 1 s', 'coordinator peak MB', 'node peak MB (max)', 'coordinator CPU s', 'nodes CPU s (sum)'], [[mb(f.roundOneSeconds), mb(f.coordinatorPeakRssMb), mb(f.nodePeakRssMb), mb(f.coordinatorCpuSeconds), mb(f.nodeCpuSeconds)]]);
 }
 
 // Issue 9's model kinds on their shipped data, as `npm start -- --task forecast|recommend --json`

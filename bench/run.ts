@@ -2,6 +2,7 @@
  * `npm run bench`: the numbers behind our speed and privacy claims, as one JSON document on the
  * last line of stdout (machine-readable, also written to bench/results/latest.json; `npm run
  * --silent bench` leaves npm's own header out) and readable tables on stderr. Sections can be picked: `npm run bench -- --only aggregation,training`.
+ * The demo runs three times (`--demo-runs N`, bench/demo-runs.ts): its figures are medians over the runs.
  *
  * Benchmarks are not tests: nothing here asserts a time.
  */

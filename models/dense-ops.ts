@@ -47,12 +47,33 @@ export async function trainModel(model: KindModel, data: EncodedData, config: Tr
     const side = await loadTensorFlow();
     return withTwin(side, model, (twin) => side.trainLocal(twin, data, config, options));
   }
-  const net = new FusedMlp(model.layout, Math.max(1, Math.min(config.batchSize, data.n)));
+  const maxRows = Math.max(1, Math.min(config.batchSize, data.n));
+  const net = takeTrainingNet(model, maxRows);
   net.params.set(model.params);
   const global = options.proximal ? () => flattenWeights(net, options.proximal!.global, 'proximal term') : undefined;
   const result = await runFusedTraining(net, data, config, options.loss, options, global, FLOAT32_EPSILON);
   model.params.set(net.params.subarray(0, model.params.length));
+  trainingNets.set(model, net); // kept only after a training that ended normally
   return result;
+}
+
+/**
+ * The network a dense model trains with, kept between trainings (issue 13, a node's CPU per
+ * round): a node trains the same model with the same batch size every round, and a new FusedMlp
+ * each time cost a WebAssembly memory and instance, ~0.5-0.7 ms of the node's ~7 ms a round
+ * (`.scratch` micro-benchmark: 0.67 ms new against 3 us reset, 150 KB). Taken out of the cache for
+ * the training's length, so two trainings of one model at once never share one, and reset to
+ * zeros first, so a kept network trains to the very numbers a new one would
+ * (test/models/train-net-reuse.test.ts).
+ */
+const trainingNets = new WeakMap<DenseModel, FusedMlp>();
+
+function takeTrainingNet(model: DenseModel, maxRows: number): FusedMlp {
+  const kept = trainingNets.get(model);
+  trainingNets.delete(model);
+  if (kept?.maxRows !== maxRows) return new FusedMlp(model.layout, maxRows); // a model's layout is fixed when it is made
+  kept.reset();
+  return kept;
 }
 
 /** DP-SGD (models/dp-sgd.ts, TensorFlow.js) for either model: loaded now if it was not. */

@@ -147,6 +147,17 @@ export class FusedMlp {
     this.ptr = { params: paramsAt * 4, grads: gradsAt * 4, moment1: moment1At * 4, moment2: moment2At * 4, global: globalAt * 4, input: inputAt * 4, outs: outsAt.map((f) => f * 4), deltas: deltasAt.map((f) => f * 4) };
   }
 
+  /**
+   * Every buffer back to zeros, as a new network's: its WebAssembly memory (or ArrayBuffer) and
+   * the scores. A network kept between trainings (dense-ops.ts) starts each one from this state,
+   * so it computes the same numbers a new one would, without a new memory and instance (~0.5 ms
+   * each, most of it the memory's address-space reservation and first-touch page faults).
+   */
+  reset(): void {
+    new Uint8Array(this.params.buffer).fill(0);
+    this.scores.fill(0);
+  }
+
   get layers(): number {
     return this.widths.length - 1;
   }

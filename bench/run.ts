@@ -387,7 +387,7 @@ if (wanted.has('transport')) {
 }
 
 if (wanted.has('speed')) {
-  type Demo = { globalTestAuc?: number | null; medianRoundSeconds?: number | null; wallSeconds?: number; coordinatorPeakRssMb?: number | null; nodePeakRssMb?: number | null };
+  type Demo = { globalTestAuc?: number | null; medianRoundSeconds?: number | null; wallSeconds?: number | null; coordinatorPeakRssMb?: number | null; nodePeakRssMb?: number | null };
   const demo = results.demo as Demo | undefined;
   const agg = results.aggregation as { seconds: number } | undefined;
   const paths = (results.coordinatorPath as ServicePathResult[] | undefined) ?? [];

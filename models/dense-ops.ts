@@ -53,18 +53,21 @@ export async function trainModel(model: KindModel, data: EncodedData, config: Tr
   const global = options.proximal ? () => flattenWeights(net, options.proximal!.global, 'proximal term') : undefined;
   const result = await runFusedTraining(net, data, config, options.loss, options, global, FLOAT32_EPSILON);
   model.params.set(net.params.subarray(0, model.params.length));
-  trainingNets.set(model, net); // kept only after a training that ended normally
+  // Kept only after a training that ended normally, and zeroed first: a kept network holds none of
+  // this training's rows, gradients or moments between rounds.
+  net.reset();
+  trainingNets.set(model, net);
   return result;
 }
 
 /**
  * The network a dense model trains with, kept between trainings (issue 13, a node's CPU per
  * round): a node trains the same model with the same batch size every round, and a new FusedMlp
- * each time cost a WebAssembly memory and instance, ~0.5-0.7 ms of the node's ~7 ms a round
- * (`.scratch` micro-benchmark: 0.67 ms new against 3 us reset, 150 KB). Taken out of the cache for
- * the training's length, so two trainings of one model at once never share one, and reset to
- * zeros first, so a kept network trains to the very numbers a new one would
- * (test/models/train-net-reuse.test.ts).
+ * each time cost a WebAssembly memory and instance, ~0.35-0.55 ms of a node's ~7-8.5 ms a round
+ * (a demo-sized training 0.62-0.76 ms CPU with a new network, 0.21-0.28 ms with a kept one).
+ * Taken out of the cache for the training's length, so two trainings of one model at once never
+ * share one; put back zeroed (FusedMlp.reset), so it is a new network's state in every way, and
+ * holds nothing of the last training's rows while it waits (test/models/train-net-reuse.test.ts).
  */
 const trainingNets = new WeakMap<DenseModel, FusedMlp>();
 
@@ -72,7 +75,6 @@ function takeTrainingNet(model: DenseModel, maxRows: number): FusedMlp {
   const kept = trainingNets.get(model);
   trainingNets.delete(model);
   if (kept?.maxRows !== maxRows) return new FusedMlp(model.layout, maxRows); // a model's layout is fixed when it is made
-  kept.reset();
   return kept;
 }
 

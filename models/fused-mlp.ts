@@ -149,9 +149,10 @@ export class FusedMlp {
 
   /**
    * Every buffer back to zeros, as a new network's: its WebAssembly memory (or ArrayBuffer) and
-   * the scores. A network kept between trainings (dense-ops.ts) starts each one from this state,
-   * so it computes the same numbers a new one would, without a new memory and instance (~0.5 ms
-   * each, most of it the memory's address-space reservation and first-touch page faults).
+   * the scores. A network kept between trainings (dense-ops.ts) waits in this state, so it holds
+   * no rows or gradients and computes the same numbers a new one would, without a new memory and
+   * instance (~0.4 ms each, most of it the memory's address-space reservation and first-touch page
+   * faults).
    */
   reset(): void {
     new Uint8Array(this.params.buffer).fill(0);

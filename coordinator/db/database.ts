@@ -30,6 +30,7 @@ import * as foldUpdates from './migrations/20261202_0020_fold_updates.ts';
 import * as uncompressedWeights from './migrations/20261203_0021_uncompressed_weights.ts';
 import * as reuseKeptUpdateSpace from './migrations/20261203_0022_reuse_kept_update_space.ts';
 import * as evaluationStatsJson from './migrations/20261203_0023_evaluation_stats_json.ts';
+import * as roundsInFlight from './migrations/20261204_0024_rounds_in_flight.ts';
 // Kysely runs migrations in name order, so later ones (0010, 0011, ...) make tables after this one has
 // granted: `migrate` re-grants after every run, which covers them.
 import * as appRole from './migrations/20261129_0009_app_role.ts';
@@ -40,7 +41,7 @@ export type Db = Kysely<Database>;
 /** Migrations are listed here rather than read from a folder, so a bundled image carries them. */
 class StaticMigrationProvider implements MigrationProvider {
   async getMigrations(): Promise<Record<string, Migration>> {
-    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash, '20261129_0010_enrollment_jurisdiction': enrollmentJurisdiction, '20261129_0011_regional_models': regionalModels, '20261202_0012_core_v2': coreV2, '20261202_0013_claim_bounds': claimBounds, '20261202_0014_refusal_counts': refusalCounts, '20261202_0015_audit_checkpoint_number': auditCheckpointNumber, '20261202_0016_privacy_ledger_append_only': privacyLedgerAppendOnly, '20261202_0017_study_stop': studyStop, '20261202_0018_spare': spare18, '20261202_0019_personalized_metrics': personalizedMetrics, '20261202_0020_fold_updates': foldUpdates, '20261203_0021_uncompressed_weights': uncompressedWeights, '20261203_0022_reuse_kept_update_space': reuseKeptUpdateSpace, '20261203_0023_evaluation_stats_json': evaluationStatsJson, '20261129_0009_app_role': appRole };
+    return { '20261123_0001_initial': initial, '20261123_0002_privacy': privacy, '20261123_0003_roles': roles, '20261123_0004_identity': identity, '20261123_0005_audit': audit, '20261123_0006_policies': policies, '20261123_0007_audit_head_hash': auditHeadHash, '20261129_0010_enrollment_jurisdiction': enrollmentJurisdiction, '20261129_0011_regional_models': regionalModels, '20261202_0012_core_v2': coreV2, '20261202_0013_claim_bounds': claimBounds, '20261202_0014_refusal_counts': refusalCounts, '20261202_0015_audit_checkpoint_number': auditCheckpointNumber, '20261202_0016_privacy_ledger_append_only': privacyLedgerAppendOnly, '20261202_0017_study_stop': studyStop, '20261202_0018_spare': spare18, '20261202_0019_personalized_metrics': personalizedMetrics, '20261202_0020_fold_updates': foldUpdates, '20261203_0021_uncompressed_weights': uncompressedWeights, '20261203_0022_reuse_kept_update_space': reuseKeptUpdateSpace, '20261203_0023_evaluation_stats_json': evaluationStatsJson, '20261204_0024_rounds_in_flight': roundsInFlight, '20261129_0009_app_role': appRole };
   }
 }
 

@@ -81,7 +81,7 @@ export async function findTaskViewsOf<V>(db: Db, studyId: string, asks: Array<{ 
     select q.node_id as asked_node_id, q.i as asked_index,
       s.state as study_state, r.round, r.phase, r.participants, r.instructions, r.fit_deadline, owed.owed_round, owed.owed_deadline,
       (select nodes.state from nodes where nodes.id = q.node_id) as node_state,
-      exists (select u.node_id from updates as u where u.study_id = s.id and u.round = r.round and u.node_id = q.node_id) as submitted,
+      sub.submitted is not null as submitted,
       (select to_json(obj) from (select * from audit_checkpoints order by seq desc limit 1) as obj) as checkpoint,
       case when q.with_policy then (select max(policies.version) from policies where policies.jurisdiction = q.jurisdiction) else null::integer end as policy_version
     from unnest(${nodeIds}::text[], ${jurisdictions}::text[], ${withPolicy}::boolean[]) with ordinality as q(node_id, jurisdiction, with_policy, i)
@@ -97,6 +97,13 @@ export async function findTaskViewsOf<V>(db: Db, studyId: string, asks: Array<{ 
         and not exists (select oe.node_id from evaluations as oe where oe.study_id = o.study_id and oe.round = o.round and oe.node_id = q.node_id)
       order by o.round limit 1
     ) as owed on true
+    -- A lateral probe of updates_pk per asked node, not an EXISTS in the select list: for that one
+    -- PostgreSQL's generic plan hashes the whole updates table at every call, so each round's
+    -- opening read every update of the study's history (600 rows at round 60 of the demo, 2.9 ms
+    -- for the ten nodes' views against 1.4 ms, growing by 10 rows a round; issue 13).
+    left join lateral (
+      select true as submitted from updates as u where u.study_id = s.id and u.round = r.round and u.node_id = q.node_id limit 1
+    ) as sub on true
     order by q.i`.execute(db);
   return rows;
 }

@@ -21,6 +21,14 @@ export type RoundRow = Selectable<RoundsTable>;
 
 /** The phases of a round that is still open. */
 const OPEN_PHASES = ['fit', 'evaluate'] as const;
+/**
+ * The open phases as SQL literals, not bound parameters: the partial index of the rounds in flight
+ * (migration 0024) serves a statement only when its text says which phases, and the coordinator's
+ * statements run prepared with a generic plan (db/pglite-prepared.ts), which cannot look at a
+ * parameter's value. Bound, each of these walked every round of the study (issue 13).
+ */
+const OPEN_PHASES_SQL = OPEN_PHASES.map((phase) => sql.lit<RoundsTable['phase']>(phase));
+const EVALUATE_SQL = sql.lit<RoundsTable['phase']>('evaluate');
 
 // ---- the round row ------------------------------------------------------------------------------
 
@@ -91,18 +99,18 @@ export async function previousRound(tx: Db, studyId: string, round: number): Pro
  * 'with-next-fit' round r may still be evaluating while round r+1 is in its fit phase: r+1 then.
  */
 export async function findOpenRoundNumber(db: Db, studyId: string): Promise<number | undefined> {
-  return (await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round', 'desc').limit(1).executeTakeFirst())?.round;
+  return (await db.selectFrom('rounds').select('round').where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES_SQL).orderBy('round', 'desc').limit(1).executeTakeFirst())?.round;
 }
 
 /** The study's open rounds (at most two: see findOpenRoundNumber) with their phase, oldest first. */
 export async function listStudyOpenRounds(db: Db, studyId: string): Promise<Array<{ round: number; phase: string }>> {
   return studyOpenRoundsQuery(db, { studyId });
 }
-const studyOpenRoundsQuery = compiledOnce((db, a: { studyId: string }) => db.selectFrom('rounds').select(['round', 'phase']).where('study_id', '=', a.studyId).where('phase', 'in', OPEN_PHASES).orderBy('round'));
+const studyOpenRoundsQuery = compiledOnce((db, a: { studyId: string }) => db.selectFrom('rounds').select(['round', 'phase']).where('study_id', '=', a.studyId).where('phase', 'in', OPEN_PHASES_SQL).orderBy('round'));
 
 /** The study's latest open round, whole (not locked: a node's task is only read from it). */
 export async function findLatestOpenRound(db: Db, studyId: string): Promise<RoundRow | undefined> {
-  return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES).orderBy('round', 'desc').executeTakeFirst();
+  return db.selectFrom('rounds').selectAll().where('study_id', '=', studyId).where('phase', 'in', OPEN_PHASES_SQL).orderBy('round', 'desc').executeTakeFirst();
 }
 
 /**
@@ -141,7 +149,7 @@ function taskViewBuilder(db: Db, studyId: string, nodeId: string, jurisdiction: 
           .selectFrom('rounds')
           .select(['round', 'phase', 'participants', 'instructions', 'fit_deadline', 'evaluation_deadline'])
           .whereRef('rounds.study_id', '=', 's.id')
-          .where('phase', 'in', OPEN_PHASES)
+          .where('phase', 'in', OPEN_PHASES_SQL)
           .orderBy('round', 'desc')
           .limit(1)
           .as('r'),
@@ -153,7 +161,7 @@ function taskViewBuilder(db: Db, studyId: string, nodeId: string, jurisdiction: 
           .selectFrom('rounds as o')
           .select(['o.round as owed_round', 'o.evaluation_deadline as owed_deadline'])
           .whereRef('o.study_id', '=', 's.id')
-          .where('o.phase', '=', 'evaluate')
+          .where('o.phase', '=', EVALUATE_SQL)
           .where(({ exists, selectFrom }) => exists(selectFrom('updates as ou').select('ou.node_id').whereRef('ou.study_id', '=', 'o.study_id').whereRef('ou.round', '=', 'o.round').where('ou.node_id', '=', nodeId)))
           .where(({ not, exists, selectFrom }) => not(exists(selectFrom('evaluations as oe').select('oe.node_id').whereRef('oe.study_id', '=', 'o.study_id').whereRef('oe.round', '=', 'o.round').where('oe.node_id', '=', nodeId))))
           .orderBy('o.round')
@@ -161,10 +169,16 @@ function taskViewBuilder(db: Db, studyId: string, nodeId: string, jurisdiction: 
           .as('owed'),
       (join) => join.onTrue(),
     )
+    // The node's update of the open round probed by key: as an EXISTS in the select list, the
+    // generic plan could hash every update of the study's history at each call (task-views.ts).
+    .leftJoinLateral(
+      (eb) => eb.selectFrom('updates as u').select(sql<boolean>`true`.as('sent')).whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId).limit(1).as('sub'),
+      (join) => join.onTrue(),
+    )
     .select(['s.state as study_state', 'r.round', 'r.phase', 'r.participants', 'r.instructions', 'r.fit_deadline', 'owed.owed_round', 'owed.owed_deadline'])
     .select((eb) => [
       eb.selectFrom('nodes').select('nodes.state').where('nodes.id', '=', nodeId).as('node_state'),
-      eb.exists(eb.selectFrom('updates as u').select('u.node_id').whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId)).as('submitted'),
+      sql<boolean>`sub.sent is not null`.as('submitted'),
       jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
       (jurisdiction === undefined ? sql<number | null>`null::integer` : eb.selectFrom('policies').select((q) => q.fn.max('policies.version').as('v')).where('policies.jurisdiction', '=', jurisdiction)).as('policy_version'),
     ])
@@ -174,7 +188,7 @@ export type TaskView = NonNullable<Awaited<ReturnType<typeof findTaskView>>>;
 
 /** Every open round of every study, with the deadline of its phase (for re-arming timers). */
 export async function listOpenRounds(db: Db) {
-  return db.selectFrom('rounds').select(['study_id', 'round', 'phase', 'fit_deadline', 'evaluation_deadline']).where('phase', 'in', OPEN_PHASES).execute();
+  return db.selectFrom('rounds').select(['study_id', 'round', 'phase', 'fit_deadline', 'evaluation_deadline']).where('phase', 'in', OPEN_PHASES_SQL).execute();
 }
 
 /**

@@ -2,7 +2,7 @@ import { expect, vi } from 'vitest';
 import { sql } from 'kysely';
 import { encodeWeights } from '../../protocols/weights-codec.ts';
 import type { Task, UpdateReceipt } from '../../protocols/messages.ts';
-import { findTaskView } from '../../coordinator/rounds/round-repository.ts';
+import { findTaskView, listStudyOpenRounds } from '../../coordinator/rounds/round-repository.ts';
 import { findTaskViewsOf } from '../../coordinator/rounds/task-views.ts';
 import { defaultMeta, describeOnEachBackend, evaluation, tinyStudy, type Harness } from './harness.ts';
 
@@ -138,19 +138,32 @@ describeOnEachBackend('task views looked up together', (run) => {
       const of = (t: string): Counts => rows.find((r) => r.relname === t) ?? { seq_scan: 0, seq_tup_read: 0, idx_tup_fetch: 0 };
       return { updates: of('updates'), rounds: of('rounds') };
     };
-    const { views, reads } = await db.transaction().execute(async (tx) => {
-      const before = await countsOf(tx as unknown as typeof db);
-      const views = await findTaskViewsOf<{ round: number; submitted: boolean }>(tx as never, studyId, asks);
-      const after = await countsOf(tx as unknown as typeof db);
+    const readsOf = async <T>(tx: typeof db, read: () => Promise<T>) => {
+      const before = await countsOf(tx);
+      const result = await read();
+      const after = await countsOf(tx);
       const minus = (t: 'updates' | 'rounds'): Counts => ({ seq_scan: after[t].seq_scan - before[t].seq_scan, seq_tup_read: after[t].seq_tup_read - before[t].seq_tup_read, idx_tup_fetch: after[t].idx_tup_fetch - before[t].idx_tup_fetch });
-      return { views, reads: { updates: minus('updates'), rounds: minus('rounds') } };
+      return { result, reads: { updates: minus('updates'), rounds: minus('rounds') } };
+    };
+    const { batched, alone, open } = await db.transaction().execute(async (trx) => {
+      const tx = trx as unknown as typeof db;
+      const batched = await readsOf(tx, () => findTaskViewsOf<{ round: number; submitted: boolean }>(tx, studyId, asks));
+      // A node asking alone gets the one-node statement (round-repository.ts), which must not walk either.
+      const alone = await readsOf(tx, () => findTaskView(tx, studyId, b.nodeId));
+      // And the study's open rounds, read at each round's opening.
+      const open = await readsOf(tx, () => listStudyOpenRounds(tx, studyId));
+      return { batched, alone, open };
     });
-    expect(views.map((v) => [v.round, v.submitted])).toEqual([[1002, true], [1002, false]]);
-    // Each node's update of the open round probed by key (no hashed scan of every update; the lateral in task-views.ts).
-    expect({ seq_scan: reads.updates.seq_scan, seq_tup_read: reads.updates.seq_tup_read }).toEqual({ seq_scan: 0, seq_tup_read: 0 });
-    // The evaluations owed found among the rounds in flight (migration 0024), not by walking the
-    // study's 1,001 closed rounds from the first for each node: a handful of rows, not thousands.
-    expect(reads.rounds.seq_tup_read).toBe(0);
-    expect(reads.rounds.idx_tup_fetch).toBeLessThan(20);
+    expect(open.result).toEqual([{ round: 1002, phase: 'fit' }]);
+    expect(batched.result.map((v) => [v.round, v.submitted])).toEqual([[1002, true], [1002, false]]);
+    expect([alone.result?.round, alone.result?.submitted]).toEqual([1002, false]);
+    for (const { reads } of [batched, alone, open]) {
+      // Each node's update of the open round probed by key (no hashed scan of every update; the lateral in task-views.ts).
+      expect({ seq_scan: reads.updates.seq_scan, seq_tup_read: reads.updates.seq_tup_read }).toEqual({ seq_scan: 0, seq_tup_read: 0 });
+      // The evaluations owed found among the rounds in flight (migration 0024), not by walking the
+      // study's 1,001 closed rounds from the first for each node: a handful of rows, not thousands.
+      expect(reads.rounds.seq_tup_read).toBe(0);
+      expect(reads.rounds.idx_tup_fetch).toBeLessThan(20);
+    }
   });
 });

@@ -19,15 +19,14 @@ import { createTaskViewBatcher, findTaskViewsOf } from './task-views.ts';
  */
 export type RoundRow = Selectable<RoundsTable>;
 
-/** The phases of a round that is still open. */
-const OPEN_PHASES = ['fit', 'evaluate'] as const;
 /**
- * The open phases as SQL literals, not bound parameters: the partial index of the rounds in flight
- * (migration 0024) serves a statement only when its text says which phases, and the coordinator's
- * statements run prepared with a generic plan (db/pglite-prepared.ts), which cannot look at a
- * parameter's value. Bound, each of these walked every round of the study (issue 13).
+ * The phases of a round that is still open, as SQL literals, not bound parameters: the partial
+ * index of the rounds in flight (migration 0024) serves a statement only when its text says which
+ * phases, and the coordinator's statements run prepared with a generic plan
+ * (db/pglite-prepared.ts), which cannot look at a parameter's value. Bound, each of these walked
+ * every round of the study (issue 13).
  */
-const OPEN_PHASES_SQL = OPEN_PHASES.map((phase) => sql.lit<RoundsTable['phase']>(phase));
+const OPEN_PHASES_SQL = (['fit', 'evaluate'] as const).map((phase) => sql.lit<RoundsTable['phase']>(phase));
 const EVALUATE_SQL = sql.lit<RoundsTable['phase']>('evaluate');
 
 // ---- the round row ------------------------------------------------------------------------------
@@ -211,7 +210,7 @@ export async function listRunningStudiesWithoutOpenRound(db: Db): Promise<string
     .selectFrom('studies')
     .select('id')
     .where('state', '=', 'running')
-    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('rounds').select('round').whereRef('rounds.study_id', '=', 'studies.id').where('rounds.phase', 'in', OPEN_PHASES))))
+    .where(({ not, exists, selectFrom }) => not(exists(selectFrom('rounds').select('round').whereRef('rounds.study_id', '=', 'studies.id').where('rounds.phase', 'in', OPEN_PHASES_SQL))))
     .orderBy('id')
     .execute();
   return rows.map((r) => r.id);

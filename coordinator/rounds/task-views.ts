@@ -99,8 +99,8 @@ export async function findTaskViewsOf<V>(db: Db, studyId: string, asks: Array<{ 
     ) as owed on true
     -- A lateral probe of updates_pk per asked node, not an EXISTS in the select list: for that one
     -- PostgreSQL's generic plan hashes the whole updates table at every call, so each round's
-    -- opening read every update of the study's history (600 rows at round 60 of the demo, 2.9 ms
-    -- for the ten nodes' views against 1.4 ms, growing by 10 rows a round; issue 13).
+    -- opening read every update of the study's history (600 rows at round 60 of the demo, growing
+    -- by 10 a round: 1.49-1.97 ms for the ten nodes' views against 1.02-1.28 ms; issue 13).
     left join lateral (
       select true as submitted from updates as u where u.study_id = s.id and u.round = r.round and u.node_id = q.node_id limit 1
     ) as sub on true

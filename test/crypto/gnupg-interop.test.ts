@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sealNatively } from '../../protocols/crypto/native-seal.ts';
+import { artifactSignPaths, signArtifact } from '../../protocols/crypto/signed-artifact.ts';
 import { makeIdentity, type TestIdentity } from './identities.ts';
 
 /**
@@ -53,5 +54,21 @@ describe.skipIf(!gpgThere)('GnuPG opens a natively sealed update', () => {
     const r = gpg(['--passphrase-file', join(dir, 'passphrase'), '--status-fd', '2', '--output', join(dir, 'tampered.bin'), '--decrypt', join(dir, 'tampered.pgp')]);
     expect(r.status).not.toBe(0);
     expect(r.stderr).not.toMatch(/DECRYPTION_OKAY/);
+  }, 60_000);
+
+  it("checks an artifact signature made natively (a model, a checkpoint): good over the bytes, BAD with one octet changed", async () => {
+    const model = Buffer.concat([Buffer.from('FMW1\n'), Buffer.alloc(13_000, 0x3c)]);
+    const before = artifactSignPaths.native;
+    writeFileSync(join(dir, 'model.asc'), await signArtifact(model, coordinator.privateKey));
+    expect(artifactSignPaths.native - before).toBe(1);
+    writeFileSync(join(dir, 'model.bin'), model);
+    const good = gpg(['--status-fd', '2', '--verify', join(dir, 'model.asc'), join(dir, 'model.bin')]);
+    expect(good.status, good.stderr).toBe(0);
+    expect(good.stderr).toMatch(new RegExp(`\\[GNUPG:\\] GOODSIG ${coordinator.publicKey.getKeyID().toHex()}`, 'i'));
+    model[7] ^= 0x01;
+    writeFileSync(join(dir, 'model.bin'), model);
+    const bad = gpg(['--status-fd', '2', '--verify', join(dir, 'model.asc'), join(dir, 'model.bin')]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/\[GNUPG:\] BADSIG/);
   }, 60_000);
 });

@@ -17,7 +17,7 @@ import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
 import { reportResourcesAtExit, resourceLogFields } from './process-resources.ts';
-import { compileRoundCodeEagerly } from './v8-tuning.ts';
+import { compileRoundCodeEagerly, optimizeCoordinatorCodeWithoutInlining } from './v8-tuning.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -184,8 +184,10 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'embedded database folder (env FEDMARK_DATA_DIR)')
     .option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL)')
     .action(async (opts) => {
+      const v8Flags = optimizeCoordinatorCodeWithoutInlining(); // first: everything the coordinator optimizes later (cli/v8-tuning.ts)
       const config = loadCoordinatorConfig(process.env, { host: opts.host, port: opts.port, dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
       const log = pino({ level: config.logLevel, mixin: resourceLogFields() });
+      log.info({ v8Flags }, 'v8 tuning');
       reportResourcesAtExit(); // the demo's JSON reports the coordinator's peak RSS (cli/process-resources.ts)
       const { startCoordinator } = await import('../coordinator/main.ts');
       const running = await startCoordinator(config, log);

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const PROBE = fileURLToPath(new URL('../fixtures/baseline-probe.mjs', import.meta.url));
+const INLINING_PROBE = fileURLToPath(new URL('../fixtures/inlining-probe.mjs', import.meta.url));
 
 // Issue 13: `fedmark node` compiles its round code to baseline on first call (cli/v8-tuning.ts),
 // since code that runs once a round stays interpreted for many rounds otherwise.
@@ -14,3 +15,16 @@ describe('compileRoundCodeEagerly', () => {
     expect(JSON.parse(out)).toEqual({ sparkplugEnabled: true, before: false, after: true });
   });
 });
+
+// Issue 13: `fedmark coordinator` optimizes without inlining (cli/v8-tuning.ts): compile time on
+// two cores cost more than inlining saved in its warm, polymorphic per-request code.
+describe('optimizeCoordinatorCodeWithoutInlining', () => {
+  it('stops TurboFan inlining from then on, which V8 does by default', () => {
+    const { NODE_OPTIONS: _, ...env } = process.env;
+    const out = execFileSync(process.execPath, ['--allow-natives-syntax', '--trace-turbo-inlining', INLINING_PROBE], { encoding: 'utf8', timeout: 60_000, env });
+    const [before, after] = out.split('--- after\n');
+    expect(before).toMatch(/Inlining .* into /);
+    expect(after).not.toMatch(/Inlining/);
+  });
+});
+

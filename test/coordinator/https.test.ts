@@ -89,6 +89,8 @@ describe('a federated round over HTTPS between real processes', () => {
     });
     processes.push(coordinator);
     url = String((await coordinator.waitForLog((l) => l.msg === 'coordinator listening')).url);
+    // `fedmark coordinator` optimizes without inlining (cli/v8-tuning.ts, test/cli/v8-tuning.test.ts).
+    expect((await coordinator.waitForLog((l) => l.msg === 'v8 tuning')).v8Flags).toEqual(['--no-turbo-inlining']);
     expect(url).toMatch(/^https:\/\//);
 
     const table = readCsvTable({ path: DATA });

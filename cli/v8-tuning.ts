@@ -27,10 +27,12 @@ export function compileRoundCodeEagerly(): void {
  * more of them every round, and inlining is most of each compile. On two cores that compile time
  * (V8's helper threads: ~15-20 ms of CPU a round at round 20-60 of the 10-node demo, measured with
  * `perf`) is taken from the nodes and the coordinator's own main thread. Measured (issue 13,
- * alternated runs on the shared 2-core machine): the demo's coordinator CPU a round 92-102 -> 84-90
- * ms over 20 rounds and 73-86 -> 70-78 ms at rounds 20-60; the heavy paths are unchanged (FedAvg of
- * 100 x 1M 0.059-0.061 s both ways: its kernels are WebAssembly; one 1M update's coordinator path
- * 0.027-0.030 vs 0.028-0.033 s). Nodes keep inlining: their round code never gets that far.
+ * alternated runs on the shared 2-core machine, README "stop 24"): over a 60-round demo the
+ * coordinator's CPU a round 74-79 -> 67-73 ms and the median round 0.075-0.081 -> 0.073-0.078 s
+ * (4 ABBA pairs); over the default 20 rounds, mostly V8's warm-up, no change beyond the noise
+ * (18 pairs). The heavy paths are unchanged (FedAvg of 100 x 1M 0.059-0.061 s both ways: its
+ * kernels are WebAssembly; one 1M update's coordinator path 0.027-0.030 vs 0.028-0.033 s). Nodes
+ * keep inlining: their round code rarely gets that far.
  *
  * Set at run time, first thing, as compileRoundCodeEagerly: V8 reads the flag for every
  * optimization job it starts afterwards (checked on Node 20 by test/cli/v8-tuning.test.ts).

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import * as openpgp from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { artifactPaths, signArtifact, verifyArtifact } from '../../protocols/crypto/signed-artifact.ts';
+import { artifactPaths, artifactSignPaths, signArtifact, verifyArtifact } from '../../protocols/crypto/signed-artifact.ts';
 import { dearmoredSignature, nativelyValidAt } from '../../protocols/crypto/native-verify.ts';
 import { makeIdentity, secondsAfter, type TestIdentity } from './identities.ts';
 
@@ -60,6 +60,23 @@ describe('dearmoredSignature', () => {
     for (const text of ['', 'not a signature', '-----BEGIN PGP MESSAGE-----\n\nAAAA\n-----END PGP MESSAGE-----', '-----BEGIN PGP SIGNATURE-----\nAAAA\n-----END PGP SIGNATURE-----', '-----BEGIN PGP SIGNATURE-----\n\nA*AA\n-----END PGP SIGNATURE-----', '-----BEGIN PGP SIGNATURE-----\n\nAAA\n-----END PGP SIGNATURE-----']) {
       expect(dearmoredSignature(text), JSON.stringify(text)).toBeNull();
     }
+  });
+});
+
+describe('signArtifact, native path', () => {
+  it("signs our key's artifacts natively, in the armor OpenPGP.js writes, and leaves a time outside the key's window to OpenPGP.js", async () => {
+    const bytes = new Uint8Array(13_000).fill(3);
+    const before = { ...artifactSignPaths };
+    const armored = await signArtifact(bytes, coordinator.privateKey);
+    expect(artifactSignPaths.native - before.native).toBe(1);
+    // OpenPGP.js's own signature armor: no headers, an empty line, base64, the CRC-24 line.
+    expect(armored).toMatch(/^-----BEGIN PGP SIGNATURE-----\n\n[A-Za-z0-9+/=\n]+\n=[A-Za-z0-9+/]{4}\n-----END PGP SIGNATURE-----\n$/);
+    const signature = await openpgp.readSignature({ armoredSignature: armored });
+    expect(signature.armor()).toBe(armored);
+    expect(await openpgpVerdict(bytes, armored, coordinator.publicKey)).toBe(true);
+    // Before the key existed: not signed here; OpenPGP.js refuses, as it did before the native path.
+    await expect(signArtifact(bytes, coordinator.privateKey, { now: new Date(coordinator.createdAt.getTime() - 10_000) })).rejects.toThrow();
+    expect(artifactSignPaths.openpgp - before.openpgp).toBe(1);
   });
 });
 

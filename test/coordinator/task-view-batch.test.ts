@@ -147,6 +147,9 @@ describeOnEachBackend('task views looked up together', (run) => {
     };
     const { batched, alone, open } = await db.transaction().execute(async (trx) => {
       const tx = trx as unknown as typeof db;
+      // The generic plans, which prepared statements reach after their first executions: an EXISTS in
+      // the select list hashes every update there, where a first custom plan would still probe by key.
+      await sql`set local plan_cache_mode = force_generic_plan`.execute(tx);
       const batched = await readsOf(tx, () => findTaskViewsOf<{ round: number; submitted: boolean }>(tx, studyId, asks));
       // A node asking alone gets the one-node statement (round-repository.ts), which must not walk either.
       const alone = await readsOf(tx, () => findTaskView(tx, studyId, b.nodeId));

@@ -168,16 +168,12 @@ function taskViewBuilder(db: Db, studyId: string, nodeId: string, jurisdiction: 
           .as('owed'),
       (join) => join.onTrue(),
     )
-    // The node's update of the open round probed by key: as an EXISTS in the select list, the
-    // generic plan could hash every update of the study's history at each call (task-views.ts).
-    .leftJoinLateral(
-      (eb) => eb.selectFrom('updates as u').select(sql<boolean>`true`.as('sent')).whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId).limit(1).as('sub'),
-      (join) => join.onTrue(),
-    )
     .select(['s.state as study_state', 'r.round', 'r.phase', 'r.participants', 'r.instructions', 'r.fit_deadline', 'owed.owed_round', 'owed.owed_deadline'])
     .select((eb) => [
       eb.selectFrom('nodes').select('nodes.state').where('nodes.id', '=', nodeId).as('node_state'),
-      sql<boolean>`sub.sent is not null`.as('submitted'),
+      // One row asks: the planner probes updates_pk for it even in a generic plan (the batched views
+      // need a lateral for that: task-views.ts; test/coordinator/task-view-batch.test.ts checks both).
+      eb.exists(eb.selectFrom('updates as u').select('u.node_id').whereRef('u.study_id', '=', 's.id').whereRef('u.round', '=', 'r.round').where('u.node_id', '=', nodeId)).as('submitted'),
       jsonObjectFrom(eb.selectFrom('audit_checkpoints').selectAll().orderBy('seq', 'desc').limit(1)).as('checkpoint'),
       (jurisdiction === undefined ? sql<number | null>`null::integer` : eb.selectFrom('policies').select((q) => q.fn.max('policies.version').as('v')).where('policies.jurisdiction', '=', jurisdiction)).as('policy_version'),
     ])

@@ -17,7 +17,7 @@ import { ATTACK_NAMES, type AttackName } from '../client-node/attack.ts';
 import { ATTACK_CONFIGURATIONS, ATTACK_DEMO_ROUNDS, DEADLINE_FACTOR, demoDeadlines, MIN_DEADLINE_SECONDS, type AttackConfiguration } from './attack-plans.ts';
 import type { AttackDemoOptions } from './attack-demo.ts';
 import { reportResourcesAtExit, resourceLogFields } from './process-resources.ts';
-import { compileRoundCodeEagerly, optimizeCoordinatorCodeWithoutInlining } from './v8-tuning.ts';
+import { compileRoundCodeEagerly, optimizeCoordinatorCodeWithoutInlining, optimizeOnlyHotNodeCode } from './v8-tuning.ts';
 
 type StrategyConfigInput = import('zod').input<typeof StrategyConfig>;
 
@@ -233,7 +233,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--attack <name>', 'FOR DEMOS AND TESTS ONLY: this node attacks the study after honest training (client-node/attack.ts)').choices([...ATTACK_NAMES]))
     .addHelpText('after', `\n${NODE_EXIT_CODES_HELP}`)
     .action(async (opts) => {
-      compileRoundCodeEagerly(); // first: the config's zod parse below is round code too (cli/v8-tuning.ts)
+      // First: the config's zod parse below is round code too (cli/v8-tuning.ts).
+      const v8Flags = [...compileRoundCodeEagerly(), ...optimizeOnlyHotNodeCode()];
       if (!opts.coordinator) program.error("error: required option '--coordinator <url>' not specified (or set FEDMARK_COORDINATOR)");
       const parsed = NodeConfig.safeParse({
         coordinator: opts.coordinator,
@@ -268,6 +269,7 @@ export function buildProgram(): Command {
         return;
       }
       const log = pino({ level: parsed.data.logLevel, mixin: resourceLogFields() });
+      log.info({ v8Flags }, 'v8 tuning');
       reportResourcesAtExit(); // the demo's JSON reports the nodes' peak RSS (cli/process-resources.ts)
       if (parsed.data.attack) log.warn({ attack: parsed.data.attack }, 'this node is an ATTACKER (--attack: for demos and tests only)');
       const { runNode, withdrawNode, rotateNodeKey } = await import('../client-node/node-runner.ts');

@@ -16,8 +16,42 @@ import { setFlagsFromString } from 'node:v8';
  * V8 with --no-freeze-flags-after-init, which keeps v8.setFlagsFromString working after start-up
  * (checked on Node 20 by test/cli/v8-tuning.test.ts).
  */
-export function compileRoundCodeEagerly(): void {
-  setFlagsFromString('--always-sparkplug');
+export function compileRoundCodeEagerly(): string[] {
+  const flags = ['--always-sparkplug'];
+  for (const flag of flags) setFlagsFromString(flag);
+  return flags; // logged at start-up with optimizeOnlyHotNodeCode's ('v8 tuning')
+}
+
+/**
+ * V8's interrupt budget on Node 20 (`node --v8-options`: --interrupt-budget=67584): the bytecode a
+ * function runs between two of the profiler's ticks; TurboFan takes a function after a few ticks.
+ */
+export const V8_DEFAULT_INTERRUPT_BUDGET = 67_584;
+
+/** A node's interrupt budget: four times V8's (optimizeOnlyHotNodeCode). */
+export const NODE_INTERRUPT_BUDGET = 4 * V8_DEFAULT_INTERRUPT_BUDGET;
+
+/**
+ * A node leaves to TurboFan only code that is hot within a round (the trainer's loops, the
+ * codecs, the crypto), not the code that runs a few times a round (HTTP, zod, the task checks,
+ * logging): at V8's budget each of the ten node processes of the demo kept compiling a few more of
+ * those every round, ~1-1.6 ms of CPU a round each on the helper threads (`perf record -a`,
+ * rounds 3-29), on the two cores the round shares, for code that runs too rarely to win it back.
+ * Four times V8's budget (sixteen times was worse: the nodes' CPU over rounds 4-19 106-140 against
+ * 87-102 ms a round, 4 pairs). Measured (issue 13, 13 ABBA pairs of the 10-node demo, README
+ * "stop 25"): the nodes' CPU over the demo 12.6 -> 11.5 s (0.91x, lower in 11 of 13 pairs), the
+ * median round 0.152 -> 0.139 s (0.92x of the medians, faster in 8 of 13), wall 15.5 -> 14.1 s,
+ * node peak RSS -1.3 MB (13 of 13), AUC the same; the fused trainer's samples/s unchanged
+ * (bench/train-bench.ts with and without the flag: 797k/767k against 727k/826k at batch 64).
+ *
+ * Set at run time, as compileRoundCodeEagerly: V8 reads the budget whenever it resets a function's
+ * counter, so every function from then on gets it (test/cli/v8-tuning.test.ts counts the calls a
+ * function needs before TurboFan takes it, before and after).
+ */
+export function optimizeOnlyHotNodeCode(): string[] {
+  const flags = [`--interrupt-budget=${NODE_INTERRUPT_BUDGET}`];
+  for (const flag of flags) setFlagsFromString(flag);
+  return flags;
 }
 
 /**

@@ -119,6 +119,8 @@ describe('a federated round over HTTPS between real processes', () => {
     }
     expect(status.rounds[0].phase).toBe('completed');
     expect(status.rounds[0].updatesReceived).toBe(2);
+    // `fedmark node` compiles its round code eagerly and optimizes only its hot code (cli/v8-tuning.ts).
+    expect((await processes[1].waitForLog((l) => l.msg === 'v8 tuning')).v8Flags).toEqual(['--always-sparkplug', '--interrupt-budget=270336']);
     expect(status.rounds[0].validationAuc).toBeGreaterThan(0.5);
     // The node without the CA never enrolled: its TLS check refused the coordinator's certificate.
     expect(status.nodes.map((n) => n.name).sort()).toEqual(['tls-a', 'tls-b']);

@@ -32,17 +32,18 @@ export const V8_DEFAULT_INTERRUPT_BUDGET = 67_584;
 export const NODE_INTERRUPT_BUDGET = 4 * V8_DEFAULT_INTERRUPT_BUDGET;
 
 /**
- * A node leaves to TurboFan only code that is hot within a round (the trainer's loops, the
- * codecs, the crypto), not the code that runs a few times a round (HTTP, zod, the task checks,
- * logging): at V8's budget each of the ten node processes of the demo kept compiling a few more of
- * those every round, ~1-1.6 ms of CPU a round each on the helper threads (`perf record -a`,
- * rounds 3-29), on the two cores the round shares, for code that runs too rarely to win it back.
- * Four times V8's budget (sixteen times was worse: the nodes' CPU over rounds 4-19 106-140 against
- * 87-102 ms a round, 4 pairs). Measured (issue 13, 13 ABBA pairs of the 10-node demo, README
- * "stop 25"): the nodes' CPU over the demo 12.6 -> 11.5 s (0.91x, lower in 11 of 13 pairs), the
- * median round 0.152 -> 0.139 s (0.92x of the medians, faster in 8 of 13), wall 15.5 -> 14.1 s,
- * node peak RSS -1.3 MB (13 of 13), AUC the same; the fused trainer's samples/s unchanged
- * (bench/train-bench.ts with and without the flag: 797k/767k against 727k/826k at batch 64).
+ * A node leaves to TurboFan only code that is hot (the trainer's loops, the codecs, the crypto),
+ * not the code that runs a few times a round or once at start-up (HTTP, zod, the task checks,
+ * logging, loading the data): at V8's budget each of the demo's ten node processes kept compiling
+ * a few more of those every round, ~1-1.6 ms of CPU a round each on its helper threads (`perf
+ * record -a`, rounds 3-29), on the two cores the whole federation shares. Four times V8's budget;
+ * sixteen times was worse (the trainer's loops then wait too: the nodes' CPU over rounds 4-19
+ * 106-140 against 87-102 ms a round, 4 pairs). Measured (issue 13, 17 ABBA pairs of the 10-node
+ * demo, README "stop 25"): the nodes' CPU over the demo 0.92x (lower in 15 of 17 pairs), round 1
+ * (the nodes' start-up) 5.39 -> 5.13 s (shorter in 15 of 17), wall 0.94x, node peak RSS -1.1 MB
+ * (17 of 17), AUC the same; the median round 0.142 -> 0.132 s, faster in only 10 of 17 pairs: no
+ * gain there beyond the noise. The fused trainer's samples/s is unchanged (bench/train-bench.ts
+ * with and without the flag: 797k/767k against 727k/826k at batch 64).
  *
  * Set at run time, as compileRoundCodeEagerly: V8 reads the budget whenever it resets a function's
  * counter, so every function from then on gets it (test/cli/v8-tuning.test.ts counts the calls a

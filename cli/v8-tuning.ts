@@ -17,9 +17,13 @@ import { setFlagsFromString } from 'node:v8';
  * (checked on Node 20 by test/cli/v8-tuning.test.ts).
  */
 export function compileRoundCodeEagerly(): string[] {
-  const flags = ['--always-sparkplug'];
+  return setV8Flags(['--always-sparkplug']);
+}
+
+/** Sets each flag and returns them: every tuning here is logged at start-up ('v8 tuning'), so an operator sees what was set. */
+function setV8Flags(flags: string[]): string[] {
   for (const flag of flags) setFlagsFromString(flag);
-  return flags; // logged at start-up with optimizeOnlyHotNodeCode's ('v8 tuning')
+  return flags;
 }
 
 /**
@@ -50,9 +54,7 @@ export const NODE_INTERRUPT_BUDGET = 4 * V8_DEFAULT_INTERRUPT_BUDGET;
  * function needs before TurboFan takes it, before and after).
  */
 export function optimizeOnlyHotNodeCode(): string[] {
-  const flags = [`--interrupt-budget=${NODE_INTERRUPT_BUDGET}`];
-  for (const flag of flags) setFlagsFromString(flag);
-  return flags;
+  return setV8Flags([`--interrupt-budget=${NODE_INTERRUPT_BUDGET}`]);
 }
 
 /**
@@ -73,7 +75,5 @@ export function optimizeOnlyHotNodeCode(): string[] {
  * optimization job it starts afterwards (checked on Node 20 by test/cli/v8-tuning.test.ts).
  */
 export function optimizeCoordinatorCodeWithoutInlining(): string[] {
-  const flags = ['--no-turbo-inlining'];
-  for (const flag of flags) setFlagsFromString(flag);
-  return flags; // logged at start-up ('v8 tuning'), so an operator sees what was set
+  return setV8Flags(['--no-turbo-inlining']);
 }

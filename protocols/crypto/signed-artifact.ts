@@ -58,7 +58,7 @@ export const artifactSignPaths = { native: 0, openpgp: 0 };
  */
 export async function signArtifact(bytes: Uint8Array, privateKey: PrivateKey, options: { now?: Date } = {}): Promise<string> {
   requireDecrypted(privateKey, 'signArtifact');
-  const native = await signNatively(bytes, privateKey, options.now ?? new Date()).catch(() => null);
+  const native = await signNatively(bytes, privateKey, options.now ?? new Date()); // null: not our key shape or time
   if (native !== null) {
     artifactSignPaths.native++;
     return openpgp.armor(openpgp.enums.armor.signature, native, undefined, undefined, undefined, true);
